@@ -1,0 +1,124 @@
+//! The control channel between the CLI and the daemon: a Unix socket in the state dir
+//! (mode 0600), one JSON request per line, one JSON reply per line.
+//!
+//! Writers of routes.json send `reload` after writing and wait for the reply, so "the
+//! command returned" means "the next request already uses the new route".
+
+use crate::state::StateDir;
+use serde::{Deserialize, Serialize};
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// Re-read routes.json now.
+    Reload,
+    /// Daemon facts: see [`DaemonStatus`].
+    Status,
+    /// Stop accepting, finish what is in flight (bounded), exit.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub version: String,
+    pub pid: u32,
+    pub port: u16,
+    pub uptime_secs: u64,
+    pub routes: usize,
+    pub tls: bool,
+    pub listening: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<DaemonStatus>,
+}
+
+impl Reply {
+    pub fn ok() -> Self {
+        Reply {
+            ok: true,
+            error: None,
+            status: None,
+        }
+    }
+    pub fn error(msg: impl Into<String>) -> Self {
+        Reply {
+            ok: false,
+            error: Some(msg.into()),
+            status: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("the portok daemon is not running (no answer on {path})")]
+    NotRunning { path: PathBuf },
+    #[error("talking to the portok daemon over {path} failed: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("the portok daemon sent a reply that is not valid: {source}")]
+    BadReply { source: serde_json::Error },
+    #[error("the portok daemon refused the request: {message}")]
+    Refused { message: String },
+}
+
+/// Send one request and wait (bounded) for the reply. Blocking: the CLI is short-lived and
+/// a runtime would cost more than the call.
+pub fn call(state: &StateDir, req: &Request, timeout: Duration) -> Result<Reply, ControlError> {
+    let path = state.control_socket();
+    let stream = match UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Err(ControlError::NotRunning { path })
+        }
+        Err(source) => return Err(ControlError::Io { path, source }),
+    };
+    let io_err = |source| ControlError::Io {
+        path: path.clone(),
+        source,
+    };
+    stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
+    let mut line = serde_json::to_vec(req).map_err(|e| io_err(io::Error::other(e)))?;
+    line.push(b'\n');
+    (&stream).write_all(&line).map_err(io_err)?;
+    let mut reply = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut reply)
+        .map_err(io_err)?;
+    if reply.is_empty() {
+        return Err(io_err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the daemon closed the connection without a reply",
+        )));
+    }
+    let reply: Reply =
+        serde_json::from_str(&reply).map_err(|source| ControlError::BadReply { source })?;
+    if !reply.ok {
+        return Err(ControlError::Refused {
+            message: reply.error.unwrap_or_default(),
+        });
+    }
+    Ok(reply)
+}
+
+/// The running daemon's status, or `None` when no daemon answers.
+pub fn status(state: &StateDir) -> Option<DaemonStatus> {
+    call(state, &Request::Status, Duration::from_secs(3))
+        .ok()
+        .and_then(|r| r.status)
+}

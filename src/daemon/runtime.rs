@@ -1,0 +1,341 @@
+//! The running daemon: binds the loopback listeners, serves the proxy, answers the control
+//! socket, and keeps the route table in step with routes.json (control `reload`, a file
+//! watcher as a safety net, and a sweep that drops routes whose owner died).
+
+use crate::control::{DaemonStatus, Reply, Request};
+use crate::proxy::{self, Ctx, Limits};
+use crate::routes::{store, RouteTable};
+use crate::state::{pid_alive, StateDir};
+use anyhow::Context as _;
+use fs4::fs_std::FileExt;
+use std::io::{self, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpSocket, UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub port: u16,
+    pub limits: Limits,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{addr} is already in use by another program; stop it, or run portok on another port with `portok proxy start --port N` (or PORTOK_PORT=N)")]
+    PortInUse { addr: SocketAddr },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+}
+
+/// Everything the daemon shares between its tasks.
+struct Daemon {
+    state: StateDir,
+    ctx: Arc<Ctx>,
+    started: Instant,
+    listening: Vec<String>,
+    shutdown: CancellationToken,
+}
+
+/// Entry point of `portok __daemon`. Prints `ready` (or `error: ...`) on stdout for the
+/// starting CLI, then serves until told to stop.
+pub fn main(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
+    // One worker per core we may run on (taskset is honoured), at most four: a dev proxy
+    // should not take the machine.
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(4);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run(state, config))
+}
+
+fn announce(line: &str) {
+    let mut out = io::stdout();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+    // The CLI that started us stops reading after one line; later writes to the pipe
+    // would fail, so point stdout at /dev/null.
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        use std::os::fd::AsRawFd;
+        // SAFETY: dup2 onto fd 1 with a valid open fd.
+        unsafe { libc::dup2(null.as_raw_fd(), 1) };
+    }
+}
+
+async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
+    if let Err(e) = state.ensure() {
+        announce(&format!("error: {e}"));
+        return Err(e.into());
+    }
+    // One daemon per state dir: whoever holds the lock on proxy.pid is it.
+    let pid_file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(state.pid_file())
+        .with_context(|| format!("opening {}", state.pid_file().display()))?;
+    if !FileExt::try_lock_exclusive(&pid_file).unwrap_or(false) {
+        announce(crate::daemon::ALREADY_RUNNING);
+        return Ok(());
+    }
+    let listeners = match bind_listeners(config.port) {
+        Ok(l) => l,
+        Err(e) => {
+            announce(&format!("error: {e}"));
+            return Err(e.into());
+        }
+    };
+    let listening: Vec<String> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .collect();
+    let ctx = Arc::new(Ctx::new(config.port, config.limits.clone(), config.tls.clone()));
+    let daemon = Arc::new(Daemon {
+        state: state.clone(),
+        ctx: ctx.clone(),
+        started: Instant::now(),
+        listening,
+        shutdown: CancellationToken::new(),
+    });
+    daemon.reload().await;
+
+    let sock_path = state.control_socket();
+    let _ = std::fs::remove_file(&sock_path);
+    let control = UnixListener::bind(&sock_path)
+        .with_context(|| format!("binding the control socket {}", sock_path.display()))?;
+    std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o600))?;
+
+    write_pid_files(&state, &pid_file, config.port)?;
+    info!(port = config.port, addrs = ?daemon.listening, "portok daemon listening");
+    announce(crate::daemon::READY);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(proxy::serve(listeners, ctx, daemon.shutdown.clone()));
+    tasks.spawn(control_loop(control, daemon.clone()));
+    tasks.spawn(sweep_loop(daemon.clone()));
+    tasks.spawn(watch_loop(daemon.clone()));
+    tasks.spawn(signal_loop(daemon.shutdown.clone()));
+
+    daemon.shutdown.cancelled().await;
+    info!("shutting down");
+    // Listeners close when the accept loops end; give in-flight exchanges a moment.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    let _ = std::fs::remove_file(&sock_path);
+    let _ = std::fs::remove_file(state.port_file());
+    let _ = pid_file.set_len(0);
+    Ok(())
+}
+
+fn write_pid_files(state: &StateDir, pid_file: &std::fs::File, port: u16) -> anyhow::Result<()> {
+    pid_file.set_len(0)?;
+    let mut f = pid_file;
+    write!(f, "{}", std::process::id())?;
+    std::fs::write(state.port_file(), format!("{port}\n"))
+        .with_context(|| format!("writing {}", state.port_file().display()))?;
+    Ok(())
+}
+
+/// 127.0.0.1 always; ::1 too where the machine has IPv6. Never a wildcard address.
+fn bind_listeners(port: u16) -> Result<Vec<TcpListener>, StartError> {
+    let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut out = vec![bind_one(v4)?];
+    let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+    match bind_one(v6) {
+        Ok(l) => out.push(l),
+        Err(StartError::Bind { source, .. })
+            if matches!(
+                source.raw_os_error(),
+                Some(libc::EADDRNOTAVAIL | libc::EAFNOSUPPORT)
+            ) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(out)
+}
+
+fn bind_one(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    let bind_err = |source: io::Error| {
+        if source.kind() == io::ErrorKind::AddrInUse {
+            StartError::PortInUse { addr }
+        } else {
+            StartError::Bind { addr, source }
+        }
+    };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(bind_err)?;
+    // A restarted daemon rebinds at once even with connections in TIME_WAIT.
+    socket.set_reuseaddr(true).map_err(bind_err)?;
+    socket.bind(addr).map_err(bind_err)?;
+    socket.listen(1024).map_err(bind_err)
+}
+
+impl Daemon {
+    /// Re-read routes.json and swap the table. A corrupt file keeps the current table.
+    async fn reload(&self) {
+        let state = self.state.clone();
+        match tokio::task::spawn_blocking(move || store::load(&state)).await {
+            Ok(Ok(routes)) => {
+                let previous = self.ctx.routes.load_full();
+                let table = RouteTable::build(routes, Some(&previous));
+                self.ctx.routes.store(Arc::new(table));
+            }
+            Ok(Err(e)) => error!(error = %e, "keeping the current routes"),
+            Err(e) => error!(error = %e, "route reload task failed"),
+        }
+    }
+
+    fn status(&self) -> DaemonStatus {
+        DaemonStatus {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            port: self.ctx.port,
+            uptime_secs: self.started.elapsed().as_secs(),
+            routes: self.ctx.routes.load().len(),
+            tls: self.ctx.tls.is_some(),
+            listening: self.listening.clone(),
+        }
+    }
+}
+
+async fn control_loop(listener: UnixListener, daemon: Arc<Daemon>) {
+    loop {
+        let stream = tokio::select! {
+            _ = daemon.shutdown.cancelled() => return,
+            a = listener.accept() => match a {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    warn!(error = %e, "control accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let daemon = daemon.clone();
+        tokio::spawn(async move {
+            if let Err(e) = control_conn(stream, daemon).await {
+                warn!(error = %e, "control connection failed");
+            }
+        });
+    }
+}
+
+async fn control_conn(stream: UnixStream, daemon: Arc<Daemon>) -> io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    while let Some(line) = lines.next_line().await? {
+        let reply = match serde_json::from_str::<Request>(&line) {
+            Ok(req) => handle_control(req, &daemon).await,
+            Err(e) => Reply::error(format!("unknown request: {e}")),
+        };
+        let mut out = serde_json::to_vec(&reply).map_err(io::Error::other)?;
+        out.push(b'\n');
+        write.write_all(&out).await?;
+    }
+    Ok(())
+}
+
+async fn handle_control(req: Request, daemon: &Daemon) -> Reply {
+    match req {
+        Request::Reload => {
+            daemon.reload().await;
+            Reply::ok()
+        }
+        Request::Status => Reply {
+            status: Some(daemon.status()),
+            ..Reply::ok()
+        },
+        Request::Shutdown => {
+            daemon.shutdown.cancel();
+            Reply::ok()
+        }
+    }
+}
+
+/// Drop routes whose owning process died (a `portok run` killed with SIGKILL).
+async fn sweep_loop(daemon: Arc<Daemon>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = daemon.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let table = daemon.ctx.routes.load();
+        let dead = table
+            .sorted()
+            .iter()
+            .any(|l| l.route.pid != 0 && !pid_alive(l.route.pid));
+        drop(table);
+        if dead {
+            daemon.reload().await;
+        }
+    }
+}
+
+/// A safety net for writers that do not send `reload`: watch the state dir for routes.json.
+async fn watch_loop(daemon: Arc<Daemon>) {
+    use notify::{RecursiveMode, Watcher};
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let routes_name = std::ffi::OsString::from("routes.json");
+    let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(ev) = ev {
+            if ev.paths.iter().any(|p| p.file_name() == Some(&routes_name)) {
+                let _ = tx.try_send(());
+            }
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => {
+            warn!(error = %e, "cannot watch the state dir; routes update via the control socket only");
+            return;
+        }
+    };
+    if let Err(e) = watcher.watch(daemon.state.root(), RecursiveMode::NonRecursive) {
+        warn!(error = %e, "cannot watch the state dir");
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = daemon.shutdown.cancelled() => return,
+            got = rx.recv() => if got.is_none() { return },
+        }
+        // Let a burst of events settle, then read once.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        while rx.try_recv().is_ok() {}
+        daemon.reload().await;
+    }
+}
+
+async fn signal_loop(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        _ = shutdown.cancelled() => return,
+    }
+    shutdown.cancel();
+}

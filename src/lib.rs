@@ -1,0 +1,25 @@
+//! portok: a local-development router. `portok myapp cargo run` serves the app at
+//! `http://myapp.localhost:1355` through one detached proxy daemon per state directory.
+//!
+//! # Layout
+//! - [`cli`]: clap types for every command, no I/O.
+//! - [`commands`]: what each CLI command does (alias, list, get, proxy start/stop/status).
+//! - [`state`]: the state directory: paths, permissions, pid liveness.
+//! - [`names`]: app names -> `NAME.localhost`, validation, Host normalisation.
+//! - [`routes`]: `Route` (routes.json entries) and the live `RouteTable`;
+//!   [`routes::store`]: locked, atomic read-modify-write of routes.json.
+//! - [`control`]: the control socket protocol (newline JSON) and its blocking client.
+//! - [`daemon`]: start/stop/status of the detached daemon; [`daemon::runtime`]: the
+//!   daemon process (listeners, control server, route reloads, stale sweep).
+//! - [`proxy`]: accept loops and per-connection serving; `sniff` (TLS or plain), `handler`
+//!   (host -> route -> forward, errors -> status codes), `forward` (pooled upstream client,
+//!   headers, upgrades), `pages` (404/502/508/400).
+
+pub mod cli;
+pub mod commands;
+pub mod control;
+pub mod daemon;
+pub mod names;
+pub mod proxy;
+pub mod routes;
+pub mod state;

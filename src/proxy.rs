@@ -1,0 +1,171 @@
+//! The proxy: accept loops on the daemon's listeners, one task per connection, TLS or
+//! plain decided by the first byte, then hyper (HTTP/1.1 + HTTP/2, upgrades on).
+
+pub mod forward;
+pub mod handler;
+pub mod pages;
+pub mod sniff;
+
+use crate::routes::RouteTable;
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// Limits and deadlines. Defaults are nginx/Caddy-like; `proxy start` may change them.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// One deadline for sniffing the first byte, the ClientHello and the TLS handshake.
+    pub handshake: Duration,
+    /// Request headers must arrive within this (slowloris).
+    pub header_read: Duration,
+    /// Upstream connect timeout.
+    pub connect: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake: Duration::from_secs(10),
+            header_read: Duration::from_secs(30),
+            connect: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Everything a connection task needs. Shared by all connections; the route table is
+/// swapped as a whole so the hot path reads it without a lock.
+pub struct Ctx {
+    pub routes: ArcSwap<RouteTable>,
+    pub client: forward::Client,
+    /// The port browsers use to reach us, for links on pages and X-Forwarded-Port.
+    pub port: u16,
+    pub limits: Limits,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    http: auto::Builder<TokioExecutor>,
+}
+
+impl Ctx {
+    pub fn new(port: u16, limits: Limits, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+        let mut http = auto::Builder::new(TokioExecutor::new());
+        http.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read)
+            .keep_alive(true);
+        http.http2()
+            .timer(TokioTimer::new())
+            .enable_connect_protocol()
+            .max_concurrent_streams(250)
+            .max_pending_accept_reset_streams(50)
+            .max_local_error_reset_streams(256);
+        Ctx {
+            routes: ArcSwap::from_pointee(RouteTable::default()),
+            client: forward::client(limits.connect),
+            port,
+            tls: tls.map(tokio_rustls::TlsAcceptor::from),
+            limits,
+            http,
+        }
+    }
+}
+
+/// Per-connection facts the handler needs.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+/// Accept on every listener until `shutdown` fires. Accept errors (EMFILE, aborted
+/// handshakes) back off and continue: one bad moment never stops the listener.
+pub async fn serve(listeners: Vec<TcpListener>, ctx: Arc<Ctx>, shutdown: CancellationToken) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for listener in listeners {
+        tasks.spawn(accept_loop(listener, ctx.clone(), shutdown.clone()));
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, shutdown: CancellationToken) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = serve_conn(stream, peer, ctx).await {
+                        debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, ?backoff, "accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("{phase} timed out")]
+    Timeout { phase: &'static str },
+    #[error("{phase}: {source}")]
+    Io {
+        phase: &'static str,
+        source: std::io::Error,
+    },
+    #[error("TLS client hello on a proxy without TLS")]
+    TlsDisabled,
+    #[error("serving HTTP: {0}")]
+    Http(Box<dyn std::error::Error + Send + Sync>),
+}
+
+async fn serve_conn(stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) -> Result<(), ConnError> {
+    let _ = stream.set_nodelay(true);
+    let deadline = tokio::time::Instant::now() + ctx.limits.handshake;
+    let kind = tokio::time::timeout_at(deadline, sniff::sniff(&stream))
+        .await
+        .map_err(|_| ConnError::Timeout { phase: "waiting for the first byte" })?
+        .map_err(|source| ConnError::Io { phase: "sniff", source })?;
+    match kind {
+        sniff::Kind::Closed => Ok(()),
+        sniff::Kind::Plain => {
+            let info = ConnInfo { peer, tls: false };
+            serve_http(TokioIo::new(stream), info, ctx).await
+        }
+        sniff::Kind::Tls => {
+            let acceptor = ctx.tls.clone().ok_or(ConnError::TlsDisabled)?;
+            let tls = tokio::time::timeout_at(deadline, acceptor.accept(stream))
+                .await
+                .map_err(|_| ConnError::Timeout { phase: "TLS handshake" })?
+                .map_err(|source| ConnError::Io { phase: "TLS handshake", source })?;
+            let info = ConnInfo { peer, tls: true };
+            serve_http(TokioIo::new(tls), info, ctx).await
+        }
+    }
+}
+
+async fn serve_http<I>(io: TokioIo<I>, info: ConnInfo, ctx: Arc<Ctx>) -> Result<(), ConnError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc_ctx = ctx.clone();
+    let svc = service_fn(move |req| handler::handle(svc_ctx.clone(), req, info));
+    ctx.http
+        .serve_connection_with_upgrades(io, svc)
+        .await
+        .map_err(ConnError::Http)
+}

@@ -1,0 +1,312 @@
+//! Forwarding to the app: a pooled HTTP/1.1 upstream client that only ever dials loopback,
+//! header rewriting (hop-by-hop removal, X-Forwarded-*, the hop counter), a response body
+//! that streams and keeps the backend's in-flight count, and upgrades (WebSocket).
+
+use crate::routes::{Backend, InflightGuard};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::client::legacy;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::future::Future;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+pub const HOPS_HEADER: HeaderName = HeaderName::from_static("x-portok-hops");
+pub const MAX_HOPS: u32 = 5;
+
+pub type Client = legacy::Client<LoopbackConnector, Incoming>;
+
+pub fn client(connect_timeout: Duration) -> Client {
+    legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        // We forward the client's Host; the URI's authority is only the pool key.
+        .set_host(false)
+        .build(LoopbackConnector { connect_timeout })
+}
+
+/// Dials 127.0.0.1:PORT, then [::1]:PORT when refused (Vite binds ::1 only). Whatever the
+/// URI says, only the port is used: portok never connects off the machine.
+#[derive(Clone, Debug)]
+pub struct LoopbackConnector {
+    connect_timeout: Duration,
+}
+
+impl tower_service::Service<Uri> for LoopbackConnector {
+    type Response = TokioIo<TcpStream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let timeout = self.connect_timeout;
+        Box::pin(async move {
+            let port = uri
+                .port_u16()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no port"))?;
+            connect_loopback(port, timeout).await.map(TokioIo::new)
+        })
+    }
+}
+
+pub async fn connect_loopback(port: u16, timeout: Duration) -> io::Result<TcpStream> {
+    let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+    let attempt = |addr| async move {
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connect to {addr} timed out after {timeout:?}"),
+            )),
+        }
+    };
+    let stream = match attempt(v4).await {
+        Ok(s) => s,
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => match attempt(v6).await {
+            Ok(s) => s,
+            Err(_) => return Err(e),
+        },
+        Err(e) => return Err(e),
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// The body of every response the proxy sends: the app's streamed body (holding the
+/// backend's in-flight guard until it ends) or a small page of our own.
+pub enum ProxyBody {
+    Upstream {
+        body: Incoming,
+        guard: Option<InflightGuard>,
+    },
+    Full(Option<Bytes>),
+}
+
+impl ProxyBody {
+    pub fn full(b: impl Into<Bytes>) -> Self {
+        ProxyBody::Full(Some(b.into()))
+    }
+    pub fn empty() -> Self {
+        ProxyBody::Full(None)
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Upstream { body, guard } => {
+                let polled = Pin::new(body).poll_frame(cx);
+                if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+                    // The exchange is over: stop counting it as in flight now rather
+                    // than when hyper gets round to dropping the body.
+                    guard.take();
+                }
+                polled
+            }
+            ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream { body, .. } => body.is_end_stream(),
+            ProxyBody::Full(d) => d.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream { body, .. } => body.size_hint(),
+            ProxyBody::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
+            ProxyBody::Full(None) => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// Headers that describe one hop, not the message (RFC 9110 7.6.1), plus any that the
+/// Connection header names.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Only allocate when Connection names extra headers, which is rare.
+    if let Some(conn) = headers.get(header::CONNECTION) {
+        if let Ok(list) = conn.to_str() {
+            let named: Vec<HeaderName> = list
+                .split(',')
+                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+                .filter(|n| n != header::UPGRADE && n != "keep-alive" && n != "close")
+                .collect();
+            for n in named {
+                headers.remove(n);
+            }
+        }
+    }
+    for h in &HOP_BY_HOP {
+        headers.remove(h);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// Facts about the incoming request that forwarding records in headers.
+pub struct Origin<'a> {
+    pub peer: SocketAddr,
+    pub tls: bool,
+    pub host: &'a HeaderValue,
+    pub proxy_port: u16,
+    pub hops: u32,
+}
+
+/// Rewrite a client request into the upstream HTTP/1.1 request for `backend`.
+pub fn prepare_request(req: &mut Request<Incoming>, backend: &Backend, origin: &Origin<'_>) {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(backend.authority.clone());
+    parts.path_and_query = Some(
+        req.uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    *req.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path make a URI");
+    *req.version_mut() = Version::HTTP_11;
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers);
+    // HTTP/2 carries the host in :authority; the app needs it as Host.
+    if !headers.contains_key(header::HOST) {
+        headers.insert(header::HOST, origin.host.clone());
+    }
+    append_forwarded_for(headers, origin.peer);
+    let proto = if origin.tls { "https" } else { "http" };
+    headers
+        .entry("x-forwarded-proto")
+        .or_insert(HeaderValue::from_static(proto));
+    headers
+        .entry("x-forwarded-host")
+        .or_insert_with(|| origin.host.clone());
+    headers
+        .entry("x-forwarded-port")
+        .or_insert_with(|| HeaderValue::from(origin.proxy_port));
+    headers.insert(HOPS_HEADER, HeaderValue::from(origin.hops + 1));
+}
+
+fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
+    let ip = peer.ip().to_string();
+    let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::try_from(value) {
+        headers.insert("x-forwarded-for", v);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("connecting to the app failed: {0}")]
+    Connect(io::Error),
+    #[error("the app's HTTP exchange failed: {0}")]
+    Exchange(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Send through the pool and wrap the response body so it streams with the guard held.
+pub async fn send(
+    client: &Client,
+    req: Request<Incoming>,
+    backend: &Arc<Backend>,
+) -> Result<Response<ProxyBody>, ForwardError> {
+    let guard = backend.enter();
+    let resp = client.request(req).await.map_err(|e| {
+        if e.is_connect() {
+            let src = std::error::Error::source(&e)
+                .and_then(|s| s.downcast_ref::<io::Error>())
+                .map(|io| io::Error::new(io.kind(), io.to_string()))
+                .unwrap_or_else(|| io::Error::other(e.to_string()));
+            ForwardError::Connect(src)
+        } else {
+            ForwardError::Exchange(Box::new(e))
+        }
+    })?;
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    // We speak HTTP/1.1 (or h2) to the client whatever the app spoke to us.
+    parts.version = Version::HTTP_11;
+    Ok(Response::from_parts(
+        parts,
+        ProxyBody::Upstream {
+            body,
+            guard: Some(guard),
+        },
+    ))
+}
+
+/// An HTTP/1.1 Upgrade (WebSocket): a fresh upstream connection (upgraded connections are
+/// never pooled), the 101 relayed, then bytes copied both ways until either side closes.
+pub async fn send_upgrade(
+    mut req: Request<Incoming>,
+    upgrade: HeaderValue,
+    backend: &Arc<Backend>,
+    connect_timeout: Duration,
+) -> Result<Response<ProxyBody>, ForwardError> {
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let headers = req.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, upgrade);
+    let stream = connect_loopback(backend.port, connect_timeout)
+        .await
+        .map_err(ForwardError::Connect)?;
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ForwardError::Exchange(Box::new(e)))?;
+    tokio::spawn(conn.with_upgrades());
+    let mut resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| ForwardError::Exchange(Box::new(e)))?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let guard = Some(backend.enter());
+        return Ok(Response::from_parts(parts, ProxyBody::Upstream { body, guard }));
+    }
+    let upstream_upgrade = hyper::upgrade::on(&mut resp);
+    let guard = backend.enter();
+    tokio::spawn(async move {
+        let _guard = guard;
+        let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade) else {
+            return;
+        };
+        let mut client = TokioIo::new(client);
+        let mut upstream = TokioIo::new(upstream);
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    });
+    let (parts, _) = resp.into_parts();
+    Ok(Response::from_parts(parts, ProxyBody::empty()))
+}

@@ -1,0 +1,167 @@
+//! One request: find the route by host, check the hop counter, forward, or answer with a
+//! page. Every error becomes a status code in exactly one place: [`ProxyError::status`].
+
+use super::forward::{self, ForwardError, Origin, ProxyBody, HOPS_HEADER, MAX_HOPS};
+use super::{pages, ConnInfo, Ctx};
+use crate::names::normalize_host;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use std::convert::Infallible;
+use std::sync::Arc;
+use tracing::debug;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+const PORTOK_HEADER: header::HeaderName = header::HeaderName::from_static("x-portok");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("the request has no Host header")]
+    MissingHost,
+    #[error("no app registered for {host}")]
+    NoRoute { host: String },
+    #[error("{host} looped through portok {hops} times")]
+    Loop { host: String, hops: u32 },
+    #[error("{host}: the app on port {port} did not answer: {source}")]
+    Upstream {
+        host: String,
+        port: u16,
+        source: ForwardError,
+    },
+}
+
+impl ProxyError {
+    /// The one mapping from error to status code.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::MissingHost => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::Loop { .. } => StatusCode::LOOP_DETECTED,
+            ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+pub async fn handle(
+    ctx: Arc<Ctx>,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let wants_html = pages::wants_html(req.headers());
+    let mut resp = match route(&ctx, req, conn).await {
+        Ok(resp) => resp,
+        Err(err) => {
+            debug!(peer = %conn.peer, error = %err, "answered with an error page");
+            pages::error_page(&err, &ctx, wants_html)
+        }
+    };
+    resp.headers_mut()
+        .insert(PORTOK_HEADER, HeaderValue::from_static(VERSION));
+    Ok(resp)
+}
+
+async fn route(
+    ctx: &Ctx,
+    mut req: Request<Incoming>,
+    conn: ConnInfo,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    // An absolute-form target (or h2 :authority) names the host; else the Host header.
+    let host_value = match req.uri().authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).map_err(|_| ProxyError::MissingHost)?,
+        None => req
+            .headers()
+            .get(header::HOST)
+            .cloned()
+            .ok_or(ProxyError::MissingHost)?,
+    };
+    let raw_host = host_value.to_str().map_err(|_| ProxyError::MissingHost)?;
+    let host = normalize_host(raw_host);
+    if host.is_empty() {
+        return Err(ProxyError::MissingHost);
+    }
+    let hops = req
+        .headers()
+        .get(&HOPS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    if hops >= MAX_HOPS {
+        return Err(ProxyError::Loop {
+            host: host.into_owned(),
+            hops,
+        });
+    }
+    let backend = {
+        let table = ctx.routes.load();
+        match table.lookup(&host) {
+            Some(live) => live.backend.clone(),
+            None => {
+                return Err(ProxyError::NoRoute {
+                    host: host.into_owned(),
+                })
+            }
+        }
+    };
+    let upstream_err = |source| ProxyError::Upstream {
+        host: host.to_string(),
+        port: backend.port,
+        source,
+    };
+    let origin = Origin {
+        peer: conn.peer,
+        tls: conn.tls,
+        host: &host_value,
+        proxy_port: ctx.port,
+        hops,
+    };
+    let upgrade = wants_upgrade(&req);
+    forward::prepare_request(&mut req, &backend, &origin);
+    match upgrade {
+        Some(proto) => forward::send_upgrade(req, proto, &backend, ctx.limits.connect)
+            .await
+            .map_err(upstream_err),
+        None => forward::send(&ctx.client, req, &backend)
+            .await
+            .map_err(upstream_err),
+    }
+}
+
+/// The Upgrade header of an HTTP/1.1 request that asks to switch protocols.
+fn wants_upgrade(req: &Request<Incoming>) -> Option<HeaderValue> {
+    let upgrade = req.headers().get(header::UPGRADE)?;
+    let conn = req.headers().get(header::CONNECTION)?.to_str().ok()?;
+    conn.split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        .then(|| upgrade.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_has_its_status() {
+        let cases = [
+            (ProxyError::MissingHost, 400),
+            (ProxyError::NoRoute { host: "a".into() }, 404),
+            (
+                ProxyError::Loop {
+                    host: "a".into(),
+                    hops: 5,
+                },
+                508,
+            ),
+            (
+                ProxyError::Upstream {
+                    host: "a".into(),
+                    port: 1,
+                    source: ForwardError::Connect(std::io::ErrorKind::ConnectionRefused.into()),
+                },
+                502,
+            ),
+        ];
+        for (err, code) in cases {
+            assert_eq!(err.status().as_u16(), code, "{err}");
+        }
+    }
+}

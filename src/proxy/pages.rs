@@ -1,0 +1,124 @@
+//! Pages the proxy answers itself: HTML for browsers, one short line of text otherwise.
+//! Every name that comes from a request is escaped.
+
+use super::forward::ProxyBody;
+use super::handler::ProxyError;
+use super::Ctx;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::Response;
+use std::fmt::Write;
+
+pub fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"))
+}
+
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+pub fn error_page(err: &ProxyError, ctx: &Ctx, html: bool) -> Response<ProxyBody> {
+    let (title, text, detail) = describe(err, ctx);
+    let body = if html {
+        render_html(&title, &detail)
+    } else {
+        format!("{text}\n")
+    };
+    let ctype = if html {
+        "text/html; charset=utf-8"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    let mut resp = Response::new(ProxyBody::full(body));
+    *resp.status_mut() = err.status();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// (title, plain text, HTML detail) for an error.
+fn describe(err: &ProxyError, ctx: &Ctx) -> (String, String, String) {
+    match err {
+        ProxyError::MissingHost => (
+            "400 Bad Request".into(),
+            "portok: the request has no Host header, so there is no app to route it to".into(),
+            "<p>The request has no <code>Host</code> header, so portok cannot tell which app it is for.</p>".into(),
+        ),
+        ProxyError::NoRoute { host } => {
+            let name = host.strip_suffix(".localhost").unwrap_or(host);
+            let mut detail = format!(
+                "<p>No app is registered for <b>{}</b>.</p><p>Start one with <code>portok {} your-dev-command</code>, or point the name at a running server with <code>portok alias {} PORT</code>.</p>",
+                escape(host), escape(name), escape(name)
+            );
+            let table = ctx.routes.load();
+            if table.is_empty() {
+                detail.push_str("<p>No apps are registered yet.</p>");
+            } else {
+                detail.push_str("<h2>Live apps</h2><ul>");
+                for live in table.sorted() {
+                    let h = escape(&live.route.hostname);
+                    let _ = write!(
+                        detail,
+                        "<li><a href=\"//{h}:{port}/\">{h}</a> &rarr; port {}</li>",
+                        live.route.port,
+                        port = ctx.port
+                    );
+                }
+                detail.push_str("</ul>");
+            }
+            (
+                "404 Not Found".into(),
+                format!("portok: no app registered for {host} (add one: portok alias {name} PORT)"),
+                detail,
+            )
+        }
+        ProxyError::Loop { host, hops } => (
+            "508 Loop Detected".into(),
+            format!("portok: request for {host} passed through portok {hops} times; a loop"),
+            format!(
+                "<p>The request for <b>{}</b> has passed through portok {hops} times, so it is going round in a loop.</p><p>This usually means a dev server proxies back to portok without rewriting the <code>Host</code> header (for Vite's <code>server.proxy</code>, set <code>changeOrigin: true</code>).</p>",
+                escape(host)
+            ),
+        ),
+        ProxyError::Upstream { host, port, source } => (
+            "502 Bad Gateway".into(),
+            format!("portok: {host} -> 127.0.0.1:{port} did not answer: {source}"),
+            format!(
+                "<p>The app for <b>{}</b> on port {port} did not answer.</p><p><code>{}</code></p><p>Is it running and listening on that port?</p>",
+                escape(host),
+                escape(&source.to_string())
+            ),
+        ),
+    }
+}
+
+fn render_html(title: &str, detail: &str) -> String {
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>{t}</title><style>body{{font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:3em auto;padding:0 1em;color:#222}}code{{background:#f3f3f3;padding:.1em .3em;border-radius:3px}}h1{{font-size:1.4em}}</style></head><body><h1>{t}</h1>{detail}<hr><small>portok {v}</small></body></html>",
+        t = escape(title),
+        v = super::handler::VERSION
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(super::escape("<a href='x'>&"), "&lt;a href=&#39;x&#39;&gt;&amp;");
+    }
+}

@@ -1,0 +1,140 @@
+//! The state directory: where portok keeps routes, the daemon's pid/port files, its log,
+//! the control socket and (later) the CA. One daemon serves one state directory.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Default proxy port, as in portless.
+pub const DEFAULT_PORT: u16 = 1355;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot create the state directory {path}: {source} (set PORTOK_STATE_DIR to a writable folder)")]
+    Create { path: PathBuf, source: io::Error },
+    #[error("no state directory: neither PORTOK_STATE_DIR nor HOME is set")]
+    NoHome,
+    #[error("{var}={value:?} is not a port number (1-65535)")]
+    BadPort { var: &'static str, value: String },
+}
+
+/// Paths inside one state directory. Cheap to clone; creating it touches no disk.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// `$PORTOK_STATE_DIR`, else `~/.portok`.
+    pub fn from_env() -> Result<Self, StateError> {
+        if let Some(dir) = std::env::var_os("PORTOK_STATE_DIR").filter(|v| !v.is_empty()) {
+            return Ok(Self::at(PathBuf::from(dir)));
+        }
+        let home = std::env::var_os("HOME")
+            .filter(|v| !v.is_empty())
+            .ok_or(StateError::NoHome)?;
+        Ok(Self::at(PathBuf::from(home).join(".portok")))
+    }
+
+    pub fn at(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Create the directory (mode 0700) if needed. A looser existing mode is tightened,
+    /// because the directory holds the CA key and the control socket.
+    pub fn ensure(&self) -> Result<(), StateError> {
+        let err = |source| StateError::Create {
+            path: self.root.clone(),
+            source,
+        };
+        match fs::metadata(&self.root) {
+            Ok(meta) => {
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    // Best effort: a directory owned by someone else cannot be changed, and
+                    // the later writes will report that clearly.
+                    let _ = fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700));
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.root)
+                .map_err(err),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    pub fn routes_json(&self) -> PathBuf {
+        self.root.join("routes.json")
+    }
+    pub fn routes_lock(&self) -> PathBuf {
+        self.root.join("routes.lock")
+    }
+    pub fn pid_file(&self) -> PathBuf {
+        self.root.join("proxy.pid")
+    }
+    pub fn port_file(&self) -> PathBuf {
+        self.root.join("proxy.port")
+    }
+    pub fn log_file(&self) -> PathBuf {
+        self.root.join("proxy.log")
+    }
+    pub fn control_socket(&self) -> PathBuf {
+        self.root.join("control.sock")
+    }
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    /// The port the running daemon wrote, if any.
+    pub fn recorded_port(&self) -> Option<u16> {
+        fs::read_to_string(self.port_file())
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+}
+
+/// The proxy port from `--port`, else `$PORTOK_PORT`, else 1355.
+pub fn proxy_port(flag: Option<u16>) -> Result<u16, StateError> {
+    if let Some(p) = flag {
+        return Ok(p);
+    }
+    match std::env::var("PORTOK_PORT") {
+        Ok(v) if !v.trim().is_empty() => match v.trim().parse::<u16>() {
+            Ok(p) if p > 0 => Ok(p),
+            _ => Err(StateError::BadPort {
+                var: "PORTOK_PORT",
+                value: v,
+            }),
+        },
+        _ => Ok(DEFAULT_PORT),
+    }
+}
+
+/// Is this pid a live process? Zombies count as dead: a killed `portok run` whose parent
+/// has not reaped it yet no longer owns anything.
+pub fn pid_alive(pid: u32) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(pid as i32, 0) };
+    if rc != 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EPERM) {
+        return false;
+    }
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the field after the parenthesised command name.
+        Ok(stat) => match stat.rfind(')') {
+            Some(i) => !matches!(stat[i + 1..].trim_start().chars().next(), Some('Z' | 'X')),
+            None => true,
+        },
+        Err(_) => !cfg!(target_os = "linux"),
+    }
+}
