@@ -108,9 +108,15 @@ fn proxy_start(state: &StateDir, args: &StartArgs) -> anyhow::Result<i32> {
         extra_args: Vec::new(),
     };
     match daemon::start(state, &opts)? {
-        Started::Now(s) => eprintln!("portok: proxy listening on http://localhost:{} (pid {})", s.port, s.pid),
+        Started::Now(s) => eprintln!(
+            "portok: proxy listening on http://localhost:{} (pid {})",
+            s.port, s.pid
+        ),
         Started::Already(s) => {
-            eprintln!("portok: proxy already running on http://localhost:{} (pid {})", s.port, s.pid);
+            eprintln!(
+                "portok: proxy already running on http://localhost:{} (pid {})",
+                s.port, s.pid
+            );
             if s.port != port {
                 eprintln!("portok: note: it listens on {}, not {port}; `portok proxy stop` first to change the port", s.port);
             }
@@ -138,7 +144,9 @@ fn alias(args: AliasArgs) -> anyhow::Result<i32> {
     }
     let port = args.port.context("a port is required")?;
     if port == 0 {
-        bail!(UsageError("port 0 is not a port an app can listen on".into()));
+        bail!(UsageError(
+            "port 0 is not a port an app can listen on".into()
+        ));
     }
     let ((), notes) = store::update(&state, |routes| {
         if let Some(r) = routes.iter().find(|r| r.hostname == host) {
@@ -212,8 +220,16 @@ fn list(json: bool) -> anyhow::Result<i32> {
         eprintln!("portok: no routes yet (add one: `portok alias NAME PORT` or `portok NAME CMD`)");
         return Ok(0);
     }
-    let w = entries.iter().map(|e| e.url.len()).max().unwrap_or(3).max(3);
-    println!("{:<w$}  {:>5}  {:>7}  {:<5}  STATE", "URL", "PORT", "PID", "KIND");
+    let w = entries
+        .iter()
+        .map(|e| e.url.len())
+        .max()
+        .unwrap_or(3)
+        .max(3);
+    println!(
+        "{:<w$}  {:>5}  {:>7}  {:<5}  STATE",
+        "URL", "PORT", "PID", "KIND"
+    );
     for e in &entries {
         println!(
             "{:<w$}  {:>5}  {:>7}  {:<5}  {}",

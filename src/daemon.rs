@@ -58,7 +58,9 @@ pub fn start(state: &StateDir, opts: &StartOptions) -> Result<Started, DaemonErr
     if let Some(status) = control::status(state) {
         return Ok(Started::Already(status));
     }
-    state.ensure().map_err(|e| DaemonError::Spawn(std::io::Error::other(e)))?;
+    state
+        .ensure()
+        .map_err(|e| DaemonError::Spawn(std::io::Error::other(e)))?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -139,7 +141,10 @@ fn wait_for_status(state: &StateDir, wait: Duration) -> Option<DaemonStatus> {
 pub fn ensure_and_reload(state: &StateDir, port: u16) -> Result<DaemonStatus, DaemonError> {
     match control::call(state, &Request::Reload, Duration::from_secs(5)) {
         Ok(_) => Ok(control::status(state).ok_or_else(|| {
-            DaemonError::Timeout(Duration::from_secs(3), state.log_file().display().to_string())
+            DaemonError::Timeout(
+                Duration::from_secs(3),
+                state.log_file().display().to_string(),
+            )
         })?),
         Err(ControlError::NotRunning { .. }) => {
             let opts = StartOptions {

@@ -3,8 +3,24 @@
 
 /// Names portok keeps for itself: its command words, and `portok` for the daemon's own pages.
 pub const RESERVED: &[&str] = &[
-    "portok", "proxy", "alias", "list", "get", "run", "trust", "untrust", "restart", "status",
-    "logs", "switch", "help", "doctor", "prune", "clean", "hosts", "completions",
+    "portok",
+    "proxy",
+    "alias",
+    "list",
+    "get",
+    "run",
+    "trust",
+    "untrust",
+    "restart",
+    "status",
+    "logs",
+    "switch",
+    "help",
+    "doctor",
+    "prune",
+    "clean",
+    "hosts",
+    "completions",
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -121,8 +137,14 @@ mod tests {
             hostname_for("portok"),
             Err(NameError::Reserved { .. })
         ));
-        assert!(matches!(hostname_for("proxy"), Err(NameError::Reserved { .. })));
-        assert!(matches!(hostname_for("x.portok"), Err(NameError::Reserved { .. })));
+        assert!(matches!(
+            hostname_for("proxy"),
+            Err(NameError::Reserved { .. })
+        ));
+        assert!(matches!(
+            hostname_for("x.portok"),
+            Err(NameError::Reserved { .. })
+        ));
     }
 
     #[test]

@@ -138,8 +138,13 @@ async fn serve_conn(stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) -> Resul
     let deadline = tokio::time::Instant::now() + ctx.limits.handshake;
     let kind = tokio::time::timeout_at(deadline, sniff::sniff(&stream))
         .await
-        .map_err(|_| ConnError::Timeout { phase: "waiting for the first byte" })?
-        .map_err(|source| ConnError::Io { phase: "sniff", source })?;
+        .map_err(|_| ConnError::Timeout {
+            phase: "waiting for the first byte",
+        })?
+        .map_err(|source| ConnError::Io {
+            phase: "sniff",
+            source,
+        })?;
     match kind {
         sniff::Kind::Closed => Ok(()),
         sniff::Kind::Plain => {
@@ -150,8 +155,13 @@ async fn serve_conn(stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) -> Resul
             let acceptor = ctx.tls.clone().ok_or(ConnError::TlsDisabled)?;
             let tls = tokio::time::timeout_at(deadline, acceptor.accept(stream))
                 .await
-                .map_err(|_| ConnError::Timeout { phase: "TLS handshake" })?
-                .map_err(|source| ConnError::Io { phase: "TLS handshake", source })?;
+                .map_err(|_| ConnError::Timeout {
+                    phase: "TLS handshake",
+                })?
+                .map_err(|source| ConnError::Io {
+                    phase: "TLS handshake",
+                    source,
+                })?;
             let info = ConnInfo { peer, tls: true };
             serve_http(TokioIo::new(tls), info, ctx).await
         }

@@ -190,12 +190,20 @@ mod tests {
         let _g = b1.enter();
         let t2 = RouteTable::build(vec![Route::alias("a.localhost".into(), 1)], Some(&t1));
         assert_eq!(
-            t2.lookup("a.localhost").unwrap().backend.inflight.load(Ordering::Relaxed),
+            t2.lookup("a.localhost")
+                .unwrap()
+                .backend
+                .inflight
+                .load(Ordering::Relaxed),
             1
         );
         let t3 = RouteTable::build(vec![Route::alias("a.localhost".into(), 2)], Some(&t2));
         assert_eq!(
-            t3.lookup("a.localhost").unwrap().backend.inflight.load(Ordering::Relaxed),
+            t3.lookup("a.localhost")
+                .unwrap()
+                .backend
+                .inflight
+                .load(Ordering::Relaxed),
             0
         );
     }

@@ -101,7 +101,11 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
         .filter_map(|l| l.local_addr().ok())
         .map(|a| a.to_string())
         .collect();
-    let ctx = Arc::new(Ctx::new(config.port, config.limits.clone(), config.tls.clone()));
+    let ctx = Arc::new(Ctx::new(
+        config.port,
+        config.limits.clone(),
+        config.tls.clone(),
+    ));
     let daemon = Arc::new(Daemon {
         state: state.clone(),
         ctx: ctx.clone(),

@@ -294,7 +294,10 @@ pub async fn send_upgrade(
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let guard = Some(backend.enter());
-        return Ok(Response::from_parts(parts, ProxyBody::Upstream { body, guard }));
+        return Ok(Response::from_parts(
+            parts,
+            ProxyBody::Upstream { body, guard },
+        ));
     }
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
     let guard = backend.enter();

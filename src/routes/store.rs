@@ -134,12 +134,10 @@ pub fn update<T, E>(
 where
     E: From<StoreError>,
 {
-    state
-        .ensure()
-        .map_err(|e| StoreError::Io {
-            path: state.root().to_path_buf(),
-            source: io::Error::other(e),
-        })?;
+    state.ensure().map_err(|e| StoreError::Io {
+        path: state.root().to_path_buf(),
+        source: io::Error::other(e),
+    })?;
     let _lock = Lock::acquire(state, LOCK_WAIT)?;
     let path = state.routes_json();
     let mut notes = UpdateNotes::default();
@@ -240,7 +238,11 @@ mod tests {
             },
         ];
         fs::write(state.routes_json(), serde_json::to_vec(&routes).unwrap()).unwrap();
-        let hosts: Vec<_> = load(&state).unwrap().into_iter().map(|r| r.hostname).collect();
+        let hosts: Vec<_> = load(&state)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.hostname)
+            .collect();
         assert_eq!(hosts, vec!["live.localhost"]);
     }
 }

@@ -1,0 +1,6 @@
+//! One integration-test binary: every test drives the real `portok` binary against its own
+//! temporary state dir and port, with real backends on loopback.
+
+mod support;
+
+mod proxy;

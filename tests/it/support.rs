@@ -1,0 +1,373 @@
+//! The shared harness: a `Portok` per test (its own state dir, HOME and free port, the real
+//! binary), a real backend on 127.0.0.1, and small HTTP/WebSocket clients.
+
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_portok");
+
+/// A port free on both 127.0.0.1 and ::1 right now.
+pub fn free_port() -> u16 {
+    for _ in 0..50 {
+        let l = StdListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("::1", port)).is_ok() || !has_ipv6() {
+            return port;
+        }
+    }
+    panic!("no free port found");
+}
+
+fn has_ipv6() -> bool {
+    std::net::TcpListener::bind(("::1", 0)).is_ok()
+}
+
+/// One isolated portok installation: state dir, HOME and proxy port of its own.
+pub struct Portok {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Portok {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("portok-it")
+            .tempdir()
+            .unwrap();
+        std::fs::create_dir_all(dir.path().join("home")).unwrap();
+        Portok {
+            dir,
+            port: free_port(),
+        }
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.env("PORTOK_STATE_DIR", self.state())
+            .env("HOME", self.home())
+            .env("PORTOK_PORT", self.port.to_string())
+            .env("NO_COLOR", "1")
+            .env_remove("PORTOK_APP_PORT")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Run a command to completion (bounded by the commands' own timeouts).
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("running portok")
+    }
+
+    /// Run, assert success, return stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "portok {args:?} failed ({:?})\nstdout: {}\nstderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn routes_json(&self) -> PathBuf {
+        self.state().join("routes.json")
+    }
+
+    pub fn daemon_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.state().join("proxy.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+}
+
+impl Drop for Portok {
+    fn drop(&mut self) {
+        // Never leave a daemon behind, even when the test failed.
+        if let Some(pid) = self.daemon_pid() {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Poll `f` every 20 ms until it returns Some, or panic after `limit`.
+pub async fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.1 request to `addr` with the given Host header (connections to *.localhost
+/// go to 127.0.0.1 directly: glibc may not resolve them).
+pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Reply {
+    request(
+        addr,
+        Request::get(path)
+            .header("host", host)
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await
+}
+
+pub async fn request(addr: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
+    let fut = async {
+        let stream = TcpStream::connect(addr).await.expect("connect to proxy");
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let resp = send.send_request(req).await.expect("request");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), fut)
+        .await
+        .expect("request timed out")
+}
+
+/// A backend that tests control: answers with what it saw, streams SSE on demand, echoes
+/// WebSockets, and checksums uploads.
+pub struct Backend {
+    pub port: u16,
+    pub sse_gate: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// FNV-1a over a byte stream: a checksum with no extra crate.
+#[derive(Clone, Copy)]
+pub struct Fnv(pub u64);
+impl Fnv {
+    pub fn new() -> Self {
+        Fnv(0xcbf29ce484222325)
+    }
+    pub fn update(&mut self, data: &[u8]) {
+        for b in data {
+            self.0 ^= *b as u64;
+            self.0 = self.0.wrapping_mul(0x100000001b3);
+        }
+    }
+}
+
+/// The bytes of the test pattern at offsets [start, start+len).
+pub fn pattern(start: u64, len: usize) -> Vec<u8> {
+    (0..len as u64).map(|i| ((start + i) % 251) as u8).collect()
+}
+
+pub async fn backend(name: &'static str) -> Backend {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sse_gate = Arc::new(tokio::sync::Notify::new());
+    let gate = sse_gate.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let gate = gate.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| serve(name, req, gate.clone()));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    Backend {
+        port,
+        sse_gate,
+        task,
+    }
+}
+
+type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn full(s: impl Into<Bytes>) -> BoxBody {
+    Full::new(s.into()).boxed()
+}
+
+async fn serve(
+    name: &'static str,
+    mut req: Request<Incoming>,
+    gate: Arc<tokio::sync::Notify>,
+) -> Result<Response<BoxBody>, Infallible> {
+    let path = req.uri().path().to_string();
+    match path.as_str() {
+        "/ws" => {
+            use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+            let key = req.headers().get("sec-websocket-key").cloned();
+            let Some(key) = key else {
+                return Ok(Response::builder()
+                    .status(400)
+                    .body(full("no key"))
+                    .unwrap());
+            };
+            let on_upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                use futures_util::{SinkExt, StreamExt};
+                let Ok(up) = on_upgrade.await else { return };
+                let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                    TokioIo::new(up),
+                    tokio_tungstenite::tungstenite::protocol::Role::Server,
+                    None,
+                )
+                .await;
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_close() {
+                        break;
+                    }
+                    if ws.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            Ok(Response::builder()
+                .status(101)
+                .header("connection", "upgrade")
+                .header("upgrade", "websocket")
+                .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
+                .body(full(""))
+                .unwrap())
+        }
+        "/sse" => {
+            // Event 1 at once, event 2 only when the test opens the gate: proves streaming.
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+            tokio::spawn(async move {
+                let _ = tx.send(Ok(Frame::data(Bytes::from("data: one\n\n")))).await;
+                gate.notified().await;
+                let _ = tx.send(Ok(Frame::data(Bytes::from("data: two\n\n")))).await;
+            });
+            let body = StreamBody::new(tokio_stream_from(rx));
+            Ok(Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(BodyExt::boxed(body))
+                .unwrap())
+        }
+        "/upload" => {
+            let mut sum = Fnv::new();
+            let mut n = 0u64;
+            let mut body = req.into_body();
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame.unwrap().into_data() {
+                    sum.update(&data);
+                    n += data.len() as u64;
+                }
+            }
+            Ok(Response::new(full(format!("{n} {:x}", sum.0))))
+        }
+        "/download" => {
+            let total: u64 = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("n="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+            tokio::spawn(async move {
+                let mut off = 0u64;
+                while off < total {
+                    let len = (total - off).min(256 * 1024) as usize;
+                    let chunk = Bytes::from(pattern(off, len));
+                    off += len as u64;
+                    if tx.send(Ok(Frame::data(chunk))).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Ok(Response::builder()
+                .header("content-length", total.to_string())
+                .body(BodyExt::boxed(StreamBody::new(tokio_stream_from(rx))))
+                .unwrap())
+        }
+        _ => {
+            let mut lines = vec![format!("backend={name}"), format!("path={}", req.uri())];
+            for (k, v) in req.headers() {
+                lines.push(format!("{k}={}", v.to_str().unwrap_or("?")));
+            }
+            Ok(Response::builder()
+                .header("x-backend", name)
+                .body(full(lines.join("\n")))
+                .unwrap())
+        }
+    }
+}
+
+/// An mpsc receiver as a futures Stream (avoids a tokio-stream dependency).
+fn tokio_stream_from<T>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Header value of a response the backend echoed as `name=value` lines.
+pub fn echoed<'a>(body: &'a str, header: &str) -> Option<&'a str> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{header}=")))
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
