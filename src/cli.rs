@@ -38,6 +38,36 @@ pub enum Command {
         #[arg(long)]
         https: bool,
     },
+    /// Run CMD as app NAME: PORT injected, health-gated start, zero-downtime redeploy on change
+    #[command(after_help = "Examples:\n  portok run myapp -- cargo run\n  portok myapp cargo run                (the same)\n  portok run -- npm run dev             (name from package.json)\n  portok run api --health /health --drain 30 -- ./server")]
+    Run(RunArgs),
+    /// Redeploy a running app now (zero downtime); exit 1 with the reason if it fails
+    #[command(after_help = "Example:\n  portok restart myapp")]
+    Restart {
+        /// App name
+        name: String,
+    },
+    /// Print the recent output of an app started with `portok run`
+    #[command(after_help = "Example:\n  portok logs myapp -n 50")]
+    Logs {
+        /// App name
+        name: String,
+        /// How many lines
+        #[arg(short = 'n', long, default_value_t = 200)]
+        lines: usize,
+        /// Keep printing new lines
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+    /// Install portok's local CA where browsers and tools trust it
+    #[command(after_help = "Examples:\n  sudo portok trust       (system store and NSS)\n  portok trust --check    (exit 0 when trusted)")]
+    Trust {
+        /// Only check: exit 0 when the CA is trusted, 1 otherwise
+        #[arg(long)]
+        check: bool,
+    },
+    /// Remove what `portok trust` installed
+    Untrust,
     /// Internal: the daemon process itself.
     #[command(name = "__daemon", hide = true)]
     Daemon(DaemonArgs),
@@ -65,7 +95,82 @@ pub struct StartArgs {
     /// Port to listen on (default: $PORTOK_PORT, else 1355)
     #[arg(long)]
     pub port: Option<u16>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct TlsArgs {
+    /// Serve this certificate (PEM chain) instead of portok's own CA's
+    #[arg(long, requires = "key", value_name = "FILE")]
+    pub cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) for --cert
+    #[arg(long, requires = "cert", value_name = "FILE")]
+    pub key: Option<std::path::PathBuf>,
+    /// Answer browsers' plain-HTTP navigations with a 308 to https
+    #[arg(long)]
+    pub redirect_https: bool,
+}
+
+/// Options of `portok run`. Durations are in seconds (fractions allowed).
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// App name (default: from Cargo.toml, package.json, the git root or the folder)
+    pub name: Option<String>,
+    /// Take the name from another running `portok run` (it is stopped)
+    #[arg(long)]
+    pub force: bool,
+    /// Fixed app port instead of a random one in 4000-4999 (redeploys then stop before starting)
+    #[arg(long, env = "PORTOK_APP_PORT", value_name = "N")]
+    pub app_port: Option<u16>,
+    /// Ready only when this path answers 2xx/3xx (default: any HTTP answer on /)
+    #[arg(long, value_name = "PATH")]
+    pub health: Option<String>,
+    /// How long a generation may take to become ready
+    #[arg(long, default_value_t = 120.0, value_name = "SECS")]
+    pub ready_timeout: f64,
+    /// How long non-browser requests wait for a starting app before a 503
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub hold: u64,
+    /// Watch these paths instead of the current folder (repeatable)
+    #[arg(long, value_name = "PATH")]
+    pub watch: Vec<std::path::PathBuf>,
+    /// Ignore changes to paths matching this glob (repeatable, gitignore syntax)
+    #[arg(long, value_name = "GLOB")]
+    pub ignore: Vec<String>,
+    /// Do not watch files; exit when the app exits
+    #[arg(long)]
+    pub no_watch: bool,
+    /// Quiet period that merges a burst of file events
+    #[arg(long, default_value_t = 300, value_name = "MS")]
+    pub debounce: u64,
+    /// Keep the previous generation this long after a switch, to roll back if the new one dies (0: off)
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub rollback_window: f64,
+    /// Longest wait, from the switch, for the old generation's requests to finish
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub drain: f64,
+    /// Time between SIGTERM and SIGKILL when stopping a generation
+    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    pub kill_timeout: f64,
+    /// The command and its arguments
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// Options of `portok run` that take a value, for splitting `portok NAME [OPTS] CMD...`.
+pub const RUN_VALUE_FLAGS: &[&str] = &[
+    "--app-port",
+    "--health",
+    "--ready-timeout",
+    "--hold",
+    "--watch",
+    "--ignore",
+    "--debounce",
+    "--rollback-window",
+    "--drain",
+    "--kill-timeout",
+];
 
 #[derive(Debug, Args)]
 pub struct AliasArgs {
@@ -86,4 +191,6 @@ pub struct AliasArgs {
 pub struct DaemonArgs {
     #[arg(long)]
     pub port: u16,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }

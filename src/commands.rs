@@ -1,7 +1,7 @@
 //! What each command does. Commands return an exit code or an error; `main` prints the
 //! error once and maps it to an exit code with [`exit_code`].
 
-use crate::cli::{AliasArgs, Cli, Command, ProxyCmd, StartArgs};
+use crate::cli::{AliasArgs, Cli, Command, ProxyCmd, RunArgs, StartArgs, RUN_VALUE_FLAGS};
 use crate::control;
 use crate::daemon::{self, runtime, StartOptions, Started};
 use crate::names::{self, NameError};
@@ -38,26 +38,33 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Daemon(args) => {
             let state = StateDir::from_env()?;
             init_daemon_logging();
+            let tls = match (args.tls.cert, args.tls.key) {
+                (Some(cert), Some(key)) => runtime::TlsSource::Files { cert, key },
+                _ => runtime::TlsSource::LocalCa,
+            };
             let config = runtime::DaemonConfig {
                 port: args.port,
                 limits: Default::default(),
-                tls: None,
+                tls,
+                redirect_https: args.tls.redirect_https,
             };
             runtime::main(state, config)?;
             Ok(0)
         }
+        Command::Run(args) => crate::run::main(args),
+        Command::Restart { name } => restart(&name),
+        Command::Logs {
+            name,
+            lines,
+            follow,
+        } => logs(&name, lines, follow),
+        Command::Trust { check } => trust(check),
+        Command::Untrust => untrust(),
         Command::Proxy(cmd) => proxy(cmd),
         Command::Alias(args) => alias(args),
         Command::List { json } => list(json),
         Command::Get { name, https } => get(&name, https),
-        Command::External(args) => {
-            let first = args.first().map(|a| a.to_string_lossy().into_owned());
-            Err(UsageError(format!(
-                "`portok {} ...` will run an app once `portok run` lands; for now use `portok alias NAME PORT`",
-                first.unwrap_or_default()
-            ))
-            .into())
-        }
+        Command::External(args) => crate::run::main(external_run_args(args)?),
     }
 }
 
@@ -103,10 +110,20 @@ fn proxy(cmd: ProxyCmd) -> anyhow::Result<i32> {
 
 fn proxy_start(state: &StateDir, args: &StartArgs) -> anyhow::Result<i32> {
     let port = state::proxy_port(args.port)?;
-    let opts = StartOptions {
-        port,
-        extra_args: Vec::new(),
-    };
+    let mut extra_args = Vec::new();
+    if let (Some(cert), Some(key)) = (&args.tls.cert, &args.tls.key) {
+        // Check here too, so a bad file is reported before anything is started.
+        crate::proxy::tls::server_config_from_files(cert, key)?;
+        let abs = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        extra_args.push("--cert".into());
+        extra_args.push(abs(cert).display().to_string());
+        extra_args.push("--key".into());
+        extra_args.push(abs(key).display().to_string());
+    }
+    if args.tls.redirect_https {
+        extra_args.push("--redirect-https".into());
+    }
+    let opts = StartOptions { port, extra_args };
     match daemon::start(state, &opts)? {
         Started::Now(s) => eprintln!(
             "portok: proxy listening on http://localhost:{} (pid {})",
@@ -268,4 +285,130 @@ fn init_daemon_logging() {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .try_init();
+}
+
+/// `portok NAME [OPTIONS] CMD [ARGS...]`: options before the command belong to portok,
+/// everything from the first other word on is the command.
+fn external_run_args(args: Vec<std::ffi::OsString>) -> anyhow::Result<RunArgs> {
+    use clap::Parser;
+    let args: Vec<String> = args
+        .into_iter()
+        .map(|a| a.into_string().map_err(|a| UsageError(format!("argument {a:?} is not UTF-8"))))
+        .collect::<Result<_, _>>()?;
+    let Some((name, rest)) = args.split_first() else {
+        bail!(UsageError("usage: portok NAME CMD [ARGS...]".into()));
+    };
+    let mut opts = Vec::new();
+    let mut i = 0;
+    while i < rest.len() && rest[i].starts_with('-') {
+        if rest[i] == "--" {
+            i += 1;
+            break;
+        }
+        opts.push(rest[i].clone());
+        if RUN_VALUE_FLAGS.contains(&rest[i].as_str()) && i + 1 < rest.len() {
+            opts.push(rest[i + 1].clone());
+            i += 1;
+        }
+        i += 1;
+    }
+    let command = &rest[i..];
+    if command.is_empty() {
+        bail!(UsageError(format!(
+            "no command to run for {name:?}; usage: portok {name} CMD [ARGS...] (portok --help lists portok's own commands)"
+        )));
+    }
+    #[derive(clap::Parser)]
+    struct RunOnly {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+    let argv = std::iter::once("portok".to_string())
+        .chain(std::iter::once(name.clone()))
+        .chain(opts)
+        .chain(std::iter::once("--".to_string()))
+        .chain(command.iter().cloned());
+    match RunOnly::try_parse_from(argv) {
+        Ok(r) => Ok(r.run),
+        Err(e) => Err(UsageError(e.to_string().trim_end().to_string()).into()),
+    }
+}
+
+fn restart(name: &str) -> anyhow::Result<i32> {
+    let state = StateDir::from_env()?;
+    let host = names::hostname_for(name)?;
+    let reply = crate::run::ask_app(&state, &host, "restart", std::time::Duration::from_secs(3600))?;
+    let reply = reply.trim();
+    if let Some(msg) = reply.strip_prefix("ok ") {
+        eprintln!("portok: {host} redeployed: {msg}");
+        Ok(0)
+    } else {
+        let msg = reply.strip_prefix("error ").unwrap_or(reply);
+        eprintln!("portok: redeploy of {host} failed: {msg}");
+        Ok(1)
+    }
+}
+
+fn logs(name: &str, lines: usize, follow: bool) -> anyhow::Result<i32> {
+    let state = StateDir::from_env()?;
+    let host = names::hostname_for(name)?;
+    let timeout = std::time::Duration::from_secs(10);
+    let mut last: Vec<String> = crate::run::ask_app(&state, &host, &format!("logs {lines}"), timeout)?
+        .lines()
+        .map(String::from)
+        .collect();
+    for l in &last {
+        println!("{l}");
+    }
+    while follow {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let now: Vec<String> =
+            match crate::run::ask_app(&state, &host, &format!("logs {}", crate::run::child::KEEP_LINES), timeout) {
+                Ok(t) => t.lines().map(String::from).collect(),
+                Err(_) => return Ok(0),
+            };
+        // Print what follows the last line we printed (the buffer slides).
+        let start = match last.last() {
+            Some(tail) => now
+                .iter()
+                .rposition(|l| l == tail)
+                .map(|i| i + 1)
+                .unwrap_or(0),
+            None => 0,
+        };
+        for l in &now[start..] {
+            println!("{l}");
+        }
+        last = now;
+    }
+    Ok(0)
+}
+
+fn trust(check: bool) -> anyhow::Result<i32> {
+    let state = StateDir::from_env()?;
+    state.ensure()?;
+    let ca = crate::ca::Ca::load_or_create(state.root())?;
+    let _ = ca;
+    let pem = crate::ca::ca_pem_path(state.root());
+    let opts = crate::trust::TrustOptions::for_current_user();
+    if check {
+        let ok = crate::trust::check(&pem, &opts);
+        eprintln!(
+            "portok: the local CA ({}) is {}trusted by the system store",
+            pem.display(),
+            if ok { "" } else { "not " }
+        );
+        return Ok(if ok { 0 } else { 1 });
+    }
+    let report = crate::trust::trust(&pem, &opts);
+    print!("{report}");
+    Ok(if report.ok() { 0 } else { 1 })
+}
+
+fn untrust() -> anyhow::Result<i32> {
+    let state = StateDir::from_env()?;
+    let pem = crate::ca::ca_pem_path(state.root());
+    let report = crate::trust::untrust(&pem, &crate::trust::TrustOptions::for_current_user());
+    print!("{report}");
+    Ok(if report.ok() { 0 } else { 1 })
 }

@@ -20,6 +20,14 @@ pub enum Request {
     Status,
     /// Stop accepting, finish what is in flight (bounded), exit.
     Shutdown,
+    /// Requests and tunnels in flight to a port (live or retired): what drain waits for.
+    Inflight { port: u16 },
+    /// Why an app crashed, for its 502 page.
+    Crash {
+        hostname: String,
+        message: String,
+        tail: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,6 +48,8 @@ pub struct Reply {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<DaemonStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inflight: Option<usize>,
 }
 
 impl Reply {
@@ -48,6 +58,7 @@ impl Reply {
             ok: true,
             error: None,
             status: None,
+            inflight: None,
         }
     }
     pub fn error(msg: impl Into<String>) -> Self {
@@ -55,6 +66,7 @@ impl Reply {
             ok: false,
             error: Some(msg.into()),
             status: None,
+            inflight: None,
         }
     }
 }

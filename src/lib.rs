@@ -13,8 +13,16 @@
 //!   daemon process (listeners, control server, route reloads, stale sweep).
 //! - [`proxy`]: accept loops and per-connection serving; `sniff` (TLS or plain), `handler`
 //!   (host -> route -> forward, errors -> status codes), `forward` (pooled upstream client,
-//!   headers, upgrades), `pages` (404/502/508/400).
+//!   headers, upgrades), `pages` (404/502/508/400/starting/crashed), `tls` (rustls config,
+//!   the SNI resolver that issues leaves from the local CA).
+//! - [`ca`]: the local CA (ca.pem, ca-key.pem) and per-host leaf certificates (rcgen).
+//! - [`trust`]: `portok trust` / `untrust`: the system store and NSS databases.
+//! - [`run`]: `portok run`: name inference, route ownership, the app's run socket;
+//!   [`run::supervisor`] (generations, switch, drain, rollback), [`run::child`] (spawn, env,
+//!   process groups, output), [`run::watch`] (notify + ignore, debounce), [`run::probe`]
+//!   (readiness).
 
+pub mod ca;
 pub mod cli;
 pub mod commands;
 pub mod control;
@@ -22,4 +30,6 @@ pub mod daemon;
 pub mod names;
 pub mod proxy;
 pub mod routes;
+pub mod run;
 pub mod state;
+pub mod trust;

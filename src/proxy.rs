@@ -5,8 +5,11 @@ pub mod forward;
 pub mod handler;
 pub mod pages;
 pub mod sniff;
+pub mod tls;
 
-use crate::routes::RouteTable;
+use crate::routes::{Backend, RouteTable};
+use std::collections::HashMap;
+use std::sync::Mutex;
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -43,11 +46,21 @@ impl Default for Limits {
 /// swapped as a whole so the hot path reads it without a lock.
 pub struct Ctx {
     pub routes: ArcSwap<RouteTable>,
+    /// Fires after every table swap; requests held for a starting app wait on it.
+    pub changed: tokio::sync::Notify,
+    /// Backends that left the table but may still have requests or tunnels in flight;
+    /// drain asks about them. Pruned when they are idle and unreferenced.
+    retired: Mutex<Vec<Arc<Backend>>>,
+    /// Why a crashed app crashed (exit status, output tail), sent by its `portok run`.
+    /// Read only when rendering the crash page.
+    pub crashes: Mutex<HashMap<String, CrashInfo>>,
     pub client: forward::Client,
     /// The port browsers use to reach us, for links on pages and X-Forwarded-Port.
     pub port: u16,
     pub limits: Limits,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// `proxy start --redirect-https`: browsers' plain-HTTP navigations get a 308.
+    pub redirect_https: bool,
     http: auto::Builder<TokioExecutor>,
 }
 
@@ -66,12 +79,59 @@ impl Ctx {
             .max_local_error_reset_streams(256);
         Ctx {
             routes: ArcSwap::from_pointee(RouteTable::default()),
+            changed: tokio::sync::Notify::new(),
+            retired: Mutex::new(Vec::new()),
+            crashes: Mutex::new(HashMap::new()),
             client: forward::client(limits.connect),
             port,
             tls: tls.map(tokio_rustls::TlsAcceptor::from),
+            redirect_https: false,
             limits,
             http,
         }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CrashInfo {
+    pub message: String,
+    pub tail: Vec<String>,
+}
+
+impl Ctx {
+    /// Swap in a new table, remember the backends it dropped, and wake held requests.
+    pub fn install(&self, table: RouteTable) {
+        let old = self.routes.swap(Arc::new(table));
+        let new = self.routes.load();
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        for b in old.backends() {
+            if !new.backends().any(|n| Arc::ptr_eq(n, b)) {
+                retired.push(b.clone());
+            }
+        }
+        // Keep only backends something else still holds or that still have work.
+        retired.retain(|b| {
+            Arc::strong_count(b) > 1 || b.inflight.load(std::sync::atomic::Ordering::Relaxed) > 0
+        });
+        drop(retired);
+        self.changed.notify_waiters();
+    }
+
+    /// Requests and tunnels in flight to `port`, live or retired.
+    pub fn inflight(&self, port: u16) -> usize {
+        use std::sync::atomic::Ordering::Relaxed;
+        let table = self.routes.load();
+        let live: usize = table
+            .backends()
+            .filter(|b| b.port == port)
+            .map(|b| b.inflight.load(Relaxed))
+            .sum();
+        let retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        live + retired
+            .iter()
+            .filter(|b| b.port == port)
+            .map(|b| b.inflight.load(Relaxed))
+            .sum::<usize>()
     }
 }
 

@@ -26,6 +26,13 @@ pub struct Route {
     /// Unix time the route was (re)registered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<u64>,
+    /// Process groups of the app's generations, so the daemon can stop an app whose
+    /// `portok run` was killed with SIGKILL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pgids: Vec<i32>,
+    /// Seconds a non-browser request waits for a starting app before a 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<u64>,
 }
 
 impl Route {
@@ -37,7 +44,17 @@ impl Route {
             state: None,
             generation: None,
             since: Some(unix_now()),
+            pgids: Vec::new(),
+            hold: None,
         }
+    }
+
+    pub fn is_starting(&self) -> bool {
+        self.state.as_deref() == Some("starting")
+    }
+
+    pub fn is_crashed(&self) -> bool {
+        self.state.as_deref() == Some("crashed")
     }
 
     pub fn kind(&self) -> &'static str {
@@ -61,19 +78,24 @@ pub fn unix_now() -> u64 {
 #[derive(Debug)]
 pub struct Backend {
     pub port: u16,
-    /// `127.0.0.1:PORT`, built once so forwarding does not format a string per request.
+    pub generation: u64,
+    /// The upstream pool's key, built once so forwarding does not format a string per
+    /// request. It names the generation as well as the port, so a pooled connection to a
+    /// retired generation is never reused for a later one that got the same port.
+    /// (The connector only ever dials loopback; the host part is never resolved.)
     pub authority: http::uri::Authority,
     pub inflight: AtomicUsize,
     pub requests: AtomicU64,
 }
 
 impl Backend {
-    pub fn new(port: u16) -> Self {
-        let authority = format!("127.0.0.1:{port}")
+    pub fn new(port: u16, generation: u64) -> Self {
+        let authority = format!("g{generation}.localhost:{port}")
             .parse()
-            .expect("a loopback address with a port is a valid authority");
+            .expect("a host name with a port is a valid authority");
         Backend {
             port,
+            generation,
             authority,
             inflight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
@@ -117,9 +139,14 @@ impl RouteTable {
         for route in routes {
             let backend = previous
                 .and_then(|p| p.by_host.get(&route.hostname))
-                .filter(|old| old.backend.port == route.port)
+                .filter(|old| {
+                    old.backend.port == route.port
+                        && old.backend.generation == route.generation.unwrap_or(0)
+                })
                 .map(|old| old.backend.clone())
-                .unwrap_or_else(|| Arc::new(Backend::new(route.port)));
+                .unwrap_or_else(|| {
+                    Arc::new(Backend::new(route.port, route.generation.unwrap_or(0)))
+                });
             by_host.insert(route.hostname.clone(), LiveRoute { route, backend });
         }
         RouteTable { by_host }
@@ -139,6 +166,10 @@ impl RouteTable {
             }
         }
         None
+    }
+
+    pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
+        self.by_host.values().map(|l| &l.backend)
     }
 
     pub fn len(&self) -> usize {

@@ -22,7 +22,20 @@ use tracing::{error, info, warn};
 pub struct DaemonConfig {
     pub port: u16,
     pub limits: Limits,
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: TlsSource,
+    pub redirect_https: bool,
+}
+
+/// Where the daemon's certificates come from.
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    /// Leaves issued on demand by the local CA in the state dir.
+    LocalCa,
+    /// `proxy start --cert --key`.
+    Files {
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,11 +114,20 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
         .filter_map(|l| l.local_addr().ok())
         .map(|a| a.to_string())
         .collect();
-    let ctx = Arc::new(Ctx::new(
-        config.port,
-        config.limits.clone(),
-        config.tls.clone(),
-    ));
+    let tls = match &config.tls {
+        TlsSource::LocalCa => crate::proxy::tls::server_config(state.root()),
+        TlsSource::Files { cert, key } => crate::proxy::tls::server_config_from_files(cert, key),
+    };
+    let tls = match tls {
+        Ok(t) => t,
+        Err(e) => {
+            announce(&format!("error: {e}"));
+            return Err(e.into());
+        }
+    };
+    let mut ctx = Ctx::new(config.port, config.limits.clone(), Some(tls));
+    ctx.redirect_https = config.redirect_https;
+    let ctx = Arc::new(ctx);
     let daemon = Arc::new(Daemon {
         state: state.clone(),
         ctx: ctx.clone(),
@@ -199,7 +221,14 @@ impl Daemon {
             Ok(Ok(routes)) => {
                 let previous = self.ctx.routes.load_full();
                 let table = RouteTable::build(routes, Some(&previous));
-                self.ctx.routes.store(Arc::new(table));
+                // A route that is no longer crashed no longer needs its crash report.
+                {
+                    let mut crashes = self.ctx.crashes.lock().unwrap_or_else(|e| e.into_inner());
+                    crashes.retain(|host, _| {
+                        table.lookup(host).is_some_and(|l| l.route.is_crashed())
+                    });
+                }
+                self.ctx.install(table);
             }
             Ok(Err(e)) => error!(error = %e, "keeping the current routes"),
             Err(e) => error!(error = %e, "route reload task failed"),
@@ -270,6 +299,19 @@ async fn handle_control(req: Request, daemon: &Daemon) -> Reply {
             daemon.shutdown.cancel();
             Reply::ok()
         }
+        Request::Inflight { port } => Reply {
+            inflight: Some(daemon.ctx.inflight(port)),
+            ..Reply::ok()
+        },
+        Request::Crash {
+            hostname,
+            message,
+            tail,
+        } => {
+            let mut crashes = daemon.ctx.crashes.lock().unwrap_or_else(|e| e.into_inner());
+            crashes.insert(hostname, crate::proxy::CrashInfo { message, tail });
+            Reply::ok()
+        }
     }
 }
 
@@ -282,12 +324,23 @@ async fn sweep_loop(daemon: Arc<Daemon>) {
             _ = tick.tick() => {}
         }
         let table = daemon.ctx.routes.load();
+        let orphans: Vec<i32> = table
+            .sorted()
+            .iter()
+            .filter(|l| l.route.pid != 0 && !pid_alive(l.route.pid))
+            .flat_map(|l| l.route.pgids.iter().copied())
+            .collect();
         let dead = table
             .sorted()
             .iter()
             .any(|l| l.route.pid != 0 && !pid_alive(l.route.pid));
         drop(table);
         if dead {
+            // The owning `portok run` died without cleaning up (SIGKILL): stop its app so
+            // it does not outlive it, then drop the route.
+            for pgid in orphans {
+                stop_orphan_group(pgid);
+            }
             daemon.reload().await;
         }
     }
@@ -342,4 +395,20 @@ async fn signal_loop(shutdown: CancellationToken) {
         _ = shutdown.cancelled() => return,
     }
     shutdown.cancel();
+}
+
+/// SIGTERM an orphaned app's process group, SIGKILL it a few seconds later if still there.
+fn stop_orphan_group(pgid: i32) {
+    if pgid <= 1 {
+        return;
+    }
+    // SAFETY: signalling a process group recorded by the app's own `portok run`.
+    if unsafe { libc::kill(-pgid, libc::SIGTERM) } != 0 {
+        return;
+    }
+    info!(pgid, "stopped the app of a dead `portok run`");
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    });
 }

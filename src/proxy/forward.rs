@@ -278,6 +278,107 @@ pub async fn send_upgrade(
     let headers = req.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, upgrade);
+    let (resp, upstream_upgrade) = upstream_upgrade(req, backend, connect_timeout).await?;
+    let Some(upstream_upgrade) = upstream_upgrade else {
+        return Ok(resp);
+    };
+    tunnel(client_upgrade, upstream_upgrade, backend.enter());
+    Ok(resp)
+}
+
+/// An HTTP/2 extended CONNECT (RFC 8441) carrying a WebSocket: rewritten into an HTTP/1.1
+/// Upgrade to the app (which need not know h2), answered 200 on success, then bridged.
+pub async fn send_h2_websocket(
+    mut req: Request<Incoming>,
+    backend: &Arc<Backend>,
+    connect_timeout: Duration,
+) -> Result<Response<ProxyBody>, ForwardError> {
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let protocol = req
+        .extensions()
+        .get::<hyper::ext::Protocol>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "websocket".into());
+    let (parts, _) = req.into_parts();
+    let mut up = Request::get(parts.uri.clone())
+        .version(Version::HTTP_11)
+        .body(http_body_util::Empty::<Bytes>::new())
+        .expect("a GET with a valid URI is a valid request");
+    *up.headers_mut() = parts.headers;
+    let headers = up.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(
+        header::UPGRADE,
+        HeaderValue::from_str(&protocol).unwrap_or(HeaderValue::from_static("websocket")),
+    );
+    headers.insert(header::SEC_WEBSOCKET_KEY, websocket_key());
+    headers
+        .entry(header::SEC_WEBSOCKET_VERSION)
+        .or_insert(HeaderValue::from_static("13"));
+    let (resp, upstream_upgrade) = upstream_upgrade(up, backend, connect_timeout).await?;
+    let Some(upstream_upgrade) = upstream_upgrade else {
+        return Ok(resp);
+    };
+    // The h2 side learns success as a 200; the negotiated subprotocol and extensions pass on.
+    let mut ok = Response::new(ProxyBody::empty());
+    for name in [header::SEC_WEBSOCKET_PROTOCOL, header::SEC_WEBSOCKET_EXTENSIONS] {
+        if let Some(v) = resp.headers().get(&name) {
+            ok.headers_mut().insert(name, v.clone());
+        }
+    }
+    tunnel(client_upgrade, upstream_upgrade, backend.enter());
+    Ok(ok)
+}
+
+/// A fresh Sec-WebSocket-Key: 16 random bytes, base64.
+fn websocket_key() -> HeaderValue {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes: [u8; 16] = rand::random();
+    let mut out = String::with_capacity(24);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    HeaderValue::from_str(&out).expect("base64 is a valid header value")
+}
+
+/// Copy bytes both ways between the two upgraded connections until either side closes;
+/// the guard keeps the tunnel counted as in flight for drain.
+fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    guard: InflightGuard,
+) {
+    tokio::spawn(async move {
+        let _guard = guard;
+        let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
+            return;
+        };
+        let mut client = TokioIo::new(client);
+        let mut upstream = TokioIo::new(upstream);
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    });
+}
+
+/// Send an upgrade request on a fresh upstream connection. On 101 returns the response to
+/// relay and the upstream side of the upgrade; otherwise the app's answer, to pass on.
+async fn upstream_upgrade<B>(
+    req: Request<B>,
+    backend: &Arc<Backend>,
+    connect_timeout: Duration,
+) -> Result<(Response<ProxyBody>, Option<hyper::upgrade::OnUpgrade>), ForwardError>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let stream = connect_loopback(backend.port, connect_timeout)
         .await
         .map_err(ForwardError::Connect)?;
@@ -293,23 +394,14 @@ pub async fn send_upgrade(
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        parts.version = Version::HTTP_11;
         let guard = Some(backend.enter());
-        return Ok(Response::from_parts(
-            parts,
-            ProxyBody::Upstream { body, guard },
+        return Ok((
+            Response::from_parts(parts, ProxyBody::Upstream { body, guard }),
+            None,
         ));
     }
-    let upstream_upgrade = hyper::upgrade::on(&mut resp);
-    let guard = backend.enter();
-    tokio::spawn(async move {
-        let _guard = guard;
-        let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade) else {
-            return;
-        };
-        let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-    });
+    let upgrade = hyper::upgrade::on(&mut resp);
     let (parts, _) = resp.into_parts();
-    Ok(Response::from_parts(parts, ProxyBody::empty()))
+    Ok((Response::from_parts(parts, ProxyBody::empty()), Some(upgrade)))
 }

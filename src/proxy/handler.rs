@@ -4,6 +4,7 @@
 use super::forward::{self, ForwardError, Origin, ProxyBody, HOPS_HEADER, MAX_HOPS};
 use super::{pages, ConnInfo, Ctx};
 use crate::names::normalize_host;
+use crate::routes::Backend;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -22,6 +23,15 @@ pub enum ProxyError {
     NoRoute { host: String },
     #[error("{host} looped through portok {hops} times")]
     Loop { host: String, hops: u32 },
+    #[error("{host} is starting")]
+    Starting { host: String },
+    #[error("{host} did not become ready within {waited_secs}s")]
+    HoldTimeout { host: String, waited_secs: u64 },
+    #[error("{host} crashed: {}", .info.message)]
+    Crashed {
+        host: String,
+        info: crate::proxy::CrashInfo,
+    },
     #[error("{host}: the app on port {port} did not answer: {source}")]
     Upstream {
         host: String,
@@ -38,6 +48,9 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::Loop { .. } => StatusCode::LOOP_DETECTED,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Starting { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::HoldTimeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Crashed { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 }
@@ -48,7 +61,7 @@ pub async fn handle(
     conn: ConnInfo,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let wants_html = pages::wants_html(req.headers());
-    let mut resp = match route(&ctx, req, conn).await {
+    let mut resp = match route(&ctx, req, conn, wants_html).await {
         Ok(resp) => resp,
         Err(err) => {
             debug!(peer = %conn.peer, error = %err, "answered with an error page");
@@ -64,6 +77,7 @@ async fn route(
     ctx: &Ctx,
     mut req: Request<Incoming>,
     conn: ConnInfo,
+    wants_html: bool,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     // An absolute-form target (or h2 :authority) names the host; else the Host header.
     let host_value = match req.uri().authority() {
@@ -91,17 +105,7 @@ async fn route(
             hops,
         });
     }
-    let backend = {
-        let table = ctx.routes.load();
-        match table.lookup(&host) {
-            Some(live) => live.backend.clone(),
-            None => {
-                return Err(ProxyError::NoRoute {
-                    host: host.into_owned(),
-                })
-            }
-        }
-    };
+    let backend = resolve(ctx, &host, wants_html).await?;
     let upstream_err = |source| ProxyError::Upstream {
         host: host.to_string(),
         port: backend.port,
@@ -114,6 +118,15 @@ async fn route(
         proxy_port: ctx.port,
         hops,
     };
+    if req.method() == http::Method::CONNECT && req.extensions().get::<hyper::ext::Protocol>().is_some() {
+        forward::prepare_request(&mut req, &backend, &origin);
+        return forward::send_h2_websocket(req, &backend, ctx.limits.connect)
+            .await
+            .map_err(upstream_err);
+    }
+    if ctx.redirect_https && !conn.tls && wants_html && req.method() == http::Method::GET {
+        return Ok(redirect_to_https(&host, ctx.port, &req));
+    }
     let upgrade = wants_upgrade(&req);
     forward::prepare_request(&mut req, &backend, &origin);
     match upgrade {
@@ -124,6 +137,66 @@ async fn route(
             .await
             .map_err(upstream_err),
     }
+}
+
+/// The backend for a host. A starting app shows browsers a self-refreshing page and holds
+/// other clients until it is live (up to the route's hold time), so a cold start never
+/// looks like a connection error.
+async fn resolve(ctx: &Ctx, host: &str, html: bool) -> Result<Arc<Backend>, ProxyError> {
+    let mut deadline = None;
+    loop {
+        // Register for the wake-up before looking, so a swap in between is not missed.
+        let notified = ctx.changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let hold = {
+            let table = ctx.routes.load();
+            let Some(live) = table.lookup(host) else {
+                return Err(ProxyError::NoRoute { host: host.into() });
+            };
+            if live.route.is_crashed() {
+                let crashes = ctx.crashes.lock().unwrap_or_else(|e| e.into_inner());
+                let info = crashes.get(&live.route.hostname).cloned().unwrap_or(
+                    crate::proxy::CrashInfo {
+                        message: "the app exited".into(),
+                        tail: Vec::new(),
+                    },
+                );
+                return Err(ProxyError::Crashed {
+                    host: host.into(),
+                    info,
+                });
+            }
+            if !live.route.is_starting() {
+                return Ok(live.backend.clone());
+            }
+            if html {
+                return Err(ProxyError::Starting { host: host.into() });
+            }
+            live.route.hold.unwrap_or(30)
+        };
+        let until = *deadline.get_or_insert_with(|| {
+            tokio::time::Instant::now() + std::time::Duration::from_secs(hold)
+        });
+        if tokio::time::timeout_at(until, notified).await.is_err() {
+            return Err(ProxyError::HoldTimeout {
+                host: host.into(),
+                waited_secs: hold,
+            });
+        }
+    }
+}
+
+/// `--redirect-https`: a browser's plain-HTTP navigation goes to the same URL over https.
+fn redirect_to_https(host: &str, port: u16, req: &Request<Incoming>) -> Response<ProxyBody> {
+    let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let location = format!("https://{host}:{port}{pq}");
+    let mut resp = Response::new(ProxyBody::empty());
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
 }
 
 /// The Upgrade header of an HTTP/1.1 request that asks to switch protocols.
@@ -156,6 +229,24 @@ mod tests {
                     host: "a".into(),
                     port: 1,
                     source: ForwardError::Connect(std::io::ErrorKind::ConnectionRefused.into()),
+                },
+                502,
+            ),
+            (ProxyError::Starting { host: "a".into() }, 503),
+            (
+                ProxyError::HoldTimeout {
+                    host: "a".into(),
+                    waited_secs: 30,
+                },
+                503,
+            ),
+            (
+                ProxyError::Crashed {
+                    host: "a".into(),
+                    info: crate::proxy::CrashInfo {
+                        message: "exit 1".into(),
+                        tail: vec![],
+                    },
                 },
                 502,
             ),

@@ -32,8 +32,10 @@ pub fn escape(s: &str) -> String {
 
 pub fn error_page(err: &ProxyError, ctx: &Ctx, html: bool) -> Response<ProxyBody> {
     let (title, text, detail) = describe(err, ctx);
+    // A starting app's page reloads itself until the app answers.
+    let refresh = matches!(err, ProxyError::Starting { .. });
     let body = if html {
-        render_html(&title, &detail)
+        render_html(&title, &detail, refresh)
     } else {
         format!("{text}\n")
     };
@@ -48,6 +50,15 @@ pub fn error_page(err: &ProxyError, ctx: &Ctx, html: bool) -> Response<ProxyBody
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let retry = match err {
+        ProxyError::Starting { .. } => Some("1"),
+        ProxyError::HoldTimeout { .. } => Some("5"),
+        _ => None,
+    };
+    if let Some(r) = retry {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static(r));
+    }
     resp
 }
 
@@ -95,6 +106,44 @@ fn describe(err: &ProxyError, ctx: &Ctx) -> (String, String, String) {
                 escape(host)
             ),
         ),
+        ProxyError::Starting { host } => (
+            format!("{} is starting", short(host)),
+            format!("portok: {host} is starting; try again in a moment"),
+            format!(
+                "<p><b>{}</b> is starting. This page reloads by itself as soon as it answers.</p>",
+                escape(host)
+            ),
+        ),
+        ProxyError::HoldTimeout { host, waited_secs } => (
+            "503 Service Unavailable".into(),
+            format!("portok: {host} is still starting after {waited_secs}s; retry later"),
+            format!(
+                "<p><b>{}</b> did not become ready within {waited_secs}s.</p>",
+                escape(host)
+            ),
+        ),
+        ProxyError::Crashed { host, info } => {
+            let mut detail = format!(
+                "<p><b>{}</b> crashed: {}.</p><p>portok starts it again on the next change to its files (or <code>portok restart {}</code>).</p>",
+                escape(host),
+                escape(&info.message),
+                escape(short(host))
+            );
+            if !info.tail.is_empty() {
+                detail.push_str("<h2>Last output</h2><pre style=\"background:#111;color:#eee;padding:1em;overflow:auto\">");
+                for line in &info.tail {
+                    detail.push_str(&escape(line));
+                    detail.push('\n');
+                }
+                detail.push_str("</pre>");
+            }
+            let mut text = format!("portok: {host} crashed: {}", info.message);
+            for line in &info.tail {
+                text.push('\n');
+                text.push_str(line);
+            }
+            ("502 App crashed".into(), text, detail)
+        }
         ProxyError::Upstream { host, port, source } => (
             "502 Bad Gateway".into(),
             format!("portok: {host} -> 127.0.0.1:{port} did not answer: {source}"),
@@ -107,9 +156,18 @@ fn describe(err: &ProxyError, ctx: &Ctx) -> (String, String, String) {
     }
 }
 
-fn render_html(title: &str, detail: &str) -> String {
+fn short(host: &str) -> &str {
+    host.strip_suffix(".localhost").unwrap_or(host)
+}
+
+fn render_html(title: &str, detail: &str, refresh: bool) -> String {
+    let refresh = if refresh {
+        "<meta http-equiv=\"refresh\" content=\"1\">"
+    } else {
+        ""
+    };
     format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>{t}</title><style>body{{font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:3em auto;padding:0 1em;color:#222}}code{{background:#f3f3f3;padding:.1em .3em;border-radius:3px}}h1{{font-size:1.4em}}</style></head><body><h1>{t}</h1>{detail}<hr><small>portok {v}</small></body></html>",
+        "<!doctype html><html><head><meta charset=\"utf-8\">{refresh}<meta name=\"viewport\" content=\"width=device-width\"><title>{t}</title><style>body{{font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:3em auto;padding:0 1em;color:#222}}code{{background:#f3f3f3;padding:.1em .3em;border-radius:3px}}h1{{font-size:1.4em}}</style></head><body><h1>{t}</h1>{detail}<hr><small>portok {v}</small></body></html>",
         t = escape(title),
         v = super::handler::VERSION
     )

@@ -1,0 +1,530 @@
+//! The local certificate authority and the per-host leaf certificates it issues.
+//!
+//! The CA lives in the state directory as `ca.pem` (public, 0644) and `ca-key.pem`
+//! (secret, 0600). Once created it is never overwritten: users trust it in their
+//! browsers and system store, so silently replacing it would break every install.
+
+use std::fs;
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration as StdDuration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use time::{Duration, OffsetDateTime};
+
+const CA_CERT_FILE: &str = "ca.pem";
+const CA_KEY_FILE: &str = "ca-key.pem";
+
+/// Browsers reject leaves valid for more than 398 days; stay well under.
+pub const LEAF_VALIDITY_DAYS: i64 = 390;
+const CA_VALIDITY_DAYS: i64 = 3650;
+/// Backdating absorbs clock skew between this machine and VMs/containers.
+const BACKDATE_DAYS: i64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("cannot access {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "CA file {path} is unusable ({reason}); portok never overwrites an existing CA: \
+         fix it, or delete ca.pem and ca-key.pem to create a new one (and re-run trust)"
+    )]
+    Broken {
+        path: PathBuf,
+        reason: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    #[error("cannot generate certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+}
+
+impl CaError {
+    fn io(path: &Path, source: io::Error) -> Self {
+        CaError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    fn broken(
+        path: &Path,
+        reason: impl Into<String>,
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        CaError::Broken {
+            path: path.to_path_buf(),
+            reason: reason.into(),
+            source,
+        }
+    }
+}
+
+/// Path of the CA certificate (what NODE_EXTRA_CA_CERTS / trust stores need).
+pub fn ca_pem_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(CA_CERT_FILE)
+}
+
+/// Path of the CA private key.
+pub fn ca_key_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(CA_KEY_FILE)
+}
+
+/// A leaf certificate and its fresh private key.
+pub struct Leaf {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub cert_der: CertificateDer<'static>,
+    pub key_der: PrivateKeyDer<'static>,
+    pub not_after: OffsetDateTime,
+}
+
+impl std::fmt::Debug for Leaf {
+    // Hand-written so the private key never ends up in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leaf")
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The local CA: its certificate and the key that signs leaves.
+pub struct Ca {
+    cert_pem: String,
+    cert_der: CertificateDer<'static>,
+    /// Owns the CA `KeyPair` (see [`Ca::key`]).
+    issuer: Issuer<'static, KeyPair>,
+    fingerprint: String,
+}
+
+impl std::fmt::Debug for Ca {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ca")
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ca {
+    /// Loads the CA from `state_dir`, creating it on first use.
+    pub fn load_or_create(state_dir: &Path) -> Result<Ca, CaError> {
+        let cert_path = ca_pem_path(state_dir);
+        let key_path = ca_key_path(state_dir);
+        match (exists(&cert_path)?, exists(&key_path)?) {
+            (true, true) => Self::load(&cert_path, &key_path),
+            (false, false) => Self::create(state_dir, &cert_path, &key_path),
+            (true, false) => Err(CaError::broken(
+                &key_path,
+                format!("missing although {} exists", cert_path.display()),
+                None,
+            )),
+            // Maybe another process is between writing the key and the cert.
+            (false, true) => Self::load_after_race(&cert_path, &key_path),
+        }
+    }
+
+    fn load(cert_path: &Path, key_path: &Path) -> Result<Ca, CaError> {
+        let cert_pem = fs::read_to_string(cert_path).map_err(|e| CaError::io(cert_path, e))?;
+        let key_pem = fs::read_to_string(key_path).map_err(|e| CaError::io(key_path, e))?;
+        let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| {
+            CaError::broken(cert_path, "no valid PEM certificate", Some(Box::new(e)))
+        })?;
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| {
+            CaError::broken(key_path, "no valid PEM private key", Some(Box::new(e)))
+        })?;
+        check_key_matches(&cert_der, &key).map_err(|e| {
+            CaError::broken(
+                key_path,
+                format!("key does not belong to {}", cert_path.display()),
+                Some(Box::new(e)),
+            )
+        })?;
+        let issuer = Issuer::from_ca_cert_der(&cert_der, key).map_err(|e| {
+            CaError::broken(cert_path, "not a usable CA certificate", Some(Box::new(e)))
+        })?;
+        Ok(Self::assemble(cert_pem, cert_der, issuer))
+    }
+
+    fn create(state_dir: &Path, cert_path: &Path, key_path: &Path) -> Result<Ca, CaError> {
+        fs::create_dir_all(state_dir).map_err(|e| CaError::io(state_dir, e))?;
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let params = ca_params(&format!("{}@{}", user_name(), host_name()));
+        let cert = params.self_signed(&key)?;
+        let cert_pem = cert.pem();
+
+        // Key first: another process racing us loses on the key and waits for
+        // our cert; a crash in between leaves "key without cert", which load
+        // reports as Broken instead of silently making a second CA.
+        match write_new_file(key_path, key.serialize_pem().as_bytes(), 0o600) {
+            Ok(()) => {}
+            Err(CaError::Io { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => {
+                return Self::load_after_race(cert_path, key_path);
+            }
+            Err(e) => return Err(e),
+        }
+        if let Err(e) = write_new_file(cert_path, cert_pem.as_bytes(), 0o644) {
+            // The key is ours and useless without its cert: don't leave a half CA.
+            let _ = fs::remove_file(key_path);
+            return Err(e);
+        }
+        tracing::info!(path = %cert_path.display(), "created local CA");
+        let issuer = Issuer::new(params, key);
+        Ok(Self::assemble(cert_pem, cert.der().clone(), issuer))
+    }
+
+    /// The key exists; a concurrent creator links the cert right after it,
+    /// so give it a moment before calling the CA half-written.
+    fn load_after_race(cert_path: &Path, key_path: &Path) -> Result<Ca, CaError> {
+        for _ in 0..20 {
+            if exists(cert_path)? {
+                return Self::load(cert_path, key_path);
+            }
+            std::thread::sleep(StdDuration::from_millis(50));
+        }
+        Err(CaError::broken(
+            cert_path,
+            format!("missing although {} exists", key_path.display()),
+            None,
+        ))
+    }
+
+    fn assemble(
+        cert_pem: String,
+        cert_der: CertificateDer<'static>,
+        issuer: Issuer<'static, KeyPair>,
+    ) -> Ca {
+        let fingerprint = sha256_hex(&cert_der);
+        Ca {
+            cert_pem,
+            cert_der,
+            issuer,
+            fingerprint,
+        }
+    }
+
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    pub fn cert_der(&self) -> &CertificateDer<'static> {
+        &self.cert_der
+    }
+
+    pub fn key(&self) -> &KeyPair {
+        self.issuer.key()
+    }
+
+    /// Lowercase hex SHA-256 of the CA certificate DER (same value as
+    /// `openssl x509 -noout -fingerprint -sha256`, without colons).
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// Short stable id of this CA (first 16 hex digits of the fingerprint),
+    /// used in file names such as `portok-<id>.crt`.
+    pub fn id(&self) -> &str {
+        &self.fingerprint[..16]
+    }
+
+    /// Issues a server leaf for `names` (DNS names, or IP addresses).
+    /// The first name becomes the CN.
+    pub fn issue_leaf(&self, names: &[String]) -> Result<Leaf, CaError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let now = OffsetDateTime::now_utc();
+        let not_after = now + Duration::days(LEAF_VALIDITY_DAYS);
+        let params = leaf_params(names, now, not_after)?;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        let key_der = PrivatePkcs8KeyDer::from(key.serialize_der());
+        Ok(Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            cert_der: cert.der().clone(),
+            key_der: PrivateKeyDer::Pkcs8(key_der),
+            not_after,
+        })
+    }
+}
+
+fn ca_params(owner: &str) -> CertificateParams {
+    let now = OffsetDateTime::now_utc();
+    let mut params = CertificateParams::default();
+    params.not_before = now - Duration::days(BACKDATE_DAYS);
+    params.not_after = now + Duration::days(CA_VALIDITY_DAYS);
+    params.serial_number = Some(random_serial());
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, format!("portok local CA ({owner})"));
+    dn.push(DnType::OrganizationName, "portok");
+    params.distinguished_name = dn;
+    // Path length 0: the CA can sign leaves but never intermediates.
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+}
+
+fn leaf_params(
+    names: &[String],
+    now: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<CertificateParams, CaError> {
+    let mut params = CertificateParams::default();
+    params.not_before = now - Duration::days(BACKDATE_DAYS);
+    params.not_after = not_after;
+    params.serial_number = Some(random_serial());
+    params.subject_alt_names = names.iter().map(|n| san_for(n)).collect::<Result<_, _>>()?;
+    let mut dn = DistinguishedName::new();
+    if let Some(first) = names.first() {
+        dn.push(DnType::CommonName, first.as_str());
+    }
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}
+
+fn san_for(name: &str) -> Result<SanType, CaError> {
+    Ok(match name.parse::<IpAddr>() {
+        Ok(ip) => SanType::IpAddress(ip),
+        Err(_) => SanType::DnsName(name.try_into()?),
+    })
+}
+
+/// 127 random bits, positive and of fixed length (RFC 5280 allows up to 20 octets).
+fn random_serial() -> SerialNumber {
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[0] = (bytes[0] & 0x7f) | 0x40;
+    SerialNumber::from_slice(&bytes)
+}
+
+/// Checks that `key` is the private half of `cert` by comparing public keys.
+fn check_key_matches(cert: &CertificateDer<'static>, key: &KeyPair) -> Result<(), rustls::Error> {
+    let provider = rustls::crypto::ring::default_provider();
+    let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let signing_key = provider.key_provider.load_private_key(key_der)?;
+    rustls::sign::CertifiedKey::new(vec![cert.clone()], signing_key).keys_match()
+}
+
+/// SHA-256 through rustls' ring provider, so no extra hashing crate is needed.
+pub fn sha256_hex(data: &[u8]) -> String {
+    let suite = rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    let hash = match suite.tls13() {
+        Some(tls13) => tls13.common.hash_provider.hash(data),
+        // TLS13_AES_128_GCM_SHA256 is by definition a TLS 1.3 suite.
+        None => unreachable!("TLS13_AES_128_GCM_SHA256 is a TLS 1.3 suite"),
+    };
+    hash.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn exists(path: &Path) -> Result<bool, CaError> {
+    path.try_exists().map_err(|e| CaError::io(path, e))
+}
+
+/// Writes `data` to a temp file and hard-links it into place: atomic, and
+/// fails with AlreadyExists rather than replacing an existing file.
+fn write_new_file(path: &Path, data: &[u8], mode: u32) -> Result<(), CaError> {
+    let tmp = temp_path(path);
+    write_file(&tmp, data, mode)?;
+    let linked = fs::hard_link(&tmp, path).map_err(|e| CaError::io(path, e));
+    // The temp name is ours alone; failing to remove it is harmless.
+    let _ = fs::remove_file(&tmp);
+    linked
+}
+
+/// Writes `data` to a temp file and renames it over `path` (readers never see
+/// a half-written file). Used for files that may legitimately be replaced.
+pub(crate) fn write_replace_file(path: &Path, data: &[u8], mode: u32) -> Result<(), CaError> {
+    let tmp = temp_path(path);
+    write_file(&tmp, data, mode)?;
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        CaError::io(path, e)
+    })
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(
+        ".tmp.{}.{:x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    path.with_file_name(name)
+}
+
+fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), CaError> {
+    let result = (|| {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(path)?;
+        // The umask may have removed bits from `mode`; make it exact.
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        file.write_all(data)?;
+        file.sync_all()
+    })();
+    result.map_err(|e| {
+        let _ = fs::remove_file(path);
+        CaError::io(path, e)
+    })
+}
+
+fn user_name() -> String {
+    if let Some(user) = std::env::var("USER").ok().filter(|u| !u.is_empty()) {
+        return user;
+    }
+    passwd_name().unwrap_or_else(|| format!("uid{}", unsafe { libc::getuid() }))
+}
+
+/// Looks the current uid up in the passwd database (no $USER in cron, systemd...).
+fn passwd_name() -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: all pointers reference live, correctly sized buffers; on success
+    // pw_name points into `buf`, which outlives the CStr borrow below.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            libc::getuid(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for buf.len() bytes; we NUL-terminate below.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
+    if rc != 0 {
+        return "localhost".to_string();
+    }
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len() - 1);
+    String::from_utf8_lossy(&buf[..len]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn creates_ca_with_modes_and_reuses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(dir.path()).unwrap();
+        assert_eq!(mode(&ca_pem_path(dir.path())), 0o644);
+        assert_eq!(mode(&ca_key_path(dir.path())), 0o600);
+        assert_eq!(ca.fingerprint().len(), 64);
+        assert_eq!(ca.id().len(), 16);
+        assert!(ca.cert_pem().starts_with("-----BEGIN CERTIFICATE-----"));
+
+        let again = Ca::load_or_create(dir.path()).unwrap();
+        assert_eq!(ca.cert_der(), again.cert_der());
+        assert_eq!(ca.fingerprint(), again.fingerprint());
+        assert_eq!(ca.key().public_key_raw(), again.key().public_key_raw());
+        // No temp files left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn broken_ca_is_reported_and_not_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        Ca::load_or_create(dir.path()).unwrap();
+        let cert_path = ca_pem_path(dir.path());
+        fs::write(&cert_path, "garbage").unwrap();
+
+        let err = Ca::load_or_create(dir.path()).unwrap_err();
+        assert!(matches!(&err, CaError::Broken { path, .. } if *path == cert_path));
+        assert_eq!(fs::read_to_string(&cert_path).unwrap(), "garbage");
+    }
+
+    #[test]
+    fn half_a_ca_is_broken() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(ca_key_path(dir.path()), "x").unwrap();
+        let err = Ca::load_or_create(dir.path()).unwrap_err();
+        assert!(matches!(err, CaError::Broken { .. }), "{err}");
+        assert!(!ca_pem_path(dir.path()).exists());
+    }
+
+    #[test]
+    fn mismatched_key_is_broken() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        Ca::load_or_create(a.path()).unwrap();
+        Ca::load_or_create(b.path()).unwrap();
+        fs::copy(ca_key_path(b.path()), ca_key_path(a.path())).unwrap();
+        let err = Ca::load_or_create(a.path()).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                CaError::Broken {
+                    source: Some(_),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn leaf_has_requested_validity() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(dir.path()).unwrap();
+        let leaf = ca
+            .issue_leaf(&["a.localhost".into(), "127.0.0.1".into()])
+            .unwrap();
+        let days = (leaf.not_after - OffsetDateTime::now_utc()).whole_days();
+        assert!((389..=390).contains(&days), "{days}");
+        assert!(leaf.key_pem.contains("PRIVATE KEY"));
+        assert!(!format!("{leaf:?}").contains("PRIVATE"));
+    }
+
+    #[test]
+    fn concurrent_creation_yields_one_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || Ca::load_or_create(&path).unwrap())
+            })
+            .collect();
+        let cas: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert!(cas.iter().all(|ca| ca.cert_der() == cas[0].cert_der()));
+    }
+
+    #[test]
+    fn sha256_matches_known_vector() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,406 @@
+//! `portok run NAME -- CMD` (and `portok NAME CMD`): register the route, start the app
+//! with PORT injected, watch the source, and redeploy with zero downtime. The generations
+//! themselves are owned by [`supervisor`]; this module is the command around it: name
+//! inference, route ownership, the app's control socket (`portok restart`, `portok logs`).
+
+pub mod child;
+pub mod probe;
+pub mod supervisor;
+pub mod watch;
+
+use crate::cli::RunArgs;
+use crate::daemon;
+use crate::names;
+use crate::routes::{store, unix_now, Route};
+use crate::state::{self, pid_alive, StateDir};
+use anyhow::Context as _;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use supervisor::{Control, Options, Supervisor};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{host} is already run by portok (pid {pid}); stop that one, or pass --force to take it over")]
+    Owned { host: String, pid: u32 },
+    #[error("{host} is not run by `portok run` here (no {path}); `portok list` shows what runs")]
+    NotRunning { host: String, path: PathBuf },
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+}
+
+/// Print one of portok's own lines: `portok:` on stderr, coloured only on a terminal.
+pub fn say(msg: &str) {
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    if color {
+        eprintln!("\x1b[36mportok:\x1b[0m {msg}");
+    } else {
+        eprintln!("portok: {msg}");
+    }
+}
+
+/// The app's control socket, where `portok restart` and `portok logs` reach its supervisor.
+pub fn run_socket(state: &StateDir, hostname: &str) -> PathBuf {
+    state.root().join("run").join(format!("{hostname}.sock"))
+}
+
+pub fn main(args: RunArgs) -> anyhow::Result<i32> {
+    if std::env::var("PORTOK").is_ok_and(|v| v == "0") {
+        return run_plain(&args.command);
+    }
+    let state = StateDir::from_env()?;
+    let proxy_port = state::proxy_port(None)?;
+    let cwd = std::env::current_dir().context("reading the current folder")?;
+    let name = match &args.name {
+        Some(n) => n.clone(),
+        None => infer_name(&cwd),
+    };
+    let hostname = names::hostname_for(&name)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run(args, state, proxy_port, cwd, name, hostname))
+}
+
+/// `PORTOK=0`: run the command as is, no proxy.
+fn run_plain(command: &[String]) -> anyhow::Result<i32> {
+    let argv = child::argv(command);
+    let status = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .status()
+        .with_context(|| format!("cannot start `{}`", argv[0]))?;
+    Ok(status.code().unwrap_or(1))
+}
+
+async fn run(
+    args: RunArgs,
+    state: StateDir,
+    proxy_port: u16,
+    cwd: PathBuf,
+    name: String,
+    hostname: String,
+) -> anyhow::Result<i32> {
+    let status = {
+        let state = state.clone();
+        let opts = daemon::StartOptions {
+            port: proxy_port,
+            ..Default::default()
+        };
+        tokio::task::spawn_blocking(move || daemon::start(&state, &opts)).await??
+    };
+    let url_port = status.status().port;
+    let kill_timeout = secs(args.kill_timeout);
+    take_name(&state, &hostname, args.force, kill_timeout).await?;
+
+    let first_port = match args.app_port {
+        Some(p) => p,
+        None => supervisor::pick_port(&state, &[])?,
+    };
+    let self_reloading = child::hot_reloads_itself(&args.command);
+    let watching = !args.no_watch && (!self_reloading || !args.watch.is_empty());
+    let opts = Options {
+        health: args.health.clone(),
+        ready_timeout: secs(args.ready_timeout),
+        hold: args.hold,
+        rollback_window: secs(args.rollback_window),
+        drain: secs(args.drain),
+        kill_timeout,
+        fixed_port: args.app_port,
+        watching,
+    };
+    {
+        let (state, host) = (state.clone(), hostname.clone());
+        let hold = args.hold;
+        tokio::task::spawn_blocking(move || {
+            register(&state, &host, first_port, 1, "starting", Vec::new(), hold)?;
+            daemon::ensure_and_reload(&state, proxy_port)?;
+            Ok::<_, anyhow::Error>(())
+        })
+        .await??;
+    }
+    say(&format!(
+        "{name} -> http://{hostname}:{url_port} (https too), starting on port {first_port}..."
+    ));
+    if args.app_port.is_some() {
+        say("--app-port is fixed, so redeploys stop the old generation before starting the new one");
+    }
+    let changes = if watching {
+        let roots: Vec<PathBuf> = if args.watch.is_empty() {
+            vec![cwd.clone()]
+        } else {
+            args.watch.iter().map(|p| cwd.join(p)).collect()
+        };
+        let filter = watch::Filter::new(&roots, &args.ignore, state.root())?;
+        let (watcher, rx) = watch::spawn(roots, filter, Duration::from_millis(args.debounce))?;
+        // The watcher lives as long as this function.
+        Some((watcher, rx))
+    } else {
+        if self_reloading && !args.no_watch {
+            say("this dev server reloads itself, so portok does not watch files (pass --watch PATH to redeploy on changes anyway)");
+        }
+        None
+    };
+    let (changes_rx, _watcher) = match changes {
+        Some((w, rx)) => (Some(rx), Some(w)),
+        None => (None, None),
+    };
+    let (control_tx, control_rx) = mpsc::channel(8);
+    let sock_path = run_socket(&state, &hostname);
+    let server = serve_run_socket(&sock_path, control_tx).await?;
+    let ca = crate::ca::ca_pem_path(state.root());
+    let launch = child::Launch {
+        command: args.command.clone(),
+        name: name.clone(),
+        hostname: hostname.clone(),
+        proxy_port: url_port,
+        ca_pem: ca.exists().then_some(ca),
+    };
+    let sup = Supervisor::new(launch, state.clone(), opts, first_port, cwd);
+    let code = sup.run(changes_rx, control_rx).await;
+    server.abort();
+    let _ = std::fs::remove_file(&sock_path);
+    Ok(code)
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+/// Refuse a name another live `portok run` owns, or (with --force) stop that owner first.
+async fn take_name(
+    state: &StateDir,
+    hostname: &str,
+    force: bool,
+    kill_timeout: Duration,
+) -> anyhow::Result<()> {
+    let me = std::process::id();
+    let owner = store::load(state)?
+        .into_iter()
+        .find(|r| r.hostname == hostname && r.pid != 0 && r.pid != me && pid_alive(r.pid));
+    let Some(owner) = owner else { return Ok(()) };
+    if !force {
+        return Err(RunError::Owned {
+            host: hostname.into(),
+            pid: owner.pid,
+        }
+        .into());
+    }
+    say(&format!("--force: stopping the portok run (pid {}) that owns {hostname}", owner.pid));
+    // SAFETY: signalling the recorded owner; it stops its app and removes its route.
+    unsafe { libc::kill(owner.pid as i32, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + kill_timeout + Duration::from_secs(5);
+    while pid_alive(owner.pid) {
+        if std::time::Instant::now() > deadline {
+            unsafe { libc::kill(owner.pid as i32, libc::SIGKILL) };
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Write (or update) this process's route for `hostname`.
+pub fn register(
+    state: &StateDir,
+    hostname: &str,
+    port: u16,
+    generation: u64,
+    route_state: &str,
+    pgids: Vec<i32>,
+    hold: u64,
+) -> Result<(), RunError> {
+    let me = std::process::id();
+    store::update(state, |routes| {
+        if let Some(r) = routes
+            .iter()
+            .find(|r| r.hostname == hostname && r.pid != me && r.pid != 0 && pid_alive(r.pid))
+        {
+            return Err(RunError::Owned {
+                host: hostname.into(),
+                pid: r.pid,
+            });
+        }
+        let since = routes
+            .iter()
+            .find(|r| r.hostname == hostname && r.pid == me)
+            .and_then(|r| r.since)
+            .unwrap_or_else(unix_now);
+        routes.retain(|r| r.hostname != hostname);
+        routes.push(Route {
+            hostname: hostname.into(),
+            port,
+            pid: me,
+            state: Some(route_state.into()),
+            generation: Some(generation),
+            since: Some(since),
+            pgids,
+            hold: Some(hold),
+        });
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Remove our route (only if it is still ours) and tell the daemon.
+pub fn unregister(state: &StateDir, hostname: &str) -> anyhow::Result<()> {
+    let me = std::process::id();
+    store::update::<_, store::StoreError>(state, |routes| {
+        routes.retain(|r| !(r.hostname == hostname && r.pid == me));
+        Ok(())
+    })?;
+    daemon::reload_if_running(state)?;
+    Ok(())
+}
+
+/// Listen on the app's run socket: `restart` waits for the redeploy's outcome, `logs N`
+/// returns the last N lines.
+async fn serve_run_socket(
+    path: &Path,
+    tx: mpsc::Sender<Control>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    // A socket left by a `portok run` that was killed; we own the name now.
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("binding {}", path.display()))?;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    Ok(tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut lines = tokio::io::BufReader::new(read).lines();
+                let Ok(Some(line)) = lines.next_line().await else { return };
+                let reply = answer(&line, &tx).await;
+                let _ = write.write_all(reply.as_bytes()).await;
+            });
+        }
+    }))
+}
+
+async fn answer(line: &str, tx: &mpsc::Sender<Control>) -> String {
+    let mut words = line.split_whitespace();
+    match words.next() {
+        Some("restart") => {
+            let (rtx, rrx) = oneshot::channel();
+            if tx.send(Control::Restart(rtx)).await.is_err() {
+                return "error the app is shutting down\n".into();
+            }
+            match rrx.await {
+                Ok(Ok(msg)) => format!("ok {msg}\n"),
+                Ok(Err(msg)) => format!("error {msg}\n"),
+                Err(_) => "error the redeploy was abandoned\n".into(),
+            }
+        }
+        Some("logs") => {
+            let n = words.next().and_then(|n| n.parse().ok()).unwrap_or(200);
+            let (rtx, rrx) = oneshot::channel();
+            if tx.send(Control::Logs(n, rtx)).await.is_err() {
+                return String::new();
+            }
+            let mut out = rrx.await.unwrap_or_default().join("\n");
+            out.push('\n');
+            out
+        }
+        _ => "error unknown request\n".into(),
+    }
+}
+
+/// Send one line to an app's run socket and return the whole reply.
+pub fn ask_app(state: &StateDir, hostname: &str, line: &str, timeout: Duration) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let path = run_socket(state, hostname);
+    let mut stream = std::os::unix::net::UnixStream::connect(&path).map_err(|_| RunError::NotRunning {
+        host: hostname.into(),
+        path: path.clone(),
+    })?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.write_all(format!("{line}\n").as_bytes())?;
+    let mut out = String::new();
+    stream
+        .read_to_string(&mut out)
+        .with_context(|| format!("waiting for {hostname} to answer"))?;
+    Ok(out)
+}
+
+/// Name for an app when none is given: Cargo.toml's package name, else package.json's
+/// (scope dropped), else the git root's folder, else the current folder; made a valid label.
+pub fn infer_name(cwd: &Path) -> String {
+    let from_cargo = std::fs::read_to_string(cwd.join("Cargo.toml"))
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("package")?.get("name")?.as_str().map(String::from));
+    let from_npm = || {
+        let text = std::fs::read_to_string(cwd.join("package.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let name = v.get("name")?.as_str()?;
+        Some(name.rsplit('/').next().unwrap_or(name).to_string())
+    };
+    let from_git = || {
+        cwd.ancestors()
+            .find(|d| d.join(".git").exists())
+            .and_then(|d| d.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+    };
+    let from_dir = || cwd.file_name().map(|n| n.to_string_lossy().into_owned());
+    let raw = from_cargo
+        .or_else(from_npm)
+        .or_else(from_git)
+        .or_else(from_dir)
+        .unwrap_or_else(|| "app".into());
+    sanitize_label(&raw)
+}
+
+pub fn sanitize_label(raw: &str) -> String {
+    let mut s: String = raw
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    while s.contains("--") {
+        s = s.replace("--", "-");
+    }
+    let s = s.trim_matches('-');
+    let s: String = s.chars().take(63).collect();
+    let s = s.trim_end_matches('-').to_string();
+    if s.is_empty() || names::hostname_for(&s).is_err() {
+        format!("app-{}", if s.is_empty() { "x" } else { &s })
+            .chars()
+            .take(63)
+            .collect()
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_sanitized() {
+        assert_eq!(sanitize_label("My_App"), "my-app");
+        assert_eq!(sanitize_label("@scope/pkg"), "scope-pkg");
+        assert_eq!(sanitize_label("--"), "app-x");
+        assert_eq!(sanitize_label("proxy"), "app-proxy");
+    }
+
+    #[test]
+    fn infers_from_cargo_then_npm_then_folder() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("Some Folder");
+        std::fs::create_dir(&dir).unwrap();
+        assert_eq!(infer_name(&dir), "some-folder");
+        std::fs::write(dir.join("package.json"), r#"{"name":"@acme/Web_UI"}"#).unwrap();
+        assert_eq!(infer_name(&dir), "web-ui");
+        std::fs::write(dir.join("Cargo.toml"), "[package]\nname = \"api_server\"\n").unwrap();
+        assert_eq!(infer_name(&dir), "api-server");
+    }
+}

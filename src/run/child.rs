@@ -1,0 +1,302 @@
+//! One generation of the app: the child process (in its own process group, with the
+//! parent-death signal set), its environment, and its output, forwarded line by line and
+//! kept in a ring buffer for the crash page and `portok logs`.
+
+use std::collections::VecDeque;
+use std::io;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Lines kept per generation.
+pub const KEEP_LINES: usize = 200;
+
+/// What every generation is started with.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub command: Vec<String>,
+    pub name: String,
+    pub hostname: String,
+    pub proxy_port: u16,
+    pub ca_pem: Option<std::path::PathBuf>,
+}
+
+pub type Output = Arc<Mutex<VecDeque<String>>>;
+
+pub struct Generation {
+    pub n: u64,
+    pub port: u16,
+    pub pid: u32,
+    pub started: Instant,
+    pub output: Output,
+    child: Child,
+    exit: Option<ExitStatus>,
+}
+
+/// Shell syntax that needs `sh -c` when the command is given as one argument.
+fn needs_shell(arg: &str) -> bool {
+    arg.chars().any(|c| "|&;<>()$`\\\"'*?[]#~=%{}\n".contains(c)) || arg.contains(' ')
+}
+
+/// The argv to execute: run directly unless the command is one argument with shell syntax
+/// (a shell that dies on SIGTERM would hide the real server still draining).
+pub fn argv(command: &[String]) -> Vec<String> {
+    match command {
+        [one] if needs_shell(one) => vec!["sh".into(), "-c".into(), one.clone()],
+        _ => command.to_vec(),
+    }
+}
+
+/// Frameworks that ignore $PORT get `--port N` (and Vite `--strictPort`) and
+/// `--host 127.0.0.1`, unless already given. Wrappers such as npx are looked through.
+pub fn inject_framework_flags(argv: &mut Vec<String>, port: u16) {
+    const NEEDS_FLAGS: &[&str] = &["vite", "astro", "ng", "react-router", "rsbuild", "expo"];
+    const WRAPPERS: &[&str] = &["npx", "pnpm", "pnpx", "yarn", "bunx", "bun"];
+    let mut i = 0;
+    while i < argv.len() {
+        let word = basename(&argv[i]);
+        if WRAPPERS.contains(&word) || matches!(word, "exec" | "dlx" | "x" | "run") {
+            i += 1;
+            continue;
+        }
+        break;
+    }
+    let Some(tool) = argv.get(i).map(|s| basename(s).to_string()) else {
+        return;
+    };
+    if !NEEDS_FLAGS.contains(&tool.as_str()) {
+        return;
+    }
+    let has = |argv: &[String], flag: &str| {
+        argv.iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    };
+    if !has(argv, "--port") {
+        argv.push("--port".into());
+        argv.push(port.to_string());
+    }
+    if tool == "vite" && !has(argv, "--strictPort") {
+        argv.push("--strictPort".into());
+    }
+    if !has(argv, "--host") {
+        argv.push("--host".into());
+        argv.push("127.0.0.1".into());
+    }
+}
+
+fn basename(s: &str) -> &str {
+    s.rsplit('/').next().unwrap_or(s)
+}
+
+/// Dev servers that reload themselves: portok does not restart them on file changes.
+pub fn hot_reloads_itself(command: &[String]) -> bool {
+    let words: Vec<&str> = command
+        .iter()
+        .flat_map(|a| a.split_whitespace())
+        .map(basename)
+        .collect();
+    let pair = |a: &str, b: &str| words.windows(2).any(|w| w[0] == a && w[1] == b);
+    words.contains(&"vite")
+        || pair("next", "dev")
+        || pair("astro", "dev")
+        || pair("nuxt", "dev")
+        || pair("nuxi", "dev")
+        || pair("react-router", "dev")
+        || pair("rsbuild", "dev")
+        || pair("ng", "serve")
+        || pair("expo", "start")
+        || pair("remix", "dev")
+}
+
+impl Generation {
+    pub fn spawn(launch: &Launch, n: u64, port: u16) -> io::Result<Generation> {
+        let mut argv = argv(&launch.command);
+        inject_framework_flags(&mut argv, port);
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env(
+                "PORTOK_URL",
+                format!("http://{}:{}", launch.hostname, launch.proxy_port),
+            )
+            .env("PORTOK_NAME", &launch.name)
+            .env("PORTOK_GENERATION", n.to_string())
+            .env("__VITE_ADDITIONAL_SERVER_ALLOWED_HOSTS", ".localhost")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(ca) = &launch.ca_pem {
+            if std::env::var_os("NODE_EXTRA_CA_CERTS").is_none() {
+                cmd.env("NODE_EXTRA_CA_CERTS", ca);
+            }
+        }
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl is async-signal-safe. If `portok run` dies (even by SIGKILL) the
+        // child gets SIGTERM instead of living on unsupervised.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot start `{}`: {e}", argv[0]))
+        })?;
+        let pid = child.id().unwrap_or(0);
+        let output: Output = Arc::new(Mutex::new(VecDeque::with_capacity(KEEP_LINES)));
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(pump(out, tokio::io::stdout(), output.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(pump(err, tokio::io::stderr(), output.clone()));
+        }
+        Ok(Generation {
+            n,
+            port,
+            pid,
+            started: Instant::now(),
+            output,
+            child,
+            exit: None,
+        })
+    }
+
+    /// Wait for the process to exit (cancel-safe; remembers the status).
+    pub async fn wait(&mut self) -> ExitStatus {
+        if let Some(s) = self.exit {
+            return s;
+        }
+        let status = match self.child.wait().await {
+            Ok(s) => s,
+            Err(_) => std::os::unix::process::ExitStatusExt::from_raw(1 << 8),
+        };
+        self.exit = Some(status);
+        status
+    }
+
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        if self.exit.is_none() {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                self.exit = Some(s);
+            }
+        }
+        self.exit
+    }
+
+    pub fn tail(&self, n: usize) -> Vec<String> {
+        let out = self.output.lock().unwrap_or_else(|e| e.into_inner());
+        out.iter().skip(out.len().saturating_sub(n)).cloned().collect()
+    }
+
+    /// SIGTERM to the process group, SIGKILL to the group after `kill_timeout`; also
+    /// sweeps up grandchildren left in the group after the leader exited.
+    pub async fn stop(&mut self, kill_timeout: Duration) -> ExitStatus {
+        let pgid = self.pid as i32;
+        signal_group(pgid, libc::SIGTERM);
+        let status = match tokio::time::timeout(kill_timeout, self.wait()).await {
+            Ok(s) => s,
+            Err(_) => {
+                signal_group(pgid, libc::SIGKILL);
+                self.wait().await
+            }
+        };
+        // Grandchildren that ignored SIGTERM still hold the group: give them the same
+        // timeout, then kill them.
+        let deadline = Instant::now() + kill_timeout;
+        while group_alive(pgid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        signal_group(pgid, libc::SIGKILL);
+        status
+    }
+}
+
+fn signal_group(pgid: i32, sig: i32) {
+    if pgid > 1 {
+        // SAFETY: the group was created for this generation by process_group(0).
+        unsafe { libc::kill(-pgid, sig) };
+    }
+}
+
+fn group_alive(pgid: i32) -> bool {
+    pgid > 1 && unsafe { libc::kill(-pgid, 0) } == 0
+}
+
+/// Forward a child's output line by line as it is written, keeping the last lines.
+async fn pump<R, W>(from: R, mut to: W, keep: Output)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut reader = BufReader::new(from);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let _ = to.write_all(&line).await;
+        let _ = to.flush().await;
+        let text = String::from_utf8_lossy(&line)
+            .trim_end_matches(['\n', '\r'])
+            .to_string();
+        let mut keep = keep.lock().unwrap_or_else(|e| e.into_inner());
+        if keep.len() == KEEP_LINES {
+            keep.pop_front();
+        }
+        keep.push_back(text);
+    }
+}
+
+/// A short description of how a process ended: "exited with status 101", "killed by SIGKILL".
+pub fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        _ => "exited".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn shell_only_for_one_argument_with_shell_syntax() {
+        assert_eq!(argv(&v(&["cargo", "run"])), v(&["cargo", "run"]));
+        assert_eq!(argv(&v(&["cargo run && x"]))[..2], v(&["sh", "-c"]));
+        assert_eq!(argv(&v(&["./server"])), v(&["./server"]));
+    }
+
+    #[test]
+    fn framework_flags() {
+        let mut a = v(&["npx", "vite"]);
+        inject_framework_flags(&mut a, 4100);
+        assert_eq!(a, v(&["npx", "vite", "--port", "4100", "--strictPort", "--host", "127.0.0.1"]));
+        let mut a = v(&["astro", "dev", "--port=1"]);
+        inject_framework_flags(&mut a, 4100);
+        assert_eq!(a, v(&["astro", "dev", "--port=1", "--host", "127.0.0.1"]));
+        let mut a = v(&["cargo", "run"]);
+        inject_framework_flags(&mut a, 4100);
+        assert_eq!(a, v(&["cargo", "run"]));
+    }
+
+    #[test]
+    fn detects_self_reloading_dev_servers() {
+        assert!(hot_reloads_itself(&v(&["npx", "vite"])));
+        assert!(hot_reloads_itself(&v(&["next", "dev"])));
+        assert!(!hot_reloads_itself(&v(&["cargo", "run"])));
+        assert!(!hot_reloads_itself(&v(&["next", "start"])));
+    }
+}

@@ -1,0 +1,175 @@
+//! Watching the source: a `notify` watcher whose callback `try_send`s into a channel, a
+//! filter that honours .gitignore/.ignore (the `ignore` crate) and always skips .git,
+//! target, node_modules and the state dir, and a debounce that turns a burst of events
+//! (an editor's save, a `git checkout`) into one change.
+
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use notify::{EventKind, RecursiveMode, Watcher};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Folders that never trigger a redeploy.
+const ALWAYS_SKIP: &[&str] = &[".git", "target", "node_modules", ".portok"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("cannot watch {path}: {source} (check that it exists; on Linux raise fs.inotify.max_user_watches if it is a large tree)")]
+    Watch {
+        path: PathBuf,
+        source: notify::Error,
+    },
+    #[error("--ignore {glob:?} is not a valid glob: {source}")]
+    Glob { glob: String, source: ignore::Error },
+}
+
+/// Decides whether a changed path matters.
+pub struct Filter {
+    roots: Vec<PathBuf>,
+    state_dir: PathBuf,
+    /// (directory, its .gitignore/.ignore rules), deepest last.
+    ignores: Vec<Gitignore>,
+    user: Gitignore,
+}
+
+impl Filter {
+    pub fn new(roots: &[PathBuf], globs: &[String], state_dir: &Path) -> Result<Self, WatchError> {
+        let mut ignores = Vec::new();
+        for root in roots {
+            // Walk with the ignore crate's own rules so ignored trees (target/) are not
+            // entered, and collect every ignore file on the way.
+            let walker = ignore::WalkBuilder::new(root)
+                .hidden(false)
+                .require_git(false)
+                .filter_entry(|e| !ALWAYS_SKIP.iter().any(|s| e.file_name() == *s))
+                .build();
+            for entry in walker.flatten() {
+                let name = entry.file_name();
+                if name == ".gitignore" || name == ".ignore" {
+                    let dir = entry.path().parent().unwrap_or(root).to_path_buf();
+                    let mut b = GitignoreBuilder::new(&dir);
+                    b.add(entry.path());
+                    if let Ok(gi) = b.build() {
+                        ignores.push(gi);
+                    }
+                }
+            }
+        }
+        let base = roots.first().cloned().unwrap_or_else(|| PathBuf::from("."));
+        let mut ub = GitignoreBuilder::new(&base);
+        for g in globs {
+            ub.add_line(None, g).map_err(|source| WatchError::Glob {
+                glob: g.clone(),
+                source,
+            })?;
+        }
+        let user = ub.build().map_err(|source| WatchError::Glob {
+            glob: globs.join(" "),
+            source,
+        })?;
+        Ok(Filter {
+            roots: roots.to_vec(),
+            state_dir: state_dir.to_path_buf(),
+            ignores,
+            user,
+        })
+    }
+
+    pub fn wants(&self, path: &Path) -> bool {
+        if path.starts_with(&self.state_dir) {
+            return false;
+        }
+        let rel = self
+            .roots
+            .iter()
+            .find_map(|r| path.strip_prefix(r).ok())
+            .unwrap_or(path);
+        if rel
+            .components()
+            .any(|c| ALWAYS_SKIP.iter().any(|s| c.as_os_str() == *s))
+        {
+            return false;
+        }
+        let is_dir = path.is_dir();
+        if self.user.matched_path_or_any_parents(path, is_dir).is_ignore() {
+            return false;
+        }
+        for gi in &self.ignores {
+            if path.starts_with(gi.path())
+                && gi.matched_path_or_any_parents(path, is_dir).is_ignore()
+            {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// Start watching. Returns the watcher (dropping it stops watching) and a channel that
+/// yields the first changed path of each debounced burst.
+pub fn spawn(
+    roots: Vec<PathBuf>,
+    filter: Filter,
+    debounce: Duration,
+) -> Result<(notify::RecommendedWatcher, mpsc::Receiver<PathBuf>), WatchError> {
+    let (raw_tx, mut raw_rx) = mpsc::channel::<PathBuf>(1024);
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        let Ok(ev) = ev else { return };
+        if matches!(ev.kind, EventKind::Access(_)) {
+            return;
+        }
+        for p in ev.paths {
+            if filter.wants(&p) {
+                // A full channel already holds a change; dropping more is harmless.
+                let _ = raw_tx.try_send(p);
+            }
+        }
+    })
+    .map_err(|source| WatchError::Watch {
+        path: roots.first().cloned().unwrap_or_default(),
+        source,
+    })?;
+    for root in &roots {
+        watcher
+            .watch(root, RecursiveMode::Recursive)
+            .map_err(|source| WatchError::Watch {
+                path: root.clone(),
+                source,
+            })?;
+    }
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        while let Some(first) = raw_rx.recv().await {
+            // Quiet period: keep absorbing events until none arrives for `debounce`.
+            while let Ok(Some(_)) = tokio::time::timeout(debounce, raw_rx.recv()).await {}
+            if tx.send(first).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok((watcher, rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_skips_ignored_and_builtin_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::write(root.join(".gitignore"), "*.log\nbuild/\n").unwrap();
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        std::fs::create_dir_all(root.join("build")).unwrap();
+        let state = root.join("state");
+        let f = Filter::new(&[root.clone()], &["*.tmp".into()], &state).unwrap();
+        assert!(f.wants(&root.join("src/main.rs")));
+        assert!(!f.wants(&root.join("server.log")));
+        assert!(!f.wants(&root.join("build/out.js")));
+        assert!(!f.wants(&root.join("target/debug/x")));
+        assert!(!f.wants(&root.join(".git/index")));
+        assert!(!f.wants(&root.join("node_modules/a/b.js")));
+        assert!(!f.wants(&root.join("a.tmp")));
+        assert!(!f.wants(&state.join("routes.json")));
+    }
+}
