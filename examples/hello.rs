@@ -1,93 +1,122 @@
-//! A tiny app for trying portok: an HTTP server on $PORT (default 3000) with `/`, `/health`
-//! and `/slow?ms=N`. Edit GREETING and save to watch `portok hello ...` redeploy it.
+//! A small app for trying portok: an HTTP server on $PORT with `/` (shows its generation),
+//! `/health`, `/slow?ms=N` (a long request) and `/ws` (a WebSocket echo).
+//! Edit GREETING and save to watch portok redeploy it with zero downtime:
 //!
 //! ```sh
 //! portok hello cargo run --example hello
 //! ```
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 const GREETING: &str = "Hello from portok's example app";
 
-fn main() {
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
     let port: u16 = std::env::var("PORT")
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(3000);
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".into());
-    let listener = TcpListener::bind((host.as_str(), port)).unwrap_or_else(|e| {
-        eprintln!("hello: cannot listen on {host}:{port}: {e}");
-        std::process::exit(1);
-    });
+    let listener = match tokio::net::TcpListener::bind((host.as_str(), port)).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("hello: cannot listen on {host}:{port}: {e}");
+            std::process::exit(1);
+        }
+    };
     let started = Instant::now();
-    let version = std::env::var("HELLO_VERSION").unwrap_or_else(|_| "1".into());
-    eprintln!(
-        "hello: listening on http://{host}:{port} (pid {})",
-        std::process::id()
-    );
-    for stream in listener.incoming().flatten() {
-        let version = version.clone();
-        std::thread::spawn(move || {
-            let _ = serve(stream, &version, started);
+    eprintln!("hello: listening on http://{host}:{port} (pid {})", std::process::id());
+    let shutdown = async {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+        term.recv().await;
+    };
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = &mut shutdown => {
+                eprintln!("hello: SIGTERM, bye");
+                return;
+            }
+            a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+        };
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| handle(req, started));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades()
+                .await;
         });
     }
 }
 
-/// HTTP/1.1 with keep-alive, enough for a demo and for portok's tests.
-fn serve(stream: TcpStream, version: &str, started: Instant) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut out = stream;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(());
+fn text(ctype: &'static str, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .header("content-type", ctype)
+        .header("x-hello-pid", std::process::id().to_string())
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+async fn handle(mut req: Request<Incoming>, started: Instant) -> Result<Response<Full<Bytes>>, Infallible> {
+    let generation = std::env::var("PORTOK_GENERATION").unwrap_or_else(|_| "-".into());
+    let version = std::env::var("HELLO_VERSION").unwrap_or_else(|_| "1".into());
+    let path = req.uri().path().to_string();
+    Ok(match path.as_str() {
+        "/health" => text("text/plain", "ok\n".into()),
+        "/slow" => {
+            let ms: u64 = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("ms="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1000);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            text("text/plain", format!("slow done by generation {generation}\n"))
         }
-        let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-        let mut length = 0usize;
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h)? == 0 {
-                return Ok(());
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().unwrap_or(0);
+        "/ws" => {
+            use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+            let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
+                return Ok(text("text/plain", "expected a WebSocket\n".into()));
+            };
+            let upgrade = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                use futures_util::{SinkExt, StreamExt};
+                let Ok(io) = upgrade.await else { return };
+                let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                    TokioIo::new(io),
+                    tokio_tungstenite::tungstenite::protocol::Role::Server,
+                    None,
+                )
+                .await;
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_close() || ws.send(msg).await.is_err() {
+                        break;
+                    }
                 }
-            }
+            });
+            Response::builder()
+                .status(101)
+                .header("connection", "upgrade")
+                .header("upgrade", "websocket")
+                .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
+                .body(Full::new(Bytes::new()))
+                .unwrap()
         }
-        let mut body = vec![0; length];
-        std::io::Read::read_exact(&mut reader, &mut body)?;
-        let (status, ctype, text) = if path == "/health" {
-            ("200 OK", "text/plain", "ok\n".to_string())
-        } else if let Some(ms) = path.strip_prefix("/slow?ms=") {
-            std::thread::sleep(Duration::from_millis(ms.parse().unwrap_or(100)));
-            (
-                "200 OK",
-                "text/plain",
-                format!("slow done (version {version})\n"),
-            )
-        } else {
-            (
-                "200 OK",
-                "text/html; charset=utf-8",
-                format!(
-                    "<!doctype html><title>hello</title><h1>{GREETING}</h1><p>version {version}, pid {}, up {}s</p>\n",
-                    std::process::id(),
-                    started.elapsed().as_secs()
-                ),
-            )
-        };
-        write!(
-            out,
-            "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nx-hello-pid: {}\r\n\r\n{text}",
-            text.len(),
-            std::process::id()
-        )?;
-    }
+        _ => text(
+            "text/html; charset=utf-8",
+            format!(
+                "<!doctype html><title>hello</title><h1>{GREETING}</h1><p>version {version}, generation {generation}, pid {}, up {}s</p>\n",
+                std::process::id(),
+                started.elapsed().as_secs()
+            ),
+        ),
+    })
 }

@@ -97,6 +97,29 @@ pub struct StartArgs {
     pub port: Option<u16>,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Deadlines and limits of the daemon.
+#[derive(Debug, Args, Clone, Default)]
+pub struct LimitArgs {
+    /// Close a connection that has not sent its first byte and finished the TLS handshake
+    /// within this many seconds
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub handshake_timeout: f64,
+}
+
+impl LimitArgs {
+    /// As daemon arguments, only where they differ from the defaults.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.handshake_timeout != 10.0 {
+            v.push("--handshake-timeout".into());
+            v.push(self.handshake_timeout.to_string());
+        }
+        v
+    }
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -193,4 +216,6 @@ pub struct DaemonArgs {
     pub port: u16,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }

@@ -44,7 +44,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             };
             let config = runtime::DaemonConfig {
                 port: args.port,
-                limits: Default::default(),
+                limits: crate::proxy::Limits {
+                    handshake: std::time::Duration::from_secs_f64(args.limits.handshake_timeout.max(0.1)),
+                    ..Default::default()
+                },
                 tls,
                 redirect_https: args.tls.redirect_https,
             };
@@ -123,6 +126,7 @@ fn proxy_start(state: &StateDir, args: &StartArgs) -> anyhow::Result<i32> {
     if args.tls.redirect_https {
         extra_args.push("--redirect-https".into());
     }
+    extra_args.extend(args.limits.to_args());
     let opts = StartOptions { port, extra_args };
     match daemon::start(state, &opts)? {
         Started::Now(s) => eprintln!(
