@@ -32,7 +32,10 @@ async fn main() {
         }
     };
     let started = Instant::now();
-    eprintln!("hello: listening on http://{host}:{port} (pid {})", std::process::id());
+    eprintln!(
+        "hello: listening on http://{host}:{port} (pid {})",
+        std::process::id()
+    );
     let shutdown = async {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
@@ -65,7 +68,10 @@ fn text(ctype: &'static str, body: String) -> Response<Full<Bytes>> {
         .unwrap()
 }
 
-async fn handle(mut req: Request<Incoming>, started: Instant) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    mut req: Request<Incoming>,
+    started: Instant,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let generation = std::env::var("PORTOK_GENERATION").unwrap_or_else(|_| "-".into());
     let version = std::env::var("HELLO_VERSION").unwrap_or_else(|_| "1".into());
     let path = req.uri().path().to_string();

@@ -39,7 +39,9 @@ pub enum Command {
         https: bool,
     },
     /// Run CMD as app NAME: PORT injected, health-gated start, zero-downtime redeploy on change
-    #[command(after_help = "Examples:\n  portok run myapp -- cargo run\n  portok myapp cargo run                (the same)\n  portok run -- npm run dev             (name from package.json)\n  portok run api --health /health --drain 30 -- ./server")]
+    #[command(
+        after_help = "Examples:\n  portok run myapp -- cargo run\n  portok myapp cargo run                (the same)\n  portok run -- npm run dev             (name from package.json)\n  portok run api --health /health --drain 30 -- ./server"
+    )]
     Run(RunArgs),
     /// Redeploy a running app now (zero downtime); exit 1 with the reason if it fails
     #[command(after_help = "Example:\n  portok restart myapp")]
@@ -60,7 +62,9 @@ pub enum Command {
         follow: bool,
     },
     /// Install portok's local CA where browsers and tools trust it
-    #[command(after_help = "Examples:\n  sudo portok trust       (system store and NSS)\n  portok trust --check    (exit 0 when trusted)")]
+    #[command(
+        after_help = "Examples:\n  sudo portok trust       (system store and NSS)\n  portok trust --check    (exit 0 when trusted)"
+    )]
     Trust {
         /// Only check: exit 0 when the CA is trusted, 1 otherwise
         #[arg(long)]

@@ -45,7 +45,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let config = runtime::DaemonConfig {
                 port: args.port,
                 limits: crate::proxy::Limits {
-                    handshake: std::time::Duration::from_secs_f64(args.limits.handshake_timeout.max(0.1)),
+                    handshake: std::time::Duration::from_secs_f64(
+                        args.limits.handshake_timeout.max(0.1),
+                    ),
                     ..Default::default()
                 },
                 tls,
@@ -117,7 +119,8 @@ fn proxy_start(state: &StateDir, args: &StartArgs) -> anyhow::Result<i32> {
     if let (Some(cert), Some(key)) = (&args.tls.cert, &args.tls.key) {
         // Check here too, so a bad file is reported before anything is started.
         crate::proxy::tls::server_config_from_files(cert, key)?;
-        let abs = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let abs =
+            |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         extra_args.push("--cert".into());
         extra_args.push(abs(cert).display().to_string());
         extra_args.push("--key".into());
@@ -297,7 +300,10 @@ fn external_run_args(args: Vec<std::ffi::OsString>) -> anyhow::Result<RunArgs> {
     use clap::Parser;
     let args: Vec<String> = args
         .into_iter()
-        .map(|a| a.into_string().map_err(|a| UsageError(format!("argument {a:?} is not UTF-8"))))
+        .map(|a| {
+            a.into_string()
+                .map_err(|a| UsageError(format!("argument {a:?} is not UTF-8")))
+        })
         .collect::<Result<_, _>>()?;
     let Some((name, rest)) = args.split_first() else {
         bail!(UsageError("usage: portok NAME CMD [ARGS...]".into()));
@@ -341,7 +347,12 @@ fn external_run_args(args: Vec<std::ffi::OsString>) -> anyhow::Result<RunArgs> {
 fn restart(name: &str) -> anyhow::Result<i32> {
     let state = StateDir::from_env()?;
     let host = names::hostname_for(name)?;
-    let reply = crate::run::ask_app(&state, &host, "restart", std::time::Duration::from_secs(3600))?;
+    let reply = crate::run::ask_app(
+        &state,
+        &host,
+        "restart",
+        std::time::Duration::from_secs(3600),
+    )?;
     let reply = reply.trim();
     if let Some(msg) = reply.strip_prefix("ok ") {
         eprintln!("portok: {host} redeployed: {msg}");
@@ -357,20 +368,28 @@ fn logs(name: &str, lines: usize, follow: bool) -> anyhow::Result<i32> {
     let state = StateDir::from_env()?;
     let host = names::hostname_for(name)?;
     let timeout = std::time::Duration::from_secs(10);
-    let mut last: Vec<String> = crate::run::ask_app(&state, &host, &format!("logs {lines}"), timeout)?
-        .lines()
-        .map(String::from)
-        .collect();
+    let mut last: Vec<String> =
+        crate::run::ask_app(&state, &host, &format!("logs {lines}"), timeout)?
+            .lines()
+            .map(String::from)
+            .collect();
     for l in &last {
         println!("{l}");
     }
-    while follow {
+    if !follow {
+        return Ok(0);
+    }
+    loop {
         std::thread::sleep(std::time::Duration::from_millis(300));
-        let now: Vec<String> =
-            match crate::run::ask_app(&state, &host, &format!("logs {}", crate::run::child::KEEP_LINES), timeout) {
-                Ok(t) => t.lines().map(String::from).collect(),
-                Err(_) => return Ok(0),
-            };
+        let now: Vec<String> = match crate::run::ask_app(
+            &state,
+            &host,
+            &format!("logs {}", crate::run::child::KEEP_LINES),
+            timeout,
+        ) {
+            Ok(t) => t.lines().map(String::from).collect(),
+            Err(_) => return Ok(0),
+        };
         // Print what follows the last line we printed (the buffer slides).
         let start = match last.last() {
             Some(tail) => now
@@ -385,7 +404,6 @@ fn logs(name: &str, lines: usize, follow: bool) -> anyhow::Result<i32> {
         }
         last = now;
     }
-    Ok(0)
 }
 
 fn trust(check: bool) -> anyhow::Result<i32> {

@@ -8,14 +8,14 @@ pub mod sniff;
 pub mod tls;
 
 use crate::routes::{Backend, RouteTable};
-use std::collections::HashMap;
-use std::sync::Mutex;
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;

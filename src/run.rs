@@ -125,7 +125,9 @@ async fn run(
         "{name} -> http://{hostname}:{url_port} (https too), starting on port {first_port}..."
     ));
     if args.app_port.is_some() {
-        say("--app-port is fixed, so redeploys stop the old generation before starting the new one");
+        say(
+            "--app-port is fixed, so redeploys stop the old generation before starting the new one",
+        );
     }
     let changes = if watching {
         let roots: Vec<PathBuf> = if args.watch.is_empty() {
@@ -188,7 +190,10 @@ async fn take_name(
         }
         .into());
     }
-    say(&format!("--force: stopping the portok run (pid {}) that owns {hostname}", owner.pid));
+    say(&format!(
+        "--force: stopping the portok run (pid {}) that owns {hostname}",
+        owner.pid
+    ));
     // SAFETY: signalling the recorded owner; it stops its app and removes its route.
     unsafe { libc::kill(owner.pid as i32, libc::SIGTERM) };
     let deadline = std::time::Instant::now() + kill_timeout + Duration::from_secs(5);
@@ -277,7 +282,9 @@ async fn serve_run_socket(
             tokio::spawn(async move {
                 let (read, mut write) = stream.into_split();
                 let mut lines = tokio::io::BufReader::new(read).lines();
-                let Ok(Some(line)) = lines.next_line().await else { return };
+                let Ok(Some(line)) = lines.next_line().await else {
+                    return;
+                };
                 let reply = answer(&line, &tx).await;
                 let _ = write.write_all(reply.as_bytes()).await;
             });
@@ -314,13 +321,19 @@ async fn answer(line: &str, tx: &mpsc::Sender<Control>) -> String {
 }
 
 /// Send one line to an app's run socket and return the whole reply.
-pub fn ask_app(state: &StateDir, hostname: &str, line: &str, timeout: Duration) -> anyhow::Result<String> {
+pub fn ask_app(
+    state: &StateDir,
+    hostname: &str,
+    line: &str,
+    timeout: Duration,
+) -> anyhow::Result<String> {
     use std::io::{Read, Write};
     let path = run_socket(state, hostname);
-    let mut stream = std::os::unix::net::UnixStream::connect(&path).map_err(|_| RunError::NotRunning {
-        host: hostname.into(),
-        path: path.clone(),
-    })?;
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(&path).map_err(|_| RunError::NotRunning {
+            host: hostname.into(),
+            path: path.clone(),
+        })?;
     stream.set_read_timeout(Some(timeout))?;
     stream.write_all(format!("{line}\n").as_bytes())?;
     let mut out = String::new();

@@ -30,14 +30,19 @@ pub struct TrustOptions {
 }
 
 impl TrustOptions {
-    /// The real system, for the current user's HOME.
+    /// The real system, for the current user's HOME. `PORTOK_TRUST_ROOT` moves the system
+    /// folders under another root and turns off the update commands: the test suite uses it
+    /// so that it never touches the machine's trust store.
     pub fn for_current_user() -> Self {
+        let test_root = std::env::var_os("PORTOK_TRUST_ROOT").filter(|v| !v.is_empty());
         TrustOptions {
             home: std::env::var_os("HOME")
                 .map(PathBuf::from)
                 .unwrap_or_default(),
-            system_dirs_root: PathBuf::from("/"),
-            run_commands: true,
+            run_commands: test_root.is_none(),
+            system_dirs_root: test_root
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/")),
         }
     }
 }

@@ -220,13 +220,21 @@ impl Daemon {
         match tokio::task::spawn_blocking(move || store::load(&state)).await {
             Ok(Ok(routes)) => {
                 let previous = self.ctx.routes.load_full();
+                // Whatever prompted this reload, an app whose `portok run` died without
+                // cleaning up (SIGKILL) is stopped here, so it does not outlive it.
+                for live in previous.sorted() {
+                    if live.route.pid != 0 && !pid_alive(live.route.pid) {
+                        for &pgid in &live.route.pgids {
+                            stop_orphan_group(pgid);
+                        }
+                    }
+                }
                 let table = RouteTable::build(routes, Some(&previous));
                 // A route that is no longer crashed no longer needs its crash report.
                 {
                     let mut crashes = self.ctx.crashes.lock().unwrap_or_else(|e| e.into_inner());
-                    crashes.retain(|host, _| {
-                        table.lookup(host).is_some_and(|l| l.route.is_crashed())
-                    });
+                    crashes
+                        .retain(|host, _| table.lookup(host).is_some_and(|l| l.route.is_crashed()));
                 }
                 self.ctx.install(table);
             }
@@ -323,24 +331,15 @@ async fn sweep_loop(daemon: Arc<Daemon>) {
             _ = daemon.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let table = daemon.ctx.routes.load();
-        let orphans: Vec<i32> = table
-            .sorted()
-            .iter()
-            .filter(|l| l.route.pid != 0 && !pid_alive(l.route.pid))
-            .flat_map(|l| l.route.pgids.iter().copied())
-            .collect();
-        let dead = table
+        let dead = daemon
+            .ctx
+            .routes
+            .load()
             .sorted()
             .iter()
             .any(|l| l.route.pid != 0 && !pid_alive(l.route.pid));
-        drop(table);
         if dead {
-            // The owning `portok run` died without cleaning up (SIGKILL): stop its app so
-            // it does not outlive it, then drop the route.
-            for pgid in orphans {
-                stop_orphan_group(pgid);
-            }
+            // reload() stops the dead owner's app and drops its route.
             daemon.reload().await;
         }
     }
@@ -353,6 +352,10 @@ async fn watch_loop(daemon: Arc<Daemon>) {
     let routes_name = std::ffi::OsString::from("routes.json");
     let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev {
+            // Opening or reading routes.json (every `portok list`) is not a change.
+            if matches!(ev.kind, notify::EventKind::Access(_)) {
+                return;
+            }
             if ev.paths.iter().any(|p| p.file_name() == Some(&routes_name)) {
                 let _ = tx.try_send(());
             }

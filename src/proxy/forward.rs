@@ -321,7 +321,10 @@ pub async fn send_h2_websocket(
     };
     // The h2 side learns success as a 200; the negotiated subprotocol and extensions pass on.
     let mut ok = Response::new(ProxyBody::empty());
-    for name in [header::SEC_WEBSOCKET_PROTOCOL, header::SEC_WEBSOCKET_EXTENSIONS] {
+    for name in [
+        header::SEC_WEBSOCKET_PROTOCOL,
+        header::SEC_WEBSOCKET_EXTENSIONS,
+    ] {
         if let Some(v) = resp.headers().get(&name) {
             ok.headers_mut().insert(name, v.clone());
         }
@@ -336,7 +339,11 @@ fn websocket_key() -> HeaderValue {
     let bytes: [u8; 16] = rand::random();
     let mut out = String::with_capacity(24);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         for i in 0..4 {
             if i <= chunk.len() {
@@ -403,5 +410,8 @@ where
     }
     let upgrade = hyper::upgrade::on(&mut resp);
     let (parts, _) = resp.into_parts();
-    Ok((Response::from_parts(parts, ProxyBody::empty()), Some(upgrade)))
+    Ok((
+        Response::from_parts(parts, ProxyBody::empty()),
+        Some(upgrade),
+    ))
 }

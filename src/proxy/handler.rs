@@ -118,7 +118,9 @@ async fn route(
         proxy_port: ctx.port,
         hops,
     };
-    if req.method() == http::Method::CONNECT && req.extensions().get::<hyper::ext::Protocol>().is_some() {
+    if req.method() == http::Method::CONNECT
+        && req.extensions().get::<hyper::ext::Protocol>().is_some()
+    {
         forward::prepare_request(&mut req, &backend, &origin);
         return forward::send_h2_websocket(req, &backend, ctx.limits.connect)
             .await
@@ -149,32 +151,33 @@ async fn resolve(ctx: &Ctx, host: &str, html: bool) -> Result<Arc<Backend>, Prox
         let notified = ctx.changed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let hold = {
-            let table = ctx.routes.load();
-            let Some(live) = table.lookup(host) else {
-                return Err(ProxyError::NoRoute { host: host.into() });
+        let hold =
+            {
+                let table = ctx.routes.load();
+                let Some(live) = table.lookup(host) else {
+                    return Err(ProxyError::NoRoute { host: host.into() });
+                };
+                if live.route.is_crashed() {
+                    let crashes = ctx.crashes.lock().unwrap_or_else(|e| e.into_inner());
+                    let info = crashes.get(&live.route.hostname).cloned().unwrap_or(
+                        crate::proxy::CrashInfo {
+                            message: "the app exited".into(),
+                            tail: Vec::new(),
+                        },
+                    );
+                    return Err(ProxyError::Crashed {
+                        host: host.into(),
+                        info,
+                    });
+                }
+                if !live.route.is_starting() {
+                    return Ok(live.backend.clone());
+                }
+                if html {
+                    return Err(ProxyError::Starting { host: host.into() });
+                }
+                live.route.hold.unwrap_or(30)
             };
-            if live.route.is_crashed() {
-                let crashes = ctx.crashes.lock().unwrap_or_else(|e| e.into_inner());
-                let info = crashes.get(&live.route.hostname).cloned().unwrap_or(
-                    crate::proxy::CrashInfo {
-                        message: "the app exited".into(),
-                        tail: Vec::new(),
-                    },
-                );
-                return Err(ProxyError::Crashed {
-                    host: host.into(),
-                    info,
-                });
-            }
-            if !live.route.is_starting() {
-                return Ok(live.backend.clone());
-            }
-            if html {
-                return Err(ProxyError::Starting { host: host.into() });
-            }
-            live.route.hold.unwrap_or(30)
-        };
         let until = *deadline.get_or_insert_with(|| {
             tokio::time::Instant::now() + std::time::Duration::from_secs(hold)
         });
@@ -189,7 +192,11 @@ async fn resolve(ctx: &Ctx, host: &str, html: bool) -> Result<Arc<Backend>, Prox
 
 /// `--redirect-https`: a browser's plain-HTTP navigation goes to the same URL over https.
 fn redirect_to_https(host: &str, port: u16, req: &Request<Incoming>) -> Response<ProxyBody> {
-    let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
     let location = format!("https://{host}:{port}{pq}");
     let mut resp = Response::new(ProxyBody::empty());
     *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;

@@ -37,7 +37,9 @@ pub struct Generation {
 
 /// Shell syntax that needs `sh -c` when the command is given as one argument.
 fn needs_shell(arg: &str) -> bool {
-    arg.chars().any(|c| "|&;<>()$`\\\"'*?[]#~=%{}\n".contains(c)) || arg.contains(' ')
+    arg.chars()
+        .any(|c| "|&;<>()$`\\\"'*?[]#~=%{}\n".contains(c))
+        || arg.contains(' ')
 }
 
 /// The argv to execute: run directly unless the command is one argument with shell syntax
@@ -144,9 +146,9 @@ impl Generation {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(|e| {
-            io::Error::new(e.kind(), format!("cannot start `{}`: {e}", argv[0]))
-        })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot start `{}`: {e}", argv[0])))?;
         let pid = child.id().unwrap_or(0);
         let output: Output = Arc::new(Mutex::new(VecDeque::with_capacity(KEEP_LINES)));
         if let Some(out) = child.stdout.take() {
@@ -190,7 +192,10 @@ impl Generation {
 
     pub fn tail(&self, n: usize) -> Vec<String> {
         let out = self.output.lock().unwrap_or_else(|e| e.into_inner());
-        out.iter().skip(out.len().saturating_sub(n)).cloned().collect()
+        out.iter()
+            .skip(out.len().saturating_sub(n))
+            .cloned()
+            .collect()
     }
 
     /// SIGTERM to the process group, SIGKILL to the group after `kill_timeout`; also
@@ -283,7 +288,18 @@ mod tests {
     fn framework_flags() {
         let mut a = v(&["npx", "vite"]);
         inject_framework_flags(&mut a, 4100);
-        assert_eq!(a, v(&["npx", "vite", "--port", "4100", "--strictPort", "--host", "127.0.0.1"]));
+        assert_eq!(
+            a,
+            v(&[
+                "npx",
+                "vite",
+                "--port",
+                "4100",
+                "--strictPort",
+                "--host",
+                "127.0.0.1"
+            ])
+        );
         let mut a = v(&["astro", "dev", "--port=1"]);
         inject_framework_flags(&mut a, 4100);
         assert_eq!(a, v(&["astro", "dev", "--port=1", "--host", "127.0.0.1"]));

@@ -53,7 +53,8 @@ enum Event {
     Control(Control),
     LiveExited(ExitStatus),
     PendingReady,
-    PendingFailed(String),
+    /// Why, and the exit code when the process exited.
+    PendingFailed(String, Option<i32>),
     RollbackWindowOver,
 }
 
@@ -73,7 +74,13 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(launch: Launch, state: StateDir, opts: Options, first_port: u16, cwd: PathBuf) -> Self {
+    pub fn new(
+        launch: Launch,
+        state: StateDir,
+        opts: Options,
+        first_port: u16,
+        cwd: PathBuf,
+    ) -> Self {
         Supervisor {
             launch,
             state,
@@ -105,7 +112,7 @@ impl Supervisor {
             return 1;
         };
         if let Err(e) = self.start_pending(self.first_port, Vec::new()).await {
-            say(&format!("{e}"));
+            say(&e);
             self.remove_route().await;
             return 1;
         }
@@ -128,8 +135,13 @@ impl Supervisor {
                     return code;
                 }
                 Event::Changed(path) => {
-                    let shown = path.strip_prefix(&self.cwd).unwrap_or(&path).display().to_string();
-                    self.redeploy(&format!("change in {shown}"), Vec::new()).await;
+                    let shown = path
+                        .strip_prefix(&self.cwd)
+                        .unwrap_or(&path)
+                        .display()
+                        .to_string();
+                    self.redeploy(&format!("change in {shown}"), Vec::new())
+                        .await;
                 }
                 Event::Control(Control::Restart(reply)) => {
                     self.redeploy("restart requested", vec![reply]).await;
@@ -148,8 +160,8 @@ impl Supervisor {
                     }
                 }
                 Event::PendingReady => self.switch_to_pending().await,
-                Event::PendingFailed(reason) => {
-                    if let Some(code) = self.pending_failed(reason).await {
+                Event::PendingFailed(reason, code) => {
+                    if let Some(code) = self.pending_failed(reason, code).await {
                         self.shutdown().await;
                         return code;
                     }
@@ -165,10 +177,17 @@ impl Supervisor {
 
     /// Start generation N+1 (or restart from a crash). A deploy still starting is
     /// cancelled: the latest source wins.
-    async fn redeploy(&mut self, reason: &str, waiters: Vec<oneshot::Sender<Result<String, String>>>) {
+    async fn redeploy(
+        &mut self,
+        reason: &str,
+        waiters: Vec<oneshot::Sender<Result<String, String>>>,
+    ) {
         let mut waiters = waiters;
         if let Some(mut p) = self.pending.take() {
-            say(&format!("{reason} -> cancelling generation {} (still starting)", p.gen.n));
+            say(&format!(
+                "{reason} -> cancelling generation {} (still starting)",
+                p.gen.n
+            ));
             p.gen.stop(self.opts.kill_timeout).await;
             waiters.append(&mut p.waiters);
         }
@@ -196,9 +215,12 @@ impl Supervisor {
                 }
             },
         };
-        say(&format!("{reason} -> starting generation {} on port {port}", self.next_gen));
+        say(&format!(
+            "{reason} -> starting generation {} on port {port}",
+            self.next_gen
+        ));
         if let Err(e) = self.start_pending(port, waiters).await {
-            say(&format!("{e}"));
+            say(&e);
         }
     }
 
@@ -238,7 +260,8 @@ impl Supervisor {
     async fn switch_to_pending(&mut self) {
         let Some(p) = self.pending.take() else { return };
         let took = p.gen.started.elapsed();
-        self.write_route(p.gen.port, p.gen.n, "live").await;
+        self.write_route_with(p.gen.port, p.gen.n, "live", &[p.gen.pid as i32])
+            .await;
         let msg = format!("generation {} live on port {}", p.gen.n, p.gen.port);
         match self.live.take() {
             Some(old) => {
@@ -278,7 +301,7 @@ impl Supervisor {
     }
 
     /// N+1 died or missed its readiness deadline: kill it; N keeps serving.
-    async fn pending_failed(&mut self, reason: String) -> Option<i32> {
+    async fn pending_failed(&mut self, reason: String, exit_code: Option<i32>) -> Option<i32> {
         let mut p = self.pending.take()?;
         p.gen.stop(self.opts.kill_timeout).await;
         let tail = p.gen.tail(50);
@@ -286,12 +309,18 @@ impl Supervisor {
             Some(live) => format!("still serving generation {}", live.n),
             None => "nothing to serve yet".into(),
         };
-        say(&format!("generation {} {reason} before it was ready; {serving}", p.gen.n));
+        say(&format!(
+            "generation {} {reason} before it was ready; {serving}",
+            p.gen.n
+        ));
         for line in tail.iter().skip(tail.len().saturating_sub(10)) {
             say(&format!("  | {line}"));
         }
         for w in p.waiters.drain(..) {
-            let _ = w.send(Err(format!("generation {} {reason} before it was ready", p.gen.n)));
+            let _ = w.send(Err(format!(
+                "generation {} {reason} before it was ready",
+                p.gen.n
+            )));
         }
         self.last_tail = tail.clone();
         if self.live.is_some() {
@@ -299,7 +328,7 @@ impl Supervisor {
             return None;
         }
         if !self.opts.watching {
-            return Some(1);
+            return Some(exit_code.filter(|c| *c != 0).unwrap_or(1));
         }
         self.mark_crashed(p.gen.port, p.gen.n, &reason, tail).await;
         None
@@ -323,9 +352,7 @@ impl Supervisor {
         }
         if !self.opts.watching {
             say(&format!("{} {what}", self.launch.name));
-            return Some(status.code().unwrap_or_else(|| {
-                128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
-            }));
+            return Some(exit_code(status));
         }
         say(&format!(
             "generation {} {what}; serving a crash page until the next change (or `portok restart {}`)",
@@ -389,7 +416,10 @@ impl Supervisor {
         let me = std::process::id();
         let _ = tokio::task::spawn_blocking(move || {
             store::update::<_, store::StoreError>(&state, |routes| {
-                if let Some(r) = routes.iter_mut().find(|r| r.hostname == host && r.pid == me) {
+                if let Some(r) = routes
+                    .iter_mut()
+                    .find(|r| r.hostname == host && r.pid == me)
+                {
                     r.pgids = pgids;
                 }
                 Ok(())
@@ -400,9 +430,15 @@ impl Supervisor {
 
     /// Write our route and wait until the daemon has applied it.
     async fn write_route(&self, port: u16, n: u64, route_state: &str) {
+        self.write_route_with(port, n, route_state, &[]).await
+    }
+
+    /// The same, recording `extra` process groups besides those the supervisor holds.
+    async fn write_route_with(&self, port: u16, n: u64, route_state: &str, extra: &[i32]) {
         let state = self.state.clone();
         let host = self.launch.hostname.clone();
-        let pgids = self.pgids();
+        let mut pgids = self.pgids();
+        pgids.extend_from_slice(extra);
         let hold = self.opts.hold;
         let route_state = route_state.to_string();
         let proxy_port = self.launch.proxy_port;
@@ -492,13 +528,20 @@ async fn pending_outcome(pending: &mut Option<Pending>, host: &str, health: Opti
         }
     };
     tokio::select! {
-        status = p.gen.wait() => Event::PendingFailed(describe_exit(status)),
+        status = p.gen.wait() => Event::PendingFailed(describe_exit(status), Some(exit_code(status))),
         ready = probe => if ready {
             Event::PendingReady
         } else {
-            Event::PendingFailed(format!("did not answer{} within the ready timeout", health.map(|h| format!(" {h} with 2xx/3xx")).unwrap_or_default()))
+            Event::PendingFailed(format!("did not answer{} within the ready timeout", health.map(|h| format!(" {h} with 2xx/3xx")).unwrap_or_default()), None)
         },
     }
+}
+
+/// A shell-style exit code: the status, or 128 + the signal.
+fn exit_code(status: ExitStatus) -> i32 {
+    status.code().unwrap_or_else(|| {
+        128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
+    })
 }
 
 async fn inflight(state: &StateDir, port: u16) -> usize {

@@ -91,7 +91,11 @@ impl Filter {
             return false;
         }
         let is_dir = path.is_dir();
-        if self.user.matched_path_or_any_parents(path, is_dir).is_ignore() {
+        if self
+            .user
+            .matched_path_or_any_parents(path, is_dir)
+            .is_ignore()
+        {
             return false;
         }
         for gi in &self.ignores {
@@ -162,7 +166,7 @@ mod tests {
         std::fs::create_dir_all(root.join("src")).unwrap();
         std::fs::create_dir_all(root.join("build")).unwrap();
         let state = root.join("state");
-        let f = Filter::new(&[root.clone()], &["*.tmp".into()], &state).unwrap();
+        let f = Filter::new(std::slice::from_ref(&root), &["*.tmp".into()], &state).unwrap();
         assert!(f.wants(&root.join("src/main.rs")));
         assert!(!f.wants(&root.join("server.log")));
         assert!(!f.wants(&root.join("build/out.js")));

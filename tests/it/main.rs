@@ -4,4 +4,5 @@
 mod support;
 
 mod proxy;
+mod run;
 mod tls;

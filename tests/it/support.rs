@@ -68,6 +68,8 @@ impl Portok {
             .env("HOME", self.home())
             .env("PORTOK_PORT", self.port.to_string())
             .env("NO_COLOR", "1")
+            // `portok trust` in a test writes under this folder, never the real store.
+            .env("PORTOK_TRUST_ROOT", self.dir.path().join("trust-root"))
             .env_remove("PORTOK_APP_PORT")
             .stdin(Stdio::null());
         c
@@ -370,4 +372,155 @@ pub fn echoed<'a>(body: &'a str, header: &str) -> Option<&'a str> {
 
 pub fn exists(p: &Path) -> bool {
     p.exists()
+}
+
+/// The example app, built once (cargo serialises concurrent builds; later ones are no-ops).
+pub fn hello_bin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = PathBuf::from(BIN);
+            let target_profile = exe.parent().unwrap();
+            let hello = target_profile.join("examples/hello");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "--quiet", "--example", "hello"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("running cargo build --example hello");
+            assert!(status.success(), "building examples/hello failed");
+            assert!(hello.exists(), "{} missing", hello.display());
+            hello
+        })
+        .clone()
+}
+
+/// A `portok run` (or `portok NAME CMD`) running in the background, its stderr collected.
+pub struct RunningApp {
+    pub child: std::process::Child,
+    pub output: Arc<std::sync::Mutex<String>>,
+}
+
+impl Portok {
+    /// Start `portok ARGS...` in `cwd`, collecting its output.
+    pub fn spawn_app(&self, cwd: &Path, args: &[&str]) -> RunningApp {
+        let mut child = self
+            .command()
+            .args(args)
+            .current_dir(cwd)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning portok run");
+        let output = Arc::new(std::sync::Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stream).lines() {
+                    let Ok(line) = line else { return };
+                    let mut o = output.lock().unwrap();
+                    o.push_str(&line);
+                    o.push('\n');
+                }
+            });
+        }
+        RunningApp { child, output }
+    }
+}
+
+impl RunningApp {
+    pub fn text(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Wait until the output contains `needle` `count` times.
+    pub async fn wait_for_n(&self, needle: &str, count: usize, limit: Duration) {
+        let start = Instant::now();
+        loop {
+            if self.text().matches(needle).count() >= count {
+                return;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "timed out after {limit:?} waiting for {needle:?} x{count}; output so far:\n{}",
+                self.text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn wait_for(&self, needle: &str, limit: Duration) {
+        self.wait_for_n(needle, 1, limit).await
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Wait (bounded) for the process to exit; returns its exit code.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "portok run did not exit; output:\n{}",
+                self.text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for RunningApp {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.signal(libc::SIGTERM);
+            let start = Instant::now();
+            while self.child.try_wait().ok().flatten().is_none() {
+                if start.elapsed() > Duration::from_secs(10) {
+                    let _ = self.child.kill();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A project folder for `portok run` tests: a version file the app reads at start.
+pub fn project(p: &Portok) -> PathBuf {
+    let dir = p.dir.path().join("project");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("version.txt"), "1").unwrap();
+    dir.canonicalize().unwrap()
+}
+
+/// The app command: reads version.txt, fails like a broken build when `broken` exists.
+pub fn app_script() -> String {
+    format!(
+        "if test -f broken; then echo 'error[E0308]: mismatched types' >&2; exit 101; fi; HELLO_VERSION=$(cat version.txt) exec {}",
+        hello_bin().display()
+    )
+}
+
+/// The routes.json entry for `host`, if any.
+pub fn route_of(p: &Portok, host: &str) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(p.routes_json()).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.as_array()?
+        .iter()
+        .find(|r| r["hostname"] == host)
+        .cloned()
 }

@@ -31,10 +31,16 @@ fn client_config(p: &Portok, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
 
 fn rustls_pemfile_certs(pem: &[u8]) -> Vec<CertificateDer<'static>> {
     use rustls::pki_types::pem::PemObject;
-    CertificateDer::pem_slice_iter(pem).map(|c| c.unwrap()).collect()
+    CertificateDer::pem_slice_iter(pem)
+        .map(|c| c.unwrap())
+        .collect()
 }
 
-async fn tls_connect(p: &Portok, name: &str, alpn: &[&[u8]]) -> std::io::Result<TlsStream<TcpStream>> {
+async fn tls_connect(
+    p: &Portok,
+    name: &str,
+    alpn: &[&[u8]],
+) -> std::io::Result<TlsStream<TcpStream>> {
     let connector = tokio_rustls::TlsConnector::from(client_config(p, alpn));
     let tcp = TcpStream::connect(p.addr()).await?;
     let server_name = ServerName::try_from(name.to_string()).unwrap();
@@ -44,10 +50,17 @@ async fn tls_connect(p: &Portok, name: &str, alpn: &[&[u8]]) -> std::io::Result<
 }
 
 async fn h1_get(tls: TlsStream<TcpStream>, host: &str, path: &str) -> (u16, String) {
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let resp = send
-        .send_request(hyper::Request::get(path).header("host", host).body(Full::new(Bytes::new())).unwrap())
+        .send_request(
+            hyper::Request::get(path)
+                .header("host", host)
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
         .await
         .unwrap();
     let status = resp.status().as_u16();
@@ -61,16 +74,25 @@ async fn https_h2_and_http1_on_one_port_with_verified_certificates() {
     let b = backend("app").await;
     p.ok(&["alias", "myapp", &b.port.to_string()]);
     use std::os::unix::fs::PermissionsExt;
-    let mode = |f: &str| std::fs::metadata(p.state().join(f)).unwrap().permissions().mode() & 0o777;
+    let mode = |f: &str| {
+        std::fs::metadata(p.state().join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
     assert_eq!(mode("ca.pem"), 0o644);
     assert_eq!(mode("ca-key.pem"), 0o600);
 
     // h2 by ALPN, verified against ca.pem only.
-    let tls = tls_connect(&p, "myapp.localhost", &[b"h2", b"http/1.1"]).await.expect("verified handshake");
-    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+    let tls = tls_connect(&p, "myapp.localhost", &[b"h2", b"http/1.1"])
         .await
-        .unwrap();
+        .expect("verified handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let resp = send
         .send_request(
@@ -82,19 +104,31 @@ async fn https_h2_and_http1_on_one_port_with_verified_certificates() {
         .unwrap();
     assert_eq!(resp.version(), http::Version::HTTP_2);
     assert_eq!(resp.status(), 200);
-    let body = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let body = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
     assert_eq!(echoed(&body, "path"), Some("/over-h2"));
     assert_eq!(echoed(&body, "x-forwarded-proto"), Some("https"));
 
     // A deeper name under the app gets a certificate too (SAN *.myapp.localhost).
-    let tls = tls_connect(&p, "a.b.myapp.localhost", &[b"http/1.1"]).await.expect("deep name verifies");
+    let tls = tls_connect(&p, "a.b.myapp.localhost", &[b"http/1.1"])
+        .await
+        .expect("deep name verifies");
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     let (status, body) = h1_get(tls, "a.b.myapp.localhost", "/deep").await;
     assert_eq!(status, 200);
     assert_eq!(echoed(&body, "backend"), Some("app"));
 
     // An unregistered .localhost name still reaches the proxy's 404 over https.
-    let tls = tls_connect(&p, "nobody.localhost", &[b"http/1.1"]).await.unwrap();
+    let tls = tls_connect(&p, "nobody.localhost", &[b"http/1.1"])
+        .await
+        .unwrap();
     assert_eq!(h1_get(tls, "nobody.localhost", "/").await.0, 404);
 
     // Plain HTTP/1.1 keeps working on the same port.
@@ -108,7 +142,9 @@ async fn names_outside_localhost_get_no_certificate() {
     let err = tls_connect(&p, "example.com", &[b"http/1.1"]).await;
     assert!(err.is_err(), "the local CA must not sign example.com");
     // The daemon is unharmed.
-    assert!(tls_connect(&p, "fine.localhost", &[b"http/1.1"]).await.is_ok());
+    assert!(tls_connect(&p, "fine.localhost", &[b"http/1.1"])
+        .await
+        .is_ok());
     assert!(!p.state().join("certs/example.com.pem").exists());
 }
 
@@ -120,7 +156,10 @@ async fn ip_literal_without_sni_gets_a_localhost_certificate() {
     let tcp = TcpStream::connect(p.addr()).await.unwrap();
     // An IP server name makes rustls send no SNI; the leaf must cover 127.0.0.1.
     let name = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
-    let tls = connector.connect(name, tcp).await.expect("IP certificate verifies");
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .expect("IP certificate verifies");
     assert_eq!(h1_get(tls, "localhost", "/").await.0, 404);
 }
 
@@ -133,10 +172,23 @@ async fn websocket_over_tls_http1_and_over_h2_extended_connect() {
     p.ok(&["alias", "ws", &b.port.to_string()]);
 
     // HTTP/1.1 Upgrade inside TLS.
-    let tls = tls_connect(&p, "ws.localhost", &[b"http/1.1"]).await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async("wss://ws.localhost/ws", tls).await.unwrap();
+    let tls = tls_connect(&p, "ws.localhost", &[b"http/1.1"])
+        .await
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async("wss://ws.localhost/ws", tls)
+        .await
+        .unwrap();
     ws.send(Message::text("over tls")).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap().into_text().unwrap().as_str(), "over tls");
+    assert_eq!(
+        ws.next()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_text()
+            .unwrap()
+            .as_str(),
+        "over tls"
+    );
 
     // RFC 8441: CONNECT with :protocol websocket on an h2 stream.
     let tls = tls_connect(&p, "ws.localhost", &[b"h2"]).await.unwrap();
@@ -151,14 +203,24 @@ async fn websocket_over_tls_http1_and_over_h2_extended_connect() {
         .header("sec-websocket-version", "13")
         .body(http_body_util::Empty::<Bytes>::new())
         .unwrap();
-    req.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
     let resp = send.send_request(req).await.expect("extended CONNECT");
     assert_eq!(resp.status(), 200);
     let upgraded = hyper::upgrade::on(resp).await.expect("h2 tunnel");
-    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Client, None).await;
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        Role::Client,
+        None,
+    )
+    .await;
     for i in 0..5 {
         ws.send(Message::text(format!("h2 {i}"))).await.unwrap();
-        let back = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(back.into_text().unwrap().as_str(), format!("h2 {i}"));
     }
 }
@@ -167,15 +229,27 @@ async fn websocket_over_tls_http1_and_over_h2_extended_connect() {
 async fn leaf_certificate_is_reused_from_disk_after_restart() {
     let p = Portok::new();
     p.ok(&["proxy", "start"]);
-    let cert_of = |tls: &TlsStream<TcpStream>| tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
-    let first = cert_of(&tls_connect(&p, "keep.localhost", &[b"http/1.1"]).await.unwrap());
+    let cert_of =
+        |tls: &TlsStream<TcpStream>| tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    let first = cert_of(
+        &tls_connect(&p, "keep.localhost", &[b"http/1.1"])
+            .await
+            .unwrap(),
+    );
     assert!(p.state().join("certs/keep.localhost.pem").exists());
     use std::os::unix::fs::PermissionsExt;
-    let key_mode = std::fs::metadata(p.state().join("certs/keep.localhost-key.pem")).unwrap().permissions().mode();
+    let key_mode = std::fs::metadata(p.state().join("certs/keep.localhost-key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(key_mode & 0o777, 0o600);
     p.ok(&["proxy", "stop"]);
     p.ok(&["proxy", "start"]);
-    let second = cert_of(&tls_connect(&p, "keep.localhost", &[b"http/1.1"]).await.unwrap());
+    let second = cert_of(
+        &tls_connect(&p, "keep.localhost", &[b"http/1.1"])
+            .await
+            .unwrap(),
+    );
     assert_eq!(first, second, "same leaf after a restart");
 }
 
@@ -192,12 +266,20 @@ async fn a_silent_client_is_closed_at_the_deadline() {
         .unwrap_or(0);
     assert_eq!(n, 0);
     let waited = start.elapsed();
-    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
 
     // A ClientHello that stops half way is cut at the same deadline.
     let mut half = TcpStream::connect(p.addr()).await.unwrap();
-    half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00]).await.unwrap();
-    let n = tokio::time::timeout(Duration::from_secs(10), half.read(&mut buf)).await.expect("closed").unwrap_or(0);
+    half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00])
+        .await
+        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), half.read(&mut buf))
+        .await
+        .expect("closed")
+        .unwrap_or(0);
     assert_eq!(n, 0);
 }
 
@@ -212,7 +294,9 @@ async fn garbage_and_truncated_handshakes_leave_the_daemon_serving() {
         let connector = tokio_rustls::TlsConnector::from(client_config(&p, &[b"h2"]));
         let (mut a, b2) = tokio::io::duplex(1 << 16);
         let task = tokio::spawn(async move {
-            let _ = connector.connect(ServerName::try_from("ok.localhost").unwrap(), b2).await;
+            let _ = connector
+                .connect(ServerName::try_from("ok.localhost").unwrap(), b2)
+                .await;
         });
         let mut buf = vec![0u8; 4096];
         let n = a.read(&mut buf).await.unwrap();
@@ -225,7 +309,9 @@ async fn garbage_and_truncated_handshakes_leave_the_daemon_serving() {
     for i in 0..1000u32 {
         let hello = hello.clone();
         tasks.spawn(async move {
-            let Ok(mut s) = TcpStream::connect(addr).await else { return };
+            let Ok(mut s) = TcpStream::connect(addr).await else {
+                return;
+            };
             let bytes: Vec<u8> = match i % 4 {
                 0 => (0..64).map(|_| rand::random::<u8>()).collect(),
                 1 => hello[..(i as usize % hello.len()).max(1)].to_vec(),
@@ -247,7 +333,9 @@ async fn garbage_and_truncated_handshakes_leave_the_daemon_serving() {
     }
     while tasks.join_next().await.is_some() {}
     assert_eq!(get(addr, "ok.localhost", "/").await.status, 200);
-    let tls = tls_connect(&p, "ok.localhost", &[b"http/1.1"]).await.expect("TLS still works");
+    let tls = tls_connect(&p, "ok.localhost", &[b"http/1.1"])
+        .await
+        .expect("TLS still works");
     assert_eq!(h1_get(tls, "ok.localhost", "/").await.0, 200);
 }
 
@@ -274,11 +362,13 @@ async fn user_supplied_certificate_is_served_and_bad_files_are_refused() {
     p.ok(&["proxy", "start", "--cert", &cert_path, "--key", &key_path]);
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.der().clone()).unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let tcp = TcpStream::connect(p.addr()).await.unwrap();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(ServerName::try_from("custom.localhost").unwrap(), tcp)
@@ -303,7 +393,10 @@ async fn redirect_https_sends_browsers_to_https() {
     )
     .await;
     assert_eq!(r.status, 308);
-    assert_eq!(r.headers["location"], format!("https://web.localhost:{}/x?y=1", p.port));
+    assert_eq!(
+        r.headers["location"],
+        format!("https://web.localhost:{}/x?y=1", p.port)
+    );
     // Non-browser clients are not redirected.
     assert_eq!(get(p.addr(), "web.localhost", "/").await.status, 200);
 }
