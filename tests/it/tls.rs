@@ -400,3 +400,26 @@ async fn redirect_https_sends_browsers_to_https() {
     // Non-browser clients are not redirected.
     assert_eq!(get(p.addr(), "web.localhost", "/").await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trust_installs_checks_and_untrusts_under_a_test_root() {
+    let p = Portok::new();
+    // PORTOK_TRUST_ROOT (set by the harness) stands in for `/`; a Debian-style anchor dir.
+    let anchors = p.dir.path().join("trust-root/usr/local/share/ca-certificates");
+    std::fs::create_dir_all(&anchors).unwrap();
+    assert_eq!(p.run(&["trust", "--check"]).status.code(), Some(1));
+    let out = p.run(&["trust"]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}\n{}", stderr(&out));
+    assert!(report.contains("ok "), "{report}");
+    let installed: Vec<_> = std::fs::read_dir(&anchors).unwrap().flatten().collect();
+    assert_eq!(installed.len(), 1);
+    assert_eq!(
+        std::fs::read(installed[0].path()).unwrap(),
+        std::fs::read(p.state().join("ca.pem")).unwrap()
+    );
+    assert_eq!(p.run(&["trust", "--check"]).status.code(), Some(0));
+    assert!(p.run(&["untrust"]).status.success());
+    assert_eq!(std::fs::read_dir(&anchors).unwrap().count(), 0, "untrust removes what trust added");
+    assert_eq!(p.run(&["trust", "--check"]).status.code(), Some(1));
+}
