@@ -405,7 +405,10 @@ async fn redirect_https_sends_browsers_to_https() {
 async fn trust_installs_checks_and_untrusts_under_a_test_root() {
     let p = Portok::new();
     // PORTOK_TRUST_ROOT (set by the harness) stands in for `/`; a Debian-style anchor dir.
-    let anchors = p.dir.path().join("trust-root/usr/local/share/ca-certificates");
+    let anchors = p
+        .dir
+        .path()
+        .join("trust-root/usr/local/share/ca-certificates");
     std::fs::create_dir_all(&anchors).unwrap();
     assert_eq!(p.run(&["trust", "--check"]).status.code(), Some(1));
     let out = p.run(&["trust"]);
@@ -420,6 +423,10 @@ async fn trust_installs_checks_and_untrusts_under_a_test_root() {
     );
     assert_eq!(p.run(&["trust", "--check"]).status.code(), Some(0));
     assert!(p.run(&["untrust"]).status.success());
-    assert_eq!(std::fs::read_dir(&anchors).unwrap().count(), 0, "untrust removes what trust added");
+    assert_eq!(
+        std::fs::read_dir(&anchors).unwrap().count(),
+        0,
+        "untrust removes what trust added"
+    );
     assert_eq!(p.run(&["trust", "--check"]).status.code(), Some(1));
 }
