@@ -1,0 +1,124 @@
+# shellcheck shell=bash
+# Helpers shared by bench/run.sh and bench/guard.sh (sourced, not run).
+# Everything here talks to 127.0.0.1 only.
+
+# The exact 100-byte body of the nginx backend (examples/bench_backend.rs serves the same).
+BENCH_BODY="hello world 01234567890123456789012345678901234567890123456789012345678901234567890123456789abcdefgh"
+
+# Is something accepting on 127.0.0.1:PORT? (bash's /dev/tcp: no ss/netstat needed)
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Wait until 127.0.0.1:PORT accepts (up to ~10 s).
+wait_port() {
+  local _
+  for _ in $(seq 1 200); do port_busy "$1" && return 0; sleep 0.05; done
+  echo "nothing accepts on 127.0.0.1:$1" >&2
+  return 1
+}
+
+# A port in 20000-39999 that nothing listens on.
+pick_port() {
+  local p _
+  for _ in $(seq 1 200); do
+    p=$((20000 + RANDOM % 20000))
+    port_busy "$p" || { echo "$p"; return 0; }
+  done
+  echo "no free port found" >&2
+  return 1
+}
+
+# "2s" / "500ms" / "3" -> seconds (for h2load -D and timeouts)
+dur_secs() {
+  case $1 in
+    *ms) awk -v v="${1%ms}" 'BEGIN{printf "%g", v/1000}' ;;
+    *s) echo "${1%s}" ;;
+    *m) echo $(( ${1%m} * 60 )) ;;
+    *) echo "$1" ;;
+  esac
+}
+
+# utime+stime (clock ticks) summed over the given pids, from /proc/PID/stat.
+cpu_ticks() {
+  local s=0 p f
+  for p in "$@"; do
+    f=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+    f=${f##*) }
+    # shellcheck disable=SC2086
+    set -- $f
+    s=$((s + ${12} + ${13}))
+  done
+  echo "$s"
+}
+
+# VmRSS in KiB summed over the given pids.
+rss_kib() {
+  local s=0 p v
+  for p in "$@"; do
+    v=$(awk '/^VmRSS:/{print $2}' "/proc/$p/status" 2>/dev/null) || v=0
+    s=$((s + ${v:-0}))
+  done
+  echo "$s"
+}
+
+# pid and its direct children (nginx master + worker)
+tree_pids() { echo "$1 $(ps -o pid= --ppid "$1" 2>/dev/null | tr -s ' \n' ' ')" | tr -s ' ' | sed 's/ $//'; }
+
+# run_load TOOL URL HOST DURATION CONNS OUTFILE
+#   TOOL: wrk | bench_load | h2load | bench_load_h2
+#   Uses ${PIN_LG[@]} (may be empty), $BIN_LOAD, $THREADS (wrk -t), $H2_CONNS, $H2_STREAMS.
+#   Every run is bounded by `timeout`.
+run_load() {
+  local tool=$1 url=$2 host=$3 dur=$4 conns=$5 out=$6 secs
+  secs=$(dur_secs "$dur")
+  local cap=$(( ${secs%.*} + 30 ))
+  case $tool in
+    wrk)
+      timeout "$cap" ${PIN_LG[@]+"${PIN_LG[@]}"} wrk -t"${THREADS:-1}" -c"$conns" -d"$dur" --latency \
+        -H "Host: $host" "$url" > "$out" 2>&1 || true ;;
+    bench_load)
+      timeout "$cap" ${PIN_LG[@]+"${PIN_LG[@]}"} "$BIN_LOAD" "$url" -c "$conns" -d "$dur" \
+        -H "Host: $host" > "$out" 2>"$out.err" || true ;;
+    h2load)
+      # h2 needs the name in :authority: the URL is https://HOST:PORT/ with HOST resolving or not,
+      # so connect to 127.0.0.1 and pass the authority with -H ':authority: ...' (SNI follows the URL host).
+      timeout "$cap" ${PIN_LG[@]+"${PIN_LG[@]}"} h2load -t1 -c "${H2_CONNS:-1}" -m "${H2_STREAMS:-50}" -D "$secs" \
+        -H ":authority: $host" --log-file="$out.log" "$url" > "$out" 2>&1 || true ;;
+    bench_load_h2)
+      timeout "$cap" ${PIN_LG[@]+"${PIN_LG[@]}"} "$BIN_LOAD" "$url" --h2 -c "${H2_CONNS:-1}" -m "${H2_STREAMS:-50}" \
+        -d "$dur" -H "Host: $host" > "$out" 2>"$out.err" || true ;;
+    *) echo "unknown load tool $tool" >&2; return 1 ;;
+  esac
+}
+
+# parse_load TOOL OUTFILE -> "rps p50_ms p99_ms requests bad" (bad = non-2xx + socket errors)
+parse_load() {
+  local tool=$1 out=$2
+  case $tool in
+    wrk)
+      awk '
+        function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v + 0 }
+        /^Requests\/sec/ { rps = $2 }
+        $1 == "50%" { p50 = ms($2) }
+        $1 == "99%" { p99 = ms($2) }
+        / requests in / { req = $1 }
+        /Non-2xx or 3xx responses:/ { bad += $NF }
+        /Socket errors:/ { gsub(/,/, ""); bad += $4 + $6 + $8 + $10 }
+        END { printf "%s %s %s %s %d\n", rps + 0, p50 + 0, p99 + 0, req + 0, bad }' "$out" ;;
+    bench_load|bench_load_h2)
+      local j; j=$(tail -1 "$out")
+      field() { sed -n "s/.*\"$1\":\([0-9.eE+-]*\).*/\1/p" <<<"$j"; }
+      echo "$(field rps) $(field p50_ms) $(field p99_ms) $(field requests) $(( $(field non2xx) + $(field errors) ))" ;;
+    h2load)
+      local rps req ok pct
+      rps=$(sed -n 's/^finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p' "$out")
+      req=$(awk '/^requests:/{print $8}' "$out")     # done
+      ok=$(awk '/^status codes:/{print $3}' "$out")  # 2xx
+      # per-request log: start(us) status duration(us)
+      pct=$(awk -F'\t' '{print $3}' "$out.log" 2>/dev/null | sort -n | awk '{v[NR]=$1} END {
+              if (NR == 0) { print "0 0"; exit }
+              i50 = int(NR * 0.50 + 0.999999); i99 = int(NR * 0.99 + 0.999999)
+              printf "%.3f %.3f\n", v[i50] / 1000, v[i99] / 1000 }')
+      rm -f "$out.log"
+      echo "${rps:-0} ${pct% *} ${pct#* } ${req:-0} $(( ${req:-0} - ${ok:-0} ))" ;;
+  esac
+}
