@@ -61,6 +61,36 @@ pub enum Command {
         #[arg(short = 'f', long)]
         follow: bool,
     },
+    /// Routes with their state, counters and last redeploy (what the dashboard shows)
+    #[command(after_help = "Examples:\n  portok status\n  portok status myapp --json")]
+    Status {
+        /// Only this app
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move an alias to a new port once it passes a health check; roll back if it fails after
+    #[command(
+        after_help = "Example:\n  portok switch api 8081 --health /health --drain 30 --rollback-window 60"
+    )]
+    Switch {
+        /// App name (an alias route)
+        name: String,
+        /// The new loopback port
+        port: u16,
+        /// Health path (2xx/3xx counts as healthy; default: any HTTP answer on /)
+        #[arg(long, value_name = "PATH")]
+        health: Option<String>,
+        /// Wait this long for requests on the old port to finish
+        #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+        drain: f64,
+        /// Keep checking the new port this long; roll back when it keeps failing
+        #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+        rollback_window: f64,
+        /// Consecutive failed checks that trigger the rollback
+        #[arg(long, default_value_t = 3, value_name = "N")]
+        fail_threshold: u32,
+    },
     /// Install portok's local CA where browsers and tools trust it
     #[command(
         after_help = "Examples:\n  sudo portok trust       (system store and NSS)\n  portok trust --check    (exit 0 when trusted)"
@@ -112,6 +142,9 @@ pub struct LimitArgs {
     /// within this many seconds
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub handshake_timeout: f64,
+    /// Do not count requests per route (only to measure what counting costs)
+    #[arg(long)]
+    pub no_metrics: bool,
 }
 
 impl LimitArgs {
@@ -121,6 +154,9 @@ impl LimitArgs {
         if self.handshake_timeout != 10.0 {
             v.push("--handshake-timeout".into());
             v.push(self.handshake_timeout.to_string());
+        }
+        if self.no_metrics {
+            v.push("--no-metrics".into());
         }
         v
     }

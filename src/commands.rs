@@ -52,6 +52,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 },
                 tls,
                 redirect_https: args.tls.redirect_https,
+                metrics: !args.limits.no_metrics,
             };
             runtime::main(state, config)?;
             Ok(0)
@@ -64,6 +65,25 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             follow,
         } => logs(&name, lines, follow),
         Command::Trust { check } => trust(check),
+        Command::Status { name, json } => status(name.as_deref(), json),
+        Command::Switch {
+            name,
+            port,
+            health,
+            drain,
+            rollback_window,
+            fail_threshold,
+        } => switch(
+            &name,
+            crate::switch::SwitchRequest {
+                port,
+                health,
+                drain_secs: drain,
+                rollback_secs: rollback_window,
+                fail_threshold,
+                reason: "portok switch".into(),
+            },
+        ),
         Command::Untrust => untrust(),
         Command::Proxy(cmd) => proxy(cmd),
         Command::Alias(args) => alias(args),
@@ -433,4 +453,131 @@ fn untrust() -> anyhow::Result<i32> {
     let report = crate::trust::untrust(&pem, &crate::trust::TrustOptions::for_current_user());
     print!("{report}");
     Ok(if report.ok() { 0 } else { 1 })
+}
+
+fn status(name: Option<&str>, json: bool) -> anyhow::Result<i32> {
+    let state = StateDir::from_env()?;
+    let host = name.map(names::hostname_for).transpose()?;
+    let reply = match control::call(
+        &state,
+        &control::Request::Detail,
+        std::time::Duration::from_secs(5),
+    ) {
+        Ok(r) => r,
+        Err(control::ControlError::NotRunning { .. }) => {
+            eprintln!("portok: the proxy is not running (start it with `portok proxy start`)");
+            return Ok(1);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut data = reply.data.unwrap_or_default();
+    if let Some(host) = &host {
+        let one = data["routes"]
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["hostname"] == host.as_str()).cloned());
+        let Some(one) = one else {
+            eprintln!("portok: no route named {host}; `portok list` shows the routes");
+            return Ok(1);
+        };
+        data = one;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&data)?);
+        return Ok(0);
+    }
+    let routes: Vec<serde_json::Value> = match &host {
+        Some(_) => vec![data.clone()],
+        None => {
+            println!(
+                "portok {} on port {} (pid {}), up {}, {} requests, dashboard {}",
+                data["version"].as_str().unwrap_or(""),
+                data["port"],
+                data["pid"],
+                human_duration(data["uptime_secs"].as_u64().unwrap_or(0)),
+                data["totals"]["requests"],
+                data["dashboard"].as_str().unwrap_or("")
+            );
+            data["routes"].as_array().cloned().unwrap_or_default()
+        }
+    };
+    for r in &routes {
+        let opt = |k: &str| match &r[k] {
+            serde_json::Value::Null => "-".to_string(),
+            v => v.to_string(),
+        };
+        println!(
+            "{:<28} {:<9} {:<5} port {:<5} gen {:<3} req {:<7} 2xx {} 4xx {} 5xx {}  inflight {}  {} rps  p50 {} ms  p99 {} ms",
+            r["hostname"].as_str().unwrap_or(""),
+            r["state"].as_str().unwrap_or(""),
+            r["kind"].as_str().unwrap_or(""),
+            opt("port"),
+            opt("generation"),
+            opt("requests"),
+            r["responses"]["2xx"],
+            r["responses"]["4xx"],
+            r["responses"]["5xx"],
+            opt("inflight"),
+            opt("rps"),
+            opt("p50_ms"),
+            opt("p99_ms"),
+        );
+        if let Some(d) = r["last_redeploy"].as_object() {
+            println!(
+                "    last redeploy: {} ({}), generation {}, {} ms",
+                d.get("outcome").and_then(|v| v.as_str()).unwrap_or(""),
+                d.get("reason").and_then(|v| v.as_str()).unwrap_or(""),
+                d.get("generation")
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+                d.get("millis").map(|v| v.to_string()).unwrap_or_default()
+            );
+        }
+        if let Some(sw) = r["switches"].as_array().and_then(|a| a.last()) {
+            println!(
+                "    last switch: #{} {} -> {} {}{}",
+                sw["id"],
+                sw["from_port"],
+                sw["to_port"],
+                sw["outcome"].as_str().unwrap_or(""),
+                sw["rollback"]
+                    .as_str()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            );
+        }
+        if let Some(c) = r["crash"].as_object() {
+            println!(
+                "    crashed: {}",
+                c.get("message").and_then(|v| v.as_str()).unwrap_or("")
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn switch(name: &str, request: crate::switch::SwitchRequest) -> anyhow::Result<i32> {
+    let state = StateDir::from_env()?;
+    let hostname = names::hostname_for(name)?;
+    if request.port == 0 {
+        bail!(UsageError(
+            "port 0 is not a port an app can listen on".into()
+        ));
+    }
+    let wait = std::time::Duration::from_secs_f64(request.drain_secs.max(0.0) + 30.0);
+    daemon::ensure_and_reload(&state, state::proxy_port(None)?)?;
+    match control::call(
+        &state,
+        &control::Request::Switch { hostname, request },
+        wait,
+    ) {
+        Ok(reply) => {
+            eprintln!("portok: {}", reply.message.unwrap_or_default());
+            Ok(0)
+        }
+        Err(control::ControlError::Refused { message }) => {
+            eprintln!("portok: switch refused: {message}");
+            Ok(1)
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -28,6 +28,21 @@ pub enum Request {
         message: String,
         tail: Vec<String>,
     },
+    /// Every route with its counters, as `GET /api/status` gives them.
+    Detail,
+    /// A redeploy finished (from `portok run`): history, metrics, and an event for
+    /// dashboards and live-reload pages.
+    Redeploy {
+        hostname: String,
+        record: crate::metrics::RedeployRecord,
+        #[serde(default)]
+        tail: Vec<String>,
+    },
+    /// `portok switch`: health-gated switch of an alias route.
+    Switch {
+        hostname: String,
+        request: crate::switch::SwitchRequest,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,6 +65,10 @@ pub struct Reply {
     pub status: Option<DaemonStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inflight: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl Reply {
@@ -59,6 +78,8 @@ impl Reply {
             error: None,
             status: None,
             inflight: None,
+            data: None,
+            message: None,
         }
     }
     pub fn error(msg: impl Into<String>) -> Self {
@@ -67,6 +88,8 @@ impl Reply {
             error: Some(msg.into()),
             status: None,
             inflight: None,
+            data: None,
+            message: None,
         }
     }
 }

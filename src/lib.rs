@@ -15,6 +15,11 @@
 //!   (host -> route -> forward, errors -> status codes), `forward` (pooled upstream client,
 //!   headers, upgrades), `pages` (404/502/508/400/starting/crashed), `tls` (rustls config,
 //!   the SNI resolver that issues leaves from the local CA).
+//! - [`admin`]: the daemon's own host `portok.localhost`: dashboard, JSON API, events,
+//!   Prometheus metrics; token-checked restart and switch.
+//! - [`switch`]: health-gated switch of an alias route with drain and auto-rollback.
+//! - [`metrics`]: per-route counters and histograms (atomics on the hot path), redeploy and
+//!   switch history, Prometheus text, persistence in stats.json.
 //! - [`ca`]: the local CA (ca.pem, ca-key.pem) and per-host leaf certificates (rcgen).
 //! - [`trust`]: `portok trust` / `untrust`: the system store and NSS databases.
 //! - [`run`]: `portok run`: name inference, route ownership, the app's run socket;
@@ -22,14 +27,17 @@
 //!   process groups, output), [`run::watch`] (notify + ignore, debounce), [`run::probe`]
 //!   (readiness).
 
+pub mod admin;
 pub mod ca;
 pub mod cli;
 pub mod commands;
 pub mod control;
 pub mod daemon;
+pub mod metrics;
 pub mod names;
 pub mod proxy;
 pub mod routes;
 pub mod run;
 pub mod state;
+pub mod switch;
 pub mod trust;

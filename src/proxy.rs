@@ -7,7 +7,9 @@ pub mod pages;
 pub mod sniff;
 pub mod tls;
 
-use crate::routes::{Backend, RouteTable};
+use crate::metrics::Metrics;
+use crate::routes::{store, Backend, RouteTable};
+use crate::state::{pid_alive, StateDir};
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -54,6 +56,18 @@ pub struct Ctx {
     /// Why a crashed app crashed (exit status, output tail), sent by its `portok run`.
     /// Read only when rendering the crash page.
     pub crashes: Mutex<HashMap<String, CrashInfo>>,
+    pub metrics: Arc<Metrics>,
+    /// `proxy start --no-metrics` turns per-request counting off (to measure its cost).
+    pub metrics_enabled: bool,
+    pub state: StateDir,
+    pub started: std::time::Instant,
+    /// The dashboard's mutating endpoints need this token (admin.token in the state dir).
+    pub admin_token: String,
+    /// Failed token attempts per client, for rate limiting.
+    pub admin_failures: Mutex<HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
+    /// Redeploy/switch/route events for the dashboard and live reload (server-sent events).
+    pub events: tokio::sync::broadcast::Sender<AppEvent>,
+    pub listening: Mutex<Vec<String>>,
     pub client: forward::Client,
     /// The port browsers use to reach us, for links on pages and X-Forwarded-Port.
     pub port: u16,
@@ -65,7 +79,14 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub fn new(port: u16, limits: Limits, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+    pub fn new(
+        state: StateDir,
+        port: u16,
+        limits: Limits,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        metrics: Arc<Metrics>,
+        admin_token: String,
+    ) -> Self {
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http1()
             .timer(TokioTimer::new())
@@ -82,6 +103,14 @@ impl Ctx {
             changed: tokio::sync::Notify::new(),
             retired: Mutex::new(Vec::new()),
             crashes: Mutex::new(HashMap::new()),
+            metrics,
+            metrics_enabled: true,
+            state,
+            started: std::time::Instant::now(),
+            admin_token,
+            admin_failures: Mutex::new(HashMap::new()),
+            events: tokio::sync::broadcast::channel(256).0,
+            listening: Mutex::new(Vec::new()),
             client: forward::client(limits.connect),
             port,
             tls: tls.map(tokio_rustls::TlsAcceptor::from),
@@ -92,6 +121,20 @@ impl Ctx {
     }
 }
 
+/// Something that happened to an app, streamed to dashboards and live-reload scripts.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AppEvent {
+    pub hostname: String,
+    /// "redeployed", "failed", "rolled_back", "crashed", "switched", "routes".
+    pub kind: String,
+    #[serde(default)]
+    pub generation: u64,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tail: Vec<String>,
+}
+
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CrashInfo {
     pub message: String,
@@ -99,6 +142,35 @@ pub struct CrashInfo {
 }
 
 impl Ctx {
+    /// Re-read routes.json and swap the table. A corrupt file keeps the current table.
+    pub async fn reload(&self) {
+        let state = self.state.clone();
+        match tokio::task::spawn_blocking(move || store::load(&state)).await {
+            Ok(Ok(routes)) => {
+                let previous = self.routes.load_full();
+                // Whatever prompted this reload, an app whose `portok run` died without
+                // cleaning up (SIGKILL) is stopped here, so it does not outlive it.
+                for live in previous.sorted() {
+                    if live.route.pid != 0 && !pid_alive(live.route.pid) {
+                        for &pgid in &live.route.pgids {
+                            crate::run::child::stop_orphan_group(pgid);
+                        }
+                    }
+                }
+                let table = RouteTable::build(routes, Some(&previous), &self.metrics);
+                // A route that is no longer crashed no longer needs its crash report.
+                {
+                    let mut crashes = self.crashes.lock().unwrap_or_else(|e| e.into_inner());
+                    crashes
+                        .retain(|host, _| table.lookup(host).is_some_and(|l| l.route.is_crashed()));
+                }
+                self.install(table);
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "keeping the current routes"),
+            Err(e) => tracing::error!(error = %e, "route reload task failed"),
+        }
+    }
+
     /// Swap in a new table, remember the backends it dropped, and wake held requests.
     pub fn install(&self, table: RouteTable) {
         let old = self.routes.swap(Arc::new(table));
@@ -193,7 +265,23 @@ pub enum ConnError {
     Http(Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Counts a client connection as open until dropped.
+struct ConnGauge(Arc<Ctx>);
+
+impl Drop for ConnGauge {
+    fn drop(&mut self) {
+        self.0
+            .metrics
+            .connections_open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 async fn serve_conn(stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) -> Result<(), ConnError> {
+    use std::sync::atomic::Ordering::Relaxed;
+    ctx.metrics.connections_open.fetch_add(1, Relaxed);
+    ctx.metrics.connections_total.fetch_add(1, Relaxed);
+    let _gauge = ConnGauge(ctx.clone());
     let _ = stream.set_nodelay(true);
     let deadline = tokio::time::Instant::now() + ctx.limits.handshake;
     let kind = tokio::time::timeout_at(deadline, sniff::sniff(&stream))

@@ -124,6 +124,8 @@ impl Drop for InflightGuard {
 pub struct LiveRoute {
     pub route: Route,
     pub backend: Arc<Backend>,
+    /// The host's counters, shared across table swaps (see [`crate::metrics`]).
+    pub stats: Arc<crate::metrics::RouteStats>,
 }
 
 /// The immutable snapshot the proxy reads. Lookups borrow the caller's host string.
@@ -134,7 +136,11 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// Build a table from routes, reusing backends (and their counters) from `previous`.
-    pub fn build(routes: Vec<Route>, previous: Option<&RouteTable>) -> Self {
+    pub fn build(
+        routes: Vec<Route>,
+        previous: Option<&RouteTable>,
+        metrics: &crate::metrics::Metrics,
+    ) -> Self {
         let mut by_host = HashMap::with_capacity(routes.len());
         for route in routes {
             let backend = previous
@@ -147,7 +153,15 @@ impl RouteTable {
                 .unwrap_or_else(|| {
                     Arc::new(Backend::new(route.port, route.generation.unwrap_or(0)))
                 });
-            by_host.insert(route.hostname.clone(), LiveRoute { route, backend });
+            let stats = metrics.route(&route.hostname);
+            by_host.insert(
+                route.hostname.clone(),
+                LiveRoute {
+                    route,
+                    backend,
+                    stats,
+                },
+            );
         }
         RouteTable { by_host }
     }
@@ -199,6 +213,7 @@ mod tests {
                 .map(|(h, p)| Route::alias(h.to_string(), *p))
                 .collect(),
             None,
+            &Default::default(),
         )
     }
 
@@ -219,7 +234,8 @@ mod tests {
         let t1 = table(&[("a.localhost", 1)]);
         let b1 = t1.lookup("a.localhost").unwrap().backend.clone();
         let _g = b1.enter();
-        let t2 = RouteTable::build(vec![Route::alias("a.localhost".into(), 1)], Some(&t1));
+        let m = crate::metrics::Metrics::default();
+        let t2 = RouteTable::build(vec![Route::alias("a.localhost".into(), 1)], Some(&t1), &m);
         assert_eq!(
             t2.lookup("a.localhost")
                 .unwrap()
@@ -228,7 +244,7 @@ mod tests {
                 .load(Ordering::Relaxed),
             1
         );
-        let t3 = RouteTable::build(vec![Route::alias("a.localhost".into(), 2)], Some(&t2));
+        let t3 = RouteTable::build(vec![Route::alias("a.localhost".into(), 2)], Some(&t2), &m);
         assert_eq!(
             t3.lookup("a.localhost")
                 .unwrap()

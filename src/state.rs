@@ -89,8 +89,11 @@ impl StateDir {
     pub fn control_socket(&self) -> PathBuf {
         self.root.join("control.sock")
     }
-    pub fn logs_dir(&self) -> PathBuf {
-        self.root.join("logs")
+    pub fn stats_file(&self) -> PathBuf {
+        self.root.join("stats.json")
+    }
+    pub fn admin_token_file(&self) -> PathBuf {
+        self.root.join("admin.token")
     }
 
     /// The port the running daemon wrote, if any.

@@ -3,8 +3,9 @@
 //! watcher as a safety net, and a sweep that drops routes whose owner died).
 
 use crate::control::{DaemonStatus, Reply, Request};
+use crate::metrics::Metrics;
 use crate::proxy::{self, Ctx, Limits};
-use crate::routes::{store, RouteTable};
+
 use crate::state::{pid_alive, StateDir};
 use anyhow::Context as _;
 use fs4::fs_std::FileExt;
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpSocket, UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
@@ -24,6 +25,8 @@ pub struct DaemonConfig {
     pub limits: Limits,
     pub tls: TlsSource,
     pub redirect_https: bool,
+    /// Per-request counting (on unless `--no-metrics`).
+    pub metrics: bool,
 }
 
 /// Where the daemon's certificates come from.
@@ -125,8 +128,28 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
             return Err(e.into());
         }
     };
-    let mut ctx = Ctx::new(config.port, config.limits.clone(), Some(tls));
+    let metrics = Arc::new(
+        std::fs::read(state.stats_file())
+            .map(|b| Metrics::from_json(&b))
+            .unwrap_or_default(),
+    );
+    let token = match admin_token(&state) {
+        Ok(t) => t,
+        Err(e) => {
+            announce(&format!("error: {e:#}"));
+            return Err(e);
+        }
+    };
+    let mut ctx = Ctx::new(
+        state.clone(),
+        config.port,
+        config.limits.clone(),
+        Some(tls),
+        metrics,
+        token,
+    );
     ctx.redirect_https = config.redirect_https;
+    ctx.metrics_enabled = config.metrics;
     let ctx = Arc::new(ctx);
     let daemon = Arc::new(Daemon {
         state: state.clone(),
@@ -143,6 +166,11 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
         .with_context(|| format!("binding the control socket {}", sock_path.display()))?;
     std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o600))?;
 
+    *daemon
+        .ctx
+        .listening
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = daemon.listening.clone();
     write_pid_files(&state, &pid_file, config.port)?;
     info!(port = config.port, addrs = ?daemon.listening, "portok daemon listening");
     announce(crate::daemon::READY);
@@ -153,6 +181,7 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
     tasks.spawn(sweep_loop(daemon.clone()));
     tasks.spawn(watch_loop(daemon.clone()));
     tasks.spawn(signal_loop(daemon.shutdown.clone()));
+    tasks.spawn(metrics_loop(daemon.clone()));
 
     daemon.shutdown.cancelled().await;
     info!("shutting down");
@@ -161,6 +190,7 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
         while tasks.join_next().await.is_some() {}
     })
     .await;
+    save_metrics(&daemon);
     let _ = std::fs::remove_file(&sock_path);
     let _ = std::fs::remove_file(state.port_file());
     let _ = pid_file.set_len(0);
@@ -216,31 +246,7 @@ fn bind_one(addr: SocketAddr) -> Result<TcpListener, StartError> {
 impl Daemon {
     /// Re-read routes.json and swap the table. A corrupt file keeps the current table.
     async fn reload(&self) {
-        let state = self.state.clone();
-        match tokio::task::spawn_blocking(move || store::load(&state)).await {
-            Ok(Ok(routes)) => {
-                let previous = self.ctx.routes.load_full();
-                // Whatever prompted this reload, an app whose `portok run` died without
-                // cleaning up (SIGKILL) is stopped here, so it does not outlive it.
-                for live in previous.sorted() {
-                    if live.route.pid != 0 && !pid_alive(live.route.pid) {
-                        for &pgid in &live.route.pgids {
-                            stop_orphan_group(pgid);
-                        }
-                    }
-                }
-                let table = RouteTable::build(routes, Some(&previous));
-                // A route that is no longer crashed no longer needs its crash report.
-                {
-                    let mut crashes = self.ctx.crashes.lock().unwrap_or_else(|e| e.into_inner());
-                    crashes
-                        .retain(|host, _| table.lookup(host).is_some_and(|l| l.route.is_crashed()));
-                }
-                self.ctx.install(table);
-            }
-            Ok(Err(e)) => error!(error = %e, "keeping the current routes"),
-            Err(e) => error!(error = %e, "route reload task failed"),
-        }
+        self.ctx.reload().await
     }
 
     fn status(&self) -> DaemonStatus {
@@ -316,9 +322,60 @@ async fn handle_control(req: Request, daemon: &Daemon) -> Reply {
             message,
             tail,
         } => {
-            let mut crashes = daemon.ctx.crashes.lock().unwrap_or_else(|e| e.into_inner());
-            crashes.insert(hostname, crate::proxy::CrashInfo { message, tail });
+            {
+                let mut crashes = daemon.ctx.crashes.lock().unwrap_or_else(|e| e.into_inner());
+                crashes.insert(
+                    hostname.clone(),
+                    crate::proxy::CrashInfo {
+                        message: message.clone(),
+                        tail: tail.clone(),
+                    },
+                );
+            }
+            let _ = daemon.ctx.events.send(crate::proxy::AppEvent {
+                hostname,
+                kind: "crashed".into(),
+                generation: 0,
+                message,
+                tail,
+            });
             Reply::ok()
+        }
+        Request::Detail => Reply {
+            data: Some(crate::admin::status_json(&daemon.ctx)),
+            ..Reply::ok()
+        },
+        Request::Redeploy {
+            hostname,
+            record,
+            tail,
+        } => {
+            let kind = match record.outcome.as_str() {
+                "ok" => "redeployed",
+                other => other,
+            }
+            .to_string();
+            let _ = daemon.ctx.events.send(crate::proxy::AppEvent {
+                hostname: hostname.clone(),
+                kind,
+                generation: record.generation,
+                message: record
+                    .detail
+                    .clone()
+                    .unwrap_or_else(|| record.reason.clone()),
+                tail,
+            });
+            daemon.ctx.metrics.route(&hostname).record_redeploy(record);
+            Reply::ok()
+        }
+        Request::Switch { hostname, request } => {
+            match crate::switch::switch(&daemon.ctx, &hostname, request).await {
+                Ok(msg) => Reply {
+                    message: Some(msg),
+                    ..Reply::ok()
+                },
+                Err(e) => Reply::error(e.to_string()),
+            }
         }
     }
 }
@@ -400,18 +457,55 @@ async fn signal_loop(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-/// SIGTERM an orphaned app's process group, SIGKILL it a few seconds later if still there.
-fn stop_orphan_group(pgid: i32) {
-    if pgid <= 1 {
-        return;
+/// The dashboard's admin token: made on first start (0600), reused after.
+fn admin_token(state: &StateDir) -> anyhow::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = state.admin_token_file();
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        if !t.trim().is_empty() {
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+            return Ok(t.trim().to_string());
+        }
     }
-    // SAFETY: signalling a process group recorded by the app's own `portok run`.
-    if unsafe { libc::kill(-pgid, libc::SIGTERM) } != 0 {
-        return;
+    let bytes: [u8; 24] = rand::random();
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(token.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(token)
+}
+
+/// Rolling requests/s once a second; counters saved to stats.json every few seconds.
+async fn metrics_loop(daemon: Arc<Daemon>) {
+    let period = Duration::from_secs(1);
+    let mut tick = tokio::time::interval(period);
+    let mut n = 0u64;
+    loop {
+        tokio::select! {
+            _ = daemon.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        daemon.ctx.metrics.sample(period);
+        n += 1;
+        if n.is_multiple_of(5) {
+            let d = daemon.clone();
+            let _ = tokio::task::spawn_blocking(move || save_metrics(&d)).await;
+        }
     }
-    info!(pgid, "stopped the app of a dead `portok run`");
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
-    });
+}
+
+/// Write stats.json atomically; a failure only costs history, so it is logged.
+fn save_metrics(daemon: &Daemon) {
+    let path = daemon.state.stats_file();
+    let tmp = path.with_extension("json.tmp");
+    let bytes = daemon.ctx.metrics.to_json();
+    if let Err(e) = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &path)) {
+        warn!(error = %e, path = %path.display(), "cannot save metrics");
+    }
 }

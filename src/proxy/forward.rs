@@ -92,6 +92,8 @@ pub enum ProxyBody {
         guard: Option<InflightGuard>,
     },
     Full(Option<Bytes>),
+    /// A stream the daemon writes itself (server-sent events).
+    Channel(tokio::sync::mpsc::Receiver<Bytes>),
 }
 
 impl ProxyBody {
@@ -122,6 +124,7 @@ impl Body for ProxyBody {
                 polled
             }
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ProxyBody::Channel(rx) => rx.poll_recv(cx).map(|d| d.map(|d| Ok(Frame::data(d)))),
         }
     }
 
@@ -129,6 +132,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream { body, .. } => body.is_end_stream(),
             ProxyBody::Full(d) => d.is_none(),
+            ProxyBody::Channel(_) => false,
         }
     }
 
@@ -137,6 +141,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream { body, .. } => body.size_hint(),
             ProxyBody::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
+            ProxyBody::Channel(_) => SizeHint::default(),
         }
     }
 }

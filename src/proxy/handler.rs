@@ -61,23 +61,33 @@ pub async fn handle(
     conn: ConnInfo,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let wants_html = pages::wants_html(req.headers());
-    let mut resp = match route(&ctx, req, conn, wants_html).await {
+    let mut meter = None;
+    let mut resp = match route(&ctx, req, conn, wants_html, &mut meter).await {
         Ok(resp) => resp,
         Err(err) => {
             debug!(peer = %conn.peer, error = %err, "answered with an error page");
-            pages::error_page(&err, &ctx, wants_html)
+            let upstream = matches!(err, ProxyError::Upstream { .. });
+            let page = pages::error_page(&err, &ctx, wants_html);
+            if let Some(m) = meter.take() {
+                m.finish(page.status().as_u16(), upstream);
+            }
+            page
         }
     };
+    if let Some(m) = meter {
+        m.finish(resp.status().as_u16(), false);
+    }
     resp.headers_mut()
         .insert(PORTOK_HEADER, HeaderValue::from_static(VERSION));
     Ok(resp)
 }
 
 async fn route(
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     mut req: Request<Incoming>,
     conn: ConnInfo,
     wants_html: bool,
+    meter: &mut Option<crate::metrics::RequestMeter>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     // An absolute-form target (or h2 :authority) names the host; else the Host header.
     let host_value = match req.uri().authority() {
@@ -105,7 +115,10 @@ async fn route(
             hops,
         });
     }
-    let backend = resolve(ctx, &host, wants_html).await?;
+    if host == crate::admin::HOST {
+        return Ok(crate::admin::handle(ctx, req, conn).await);
+    }
+    let backend = resolve(ctx, &host, wants_html, meter).await?;
     let upstream_err = |source| ProxyError::Upstream {
         host: host.to_string(),
         port: backend.port,
@@ -144,7 +157,12 @@ async fn route(
 /// The backend for a host. A starting app shows browsers a self-refreshing page and holds
 /// other clients until it is live (up to the route's hold time), so a cold start never
 /// looks like a connection error.
-async fn resolve(ctx: &Ctx, host: &str, html: bool) -> Result<Arc<Backend>, ProxyError> {
+async fn resolve(
+    ctx: &Ctx,
+    host: &str,
+    html: bool,
+    meter: &mut Option<crate::metrics::RequestMeter>,
+) -> Result<Arc<Backend>, ProxyError> {
     let mut deadline = None;
     loop {
         // Register for the wake-up before looking, so a swap in between is not missed.
@@ -157,6 +175,9 @@ async fn resolve(ctx: &Ctx, host: &str, html: bool) -> Result<Arc<Backend>, Prox
                 let Some(live) = table.lookup(host) else {
                     return Err(ProxyError::NoRoute { host: host.into() });
                 };
+                if ctx.metrics_enabled && meter.is_none() {
+                    *meter = Some(live.stats.start());
+                }
                 if live.route.is_crashed() {
                     let crashes = ctx.crashes.lock().unwrap_or_else(|e| e.into_inner());
                     let info = crashes.get(&live.route.hostname).cloned().unwrap_or(

@@ -221,6 +221,23 @@ impl Generation {
     }
 }
 
+/// SIGTERM an orphaned app's process group (its `portok run` died), SIGKILL it a few
+/// seconds later if anything is left. Called by the daemon.
+pub fn stop_orphan_group(pgid: i32) {
+    if pgid <= 1 {
+        return;
+    }
+    // SAFETY: signalling a process group recorded by the app's own `portok run`.
+    if unsafe { libc::kill(-pgid, libc::SIGTERM) } != 0 {
+        return;
+    }
+    tracing::info!(pgid, "stopped the app of a dead `portok run`");
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        signal_group(pgid, libc::SIGKILL);
+    });
+}
+
 fn signal_group(pgid: i32, sig: i32) {
     if pgid > 1 {
         // SAFETY: the group was created for this generation by process_group(0).

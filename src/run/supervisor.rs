@@ -39,6 +39,8 @@ pub enum Control {
 struct Pending {
     gen: Generation,
     deadline: Instant,
+    /// Why this generation started; None for the very first start.
+    reason: Option<String>,
     waiters: Vec<oneshot::Sender<Result<String, String>>>,
 }
 
@@ -111,7 +113,7 @@ impl Supervisor {
             say("cannot install signal handlers");
             return 1;
         };
-        if let Err(e) = self.start_pending(self.first_port, Vec::new()).await {
+        if let Err(e) = self.start_pending(self.first_port, Vec::new(), None).await {
             say(&e);
             self.remove_route().await;
             return 1;
@@ -219,7 +221,10 @@ impl Supervisor {
             "{reason} -> starting generation {} on port {port}",
             self.next_gen
         ));
-        if let Err(e) = self.start_pending(port, waiters).await {
+        if let Err(e) = self
+            .start_pending(port, waiters, Some(reason.to_string()))
+            .await
+        {
             say(&e);
         }
     }
@@ -228,6 +233,7 @@ impl Supervisor {
         &mut self,
         port: u16,
         waiters: Vec<oneshot::Sender<Result<String, String>>>,
+        reason: Option<String>,
     ) -> Result<(), String> {
         let n = self.next_gen;
         self.next_gen += 1;
@@ -236,6 +242,7 @@ impl Supervisor {
                 self.pending = Some(Pending {
                     gen,
                     deadline: Instant::now() + self.opts.ready_timeout,
+                    reason,
                     waiters,
                 });
                 if self.live.is_none() {
@@ -294,10 +301,44 @@ impl Supervisor {
                 p.gen.pid
             )),
         }
+        if let Some(reason) = &p.reason {
+            self.report("ok", p.gen.n, reason, took, None, Vec::new())
+                .await;
+        }
         self.live = Some(p.gen);
         for w in p.waiters {
             let _ = w.send(Ok(msg.clone()));
         }
+    }
+
+    /// Tell the daemon how a redeploy ended: history, metrics, and an event that dashboards
+    /// and live-reload pages listen to.
+    async fn report(
+        &self,
+        outcome: &str,
+        generation: u64,
+        reason: &str,
+        took: Duration,
+        detail: Option<String>,
+        tail: Vec<String>,
+    ) {
+        let req = Request::Redeploy {
+            hostname: self.launch.hostname.clone(),
+            record: crate::metrics::RedeployRecord {
+                at: crate::routes::unix_now(),
+                generation,
+                reason: reason.to_string(),
+                outcome: outcome.to_string(),
+                millis: took.as_millis() as u64,
+                detail,
+            },
+            tail,
+        };
+        let state = self.state.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            control::call(&state, &req, Duration::from_secs(5))
+        })
+        .await;
     }
 
     /// N+1 died or missed its readiness deadline: kill it; N keeps serving.
@@ -316,6 +357,20 @@ impl Supervisor {
         for line in tail.iter().skip(tail.len().saturating_sub(10)) {
             say(&format!("  | {line}"));
         }
+        // Recorded before anyone waiting hears back, so `portok restart` returning means
+        // the status already shows it.
+        self.report(
+            "failed",
+            p.gen.n,
+            p.reason.as_deref().unwrap_or("first start"),
+            p.gen.started.elapsed(),
+            Some(format!(
+                "generation {} {reason} before it was ready",
+                p.gen.n
+            )),
+            tail.clone(),
+        )
+        .await;
         for w in p.waiters.drain(..) {
             let _ = w.send(Err(format!(
                 "generation {} {reason} before it was ready",
@@ -347,6 +402,18 @@ impl Supervisor {
                 "generation {} {what} within the rollback window; rolled back to generation {} (port {})",
                 dead.n, prev.gen.n, prev.gen.port
             ));
+            self.report(
+                "rolled_back",
+                dead.n,
+                "new generation died in the rollback window",
+                prev.switched.elapsed(),
+                Some(format!(
+                    "generation {} {what}; back to generation {}",
+                    dead.n, prev.gen.n
+                )),
+                tail,
+            )
+            .await;
             self.live = Some(prev.gen);
             return None;
         }

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod observe;
 mod proxy;
 mod run;
 mod tls;

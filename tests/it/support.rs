@@ -344,6 +344,14 @@ async fn serve(
                 .body(BodyExt::boxed(StreamBody::new(tokio_stream_from(rx))))
                 .unwrap())
         }
+        p if p.starts_with("/status/") => {
+            let code: u16 = p["/status/".len()..].parse().unwrap_or(500);
+            Ok(Response::builder()
+                .status(code)
+                .header("x-backend", name)
+                .body(full(format!("status {code}")))
+                .unwrap())
+        }
         _ => {
             let mut lines = vec![format!("backend={name}"), format!("path={}", req.uri())];
             for (k, v) in req.headers() {
@@ -523,4 +531,16 @@ pub fn route_of(p: &Portok, host: &str) -> Option<serde_json::Value> {
         .iter()
         .find(|r| r["hostname"] == host)
         .cloned()
+}
+
+/// GET on the daemon's own host (portok.localhost), with optional method and token.
+pub async fn admin(p: &Portok, method: &str, path: &str, token: Option<&str>) -> Reply {
+    let mut b = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "portok.localhost");
+    if let Some(t) = token {
+        b = b.header("x-portok-token", t);
+    }
+    request(p.addr(), b.body(Full::new(Bytes::new())).unwrap()).await
 }

@@ -1,0 +1,485 @@
+//! The daemon's own host, `portok.localhost`: the dashboard page, the JSON API under
+//! `/api/`, server-sent events, and Prometheus `/metrics`. Loopback clients only; the
+//! mutating endpoints also need the `x-portok-token` header equal to `admin.token`.
+//! No other host name reaches any of this (the handler dispatches on the exact host).
+
+use crate::metrics::RouteStats;
+use crate::names::short_name;
+use crate::proxy::forward::ProxyBody;
+use crate::proxy::{ConnInfo, Ctx};
+use crate::routes::{unix_now, LiveRoute};
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const HOST: &str = "portok.localhost";
+
+/// Failed token attempts allowed per client per minute before 429.
+const MAX_FAILURES: u32 = 5;
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+pub async fn handle(ctx: &Arc<Ctx>, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
+    if !is_loopback(conn.peer.ip()) {
+        return json_response(
+            StatusCode::FORBIDDEN,
+            json!({"error": "the dashboard answers loopback clients only"}),
+        );
+    }
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, [""]) => html_response(dashboard(ctx)),
+        (&Method::GET, ["api", "status"]) => json_response(StatusCode::OK, status_json(ctx)),
+        (&Method::GET, ["api", "events"]) => events(ctx, None),
+        (&Method::GET, ["api", "routes", name]) => match route_json_by_name(ctx, name) {
+            Some(v) => json_response(StatusCode::OK, v),
+            None => json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": format!("no route named {name}")}),
+            ),
+        },
+        (&Method::GET, ["metrics"]) => {
+            let hosts: Vec<String> = ctx
+                .routes
+                .load()
+                .sorted()
+                .iter()
+                .map(|l| l.route.hostname.clone())
+                .collect();
+            let mut r = Response::new(ProxyBody::full(ctx.metrics.prometheus(&hosts)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        (&Method::POST, ["api", "routes", name, action]) => {
+            if let Err(resp) = authorize(ctx, &req, conn) {
+                return *resp;
+            }
+            let name = name.to_string();
+            match *action {
+                "restart" => restart(ctx, &name).await,
+                "switch" => switch(ctx, &name, req.uri().query().unwrap_or("")).await,
+                _ => json_response(
+                    StatusCode::NOT_FOUND,
+                    json!({"error": format!("unknown action {action}")}),
+                ),
+            }
+        }
+        _ => json_response(
+            StatusCode::NOT_FOUND,
+            json!({"error": format!("nothing at {method} {path}")}),
+        ),
+    }
+}
+
+fn is_loopback(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        ip => ip.is_loopback(),
+    }
+}
+
+/// Token check in constant time, with a per-client limit on failures.
+fn authorize(
+    ctx: &Ctx,
+    req: &Request<Incoming>,
+    conn: ConnInfo,
+) -> Result<(), Box<Response<ProxyBody>>> {
+    let ip = conn.peer.ip();
+    let mut failures = ctx.admin_failures.lock().unwrap_or_else(|e| e.into_inner());
+    let now = Instant::now();
+    failures.retain(|_, (_, since)| now.duration_since(*since) < FAILURE_WINDOW);
+    if failures.get(&ip).is_some_and(|(n, _)| *n >= MAX_FAILURES) {
+        let mut r = json_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({"error": "too many failed attempts; wait a minute"}),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return Err(Box::new(r));
+    }
+    let given = req.headers().get("x-portok-token").map(|v| v.as_bytes());
+    let outcome = match given {
+        None => Some((
+            StatusCode::UNAUTHORIZED,
+            "send the token from admin.token in the state dir as header x-portok-token",
+        )),
+        Some(t) if !constant_time_eq(t, ctx.admin_token.as_bytes()) => {
+            Some((StatusCode::FORBIDDEN, "wrong x-portok-token"))
+        }
+        Some(_) => None,
+    };
+    match outcome {
+        None => Ok(()),
+        Some((status, msg)) => {
+            let entry = failures.entry(ip).or_insert((0, now));
+            entry.0 += 1;
+            Err(Box::new(json_response(status, json!({"error": msg}))))
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn restart(ctx: &Ctx, name: &str) -> Response<ProxyBody> {
+    let Ok(host) = crate::names::hostname_for(name) else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"error": format!("{name:?} is not a valid name")}),
+        );
+    };
+    let state = ctx.state.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        crate::run::ask_app(&state, &host, "restart", Duration::from_secs(3600))
+    })
+    .await;
+    match answer {
+        Ok(Ok(reply)) => match reply.trim().strip_prefix("ok ") {
+            Some(msg) => json_response(StatusCode::OK, json!({"ok": true, "message": msg})),
+            None => json_response(
+                StatusCode::CONFLICT,
+                json!({"ok": false, "error": reply.trim().trim_start_matches("error ")}),
+            ),
+        },
+        Ok(Err(e)) => json_response(
+            StatusCode::CONFLICT,
+            json!({"ok": false, "error": format!("{e:#}")}),
+        ),
+        Err(e) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"ok": false, "error": e.to_string()}),
+        ),
+    }
+}
+
+async fn switch(ctx: &Arc<Ctx>, name: &str, query: &str) -> Response<ProxyBody> {
+    let Ok(host) = crate::names::hostname_for(name) else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"error": format!("{name:?} is not a valid name")}),
+        );
+    };
+    let mut req = crate::switch::SwitchRequest {
+        port: 0,
+        health: None,
+        drain_secs: 10.0,
+        rollback_secs: 30.0,
+        fail_threshold: 3,
+        reason: "dashboard API".into(),
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let bad = || {
+            json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"error": format!("bad value for {k}: {v:?}")}),
+            )
+        };
+        match k {
+            "port" => match v.parse() {
+                Ok(p) => req.port = p,
+                Err(_) => return bad(),
+            },
+            "health" => req.health = Some(v.to_string()),
+            "drain" => match v.parse() {
+                Ok(s) => req.drain_secs = s,
+                Err(_) => return bad(),
+            },
+            "rollback_window" => match v.parse() {
+                Ok(s) => req.rollback_secs = s,
+                Err(_) => return bad(),
+            },
+            "fail_threshold" => match v.parse() {
+                Ok(n) => req.fail_threshold = n,
+                Err(_) => return bad(),
+            },
+            _ => {}
+        }
+    }
+    if req.port == 0 {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "give the new port as ?port=P"}),
+        );
+    }
+    match crate::switch::switch(ctx, &host, req).await {
+        Ok(msg) => json_response(StatusCode::OK, json!({"ok": true, "message": msg})),
+        Err(e) => json_response(
+            StatusCode::CONFLICT,
+            json!({"ok": false, "error": e.to_string()}),
+        ),
+    }
+}
+
+fn json_response(status: StatusCode, v: Value) -> Response<ProxyBody> {
+    let mut body = serde_json::to_vec_pretty(&v).unwrap_or_default();
+    body.push(b'\n');
+    let mut r = Response::new(ProxyBody::full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn html_response(body: String) -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::full(body));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn ms(v: Option<f64>) -> Value {
+    v.map(|s| json!((s * 1e5).round() / 100.0))
+        .unwrap_or(Value::Null)
+}
+
+/// One route as the API, `portok status` and the dashboard show it.
+pub fn route_json(ctx: &Ctx, live: &LiveRoute) -> Value {
+    let r = &live.route;
+    let s: &RouteStats = &live.stats;
+    let hist = s.history.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let crash = if r.is_crashed() {
+        ctx.crashes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&r.hostname)
+            .cloned()
+    } else {
+        None
+    };
+    let state = r.state.clone().unwrap_or_else(|| "live".into());
+    json!({
+        "name": short_name(&r.hostname),
+        "hostname": r.hostname,
+        "url": format!("http://{}:{}", r.hostname, ctx.port),
+        "https_url": format!("https://{}:{}", r.hostname, ctx.port),
+        "kind": r.kind(),
+        "state": state,
+        "generation": r.generation,
+        "port": r.port,
+        "pid": r.pid,
+        "uptime_secs": r.since.map(|t| unix_now().saturating_sub(t)),
+        "requests": s.total(),
+        "inflight": s.inflight.load(Relaxed).max(0),
+        "responses": {
+            "1xx": s.by_class[0].load(Relaxed),
+            "2xx": s.by_class[1].load(Relaxed),
+            "3xx": s.by_class[2].load(Relaxed),
+            "4xx": s.by_class[3].load(Relaxed),
+            "5xx": s.by_class[4].load(Relaxed),
+        },
+        "upstream_errors": s.upstream_errors.load(Relaxed),
+        "rps": (s.rps() * 10.0).round() / 10.0,
+        "p50_ms": ms(s.quantile(0.5)),
+        "p99_ms": ms(s.quantile(0.99)),
+        "last_redeploy": hist.redeploys.back(),
+        "redeploys": hist.redeploys,
+        "redeploy_counts": hist.redeploy_counts,
+        "switches": hist.switches,
+        "crash": crash,
+    })
+}
+
+fn route_json_by_name(ctx: &Ctx, name: &str) -> Option<Value> {
+    let host = crate::names::hostname_for(name).ok()?;
+    let table = ctx.routes.load();
+    let live = table
+        .sorted()
+        .into_iter()
+        .find(|l| l.route.hostname == host)?;
+    Some(route_json(ctx, live))
+}
+
+/// The daemon and every route: `GET /api/status`, `portok status --json`.
+pub fn status_json(ctx: &Ctx) -> Value {
+    let table = ctx.routes.load();
+    let routes: Vec<Value> = table
+        .sorted()
+        .into_iter()
+        .map(|l| route_json(ctx, l))
+        .collect();
+    let total: u64 = table.sorted().iter().map(|l| l.stats.total()).sum();
+    let inflight: i64 = table
+        .sorted()
+        .iter()
+        .map(|l| l.stats.inflight.load(Relaxed).max(0))
+        .sum();
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "port": ctx.port,
+        "uptime_secs": ctx.started.elapsed().as_secs(),
+        "tls": ctx.tls.is_some(),
+        "listening": *ctx.listening.lock().unwrap_or_else(|e| e.into_inner()),
+        "dashboard": format!("http://{HOST}:{}/", ctx.port),
+        "totals": {
+            "requests": total,
+            "inflight": inflight,
+            "connections_open": ctx.metrics.connections_open.load(Relaxed).max(0),
+            "connections_total": ctx.metrics.connections_total.load(Relaxed),
+            "tls_handshakes": ctx.metrics.tls_handshakes.load(Relaxed),
+        },
+        "routes": routes,
+    })
+}
+
+/// Server-sent events: a `status` snapshot now and every second, and each app event as it
+/// happens. With `only`, just that host's app events (live reload uses this).
+pub fn events(ctx: &Arc<Ctx>, only: Option<String>) -> Response<ProxyBody> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let mut sub = ctx.events.subscribe();
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        let snapshots = only.is_none();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let _ = tx.send(Bytes::from_static(b"retry: 1000\n\n")).await;
+        loop {
+            let msg = tokio::select! {
+                _ = tick.tick() => {
+                    if !snapshots {
+                        Bytes::from_static(b": keep-alive\n\n")
+                    } else {
+                        Bytes::from(format!("event: status\ndata: {}\n\n", status_json(&ctx)))
+                    }
+                }
+                ev = sub.recv() => match ev {
+                    Ok(ev) => {
+                        if only.as_ref().is_some_and(|h| *h != ev.hostname) {
+                            continue;
+                        }
+                        let data = serde_json::to_string(&ev).unwrap_or_default();
+                        Bytes::from(format!("event: {}\ndata: {data}\n\n", ev.kind))
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return,
+                },
+            };
+            if tx.send(msg).await.is_err() {
+                return; // the client went away
+            }
+        }
+    });
+    let mut r = Response::new(ProxyBody::Channel(rx));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn dashboard(ctx: &Ctx) -> String {
+    let status = status_json(ctx);
+    let rows = render_rows(&status);
+    let data = serde_json::to_string(&status)
+        .unwrap_or_default()
+        .replace("</", "<\\/");
+    DASHBOARD
+        .replace("{{ROWS}}", &rows)
+        .replace("{{VERSION}}", env!("CARGO_PKG_VERSION"))
+        .replace("{{PORT}}", &ctx.port.to_string())
+        .replace("{{DATA}}", &data)
+}
+
+/// The routes table, rendered on the server so the page reads without JavaScript. The
+/// script re-renders the same markup from the event stream.
+fn render_rows(status: &Value) -> String {
+    use crate::proxy::pages::escape;
+    let empty = Vec::new();
+    let routes = status["routes"].as_array().unwrap_or(&empty);
+    if routes.is_empty() {
+        return "<tr><td colspan=\"8\" class=\"empty\">No apps yet. Start one with <code>portok myapp cargo run</code> or <code>portok alias api 8080</code>.</td></tr>".into();
+    }
+    let mut out = String::new();
+    for r in routes {
+        let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
+        let n = |k: &str| {
+            r[k].as_u64()
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "-".into())
+        };
+        let f = |k: &str| {
+            r[k].as_f64()
+                .map(|v| format!("{v}"))
+                .unwrap_or_else(|| "-".into())
+        };
+        let state = s("state");
+        let last = match r["last_redeploy"].as_object() {
+            Some(d) => format!(
+                "{} ({}, {} ms)",
+                escape(d.get("outcome").and_then(|v| v.as_str()).unwrap_or("")),
+                escape(d.get("reason").and_then(|v| v.as_str()).unwrap_or("")),
+                d.get("millis").and_then(|v| v.as_u64()).unwrap_or(0)
+            ),
+            None => "-".into(),
+        };
+        let resp = &r["responses"];
+        out.push_str(&format!(
+            "<tr class=\"st-{st}\"><td><a href=\"{url}\">{name}</a><div class=\"sub\">{kind} · port {port} · pid {pid} · gen {gen}</div></td><td><span class=\"badge {st}\">{st}</span></td><td>{req}<div class=\"sub\">2xx {c2} · 4xx {c4} · 5xx {c5}</div></td><td>{inflight}</td><td>{rps}</td><td>{p50} / {p99}</td><td>{up}</td><td>{last}</td></tr>",
+            st = escape(&state),
+            url = escape(&s("url")),
+            name = escape(&s("hostname")),
+            kind = escape(&s("kind")),
+            port = n("port"),
+            pid = n("pid"),
+            gen = n("generation"),
+            req = n("requests"),
+            c2 = resp["2xx"].as_u64().unwrap_or(0),
+            c4 = resp["4xx"].as_u64().unwrap_or(0),
+            c5 = resp["5xx"].as_u64().unwrap_or(0),
+            inflight = n("inflight"),
+            rps = f("rps"),
+            p50 = f("p50_ms"),
+            p99 = f("p99_ms"),
+            up = r["uptime_secs"].as_u64().map(human).unwrap_or_else(|| "-".into()),
+        ));
+        if let Some(crash) = r["crash"].as_object() {
+            let tail: Vec<String> = crash
+                .get("tail")
+                .and_then(|t| t.as_array())
+                .map(|a| a.iter().filter_map(|l| l.as_str()).map(escape).collect())
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "<tr class=\"crash\"><td colspan=\"8\"><b>{}</b><pre>{}</pre></td></tr>",
+                escape(crash.get("message").and_then(|m| m.as_str()).unwrap_or("")),
+                tail.join("\n")
+            ));
+        }
+    }
+    out
+}
+
+fn human(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+const DASHBOARD: &str = include_str!("admin/dashboard.html");

@@ -1,0 +1,231 @@
+//! `portok switch NAME PORT`: move an alias route (an app run outside portok, e.g. in a
+//! container) to a new port only when the new port passes a health check; keep checking it
+//! through the rollback window and switch back after `fail_threshold` consecutive
+//! failures. In-flight requests to the old port finish on it (the proxy counts them).
+
+use crate::metrics::SwitchRecord;
+use crate::proxy::{AppEvent, Ctx};
+use crate::routes::{store, unix_now};
+use crate::run::probe;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SwitchRequest {
+    pub port: u16,
+    #[serde(default)]
+    pub health: Option<String>,
+    #[serde(default = "default_drain")]
+    pub drain_secs: f64,
+    #[serde(default = "default_window")]
+    pub rollback_secs: f64,
+    #[serde(default = "default_threshold")]
+    pub fail_threshold: u32,
+    #[serde(default)]
+    pub reason: String,
+}
+
+fn default_drain() -> f64 {
+    10.0
+}
+fn default_window() -> f64 {
+    30.0
+}
+fn default_threshold() -> u32 {
+    3
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    #[error("no route named {0}; `portok list` shows the routes")]
+    NoRoute(String),
+    #[error(
+        "{host} is run by `portok run` (pid {pid}); redeploy it with `portok restart` instead"
+    )]
+    App { host: String, pid: u32 },
+    #[error("{host} already points at port {port}")]
+    Same { host: String, port: u16 },
+    #[error(
+        "127.0.0.1:{port} failed the health check ({check}); the route still points at port {old}"
+    )]
+    Unhealthy { port: u16, check: String, old: u16 },
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+}
+
+/// Check, switch, record; then watch the new port for the rollback window in the background.
+pub async fn switch(ctx: &Arc<Ctx>, host: &str, req: SwitchRequest) -> Result<String, SwitchError> {
+    let current = ctx
+        .routes
+        .load()
+        .lookup(host)
+        .filter(|l| l.route.hostname == host)
+        .map(|l| (l.route.port, l.route.pid));
+    let Some((old_port, pid)) = current else {
+        return Err(SwitchError::NoRoute(host.into()));
+    };
+    if pid != 0 {
+        return Err(SwitchError::App {
+            host: host.into(),
+            pid,
+        });
+    }
+    if old_port == req.port {
+        return Err(SwitchError::Same {
+            host: host.into(),
+            port: req.port,
+        });
+    }
+    let stats = ctx.metrics.route(host);
+    let id = ctx.metrics.next_switch_id();
+    let reason = if req.reason.is_empty() {
+        "portok switch".to_string()
+    } else {
+        req.reason.clone()
+    };
+    let check = req
+        .health
+        .clone()
+        .unwrap_or_else(|| "any HTTP answer on /".into());
+    if !healthy(req.port, host, req.health.as_deref()).await {
+        stats.record_switch(SwitchRecord {
+            id,
+            at: unix_now(),
+            from_port: old_port,
+            to_port: req.port,
+            reason,
+            outcome: "refused".into(),
+            rollback: Some(format!("health check failed: {check}")),
+        });
+        return Err(SwitchError::Unhealthy {
+            port: req.port,
+            check,
+            old: old_port,
+        });
+    }
+    set_port(ctx, host, old_port, req.port).await?;
+    // Drain: new requests already go to the new port; wait (bounded) for the old one's.
+    let drain_until =
+        tokio::time::Instant::now() + Duration::from_secs_f64(req.drain_secs.max(0.0));
+    while ctx.inflight(old_port) > 0 && tokio::time::Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let old_inflight = ctx.inflight(old_port);
+    stats.record_switch(SwitchRecord {
+        id,
+        at: unix_now(),
+        from_port: old_port,
+        to_port: req.port,
+        reason: reason.clone(),
+        outcome: "switched".into(),
+        rollback: None,
+    });
+    let _ = ctx.events.send(AppEvent {
+        hostname: host.into(),
+        kind: "switched".into(),
+        generation: 0,
+        message: format!("switch {id}: port {old_port} -> {}", req.port),
+        tail: Vec::new(),
+    });
+    if req.rollback_secs > 0.0 {
+        tokio::spawn(watch_new_port(
+            ctx.clone(),
+            host.to_string(),
+            id,
+            old_port,
+            req,
+        ));
+    }
+    Ok(format!(
+        "switch {id}: {host} -> 127.0.0.1:{new} (was {old_port}; {old_inflight} request{s} still in flight there after the drain)",
+        new = current_port(ctx, host).unwrap_or(0),
+        s = if old_inflight == 1 { "" } else { "s" }
+    ))
+}
+
+fn current_port(ctx: &Ctx, host: &str) -> Option<u16> {
+    ctx.routes.load().lookup(host).map(|l| l.route.port)
+}
+
+/// A few quick probes, so a server that is just coming up is not refused on one miss.
+async fn healthy(port: u16, host: &str, health: Option<&str>) -> bool {
+    for _ in 0..3 {
+        if probe::check(port, host, health).await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Move the alias from `from` to `to` in routes.json (only if it still points at `from`)
+/// and apply it before returning.
+async fn set_port(ctx: &Ctx, host: &str, from: u16, to: u16) -> Result<(), SwitchError> {
+    let state = ctx.state.clone();
+    let host_owned = host.to_string();
+    tokio::task::spawn_blocking(move || {
+        store::update::<_, store::StoreError>(&state, |routes| {
+            if let Some(r) = routes
+                .iter_mut()
+                .find(|r| r.hostname == host_owned && r.pid == 0 && r.port == from)
+            {
+                r.port = to;
+            }
+            Ok(())
+        })
+    })
+    .await
+    .map_err(|e| store::StoreError::Io {
+        path: ctx.state.routes_json(),
+        source: std::io::Error::other(e),
+    })??;
+    ctx.reload().await;
+    Ok(())
+}
+
+/// During the rollback window, probe the new port; after `fail_threshold` failures in a
+/// row, go back to the old one and record why.
+async fn watch_new_port(ctx: Arc<Ctx>, host: String, id: u64, old: u16, req: SwitchRequest) {
+    let until = tokio::time::Instant::now() + Duration::from_secs_f64(req.rollback_secs);
+    let mut failures = 0;
+    while tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if current_port(&ctx, &host) != Some(req.port) {
+            return; // someone switched again; this watch is over
+        }
+        if probe::check(req.port, &host, req.health.as_deref()).await {
+            failures = 0;
+            continue;
+        }
+        failures += 1;
+        if failures < req.fail_threshold.max(1) {
+            continue;
+        }
+        let why = format!(
+            "{failures} health checks in a row failed on port {}; rolled back to port {old}",
+            req.port
+        );
+        if set_port(&ctx, &host, req.port, old).await.is_ok() {
+            tracing::warn!(host, id, "{why}");
+            let stats = ctx.metrics.route(&host);
+            stats.record_switch(SwitchRecord {
+                id,
+                at: unix_now(),
+                from_port: req.port,
+                to_port: old,
+                reason: format!("rollback of switch {id}"),
+                outcome: "rolled_back".into(),
+                rollback: Some(why.clone()),
+            });
+            let _ = ctx.events.send(AppEvent {
+                hostname: host.clone(),
+                kind: "rolled_back".into(),
+                generation: 0,
+                message: why,
+                tail: Vec::new(),
+            });
+        }
+        return;
+    }
+}
