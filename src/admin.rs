@@ -349,6 +349,19 @@ pub fn status_json(ctx: &Ctx) -> Value {
 /// Server-sent events: a `status` snapshot now and every second, and each app event as it
 /// happens. With `only`, just that host's app events (live reload uses this).
 pub fn events(ctx: &Arc<Ctx>, only: Option<String>) -> Response<ProxyBody> {
+    events_with(ctx, only, None)
+}
+
+fn event_bytes(ev: &crate::proxy::AppEvent) -> Bytes {
+    let data = serde_json::to_string(ev).unwrap_or_default();
+    Bytes::from(format!("event: {}\ndata: {data}\n\n", ev.kind))
+}
+
+fn events_with(
+    ctx: &Arc<Ctx>,
+    only: Option<String>,
+    first: Option<crate::proxy::AppEvent>,
+) -> Response<ProxyBody> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     let mut sub = ctx.events.subscribe();
     let ctx = ctx.clone();
@@ -356,6 +369,9 @@ pub fn events(ctx: &Arc<Ctx>, only: Option<String>) -> Response<ProxyBody> {
         let snapshots = only.is_none();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let _ = tx.send(Bytes::from_static(b"retry: 1000\n\n")).await;
+        if let Some(ev) = first {
+            let _ = tx.send(event_bytes(&ev)).await;
+        }
         loop {
             let msg = tokio::select! {
                 _ = tick.tick() => {
@@ -370,8 +386,7 @@ pub fn events(ctx: &Arc<Ctx>, only: Option<String>) -> Response<ProxyBody> {
                         if only.as_ref().is_some_and(|h| *h != ev.hostname) {
                             continue;
                         }
-                        let data = serde_json::to_string(&ev).unwrap_or_default();
-                        Bytes::from(format!("event: {}\ndata: {data}\n\n", ev.kind))
+                        event_bytes(&ev)
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(_) => return,
@@ -390,6 +405,18 @@ pub fn events(ctx: &Arc<Ctx>, only: Option<String>) -> Response<ProxyBody> {
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+/// `/__portok/events` on an app's host: that app's events only, starting with a failure
+/// that still stands (so a page loaded during a broken build shows the overlay).
+pub fn app_events(ctx: &Arc<Ctx>, host: &str) -> Response<ProxyBody> {
+    let standing = ctx
+        .last_failure
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(host)
+        .cloned();
+    events_with(ctx, Some(host.to_string()), standing)
 }
 
 fn dashboard(ctx: &Ctx) -> String {

@@ -213,6 +213,10 @@ pub struct RunArgs {
     /// Longest wait, from the switch, for the old generation's requests to finish
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub drain: f64,
+    /// Live reload: browsers showing this app's pages reload after each redeploy and show
+    /// failed builds in an overlay
+    #[arg(long)]
+    pub reload: bool,
     /// Time between SIGTERM and SIGKILL when stopping a generation
     #[arg(long, default_value_t = 5.0, value_name = "SECS")]
     pub kill_timeout: f64,
@@ -248,6 +252,9 @@ pub struct AliasArgs {
     /// Take the name even if a running app owns it
     #[arg(long)]
     pub force: bool,
+    /// Live reload for this alias's HTML pages (see `portok run --reload`)
+    #[arg(long)]
+    pub reload: bool,
 }
 
 #[derive(Debug, Args)]

@@ -202,7 +202,10 @@ fn alias(args: AliasArgs) -> anyhow::Result<i32> {
             }
         }
         routes.retain(|r| r.hostname != host);
-        routes.push(Route::alias(host.clone(), port));
+        routes.push(Route {
+            reload: args.reload,
+            ..Route::alias(host.clone(), port)
+        });
         Ok(())
     })?;
     report_moved(&notes);

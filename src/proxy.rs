@@ -4,6 +4,7 @@
 pub mod forward;
 pub mod handler;
 pub mod pages;
+pub mod reload;
 pub mod sniff;
 pub mod tls;
 
@@ -68,6 +69,9 @@ pub struct Ctx {
     /// Redeploy/switch/route events for the dashboard and live reload (server-sent events).
     pub events: tokio::sync::broadcast::Sender<AppEvent>,
     pub listening: Mutex<Vec<String>>,
+    /// The last failed redeploy per host, replayed to live-reload pages that connect
+    /// while the failure stands; cleared by the next success.
+    pub last_failure: Mutex<HashMap<String, AppEvent>>,
     pub client: forward::Client,
     /// The port browsers use to reach us, for links on pages and X-Forwarded-Port.
     pub port: u16,
@@ -111,6 +115,7 @@ impl Ctx {
             admin_failures: Mutex::new(HashMap::new()),
             events: tokio::sync::broadcast::channel(256).0,
             listening: Mutex::new(Vec::new()),
+            last_failure: Mutex::new(HashMap::new()),
             client: forward::client(limits.connect),
             port,
             tls: tls.map(tokio_rustls::TlsAcceptor::from),

@@ -33,6 +33,9 @@ pub struct Route {
     /// Seconds a non-browser request waits for a starting app before a 503.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold: Option<u64>,
+    /// Live reload: inject the reload script into this app's HTML pages.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reload: bool,
 }
 
 impl Route {
@@ -46,6 +49,7 @@ impl Route {
             since: Some(unix_now()),
             pgids: Vec::new(),
             hold: None,
+            reload: false,
         }
     }
 

@@ -110,12 +110,23 @@ async fn run(
         kill_timeout,
         fixed_port: args.app_port,
         watching,
+        reload: args.reload,
     };
     {
         let (state, host) = (state.clone(), hostname.clone());
         let hold = args.hold;
+        let reload = args.reload;
         tokio::task::spawn_blocking(move || {
-            register(&state, &host, first_port, 1, "starting", Vec::new(), hold)?;
+            register(
+                &state,
+                &host,
+                first_port,
+                1,
+                "starting",
+                Vec::new(),
+                hold,
+                reload,
+            )?;
             daemon::ensure_and_reload(&state, proxy_port)?;
             Ok::<_, anyhow::Error>(())
         })
@@ -216,6 +227,7 @@ pub fn register(
     route_state: &str,
     pgids: Vec<i32>,
     hold: u64,
+    reload: bool,
 ) -> Result<(), RunError> {
     let me = std::process::id();
     store::update(state, |routes| {
@@ -243,6 +255,7 @@ pub fn register(
             since: Some(since),
             pgids,
             hold: Some(hold),
+            reload,
         });
         Ok(())
     })?;

@@ -355,7 +355,7 @@ async fn handle_control(req: Request, daemon: &Daemon) -> Reply {
                 other => other,
             }
             .to_string();
-            let _ = daemon.ctx.events.send(crate::proxy::AppEvent {
+            let event = crate::proxy::AppEvent {
                 hostname: hostname.clone(),
                 kind,
                 generation: record.generation,
@@ -364,7 +364,20 @@ async fn handle_control(req: Request, daemon: &Daemon) -> Reply {
                     .clone()
                     .unwrap_or_else(|| record.reason.clone()),
                 tail,
-            });
+            };
+            {
+                let mut standing = daemon
+                    .ctx
+                    .last_failure
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if event.kind == "failed" {
+                    standing.insert(hostname.clone(), event.clone());
+                } else if event.kind == "redeployed" {
+                    standing.remove(&hostname);
+                }
+            }
+            let _ = daemon.ctx.events.send(event);
             daemon.ctx.metrics.route(&hostname).record_redeploy(record);
             Reply::ok()
         }

@@ -90,6 +90,8 @@ pub enum ProxyBody {
     Upstream {
         body: Incoming,
         guard: Option<InflightGuard>,
+        /// Bytes to send after the app's body ends (the live-reload script tag).
+        append: Option<Bytes>,
     },
     Full(Option<Bytes>),
     /// A stream the daemon writes itself (server-sent events).
@@ -114,8 +116,29 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            ProxyBody::Upstream { body, guard } => {
+            ProxyBody::Upstream {
+                body,
+                guard,
+                append,
+            } => {
+                if body.is_end_stream() {
+                    guard.take();
+                    return Poll::Ready(append.take().map(|a| Ok(Frame::data(a))));
+                }
                 let polled = Pin::new(body).poll_frame(cx);
+                match &polled {
+                    // Append before trailers or at the end, never after.
+                    Poll::Ready(None) if append.is_some() => {
+                        guard.take();
+                        return Poll::Ready(append.take().map(|a| Ok(Frame::data(a))));
+                    }
+                    Poll::Ready(Some(Ok(f))) if f.is_trailers() && append.is_some() => {
+                        // Rare: trailers after an HTML body. Send the tag now and drop the
+                        // trailers rather than reorder frames.
+                        return Poll::Ready(append.take().map(|a| Ok(Frame::data(a))));
+                    }
+                    _ => {}
+                }
                 if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
                     // The exchange is over: stop counting it as in flight now rather
                     // than when hyper gets round to dropping the body.
@@ -130,7 +153,7 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ProxyBody::Upstream { body, .. } => body.is_end_stream(),
+            ProxyBody::Upstream { body, append, .. } => append.is_none() && body.is_end_stream(),
             ProxyBody::Full(d) => d.is_none(),
             ProxyBody::Channel(_) => false,
         }
@@ -138,7 +161,19 @@ impl Body for ProxyBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Upstream { body, .. } => body.size_hint(),
+            ProxyBody::Upstream { body, append, .. } => {
+                let h = body.size_hint();
+                let Some(a) = append else { return h };
+                // Shift both bounds by the appended bytes (upper first: set_lower panics
+                // if it would exceed the upper bound).
+                let n = a.len() as u64;
+                let mut shifted = SizeHint::new();
+                if let Some(u) = h.upper() {
+                    shifted.set_upper(u + n);
+                }
+                shifted.set_lower(h.lower() + n);
+                shifted
+            }
             ProxyBody::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Channel(_) => SizeHint::default(),
@@ -267,6 +302,7 @@ pub async fn send(
         ProxyBody::Upstream {
             body,
             guard: Some(guard),
+            append: None,
         },
     ))
 }
@@ -409,7 +445,14 @@ where
         parts.version = Version::HTTP_11;
         let guard = Some(backend.enter());
         return Ok((
-            Response::from_parts(parts, ProxyBody::Upstream { body, guard }),
+            Response::from_parts(
+                parts,
+                ProxyBody::Upstream {
+                    body,
+                    guard,
+                    append: None,
+                },
+            ),
             None,
         ));
     }

@@ -2,7 +2,7 @@
 //! page. Every error becomes a status code in exactly one place: [`ProxyError::status`].
 
 use super::forward::{self, ForwardError, Origin, ProxyBody, HOPS_HEADER, MAX_HOPS};
-use super::{pages, ConnInfo, Ctx};
+use super::{pages, reload, ConnInfo, Ctx};
 use crate::names::normalize_host;
 use crate::routes::Backend;
 use http::header::{self, HeaderValue};
@@ -118,7 +118,18 @@ async fn route(
     if host == crate::admin::HOST {
         return Ok(crate::admin::handle(ctx, req, conn).await);
     }
-    let backend = resolve(ctx, &host, wants_html, meter).await?;
+    let (backend, reload) = resolve(ctx, &host, wants_html, meter).await?;
+    if reload && req.uri().path().starts_with(reload::PREFIX) {
+        return Ok(match req.uri().path() {
+            "/__portok/reload.js" => reload::script(),
+            "/__portok/events" => crate::admin::app_events(ctx, &host),
+            _ => reload::not_found(),
+        });
+    }
+    let navigation = reload && reload::is_navigation(&req);
+    if navigation {
+        reload::prepare_navigation(req.headers_mut());
+    }
     let upstream_err = |source| ProxyError::Upstream {
         host: host.to_string(),
         port: backend.port,
@@ -148,9 +159,15 @@ async fn route(
         Some(proto) => forward::send_upgrade(req, proto, &backend, ctx.limits.connect)
             .await
             .map_err(upstream_err),
-        None => forward::send(&ctx.client, req, &backend)
-            .await
-            .map_err(upstream_err),
+        None => {
+            let mut resp = forward::send(&ctx.client, req, &backend)
+                .await
+                .map_err(upstream_err)?;
+            if navigation && reload::should_inject(&resp) {
+                reload::inject(&mut resp);
+            }
+            Ok(resp)
+        }
     }
 }
 
@@ -162,7 +179,7 @@ async fn resolve(
     host: &str,
     html: bool,
     meter: &mut Option<crate::metrics::RequestMeter>,
-) -> Result<Arc<Backend>, ProxyError> {
+) -> Result<(Arc<Backend>, bool), ProxyError> {
     let mut deadline = None;
     loop {
         // Register for the wake-up before looking, so a swap in between is not missed.
@@ -192,7 +209,7 @@ async fn resolve(
                     });
                 }
                 if !live.route.is_starting() {
-                    return Ok(live.backend.clone());
+                    return Ok((live.backend.clone(), live.route.reload));
                 }
                 if html {
                     return Err(ProxyError::Starting { host: host.into() });

@@ -28,6 +28,8 @@ pub struct Options {
     /// `--app-port`: generations cannot overlap, so redeploys stop then start.
     pub fixed_port: Option<u16>,
     pub watching: bool,
+    /// `--reload`: the proxy injects the live-reload script into this app's pages.
+    pub reload: bool,
 }
 
 /// Requests from `portok restart` / `portok logs` (through the app's run socket).
@@ -507,10 +509,11 @@ impl Supervisor {
         let mut pgids = self.pgids();
         pgids.extend_from_slice(extra);
         let hold = self.opts.hold;
+        let reload = self.opts.reload;
         let route_state = route_state.to_string();
         let proxy_port = self.launch.proxy_port;
         let result = tokio::task::spawn_blocking(move || {
-            super::register(&state, &host, port, n, &route_state, pgids, hold)?;
+            super::register(&state, &host, port, n, &route_state, pgids, hold, reload)?;
             crate::daemon::ensure_and_reload(&state, proxy_port)?;
             Ok::<_, anyhow::Error>(())
         })

@@ -5,5 +5,6 @@ mod support;
 
 mod observe;
 mod proxy;
+mod reload;
 mod run;
 mod tls;

@@ -344,6 +344,53 @@ async fn serve(
                 .body(BodyExt::boxed(StreamBody::new(tokio_stream_from(rx))))
                 .unwrap())
         }
+        "/html" | "/html-gzip" | "/json" | "/html404" => {
+            let (status, ctype, enc, body): (u16, &str, Option<&str>, &str) = match path.as_str() {
+                "/html" => (
+                    200,
+                    "text/html; charset=utf-8",
+                    None,
+                    "<!doctype html><html><body><h1>page</h1></body></html>",
+                ),
+                "/html-gzip" => (200, "text/html", Some("gzip"), "pretend-gzip-bytes"),
+                "/json" => (200, "application/json", None, "{\"a\":1}"),
+                _ => (404, "text/html", None, "<html><body>missing</body></html>"),
+            };
+            let mut b = Response::builder()
+                .status(status)
+                .header("content-type", ctype)
+                .header("content-length", body.len().to_string())
+                .header(
+                    "x-seen-accept-encoding",
+                    req.headers()
+                        .get("accept-encoding")
+                        .map(|v| v.to_str().unwrap_or(""))
+                        .unwrap_or("-"),
+                );
+            if let Some(e) = enc {
+                b = b.header("content-encoding", e);
+            }
+            Ok(b.body(full(body)).unwrap())
+        }
+        "/html-chunked" => {
+            // Streamed in pieces with no Content-Length: chunked on the wire.
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+            tokio::spawn(async move {
+                for part in [
+                    "<!doctype html><html><body>",
+                    "<p>streamed</p>",
+                    "</body></html>",
+                ] {
+                    let _ = tx.send(Ok(Frame::data(Bytes::from(part)))).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            });
+            Ok(Response::builder()
+                .header("content-type", "text/html")
+                .body(BodyExt::boxed(StreamBody::new(tokio_stream_from(rx))))
+                .unwrap())
+        }
+        "/__portok/reload.js" => Ok(Response::new(full("the app's own file"))),
         p if p.starts_with("/status/") => {
             let code: u16 = p["/status/".len()..].parse().unwrap_or(500);
             Ok(Response::builder()
