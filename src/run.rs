@@ -117,16 +117,12 @@ async fn run(
         let hold = args.hold;
         let reload = args.reload;
         tokio::task::spawn_blocking(move || {
-            register(
-                &state,
-                &host,
-                first_port,
-                1,
-                "starting",
-                Vec::new(),
-                hold,
+            let route = Route {
+                hold: Some(hold),
                 reload,
-            )?;
+                ..app_route(&host, first_port, 1, "starting")
+            };
+            register(&state, route)?;
             daemon::ensure_and_reload(&state, proxy_port)?;
             Ok::<_, anyhow::Error>(())
         })
@@ -218,48 +214,39 @@ async fn take_name(
     Ok(())
 }
 
-/// Write (or update) this process's route for `hostname`.
-pub fn register(
-    state: &StateDir,
-    hostname: &str,
-    port: u16,
-    generation: u64,
-    route_state: &str,
-    pgids: Vec<i32>,
-    hold: u64,
-    reload: bool,
-) -> Result<(), RunError> {
-    let me = std::process::id();
+/// Write (or update) this process's route (`route.pid` is ours), keeping its `since`.
+pub fn register(state: &StateDir, mut route: Route) -> Result<(), RunError> {
+    let me = route.pid;
     store::update(state, |routes| {
         if let Some(r) = routes
             .iter()
-            .find(|r| r.hostname == hostname && r.pid != me && r.pid != 0 && pid_alive(r.pid))
+            .find(|r| r.hostname == route.hostname && r.pid != me && r.pid != 0 && pid_alive(r.pid))
         {
             return Err(RunError::Owned {
-                host: hostname.into(),
+                host: route.hostname.clone(),
                 pid: r.pid,
             });
         }
-        let since = routes
+        route.since = routes
             .iter()
-            .find(|r| r.hostname == hostname && r.pid == me)
+            .find(|r| r.hostname == route.hostname && r.pid == me)
             .and_then(|r| r.since)
-            .unwrap_or_else(unix_now);
-        routes.retain(|r| r.hostname != hostname);
-        routes.push(Route {
-            hostname: hostname.into(),
-            port,
-            pid: me,
-            state: Some(route_state.into()),
-            generation: Some(generation),
-            since: Some(since),
-            pgids,
-            hold: Some(hold),
-            reload,
-        });
+            .or_else(|| Some(unix_now()));
+        routes.retain(|r| r.hostname != route.hostname);
+        routes.push(route);
         Ok(())
     })?;
     Ok(())
+}
+
+/// The route `portok run` writes for one generation.
+pub fn app_route(hostname: &str, port: u16, generation: u64, state: &str) -> Route {
+    Route {
+        pid: std::process::id(),
+        state: Some(state.into()),
+        generation: Some(generation),
+        ..Route::alias(hostname.into(), port)
+    }
 }
 
 /// Remove our route (only if it is still ours) and tell the daemon.

@@ -513,7 +513,13 @@ impl Supervisor {
         let route_state = route_state.to_string();
         let proxy_port = self.launch.proxy_port;
         let result = tokio::task::spawn_blocking(move || {
-            super::register(&state, &host, port, n, &route_state, pgids, hold, reload)?;
+            let route = crate::routes::Route {
+                pgids,
+                hold: Some(hold),
+                reload,
+                ..super::app_route(&host, port, n, &route_state)
+            };
+            super::register(&state, route)?;
             crate::daemon::ensure_and_reload(&state, proxy_port)?;
             Ok::<_, anyhow::Error>(())
         })

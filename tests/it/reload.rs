@@ -231,3 +231,82 @@ async fn the_event_stream_reports_redeploys_and_failures_with_output() {
     std::fs::write(dir.join("version.txt"), "3").unwrap();
     next_event(&mut body, &mut buf, "redeployed").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_chromium_the_page_follows_redeploys_and_shows_a_failed_build() {
+    let p = Portok::new();
+    let dir = project(&p);
+    let script = app_script();
+    let app = p.spawn_app(
+        &dir,
+        &[
+            "run",
+            "live",
+            "--reload",
+            "--rollback-window",
+            "0",
+            "--",
+            &script,
+        ],
+    );
+    app.wait_for("live ready in", Duration::from_secs(30)).await;
+    let url = format!("http://live.localhost:{}/", p.port);
+    let Some(mut b) = Browser::open(&p.dir.path().join("chromium-profile"), &url).await else {
+        eprintln!("SKIPPED: no chromium on PATH (apt-get install chromium)");
+        return;
+    };
+    let text = "document.body ? document.body.innerText : ''";
+    let limit = Duration::from_secs(60);
+    b.wait_until(text, limit, "version 1", |v| {
+        v.as_str().unwrap_or("").contains("version 1")
+    })
+    .await;
+    b.wait_until(
+        "!!(window.__portok && window.__portok.connected)",
+        limit,
+        "event stream",
+        |v| v == true,
+    )
+    .await;
+
+    // Save a change: the page shows the new version with no action.
+    std::fs::write(dir.join("version.txt"), "2").unwrap();
+    b.wait_until(text, limit, "version 2", |v| {
+        v.as_str().unwrap_or("").contains("version 2")
+    })
+    .await;
+
+    // Break the build: the overlay shows the compiler's error as text.
+    b.wait_until(
+        "!!(window.__portok && window.__portok.connected)",
+        limit,
+        "reconnect",
+        |v| v == true,
+    )
+    .await;
+    std::fs::write(dir.join("broken"), "").unwrap();
+    let overlay = "(function(){var o=document.querySelector('portok-overlay');return o?(o.shadowRoot||o).textContent:null})()";
+    b.wait_until(overlay, limit, "the overlay", |v| {
+        v.as_str()
+            .unwrap_or("")
+            .contains("error[E0308]: mismatched types")
+    })
+    .await;
+    assert!(
+        b.eval(text).await.as_str().unwrap().contains("version 2"),
+        "the last good page stays"
+    );
+
+    // Fix it: the overlay goes and the page shows the fix.
+    std::fs::remove_file(dir.join("broken")).unwrap();
+    std::fs::write(dir.join("version.txt"), "3").unwrap();
+    b.wait_until(text, limit, "version 3", |v| {
+        v.as_str().unwrap_or("").contains("version 3")
+    })
+    .await;
+    assert_eq!(
+        b.eval("document.querySelector('portok-overlay') === null")
+            .await,
+        true
+    );
+}

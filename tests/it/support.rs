@@ -591,3 +591,197 @@ pub async fn admin(p: &Portok, method: &str, path: &str, token: Option<&str>) ->
     }
     request(p.addr(), b.body(Full::new(Bytes::new())).unwrap()).await
 }
+
+/// Run a command with a deadline: killed (and its output so far returned) when it overruns.
+pub fn output_within(mut cmd: Command, limit: Duration) -> Output {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning command");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    }
+}
+
+/// The Chromium binary, if installed.
+pub fn chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok()
+        })
+}
+
+/// Flags for a quiet headless Chromium on a closed network.
+pub const CHROMIUM_FLAGS: &[&str] = &[
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+];
+
+/// A headless Chromium driven over the DevTools protocol (a WebSocket), for tests that
+/// need a real browser to run a page's scripts over time.
+pub struct Browser {
+    child: std::process::Child,
+    ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    next_id: u64,
+}
+
+impl Browser {
+    /// Open `url` in a fresh headless Chromium; None when Chromium is not installed.
+    pub async fn open(profile: &Path, url: &str) -> Option<Browser> {
+        use std::io::BufRead;
+        let chromium = chromium()?;
+        let mut child = Command::new(chromium)
+            .args(CHROMIUM_FLAGS)
+            .arg("--remote-debugging-port=0")
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .ok()?;
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(url) = line.strip_prefix("DevTools listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+            }
+        });
+        let browser_ws = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("chromium's DevTools URL");
+        let port: u16 = browser_ws
+            .trim_start_matches("ws://127.0.0.1:")
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let devtools = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let target = request(
+            devtools,
+            Request::put(format!("/json/new?{url}"))
+                .header("host", format!("127.0.0.1:{port}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+        let info: serde_json::Value = serde_json::from_slice(&target.body).expect("target JSON");
+        let page_ws = info["webSocketDebuggerUrl"]
+            .as_str()
+            .expect("page websocket")
+            .to_string();
+        let stream = TcpStream::connect(devtools).await.unwrap();
+        let (ws, _) = tokio_tungstenite::client_async(page_ws, stream)
+            .await
+            .unwrap();
+        Some(Browser {
+            child,
+            ws,
+            next_id: 0,
+        })
+    }
+
+    /// Evaluate a JavaScript expression in the page; its value as JSON (null on errors).
+    pub async fn eval(&mut self, expr: &str) -> serde_json::Value {
+        use futures_util::{SinkExt, StreamExt};
+        self.next_id += 1;
+        let id = self.next_id;
+        let msg = serde_json::json!({"id": id, "method": "Runtime.evaluate", "params": {"expression": expr, "returnByValue": true}});
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::text(
+                msg.to_string(),
+            ))
+            .await
+            .unwrap();
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(10), self.ws.next())
+                .await
+                .expect("devtools answer")
+                .unwrap()
+                .unwrap();
+            let Ok(text) = frame.into_text() else {
+                continue;
+            };
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if v["id"] == id {
+                return v["result"]["result"]["value"].clone();
+            }
+        }
+    }
+
+    /// Poll `expr` until `ok` accepts its value, or panic after `limit`.
+    pub async fn wait_until(
+        &mut self,
+        expr: &str,
+        limit: Duration,
+        what: &str,
+        ok: impl Fn(&serde_json::Value) -> bool,
+    ) {
+        let start = Instant::now();
+        loop {
+            let v = self.eval(expr).await;
+            if ok(&v) {
+                return;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "browser: timed out waiting for {what}; last value: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
