@@ -72,7 +72,7 @@ LOADGEN=${LOADGEN:-auto}
 HOSTHDR=myapp.localhost
 TARGETS=${TARGETS:-"direct portok nginx portless portok_tls nginx_tls portless_tls portok_h2"}
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-OUTDIR=${OUTDIR:-$ROOT/bench/results/raw/$STAMP-$PIN_MODE$( ((QUICK)) && echo -quick)}
+OUTDIR=${OUTDIR:-$ROOT/bench/results/raw/$STAMP-$PIN_MODE$( ((QUICK)) && echo -quick || true)}
 RESULTS=$ROOT/bench/results
 export H2_CONNS H2_STREAMS THREADS
 
@@ -354,6 +354,7 @@ git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml 2>/dev/null || PORTOK_REV="$P
   echo "quick=$QUICK"
   echo "skipped=$(IFS=';'; echo "${SKIPPED[*]:-}")"
   echo "portok_rss_fresh_kib=$PK_RSS_FRESH"
+  echo "loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
 } > "$OUTDIR/env.txt"
 cp "$WORK"/*.conf "$OUTDIR/" 2>/dev/null || true
 
@@ -417,7 +418,7 @@ run_one() { # target duration outfile -> RUN_META
 }
 
 echo "== warm-up ($WARMUP each)"
-for t in "${ACTIVE[@]}"; do run_one "$t" "$WARMUP" "$OUTDIR/warmup-$t.out"; sleep 1; done
+for t in "${ACTIVE[@]}"; do run_one "$t" "$WARMUP" "$OUTDIR/warmup-$t.out"; rm -f "$OUTDIR/warmup-$t.out.log"; sleep 1; done
 
 echo "round,target,tool,rps,p50_ms,p99_ms,requests,bad,rss_max_kib,proxy_ticks,backend_ticks,backend_accepts" > "$OUTDIR/runs.csv"
 for r in $(seq 1 "$ROUNDS"); do
@@ -476,7 +477,8 @@ if [[ $SCENARIOS == 1 ]]; then
   "$BIN_PORTOK" proxy stop >/dev/null 2>&1 || true
   export PORTOK_STATE_DIR=$PK_MAIN PORTOK_PORT=$P_PORTOK
 fi
-echo "portok_rss_end_kib=$(rss_kib "$PORTOK_PID")" >> "$OUTDIR/env.txt"
+{ echo "portok_rss_end_kib=$(rss_kib "$PORTOK_PID")"; echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"; } >> "$OUTDIR/env.txt"
+find "$OUTDIR" -name '*.err' -empty -delete
 
 # ------------------------------------------------------------------ summary
 mkdir -p "$RESULTS"

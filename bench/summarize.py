@@ -256,6 +256,9 @@ def markdown(env, c, T):
     L.append(f"Load: {env.get('load_h1', '?')}; h2: {env.get('load_h2', '?')}; backend: {env.get('backend', '?')}"
              + (f"; {env['nginx']}" if env.get("nginx") else "")
              + (f"; {env['portless']}" if env.get("portless") else ""))
+    if env.get("loadavg_start"):
+        L.append(f"  \nLoad average (1/5/15 min) at start {env['loadavg_start']}, at end {env.get('loadavg_end', '?')}"
+                 " (other work on the machine shows here; only same-run ratios are comparable)")
     if env.get("skipped"):
         L.append(f"  \nSkipped: {env['skipped']}")
     L.append("")
