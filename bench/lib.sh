@@ -122,3 +122,24 @@ parse_load() {
       echo "${rps:-0} ${pct% *} ${pct#* } ${req:-0} $(( ${req:-0} - ${ok:-0} ))" ;;
   esac
 }
+
+# Percent of all CPUs busy over the next N seconds (from /proc/stat).
+cpu_busy_pct() {
+  local a b
+  a=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
+  sleep "${1:-3}"
+  b=$(awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN{split(a,x," "); split(b,y," "); t=y[2]-x[2]; printf "%.0f", (t > 0) ? 100 * (y[1] - x[1]) / t : 0}'
+}
+
+# Wait up to $1 seconds until the machine is quiet (< $2 % busy over 3 s); 0 if it became quiet.
+wait_quiet() {
+  local limit=$1 max=${2:-10} waited=0 busy
+  while :; do
+    busy=$(cpu_busy_pct 3)
+    (( busy < max )) && return 0
+    (( waited >= limit )) && { echo "machine still ${busy}% busy after ${waited}s; measuring anyway" >&2; return 1; }
+    echo "machine ${busy}% busy (other work); waiting for it to settle (WAIT_QUIET=$limit)" >&2
+    sleep 7; waited=$((waited + 10))
+  done
+}

@@ -37,6 +37,7 @@
 #   OUTDIR=bench/results/raw/<UTC time>  SCENARIOS=1 (0: throughput only)  COOLDOWN=2
 #   H2_CONNS=1 H2_STREAMS=50  STREAM_BYTES=1073741824  IDLE_CONNS=1000  REDEPLOYS=10
 #   LOADGEN=auto|bench_load (force the built-in load generator)  BENCH_INSTALL=1  NO_BUILD=1
+#   WAIT_QUIET=SECS (shared machines: wait up to SECS for CPU use by others to drop below 10%)
 # Output: a table on stdout, bench/results/latest.{json,md} and everything raw in $OUTDIR.
 set -euo pipefail
 
@@ -417,6 +418,10 @@ run_one() { # target duration outfile -> RUN_META
   RUN_META="$(cat "$maxf"),$((p1 - p0)),$((b1 - b0)),$acc"
 }
 
+if (( ${WAIT_QUIET:-0} > 0 )); then
+  wait_quiet "$WAIT_QUIET" 10 || true
+fi
+echo "busy_before_rounds_pct=$(cpu_busy_pct 2)" >> "$OUTDIR/env.txt"
 echo "== warm-up ($WARMUP each)"
 for t in "${ACTIVE[@]}"; do run_one "$t" "$WARMUP" "$OUTDIR/warmup-$t.out"; rm -f "$OUTDIR/warmup-$t.out.log"; sleep 1; done
 
