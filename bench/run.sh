@@ -37,6 +37,7 @@
 #   OUTDIR=bench/results/raw/<UTC time>  SCENARIOS=1 (0: throughput only)  COOLDOWN=2
 #   H2_CONNS=1 H2_STREAMS=50  STREAM_BYTES=1073741824  IDLE_CONNS=1000  REDEPLOYS=10
 #   LOADGEN=auto|bench_load (force the built-in load generator)  BENCH_INSTALL=1  NO_BUILD=1
+#   BACKEND=auto|bench_backend (auto: nginx when installed)
 #   WAIT_QUIET=SECS (shared machines: wait up to SECS for CPU use by others to drop below 10%)
 # Output: a table on stdout, bench/results/latest.{json,md} and everything raw in $OUTDIR.
 set -euo pipefail
@@ -214,7 +215,7 @@ EOF
 
 # backend
 BACKEND_KIND=bench_backend
-if have nginx; then
+if [[ ${BACKEND:-auto} != bench_backend ]] && have nginx; then
   BACKEND_KIND=nginx
   { nginx_common backend; cat <<EOF
   server {
@@ -343,14 +344,22 @@ git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml 2>/dev/null || PORTOK_REV="$P
   echo "portok=$("$BIN_PORTOK" --version) ($PORTOK_REV)"
   echo "rustc=$(rustc --version 2>/dev/null)"
   echo "backend=$BACKEND_KIND"
-  echo "load_h1=$LG_H1 $( [[ $LG_H1 == wrk ]] && wrk -v 2>&1 | head -1 | awk '{print $2}') -t$THREADS -c$CONNS -d$DURATION --latency -H 'Host: $HOSTHDR'"
-  echo "load_h2=$LG_H2 $( [[ $LG_H2 == h2load ]] && h2load --version 2>&1 | head -1 | awk '{print $NF}') -c$H2_CONNS -m$H2_STREAMS -D $(dur_secs "$DURATION")"
+  if [[ $LG_H1 == wrk ]]; then
+    echo "load_h1=wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}') -t$THREADS -c$CONNS -d$DURATION --latency -H 'Host: $HOSTHDR'"
+  else
+    echo "load_h1=examples/bench_load -c $CONNS -d $DURATION (wrk not installed)"
+  fi
+  if [[ $LG_H2 == h2load ]]; then
+    echo "load_h2=h2load $(h2load --version 2>&1 | head -1 | awk '{print $NF}') -t1 -c$H2_CONNS -m$H2_STREAMS -D $(dur_secs "$DURATION")"
+  else
+    echo "load_h2=examples/bench_load --h2 -c $H2_CONNS -m $H2_STREAMS -d $DURATION (h2load not installed)"
+  fi
   echo "tls_url_host=$TLS_HOST"
   echo "rounds=$ROUNDS"
   echo "duration=$DURATION"
   echo "conns=$CONNS"
-  have nginx && echo "nginx=$(nginx -v 2>&1 | sed 's/.*: //')"
-  [[ -n $PORTLESS_DESC ]] && echo "portless=$PORTLESS_DESC"
+  [[ $BACKEND_KIND == nginx ]] || is_active nginx && echo "nginx=$(nginx -v 2>&1 | sed 's/.*: //')"
+  is_active portless || is_active portless_tls && echo "portless=$PORTLESS_DESC"
   have openssl && echo "openssl=$(openssl version)"
   echo "quick=$QUICK"
   echo "skipped=$(IFS=';'; echo "${SKIPPED[*]:-}")"

@@ -257,8 +257,10 @@ def markdown(env, c, T):
              + (f"; {env['nginx']}" if env.get("nginx") else "")
              + (f"; {env['portless']}" if env.get("portless") else ""))
     if env.get("loadavg_start"):
+        busy = env.get("busy_before_rounds_pct")
         L.append(f"  \nLoad average (1/5/15 min) at start {env['loadavg_start']}, at end {env.get('loadavg_end', '?')}"
-                 " (other work on the machine shows here; only same-run ratios are comparable)")
+                 + (f"; CPU {busy}% busy just before the rounds" if busy else "")
+                 + " (other work on the machine shows here; only same-run ratios are comparable)")
     if env.get("skipped"):
         L.append(f"  \nSkipped: {env['skipped']}")
     L.append("")
