@@ -30,13 +30,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the URL of NAME (for scripts: curl $(portok get api)/health)
+    /// Print the URL of NAME, or without NAME the URL `portok run` would give this folder
+    #[command(
+        after_help = "Examples:\n  curl $(portok get api)/health\n  portok get                  (this folder's app: workspace, worktree and portok.toml apply)\n  portok get api --no-worktree"
+    )]
     Get {
-        /// App name, e.g. `api` or `api.shop`
-        name: String,
+        /// App name, e.g. `api` or `api.shop` (default: inferred as `portok run` does)
+        name: Option<String>,
         /// Print the https URL
         #[arg(long)]
         https: bool,
+        /// In a linked git worktree, do not put the branch in front of the name
+        #[arg(long)]
+        no_worktree: bool,
     },
     /// Run CMD as app NAME: PORT injected, health-gated start, zero-downtime redeploy on change
     #[command(
@@ -101,7 +107,51 @@ pub enum Command {
         check: bool,
     },
     /// Remove what `portok trust` installed
+    #[command(after_help = "Example:\n  sudo portok untrust")]
     Untrust,
+    /// Check the setup (read-only): state dir, daemon, port, CA, name resolution, routes,
+    /// orphaned apps, file-watch limits; exit 1 when a check fails
+    #[command(after_help = "Example:\n  portok doctor")]
+    Doctor,
+    /// Stop apps whose `portok run` is gone and drop their routes
+    #[command(
+        after_help = "Examples:\n  portok prune\n  portok prune --force     (SIGKILL what SIGTERM did not stop)"
+    )]
+    Prune {
+        /// SIGKILL app processes that are still running 5 s after SIGTERM
+        #[arg(long)]
+        force: bool,
+    },
+    /// Undo portok: stop it, untrust the CA, remove its hosts block and its files
+    #[command(
+        after_help = "Examples:\n  portok clean\n  sudo portok clean --yes  (the CA in the system store and /etc/hosts need root)"
+    )]
+    Clean {
+        /// Do not ask for confirmation
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Keep /etc/hosts entries for the routes, for resolvers that do not map *.localhost
+    /// to loopback (Safari, some Linux setups)
+    #[command(subcommand)]
+    Hosts(HostsCmd),
+    /// Print a shell completion script
+    #[command(
+        after_help = "Examples:\n  portok completions bash > ~/.local/share/bash-completion/completions/portok\n  portok completions zsh > ~/.zfunc/_portok\n  portok completions fish > ~/.config/fish/completions/portok.fish"
+    )]
+    Completions {
+        /// bash, zsh, fish, powershell or elvish
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per command into a folder
+    #[command(
+        after_help = "Examples:\n  portok man | man -l -\n  sudo portok man --dir /usr/local/share/man/man1"
+    )]
+    Man {
+        /// Write portok.1 and portok-COMMAND.1 pages here instead of printing portok.1
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
     /// Internal: the daemon process itself.
     #[command(name = "__daemon", hide = true)]
     Daemon(DaemonArgs),
@@ -111,13 +161,26 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum HostsCmd {
+    /// Write a block with 127.0.0.1 and ::1 lines for every route (between
+    /// `# portok-start` and `# portok-end`; nothing else in the file is touched)
+    #[command(after_help = "Example:\n  sudo portok hosts sync")]
+    Sync,
+    /// Remove portok's block
+    #[command(after_help = "Example:\n  sudo portok hosts clean")]
+    Clean,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ProxyCmd {
     /// Start the daemon (detached); exit 0 if it is already running
     #[command(after_help = "Example:\n  portok proxy start --port 1355")]
     Start(StartArgs),
     /// Stop the daemon
+    #[command(after_help = "Example:\n  portok proxy stop")]
     Stop,
     /// Show whether the daemon runs: pid, port, uptime, routes (exit 1 when not running)
+    #[command(after_help = "Example:\n  portok proxy status --json")]
     Status {
         #[arg(long)]
         json: bool,
@@ -133,6 +196,9 @@ pub struct StartArgs {
     pub tls: TlsArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Keep /etc/hosts entries for every route while the daemon runs (see `portok hosts`)
+    #[arg(long, env = "PORTOK_SYNC_HOSTS")]
+    pub sync_hosts: bool,
 }
 
 /// Deadlines and limits of the daemon.
@@ -175,11 +241,17 @@ pub struct TlsArgs {
     pub redirect_https: bool,
 }
 
-/// Options of `portok run`. Durations are in seconds (fractions allowed).
+/// Options of `portok run`. Durations are in seconds (fractions allowed). Options a
+/// portok.toml may also set are `Option`s, so "not given" can be told from "given": the
+/// defaults are applied by the accessors below, after the project's settings.
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
-    /// App name (default: from Cargo.toml, package.json, the git root or the folder)
+    /// App name (default: portok.toml's `name`, else PKG.WORKSPACE for a Cargo or npm
+    /// workspace member, else the package, the git repository or the folder)
     pub name: Option<String>,
+    /// In a linked git worktree, do not put the branch in front of the name
+    #[arg(long)]
+    pub no_worktree: bool,
     /// Take the name from another running `portok run` (it is stopped)
     #[arg(long)]
     pub force: bool,
@@ -189,12 +261,12 @@ pub struct RunArgs {
     /// Ready only when this path answers 2xx/3xx (default: any HTTP answer on /)
     #[arg(long, value_name = "PATH")]
     pub health: Option<String>,
-    /// How long a generation may take to become ready
-    #[arg(long, default_value_t = 120.0, value_name = "SECS")]
-    pub ready_timeout: f64,
-    /// How long non-browser requests wait for a starting app before a 503
-    #[arg(long, default_value_t = 30, value_name = "SECS")]
-    pub hold: u64,
+    /// How long a generation may take to become ready [default: 120]
+    #[arg(long, value_name = "SECS")]
+    pub ready_timeout: Option<f64>,
+    /// How long non-browser requests wait for a starting app before a 503 [default: 30]
+    #[arg(long, value_name = "SECS")]
+    pub hold: Option<u64>,
     /// Watch these paths instead of the current folder (repeatable)
     #[arg(long, value_name = "PATH")]
     pub watch: Vec<std::path::PathBuf>,
@@ -204,25 +276,47 @@ pub struct RunArgs {
     /// Do not watch files; exit when the app exits
     #[arg(long)]
     pub no_watch: bool,
-    /// Quiet period that merges a burst of file events
-    #[arg(long, default_value_t = 300, value_name = "MS")]
-    pub debounce: u64,
-    /// Keep the previous generation this long after a switch, to roll back if the new one dies (0: off)
-    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
-    pub rollback_window: f64,
-    /// Longest wait, from the switch, for the old generation's requests to finish
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-    pub drain: f64,
+    /// Quiet period that merges a burst of file events [default: 300]
+    #[arg(long, value_name = "MS")]
+    pub debounce: Option<u64>,
+    /// Keep the previous generation this long after a switch, to roll back if the new one
+    /// dies (0: off) [default: 5]
+    #[arg(long, value_name = "SECS")]
+    pub rollback_window: Option<f64>,
+    /// Longest wait, from the switch, for the old generation's requests to finish [default: 10]
+    #[arg(long, value_name = "SECS")]
+    pub drain: Option<f64>,
     /// Live reload: browsers showing this app's pages reload after each redeploy and show
     /// failed builds in an overlay
     #[arg(long)]
     pub reload: bool,
-    /// Time between SIGTERM and SIGKILL when stopping a generation
-    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
-    pub kill_timeout: f64,
-    /// The command and its arguments
-    #[arg(last = true, required = true, value_name = "CMD")]
+    /// Time between SIGTERM and SIGKILL when stopping a generation [default: 5]
+    #[arg(long, value_name = "SECS")]
+    pub kill_timeout: Option<f64>,
+    /// The command and its arguments (default: portok.toml's `command`)
+    #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+impl RunArgs {
+    pub fn ready_timeout(&self) -> f64 {
+        self.ready_timeout.unwrap_or(120.0)
+    }
+    pub fn hold(&self) -> u64 {
+        self.hold.unwrap_or(30)
+    }
+    pub fn debounce(&self) -> u64 {
+        self.debounce.unwrap_or(300)
+    }
+    pub fn rollback_window(&self) -> f64 {
+        self.rollback_window.unwrap_or(5.0)
+    }
+    pub fn drain(&self) -> f64 {
+        self.drain.unwrap_or(10.0)
+    }
+    pub fn kill_timeout(&self) -> f64 {
+        self.kill_timeout.unwrap_or(5.0)
+    }
 }
 
 /// Options of `portok run` that take a value, for splitting `portok NAME [OPTS] CMD...`.
@@ -265,4 +359,8 @@ pub struct DaemonArgs {
     pub tls: TlsArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Keep the hosts file's portok block in step with the routes (a daemon auto-started
+    /// with PORTOK_SYNC_HOSTS=1 in its environment gets it from there)
+    #[arg(long, env = "PORTOK_SYNC_HOSTS")]
+    pub sync_hosts: bool,
 }

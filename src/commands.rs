@@ -26,7 +26,10 @@ pub enum AliasError {
 }
 
 pub fn exit_code(err: &anyhow::Error) -> i32 {
-    if err.downcast_ref::<NameError>().is_some() || err.downcast_ref::<UsageError>().is_some() {
+    if err.downcast_ref::<NameError>().is_some()
+        || err.downcast_ref::<UsageError>().is_some()
+        || err.downcast_ref::<crate::config::ConfigError>().is_some()
+    {
         2
     } else {
         1
@@ -53,6 +56,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 tls,
                 redirect_https: args.tls.redirect_https,
                 metrics: !args.limits.no_metrics,
+                sync_hosts: args.sync_hosts,
             };
             runtime::main(state, config)?;
             Ok(0)
@@ -88,7 +92,17 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Proxy(cmd) => proxy(cmd),
         Command::Alias(args) => alias(args),
         Command::List { json } => list(json),
-        Command::Get { name, https } => get(&name, https),
+        Command::Get {
+            name,
+            https,
+            no_worktree,
+        } => get(name.as_deref(), https, no_worktree),
+        Command::Doctor => crate::doctor::main(),
+        Command::Prune { force } => crate::prune::main(force),
+        Command::Clean { yes } => crate::clean::main(yes),
+        Command::Hosts(cmd) => crate::hosts::command(cmd),
+        Command::Completions { shell } => crate::generate::completions(shell),
+        Command::Man { dir } => crate::generate::man(dir.as_deref()),
         Command::External(args) => crate::run::main(external_run_args(args)?),
     }
 }
@@ -150,6 +164,9 @@ fn proxy_start(state: &StateDir, args: &StartArgs) -> anyhow::Result<i32> {
         extra_args.push("--redirect-https".into());
     }
     extra_args.extend(args.limits.to_args());
+    if args.sync_hosts {
+        extra_args.push("--sync-hosts".into());
+    }
     let opts = StartOptions { port, extra_args };
     match daemon::start(state, &opts)? {
         Started::Now(s) => eprintln!(
@@ -290,9 +307,22 @@ fn list(json: bool) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn get(name: &str, https: bool) -> anyhow::Result<i32> {
+/// The URL `portok run` would give: the same name rules (worktree prefix, portok.toml's
+/// `name`, workspace inference) for NAME or, without it, for the current folder.
+fn get(name: Option<&str>, https: bool, no_worktree: bool) -> anyhow::Result<i32> {
     let state = StateDir::from_env()?;
-    let host = names::hostname_for(name)?;
+    let cwd = std::env::current_dir().context("reading the current folder")?;
+    let configured = match name {
+        Some(_) => None,
+        None => {
+            let config = crate::config::load(&cwd)?;
+            for w in &config.warnings {
+                eprintln!("portok: warning: {w}");
+            }
+            config.name
+        }
+    };
+    let (_, host) = crate::project::app_name(&cwd, name, configured.as_deref(), !no_worktree)?;
     let scheme = if https { "https" } else { "http" };
     println!("{scheme}://{host}:{}", url_port(&state)?);
     Ok(0)

@@ -26,16 +26,32 @@
 //!   [`run::supervisor`] (generations, switch, drain, rollback), [`run::child`] (spawn, env,
 //!   process groups, output), [`run::watch`] (notify + ignore, debounce), [`run::probe`]
 //!   (readiness).
+//! - [`project`]: the project around a folder for naming: Cargo/npm/pnpm workspaces
+//!   (`api.shop`), linked git worktrees (branch prefix).
+//! - [`config`]: the project's settings (portok.toml, `[package.metadata.portok]`, package.json
+//!   `"portok"`), checked and merged under the command-line flags.
+//! - [`hosts`]: portok's block in /etc/hosts (`portok hosts`, and the daemon's `--sync-hosts`).
+//! - [`doctor`]: `portok doctor`, read-only checks with hints.
+//! - [`prune`]: `portok prune`, apps whose `portok run` is gone and their routes.
+//! - [`clean`]: `portok clean`, undo everything portok set up.
+//! - [`generate`]: shell completions and man pages from the clap definitions.
 
 pub mod admin;
 pub mod ca;
+pub mod clean;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod doctor;
+pub mod generate;
+pub mod hosts;
 pub mod metrics;
 pub mod names;
+pub mod project;
 pub mod proxy;
+pub mod prune;
 pub mod routes;
 pub mod run;
 pub mod state;

@@ -21,6 +21,7 @@ pub const RESERVED: &[&str] = &[
     "clean",
     "hosts",
     "completions",
+    "man",
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

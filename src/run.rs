@@ -46,18 +46,31 @@ pub fn run_socket(state: &StateDir, hostname: &str) -> PathBuf {
     state.root().join("run").join(format!("{hostname}.sock"))
 }
 
-pub fn main(args: RunArgs) -> anyhow::Result<i32> {
+pub fn main(mut args: RunArgs) -> anyhow::Result<i32> {
+    let cwd = std::env::current_dir().context("reading the current folder")?;
+    // Flags win over the project's settings, which win over inference.
+    let config = crate::config::load(&cwd)?;
+    for w in &config.warnings {
+        say(&format!("warning: {w}"));
+    }
+    config.apply(&mut args);
+    if args.command.is_empty() {
+        return Err(crate::commands::UsageError(
+            "no command to run: give it after `--` (`portok run -- cargo run`), or set `command` in portok.toml".into(),
+        )
+        .into());
+    }
     if std::env::var("PORTOK").is_ok_and(|v| v == "0") {
         return run_plain(&args.command);
     }
     let state = StateDir::from_env()?;
     let proxy_port = state::proxy_port(None)?;
-    let cwd = std::env::current_dir().context("reading the current folder")?;
-    let name = match &args.name {
-        Some(n) => n.clone(),
-        None => infer_name(&cwd),
-    };
-    let hostname = names::hostname_for(&name)?;
+    let (name, hostname) = crate::project::app_name(
+        &cwd,
+        args.name.as_deref(),
+        config.name.as_deref(),
+        !args.no_worktree,
+    )?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -92,7 +105,7 @@ async fn run(
         tokio::task::spawn_blocking(move || daemon::start(&state, &opts)).await??
     };
     let url_port = status.status().port;
-    let kill_timeout = secs(args.kill_timeout);
+    let kill_timeout = secs(args.kill_timeout());
     take_name(&state, &hostname, args.force, kill_timeout).await?;
 
     let first_port = match args.app_port {
@@ -103,10 +116,10 @@ async fn run(
     let watching = !args.no_watch && (!self_reloading || !args.watch.is_empty());
     let opts = Options {
         health: args.health.clone(),
-        ready_timeout: secs(args.ready_timeout),
-        hold: args.hold,
-        rollback_window: secs(args.rollback_window),
-        drain: secs(args.drain),
+        ready_timeout: secs(args.ready_timeout()),
+        hold: args.hold(),
+        rollback_window: secs(args.rollback_window()),
+        drain: secs(args.drain()),
         kill_timeout,
         fixed_port: args.app_port,
         watching,
@@ -114,7 +127,7 @@ async fn run(
     };
     {
         let (state, host) = (state.clone(), hostname.clone());
-        let hold = args.hold;
+        let hold = args.hold();
         let reload = args.reload;
         tokio::task::spawn_blocking(move || {
             let route = Route {
@@ -143,7 +156,7 @@ async fn run(
             args.watch.iter().map(|p| cwd.join(p)).collect()
         };
         let filter = watch::Filter::new(&roots, &args.ignore, state.root())?;
-        let (watcher, rx) = watch::spawn(roots, filter, Duration::from_millis(args.debounce))?;
+        let (watcher, rx) = watch::spawn(roots, filter, Duration::from_millis(args.debounce()))?;
         // The watcher lives as long as this function.
         Some((watcher, rx))
     } else {
@@ -343,32 +356,9 @@ pub fn ask_app(
     Ok(out)
 }
 
-/// Name for an app when none is given: Cargo.toml's package name, else package.json's
-/// (scope dropped), else the git root's folder, else the current folder; made a valid label.
+/// Name for an app when none is given (see [`crate::project::infer_name`]).
 pub fn infer_name(cwd: &Path) -> String {
-    let from_cargo = std::fs::read_to_string(cwd.join("Cargo.toml"))
-        .ok()
-        .and_then(|t| t.parse::<toml::Table>().ok())
-        .and_then(|t| t.get("package")?.get("name")?.as_str().map(String::from));
-    let from_npm = || {
-        let text = std::fs::read_to_string(cwd.join("package.json")).ok()?;
-        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-        let name = v.get("name")?.as_str()?;
-        Some(name.rsplit('/').next().unwrap_or(name).to_string())
-    };
-    let from_git = || {
-        cwd.ancestors()
-            .find(|d| d.join(".git").exists())
-            .and_then(|d| d.file_name())
-            .map(|n| n.to_string_lossy().into_owned())
-    };
-    let from_dir = || cwd.file_name().map(|n| n.to_string_lossy().into_owned());
-    let raw = from_cargo
-        .or_else(from_npm)
-        .or_else(from_git)
-        .or_else(from_dir)
-        .unwrap_or_else(|| "app".into());
-    sanitize_label(&raw)
+    crate::project::infer_name(cwd)
 }
 
 pub fn sanitize_label(raw: &str) -> String {

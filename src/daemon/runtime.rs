@@ -27,6 +27,9 @@ pub struct DaemonConfig {
     pub redirect_https: bool,
     /// Per-request counting (on unless `--no-metrics`).
     pub metrics: bool,
+    /// Keep the hosts file's portok block in step with the routes, and remove it at
+    /// shutdown (`--sync-hosts` / `PORTOK_SYNC_HOSTS=1`; see `crate::hosts`).
+    pub sync_hosts: bool,
 }
 
 /// Where the daemon's certificates come from.

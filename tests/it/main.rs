@@ -3,6 +3,7 @@
 
 mod support;
 
+mod dx;
 mod observe;
 mod proxy;
 mod reload;

@@ -70,6 +70,9 @@ impl Portok {
             .env("NO_COLOR", "1")
             // `portok trust` in a test writes under this folder, never the real store.
             .env("PORTOK_TRUST_ROOT", self.dir.path().join("trust-root"))
+            // Nothing in a test may write the real /etc/hosts.
+            .env("PORTOK_HOSTS_FILE", self.hosts_file())
+            .env_remove("PORTOK_SYNC_HOSTS")
             .env_remove("PORTOK_APP_PORT")
             .stdin(Stdio::null());
         c
@@ -91,6 +94,11 @@ impl Portok {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The hosts file portok manages in tests (PORTOK_HOSTS_FILE).
+    pub fn hosts_file(&self) -> PathBuf {
+        self.dir.path().join("hosts")
     }
 
     pub fn routes_json(&self) -> PathBuf {
