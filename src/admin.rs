@@ -52,7 +52,9 @@ pub async fn handle(ctx: &Arc<Ctx>, req: Request<Incoming>, conn: ConnInfo) -> R
                 .iter()
                 .map(|l| l.route.hostname.clone())
                 .collect();
-            let mut r = Response::new(ProxyBody::full(ctx.metrics.prometheus(&hosts)));
+            let mut text = ctx.metrics.prometheus(&hosts);
+            text.push_str(&tcp_metrics(ctx));
+            let mut r = Response::new(ProxyBody::full(text));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -78,6 +80,44 @@ pub async fn handle(ctx: &Arc<Ctx>, req: Request<Incoming>, conn: ConnInfo) -> R
             json!({"error": format!("nothing at {method} {path}")}),
         ),
     }
+}
+
+/// Prometheus lines for TCP routes.
+fn tcp_metrics(ctx: &Ctx) -> String {
+    use std::fmt::Write;
+    let table = ctx.routes.load();
+    let mut out = String::new();
+    let tcp: Vec<_> = table
+        .sorted()
+        .into_iter()
+        .filter(|l| l.route.tcp.is_some())
+        .collect();
+    out.push_str("# HELP portok_tcp_bytes_total Bytes relayed per TCP route and direction.\n# TYPE portok_tcp_bytes_total counter\n");
+    for l in &tcp {
+        let t = ctx.tcp.stats(&l.route.hostname);
+        let name = short_name(&l.route.hostname);
+        let _ = writeln!(
+            out,
+            "portok_tcp_bytes_total{{route=\"{name}\",direction=\"in\"}} {}",
+            t.bytes_in.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "portok_tcp_bytes_total{{route=\"{name}\",direction=\"out\"}} {}",
+            t.bytes_out.load(Relaxed)
+        );
+    }
+    out.push_str("# HELP portok_tcp_connections_open Open relayed connections per TCP route.\n# TYPE portok_tcp_connections_open gauge\n");
+    for l in &tcp {
+        let t = ctx.tcp.stats(&l.route.hostname);
+        let _ = writeln!(
+            out,
+            "portok_tcp_connections_open{{route=\"{}\"}} {}",
+            short_name(&l.route.hostname),
+            t.open.load(Relaxed).max(0)
+        );
+    }
+    out
 }
 
 fn is_loopback(ip: std::net::IpAddr) -> bool {
@@ -300,6 +340,20 @@ pub fn route_json(ctx: &Ctx, live: &LiveRoute) -> Value {
         "redeploy_counts": hist.redeploy_counts,
         "switches": hist.switches,
         "crash": crash,
+        "tcp": r.tcp.map(|listen| {
+            let t = ctx.tcp.stats(&r.hostname);
+            json!({
+                "listen": listen,
+                "target": r.port,
+                "proxy_protocol": r.proxy_protocol,
+                "connections_open": t.open.load(Relaxed).max(0),
+                "connections_total": t.total.load(Relaxed),
+                "bytes_in": t.bytes_in.load(Relaxed),
+                "bytes_out": t.bytes_out.load(Relaxed),
+                "spliced": t.spliced.load(Relaxed),
+                "copied": t.copied.load(Relaxed),
+            })
+        }),
     })
 }
 

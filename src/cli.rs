@@ -208,6 +208,19 @@ pub struct LimitArgs {
     /// within this many seconds
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub handshake_timeout: f64,
+    /// Request headers must arrive within this many seconds (slowloris); hyper starts the
+    /// same timer when a keep-alive connection goes idle, so idle connections close then too
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub header_timeout: f64,
+    /// Largest request head (request line + headers) accepted; larger gets 431
+    #[arg(long, value_name = "BYTES", default_value_t = 65536)]
+    pub max_header_bytes: usize,
+    /// Upstream connect timeout (then 502)
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub connect_timeout: f64,
+    /// Open client connections at most; more are refused (closed at once)
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub max_connections: usize,
     /// Do not count requests per route (only to measure what counting costs)
     #[arg(long)]
     pub no_metrics: bool,
@@ -221,10 +234,47 @@ impl LimitArgs {
             v.push("--handshake-timeout".into());
             v.push(self.handshake_timeout.to_string());
         }
+        let mut num = |flag: &str, value: String, default: String| {
+            if value != default {
+                v.push(flag.to_string());
+                v.push(value);
+            }
+        };
+        num(
+            "--header-timeout",
+            self.header_timeout.to_string(),
+            30.0f64.to_string(),
+        );
+        num(
+            "--max-header-bytes",
+            self.max_header_bytes.to_string(),
+            65536.to_string(),
+        );
+        num(
+            "--connect-timeout",
+            self.connect_timeout.to_string(),
+            5.0f64.to_string(),
+        );
+        num(
+            "--max-connections",
+            self.max_connections.to_string(),
+            4096.to_string(),
+        );
         if self.no_metrics {
             v.push("--no-metrics".into());
         }
         v
+    }
+
+    pub fn to_limits(&self) -> crate::proxy::Limits {
+        let secs = |s: f64| std::time::Duration::from_secs_f64(s.max(0.1));
+        crate::proxy::Limits {
+            handshake: secs(self.handshake_timeout),
+            header_read: secs(self.header_timeout),
+            connect: secs(self.connect_timeout),
+            max_header_bytes: self.max_header_bytes.max(8192),
+            max_connections: self.max_connections.max(1),
+        }
     }
 }
 
@@ -290,6 +340,13 @@ pub struct RunArgs {
     /// failed builds in an overlay
     #[arg(long)]
     pub reload: bool,
+    /// A TCP app: the daemon listens on 127.0.0.1:LISTEN_PORT and relays to the live
+    /// generation; ready means it accepts a connection (unless --health)
+    #[arg(long, value_name = "LISTEN_PORT")]
+    pub tcp: Option<u16>,
+    /// TCP apps: send a PROXY protocol v1 header first
+    #[arg(long, requires = "tcp")]
+    pub proxy_protocol: bool,
     /// Time between SIGTERM and SIGKILL when stopping a generation [default: 5]
     #[arg(long, value_name = "SECS")]
     pub kill_timeout: Option<f64>,
@@ -349,6 +406,12 @@ pub struct AliasArgs {
     /// Live reload for this alias's HTML pages (see `portok run --reload`)
     #[arg(long)]
     pub reload: bool,
+    /// A TCP route: listen on 127.0.0.1:LISTEN_PORT and relay every connection to PORT
+    #[arg(long, value_name = "LISTEN_PORT")]
+    pub tcp: Option<u16>,
+    /// TCP routes: send a PROXY protocol v1 header first, so the app sees the client's address
+    #[arg(long, requires = "tcp")]
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Args)]

@@ -47,12 +47,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             };
             let config = runtime::DaemonConfig {
                 port: args.port,
-                limits: crate::proxy::Limits {
-                    handshake: std::time::Duration::from_secs_f64(
-                        args.limits.handshake_timeout.max(0.1),
-                    ),
-                    ..Default::default()
-                },
+                limits: args.limits.to_limits(),
                 tls,
                 redirect_https: args.tls.redirect_https,
                 metrics: !args.limits.no_metrics,
@@ -209,6 +204,10 @@ fn alias(args: AliasArgs) -> anyhow::Result<i32> {
             "port 0 is not a port an app can listen on".into()
         ));
     }
+    let proxy_port = state::proxy_port(None)?;
+    if let Some(listen) = args.tcp {
+        check_tcp_port(&state, &host, listen, proxy_port, port)?;
+    }
     let ((), notes) = store::update(&state, |routes| {
         if let Some(r) = routes.iter().find(|r| r.hostname == host) {
             if r.pid != 0 && !args.force {
@@ -221,16 +220,73 @@ fn alias(args: AliasArgs) -> anyhow::Result<i32> {
         routes.retain(|r| r.hostname != host);
         routes.push(Route {
             reload: args.reload,
+            tcp: args.tcp,
+            proxy_protocol: args.proxy_protocol,
             ..Route::alias(host.clone(), port)
         });
         Ok(())
     })?;
     report_moved(&notes);
-    let proxy_port = state::proxy_port(None)?;
-    let status = daemon::ensure_and_reload(&state, proxy_port)?;
-    println!("http://{host}:{}", status.port);
-    eprintln!("portok: {host} -> 127.0.0.1:{port}");
+    let status = match daemon::ensure_and_reload(&state, proxy_port) {
+        Ok(s) => s,
+        Err(e) => {
+            // The daemon could not apply it (a TCP port it cannot bind): take it back.
+            if args.tcp.is_some() {
+                let _ = store::update::<_, store::StoreError>(&state, |routes| {
+                    routes.retain(|r| r.hostname != host);
+                    Ok(())
+                });
+                let _ = daemon::reload_if_running(&state);
+            }
+            return Err(e.into());
+        }
+    };
+    match args.tcp {
+        Some(listen) => {
+            println!("127.0.0.1:{listen}");
+            eprintln!("portok: {host}: tcp 127.0.0.1:{listen} -> 127.0.0.1:{port}");
+        }
+        None => {
+            println!("http://{host}:{}", status.port);
+            eprintln!("portok: {host} -> 127.0.0.1:{port}");
+        }
+    }
     Ok(0)
+}
+
+/// A TCP listen port must be free (unless this route already has it) and must not be the
+/// proxy's own port or the target itself.
+pub fn check_tcp_port(
+    state: &StateDir,
+    host: &str,
+    listen: u16,
+    proxy_port: u16,
+    target: u16,
+) -> anyhow::Result<()> {
+    if listen == 0 || listen == proxy_port || listen == target {
+        bail!(UsageError(format!(
+            "--tcp {listen}: pick a free port other than 0, the proxy's port ({proxy_port}) and the target ({target})"
+        )));
+    }
+    let ours = store::load(state)
+        .unwrap_or_default()
+        .iter()
+        .any(|r| r.hostname == host && r.tcp == Some(listen));
+    let taken_by_route = store::load(state)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|r| r.hostname != host && r.tcp == Some(listen));
+    if let Some(r) = taken_by_route {
+        bail!("TCP port {listen} is already the listen port of {}; remove that route or pick another port", r.hostname);
+    }
+    if !ours {
+        // Bind (and release) once, so a taken port is reported before anything is written.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async { crate::tcp::bind(listen).map(drop) })?;
+    }
+    Ok(())
 }
 
 fn report_moved(notes: &store::UpdateNotes) {

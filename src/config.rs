@@ -325,6 +325,7 @@ impl Config {
         args.hold = args.hold.or(self.hold);
         args.app_port = args.app_port.or(self.app_port);
         args.reload |= self.reload.unwrap_or(false);
+        args.tcp = args.tcp.or(self.tcp);
     }
 }
 

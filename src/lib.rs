@@ -17,6 +17,7 @@
 //!   the SNI resolver that issues leaves from the local CA).
 //! - [`admin`]: the daemon's own host `portok.localhost`: dashboard, JSON API, events,
 //!   Prometheus metrics; token-checked restart and switch.
+//! - [`tcp`]: TCP routes: listeners that follow the route table, splice(2) relay.
 //! - [`switch`]: health-gated switch of an alias route with drain and auto-rollback.
 //! - [`metrics`]: per-route counters and histograms (atomics on the hot path), redeploy and
 //!   switch history, Prometheus text, persistence in stats.json.
@@ -56,4 +57,5 @@ pub mod routes;
 pub mod run;
 pub mod state;
 pub mod switch;
+pub mod tcp;
 pub mod trust;

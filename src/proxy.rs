@@ -33,6 +33,10 @@ pub struct Limits {
     pub header_read: Duration,
     /// Upstream connect timeout.
     pub connect: Duration,
+    /// Largest request head; larger gets 431.
+    pub max_header_bytes: usize,
+    /// Open client connections at most; more are closed at once.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -41,6 +45,8 @@ impl Default for Limits {
             handshake: Duration::from_secs(10),
             header_read: Duration::from_secs(30),
             connect: Duration::from_secs(5),
+            max_header_bytes: 64 * 1024,
+            max_connections: 4096,
         }
     }
 }
@@ -72,11 +78,15 @@ pub struct Ctx {
     /// The last failed redeploy per host, replayed to live-reload pages that connect
     /// while the failure stands; cleared by the next success.
     pub last_failure: Mutex<HashMap<String, AppEvent>>,
+    /// TCP routes' listeners and counters.
+    pub tcp: crate::tcp::TcpRoutes,
     pub client: forward::Client,
     /// The port browsers use to reach us, for links on pages and X-Forwarded-Port.
     pub port: u16,
     pub limits: Limits,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// One permit per open client connection (`--max-connections`).
+    pub conn_permits: Arc<tokio::sync::Semaphore>,
     /// `proxy start --redirect-https`: browsers' plain-HTTP navigations get a 308.
     pub redirect_https: bool,
     http: auto::Builder<TokioExecutor>,
@@ -95,9 +105,15 @@ impl Ctx {
         http.http1()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read)
+            // The read buffer bounds the request head: hyper answers 431 beyond it.
+            .max_buf_size(limits.max_header_bytes)
             .keep_alive(true);
         http.http2()
             .timer(TokioTimer::new())
+            .max_header_list_size(limits.max_header_bytes as u32)
+            // Pings keep idle h2 connections honest; a dead peer is dropped.
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20))
             .enable_connect_protocol()
             .max_concurrent_streams(250)
             .max_pending_accept_reset_streams(50)
@@ -116,9 +132,11 @@ impl Ctx {
             events: tokio::sync::broadcast::channel(256).0,
             listening: Mutex::new(Vec::new()),
             last_failure: Mutex::new(HashMap::new()),
+            tcp: Default::default(),
             client: forward::client(limits.connect),
             port,
             tls: tls.map(tokio_rustls::TlsAcceptor::from),
+            conn_permits: Arc::new(tokio::sync::Semaphore::new(limits.max_connections)),
             redirect_https: false,
             limits,
             http,
@@ -194,6 +212,17 @@ impl Ctx {
         self.changed.notify_waiters();
     }
 
+    /// The backend for a new TCP connection to `host`'s route, and whether to send a PROXY
+    /// header; None when the route is gone or its app is not ready.
+    pub fn pick_tcp_backend(&self, host: &str) -> Option<(Arc<Backend>, bool)> {
+        let table = self.routes.load();
+        let live = table.lookup(host).filter(|l| l.route.hostname == host)?;
+        if live.route.is_starting() || live.route.is_crashed() {
+            return None;
+        }
+        Some((live.backend.clone(), live.route.proxy_protocol))
+    }
+
     /// Requests and tunnels in flight to `port`, live or retired.
     pub fn inflight(&self, port: u16) -> usize {
         use std::sync::atomic::Ordering::Relaxed;
@@ -239,8 +268,16 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, shutdown: Cancellatio
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
+                // Over the cap: refuse this one cleanly (close it) instead of running out
+                // of file descriptors for everyone.
+                let Ok(permit) = ctx.conn_permits.clone().try_acquire_owned() else {
+                    warn!(%peer, max = ctx.limits.max_connections, "connection limit reached; refusing");
+                    drop(stream);
+                    continue;
+                };
                 let ctx = ctx.clone();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     if let Err(e) = serve_conn(stream, peer, ctx).await {
                         debug!(%peer, error = %e, "connection ended with an error");
                     }
@@ -266,6 +303,8 @@ pub enum ConnError {
     },
     #[error("TLS client hello on a proxy without TLS")]
     TlsDisabled,
+    #[error("cut off: too many cancelled requests")]
+    ResetFlood,
     #[error("serving HTTP: {0}")]
     Http(Box<dyn std::error::Error + Send + Sync>),
 }
@@ -325,10 +364,68 @@ async fn serve_http<I>(io: TokioIo<I>, info: ConnInfo, ctx: Arc<Ctx>) -> Result<
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let resets = Arc::new(ResetMeter::default());
     let svc_ctx = ctx.clone();
-    let svc = service_fn(move |req| handler::handle(svc_ctx.clone(), req, info));
-    ctx.http
-        .serve_connection_with_upgrades(io, svc)
-        .await
-        .map_err(ConnError::Http)
+    let svc_resets = resets.clone();
+    let svc = service_fn(move |req| {
+        let watch = CancelWatch {
+            meter: svc_resets.clone(),
+            done: false,
+        };
+        let fut = handler::handle(svc_ctx.clone(), req, info);
+        async move {
+            let mut watch = watch;
+            let resp = fut.await;
+            watch.done = true;
+            resp
+        }
+    });
+    let conn = ctx.http.serve_connection_with_upgrades(io, svc);
+    tokio::select! {
+        r = conn => r.map_err(ConnError::Http),
+        _ = resets.flood.notified() => {
+            warn!(peer = %info.peer, "client cancels requests in a flood (HTTP/2 rapid reset?); closing its connection");
+            Err(ConnError::ResetFlood)
+        }
+    }
+}
+
+/// Cancelled requests per connection. An HTTP/2 client that opens and resets streams in a
+/// flood (CVE-2023-44487, "rapid reset") makes the proxy start upstream work it never
+/// finishes; past [`RESET_FLOOD`] cancellations in a second the connection is cut off.
+/// Other connections are unaffected.
+#[derive(Default)]
+struct ResetMeter {
+    window: std::sync::Mutex<(Option<std::time::Instant>, u32)>,
+    flood: tokio::sync::Notify,
+}
+
+const RESET_FLOOD: u32 = 200;
+
+impl ResetMeter {
+    fn cancelled(&self) {
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        match w.0 {
+            Some(start) if now.duration_since(start) < Duration::from_secs(1) => w.1 += 1,
+            _ => *w = (Some(now), 1),
+        }
+        if w.1 > RESET_FLOOD {
+            self.flood.notify_one();
+        }
+    }
+}
+
+/// Dropped before the response was ready: the client cancelled the request.
+struct CancelWatch {
+    meter: Arc<ResetMeter>,
+    done: bool,
+}
+
+impl Drop for CancelWatch {
+    fn drop(&mut self) {
+        if !self.done {
+            self.meter.cancelled();
+        }
+    }
 }

@@ -36,6 +36,12 @@ pub struct Route {
     /// Live reload: inject the reload script into this app's HTML pages.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reload: bool,
+    /// A TCP route: the daemon listens on this loopback port and relays to `port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<u16>,
+    /// TCP routes: send a PROXY protocol v1 header first, so the app sees the client.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub proxy_protocol: bool,
 }
 
 impl Route {
@@ -50,6 +56,8 @@ impl Route {
             pgids: Vec::new(),
             hold: None,
             reload: false,
+            tcp: None,
+            proxy_protocol: false,
         }
     }
 

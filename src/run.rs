@@ -124,15 +124,27 @@ async fn run(
         fixed_port: args.app_port,
         watching,
         reload: args.reload,
+        tcp: args.tcp,
+        proxy_protocol: args.proxy_protocol,
     };
+    if let Some(listen) = args.tcp {
+        let (state, host) = (state.clone(), hostname.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::commands::check_tcp_port(&state, &host, listen, proxy_port, first_port)
+        })
+        .await??;
+    }
     {
         let (state, host) = (state.clone(), hostname.clone());
         let hold = args.hold();
         let reload = args.reload;
+        let (tcp, proxy_protocol) = (args.tcp, args.proxy_protocol);
         tokio::task::spawn_blocking(move || {
             let route = Route {
                 hold: Some(hold),
                 reload,
+                tcp,
+                proxy_protocol,
                 ..app_route(&host, first_port, 1, "starting")
             };
             register(&state, route)?;

@@ -15,6 +15,8 @@ pub enum StateError {
     Create { path: PathBuf, source: io::Error },
     #[error("no state directory: neither PORTOK_STATE_DIR nor HOME is set")]
     NoHome,
+    #[error("{path} belongs to uid {owner}, not to you (uid {me}); portok will not use a state dir another user controls. Set PORTOK_STATE_DIR to a folder of your own")]
+    NotOwner { path: PathBuf, owner: u32, me: u32 },
     #[error("{var}={value:?} is not a port number (1-65535)")]
     BadPort { var: &'static str, value: String },
 }
@@ -54,6 +56,16 @@ impl StateDir {
         };
         match fs::metadata(&self.root) {
             Ok(meta) => {
+                use std::os::unix::fs::MetadataExt;
+                // SAFETY: geteuid has no preconditions.
+                let me = unsafe { libc::geteuid() };
+                if meta.uid() != me {
+                    return Err(StateError::NotOwner {
+                        path: self.root.clone(),
+                        owner: meta.uid(),
+                        me,
+                    });
+                }
                 let mode = meta.permissions().mode() & 0o777;
                 if mode & 0o077 != 0 {
                     // Best effort: a directory owned by someone else cannot be changed, and
@@ -94,6 +106,31 @@ impl StateDir {
     }
     pub fn admin_token_file(&self) -> PathBuf {
         self.root.join("admin.token")
+    }
+
+    /// Keys and tokens must be 0600: tighten any that are looser, and say so. Returns what
+    /// was fixed, for the daemon's log.
+    pub fn secure_files(&self) -> Vec<PathBuf> {
+        let mut fixed = Vec::new();
+        let mut secrets = vec![self.root.join("ca-key.pem"), self.root.join("admin.token")];
+        if let Ok(entries) = fs::read_dir(self.root.join("certs")) {
+            secrets.extend(
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.to_string_lossy().ends_with("-key.pem")),
+            );
+        }
+        for path in secrets {
+            if let Ok(meta) = fs::metadata(&path) {
+                if meta.permissions().mode() & 0o077 != 0
+                    && fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).is_ok()
+                {
+                    fixed.push(path);
+                }
+            }
+        }
+        fixed
     }
 
     /// The port the running daemon wrote, if any.

@@ -61,8 +61,8 @@ pub async fn switch(ctx: &Arc<Ctx>, host: &str, req: SwitchRequest) -> Result<St
         .load()
         .lookup(host)
         .filter(|l| l.route.hostname == host)
-        .map(|l| (l.route.port, l.route.pid));
-    let Some((old_port, pid)) = current else {
+        .map(|l| (l.route.port, l.route.pid, l.route.tcp.is_some()));
+    let Some((old_port, pid, tcp)) = current else {
         return Err(SwitchError::NoRoute(host.into()));
     };
     if pid != 0 {
@@ -84,11 +84,12 @@ pub async fn switch(ctx: &Arc<Ctx>, host: &str, req: SwitchRequest) -> Result<St
     } else {
         req.reason.clone()
     };
-    let check = req
-        .health
-        .clone()
-        .unwrap_or_else(|| "any HTTP answer on /".into());
-    if !healthy(req.port, host, req.health.as_deref()).await {
+    let check = match (&req.health, tcp) {
+        (Some(h), _) => h.clone(),
+        (None, true) => "a TCP connect".into(),
+        (None, false) => "any HTTP answer on /".into(),
+    };
+    if !healthy(req.port, host, req.health.as_deref(), tcp).await {
         stats.record_switch(SwitchRecord {
             id,
             at: unix_now(),
@@ -135,6 +136,7 @@ pub async fn switch(ctx: &Arc<Ctx>, host: &str, req: SwitchRequest) -> Result<St
             id,
             old_port,
             req,
+            tcp,
         ));
     }
     Ok(format!(
@@ -149,9 +151,9 @@ fn current_port(ctx: &Ctx, host: &str) -> Option<u16> {
 }
 
 /// A few quick probes, so a server that is just coming up is not refused on one miss.
-async fn healthy(port: u16, host: &str, health: Option<&str>) -> bool {
+async fn healthy(port: u16, host: &str, health: Option<&str>, tcp: bool) -> bool {
     for _ in 0..3 {
-        if probe::check(port, host, health).await {
+        if check_once(port, host, health, tcp).await {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -186,7 +188,23 @@ async fn set_port(ctx: &Ctx, host: &str, from: u16, to: u16) -> Result<(), Switc
 
 /// During the rollback window, probe the new port; after `fail_threshold` failures in a
 /// row, go back to the old one and record why.
-async fn watch_new_port(ctx: Arc<Ctx>, host: String, id: u64, old: u16, req: SwitchRequest) {
+/// TCP routes without a health path: healthy means it accepts a connection.
+async fn check_once(port: u16, host: &str, health: Option<&str>, tcp: bool) -> bool {
+    if tcp && health.is_none() {
+        crate::routes::Backend::connectable(port).await
+    } else {
+        probe::check(port, host, health).await
+    }
+}
+
+async fn watch_new_port(
+    ctx: Arc<Ctx>,
+    host: String,
+    id: u64,
+    old: u16,
+    req: SwitchRequest,
+    tcp: bool,
+) {
     let until = tokio::time::Instant::now() + Duration::from_secs_f64(req.rollback_secs);
     let mut failures = 0;
     while tokio::time::Instant::now() < until {
@@ -194,7 +212,7 @@ async fn watch_new_port(ctx: Arc<Ctx>, host: String, id: u64, old: u16, req: Swi
         if current_port(&ctx, &host) != Some(req.port) {
             return; // someone switched again; this watch is over
         }
-        if probe::check(req.port, &host, req.health.as_deref()).await {
+        if check_once(req.port, &host, req.health.as_deref(), tcp).await {
             failures = 0;
             continue;
         }

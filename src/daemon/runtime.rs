@@ -59,6 +59,8 @@ struct Daemon {
     started: Instant,
     listening: Vec<String>,
     shutdown: CancellationToken,
+    /// `--sync-hosts`: keep portok's block in the hosts file in step with the routes.
+    sync_hosts: bool,
 }
 
 /// Entry point of `portok __daemon`. Prints `ready` (or `error: ...`) on stdout for the
@@ -95,6 +97,9 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
     if let Err(e) = state.ensure() {
         announce(&format!("error: {e}"));
         return Err(e.into());
+    }
+    for path in state.secure_files() {
+        warn!(path = %path.display(), "a secret file was readable by others; made it 0600");
     }
     // One daemon per state dir: whoever holds the lock on proxy.pid is it.
     let pid_file = std::fs::OpenOptions::new()
@@ -160,6 +165,7 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
         started: Instant::now(),
         listening,
         shutdown: CancellationToken::new(),
+        sync_hosts: config.sync_hosts,
     });
     daemon.reload().await;
 
@@ -193,6 +199,12 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
         while tasks.join_next().await.is_some() {}
     })
     .await;
+    daemon.ctx.tcp.stop_all();
+    if daemon.sync_hosts {
+        if let Err(e) = crate::hosts::remove_block(&crate::hosts::hosts_path()) {
+            warn!(error = %e, "cannot remove portok's hosts block");
+        }
+    }
     save_metrics(&daemon);
     let _ = std::fs::remove_file(&sock_path);
     let _ = std::fs::remove_file(state.port_file());
@@ -248,8 +260,28 @@ fn bind_one(addr: SocketAddr) -> Result<TcpListener, StartError> {
 
 impl Daemon {
     /// Re-read routes.json and swap the table. A corrupt file keeps the current table.
-    async fn reload(&self) {
-        self.ctx.reload().await
+    /// Re-read routes.json, then bind or release TCP listeners to match. Returns the TCP
+    /// ports that could not be bound, for the writer that asked.
+    async fn reload(&self) -> Vec<crate::tcp::TcpError> {
+        self.ctx.reload().await;
+        if self.sync_hosts {
+            let names: Vec<String> = self
+                .ctx
+                .routes
+                .load()
+                .sorted()
+                .iter()
+                .map(|l| l.route.hostname.clone())
+                .collect();
+            let path = crate::hosts::hosts_path();
+            // Writes only when the block changes; with no routes it removes the block.
+            if let Ok(Err(e)) =
+                tokio::task::spawn_blocking(move || crate::hosts::sync_routes(&path, &names)).await
+            {
+                warn!(error = %e, "cannot sync the hosts file");
+            }
+        }
+        crate::tcp::TcpRoutes::reconcile(&self.ctx)
     }
 
     fn status(&self) -> DaemonStatus {
@@ -305,8 +337,13 @@ async fn control_conn(stream: UnixStream, daemon: Arc<Daemon>) -> io::Result<()>
 async fn handle_control(req: Request, daemon: &Daemon) -> Reply {
     match req {
         Request::Reload => {
-            daemon.reload().await;
-            Reply::ok()
+            let errors = daemon.reload().await;
+            if errors.is_empty() {
+                Reply::ok()
+            } else {
+                let msgs: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+                Reply::error(msgs.join("; "))
+            }
         }
         Request::Status => Reply {
             status: Some(daemon.status()),
@@ -426,7 +463,9 @@ async fn watch_loop(daemon: Arc<Daemon>) {
     let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev {
             // Opening or reading routes.json (every `portok list`) is not a change.
-            if matches!(ev.kind, notify::EventKind::Access(_)) {
+            use notify::event::{AccessKind, AccessMode, EventKind};
+            if matches!(ev.kind, EventKind::Access(k) if k != AccessKind::Close(AccessMode::Write))
+            {
                 return;
             }
             if ev.paths.iter().any(|p| p.file_name() == Some(&routes_name)) {

@@ -19,6 +19,8 @@ const PORTOK_HEADER: header::HeaderName = header::HeaderName::from_static("x-por
 pub enum ProxyError {
     #[error("the request has no Host header")]
     MissingHost,
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
     #[error("no app registered for {host}")]
     NoRoute { host: String },
     #[error("{host} looped through portok {hops} times")]
@@ -45,6 +47,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::MissingHost => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::Loop { .. } => StatusCode::LOOP_DETECTED,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
@@ -98,6 +101,14 @@ async fn route(
             .cloned()
             .ok_or(ProxyError::MissingHost)?,
     };
+    // Request smuggling: a body framed two ways is refused, never forwarded (RFC 9112 6.1).
+    if req.headers().contains_key(header::TRANSFER_ENCODING)
+        && req.headers().contains_key(header::CONTENT_LENGTH)
+    {
+        return Err(ProxyError::BadRequest(
+            "both Content-Length and Transfer-Encoding are set",
+        ));
+    }
     let raw_host = host_value.to_str().map_err(|_| ProxyError::MissingHost)?;
     let host = normalize_host(raw_host);
     if host.is_empty() {
@@ -261,6 +272,7 @@ mod tests {
     fn each_error_has_its_status() {
         let cases = [
             (ProxyError::MissingHost, 400),
+            (ProxyError::BadRequest("x"), 400),
             (ProxyError::NoRoute { host: "a".into() }, 404),
             (
                 ProxyError::Loop {

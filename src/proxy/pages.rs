@@ -70,6 +70,11 @@ fn describe(err: &ProxyError, ctx: &Ctx) -> (String, String, String) {
             "portok: the request has no Host header, so there is no app to route it to".into(),
             "<p>The request has no <code>Host</code> header, so portok cannot tell which app it is for.</p>".into(),
         ),
+        ProxyError::BadRequest(why) => (
+            "400 Bad Request".into(),
+            format!("portok: bad request: {why}"),
+            format!("<p>portok refused this request: {}.</p>", escape(why)),
+        ),
         ProxyError::NoRoute { host } => {
             let name = host.strip_suffix(".localhost").unwrap_or(host);
             let mut detail = format!(

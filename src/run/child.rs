@@ -33,6 +33,8 @@ pub struct Generation {
     pub output: Output,
     child: Child,
     exit: Option<ExitStatus>,
+    /// The stdout/stderr forwarders; they end at EOF, shortly after the process exits.
+    pumps: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Shell syntax that needs `sh -c` when the command is given as one argument.
@@ -151,11 +153,12 @@ impl Generation {
             .map_err(|e| io::Error::new(e.kind(), format!("cannot start `{}`: {e}", argv[0])))?;
         let pid = child.id().unwrap_or(0);
         let output: Output = Arc::new(Mutex::new(VecDeque::with_capacity(KEEP_LINES)));
+        let mut pumps = Vec::new();
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(pump(out, tokio::io::stdout(), output.clone()));
+            pumps.push(tokio::spawn(pump(out, tokio::io::stdout(), output.clone())));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(pump(err, tokio::io::stderr(), output.clone()));
+            pumps.push(tokio::spawn(pump(err, tokio::io::stderr(), output.clone())));
         }
         Ok(Generation {
             n,
@@ -165,6 +168,7 @@ impl Generation {
             output,
             child,
             exit: None,
+            pumps,
         })
     }
 
@@ -188,6 +192,14 @@ impl Generation {
             }
         }
         self.exit
+    }
+
+    /// After the process ended: let the forwarders pass on its last lines (bounded, since a
+    /// grandchild may still hold the pipes open), so `tail` sees them.
+    pub async fn flush_output(&mut self) {
+        for p in self.pumps.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_millis(500), p).await;
+        }
     }
 
     pub fn tail(&self, n: usize) -> Vec<String> {

@@ -30,6 +30,9 @@ pub struct Options {
     pub watching: bool,
     /// `--reload`: the proxy injects the live-reload script into this app's pages.
     pub reload: bool,
+    /// `--tcp LISTEN`: a TCP app; ready means it accepts a connection (unless --health).
+    pub tcp: Option<u16>,
+    pub proxy_protocol: bool,
 }
 
 /// Requests from `portok restart` / `portok logs` (through the app's run socket).
@@ -60,6 +63,8 @@ enum Event {
     /// Why, and the exit code when the process exited.
     PendingFailed(String, Option<i32>),
     RollbackWindowOver,
+    /// Time to check that the daemon is still there.
+    Watchdog,
 }
 
 pub struct Supervisor {
@@ -120,6 +125,10 @@ impl Supervisor {
             self.remove_route().await;
             return 1;
         }
+        // The daemon is checked every second: if it died (kill -9, OOM), it is started again
+        // with every route (they are in routes.json) within about a second.
+        let mut watchdog = tokio::time::interval(Duration::from_secs(1));
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let window = self.opts.rollback_window;
             let event = tokio::select! {
@@ -129,9 +138,10 @@ impl Supervisor {
                 Some(path) = recv_change(&mut changes) => Event::Changed(path),
                 Some(c) = control.recv() => Event::Control(c),
                 status = wait_gen(&mut self.live) => Event::LiveExited(status),
-                outcome = pending_outcome(&mut self.pending, &self.launch.hostname, self.opts.health.as_deref()) => outcome,
+                outcome = pending_outcome(&mut self.pending, &self.launch.hostname, self.opts.health.as_deref(), self.opts.tcp.is_some()) => outcome,
                 _ = window_over(&self.previous, window) => Event::RollbackWindowOver,
                 Some(_) = self.stopping.join_next(), if !self.stopping.is_empty() => continue,
+                _ = watchdog.tick() => Event::Watchdog,
             };
             match event {
                 Event::Signal(code) => {
@@ -175,6 +185,7 @@ impl Supervisor {
                         self.retire(prev);
                     }
                 }
+                Event::Watchdog => self.check_daemon().await,
             }
         }
     }
@@ -347,6 +358,7 @@ impl Supervisor {
     async fn pending_failed(&mut self, reason: String, exit_code: Option<i32>) -> Option<i32> {
         let mut p = self.pending.take()?;
         p.gen.stop(self.opts.kill_timeout).await;
+        p.gen.flush_output().await;
         let tail = p.gen.tail(50);
         let serving = match &self.live {
             Some(live) => format!("still serving generation {}", live.n),
@@ -395,6 +407,7 @@ impl Supervisor {
     async fn live_exited(&mut self, status: ExitStatus) -> Option<i32> {
         let mut dead = self.live.take()?;
         let what = describe_exit(status);
+        dead.flush_output().await;
         let tail = dead.tail(50);
         self.last_tail = tail.clone();
         if let Some(prev) = self.previous.take() {
@@ -444,6 +457,40 @@ impl Supervisor {
             control::call(&state, &req, Duration::from_secs(5))
         })
         .await;
+    }
+
+    async fn check_daemon(&mut self) {
+        let state = self.state.clone();
+        let port = self.launch.proxy_port;
+        let restarted = tokio::task::spawn_blocking(move || {
+            if control::status(&state).is_some() {
+                return Ok(false);
+            }
+            crate::daemon::ensure_and_reload(&state, port).map(|_| true)
+        })
+        .await;
+        match restarted {
+            Ok(Ok(true)) => {
+                say("the portok daemon was gone; started it again with every route");
+                // The crash page's details lived in the old daemon.
+                if self.live.is_none() && !self.last_tail.is_empty() {
+                    let req = Request::Crash {
+                        hostname: self.launch.hostname.clone(),
+                        message: "the app is not running".into(),
+                        tail: self.last_tail.clone(),
+                    };
+                    let state = self.state.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        control::call(&state, &req, Duration::from_secs(5))
+                    })
+                    .await;
+                }
+            }
+            Ok(Err(e)) => say(&format!(
+                "the portok daemon is gone and could not be restarted: {e}"
+            )),
+            _ => {}
+        }
     }
 
     /// Drain a generation that is no longer routed, then stop it, in the background.
@@ -510,6 +557,7 @@ impl Supervisor {
         pgids.extend_from_slice(extra);
         let hold = self.opts.hold;
         let reload = self.opts.reload;
+        let (tcp, proxy_protocol) = (self.opts.tcp, self.opts.proxy_protocol);
         let route_state = route_state.to_string();
         let proxy_port = self.launch.proxy_port;
         let result = tokio::task::spawn_blocking(move || {
@@ -517,6 +565,8 @@ impl Supervisor {
                 pgids,
                 hold: Some(hold),
                 reload,
+                tcp,
+                proxy_protocol,
                 ..super::app_route(&host, port, n, &route_state)
             };
             super::register(&state, route)?;
@@ -586,7 +636,12 @@ async fn window_over(prev: &Option<Previous>, window: Duration) {
 }
 
 /// Ready when the app answers; failed when it exits first or misses its deadline.
-async fn pending_outcome(pending: &mut Option<Pending>, host: &str, health: Option<&str>) -> Event {
+async fn pending_outcome(
+    pending: &mut Option<Pending>,
+    host: &str,
+    health: Option<&str>,
+    tcp: bool,
+) -> Event {
     let Some(p) = pending else {
         return std::future::pending().await;
     };
@@ -594,7 +649,12 @@ async fn pending_outcome(pending: &mut Option<Pending>, host: &str, health: Opti
     let port = p.gen.port;
     let probe = async {
         loop {
-            if probe::check(port, host, health).await {
+            let ready = if tcp && health.is_none() {
+                crate::routes::Backend::connectable(port).await
+            } else {
+                probe::check(port, host, health).await
+            };
+            if ready {
                 return true;
             }
             if Instant::now() >= deadline {

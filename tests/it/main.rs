@@ -4,8 +4,10 @@
 mod support;
 
 mod dx;
+mod hardening;
 mod observe;
 mod proxy;
 mod reload;
 mod run;
+mod tcp;
 mod tls;

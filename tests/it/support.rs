@@ -196,6 +196,8 @@ pub async fn request(addr: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
 /// WebSockets, and checksums uploads.
 pub struct Backend {
     pub port: u16,
+    /// Requests this backend has received.
+    pub hits: Arc<std::sync::atomic::AtomicUsize>,
     pub sse_gate: Arc<tokio::sync::Notify>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -231,14 +233,20 @@ pub async fn backend(name: &'static str) -> Backend {
     let port = listener.local_addr().unwrap().port();
     let sse_gate = Arc::new(tokio::sync::Notify::new());
     let gate = sse_gate.clone();
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
             let gate = gate.clone();
+            let counter = counter.clone();
             tokio::spawn(async move {
-                let svc = service_fn(move |req| serve(name, req, gate.clone()));
+                let svc = service_fn(move |req| {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    serve(name, req, gate.clone())
+                });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
                     .with_upgrades()
@@ -248,6 +256,7 @@ pub async fn backend(name: &'static str) -> Backend {
     });
     Backend {
         port,
+        hits,
         sse_gate,
         task,
     }
@@ -792,4 +801,31 @@ impl Drop for Browser {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Like [`get`], but None instead of a panic when the connection fails.
+pub async fn try_get(addr: SocketAddr, host: &str, path: &str) -> Option<Reply> {
+    let fut = async {
+        let stream = TcpStream::connect(addr).await.ok()?;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .ok()?;
+        tokio::spawn(conn);
+        let req = Request::get(path)
+            .header("host", host)
+            .body(Full::new(Bytes::new()))
+            .ok()?;
+        let resp = send.send_request(req).await.ok()?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.ok()?.to_bytes();
+        Some(Reply {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .ok()
+        .flatten()
 }

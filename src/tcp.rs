@@ -1,0 +1,439 @@
+//! TCP routes (dokku-ports, Portunus): the daemon listens on 127.0.0.1:LISTEN (and ::1) for
+//! each route that has `tcp`, and relays every accepted connection byte for byte to the
+//! route's live port. On Linux the relay uses splice(2) through a pipe (the bytes never
+//! enter user space), falling back to a copy where splice is refused. Listeners follow the
+//! route table: a new route binds, a removed one stops accepting while its open connections
+//! finish. Counters per route: open connections, bytes in and out.
+
+use crate::proxy::Ctx;
+use crate::routes::Backend;
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TcpError {
+    #[error(
+        "TCP port {port} is already in use{holder}; stop that program or pick another --tcp port"
+    )]
+    InUse { port: u16, holder: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: io::Error },
+}
+
+/// Per-route TCP counters (shared across table swaps, like the HTTP ones).
+#[derive(Debug, Default)]
+pub struct TcpStats {
+    pub open: AtomicI64,
+    pub total: AtomicU64,
+    /// Client -> app.
+    pub bytes_in: AtomicU64,
+    /// App -> client.
+    pub bytes_out: AtomicU64,
+    /// Connections relayed with splice(2) / with the userspace copy.
+    pub spliced: AtomicU64,
+    pub copied: AtomicU64,
+}
+
+struct Listener {
+    host: String,
+    stop: CancellationToken,
+}
+
+/// The daemon's TCP listeners, keyed by listen port.
+#[derive(Default)]
+pub struct TcpRoutes {
+    listeners: Mutex<HashMap<u16, Listener>>,
+    stats: Mutex<HashMap<String, Arc<TcpStats>>>,
+}
+
+impl TcpRoutes {
+    pub fn stats(&self, host: &str) -> Arc<TcpStats> {
+        let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        s.entry(host.to_string()).or_default().clone()
+    }
+
+    pub fn existing_stats(&self, host: &str) -> Option<Arc<TcpStats>> {
+        self.stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(host)
+            .cloned()
+    }
+
+    /// Make the listeners match the table: bind new TCP routes, stop removed ones. Returns
+    /// the bind errors (the routes stay, unbound, and the error is reported to the writer).
+    pub fn reconcile(ctx: &Arc<Ctx>) -> Vec<TcpError> {
+        let wanted: HashMap<u16, String> = ctx
+            .routes
+            .load()
+            .sorted()
+            .iter()
+            .filter_map(|l| l.route.tcp.map(|p| (p, l.route.hostname.clone())))
+            .collect();
+        let mut errors = Vec::new();
+        let mut listeners = ctx.tcp.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        listeners.retain(|port, l| {
+            let keep = wanted.get(port) == Some(&l.host);
+            if !keep {
+                info!(
+                    port,
+                    host = l.host,
+                    "TCP route removed; no longer accepting"
+                );
+                l.stop.cancel();
+            }
+            keep
+        });
+        for (port, host) in wanted {
+            if listeners.contains_key(&port) {
+                continue;
+            }
+            match bind(port) {
+                Ok(socks) => {
+                    let stop = CancellationToken::new();
+                    for sock in socks {
+                        tokio::spawn(accept_loop(sock, ctx.clone(), host.clone(), stop.clone()));
+                    }
+                    info!(port, host, "TCP route listening");
+                    listeners.insert(port, Listener { host, stop });
+                }
+                Err(e) => {
+                    warn!(port, host, error = %e, "TCP route not bound");
+                    errors.push(e);
+                }
+            }
+        }
+        errors
+    }
+
+    pub fn stop_all(&self) {
+        for l in self
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            l.stop.cancel();
+        }
+    }
+}
+
+/// 127.0.0.1:port, and [::1]:port where the machine has IPv6; SO_REUSEADDR so a restarted
+/// daemon rebinds at once.
+pub fn bind(port: u16) -> Result<Vec<TcpListener>, TcpError> {
+    let mut out = Vec::new();
+    for addr in [
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        SocketAddr::from((Ipv6Addr::LOCALHOST, port)),
+    ] {
+        let sock = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        };
+        let result = sock.and_then(|s| {
+            s.set_reuseaddr(true)?;
+            s.bind(addr)?;
+            s.listen(1024)
+        });
+        match result {
+            Ok(l) => out.push(l),
+            Err(e)
+                if addr.is_ipv6()
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EADDRNOTAVAIL | libc::EAFNOSUPPORT)
+                    ) => {}
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                return Err(TcpError::InUse {
+                    port,
+                    holder: holder_of(port)
+                        .map(|h| format!(" by {h}"))
+                        .unwrap_or_default(),
+                })
+            }
+            Err(source) => return Err(TcpError::Bind { addr, source }),
+        }
+    }
+    Ok(out)
+}
+
+/// Who listens on a TCP port: /proc/net/tcp{,6} gives the socket inode, /proc/*/fd the
+/// process. Best effort (another user's processes are not readable).
+pub fn holder_of(port: u16) -> Option<String> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address is HEX_IP:HEX_PORT; state 0A is LISTEN.
+            if f.len() > 9 && f[3] == "0A" {
+                if let Some(p) = f[1]
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| u16::from_str_radix(p, 16).ok())
+                {
+                    if p == port {
+                        inodes.push(format!("socket:[{}]", f[9]));
+                    }
+                }
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(link) = std::fs::read_link(fd.path()) {
+                if inodes.iter().any(|i| link.as_os_str() == i.as_str()) {
+                    let name =
+                        std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+                    return Some(format!("{} (pid {pid})", name.trim()));
+                }
+            }
+        }
+    }
+    None
+}
+
+async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, host: String, stop: CancellationToken) {
+    let mut backoff = std::time::Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((client, peer)) => {
+                backoff = std::time::Duration::from_millis(5);
+                let ctx = ctx.clone();
+                let host = host.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = relay(client, peer, &ctx, &host).await {
+                        debug!(%peer, host, error = %e, "TCP relay ended with an error");
+                    }
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, "TCP accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Counts an open connection until dropped.
+struct OpenGuard(Arc<TcpStats>);
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Relaxed);
+    }
+}
+
+async fn relay(client: TcpStream, peer: SocketAddr, ctx: &Ctx, host: &str) -> io::Result<()> {
+    let Some((backend, proxy_protocol)) = ctx.pick_tcp_backend(host) else {
+        return Ok(()); // route gone or app not ready: close
+    };
+    let stats = ctx.tcp.stats(host);
+    stats.open.fetch_add(1, Relaxed);
+    stats.total.fetch_add(1, Relaxed);
+    let _open = OpenGuard(stats.clone());
+    let _inflight = backend.enter();
+    let mut upstream =
+        crate::proxy::forward::connect_loopback(backend.port, ctx.limits.connect).await?;
+    let _ = client.set_nodelay(true);
+    if proxy_protocol {
+        let local = client.local_addr()?;
+        upstream
+            .write_all(proxy_v1_header(peer, local).as_bytes())
+            .await?;
+    }
+    relay_streams(client, upstream, &stats).await
+}
+
+fn proxy_v1_header(peer: SocketAddr, local: SocketAddr) -> String {
+    let fam = if peer.is_ipv4() { "TCP4" } else { "TCP6" };
+    format!(
+        "PROXY {fam} {} {} {} {}\r\n",
+        peer.ip().to_canonical(),
+        local.ip().to_canonical(),
+        peer.port(),
+        local.port()
+    )
+}
+
+/// Relay both directions until both are done; splice where the kernel allows it.
+pub async fn relay_streams(a: TcpStream, b: TcpStream, stats: &Arc<TcpStats>) -> io::Result<()> {
+    let a = Arc::new(a);
+    let b = Arc::new(b);
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("PORTOK_NO_SPLICE").is_none() {
+        match splice::Pipe::new() {
+            Ok(p1) => {
+                if let Ok(p2) = splice::Pipe::new() {
+                    stats.spliced.fetch_add(1, Relaxed);
+                    let up = splice::one_way(a.clone(), b.clone(), p1, &stats.bytes_in);
+                    let down = splice::one_way(b.clone(), a.clone(), p2, &stats.bytes_out);
+                    let (r1, r2) = tokio::join!(up, down);
+                    return r1.and(r2);
+                }
+            }
+            Err(e) => debug!(error = %e, "no pipe for splice; copying instead"),
+        }
+    }
+    stats.copied.fetch_add(1, Relaxed);
+    let up = copy_one_way(a.clone(), b.clone(), &stats.bytes_in);
+    let down = copy_one_way(b, a, &stats.bytes_out);
+    let (r1, r2) = tokio::join!(up, down);
+    r1.and(r2)
+}
+
+/// The portable fallback: read into a buffer, write it out, count as we go.
+async fn copy_one_way(
+    from: Arc<TcpStream>,
+    to: Arc<TcpStream>,
+    counter: &AtomicU64,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        from.readable().await?;
+        let n = match from.try_read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        };
+        let mut off = 0;
+        while off < n {
+            to.writable().await?;
+            match to.try_write(&buf[off..n]) {
+                Ok(w) => off += w,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        counter.fetch_add(n as u64, Relaxed);
+    }
+    shutdown_write(&to);
+    Ok(())
+}
+
+fn shutdown_write(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: shutdown on a socket we own; half-close so the peer sees EOF.
+    unsafe { libc::shutdown(s.as_raw_fd(), libc::SHUT_WR) };
+}
+
+#[cfg(target_os = "linux")]
+mod splice {
+    use super::*;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use tokio::io::Interest;
+
+    const CHUNK: usize = 64 * 1024;
+
+    pub struct Pipe {
+        r: OwnedFd,
+        w: OwnedFd,
+    }
+
+    impl Pipe {
+        pub fn new() -> io::Result<Pipe> {
+            let mut fds = [0; 2];
+            // SAFETY: pipe2 fills two fds on success.
+            if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: the fds are fresh and ours.
+            Ok(unsafe {
+                Pipe {
+                    r: OwnedFd::from_raw_fd(fds[0]),
+                    w: OwnedFd::from_raw_fd(fds[1]),
+                }
+            })
+        }
+    }
+
+    fn splice_raw(from: i32, to: i32, len: usize) -> io::Result<usize> {
+        // SAFETY: plain syscall on fds we hold open for the duration.
+        let n = unsafe {
+            libc::splice(
+                from,
+                std::ptr::null_mut(),
+                to,
+                std::ptr::null_mut(),
+                len,
+                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    /// socket -> pipe -> socket, with readiness from tokio so nothing blocks a thread.
+    pub async fn one_way(
+        from: Arc<TcpStream>,
+        to: Arc<TcpStream>,
+        pipe: Pipe,
+        counter: &AtomicU64,
+    ) -> io::Result<()> {
+        loop {
+            let n = loop {
+                from.readable().await?;
+                match from.try_io(Interest::READABLE, || {
+                    splice_raw(from.as_raw_fd(), pipe.w.as_raw_fd(), CHUNK)
+                }) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            let mut left = n;
+            while left > 0 {
+                to.writable().await?;
+                match to.try_io(Interest::WRITABLE, || {
+                    splice_raw(pipe.r.as_raw_fd(), to.as_raw_fd(), left)
+                }) {
+                    Ok(w) => left -= w,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            counter.fetch_add(n as u64, Relaxed);
+        }
+        shutdown_write(&to);
+        Ok(())
+    }
+}
+
+impl Backend {
+    /// Is something accepting connections on this backend's port? (TCP readiness.)
+    pub async fn connectable(port: u16) -> bool {
+        crate::proxy::forward::connect_loopback(port, std::time::Duration::from_millis(500))
+            .await
+            .is_ok()
+    }
+}

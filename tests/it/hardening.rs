@@ -1,0 +1,475 @@
+//! Hardening (issue: abuse suite, timeouts and limits, crash recovery, state-dir safety).
+//! Every test uses a real socket against the real binary.
+
+use crate::support::*;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Send raw bytes, read until the proxy closes (bounded); returns what came back.
+async fn raw(p: &Portok, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(p.addr()).await.unwrap();
+    let _ = s.write_all(bytes).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slowloris_is_closed_at_the_header_deadline() {
+    let p = Portok::new();
+    let b = backend("b").await;
+    p.ok(&["proxy", "start", "--header-timeout", "1"]);
+    p.ok(&["alias", "web", &b.port.to_string()]);
+    let mut s = TcpStream::connect(p.addr()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: web.localhost\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    // Keep dribbling one byte at a time, as slowloris does.
+    let dribble = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if s.write_all(b"a").await.is_err() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(8), dribble).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf)).await;
+    let waited = start.elapsed();
+    assert!(waited < Duration::from_secs(5), "not cut off: {waited:?}");
+    assert_eq!(b.hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_headers_get_431() {
+    let p = Portok::new();
+    let b = backend("b").await;
+    p.ok(&["alias", "web", &b.port.to_string()]);
+    let big = "x".repeat(70 * 1024);
+    let req = format!("GET / HTTP/1.1\r\nHost: web.localhost\r\nX-Big: {big}\r\n\r\n");
+    let reply = raw(&p, req.as_bytes()).await;
+    assert!(
+        reply.starts_with("HTTP/1.1 431"),
+        "{}",
+        &reply[..reply.len().min(200)]
+    );
+    assert_eq!(b.hits.load(Ordering::SeqCst), 0);
+    // Just under the limit is fine.
+    let ok = format!(
+        "GET / HTTP/1.1\r\nHost: web.localhost\r\nConnection: close\r\nX-Big: {}\r\n\r\n",
+        "x".repeat(60 * 1024)
+    );
+    assert!(raw(&p, ok.as_bytes()).await.starts_with("HTTP/1.1 200"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn smuggling_and_malformed_requests_are_refused_and_never_forwarded() {
+    let p = Portok::new();
+    let b = backend("b").await;
+    p.ok(&["alias", "web", &b.port.to_string()]);
+    // Content-Length and Transfer-Encoding together: hyper (the only parser on the path) lets
+    // chunked win and drops Content-Length (RFC 9112 6.3); portok refuses what reaches it
+    // with both, and the connection closes after the response, so the request smuggled
+    // behind it is never read, let alone forwarded.
+    for order in [
+        "Content-Length: 4\r\nTransfer-Encoding: chunked",
+        "Transfer-Encoding: chunked\r\nContent-Length: 4",
+    ] {
+        let req = format!("POST /first HTTP/1.1\r\nHost: web.localhost\r\n{order}\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: web.localhost\r\n\r\n");
+        let reply = raw(&p, req.as_bytes()).await;
+        assert!(!reply.contains("/smuggled"), "{reply}");
+        assert_eq!(
+            reply.matches("HTTP/1.1").count(),
+            1,
+            "one answer, then closed: {reply}"
+        );
+    }
+    assert!(
+        b.hits.load(Ordering::SeqCst) <= 2,
+        "only the two outer requests, never the smuggled ones"
+    );
+    b.hits.store(0, Ordering::SeqCst);
+    let cases: [&[u8]; 5] = [
+        b"POST / HTTP/1.1\r\nHost: web.localhost\r\nContent-Length: 4\r\nContent-Length: 7\r\n\r\nabcd",
+        b"GET / HTTP/1.1\r\nHost: web.localhost\r\nBad Header: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: web.localhost\r\nX-Bin: \x01\x02\x7f\r\n\r\n",
+        b"GET /\x00path HTTP/1.1\r\nHost: web.localhost\r\n\r\n",
+        b"GARBAGE\r\n\r\n",
+    ];
+    for case in cases {
+        let reply = raw(&p, case).await;
+        assert!(
+            reply.is_empty() || reply.starts_with("HTTP/1.1 400"),
+            "{:?} -> {reply}",
+            String::from_utf8_lossy(case)
+        );
+    }
+    // HTTP/0.9 and random binary: closed without an answer.
+    assert!(!raw(&p, b"GET /\r\n").await.contains("backend="));
+    let noise: Vec<u8> = (0..512).map(|_| rand::random::<u8>() | 0x80).collect();
+    assert!(!raw(&p, &noise).await.contains("backend="));
+    assert_eq!(
+        b.hits.load(Ordering::SeqCst),
+        0,
+        "nothing reached the backend"
+    );
+    assert_eq!(
+        get(p.addr(), "web.localhost", "/").await.status,
+        200,
+        "still serving"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn h2_rapid_reset_is_cut_off_while_others_are_served() {
+    let p = Portok::new();
+    let b = backend("b").await;
+    p.ok(&["alias", "web", &b.port.to_string()]);
+    let addr = p.addr();
+    let flood = tokio::spawn(async move {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (mut client, conn) = h2::client::handshake(tcp).await.unwrap();
+        let conn = tokio::spawn(conn);
+        let mut sent = 0u32;
+        for _ in 0..20_000 {
+            let req = http::Request::get("http://web.localhost/")
+                .body(())
+                .unwrap();
+            let Ok(ready) =
+                tokio::time::timeout(Duration::from_secs(5), client.clone().ready()).await
+            else {
+                break;
+            };
+            let Ok(mut c) = ready else { break };
+            match c.send_request(req, false) {
+                Ok((_resp, mut stream)) => {
+                    stream.send_reset(h2::Reason::CANCEL);
+                    sent += 1;
+                }
+                Err(_) => break,
+            }
+            client = c;
+        }
+        let cut = tokio::time::timeout(Duration::from_secs(10), conn).await;
+        (sent, cut)
+    });
+    // Meanwhile a normal client keeps being served.
+    let mut served = 0;
+    let start = Instant::now();
+    while !flood.is_finished() && start.elapsed() < Duration::from_secs(30) {
+        assert_eq!(get(addr, "web.localhost", "/").await.status, 200);
+        served += 1;
+    }
+    let (sent, cut) = flood.await.unwrap();
+    assert!(served > 0);
+    let cut_off = matches!(cut, Ok(Ok(Err(_))) | Ok(Ok(Ok(()))));
+    assert!(
+        cut_off,
+        "the flooding connection was not closed after {sent} resets"
+    );
+    // The server ends the flooding connection: the h2 layer's limit on remotely reset
+    // streams (GOAWAY ENHANCE_YOUR_CALM) or portok's own cancel meter.
+    let log = std::fs::read_to_string(p.state().join("proxy.log")).unwrap();
+    assert!(
+        log.contains("reached limit") || log.contains("rapid reset"),
+        "no sign of the flood being cut off ({sent} resets queued): {log}"
+    );
+    assert_eq!(get(addr, "web.localhost", "/").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_upstream_response_is_a_502_not_a_hang() {
+    let p = Portok::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\nhello")
+                    .await;
+            });
+        }
+    });
+    p.ok(&["alias", "broken", &port.to_string()]);
+    let start = Instant::now();
+    let r = get(p.addr(), "broken.localhost", "/").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_over_the_cap_are_refused_cleanly() {
+    let p = Portok::new();
+    let b = backend("b").await;
+    p.ok(&["proxy", "start", "--max-connections", "8"]);
+    p.ok(&["alias", "web", &b.port.to_string()]);
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(TcpStream::connect(p.addr()).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = TcpStream::connect(p.addr()).await.unwrap();
+    let _ = extra
+        .write_all(b"GET / HTTP/1.1\r\nHost: web.localhost\r\n\r\n")
+        .await;
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), extra.read_to_end(&mut buf))
+        .await
+        .expect("refused promptly, not hung");
+    assert!(
+        n.is_err() || buf.is_empty(),
+        "over the cap but answered: {}",
+        String::from_utf8_lossy(&buf)
+    );
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        get(p.addr(), "web.localhost", "/").await.status,
+        200,
+        "serves again under the cap"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_of_the_daemon_is_healed_by_the_next_command_and_by_portok_run() {
+    let p = Portok::new();
+    let b = backend("b").await;
+    p.ok(&["alias", "web", &b.port.to_string()]);
+    let pid = p.daemon_pid().unwrap();
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        TcpStream::connect(p.addr()).await.is_err(),
+        "daemon is down"
+    );
+    // The next command that needs the proxy starts it with every route.
+    p.ok(&["alias", "other", &b.port.to_string()]);
+    assert_eq!(get(p.addr(), "web.localhost", "/").await.status, 200);
+
+    // A running `portok run` notices within about a second and restarts it.
+    let dir = project(&p);
+    let script = app_script();
+    let app = p.spawn_app(&dir, &["app", &script]);
+    app.wait_for("app ready in", Duration::from_secs(60)).await;
+    let pid = p.daemon_pid().unwrap();
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let start = Instant::now();
+    loop {
+        // A connect can still land in the dying daemon's backlog and be reset: retry.
+        if try_get(p.addr(), "app.localhost", "/")
+            .await
+            .is_some_and(|r| r.status == 200)
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "portok run did not restart the daemon"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        start.elapsed() < Duration::from_millis(2500),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        get(p.addr(), "web.localhost", "/").await.status,
+        200,
+        "aliases intact"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_lock_holder_makes_writers_fail_in_bounded_time_naming_it() {
+    use fs4::fs_std::FileExt;
+    use std::io::Write;
+    let p = Portok::new();
+    p.ok(&["alias", "web", "4100"]);
+    let before = std::fs::read(p.routes_json()).unwrap();
+    let mut lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p.state().join("routes.lock"))
+        .unwrap();
+    FileExt::lock_exclusive(&lock).unwrap();
+    write!(lock, "{}", std::process::id()).unwrap();
+    let start = Instant::now();
+    let out = p
+        .command()
+        .env("PORTOK_LOCK_TIMEOUT", "1")
+        .args(["alias", "api", "4200"])
+        .output()
+        .unwrap();
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(p.routes_json()).unwrap(),
+        before,
+        "nothing written"
+    );
+    drop(lock);
+    p.ok(&["alias", "api", "4200"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_dir_of_another_user_is_refused() {
+    let p = Portok::new();
+    std::fs::create_dir_all(p.state()).unwrap();
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs root to give the state dir to another user");
+        return;
+    }
+    std::os::unix::fs::chown(p.state(), Some(65534), Some(65534)).unwrap();
+    let out = p.run(&["alias", "web", "4100"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&p.state().display().to_string()) && err.contains("uid 65534"),
+        "{err}"
+    );
+    assert!(!p.routes_json().exists());
+}
+
+/// A small tmpfs for the state dir, or None (with a note) when mounting is not allowed.
+fn tmpfs(dir: &std::path::Path, size: &str) -> Option<()> {
+    std::fs::create_dir_all(dir).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size},mode=0700"),
+            "tmpfs",
+        ])
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(())
+}
+
+fn umount(dir: &std::path::Path) {
+    let _ = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(dir)
+        .status();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_only_or_full_state_dir_fails_clearly_and_keeps_routes_json_whole() {
+    let p = Portok::new();
+    if tmpfs(&p.state(), "256k").is_none() {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            umount(&self.0);
+        }
+    }
+    let _guard = Unmount(p.state());
+    p.ok(&["alias", "web", "4100"]);
+    p.ok(&["proxy", "stop"]);
+    let before = std::fs::read(p.routes_json()).unwrap();
+
+    // Full: fill the filesystem, then try to add a route.
+    let mut filler = std::fs::File::create(p.state().join("filler")).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    use std::io::Write;
+    while filler.write_all(&chunk).is_ok() {}
+    let _ = filler.flush();
+    let out = p.run(&["alias", "api", &"1".repeat(4)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&p.state().display().to_string()),
+        "names the path: {err}"
+    );
+    assert_eq!(
+        std::fs::read(p.routes_json()).unwrap(),
+        before,
+        "routes.json whole"
+    );
+    drop(filler);
+    std::fs::remove_file(p.state().join("filler")).unwrap();
+
+    // Read-only.
+    // A remount can be refused while the kernel still finishes closing files: retry briefly.
+    let mut remounted = false;
+    for _ in 0..50 {
+        let out = std::process::Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(p.state())
+            .output()
+            .unwrap();
+        if out.status.success() {
+            remounted = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(remounted, "could not remount the state dir read-only");
+    let out = p.run(&["alias", "api", "4200"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&p.state().display().to_string()) && err.to_lowercase().contains("read-only"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(p.routes_json()).unwrap(), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dns_rebinding_hosts_get_404_never_an_app() {
+    let p = Portok::new();
+    let b = backend("b").await;
+    p.ok(&["alias", "web", &b.port.to_string()]);
+    for host in [
+        "attacker.example",
+        "web.localhost.attacker.example",
+        "127.0.0.1",
+        &format!("127.0.0.1:{}", p.port),
+        "localhost",
+        "web",
+    ] {
+        let r = get(p.addr(), host, "/").await;
+        assert_eq!(r.status, 404, "{host}");
+    }
+    assert_eq!(b.hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_are_tightened_to_0600_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = Portok::new();
+    p.ok(&["proxy", "start"]);
+    p.ok(&["proxy", "stop"]);
+    let key = p.state().join("ca-key.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(p.state(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    p.ok(&["proxy", "start"]);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(p.state()).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let log = std::fs::read_to_string(p.state().join("proxy.log")).unwrap();
+    assert!(log.contains("made it 0600"), "{log}");
+    assert!(!log.contains("PRIVATE KEY"), "the CA key is never logged");
+}
