@@ -12,7 +12,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// How long a writer waits for another writer's lock before giving up.
+/// `PORTOK_LOCK_TIMEOUT` (seconds) changes it, mostly for tests.
 pub const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+fn lock_wait() -> Duration {
+    std::env::var("PORTOK_LOCK_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|s| Duration::from_secs_f64(s.max(0.0)))
+        .unwrap_or(LOCK_WAIT)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -52,13 +61,19 @@ fn read_file(path: &Path) -> Result<Vec<Route>, StoreError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(io_err(path)(e)),
     };
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Vec::new());
-    }
-    serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
+    parse(&bytes).map_err(|source| StoreError::Corrupt {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Parse the bytes of a routes.json: all-whitespace (an emptied file) is an empty list.
+/// Public so it can be fuzzed; `read_file` is the only caller in the daemon.
+pub fn parse(bytes: &[u8]) -> Result<Vec<Route>, serde_json::Error> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(bytes)
 }
 
 /// Held while a read-modify-write runs. flock belongs to the open file description, so
@@ -138,7 +153,7 @@ where
         path: state.root().to_path_buf(),
         source: io::Error::other(e),
     })?;
-    let _lock = Lock::acquire(state, LOCK_WAIT)?;
+    let _lock = Lock::acquire(state, lock_wait())?;
     let path = state.routes_json();
     let mut notes = UpdateNotes::default();
     let (on_disk, mut routes) = match read_file(&path) {
