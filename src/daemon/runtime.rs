@@ -66,6 +66,7 @@ struct Daemon {
 /// Entry point of `portok __daemon`. Prints `ready` (or `error: ...`) on stdout for the
 /// starting CLI, then serves until told to stop.
 pub fn main(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
+    raise_fd_limit();
     // One worker per core we may run on (taskset is honoured), at most four: a dev proxy
     // should not take the machine.
     let workers = std::thread::available_parallelism()
@@ -78,6 +79,22 @@ pub fn main(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(run(state, config))
+}
+
+/// Lift the soft limit on open files to the hard limit (as nginx's worker_rlimit_nofile
+/// does): the default 1024 would run out long before `--max-connections` (4096) is reached.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max.min(1 << 20);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 fn announce(line: &str) {
