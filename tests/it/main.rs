@@ -4,6 +4,7 @@
 mod support;
 
 mod dx;
+mod fuzz_regressions;
 mod hardening;
 mod observe;
 mod proxy;
