@@ -3,6 +3,18 @@ use portok::{cli::Cli, commands};
 
 fn main() {
     let cli = Cli::parse();
+    // Short-lived commands die quietly when their output pipe closes (`portok list | head`),
+    // like other Unix tools. The daemon and `portok run` keep Rust's default (SIGPIPE
+    // ignored): they write to sockets and children's pipes and must survive a closed peer.
+    if !matches!(
+        cli.command,
+        portok::cli::Command::Daemon(_)
+            | portok::cli::Command::Run(_)
+            | portok::cli::Command::External(_)
+    ) {
+        // SAFETY: restoring the default disposition before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let code = match commands::dispatch(cli) {
         Ok(code) => code,
         Err(err) => {

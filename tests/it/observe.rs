@@ -187,7 +187,7 @@ async fn switch_refuses_an_unhealthy_port_and_rolls_back_when_the_new_one_dies()
         "--rollback-window",
         "20",
         "--fail-threshold",
-        "2",
+        "4",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
