@@ -286,21 +286,14 @@ async fn the_dashboard_lists_routes_without_javascript_and_in_chromium() {
     );
 
     // The event stream sends a status snapshot.
-    let stream = tokio::net::TcpStream::connect(p.addr()).await.unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let resp = send
-        .send_request(
-            hyper::Request::get("/api/events")
-                .header("host", "portok.localhost")
-                .body(http_body_util::Full::new(bytes::Bytes::new()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let resp = open_stream(
+        p.addr(),
+        hyper::Request::get("/api/events")
+            .header("host", "portok.localhost")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap(),
+    )
+    .await;
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let mut body = resp.into_body();
     let mut seen = String::new();

@@ -52,22 +52,15 @@ async fn the_tag_is_injected_exactly_into_html_navigations() {
     assert_eq!(r.headers["content-length"], r.text().len().to_string());
 
     // SSE passes untouched, even to a browser.
-    let stream = tokio::net::TcpStream::connect(p.addr()).await.unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let resp = send
-        .send_request(
-            hyper::Request::get("/sse")
-                .header("host", "app.localhost")
-                .header("accept", "text/html, text/event-stream")
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let resp = open_stream(
+        p.addr(),
+        hyper::Request::get("/sse")
+            .header("host", "app.localhost")
+            .header("accept", "text/html, text/event-stream")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
     let mut body = resp.into_body();
     let first = tokio::time::timeout(Duration::from_secs(5), body.frame())
         .await
@@ -173,21 +166,14 @@ async fn the_event_stream_reports_redeploys_and_failures_with_output() {
         page.text()
     );
 
-    let stream = tokio::net::TcpStream::connect(p.addr()).await.unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let resp = send
-        .send_request(
-            hyper::Request::get("/__portok/events")
-                .header("host", "site.localhost")
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let resp = open_stream(
+        p.addr(),
+        hyper::Request::get("/__portok/events")
+            .header("host", "site.localhost")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let mut body = resp.into_body();
     let mut buf = String::new();
@@ -208,21 +194,14 @@ async fn the_event_stream_reports_redeploys_and_failures_with_output() {
     );
 
     // A page connecting while the failure stands hears about it at once.
-    let stream = tokio::net::TcpStream::connect(p.addr()).await.unwrap();
-    let (mut send2, conn2) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn2);
-    let resp2 = send2
-        .send_request(
-            hyper::Request::get("/__portok/events")
-                .header("host", "site.localhost")
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let resp2 = open_stream(
+        p.addr(),
+        hyper::Request::get("/__portok/events")
+            .header("host", "site.localhost")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
     let mut body2 = resp2.into_body();
     let mut buf2 = String::new();
     next_event(&mut body2, &mut buf2, "failed").await;

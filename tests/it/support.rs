@@ -829,3 +829,19 @@ pub async fn try_get(addr: SocketAddr, host: &str, path: &str) -> Option<Reply> 
         .ok()
         .flatten()
 }
+
+/// Send one request and return the response with its body still streaming (SSE, large
+/// downloads); the headers must come within 30 s.
+pub async fn open_stream(addr: SocketAddr, req: Request<Full<Bytes>>) -> Response<Incoming> {
+    let fut = async {
+        let stream = TcpStream::connect(addr).await.expect("connect to proxy");
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        send.send_request(req).await.expect("request")
+    };
+    tokio::time::timeout(Duration::from_secs(30), fut)
+        .await
+        .expect("response headers timed out")
+}
