@@ -64,6 +64,10 @@ fn text(ctype: &'static str, body: String) -> Response<Full<Bytes>> {
     Response::builder()
         .header("content-type", ctype)
         .header("x-hello-pid", std::process::id().to_string())
+        .header(
+            "x-hello-instance",
+            std::env::var("PORTOK_INSTANCE").unwrap_or_else(|_| "0".into()),
+        )
         .body(Full::new(Bytes::from(body)))
         .unwrap()
 }

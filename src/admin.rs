@@ -296,6 +296,18 @@ fn ms(v: Option<f64>) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// "4001" or, for a pool, "4001, 4002, 4003 (3 of 3 instances)".
+fn ports_text(r: &Value) -> String {
+    let ports: Vec<String> = r["ports"]
+        .as_array()
+        .map(|a| a.iter().map(|p| p.to_string()).collect())
+        .unwrap_or_default();
+    match r["instances"].as_u64() {
+        Some(n) => format!("{} ({} of {n} instances)", ports.join(", "), ports.len()),
+        None => r["port"].to_string(),
+    }
+}
+
 /// One route as the API, `portok status` and the dashboard show it.
 pub fn route_json(ctx: &Ctx, live: &LiveRoute) -> Value {
     let r = &live.route;
@@ -320,6 +332,14 @@ pub fn route_json(ctx: &Ctx, live: &LiveRoute) -> Value {
         "state": state,
         "generation": r.generation,
         "port": r.port,
+        // Every port in rotation (a pool's instances), each with its own load.
+        "ports": live.backends.iter().map(|b| b.port).collect::<Vec<_>>(),
+        "instances": r.instances,
+        "backends": live.backends.iter().map(|b| json!({
+            "port": b.port,
+            "inflight": b.inflight.load(Relaxed),
+            "requests": b.requests.load(Relaxed),
+        })).collect::<Vec<_>>(),
         "pid": r.pid,
         "uptime_secs": r.since.map(|t| unix_now().saturating_sub(t)),
         "requests": s.total(),
@@ -525,7 +545,7 @@ fn render_rows(status: &Value) -> String {
             url = escape(&s("url")),
             name = escape(&s("hostname")),
             kind = escape(&s("kind")),
-            port = n("port"),
+            port = ports_text(r),
             pid = n("pid"),
             gen = n("generation"),
             req = n("requests"),

@@ -347,6 +347,11 @@ pub struct RunArgs {
     /// TCP apps: send a PROXY protocol v1 header first
     #[arg(long, requires = "tcp")]
     pub proxy_protocol: bool,
+    /// Run N copies of the app (PORTOK_INSTANCE=0..N-1), each on its own port; requests
+    /// (and TCP connections) go to the least busy, redeploys replace one at a time
+    /// [default: 1]
+    #[arg(long, value_name = "N")]
+    pub instances: Option<u32>,
     /// Time between SIGTERM and SIGKILL when stopping a generation [default: 5]
     #[arg(long, value_name = "SECS")]
     pub kill_timeout: Option<f64>,
@@ -361,6 +366,9 @@ impl RunArgs {
     }
     pub fn hold(&self) -> u64 {
         self.hold.unwrap_or(30)
+    }
+    pub fn instances(&self) -> u32 {
+        self.instances.unwrap_or(1)
     }
     pub fn debounce(&self) -> u64 {
         self.debounce.unwrap_or(300)

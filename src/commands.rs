@@ -303,6 +303,11 @@ struct ListEntry<'a> {
     hostname: &'a str,
     url: String,
     port: u16,
+    /// Every port requests go to: a pool's instances in rotation, else `port` alone.
+    ports: Vec<u16>,
+    /// A pool's size (`--instances N`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instances: Option<u32>,
     pid: u32,
     kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -327,6 +332,8 @@ fn list(json: bool) -> anyhow::Result<i32> {
             hostname: &r.hostname,
             url: format!("http://{}:{port}", r.hostname),
             port: r.port,
+            ports: r.upstream_ports(),
+            instances: r.instances,
             pid: r.pid,
             kind: r.kind(),
             state: r.state.as_deref(),
@@ -346,18 +353,29 @@ fn list(json: bool) -> anyhow::Result<i32> {
         .max()
         .unwrap_or(3)
         .max(3);
+    // A pool shows every instance's port.
+    let ports: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            let list: Vec<String> = e.ports.iter().map(|p| p.to_string()).collect();
+            list.join(",")
+        })
+        .collect();
+    let pw = ports.iter().map(|p| p.len()).max().unwrap_or(4).max(5);
     println!(
-        "{:<w$}  {:>5}  {:>7}  {:<5}  STATE",
+        "{:<w$}  {:>pw$}  {:>7}  {:<5}  STATE",
         "URL", "PORT", "PID", "KIND"
     );
-    for e in &entries {
+    for (e, ports) in entries.iter().zip(&ports) {
+        let state = match (e.state, e.instances) {
+            (Some("live"), Some(n)) => format!("live ({} of {n} instances)", e.ports.len()),
+            (Some(s), Some(n)) => format!("{s} (pool of {n})"),
+            (Some(s), None) => s.to_string(),
+            (None, _) => "-".into(),
+        };
         println!(
-            "{:<w$}  {:>5}  {:>7}  {:<5}  {}",
-            e.url,
-            e.port,
-            e.pid,
-            e.kind,
-            e.state.unwrap_or("-")
+            "{:<w$}  {:>pw$}  {:>7}  {:<5}  {state}",
+            e.url, ports, e.pid, e.kind,
         );
     }
     Ok(0)
@@ -610,6 +628,27 @@ fn status(name: Option<&str>, json: bool) -> anyhow::Result<i32> {
             opt("p50_ms"),
             opt("p99_ms"),
         );
+        if r["instances"].is_u64() {
+            let each: Vec<String> = r["backends"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|b| {
+                            format!(
+                                "{} ({} req, {} in flight)",
+                                b["port"], b["requests"], b["inflight"]
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            println!(
+                "    instances: {} of {} in rotation: {}",
+                each.len(),
+                r["instances"],
+                each.join(", ")
+            );
+        }
         if let Some(d) = r["last_redeploy"].as_object() {
             println!(
                 "    last redeploy: {} ({}), generation {}, {} ms",

@@ -326,6 +326,7 @@ impl Config {
         args.app_port = args.app_port.or(self.app_port);
         args.reload |= self.reload.unwrap_or(false);
         args.tcp = args.tcp.or(self.tcp);
+        args.instances = args.instances.or(self.instances);
     }
 }
 

@@ -214,13 +214,22 @@ impl Ctx {
 
     /// The backend for a new TCP connection to `host`'s route, and whether to send a PROXY
     /// header; None when the route is gone or its app is not ready.
-    pub fn pick_tcp_backend(&self, host: &str) -> Option<(Arc<Backend>, bool)> {
+    /// `not`: an instance that just refused, for a retry on another one of its pool.
+    pub fn pick_tcp_backend(
+        &self,
+        host: &str,
+        not: Option<&Arc<Backend>>,
+    ) -> Option<(Arc<Backend>, bool)> {
         let table = self.routes.load();
         let live = table.lookup(host).filter(|l| l.route.hostname == host)?;
         if live.route.is_starting() || live.route.is_crashed() {
             return None;
         }
-        Some((live.backend.clone(), live.route.proxy_protocol))
+        let backend = match not {
+            None => live.pick(),
+            Some(not) => live.pick_other(not)?,
+        };
+        Some((backend.clone(), live.route.proxy_protocol))
     }
 
     /// Requests and tunnels in flight to `port`, live or retired.

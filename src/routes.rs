@@ -42,6 +42,13 @@ pub struct Route {
     /// TCP routes: send a PROXY protocol v1 header first, so the app sees the client.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub proxy_protocol: bool,
+    /// An instance pool (`portok run --instances N`): every instance in rotation, `port`
+    /// being the first. Empty for a single instance.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
+    /// How many instances the pool runs when all are up (`--instances N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<u32>,
 }
 
 impl Route {
@@ -58,6 +65,8 @@ impl Route {
             reload: false,
             tcp: None,
             proxy_protocol: false,
+            ports: Vec::new(),
+            instances: None,
         }
     }
 
@@ -67,6 +76,15 @@ impl Route {
 
     pub fn is_crashed(&self) -> bool {
         self.state.as_deref() == Some("crashed")
+    }
+
+    /// The ports requests go to: the pool's instances, or the one port.
+    pub fn upstream_ports(&self) -> Vec<u16> {
+        if self.ports.is_empty() {
+            vec![self.port]
+        } else {
+            self.ports.clone()
+        }
     }
 
     pub fn kind(&self) -> &'static str {
@@ -98,6 +116,9 @@ pub struct Backend {
     pub authority: http::uri::Authority,
     pub inflight: AtomicUsize,
     pub requests: AtomicU64,
+    /// Until when (ms on [`clock_ms`]) a pool skips this instance: connecting to it was
+    /// refused, so it died before its supervisor took it out of the route.
+    down_until: AtomicU64,
 }
 
 impl Backend {
@@ -111,7 +132,19 @@ impl Backend {
             authority,
             inflight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
+            down_until: AtomicU64::new(0),
         }
+    }
+
+    /// Skip this instance for a second: it refused a connection. Its supervisor replaces
+    /// the route within milliseconds, so this only covers that gap.
+    pub fn mark_down(&self) {
+        self.down_until
+            .store(clock_ms() + DOWN_FOR_MS, Ordering::Relaxed);
+    }
+
+    fn is_down(&self, now_ms: u64) -> bool {
+        self.down_until.load(Ordering::Relaxed) > now_ms
     }
 
     /// Count one request in flight until the guard drops (when the response body ends).
@@ -120,6 +153,17 @@ impl Backend {
         self.requests.fetch_add(1, Ordering::Relaxed);
         InflightGuard(self.clone())
     }
+}
+
+const DOWN_FOR_MS: u64 = 1000;
+
+/// Milliseconds on a monotonic clock that starts with the process.
+fn clock_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }
 
 /// Decrements the backend's in-flight count on drop.
@@ -135,9 +179,49 @@ impl Drop for InflightGuard {
 #[derive(Debug)]
 pub struct LiveRoute {
     pub route: Route,
-    pub backend: Arc<Backend>,
+    /// One per instance in rotation; never empty.
+    pub backends: Vec<Arc<Backend>>,
+    /// Where the next tie-break starts, so equal loads are served in turn.
+    next: AtomicUsize,
     /// The host's counters, shared across table swaps (see [`crate::metrics`]).
     pub stats: Arc<crate::metrics::RouteStats>,
+}
+
+impl LiveRoute {
+    /// The backend for a new request or connection: the fewest in flight first, ties
+    /// broken in turn (so even one client's sequential requests spread evenly), skipping
+    /// instances that just refused a connection unless every one did.
+    pub fn pick(&self) -> &Arc<Backend> {
+        self.pick_except(None)
+    }
+
+    /// The same, never `not` (a retry after `not` refused the connection); None when no
+    /// other instance is up.
+    pub fn pick_other(&self, not: &Arc<Backend>) -> Option<&Arc<Backend>> {
+        let b = self.pick_except(Some(not));
+        (!Arc::ptr_eq(b, not) && !b.is_down(clock_ms())).then_some(b)
+    }
+
+    fn pick_except(&self, not: Option<&Arc<Backend>>) -> &Arc<Backend> {
+        let n = self.backends.len();
+        if n == 1 {
+            return &self.backends[0];
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let now = clock_ms();
+        let mut best: Option<(&Arc<Backend>, usize)> = None;
+        for i in 0..n {
+            let b = &self.backends[(start + i) % n];
+            if b.is_down(now) || not.is_some_and(|x| Arc::ptr_eq(x, b)) {
+                continue;
+            }
+            let load = b.inflight.load(Ordering::Relaxed);
+            if best.is_none_or(|(_, l)| load < l) {
+                best = Some((b, load));
+            }
+        }
+        best.map(|(b, _)| b).unwrap_or(&self.backends[start])
+    }
 }
 
 /// The immutable snapshot the proxy reads. Lookups borrow the caller's host string.
@@ -155,22 +239,32 @@ impl RouteTable {
     ) -> Self {
         let mut by_host = HashMap::with_capacity(routes.len());
         for route in routes {
-            let backend = previous
-                .and_then(|p| p.by_host.get(&route.hostname))
-                .filter(|old| {
-                    old.backend.port == route.port
-                        && old.backend.generation == route.generation.unwrap_or(0)
+            let generation = route.generation.unwrap_or(0);
+            let pool = !route.ports.is_empty();
+            let old = previous.and_then(|p| p.by_host.get(&route.hostname));
+            let backends = route
+                .upstream_ports()
+                .into_iter()
+                .map(|port| {
+                    // A pool's instances keep their counters across a rolling redeploy
+                    // (the route's generation moves while an instance's port stays); a
+                    // single app's backend is new with each generation.
+                    old.and_then(|o| {
+                        o.backends
+                            .iter()
+                            .find(|b| b.port == port && (pool || b.generation == generation))
+                    })
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Backend::new(port, generation)))
                 })
-                .map(|old| old.backend.clone())
-                .unwrap_or_else(|| {
-                    Arc::new(Backend::new(route.port, route.generation.unwrap_or(0)))
-                });
+                .collect();
             let stats = metrics.route(&route.hostname);
             by_host.insert(
                 route.hostname.clone(),
                 LiveRoute {
                     route,
-                    backend,
+                    backends,
+                    next: AtomicUsize::new(0),
                     stats,
                 },
             );
@@ -195,7 +289,7 @@ impl RouteTable {
     }
 
     pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
-        self.by_host.values().map(|l| &l.backend)
+        self.by_host.values().flat_map(|l| l.backends.iter())
     }
 
     pub fn len(&self) -> usize {
@@ -244,26 +338,67 @@ mod tests {
     #[test]
     fn reload_keeps_counters_for_same_port() {
         let t1 = table(&[("a.localhost", 1)]);
-        let b1 = t1.lookup("a.localhost").unwrap().backend.clone();
+        let b1 = t1.lookup("a.localhost").unwrap().backends[0].clone();
         let _g = b1.enter();
         let m = crate::metrics::Metrics::default();
         let t2 = RouteTable::build(vec![Route::alias("a.localhost".into(), 1)], Some(&t1), &m);
         assert_eq!(
-            t2.lookup("a.localhost")
-                .unwrap()
-                .backend
+            t2.lookup("a.localhost").unwrap().backends[0]
                 .inflight
                 .load(Ordering::Relaxed),
             1
         );
         let t3 = RouteTable::build(vec![Route::alias("a.localhost".into(), 2)], Some(&t2), &m);
         assert_eq!(
-            t3.lookup("a.localhost")
-                .unwrap()
-                .backend
+            t3.lookup("a.localhost").unwrap().backends[0]
                 .inflight
                 .load(Ordering::Relaxed),
             0
         );
+    }
+
+    fn pool(ports: &[u16]) -> RouteTable {
+        let route = Route {
+            ports: ports.to_vec(),
+            ..Route::alias("p.localhost".into(), ports[0])
+        };
+        RouteTable::build(vec![route], None, &Default::default())
+    }
+
+    #[test]
+    fn pool_spreads_ties_in_turn_and_prefers_the_least_loaded() {
+        let t = pool(&[1, 2, 3]);
+        let live = t.lookup("p.localhost").unwrap();
+        let mut seen = [0; 4];
+        for _ in 0..30 {
+            seen[live.pick().port as usize] += 1;
+        }
+        assert_eq!(&seen[1..], &[10, 10, 10]);
+        // Two requests held by port 1 and one by port 2: port 3 wins until it catches up.
+        let b = |p: u16| live.backends.iter().find(|b| b.port == p).unwrap().clone();
+        let _g = [b(1).enter(), b(1).enter(), b(2).enter()];
+        assert_eq!(live.pick().port, 3);
+        let _h = b(3).enter();
+        assert_eq!(live.pick().port, 2);
+    }
+
+    #[test]
+    fn pool_skips_an_instance_that_refused_and_keeps_counters_across_swaps() {
+        let t = pool(&[1, 2]);
+        let live = t.lookup("p.localhost").unwrap();
+        live.backends[0].mark_down();
+        assert!((0..10).all(|_| live.pick().port == 2));
+        assert!(live.pick_other(&live.backends[1].clone()).is_none());
+        let _g = live.backends[1].enter();
+        let m = crate::metrics::Metrics::default();
+        let next = Route {
+            ports: vec![2, 3],
+            generation: Some(2),
+            ..Route::alias("p.localhost".into(), 2)
+        };
+        let t2 = RouteTable::build(vec![next], Some(&t), &m);
+        let b2 = &t2.lookup("p.localhost").unwrap().backends[0];
+        assert_eq!(b2.port, 2);
+        assert_eq!(b2.inflight.load(Ordering::Relaxed), 1);
     }
 }

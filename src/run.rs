@@ -4,6 +4,7 @@
 //! inference, route ownership, the app's control socket (`portok restart`, `portok logs`).
 
 pub mod child;
+pub mod pool;
 pub mod probe;
 pub mod supervisor;
 pub mod watch;
@@ -60,6 +61,19 @@ pub fn main(mut args: RunArgs) -> anyhow::Result<i32> {
         )
         .into());
     }
+    let instances = args.instances();
+    if instances == 0 {
+        return Err(crate::commands::UsageError(
+            "--instances must be at least 1 (it is how many copies of the app run)".into(),
+        )
+        .into());
+    }
+    if instances > 1 && args.app_port.is_some() {
+        return Err(crate::commands::UsageError(
+            "--app-port cannot be combined with --instances: each instance needs its own port (leave --app-port out and portok picks them)".into(),
+        )
+        .into());
+    }
     if std::env::var("PORTOK").is_ok_and(|v| v == "0") {
         return run_plain(&args.command);
     }
@@ -108,6 +122,7 @@ async fn run(
     let kill_timeout = secs(args.kill_timeout());
     take_name(&state, &hostname, args.force, kill_timeout).await?;
 
+    let instances = args.instances() as usize;
     let first_port = match args.app_port {
         Some(p) => p,
         None => supervisor::pick_port(&state, &[])?,
@@ -134,7 +149,8 @@ async fn run(
         })
         .await??;
     }
-    {
+    // A pool registers its route itself, once it has picked its instances' ports.
+    if instances == 1 {
         let (state, host) = (state.clone(), hostname.clone());
         let hold = args.hold();
         let reload = args.reload;
@@ -153,9 +169,15 @@ async fn run(
         })
         .await??;
     }
-    say(&format!(
-        "{name} -> http://{hostname}:{url_port} (https too), starting on port {first_port}..."
-    ));
+    if instances == 1 {
+        say(&format!(
+            "{name} -> http://{hostname}:{url_port} (https too), starting on port {first_port}..."
+        ));
+    } else {
+        say(&format!(
+            "{name} -> http://{hostname}:{url_port} (https too), a pool of {instances} instances"
+        ));
+    }
     if args.app_port.is_some() {
         say(
             "--app-port is fixed, so redeploys stop the old generation before starting the new one",
@@ -192,8 +214,13 @@ async fn run(
         proxy_port: url_port,
         ca_pem: ca.exists().then_some(ca),
     };
-    let sup = Supervisor::new(launch, state.clone(), opts, first_port, cwd);
-    let code = sup.run(changes_rx, control_rx).await;
+    let code = if instances > 1 {
+        let pool = pool::Pool::new(launch, state.clone(), opts, instances, cwd);
+        pool.run(changes_rx, control_rx).await
+    } else {
+        let sup = Supervisor::new(launch, state.clone(), opts, first_port, cwd);
+        sup.run(changes_rx, control_rx).await
+    };
     server.abort();
     let _ = std::fs::remove_file(&sock_path);
     Ok(code)

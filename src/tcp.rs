@@ -248,16 +248,29 @@ impl Drop for OpenGuard {
 }
 
 async fn relay(client: TcpStream, peer: SocketAddr, ctx: &Ctx, host: &str) -> io::Result<()> {
-    let Some((backend, proxy_protocol)) = ctx.pick_tcp_backend(host) else {
+    let Some((mut backend, proxy_protocol)) = ctx.pick_tcp_backend(host, None) else {
         return Ok(()); // route gone or app not ready: close
     };
     let stats = ctx.tcp.stats(host);
     stats.open.fetch_add(1, Relaxed);
     stats.total.fetch_add(1, Relaxed);
     let _open = OpenGuard(stats.clone());
+    // In a pool, an instance that died refuses the connection before anything was sent:
+    // the client's connection goes to another instance instead.
+    let mut upstream = loop {
+        match crate::proxy::forward::connect_loopback(backend.port, ctx.limits.connect).await {
+            Ok(s) => break s,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                backend.mark_down();
+                match ctx.pick_tcp_backend(host, Some(&backend)) {
+                    Some((next, _)) => backend = next,
+                    None => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    };
     let _inflight = backend.enter();
-    let mut upstream =
-        crate::proxy::forward::connect_loopback(backend.port, ctx.limits.connect).await?;
     let _ = client.set_nodelay(true);
     if proxy_protocol {
         let local = client.local_addr()?;

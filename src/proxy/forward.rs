@@ -22,7 +22,43 @@ use tokio::net::TcpStream;
 pub const HOPS_HEADER: HeaderName = HeaderName::from_static("x-portok-hops");
 pub const MAX_HOPS: u32 = 5;
 
-pub type Client = legacy::Client<LoopbackConnector, Incoming>;
+pub type Client = legacy::Client<LoopbackConnector, UpstreamBody>;
+
+/// A request body on its way to the app: the client's, or none (a bodiless request that a
+/// pool replays to another instance when the first refused the connection).
+pub enum UpstreamBody {
+    Client(Incoming),
+    Empty,
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Client(b) => Pin::new(b).poll_frame(cx),
+            UpstreamBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Client(b) => b.is_end_stream(),
+            UpstreamBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Client(b) => b.size_hint(),
+            UpstreamBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
 
 pub fn client(connect_timeout: Duration) -> Client {
     legacy::Client::builder(TokioExecutor::new())
@@ -224,7 +260,7 @@ pub struct Origin<'a> {
 }
 
 /// Rewrite a client request into the upstream HTTP/1.1 request for `backend`.
-pub fn prepare_request(req: &mut Request<Incoming>, backend: &Backend, origin: &Origin<'_>) {
+pub fn prepare_request<B>(req: &mut Request<B>, backend: &Backend, origin: &Origin<'_>) {
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(http::uri::Scheme::HTTP);
     parts.authority = Some(backend.authority.clone());
@@ -244,6 +280,7 @@ pub fn prepare_request(req: &mut Request<Incoming>, backend: &Backend, origin: &
     }
     append_forwarded_for(headers, origin.peer);
     let proto = if origin.tls { "https" } else { "http" };
+    append_forwarded(headers, origin, proto);
     headers
         .entry("x-forwarded-proto")
         .or_insert(HeaderValue::from_static(proto));
@@ -267,6 +304,45 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
     }
 }
 
+/// RFC 7239 `Forwarded: for=...;host=...;proto=...`, appended to any the client sent
+/// (an IPv6 client is quoted and bracketed, as the RFC requires).
+fn append_forwarded(headers: &mut HeaderMap, origin: &Origin<'_>, proto: &str) {
+    use std::io::Write as _;
+    let prev = headers.get(header::FORWARDED).map(|v| v.as_bytes());
+    let host = origin.host.as_bytes();
+    let mut value = Vec::with_capacity(prev.map_or(0, |p| p.len() + 2) + host.len() + 64);
+    if let Some(prev) = prev {
+        value.extend_from_slice(prev);
+        value.extend_from_slice(b", ");
+    }
+    let _ = match origin.peer.ip() {
+        std::net::IpAddr::V4(ip) => write!(value, "for={ip}"),
+        std::net::IpAddr::V6(ip) => write!(value, "for=\"[{ip}]\""),
+    };
+    // A host value with characters outside a token must be a quoted string.
+    let token = host
+        .iter()
+        .all(|c| c.is_ascii_alphanumeric() || b".-_:[]".contains(c));
+    value.extend_from_slice(b";host=");
+    if token {
+        value.extend_from_slice(host);
+    } else {
+        value.push(b'"');
+        for &c in host {
+            if c == b'"' || c == b'\\' {
+                value.push(b'\\');
+            }
+            value.push(c);
+        }
+        value.push(b'"');
+    }
+    value.extend_from_slice(b";proto=");
+    value.extend_from_slice(proto.as_bytes());
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
+        headers.insert(header::FORWARDED, v);
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
     #[error("connecting to the app failed: {0}")]
@@ -278,7 +354,7 @@ pub enum ForwardError {
 /// Send through the pool and wrap the response body so it streams with the guard held.
 pub async fn send(
     client: &Client,
-    req: Request<Incoming>,
+    req: Request<UpstreamBody>,
     backend: &Arc<Backend>,
 ) -> Result<Response<ProxyBody>, ForwardError> {
     let guard = backend.enter();

@@ -1,7 +1,7 @@
 //! One request: find the route by host, check the hop counter, forward, or answer with a
 //! page. Every error becomes a status code in exactly one place: [`ProxyError::status`].
 
-use super::forward::{self, ForwardError, Origin, ProxyBody, HOPS_HEADER, MAX_HOPS};
+use super::forward::{self, ForwardError, Origin, ProxyBody, UpstreamBody, HOPS_HEADER, MAX_HOPS};
 use super::{pages, reload, ConnInfo, Ctx};
 use crate::names::normalize_host;
 use crate::routes::Backend;
@@ -129,7 +129,11 @@ async fn route(
     if host == crate::admin::HOST {
         return Ok(crate::admin::handle(ctx, req, conn).await);
     }
-    let (backend, reload) = resolve(ctx, &host, wants_html, meter).await?;
+    let Resolved {
+        mut backend,
+        reload,
+        pool,
+    } = resolve(ctx, &host, wants_html, meter).await?;
     if reload && req.uri().path().starts_with(reload::PREFIX) {
         return Ok(match req.uri().path() {
             "/__portok/reload.js" => reload::script(),
@@ -165,21 +169,98 @@ async fn route(
         return Ok(redirect_to_https(&host, ctx.port, &req));
     }
     let upgrade = wants_upgrade(&req);
-    forward::prepare_request(&mut req, &backend, &origin);
-    match upgrade {
-        Some(proto) => forward::send_upgrade(req, proto, &backend, ctx.limits.connect)
+    if let Some(proto) = upgrade {
+        forward::prepare_request(&mut req, &backend, &origin);
+        return forward::send_upgrade(req, proto, &backend, ctx.limits.connect)
             .await
-            .map_err(upstream_err),
-        None => {
-            let mut resp = forward::send(&ctx.client, req, &backend)
-                .await
-                .map_err(upstream_err)?;
-            if navigation && reload::should_inject(&resp) {
-                reload::inject(&mut resp);
+            .map_err(upstream_err);
+    }
+    // A pool keeps what it needs to send a bodiless request again, as nginx's
+    // `proxy_next_upstream error` does: an instance that died refuses the connection before
+    // a byte was sent (any method is safe to resend then), or drops it before answering
+    // (resent once, and only for idempotent methods, so a request that kills the app cannot
+    // take down the whole pool).
+    let replay = (pool && http_body::Body::is_end_stream(req.body())).then(|| Replay::of(&req));
+    forward::prepare_request(&mut req, &backend, &origin);
+    let mut sent = forward::send(&ctx.client, req.map(UpstreamBody::Client), &backend).await;
+    if let Some(replay) = replay {
+        let mut resent_after_exchange = false;
+        loop {
+            match &sent {
+                Err(ForwardError::Connect(_)) => backend.mark_down(),
+                Err(ForwardError::Exchange(_))
+                    if replay.method.is_idempotent() && !resent_after_exchange =>
+                {
+                    resent_after_exchange = true
+                }
+                _ => break,
             }
-            Ok(resp)
+            let table = ctx.routes.load();
+            let Some(next) = table.lookup(&host).and_then(|l| l.pick_other(&backend)) else {
+                break;
+            };
+            backend = next.clone();
+            drop(table);
+            debug!(host = %host, port = backend.port, "instance failed; trying another");
+            let mut again = replay.request();
+            forward::prepare_request(&mut again, &backend, &origin);
+            sent = forward::send(&ctx.client, again, &backend).await;
         }
     }
+    let upstream_err = |source| ProxyError::Upstream {
+        host: host.to_string(),
+        port: backend.port,
+        source,
+    };
+    let mut resp = sent.map_err(upstream_err)?;
+    if navigation && reload::should_inject(&resp) {
+        reload::inject(&mut resp);
+    }
+    Ok(resp)
+}
+
+/// The parts of a bodiless request needed to send it again.
+struct Replay {
+    method: http::Method,
+    uri: http::Uri,
+    version: http::Version,
+    headers: http::HeaderMap,
+}
+
+impl Replay {
+    fn of<B>(req: &Request<B>) -> Self {
+        Replay {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            headers: req.headers().clone(),
+        }
+    }
+
+    fn request(&self) -> Request<UpstreamBody> {
+        let mut req = Request::new(UpstreamBody::Empty);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// Where a request goes.
+struct Resolved {
+    backend: Arc<Backend>,
+    /// The app wants the live-reload script in its pages.
+    reload: bool,
+    /// More than one instance, so a refused connection can go to another.
+    pool: bool,
+}
+
+/// What the route table says about a host right now.
+enum Lookup {
+    Ready(Resolved),
+    /// Starting: hold the request up to this many seconds.
+    Hold(u64),
 }
 
 /// The backend for a host. A starting app shows browsers a self-refreshing page and holds
@@ -190,46 +271,21 @@ async fn resolve(
     host: &str,
     html: bool,
     meter: &mut Option<crate::metrics::RequestMeter>,
-) -> Result<(Arc<Backend>, bool), ProxyError> {
-    let mut deadline = None;
+) -> Result<Resolved, ProxyError> {
+    let hold = match lookup(ctx, host, html, meter)? {
+        Lookup::Ready(r) => return Ok(r),
+        Lookup::Hold(secs) => secs,
+    };
+    // Only a request held for a starting app registers for wake-ups (Notify takes a lock);
+    // it registers before looking again, so a swap in between is not missed.
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(hold);
     loop {
-        // Register for the wake-up before looking, so a swap in between is not missed.
         let notified = ctx.changed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let hold =
-            {
-                let table = ctx.routes.load();
-                let Some(live) = table.lookup(host) else {
-                    return Err(ProxyError::NoRoute { host: host.into() });
-                };
-                if ctx.metrics_enabled && meter.is_none() {
-                    *meter = Some(live.stats.start());
-                }
-                if live.route.is_crashed() {
-                    let crashes = ctx.crashes.lock().unwrap_or_else(|e| e.into_inner());
-                    let info = crashes.get(&live.route.hostname).cloned().unwrap_or(
-                        crate::proxy::CrashInfo {
-                            message: "the app exited".into(),
-                            tail: Vec::new(),
-                        },
-                    );
-                    return Err(ProxyError::Crashed {
-                        host: host.into(),
-                        info,
-                    });
-                }
-                if !live.route.is_starting() {
-                    return Ok((live.backend.clone(), live.route.reload));
-                }
-                if html {
-                    return Err(ProxyError::Starting { host: host.into() });
-                }
-                live.route.hold.unwrap_or(30)
-            };
-        let until = *deadline.get_or_insert_with(|| {
-            tokio::time::Instant::now() + std::time::Duration::from_secs(hold)
-        });
+        if let Lookup::Ready(r) = lookup(ctx, host, html, meter)? {
+            return Ok(r);
+        }
         if tokio::time::timeout_at(until, notified).await.is_err() {
             return Err(ProxyError::HoldTimeout {
                 host: host.into(),
@@ -237,6 +293,46 @@ async fn resolve(
             });
         }
     }
+}
+
+fn lookup(
+    ctx: &Ctx,
+    host: &str,
+    html: bool,
+    meter: &mut Option<crate::metrics::RequestMeter>,
+) -> Result<Lookup, ProxyError> {
+    let table = ctx.routes.load();
+    let Some(live) = table.lookup(host) else {
+        return Err(ProxyError::NoRoute { host: host.into() });
+    };
+    if ctx.metrics_enabled && meter.is_none() {
+        *meter = Some(live.stats.start());
+    }
+    if live.route.is_crashed() {
+        let crashes = ctx.crashes.lock().unwrap_or_else(|e| e.into_inner());
+        let info = crashes
+            .get(&live.route.hostname)
+            .cloned()
+            .unwrap_or(crate::proxy::CrashInfo {
+                message: "the app exited".into(),
+                tail: Vec::new(),
+            });
+        return Err(ProxyError::Crashed {
+            host: host.into(),
+            info,
+        });
+    }
+    if !live.route.is_starting() {
+        return Ok(Lookup::Ready(Resolved {
+            backend: live.pick().clone(),
+            reload: live.route.reload,
+            pool: live.backends.len() > 1,
+        }));
+    }
+    if html {
+        return Err(ProxyError::Starting { host: host.into() });
+    }
+    Ok(Lookup::Hold(live.route.hold.unwrap_or(30)))
 }
 
 /// `--redirect-https`: a browser's plain-HTTP navigation goes to the same URL over https.

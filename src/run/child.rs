@@ -115,7 +115,14 @@ pub fn hot_reloads_itself(command: &[String]) -> bool {
 }
 
 impl Generation {
-    pub fn spawn(launch: &Launch, n: u64, port: u16) -> io::Result<Generation> {
+    /// `instance`: the instance's index in a pool (its output lines are tagged `[i]`);
+    /// None for a single instance (PORTOK_INSTANCE=0).
+    pub fn spawn(
+        launch: &Launch,
+        n: u64,
+        port: u16,
+        instance: Option<usize>,
+    ) -> io::Result<Generation> {
         let mut argv = argv(&launch.command);
         inject_framework_flags(&mut argv, port);
         let mut cmd = Command::new(&argv[0]);
@@ -128,6 +135,7 @@ impl Generation {
             )
             .env("PORTOK_NAME", &launch.name)
             .env("PORTOK_GENERATION", n.to_string())
+            .env("PORTOK_INSTANCE", instance.unwrap_or(0).to_string())
             .env("__VITE_ADDITIONAL_SERVER_ALLOWED_HOSTS", ".localhost")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -154,11 +162,22 @@ impl Generation {
         let pid = child.id().unwrap_or(0);
         let output: Output = Arc::new(Mutex::new(VecDeque::with_capacity(KEEP_LINES)));
         let mut pumps = Vec::new();
+        let tag: Arc<str> = instance
+            .map(|i| format!("[{i}] "))
+            .unwrap_or_default()
+            .into();
         if let Some(out) = child.stdout.take() {
-            pumps.push(tokio::spawn(pump(out, tokio::io::stdout(), output.clone())));
+            let keep = output.clone();
+            pumps.push(tokio::spawn(pump(
+                out,
+                tokio::io::stdout(),
+                keep,
+                tag.clone(),
+            )));
         }
         if let Some(err) = child.stderr.take() {
-            pumps.push(tokio::spawn(pump(err, tokio::io::stderr(), output.clone())));
+            let keep = output.clone();
+            pumps.push(tokio::spawn(pump(err, tokio::io::stderr(), keep, tag)));
         }
         Ok(Generation {
             n,
@@ -262,7 +281,8 @@ fn group_alive(pgid: i32) -> bool {
 }
 
 /// Forward a child's output line by line as it is written, keeping the last lines.
-async fn pump<R, W>(from: R, mut to: W, keep: Output)
+/// `tag` goes in front of every line (a pool's instance number).
+async fn pump<R, W>(from: R, mut to: W, keep: Output, tag: Arc<str>)
 where
     R: tokio::io::AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -275,11 +295,15 @@ where
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
+        if !tag.is_empty() {
+            let _ = to.write_all(tag.as_bytes()).await;
+        }
         let _ = to.write_all(&line).await;
         let _ = to.flush().await;
-        let text = String::from_utf8_lossy(&line)
-            .trim_end_matches(['\n', '\r'])
-            .to_string();
+        let text = format!(
+            "{tag}{}",
+            String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r'])
+        );
         let mut keep = keep.lock().unwrap_or_else(|e| e.into_inner());
         if keep.len() == KEEP_LINES {
             keep.pop_front();

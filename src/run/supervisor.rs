@@ -250,7 +250,7 @@ impl Supervisor {
     ) -> Result<(), String> {
         let n = self.next_gen;
         self.next_gen += 1;
-        match Generation::spawn(&self.launch, n, port) {
+        match Generation::spawn(&self.launch, n, port, None) {
             Ok(gen) => {
                 self.pending = Some(Pending {
                     gen,
@@ -604,7 +604,7 @@ impl Supervisor {
     }
 }
 
-async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) {
+pub(super) async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) {
     let mut set = Vec::new();
     for f in futs {
         set.push(Box::pin(f));
@@ -674,13 +674,13 @@ async fn pending_outcome(
 }
 
 /// A shell-style exit code: the status, or 128 + the signal.
-fn exit_code(status: ExitStatus) -> i32 {
+pub(super) fn exit_code(status: ExitStatus) -> i32 {
     status.code().unwrap_or_else(|| {
         128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
     })
 }
 
-async fn inflight(state: &StateDir, port: u16) -> usize {
+pub(super) async fn inflight(state: &StateDir, port: u16) -> usize {
     let state = state.clone();
     tokio::task::spawn_blocking(move || {
         control::call(&state, &Request::Inflight { port }, Duration::from_secs(2))

@@ -7,6 +7,7 @@ mod dx;
 mod fuzz_regressions;
 mod hardening;
 mod observe;
+mod pool;
 mod proxy;
 mod reload;
 mod run;

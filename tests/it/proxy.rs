@@ -126,6 +126,11 @@ async fn forwarded_headers_and_hop_counter() {
         echoed(&body, "x-forwarded-port"),
         Some(p.port.to_string().as_str())
     );
+    assert_eq!(
+        echoed(&body, "forwarded"),
+        Some("for=127.0.0.1;host=web.localhost;proto=http"),
+        "RFC 7239 Forwarded"
+    );
     assert_eq!(echoed(&body, "x-portok-hops"), Some("3"));
     assert_eq!(
         echoed(&body, "x-secret"),
@@ -133,6 +138,23 @@ async fn forwarded_headers_and_hop_counter() {
         "headers named by Connection are hop-by-hop"
     );
     assert_eq!(echoed(&body, "keep-alive"), None);
+
+    // A Forwarded header from an earlier proxy is kept, ours appended; an IPv6 client is
+    // quoted and bracketed.
+    let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, p.port));
+    let r = request(
+        v6,
+        hyper::Request::get("/")
+            .header("host", "web.localhost")
+            .header("forwarded", "for=192.0.2.1;proto=https")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        echoed(&r.text(), "forwarded"),
+        Some("for=192.0.2.1;proto=https, for=\"[::1]\";host=web.localhost;proto=http")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
