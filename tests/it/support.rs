@@ -454,6 +454,16 @@ pub fn hello_bin() -> PathBuf {
             let exe = PathBuf::from(BIN);
             let target_profile = exe.parent().unwrap();
             let hello = target_profile.join("examples/hello");
+            // `cargo nextest run` / `cargo test` build the examples with the tests; running
+            // cargo again from inside a test would rebuild ring and rustls (its environment
+            // differs), and the next test build would rebuild them back.
+            let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello.rs");
+            let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            if let (Some(built), Some(src)) = (modified(&hello), modified(&source)) {
+                if built >= src {
+                    return hello;
+                }
+            }
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = Command::new(cargo)
                 .args(["build", "--quiet", "--example", "hello"])
