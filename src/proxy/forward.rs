@@ -274,6 +274,9 @@ pub fn prepare_request<B>(req: &mut Request<B>, backend: &Backend, origin: &Orig
     *req.version_mut() = Version::HTTP_11;
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
+    // Room for the headers added below in one step: a request with few headers would
+    // otherwise grow (and rehash) the map more than once.
+    headers.reserve(7);
     // HTTP/2 carries the host in :authority; the app needs it as Host.
     if !headers.contains_key(header::HOST) {
         headers.insert(header::HOST, origin.host.clone());

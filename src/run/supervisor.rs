@@ -604,14 +604,19 @@ impl Supervisor {
     }
 }
 
+/// Run the futures concurrently (every generation gets SIGTERM at once, not one after
+/// another's kill timeout) until all are done.
 pub(super) async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) {
-    let mut set = Vec::new();
-    for f in futs {
-        set.push(Box::pin(f));
-    }
-    for f in set {
-        f.await;
-    }
+    let mut pending: Vec<std::pin::Pin<Box<F>>> = futs.map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        pending.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if pending.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
 }
 
 async fn recv_change(rx: &mut Option<mpsc::Receiver<PathBuf>>) -> Option<PathBuf> {
