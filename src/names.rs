@@ -99,16 +99,25 @@ pub fn short_name(hostname: &str) -> &str {
 /// Normalise a Host header value for lookup: strip the port, lowercase, drop a trailing dot.
 /// Borrows when the value is already in normal form, which is the common case.
 pub fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
-    let host = if let Some(rest) = raw.strip_prefix('[') {
+    // Normalising twice gives the same as once: a second pass finds nothing to strip.
+    let host = match raw.strip_prefix('[') {
         // IPv6 literal: keep the brackets' content only.
-        rest.split(']').next().unwrap_or(rest)
-    } else {
-        match raw.rfind(':') {
-            Some(i) => &raw[..i],
-            None => raw,
+        Some(rest) => {
+            let rest = rest.trim_start_matches('[');
+            rest.split(']').next().unwrap_or(rest)
         }
+        None => raw,
     };
-    let host = host.strip_suffix('.').unwrap_or(host);
+    let host = host.trim_end_matches('.');
+    // A port is `:digits` after a name with no other ':' (a bare IPv6 address has several).
+    let host = match host.rfind(':') {
+        Some(i)
+            if host[i + 1..].bytes().all(|b| b.is_ascii_digit()) && !host[..i].contains(':') =>
+        {
+            host[..i].trim_end_matches('.')
+        }
+        _ => host,
+    };
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
         std::borrow::Cow::Owned(host.to_ascii_lowercase())
     } else {
