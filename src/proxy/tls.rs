@@ -20,7 +20,7 @@ use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{RootCertStore, ServerConfig};
 use time::{Duration, OffsetDateTime};
 
-use crate::ca::{self, Ca, CaError, Leaf};
+use crate::ca::{self, Ca, CaError};
 
 /// Reissue leaves this long before they expire.
 const RENEW_BEFORE: Duration = Duration::days(30);
@@ -280,11 +280,11 @@ impl LeafResolver {
     }
 
     fn cert_path(&self, name: &str) -> PathBuf {
-        self.certs_dir.join(format!("{name}.pem"))
+        cert_path(&self.certs_dir, name)
     }
 
     fn key_path(&self, name: &str) -> PathBuf {
-        self.certs_dir.join(format!("{name}-key.pem"))
+        key_path(&self.certs_dir, name)
     }
 
     /// A leaf from an earlier run, if it is intact, chains to the current CA,
@@ -348,33 +348,53 @@ impl LeafResolver {
             leaf.key_der.clone_key(),
             &self.provider,
         )?;
-        // The disk copy only saves work on the next start; serve anyway.
-        if let Err(err) = self.save(name, &leaf) {
-            tracing::warn!(%name, error = %err, "cannot cache leaf certificate on disk");
+        // The disk copy only saves work on the next start; serve anyway. It is written
+        // (and fsynced) off the async workers, so a handshake for a new name does not stall
+        // every other connection on the same thread.
+        let save = {
+            let (dir, name) = (self.certs_dir.clone(), name.to_string());
+            let (key_pem, cert_pem) = (leaf.key_pem.clone(), leaf.cert_pem.clone());
+            move || {
+                if let Err(err) = save_leaf(&dir, &name, &key_pem, &cert_pem) {
+                    tracing::warn!(%name, error = %err, "cannot cache leaf certificate on disk");
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(save)),
+            Err(_) => save(),
         }
         Ok(CachedLeaf {
             key: Arc::new(key),
             renew_after: leaf.not_after - RENEW_BEFORE,
         })
     }
+}
 
-    fn save(&self, name: &str, leaf: &Leaf) -> Result<(), CaError> {
-        let dir = &self.certs_dir;
-        let io_err = |source| CaError::Io {
-            path: dir.clone(),
-            source,
-        };
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io_err)?;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err)?;
-        // Key first: a crash in between leaves a mismatched pair, which
-        // load_from_disk rejects, rather than a new cert with a stale key.
-        ca::write_replace_file(&self.key_path(name), leaf.key_pem.as_bytes(), 0o600)?;
-        ca::write_replace_file(&self.cert_path(name), leaf.cert_pem.as_bytes(), 0o644)
-    }
+/// Write a leaf's key and certificate under `dir` (created 0700).
+fn save_leaf(dir: &Path, name: &str, key_pem: &str, cert_pem: &str) -> Result<(), CaError> {
+    let io_err = |source| CaError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err)?;
+    // Key first: a crash in between leaves a mismatched pair, which load_from_disk
+    // rejects, rather than a new cert with a stale key.
+    ca::write_replace_file(&key_path(dir, name), key_pem.as_bytes(), 0o600)?;
+    ca::write_replace_file(&cert_path(dir, name), cert_pem.as_bytes(), 0o644)
+}
+
+fn cert_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.pem"))
+}
+
+fn key_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}-key.pem"))
 }
 
 fn server_name_for(name: &str) -> Result<ServerName<'static>, rustls::Error> {

@@ -236,7 +236,14 @@ async fn leaf_certificate_is_reused_from_disk_after_restart() {
             .await
             .unwrap(),
     );
-    assert!(p.state().join("certs/keep.localhost.pem").exists());
+    // Written off the handshake's thread, right after it.
+    wait_for(Duration::from_secs(10), "the leaf on disk", || {
+        p.state()
+            .join("certs/keep.localhost.pem")
+            .exists()
+            .then_some(())
+    })
+    .await;
     use std::os::unix::fs::PermissionsExt;
     let key_mode = std::fs::metadata(p.state().join("certs/keep.localhost-key.pem"))
         .unwrap()
