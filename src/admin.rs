@@ -54,6 +54,7 @@ pub async fn handle(ctx: &Arc<Ctx>, req: Request<Incoming>, conn: ConnInfo) -> R
                 .collect();
             let mut text = ctx.metrics.prometheus(&hosts);
             text.push_str(&tcp_metrics(ctx));
+            text.push_str(&instance_metrics(ctx));
             let mut r = Response::new(ProxyBody::full(text));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -80,6 +81,43 @@ pub async fn handle(ctx: &Arc<Ctx>, req: Request<Incoming>, conn: ConnInfo) -> R
             json!({"error": format!("nothing at {method} {path}")}),
         ),
     }
+}
+
+/// Prometheus lines for each instance of a pool (`portok run --instances N`).
+fn instance_metrics(ctx: &Ctx) -> String {
+    use std::fmt::Write;
+    let table = ctx.routes.load();
+    let pools: Vec<_> = table
+        .sorted()
+        .into_iter()
+        .filter(|l| l.route.instances.is_some())
+        .collect();
+    let mut out = String::new();
+    out.push_str("# HELP portok_instance_requests_total Requests (and TCP connections) sent to each instance of a pool.\n# TYPE portok_instance_requests_total counter\n");
+    for l in &pools {
+        for b in &l.backends {
+            let _ = writeln!(
+                out,
+                "portok_instance_requests_total{{route=\"{}\",port=\"{}\"}} {}",
+                short_name(&l.route.hostname),
+                b.port,
+                b.requests.load(Relaxed)
+            );
+        }
+    }
+    out.push_str("# HELP portok_instance_inflight Requests and tunnels in flight to each instance of a pool.\n# TYPE portok_instance_inflight gauge\n");
+    for l in &pools {
+        for b in &l.backends {
+            let _ = writeln!(
+                out,
+                "portok_instance_inflight{{route=\"{}\",port=\"{}\"}} {}",
+                short_name(&l.route.hostname),
+                b.port,
+                b.inflight.load(Relaxed)
+            );
+        }
+    }
+    out
 }
 
 /// Prometheus lines for TCP routes.

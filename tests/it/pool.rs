@@ -182,9 +182,20 @@ async fn a_pool_of_three_spreads_requests_evenly_and_lists_every_port() {
         );
     }
 
-    // Status shows each instance.
+    // Status and metrics show each instance.
     let status = p.ok(&["status", "web"]);
     assert!(status.contains("instances: 3 of 3 in rotation"), "{status}");
+    let metrics = get(p.addr(), "portok.localhost", "/metrics").await.text();
+    for port in &ports {
+        let line = format!("portok_instance_requests_total{{route=\"web\",port=\"{port}\"}} ");
+        let n: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .unwrap_or_else(|| panic!("{line} in {metrics}"))
+            .parse()
+            .unwrap();
+        assert!(n >= 80, "{line}{n}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
