@@ -149,6 +149,69 @@ async fn a_half_sent_head_on_a_kept_alive_connection_is_cut_at_the_header_deadli
     assert_eq!(b.hits.load(Ordering::SeqCst), 1);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_h2_connection_is_closed_at_the_idle_deadline_not_while_a_stream_is_open() {
+    let p = Portok::new();
+    let b = backend("b").await;
+    p.ok(&[
+        "proxy",
+        "start",
+        "--header-timeout",
+        "1",
+        "--idle-timeout",
+        "2",
+    ]);
+    p.ok(&["alias", "web", &b.port.to_string()]);
+    let tcp = TcpStream::connect(p.addr()).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let mut conn = tokio::spawn(conn);
+    // A streaming response open for longer than the idle deadline keeps the connection.
+    let mut c = client.ready().await.unwrap();
+    let req = http::Request::get("http://web.localhost/sse")
+        .body(())
+        .unwrap();
+    let (resp, _) = c.send_request(req, true).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), resp)
+        .await
+        .expect("response head")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = tokio::time::timeout(Duration::from_secs(5), body.data())
+        .await
+        .expect("first event")
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("one"));
+    let _ = body.flow_control().release_capacity(first.len());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), &mut conn)
+            .await
+            .is_err(),
+        "closed while a stream was open"
+    );
+    // The stream ends; then the connection is idle and goes at ~2 s.
+    b.sse_gate.notify_one();
+    while let Some(d) = tokio::time::timeout(Duration::from_secs(5), body.data())
+        .await
+        .expect("the stream ends")
+    {
+        let _ = body.flow_control().release_capacity(d.unwrap().len());
+    }
+    let idle = Instant::now();
+    tokio::time::timeout(Duration::from_secs(8), &mut conn)
+        .await
+        .expect("idle h2 connection closed")
+        .unwrap()
+        .ok();
+    let waited = idle.elapsed();
+    assert!(
+        waited > Duration::from_millis(1500) && waited < Duration::from_millis(4500),
+        "idle h2 connection closed after {waited:?}, expected ~2 s"
+    );
+    drop(c);
+}
+
 /// An app that answers each request only after `delay` (its response head is late).
 async fn slow_app(delay: Duration) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
