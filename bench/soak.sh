@@ -4,6 +4,7 @@
 # RSS and open file descriptors every second. Passes when there were no errors, the RSS
 # stayed under 64 MiB, and neither RSS nor fds grew between the first and the last 10 s.
 # Loopback only; every run bounded by `timeout`. Writes bench/results/soak.json.
+# SOAK_START_ARGS: extra `portok proxy start` flags (e.g. `--max-inflight 0` to compare).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$HERE/.."
@@ -20,7 +21,8 @@ BPORT=$(pick_port); PPORT=$(pick_port)
 "$BIN/examples/bench_backend" --port "$BPORT" >/dev/null 2>&1 & BACKEND_PID=$!
 wait_port "$BPORT"
 export PORTOK_STATE_DIR=$WORK/state PORTOK_PORT=$PPORT HOME=$WORK
-"$BIN/portok" proxy start >/dev/null 2>&1
+# shellcheck disable=SC2086  # flags, split on purpose
+"$BIN/portok" proxy start ${SOAK_START_ARGS:-} >/dev/null 2>&1
 "$BIN/portok" alias myapp "$BPORT" >/dev/null 2>&1
 DPID=$(cat "$WORK/state/proxy.pid")
 echo "soak: $CONNS connections for ${SECS}s through portok (pid $DPID) on 127.0.0.1:$PPORT"

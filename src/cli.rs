@@ -208,10 +208,14 @@ pub struct LimitArgs {
     /// within this many seconds
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub handshake_timeout: f64,
-    /// Request headers must arrive within this many seconds (slowloris); hyper starts the
-    /// same timer when a keep-alive connection goes idle, so idle connections close then too
+    /// A request head (request line + headers) must be complete within this many seconds of
+    /// its first byte (slowloris)
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     pub header_timeout: f64,
+    /// Close a keep-alive connection that has had no request in progress for this many
+    /// seconds
+    #[arg(long, value_name = "SECS", default_value_t = 75.0)]
+    pub idle_timeout: f64,
     /// Largest request head (request line + headers) accepted; larger gets 431
     #[arg(long, value_name = "BYTES", default_value_t = 65536)]
     pub max_header_bytes: usize,
@@ -221,6 +225,10 @@ pub struct LimitArgs {
     /// Open client connections at most; more are refused (closed at once)
     #[arg(long, value_name = "N", default_value_t = 4096)]
     pub max_connections: usize,
+    /// Requests worked on at once at most, across all apps; more wait their turn (a turn
+    /// ends with the response head or after 1 s). Bounds memory under a burst; 0: no limit
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_inflight: usize,
     /// Do not count requests per route (only to measure what counting costs)
     #[arg(long)]
     pub no_metrics: bool,
@@ -246,6 +254,11 @@ impl LimitArgs {
             30.0f64.to_string(),
         );
         num(
+            "--idle-timeout",
+            self.idle_timeout.to_string(),
+            75.0f64.to_string(),
+        );
+        num(
             "--max-header-bytes",
             self.max_header_bytes.to_string(),
             65536.to_string(),
@@ -260,6 +273,11 @@ impl LimitArgs {
             self.max_connections.to_string(),
             4096.to_string(),
         );
+        num(
+            "--max-inflight",
+            self.max_inflight.to_string(),
+            256.to_string(),
+        );
         if self.no_metrics {
             v.push("--no-metrics".into());
         }
@@ -271,9 +289,11 @@ impl LimitArgs {
         crate::proxy::Limits {
             handshake: secs(self.handshake_timeout),
             header_read: secs(self.header_timeout),
+            idle: secs(self.idle_timeout),
             connect: secs(self.connect_timeout),
             max_header_bytes: self.max_header_bytes.max(8192),
             max_connections: self.max_connections.max(1),
+            max_inflight: self.max_inflight,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The proxy: accept loops on the daemon's listeners, one task per connection, TLS or
 //! plain decided by the first byte, then hyper (HTTP/1.1 + HTTP/2, upgrades on).
 
+pub mod conn;
 pub mod forward;
 pub mod handler;
 pub mod pages;
@@ -12,9 +13,9 @@ use crate::metrics::Metrics;
 use crate::routes::{store, Backend, RouteTable};
 use crate::state::{pid_alive, StateDir};
 use arc_swap::ArcSwap;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,14 +30,18 @@ use tracing::{debug, warn};
 pub struct Limits {
     /// One deadline for sniffing the first byte, the ClientHello and the TLS handshake.
     pub handshake: Duration,
-    /// Request headers must arrive within this (slowloris).
+    /// Request headers must arrive within this from their first byte (slowloris).
     pub header_read: Duration,
+    /// An HTTP keep-alive connection with no request in progress is closed after this.
+    pub idle: Duration,
     /// Upstream connect timeout.
     pub connect: Duration,
     /// Largest request head; larger gets 431.
     pub max_header_bytes: usize,
     /// Open client connections at most; more are closed at once.
     pub max_connections: usize,
+    /// Requests worked on at once at most; more wait their turn (0: no limit).
+    pub max_inflight: usize,
 }
 
 impl Default for Limits {
@@ -44,9 +49,11 @@ impl Default for Limits {
         Limits {
             handshake: Duration::from_secs(10),
             header_read: Duration::from_secs(30),
+            idle: Duration::from_secs(75),
             connect: Duration::from_secs(5),
             max_header_bytes: 64 * 1024,
             max_connections: 4096,
+            max_inflight: 256,
         }
     }
 }
@@ -89,7 +96,10 @@ pub struct Ctx {
     pub conn_permits: Arc<tokio::sync::Semaphore>,
     /// `proxy start --redirect-https`: browsers' plain-HTTP navigations get a 308.
     pub redirect_https: bool,
-    http: auto::Builder<TokioExecutor>,
+    /// Turns for requests (`--max-inflight`), see [`take_turn`].
+    turns: Option<tokio::sync::Semaphore>,
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
 }
 
 impl Ctx {
@@ -101,15 +111,19 @@ impl Ctx {
         metrics: Arc<Metrics>,
         admin_token: String,
     ) -> Self {
-        let mut http = auto::Builder::new(TokioExecutor::new());
-        http.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read)
-            // The read buffer bounds the request head: hyper answers 431 beyond it.
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            // hyper would start this timer as soon as it waits for the next request, which
+            // closes idle keep-alive connections at the header deadline too; [`conn::ConnWatch`]
+            // keeps the two apart instead.
+            .header_read_timeout(None)
+            // A longer request head gets 431 however it was split into reads...
+            .max_header_size(limits.max_header_bytes)
+            // ...and the read buffer does not grow past it while a head is incomplete.
             .max_buf_size(limits.max_header_bytes)
             .keep_alive(true);
-        http.http2()
-            .timer(TokioTimer::new())
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
             .max_header_list_size(limits.max_header_bytes as u32)
             // Pings keep idle h2 connections honest; a dead peer is dropped.
             .keep_alive_interval(Some(Duration::from_secs(30)))
@@ -138,8 +152,14 @@ impl Ctx {
             tls: tls.map(tokio_rustls::TlsAcceptor::from),
             conn_permits: Arc::new(tokio::sync::Semaphore::new(limits.max_connections)),
             redirect_https: false,
+            turns: (limits.max_inflight > 0).then(|| {
+                tokio::sync::Semaphore::new(
+                    limits.max_inflight.min(tokio::sync::Semaphore::MAX_PERMITS),
+                )
+            }),
             limits,
-            http,
+            h1,
+            h2,
         }
     }
 }
@@ -350,91 +370,191 @@ async fn serve_conn(stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) -> Resul
         sniff::Kind::Closed => Ok(()),
         sniff::Kind::Plain => {
             let info = ConnInfo { peer, tls: false };
-            serve_http(TokioIo::new(stream), info, ctx).await
+            serve_http(stream, info, ctx).await
         }
-        sniff::Kind::Tls => {
-            let acceptor = ctx.tls.clone().ok_or(ConnError::TlsDisabled)?;
-            let tls = tokio::time::timeout_at(deadline, acceptor.accept(stream))
-                .await
-                .map_err(|_| ConnError::Timeout {
-                    phase: "TLS handshake",
-                })?
-                .map_err(|source| ConnError::Io {
-                    phase: "TLS handshake",
-                    source,
-                })?;
-            let info = ConnInfo { peer, tls: true };
-            serve_http(TokioIo::new(tls), info, ctx).await
-        }
+        // Boxed: every connection's task is as large as its largest state, and a TLS
+        // session's state is large.
+        sniff::Kind::Tls => Box::pin(serve_tls(stream, peer, deadline, ctx)).await,
     }
 }
 
-async fn serve_http<I>(io: TokioIo<I>, info: ConnInfo, ctx: Arc<Ctx>) -> Result<(), ConnError>
+async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    deadline: tokio::time::Instant,
+    ctx: Arc<Ctx>,
+) -> Result<(), ConnError> {
+    let acceptor = ctx.tls.clone().ok_or(ConnError::TlsDisabled)?;
+    let tls = tokio::time::timeout_at(deadline, acceptor.accept(stream))
+        .await
+        .map_err(|_| ConnError::Timeout {
+            phase: "TLS handshake",
+        })?
+        .map_err(|source| ConnError::Io {
+            phase: "TLS handshake",
+            source,
+        })?;
+    let info = ConnInfo { peer, tls: true };
+    serve_http(tls, info, ctx).await
+}
+
+/// HTTP/1 or h2 (by the preface, whatever ALPN said) on a client connection, under its
+/// header and idle deadlines (see [`conn`]).
+async fn serve_http<I>(io: I, info: ConnInfo, ctx: Arc<Ctx>) -> Result<(), ConnError>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let resets = Arc::new(ResetMeter::default());
+    let start = tokio::time::Instant::now();
+    let (proto, mut io) = tokio::time::timeout(ctx.limits.header_read, conn::read_version(io))
+        .await
+        .map_err(|_| ConnError::Timeout {
+            phase: "reading the request head",
+        })?
+        .map_err(|source| ConnError::Io {
+            phase: "reading the request head",
+            source,
+        })?;
+    let watch = Arc::new(conn::ConnWatch::new(start, proto));
+    if proto == conn::Proto::H1 {
+        io.watch(watch.clone());
+    }
     let svc_ctx = ctx.clone();
-    let svc_resets = resets.clone();
-    let svc = service_fn(move |req| {
-        let watch = CancelWatch {
-            meter: svc_resets.clone(),
-            done: false,
-        };
-        let fut = handler::handle(svc_ctx.clone(), req, info);
+    let svc_watch = watch.clone();
+    let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        // An h2 extended CONNECT is a tunnel (WebSocket) that outlives its request.
+        if proto == conn::Proto::H2 && req.method() == http::Method::CONNECT {
+            svc_watch.hold_open();
+        }
+        if proto == conn::Proto::H1 {
+            detach_head(&mut req);
+        }
+        let exchange = conn::Exchange::begin(svc_watch.clone());
+        let ctx = svc_ctx.clone();
         async move {
-            let mut watch = watch;
-            let resp = fut.await;
-            watch.done = true;
-            resp
+            let resp = match take_turn(&ctx, req, info).await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            };
+            Ok::<_, std::convert::Infallible>(resp.map(|body| exchange.finish(body)))
         }
     });
-    let conn = ctx.http.serve_connection_with_upgrades(io, svc);
+    let io = TokioIo::new(io);
+    match proto {
+        conn::Proto::H1 => {
+            let c = ctx.h1.serve_connection(io, svc).with_upgrades();
+            conn::drive(c, |c| c.graceful_shutdown(), &watch, &ctx.limits, info.peer).await
+        }
+        // Boxed: most connections are HTTP/1, and an h2 connection's state is large.
+        conn::Proto::H2 => {
+            Box::pin(async {
+                let c = ctx.h2.serve_connection(io, svc);
+                conn::drive(c, |c| c.graceful_shutdown(), &watch, &ctx.limits, info.peer).await
+            })
+            .await
+        }
+    }
+}
+
+/// How long a request keeps its turn (see [`take_turn`]).
+const TURN: Duration = Duration::from_secs(1);
+
+/// Handle a request in its turn. At most `--max-inflight` requests are worked on at once
+/// (across all apps); the others wait in line, on the client's connection, without an
+/// upstream connection of their own. Each upstream connection costs some 30 KiB in hyper, so
+/// a burst of thousands of requests would otherwise mean thousands of them. A request gives
+/// its turn up when its response head is ready or after [`TURN`], whichever is first, so
+/// long polls, slow apps and an app calling another through portok never hold the line up
+/// for more than that.
+async fn take_turn(
+    ctx: &Arc<Ctx>,
+    req: http::Request<hyper::body::Incoming>,
+    info: ConnInfo,
+) -> Result<http::Response<forward::ProxyBody>, std::convert::Infallible> {
+    let turn = match &ctx.turns {
+        Some(turns) => turns.acquire().await.ok(),
+        None => None,
+    };
+    // Boxed: hyper keeps a connection's request future in one allocation for the
+    // connection's whole life; the handler's is several KiB, and this way it is held only
+    // while a request is being worked on.
+    let mut fut = Box::pin(handler::handle(ctx.clone(), req, info));
+    let Some(turn) = turn else {
+        return fut.await;
+    };
     tokio::select! {
-        r = conn => r.map_err(ConnError::Http),
-        _ = resets.flood.notified() => {
-            warn!(peer = %info.peer, "client cancels requests in a flood (HTTP/2 rapid reset?); closing its connection");
-            Err(ConnError::ResetFlood)
+        biased;
+        r = &mut fut => r,
+        _ = tokio::time::sleep(TURN) => {
+            drop(turn);
+            fut.await
         }
     }
 }
 
-/// Cancelled requests per connection. An HTTP/2 client that opens and resets streams in a
-/// flood (CVE-2023-44487, "rapid reset") makes the proxy start upstream work it never
-/// finishes; past [`RESET_FLOOD`] cancellations in a second the connection is cut off.
-/// Other connections are unaffected.
-#[derive(Default)]
-struct ResetMeter {
-    window: std::sync::Mutex<(Option<std::time::Instant>, u32)>,
-    flood: tokio::sync::Notify,
-}
-
-const RESET_FLOOD: u32 = 200;
-
-impl ResetMeter {
-    fn cancelled(&self) {
-        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
-        let now = std::time::Instant::now();
-        match w.0 {
-            Some(start) if now.duration_since(start) < Duration::from_secs(1) => w.1 += 1,
-            _ => *w = (Some(now), 1),
+/// Copy an HTTP/1 request's head out of hyper's read buffer, so that buffer is free again at
+/// once instead of hyper allocating another while the request is in flight.
+fn detach_head<B>(req: &mut http::Request<B>) {
+    let origin_form = req.uri().scheme().is_none() && req.uri().authority().is_none();
+    let path_len = match req.uri().path_and_query() {
+        Some(pq) if origin_form && pq.as_str().len() > 1 => pq.as_str().len(),
+        _ => 0,
+    };
+    let total = path_len + req.headers().values().map(|v| v.len()).sum::<usize>();
+    let mut buf = bytes::BytesMut::with_capacity(total);
+    if path_len > 0 {
+        buf.extend_from_slice(req.uri().path_and_query().unwrap().as_str().as_bytes());
+    }
+    for v in req.headers().values() {
+        buf.extend_from_slice(v.as_bytes());
+    }
+    let all = buf.freeze();
+    let mut at = 0;
+    if path_len > 0 {
+        if let Ok(uri) = http::Uri::from_maybe_shared(all.slice(..path_len)) {
+            *req.uri_mut() = uri;
         }
-        if w.1 > RESET_FLOOD {
-            self.flood.notify_one();
+        at = path_len;
+    }
+    for v in req.headers_mut().values_mut() {
+        let n = v.len();
+        if let Ok(mut nv) = http::HeaderValue::from_maybe_shared(all.slice(at..at + n)) {
+            nv.set_sensitive(v.is_sensitive());
+            *v = nv;
         }
+        at += n;
     }
 }
 
-/// Dropped before the response was ready: the client cancelled the request.
-struct CancelWatch {
-    meter: Arc<ResetMeter>,
-    done: bool,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Drop for CancelWatch {
-    fn drop(&mut self) {
-        if !self.done {
-            self.meter.cancelled();
+    #[test]
+    fn a_detached_head_no_longer_points_into_the_read_buffer() {
+        let wire = bytes::Bytes::from_static(b"/a/b?c=d\0web.localhost\0text/html");
+        let mut req = http::Request::builder()
+            .uri(http::Uri::from_maybe_shared(wire.slice(0..8)).unwrap())
+            .body(())
+            .unwrap();
+        let h = req.headers_mut();
+        h.insert(
+            "host",
+            http::HeaderValue::from_maybe_shared(wire.slice(9..22)).unwrap(),
+        );
+        let mut secret = http::HeaderValue::from_maybe_shared(wire.slice(23..)).unwrap();
+        secret.set_sensitive(true);
+        h.append("accept", secret);
+        h.append("accept", http::HeaderValue::from_static("*/*"));
+        let before = req.headers().clone();
+        detach_head(&mut req);
+        assert_eq!(req.uri(), "/a/b?c=d");
+        assert_eq!(req.headers(), &before);
+        assert!(req.headers()["accept"].is_sensitive());
+        let range = wire.as_ptr_range();
+        let inside = |p: *const u8| range.contains(&p);
+        assert!(!inside(req.uri().path().as_ptr()));
+        for v in req.headers().values() {
+            assert!(!inside(v.as_bytes().as_ptr()));
         }
     }
 }

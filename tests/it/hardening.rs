@@ -44,6 +44,246 @@ async fn slowloris_is_closed_at_the_header_deadline() {
     assert_eq!(b.hits.load(Ordering::SeqCst), 0);
 }
 
+/// Read one HTTP/1.1 response with a Content-Length from a raw socket (bounded).
+async fn read_response(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let read = async {
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map(|v| v.trim().parse().unwrap())
+                    .expect("a Content-Length");
+                if buf.len() >= end + 4 + len {
+                    return;
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(
+                n > 0,
+                "closed mid-response: {}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("a response within 5 s");
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// How long until the proxy closes `s` (bounded by `limit`); panics if it sends anything.
+async fn closed_after(s: &mut TcpStream, limit: Duration) -> Duration {
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    tokio::time::timeout(limit, s.read_to_end(&mut buf))
+        .await
+        .expect("closed in time")
+        .ok();
+    assert!(buf.is_empty(), "{}", String::from_utf8_lossy(&buf));
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_keep_alive_outlives_the_header_deadline_and_closes_at_the_idle_one() {
+    let p = Portok::new();
+    let b = backend("b").await;
+    p.ok(&[
+        "proxy",
+        "start",
+        "--header-timeout",
+        "1",
+        "--idle-timeout",
+        "3",
+    ]);
+    p.ok(&["alias", "web", &b.port.to_string()]);
+    let req = b"GET / HTTP/1.1\r\nHost: web.localhost\r\n\r\n";
+    let mut s = TcpStream::connect(p.addr()).await.unwrap();
+    s.write_all(req).await.unwrap();
+    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    // Idle for twice the header deadline: still open and usable.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s.write_all(req).await.unwrap();
+    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    assert_eq!(b.hits.load(Ordering::SeqCst), 2);
+    // Then idle: closed at the idle deadline, not before, not much after.
+    let waited = closed_after(&mut s, Duration::from_secs(8)).await;
+    assert!(
+        waited > Duration::from_millis(2500) && waited < Duration::from_millis(4500),
+        "idle connection closed after {waited:?}, expected ~3 s"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_half_sent_head_on_a_kept_alive_connection_is_cut_at_the_header_deadline() {
+    let p = Portok::new();
+    let b = backend("b").await;
+    p.ok(&[
+        "proxy",
+        "start",
+        "--header-timeout",
+        "1",
+        "--idle-timeout",
+        "30",
+    ]);
+    p.ok(&["alias", "web", &b.port.to_string()]);
+    let mut s = TcpStream::connect(p.addr()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: web.localhost\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    // Idle a while (the header deadline does not run while idle), then half a head.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: web.loc")
+        .await
+        .unwrap();
+    let waited = closed_after(&mut s, Duration::from_secs(8)).await;
+    assert!(
+        waited > Duration::from_millis(700) && waited < Duration::from_millis(2500),
+        "half-sent head cut after {waited:?}, expected ~1 s"
+    );
+    assert_eq!(b.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_h2_connection_is_closed_at_the_idle_deadline_not_while_a_stream_is_open() {
+    let p = Portok::new();
+    let b = backend("b").await;
+    p.ok(&[
+        "proxy",
+        "start",
+        "--header-timeout",
+        "1",
+        "--idle-timeout",
+        "2",
+    ]);
+    p.ok(&["alias", "web", &b.port.to_string()]);
+    let tcp = TcpStream::connect(p.addr()).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    let mut conn = tokio::spawn(conn);
+    // A streaming response open for longer than the idle deadline keeps the connection.
+    let mut c = client.ready().await.unwrap();
+    let req = http::Request::get("http://web.localhost/sse")
+        .body(())
+        .unwrap();
+    let (resp, _) = c.send_request(req, true).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), resp)
+        .await
+        .expect("response head")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = tokio::time::timeout(Duration::from_secs(5), body.data())
+        .await
+        .expect("first event")
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("one"));
+    let _ = body.flow_control().release_capacity(first.len());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), &mut conn)
+            .await
+            .is_err(),
+        "closed while a stream was open"
+    );
+    // The stream ends; then the connection is idle and goes at ~2 s.
+    b.sse_gate.notify_one();
+    while let Some(d) = tokio::time::timeout(Duration::from_secs(5), body.data())
+        .await
+        .expect("the stream ends")
+    {
+        let _ = body.flow_control().release_capacity(d.unwrap().len());
+    }
+    let idle = Instant::now();
+    tokio::time::timeout(Duration::from_secs(8), &mut conn)
+        .await
+        .expect("idle h2 connection closed")
+        .unwrap()
+        .ok();
+    let waited = idle.elapsed();
+    assert!(
+        waited > Duration::from_millis(1500) && waited < Duration::from_millis(4500),
+        "idle h2 connection closed after {waited:?}, expected ~2 s"
+    );
+    drop(c);
+}
+
+/// An app that answers each request only after `delay` (its response head is late).
+async fn slow_app(delay: Duration) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut have = 0;
+                while !buf[..have].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf[have..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => have += n,
+                    }
+                }
+                tokio::time::sleep(delay).await;
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\nslow",
+                    )
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_over_max_inflight_wait_their_turn_and_slow_ones_do_not_hold_it() {
+    let p = Portok::new();
+    let b = backend("b").await;
+    let slow = slow_app(Duration::from_secs(4)).await;
+    p.ok(&["proxy", "start", "--max-inflight", "1"]);
+    p.ok(&["alias", "web", &b.port.to_string()]);
+    p.ok(&["alias", "slow", &slow.to_string()]);
+    // Many at once through one turn: every one is answered.
+    let many: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(get(p.addr(), "web.localhost", "/")))
+        .collect();
+    for r in many {
+        let r = tokio::time::timeout(Duration::from_secs(10), r)
+            .await
+            .expect("answered within 10 s")
+            .unwrap();
+        assert_eq!(r.status, 200);
+    }
+    // Two slow requests take the turn first; a fast one behind them is answered long before
+    // they are (each gives the turn up after 1 s).
+    let start = Instant::now();
+    let slow_reqs: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(get(p.addr(), "slow.localhost", "/")))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let fast = tokio::time::timeout(Duration::from_secs(10), get(p.addr(), "web.localhost", "/"))
+        .await
+        .expect("the fast request is answered");
+    let fast_at = start.elapsed();
+    assert_eq!(fast.status, 200);
+    assert!(
+        fast_at < Duration::from_millis(3500),
+        "the fast request waited {fast_at:?} behind slow ones"
+    );
+    for r in slow_reqs {
+        let r = tokio::time::timeout(Duration::from_secs(10), r)
+            .await
+            .expect("slow requests are answered")
+            .unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), "slow");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_headers_get_431() {
     let p = Portok::new();
