@@ -515,7 +515,7 @@ start_tcp_backend() {
   STARTED+=("$!")
   local _
   for _ in $(seq 1 200); do [[ -s $WORK/tcp-backend.port ]] && break; sleep 0.05; done
-  P_TCP_BACKEND=$(head -1 "$WORK/tcp-backend.port")
+  read -r P_TCP_BACKEND TCP_BACKEND_PID < "$WORK/tcp-backend.port" || true
   [[ $P_TCP_BACKEND =~ ^[0-9]+$ ]] || { echo "run.sh: tcp-backend did not start: $(tail -3 "$WORK/tcp-backend.log")" >&2; return 1; }
   P_TCP=$(pick_port) || return 1
   pk "$PK_MAIN" alias tcpbench "$P_TCP_BACKEND" --tcp "$P_TCP" > "$WORK/tcp-alias.log" 2>&1 ||
@@ -536,8 +536,10 @@ if [[ $SCENARIOS == 1 ]]; then
       --redeploys "$REDEPLOYS" --conns "$CONNS" --drain 2
     if { want tcp-stream || want tcp-echo; } && start_tcp_backend; then
       scen tcp-stream tcp-stream --port "$P_TCP" --direct-port "$P_TCP_BACKEND" --pid "$PORTOK_PID" \
-        --bytes "$STREAM_BYTES" --rounds "$TCP_ROUNDS" --portok "$BIN_PORTOK" --name tcpbench
+        --backend-pid "$TCP_BACKEND_PID" --bytes "$STREAM_BYTES" --rounds "$TCP_ROUNDS" \
+        --portok "$BIN_PORTOK" --name tcpbench
       scen tcp-echo tcp-echo --port "$P_TCP" --direct-port "$P_TCP_BACKEND" --pid "$PORTOK_PID" \
+        --backend-pid "$TCP_BACKEND_PID" \
         --conns "$TCP_ECHO_CONNS" --sizes "${TCP_ECHO_SIZES// /,}" --duration "$TCP_ECHO_SECS" \
         --rounds "$TCP_ROUNDS" --portok "$BIN_PORTOK" --name tcpbench
       pk "$PK_MAIN" alias --remove tcpbench >/dev/null 2>&1 || true

@@ -286,6 +286,10 @@ def tcp_table(s):
     for name, x in (("tcp-stream", st), ("tcp-echo", ec)):
         if not x:
             continue
+        oc = x.get("others_cpu_pct")
+        if isinstance(oc, dict) and oc.get("n"):
+            notes.append(f"{name}: other processes used {oc['median']:.0f}% of the machine "
+                         f"(median over runs, max {oc['max']:.0f}%)")
         r = x.get("relay")
         if isinstance(r, dict):
             notes.append(f"{name}: {r['connections_total']} relayed connections, {r['spliced']} spliced, "
@@ -294,7 +298,8 @@ def tcp_table(s):
                             if x.get("relay_counters_match") is not None else ""))
     if notes:
         L.append("")
-        L.append("Relay (`portok status tcpbench --json`, deltas over the scenario): " + "; ".join(notes) + ".")
+        L.append("Relay (`portok status tcpbench --json`, deltas over the scenario) and other work on the "
+                 "machine: " + "; ".join(notes) + ".")
     return L
 
 

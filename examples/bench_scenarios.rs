@@ -9,10 +9,10 @@
 //! bench_scenarios idle-conns    --port P --host NAME.localhost --pid DAEMON [--conns 1000] [--tls]
 //! bench_scenarios tcp-backend   [--port 0]
 //! bench_scenarios tcp-stream    --port LISTEN --direct-port B --pid DAEMON [--bytes N] [--rounds 3]
-//!                               [--portok BIN --name ROUTE]
+//!                               [--portok BIN --name ROUTE] [--backend-pid PID]
 //! bench_scenarios tcp-echo      --port LISTEN --direct-port B --pid DAEMON [--conns 100]
 //!                               [--sizes 64,16384] [--duration 5] [--warmup 1] [--rounds 3]
-//!                               [--portok BIN --name ROUTE]
+//!                               [--portok BIN --name ROUTE] [--backend-pid PID]
 //! bench_scenarios proxy-start   --portok BIN [--iters 10]
 //! bench_scenarios cmd-time      [--runs 30] [--warmup 3] -- CMD ARGS...
 //! ```
@@ -20,7 +20,7 @@
 //! `portok` commands inherit PORTOK_STATE_DIR and PORTOK_PORT from the environment.
 //!
 //! `tcp-backend` is the app behind a TCP route (`portok alias NAME B --tcp LISTEN`): it prints
-//! its port on the first line of stdout and serves until killed. `tcp-stream` and `tcp-echo`
+//! `PORT PID` on the first line of stdout and serves until killed. `tcp-stream` and `tcp-echo`
 //! talk to it directly (port B) and through the route (port LISTEN); a scenario whose bytes
 //! do not come back exactly as sent prints its JSON with `"ok": false` and exits 1.
 
@@ -871,18 +871,81 @@ fn pattern_mismatch(off: u64, got: &[u8]) -> Option<u64> {
     None
 }
 
-/// utime + stime of a process (all its threads), in seconds.
-fn cpu_secs(pid: u32) -> f64 {
+/// utime + stime of a process (all its threads), in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = [11, 12]
+    [11, 12]
         .iter()
         .filter_map(|&i| f.get(i).and_then(|v| v.parse::<u64>().ok()))
-        .sum();
+        .sum()
+}
+
+/// utime + stime of a process (all its threads), in seconds.
+fn cpu_secs(pid: u32) -> f64 {
     // SAFETY: sysconf only reads a configuration value.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
-    ticks as f64 / hz as f64
+    cpu_ticks(pid) as f64 / hz as f64
+}
+
+/// The whole machine's (busy, all) clock ticks from /proc/stat. Busy = user + nice + system +
+/// irq + softirq: with tick accounting a process is charged (stime) for the softirq work
+/// done while it runs, which /proc/stat counts as softirq.
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let busy = [0, 1, 2, 5, 6].iter().filter_map(|&i| v.get(i)).sum();
+    (busy, v.iter().sum())
+}
+
+/// CPU used by processes other than the benchmark's own (this client, the daemon, the
+/// backend) over a run, in % of the whole machine: other work on a shared machine shows
+/// here, and a run with much of it is not comparable.
+struct OtherCpu {
+    pids: Vec<u32>,
+    busy: u64,
+    total: u64,
+    own: u64,
+}
+
+impl OtherCpu {
+    fn start(pids: &[u32]) -> OtherCpu {
+        let (busy, total) = machine_ticks();
+        OtherCpu {
+            pids: pids.to_vec(),
+            busy,
+            total,
+            own: pids.iter().map(|&p| cpu_ticks(p)).sum(),
+        }
+    }
+    fn pct(&self) -> f64 {
+        let (busy, total) = machine_ticks();
+        let own: u64 = self.pids.iter().map(|&p| cpu_ticks(p)).sum();
+        let other = busy.saturating_sub(self.busy) as f64 - own.saturating_sub(self.own) as f64;
+        if total > self.total {
+            (other.max(0.0) * 100.0 / (total - self.total) as f64).min(100.0)
+        } else {
+            0.0
+        }
+    }
+}
+
+/// This process, the daemon (`--pid`) and the backend (`--backend-pid`, when given).
+fn own_pids(a: &Args) -> Vec<u32> {
+    let mut v = vec![std::process::id(), a.num("pid", 0)];
+    if let Some(b) = a.flags.get("backend-pid").and_then(|p| p.parse().ok()) {
+        v.push(b);
+    }
+    v.retain(|&p| p != 0);
+    v
 }
 
 /// The backend of the TCP scenarios. The first byte a client sends picks what it does:
@@ -901,7 +964,7 @@ async fn tcp_backend(a: &Args) {
         });
     pattern();
     let port = listener.local_addr().expect("addr").port();
-    println!("{port}");
+    println!("{port} {}", std::process::id());
     loop {
         let Ok((s, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -1079,6 +1142,8 @@ async fn tcp_stream(a: &Args) -> Value {
     let bytes: u64 = a.num("bytes", 1u64 << 30);
     let rounds: usize = a.num("rounds", 3);
     pattern();
+    let own = own_pids(a);
+    let mut others = Vec::new();
     let relay_before = relay_counters(a);
     let rss_before = rss_kib(pid);
     let mut failures = Vec::new();
@@ -1088,14 +1153,17 @@ async fn tcp_stream(a: &Args) -> Value {
         let (mut cpu, mut ok_bytes) = (0.0, 0u64);
         let sampler = RssSampler::start(pid);
         for round in 1..=rounds {
+            let oc = OtherCpu::start(&own);
             let r = tcp_transfer(direct, bytes, upload).await;
+            others.push(oc.pct());
             if let Err(e) = &r {
                 failures.push(format!("round {round} direct {dir}: {e}"));
             }
             d.push(r.ok());
-            let c0 = cpu_secs(pid);
+            let (c0, oc) = (cpu_secs(pid), OtherCpu::start(&own));
             let r = tcp_transfer(port, bytes, upload).await;
             cpu += cpu_secs(pid) - c0;
+            others.push(oc.pct());
             match &r {
                 Ok(_) => ok_bytes += bytes,
                 Err(e) => failures.push(format!("round {round} portok {dir}: {e}")),
@@ -1145,6 +1213,7 @@ async fn tcp_stream(a: &Args) -> Value {
         "download": out["download"],
         "relay": relay,
         "relay_counters_match": counters_match,
+        "others_cpu_pct": summary(&others),
     })
 }
 
@@ -1280,6 +1349,8 @@ async fn tcp_echo(a: &Args) -> Value {
         })
         .collect();
     pattern();
+    let own = own_pids(a);
+    let mut others = Vec::new();
     let relay_before = relay_counters(a);
     let rss_before = rss_kib(pid);
     let mut failures: Vec<String> = Vec::new();
@@ -1290,8 +1361,9 @@ async fn tcp_echo(a: &Args) -> Value {
         let sampler = RssSampler::start(pid);
         for round in 1..=rounds {
             for (target, p) in [("direct", direct), ("portok", port)] {
-                let c0 = cpu_secs(pid);
+                let (c0, oc) = (cpu_secs(pid), OtherCpu::start(&own));
                 let mut run = echo_run(p, conns, size, warmup, dur).await;
+                others.push(oc.pct());
                 if target == "portok" {
                     cpu += cpu_secs(pid) - c0;
                     trips += run.total;
@@ -1349,6 +1421,7 @@ async fn tcp_echo(a: &Args) -> Value {
         "daemon_rss_after_kib": rss_kib(pid),
         "sizes": per_size,
         "relay": relay_delta(&relay_before, &relay_counters(a)),
+        "others_cpu_pct": summary(&others),
     })
 }
 
