@@ -49,6 +49,7 @@
 #   BACKEND=auto|bench_backend (auto: nginx when installed)
 #   WAIT_QUIET=SECS (shared machines: wait up to SECS for CPU use by others to drop below 10%)
 #   TCP_ROUNDS=3 TCP_ECHO_CONNS=100 TCP_ECHO_SIZES="64 16384" TCP_ECHO_SECS=5
+#   PORTOK_NO_SPLICE=1 reaches the daemon: TCP routes then relay with the userspace copy
 #   SCENARIOS_ONLY="NAME..." run only these scenarios and no load rounds (names: route-change
 #     tls-handshake idle-conns idle-conns-tls stream redeploy tcp-stream tcp-echo proxy-start
 #     cli-list; `tcp` = tcp-stream tcp-echo); TARGETS then defaults to "direct portok" (only
@@ -396,7 +397,7 @@ git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml 2>/dev/null || PORTOK_REV="$P
   have openssl && echo "openssl=$(openssl version)"
   echo "quick=$QUICK"
   echo "scenarios_only=$SCENARIOS_ONLY"
-  echo "tcp=rounds $TCP_ROUNDS, stream $STREAM_BYTES bytes each way, echo $TCP_ECHO_CONNS conns x sizes ${TCP_ECHO_SIZES// /,} x ${TCP_ECHO_SECS}s"
+  echo "tcp=rounds $TCP_ROUNDS, stream $STREAM_BYTES bytes each way, echo $TCP_ECHO_CONNS conns x sizes ${TCP_ECHO_SIZES// /,} x ${TCP_ECHO_SECS}s${PORTOK_NO_SPLICE:+, daemon with PORTOK_NO_SPLICE=1 (userspace copy)}"
   echo "skipped=$(IFS=';'; echo "${SKIPPED[*]:-}")"
   echo "portok_rss_fresh_kib=$PK_RSS_FRESH"
   echo "loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -517,9 +518,15 @@ start_tcp_backend() {
   for _ in $(seq 1 200); do [[ -s $WORK/tcp-backend.port ]] && break; sleep 0.05; done
   read -r P_TCP_BACKEND TCP_BACKEND_PID < "$WORK/tcp-backend.port" || true
   [[ $P_TCP_BACKEND =~ ^[0-9]+$ ]] || { echo "run.sh: tcp-backend did not start: $(tail -3 "$WORK/tcp-backend.log")" >&2; return 1; }
-  P_TCP=$(pick_port) || return 1
-  pk "$PK_MAIN" alias tcpbench "$P_TCP_BACKEND" --tcp "$P_TCP" > "$WORK/tcp-alias.log" 2>&1 ||
-    { echo "run.sh: portok alias tcpbench --tcp $P_TCP failed: $(cat "$WORK/tcp-alias.log")" >&2; return 1; }
+  # pick_port only sees listeners: a port bound by something else (e.g. the local end of an
+  # outgoing connection, 20000-39999 overlaps the ephemeral range) fails the bind; try another.
+  local try
+  for try in 1 2 3 4 5; do
+    P_TCP=$(pick_port) || return 1
+    pk "$PK_MAIN" alias tcpbench "$P_TCP_BACKEND" --tcp "$P_TCP" > "$WORK/tcp-alias.log" 2>&1 && break
+    echo "run.sh: portok alias tcpbench --tcp $P_TCP failed: $(cat "$WORK/tcp-alias.log")" >&2
+    (( try < 5 )) || return 1
+  done
   wait_port "$P_TCP"
   echo "tcp_route=tcpbench 127.0.0.1:$P_TCP -> 127.0.0.1:$P_TCP_BACKEND (bench_scenarios tcp-backend)" >> "$OUTDIR/env.txt"
 }

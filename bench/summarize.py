@@ -286,20 +286,25 @@ def tcp_table(s):
     for name, x in (("tcp-stream", st), ("tcp-echo", ec)):
         if not x:
             continue
-        oc = x.get("others_cpu_pct")
-        if isinstance(oc, dict) and oc.get("n"):
-            notes.append(f"{name}: other processes used {oc['median']:.0f}% of the machine "
-                         f"(median over runs, max {oc['max']:.0f}%)")
+        parts = []
         r = x.get("relay")
         if isinstance(r, dict):
-            notes.append(f"{name}: {r['connections_total']} relayed connections, {r['spliced']} spliced, "
-                         f"{r['copied']} copied; daemon counters in {r['bytes_in']:,} B, out {r['bytes_out']:,} B"
-                         + (f" (match the bytes sent: {'yes' if x['relay_counters_match'] else 'NO'})"
+            parts.append(f"{r['connections_total']} relayed connections, {r['spliced']} with splice, "
+                         f"{r['copied']} with the copy; daemon counters in {r['bytes_in']:,} B, "
+                         f"out {r['bytes_out']:,} B"
+                         + (f" ({'equal to' if x['relay_counters_match'] else 'NOT equal to'} the bytes sent)"
                             if x.get("relay_counters_match") is not None else ""))
+        oc = x.get("others_cpu_pct")
+        if isinstance(oc, dict) and oc.get("n"):
+            parts.append(f"other processes {oc['median']:.0f}% of the machine (median over runs, "
+                         f"max {oc['max']:.0f}%)")
+        if parts:
+            notes.append(f"- {name}: " + "; ".join(parts))
     if notes:
         L.append("")
-        L.append("Relay (`portok status tcpbench --json`, deltas over the scenario) and other work on the "
-                 "machine: " + "; ".join(notes) + ".")
+        L.append("Relay (`portok status tcpbench --json`, deltas over the scenario) and other work on the machine:")
+        L.append("")
+        L.extend(notes)
     return L
 
 
