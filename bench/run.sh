@@ -2,7 +2,8 @@
 # bench/run.sh - portok's benchmark harness: every contender side by side in one run.
 #
 #   bash bench/run.sh            full run (5 rounds x 10 s per contender + scenarios; ~15 min)
-#   bash bench/run.sh --quick    1 round x 3 s, no streaming/redeploy scenarios (~2 min)
+#   bash bench/run.sh --quick    1 round x 3 s, no streaming/redeploy/TCP scenarios (~2 min)
+#   SCENARIOS_ONLY=tcp bash bench/run.sh   only the TCP route scenarios (no load rounds; ~2 min)
 #
 # Method (the same as /work/shared/bench/baseline.sh, so figures compare with RESULTS.md):
 # wrk -t1 -c50 -d10s --latency -H 'Host: myapp.localhost'; servers (backend + proxy) pinned to
@@ -24,6 +25,14 @@
 #   portless_tls  portless --https with a self-signed EC cert                 (needs portless, openssl)
 # Load: wrk (h2load for h2) when installed, else examples/bench_load (same connection model).
 #
+# TCP routes (issue 7; scenarios tcp-stream and tcp-echo, not in --quick): the backend is
+# `bench_scenarios tcp-backend` (sink, source and echo on one free loopback port, pinned with
+# the servers) and the route `portok alias tcpbench PORT --tcp LISTEN` on the same daemon
+# (LISTEN: a free port in 20000-39999). tcp-stream: STREAM_BYTES each way over one connection,
+# every byte checked, direct vs portok, TCP_ROUNDS rounds; tcp-echo: TCP_ECHO_CONNS connections
+# doing round trips of each TCP_ECHO_SIZES payload for TCP_ECHO_SECS (after 1 s warm-up), any
+# byte that does not come back as sent fails the scenario.
+#
 # Install what is missing (nothing is installed unless you ask):
 #   apt-get update && apt-get install -y wrk nginx nghttp2-client     (or BENCH_INSTALL=1 bash bench/run.sh)
 #   apt-get install -y hyperfine                                      (optional: CLI timing; else a built-in loop)
@@ -39,6 +48,12 @@
 #   LOADGEN=auto|bench_load (force the built-in load generator)  BENCH_INSTALL=1  NO_BUILD=1
 #   BACKEND=auto|bench_backend (auto: nginx when installed)
 #   WAIT_QUIET=SECS (shared machines: wait up to SECS for CPU use by others to drop below 10%)
+#   TCP_ROUNDS=3 TCP_ECHO_CONNS=100 TCP_ECHO_SIZES="64 16384" TCP_ECHO_SECS=5
+#   PORTOK_NO_SPLICE=1 reaches the daemon: TCP routes then relay with the userspace copy
+#   SCENARIOS_ONLY="NAME..." run only these scenarios and no load rounds (names: route-change
+#     tls-handshake idle-conns idle-conns-tls stream redeploy tcp-stream tcp-echo proxy-start
+#     cli-list; `tcp` = tcp-stream tcp-echo); TARGETS then defaults to "direct portok" (only
+#     the preflight uses them) and the summary goes to $OUTDIR only, not bench/results/latest.*
 # Output: a table on stdout, bench/results/latest.{json,md} and everything raw in $OUTDIR.
 set -euo pipefail
 
@@ -70,11 +85,30 @@ H2_STREAMS=${H2_STREAMS:-50}
 STREAM_BYTES=${STREAM_BYTES:-1073741824}
 IDLE_CONNS=${IDLE_CONNS:-1000}
 REDEPLOYS=${REDEPLOYS:-10}
+TCP_ROUNDS=${TCP_ROUNDS:-3}
+TCP_ECHO_CONNS=${TCP_ECHO_CONNS:-100}
+TCP_ECHO_SIZES=${TCP_ECHO_SIZES:-"64 16384"}
+TCP_ECHO_SECS=${TCP_ECHO_SECS:-5}
+_only=""
+for n in ${SCENARIOS_ONLY:-}; do
+  case $n in
+    tcp) _only+=" tcp-stream tcp-echo" ;;
+    route-change|tls-handshake|idle-conns|idle-conns-tls|stream|redeploy|tcp-stream|tcp-echo|proxy-start|cli-list)
+      _only+=" $n" ;;
+    *) echo "run.sh: unknown scenario $n in SCENARIOS_ONLY (see --help)" >&2; exit 2 ;;
+  esac
+done
+SCENARIOS_ONLY=${_only# }
+[[ -n $SCENARIOS_ONLY ]] && SCENARIOS=1
 LOADGEN=${LOADGEN:-auto}
 HOSTHDR=myapp.localhost
-TARGETS=${TARGETS:-"direct portok nginx portless portok_tls nginx_tls portless_tls portok_h2"}
+if [[ -n $SCENARIOS_ONLY ]]; then
+  TARGETS=${TARGETS:-"direct portok"}
+else
+  TARGETS=${TARGETS:-"direct portok nginx portless portok_tls nginx_tls portless_tls portok_h2"}
+fi
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-OUTDIR=${OUTDIR:-$ROOT/bench/results/raw/$STAMP-$PIN_MODE$( ((QUICK)) && echo -quick || true)}
+OUTDIR=${OUTDIR:-$ROOT/bench/results/raw/$STAMP-$PIN_MODE$( ((QUICK)) && echo -quick || true)$([[ -n $SCENARIOS_ONLY ]] && echo -scenarios || true)}
 RESULTS=$ROOT/bench/results
 export H2_CONNS H2_STREAMS THREADS
 
@@ -169,7 +203,7 @@ mkdir -p "$OUTDIR" "$WORK"/{tmp,home,pl,pl_tls}
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 declare -a STARTED=()
 PK_MAIN="$WORK/portok"; PK_CLI="$WORK/portok-cli"
-pk() { local sd=$1; shift; PORTOK_STATE_DIR="$sd" "$BIN_PORTOK" "$@"; }
+pk() { local sd=$1; shift; PORTOK_STATE_DIR="$sd" HOME="$WORK/home" "$BIN_PORTOK" "$@"; }
 cleanup() {
   set +e
   PORTOK_PORT=$P_PORTOK pk "$PK_MAIN" proxy stop >/dev/null 2>&1
@@ -248,7 +282,7 @@ STARTED+=("$!"); wait_port $P_STREAM
 
 # portok
 export PORTOK_PORT=$P_PORTOK
-${PIN_SRV[@]+"${PIN_SRV[@]}"} env PORTOK_STATE_DIR="$PK_MAIN" "$BIN_PORTOK" proxy start > "$WORK/portok-start.log" 2>&1 ||
+${PIN_SRV[@]+"${PIN_SRV[@]}"} env PORTOK_STATE_DIR="$PK_MAIN" HOME="$WORK/home" "$BIN_PORTOK" proxy start > "$WORK/portok-start.log" 2>&1 ||
   { cat "$WORK/portok-start.log" >&2; exit 1; }
 PORTOK_PID=$(cat "$PK_MAIN/proxy.pid")
 PK_RSS_FRESH=$(rss_kib "$PORTOK_PID")
@@ -362,6 +396,8 @@ git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml 2>/dev/null || PORTOK_REV="$P
   is_active portless || is_active portless_tls && echo "portless=$PORTLESS_DESC"
   have openssl && echo "openssl=$(openssl version)"
   echo "quick=$QUICK"
+  echo "scenarios_only=$SCENARIOS_ONLY"
+  echo "tcp=rounds $TCP_ROUNDS, stream $STREAM_BYTES bytes each way, echo $TCP_ECHO_CONNS conns x sizes ${TCP_ECHO_SIZES// /,} x ${TCP_ECHO_SECS}s${PORTOK_NO_SPLICE:+, daemon with PORTOK_NO_SPLICE=1 (userspace copy)}"
   echo "skipped=$(IFS=';'; echo "${SKIPPED[*]:-}")"
   echo "portok_rss_fresh_kib=$PK_RSS_FRESH"
   echo "loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -431,6 +467,7 @@ if (( ${WAIT_QUIET:-0} > 0 )); then
   wait_quiet "$WAIT_QUIET" 10 || true
 fi
 echo "busy_before_rounds_pct=$(cpu_busy_pct 2)" >> "$OUTDIR/env.txt"
+if [[ -z $SCENARIOS_ONLY ]]; then
 echo "== warm-up ($WARMUP each)"
 for t in "${ACTIVE[@]}"; do run_one "$t" "$WARMUP" "$OUTDIR/warmup-$t.out"; rm -f "$OUTDIR/warmup-$t.out.log"; sleep 1; done
 
@@ -452,17 +489,46 @@ for t in "${ACTIVE[@]}"; do
   # shellcheck disable=SC2086
   echo "$t,$(rss_kib ${PIDS_OF[$t]})" >> "$OUTDIR/rss_idle_after.csv"
 done
+else
+  echo "== SCENARIOS_ONLY=\"$SCENARIOS_ONLY\": no load rounds"
+fi
 
 # ------------------------------------------------------------------ scenarios
-scen() { # name args... -> $OUTDIR/scenario-<name>.json
+want() { [[ -z $SCENARIOS_ONLY || " $SCENARIOS_ONLY " == *" $1 "* ]]; }
+scen() { # name args... -> $OUTDIR/scenario-<name>.json (a failed one: scenario-<name>.failed.json)
   local name=$1; shift
+  want "$name" || return 0
   echo "== scenario $name"
-  if timeout 600 ${PIN_LG[@]+"${PIN_LG[@]}"} "$BIN_SCEN" "$@" > "$OUTDIR/scenario-$name.json" 2> "$OUTDIR/scenario-$name.err"; then
+  if timeout 600 ${PIN_LG[@]+"${PIN_LG[@]}"} env HOME="$WORK/home" "$BIN_SCEN" "$@" > "$OUTDIR/scenario-$name.json" 2> "$OUTDIR/scenario-$name.err"; then
     cat "$OUTDIR/scenario-$name.json"
   else
     echo "scenario $name failed: $(tail -3 "$OUTDIR/scenario-$name.err")" >&2
-    rm -f "$OUTDIR/scenario-$name.json"
+    if [[ -s $OUTDIR/scenario-$name.json ]]; then
+      mv -f "$OUTDIR/scenario-$name.json" "$OUTDIR/scenario-$name.failed.json"
+    else
+      rm -f "$OUTDIR/scenario-$name.json"
+    fi
   fi
+}
+# The TCP route scenarios' backend (sink/source/echo, prints its port) and the route to it.
+start_tcp_backend() {
+  ${PIN_SRV[@]+"${PIN_SRV[@]}"} timeout 3600 "$BIN_SCEN" tcp-backend > "$WORK/tcp-backend.port" 2> "$WORK/tcp-backend.log" &
+  STARTED+=("$!")
+  local _
+  for _ in $(seq 1 200); do [[ -s $WORK/tcp-backend.port ]] && break; sleep 0.05; done
+  read -r P_TCP_BACKEND TCP_BACKEND_PID < "$WORK/tcp-backend.port" || true
+  [[ $P_TCP_BACKEND =~ ^[0-9]+$ ]] || { echo "run.sh: tcp-backend did not start: $(tail -3 "$WORK/tcp-backend.log")" >&2; return 1; }
+  # pick_port only sees listeners: a port bound by something else (e.g. the local end of an
+  # outgoing connection, 20000-39999 overlaps the ephemeral range) fails the bind; try another.
+  local try
+  for try in 1 2 3 4 5; do
+    P_TCP=$(pick_port) || return 1
+    pk "$PK_MAIN" alias tcpbench "$P_TCP_BACKEND" --tcp "$P_TCP" > "$WORK/tcp-alias.log" 2>&1 && break
+    echo "run.sh: portok alias tcpbench --tcp $P_TCP failed: $(cat "$WORK/tcp-alias.log")" >&2
+    (( try < 5 )) || return 1
+  done
+  wait_port "$P_TCP"
+  echo "tcp_route=tcpbench 127.0.0.1:$P_TCP -> 127.0.0.1:$P_TCP_BACKEND (bench_scenarios tcp-backend)" >> "$OUTDIR/env.txt"
 }
 if [[ $SCENARIOS == 1 ]]; then
   export PORTOK_STATE_DIR=$PK_MAIN PORTOK_PORT=$P_PORTOK
@@ -475,26 +541,47 @@ if [[ $SCENARIOS == 1 ]]; then
       --bytes "$STREAM_BYTES" --rounds 3
     scen redeploy redeploy --portok "$BIN_PORTOK" --port $P_PORTOK --app "$BIN_BACKEND" \
       --redeploys "$REDEPLOYS" --conns "$CONNS" --drain 2
+    if { want tcp-stream || want tcp-echo; } && start_tcp_backend; then
+      scen tcp-stream tcp-stream --port "$P_TCP" --direct-port "$P_TCP_BACKEND" --pid "$PORTOK_PID" \
+        --backend-pid "$TCP_BACKEND_PID" --bytes "$STREAM_BYTES" --rounds "$TCP_ROUNDS" \
+        --portok "$BIN_PORTOK" --name tcpbench
+      scen tcp-echo tcp-echo --port "$P_TCP" --direct-port "$P_TCP_BACKEND" --pid "$PORTOK_PID" \
+        --backend-pid "$TCP_BACKEND_PID" \
+        --conns "$TCP_ECHO_CONNS" --sizes "${TCP_ECHO_SIZES// /,}" --duration "$TCP_ECHO_SECS" \
+        --rounds "$TCP_ROUNDS" --portok "$BIN_PORTOK" --name tcpbench
+      pk "$PK_MAIN" alias --remove tcpbench >/dev/null 2>&1 || true
+    fi
   fi
   # CLI: a separate daemon (own state dir and port)
-  export PORTOK_STATE_DIR=$PK_CLI PORTOK_PORT=$P_CLI
-  scen proxy-start proxy-start --portok "$BIN_PORTOK" --iters 10
-  for i in $(seq 1 100); do "$BIN_PORTOK" alias "route$i" $P_BACKEND >/dev/null 2>&1; done
-  echo "== scenario cli-list ($("$BIN_PORTOK" list --json | grep -c '"hostname"') routes)"
-  if (( HAVE_HYPERFINE )); then
-    hyperfine -N --warmup 3 --runs 30 --export-json "$OUTDIR/cli-list-hyperfine.json" \
-      "$BIN_PORTOK list" "$BIN_PORTOK list --json" > "$OUTDIR/cli-list-hyperfine.txt" 2>&1 || true
-    grep -E 'Benchmark|Time' "$OUTDIR/cli-list-hyperfine.txt" || true
-  else
-    scen cli-list cmd-time --runs 30 --warmup 3 -- "$BIN_PORTOK" list
+  if want proxy-start || want cli-list; then
+    export PORTOK_STATE_DIR=$PK_CLI PORTOK_PORT=$P_CLI
+    scen proxy-start proxy-start --portok "$BIN_PORTOK" --iters 10
+    if want cli-list; then
+      want proxy-start || pk "$PK_CLI" proxy start >/dev/null 2>&1
+      for i in $(seq 1 100); do pk "$PK_CLI" alias "route$i" $P_BACKEND >/dev/null 2>&1; done
+      echo "== scenario cli-list ($(pk "$PK_CLI" list --json | grep -c '"hostname"') routes)"
+      if (( HAVE_HYPERFINE )); then
+        env HOME="$WORK/home" hyperfine -N --warmup 3 --runs 30 --export-json "$OUTDIR/cli-list-hyperfine.json" \
+          "$BIN_PORTOK list" "$BIN_PORTOK list --json" > "$OUTDIR/cli-list-hyperfine.txt" 2>&1 || true
+        grep -E 'Benchmark|Time' "$OUTDIR/cli-list-hyperfine.txt" || true
+      else
+        scen cli-list cmd-time --runs 30 --warmup 3 -- "$BIN_PORTOK" list
+      fi
+    fi
+    pk "$PK_CLI" proxy stop >/dev/null 2>&1 || true
+    export PORTOK_STATE_DIR=$PK_MAIN PORTOK_PORT=$P_PORTOK
   fi
-  "$BIN_PORTOK" proxy stop >/dev/null 2>&1 || true
-  export PORTOK_STATE_DIR=$PK_MAIN PORTOK_PORT=$P_PORTOK
 fi
 { echo "portok_rss_end_kib=$(rss_kib "$PORTOK_PID")"; echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"; } >> "$OUTDIR/env.txt"
 find "$OUTDIR" -name '*.err' -empty -delete
 
 # ------------------------------------------------------------------ summary
-mkdir -p "$RESULTS"
-python3 "$ROOT/bench/summarize.py" "$OUTDIR" "$RESULTS"
-echo "== raw files: $OUTDIR; summary: $RESULTS/latest.md, $RESULTS/latest.json"
+if [[ -n $SCENARIOS_ONLY ]]; then
+  # a partial run: bench/results/latest.* keep the last full run
+  python3 "$ROOT/bench/summarize.py" "$OUTDIR"
+  echo "== raw files and summary (summary.md, summary.json): $OUTDIR"
+else
+  mkdir -p "$RESULTS"
+  python3 "$ROOT/bench/summarize.py" "$OUTDIR" "$RESULTS"
+  echo "== raw files: $OUTDIR; summary: $RESULTS/latest.md, $RESULTS/latest.json"
+fi

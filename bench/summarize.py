@@ -4,6 +4,7 @@
 Reads RAWDIR/{env.txt,runs.csv,rss_idle*.csv,scenario-*.json,cli-list-hyperfine.json} and
 writes RAWDIR/summary.{json,md} (and RESULTSDIR/latest.{json,md} when given); prints the
 markdown. Medians over rounds; every ratio is taken within a round, then the median.
+A run without load rounds (SCENARIOS_ONLY) has no runs.csv: only the scenario tables.
 """
 import csv
 import json
@@ -68,6 +69,8 @@ def read_csv_map(path, col):
 
 def contenders(raw, env):
     runs = []
+    if not os.path.exists(os.path.join(raw, "runs.csv")):
+        return {}
     with open(os.path.join(raw, "runs.csv")) as f:
         for row in csv.DictReader(f):
             for k in ("rps", "p50_ms", "p99_ms", "requests", "bad", "rss_max_kib",
@@ -143,7 +146,7 @@ def fmt(v, nd=0, suffix=""):
 def scenarios(raw):
     s = {}
     for name in ("route-change", "tls-handshake", "idle-conns", "idle-conns-tls", "stream",
-                 "redeploy", "proxy-start", "cli-list"):
+                 "redeploy", "tcp-stream", "tcp-echo", "proxy-start", "cli-list"):
         j = load_json(os.path.join(raw, f"scenario-{name}.json"))
         if j is not None:
             s[name] = j
@@ -248,14 +251,77 @@ def targets(c, s, env):
     return T
 
 
-def markdown(env, c, T):
+def size_label(n):
+    return f"{n // 1024} KiB" if n >= 1024 and n % 1024 == 0 else f"{n} B"
+
+
+def tcp_table(s):
+    """TCP routes (issue 7): direct vs through a `portok alias --tcp` route; [] when not run."""
+    st, ec = s.get("tcp-stream"), s.get("tcp-echo")
+    if not st and not ec:
+        return []
+    L = ["| TCP route (raw TCP, `portok alias --tcp`) | direct | through portok | portok/direct | detail |",
+         "|---|---|---|---|---|"]
+    if st:
+        gib = st["bytes"] / (1 << 30)
+        what = f"{gib:g} GiB" if gib >= 1 else f"{st['bytes']:,} bytes"
+        for d in ("upload", "download"):
+            cpu = g(st, d, "daemon_cpu_s_per_gib")
+            L.append(f"| {what} {d} over one connection, MB/s (median of {st['rounds']}) "
+                     f"| {fmt(g(st, d, 'direct_mb_s', 'median'))} | {fmt(g(st, d, 'portok_mb_s', 'median'))} "
+                     f"| {fmt(g(st, d, 'share_of_direct'), 3)} "
+                     f"| daemon CPU {fmt(cpu, 2)} s/GiB; every byte checked |")
+    if ec:
+        for z in ec.get("sizes", []):
+            n = f"echo {size_label(z['size'])} x {ec['conns']} conns"
+            cpu = z.get("daemon_cpu_us_per_round_trip")
+            L.append(f"| {n}, round trips/s (median of {ec['rounds']} x {ec['duration_s']:g} s) "
+                     f"| {fmt(g(z, 'direct_rps', 'median'))} | {fmt(g(z, 'portok_rps', 'median'))} "
+                     f"| {fmt(z.get('share_of_direct'), 3)} | daemon CPU {fmt(cpu, 1)} µs/round trip |")
+            for q in ("p50", "p99"):
+                dv, pv = g(z, f"direct_{q}_ms", "median"), g(z, f"portok_{q}_ms", "median")
+                L.append(f"| {n}, {q} latency ms | {fmt(dv, 3)} | {fmt(pv, 3)} "
+                         f"| {fmt(pv / dv if dv and pv else None, 2)} | |")
+    notes = []
+    for name, x in (("tcp-stream", st), ("tcp-echo", ec)):
+        if not x:
+            continue
+        parts = []
+        r = x.get("relay")
+        if isinstance(r, dict):
+            parts.append(f"{r['connections_total']} relayed connections, {r['spliced']} with splice, "
+                         f"{r['copied']} with the copy; daemon counters in {r['bytes_in']:,} B, "
+                         f"out {r['bytes_out']:,} B"
+                         + (f" ({'equal to' if x['relay_counters_match'] else 'NOT equal to'} the bytes sent)"
+                            if x.get("relay_counters_match") is not None else ""))
+        oc = x.get("others_cpu_pct")
+        if isinstance(oc, dict) and oc.get("n"):
+            parts.append(f"other processes {oc['median']:.0f}% of the machine (median over runs, "
+                         f"max {oc['max']:.0f}%)")
+        if parts:
+            notes.append(f"- {name}: " + "; ".join(parts))
+    if notes:
+        L.append("")
+        L.append("Relay (`portok status tcpbench --json`, deltas over the scenario) and other work on the machine:")
+        L.append("")
+        L.extend(notes)
+    return L
+
+
+def markdown(env, c, T, s):
     L = []
     L.append(f"Machine: {env.get('machine', '?')}  ")
-    L.append(f"Run: {env.get('date_utc', '?')}, {env.get('portok', '?')}, pinning {env.get('pin_mode', '?')}, "
-             f"{env.get('rounds', '?')} rounds x {env.get('duration', '?')} interleaved, medians  ")
-    L.append(f"Load: {env.get('load_h1', '?')}; h2: {env.get('load_h2', '?')}; backend: {env.get('backend', '?')}"
-             + (f"; {env['nginx']}" if env.get("nginx") else "")
-             + (f"; {env['portless']}" if env.get("portless") else ""))
+    if c:
+        L.append(f"Run: {env.get('date_utc', '?')}, {env.get('portok', '?')}, pinning {env.get('pin_mode', '?')}, "
+                 f"{env.get('rounds', '?')} rounds x {env.get('duration', '?')} interleaved, medians  ")
+        L.append(f"Load: {env.get('load_h1', '?')}; h2: {env.get('load_h2', '?')}; backend: {env.get('backend', '?')}"
+                 + (f"; {env['nginx']}" if env.get("nginx") else "")
+                 + (f"; {env['portless']}" if env.get("portless") else ""))
+    else:
+        L.append(f"Run: {env.get('date_utc', '?')}, {env.get('portok', '?')}, pinning {env.get('pin_mode', '?')}, "
+                 f"scenarios only (no load rounds): {env.get('scenarios_only') or '?'}")
+    if env.get("tcp") and ("tcp-stream" in s or "tcp-echo" in s):
+        L.append(f"  \nTCP scenarios: {env['tcp']}; route {env.get('tcp_route', '?')}")
     if env.get("loadavg_start"):
         busy = env.get("busy_before_rounds_pct")
         L.append(f"  \nLoad average (1/5/15 min) at start {env['loadavg_start']}, at end {env.get('loadavg_end', '?')}"
@@ -263,10 +329,11 @@ def markdown(env, c, T):
                  + " (other work on the machine shows here; only same-run ratios are comparable)")
     if env.get("skipped"):
         L.append(f"  \nSkipped: {env['skipped']}")
-    L.append("")
-    L.append("| contender | req/s median [min–max] | share of direct | vs nginx | vs portless | p50 ms | p99 ms "
-             "| proxy CPU µs/req | upstream conns/req | RSS idle MiB | RSS peak MiB | failed |")
-    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    if c:
+        L.append("")
+        L.append("| contender | req/s median [min–max] | share of direct | vs nginx | vs portless | p50 ms | p99 ms "
+                 "| proxy CPU µs/req | upstream conns/req | RSS idle MiB | RSS peak MiB | failed |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for t, x in c.items():
         cpu = fmt(x["cpu_us_per_req"], 2) if t != "direct" else f"(backend {fmt(x['backend_cpu_us_per_req'], 2)})"
         L.append(
@@ -276,10 +343,13 @@ def markdown(env, c, T):
             f"| {cpu} | {fmt(x['upstream_conns_per_req'], 4)} "
             f"| {fmt(x['rss_idle_kib'] / MIB if x['rss_idle_kib'] else None, 1)} "
             f"| {fmt(x['rss_peak_kib'] / MIB if x['rss_peak_kib'] else None, 1)} | {x['failed_requests']} |")
-    L.append("")
-    L.append("| target | measured | bound | status | detail |")
-    L.append("|---|---|---|---|---|")
-    for t in T:
+    # the issue-5 targets; a scenarios-only run measures none of them
+    shown = T if any(t["value"] is not None for t in T) else []
+    if shown:
+        L.append("")
+        L.append("| target | measured | bound | status | detail |")
+        L.append("|---|---|---|---|---|")
+    for t in shown:
         v = t["value"]
         if v is None:
             vs = "not measured"
@@ -288,6 +358,10 @@ def markdown(env, c, T):
         else:
             vs = f"{v}"
         L.append(f"| {t['target']} | {vs} | {t['bound']} | **{t['status']}** | {t['note']} |")
+    tcp = tcp_table(s)
+    if tcp:
+        L.append("")
+        L.extend(tcp)
     return "\n".join(L) + "\n"
 
 
@@ -300,7 +374,7 @@ def main():
     T = targets(c, s, env)
     doc = {"env": env, "contenders": c, "scenarios": s, "targets": T,
            "raw_dir": os.path.relpath(raw, results) if results else raw}
-    md = markdown(env, c, T)
+    md = markdown(env, c, T, s)
     for d, base in ((raw, "summary"),) + (((results, "latest"),) if results else ()):
         with open(os.path.join(d, f"{base}.json"), "w") as f:
             json.dump(doc, f, indent=2)

@@ -7,11 +7,22 @@
 //! bench_scenarios redeploy      --portok BIN --port P --app BIN [--redeploys 10] [--conns 50] [--drain 2]
 //! bench_scenarios stream        --port P --direct-port B --host NAME.localhost --pid DAEMON [--bytes N] [--rounds 3]
 //! bench_scenarios idle-conns    --port P --host NAME.localhost --pid DAEMON [--conns 1000] [--tls]
+//! bench_scenarios tcp-backend   [--port 0]
+//! bench_scenarios tcp-stream    --port LISTEN --direct-port B --pid DAEMON [--bytes N] [--rounds 3]
+//!                               [--portok BIN --name ROUTE] [--backend-pid PID]
+//! bench_scenarios tcp-echo      --port LISTEN --direct-port B --pid DAEMON [--conns 100]
+//!                               [--sizes 64,16384] [--duration 5] [--warmup 1] [--rounds 3]
+//!                               [--portok BIN --name ROUTE] [--backend-pid PID]
 //! bench_scenarios proxy-start   --portok BIN [--iters 10]
 //! bench_scenarios cmd-time      [--runs 30] [--warmup 3] -- CMD ARGS...
 //! ```
 //!
 //! `portok` commands inherit PORTOK_STATE_DIR and PORTOK_PORT from the environment.
+//!
+//! `tcp-backend` is the app behind a TCP route (`portok alias NAME B --tcp LISTEN`): it prints
+//! `PORT PID` on the first line of stdout and serves until killed. `tcp-stream` and `tcp-echo`
+//! talk to it directly (port B) and through the route (port LISTEN); a scenario whose bytes
+//! do not come back exactly as sent prints its JSON with `"ok": false` and exits 1.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
@@ -29,10 +40,10 @@ use std::convert::Infallible;
 use std::pin::Pin;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -811,6 +822,609 @@ async fn idle_conns(a: &Args) -> Value {
     })
 }
 
+// ------------------------------------------------------------------ TCP routes
+
+/// Period of the test pattern: odd, so no power-of-two read or write size lines up with it.
+const PATTERN_PERIOD: usize = (1 << 20) + 13;
+/// Read and write size of the stream scenario (client and backend).
+const TCP_CHUNK: usize = 256 * 1024;
+
+/// PATTERN_PERIOD pseudo-random bytes followed by their first TCP_CHUNK again, so the bytes
+/// at any stream offset are one contiguous slice (`pattern_at`).
+fn pattern() -> &'static [u8] {
+    static P: OnceLock<Vec<u8>> = OnceLock::new();
+    P.get_or_init(|| {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut v = Vec::with_capacity(PATTERN_PERIOD + TCP_CHUNK + 8);
+        while v.len() < PATTERN_PERIOD {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        v.truncate(PATTERN_PERIOD);
+        let head = v[..TCP_CHUNK].to_vec();
+        v.extend_from_slice(&head);
+        v
+    })
+}
+
+/// The `n` (<= TCP_CHUNK) pattern bytes at stream offset `off`.
+fn pattern_at(off: u64, n: usize) -> &'static [u8] {
+    let o = (off % PATTERN_PERIOD as u64) as usize;
+    &pattern()[o..o + n]
+}
+
+/// The stream offset of the first byte of `got` (received at offset `off`) that differs
+/// from the pattern.
+fn pattern_mismatch(off: u64, got: &[u8]) -> Option<u64> {
+    let mut done = 0;
+    while done < got.len() {
+        let n = (got.len() - done).min(TCP_CHUNK);
+        let (have, want) = (&got[done..done + n], pattern_at(off + done as u64, n));
+        if have != want {
+            let i = have.iter().zip(want).position(|(a, b)| a != b).unwrap_or(0);
+            return Some(off + (done + i) as u64);
+        }
+        done += n;
+    }
+    None
+}
+
+/// utime + stime of a process (all its threads), in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    [11, 12]
+        .iter()
+        .filter_map(|&i| f.get(i).and_then(|v| v.parse::<u64>().ok()))
+        .sum()
+}
+
+/// utime + stime of a process (all its threads), in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    cpu_ticks(pid) as f64 / hz as f64
+}
+
+/// The whole machine's (busy, all) clock ticks from /proc/stat. Busy = user + nice + system +
+/// irq + softirq: with tick accounting a process is charged (stime) for the softirq work
+/// done while it runs, which /proc/stat counts as softirq.
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let busy = [0, 1, 2, 5, 6].iter().filter_map(|&i| v.get(i)).sum();
+    (busy, v.iter().sum())
+}
+
+/// CPU used by processes other than the benchmark's own (this client, the daemon, the
+/// backend) over a run, in % of the whole machine: other work on a shared machine shows
+/// here, and a run with much of it is not comparable.
+struct OtherCpu {
+    pids: Vec<u32>,
+    busy: u64,
+    total: u64,
+    own: u64,
+}
+
+impl OtherCpu {
+    fn start(pids: &[u32]) -> OtherCpu {
+        let (busy, total) = machine_ticks();
+        OtherCpu {
+            pids: pids.to_vec(),
+            busy,
+            total,
+            own: pids.iter().map(|&p| cpu_ticks(p)).sum(),
+        }
+    }
+    fn pct(&self) -> f64 {
+        let (busy, total) = machine_ticks();
+        let own: u64 = self.pids.iter().map(|&p| cpu_ticks(p)).sum();
+        let other = busy.saturating_sub(self.busy) as f64 - own.saturating_sub(self.own) as f64;
+        if total > self.total {
+            (other.max(0.0) * 100.0 / (total - self.total) as f64).min(100.0)
+        } else {
+            0.0
+        }
+    }
+}
+
+/// This process, the daemon (`--pid`) and the backend (`--backend-pid`, when given).
+fn own_pids(a: &Args) -> Vec<u32> {
+    let mut v = vec![std::process::id(), a.num("pid", 0)];
+    if let Some(b) = a.flags.get("backend-pid").and_then(|p| p.parse().ok()) {
+        v.push(b);
+    }
+    v.retain(|&p| p != 0);
+    v
+}
+
+/// The backend of the TCP scenarios. The first byte a client sends picks what it does:
+/// - `S` sink: reads to EOF, checks every byte against the pattern, answers 16 bytes
+///   (bytes received, u64 LE; first wrong offset + 1, 0 when none);
+/// - `G` + u64 LE N source: sends N pattern bytes, then closes its side;
+/// - `E` echo: sends back whatever it reads until EOF.
+async fn tcp_backend(a: &Args) {
+    let port: u16 = a.num("port", 0);
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| {
+            die(&format!(
+                "tcp-backend: cannot listen on 127.0.0.1:{port}: {e}"
+            ))
+        });
+    pattern();
+    let port = listener.local_addr().expect("addr").port();
+    println!("{port} {}", std::process::id());
+    loop {
+        let Ok((s, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            continue;
+        };
+        let _ = s.set_nodelay(true);
+        tokio::spawn(async move {
+            if let Err(e) = tcp_backend_conn(s).await {
+                eprintln!("bench_scenarios tcp-backend: {e}");
+            }
+        });
+    }
+}
+
+async fn tcp_backend_conn(mut s: TcpStream) -> std::io::Result<()> {
+    let mut op = [0u8; 1];
+    s.read_exact(&mut op).await?;
+    match op[0] {
+        b'S' => {
+            let mut buf = vec![0u8; TCP_CHUNK];
+            let (mut got, mut bad) = (0u64, 0u64);
+            loop {
+                let n = s.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                if bad == 0 {
+                    if let Some(at) = pattern_mismatch(got, &buf[..n]) {
+                        bad = at + 1;
+                    }
+                }
+                got += n as u64;
+            }
+            let mut reply = [0u8; 16];
+            reply[..8].copy_from_slice(&got.to_le_bytes());
+            reply[8..].copy_from_slice(&bad.to_le_bytes());
+            s.write_all(&reply).await?;
+            s.shutdown().await
+        }
+        b'G' => {
+            let mut n = [0u8; 8];
+            s.read_exact(&mut n).await?;
+            let total = u64::from_le_bytes(n);
+            let mut off = 0u64;
+            while off < total {
+                let n = (total - off).min(TCP_CHUNK as u64) as usize;
+                s.write_all(pattern_at(off, n)).await?;
+                off += n as u64;
+            }
+            s.shutdown().await
+        }
+        b'E' => {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = s.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                s.write_all(&buf[..n]).await?;
+            }
+            s.shutdown().await
+        }
+        other => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("unknown operation byte {other}"),
+        )),
+    }
+}
+
+/// The route's relay counters from `portok status NAME --json` (when --portok and --name
+/// are given).
+fn relay_counters(a: &Args) -> Option<Value> {
+    let (bin, name) = (a.flags.get("portok")?, a.flags.get("name")?);
+    let out = Command::new(bin)
+        .args(["status", name, "--json"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    v.get("tcp").cloned()
+}
+
+fn relay_delta(before: &Option<Value>, after: &Option<Value>) -> Value {
+    let (Some(b), Some(a)) = (before, after) else {
+        return Value::Null;
+    };
+    let mut m = serde_json::Map::new();
+    for k in [
+        "connections_total",
+        "spliced",
+        "copied",
+        "bytes_in",
+        "bytes_out",
+    ] {
+        let d = a[k].as_u64().unwrap_or(0) as i64 - b[k].as_u64().unwrap_or(0) as i64;
+        m.insert(k.into(), json!(d));
+    }
+    Value::Object(m)
+}
+
+/// Median of the per-round ratios a[i] / b[i] (rounds where both succeeded).
+fn ratio_median(a: &[Option<f64>], b: &[Option<f64>]) -> Value {
+    let r: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .filter_map(|(x, y)| match (x, y) {
+            (Some(x), Some(y)) if *y > 0.0 => Some(x / y),
+            _ => None,
+        })
+        .collect();
+    summary(&r)["median"].clone()
+}
+
+/// One connection: push `bytes` into the sink (upload) or pull them from the source
+/// (download), every byte checked against the pattern; MB/s (1 MB = 1e6 bytes), timed from
+/// the connection being open to the last byte confirmed.
+async fn tcp_transfer(port: u16, bytes: u64, upload: bool) -> Result<f64, BoxError> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
+    s.set_nodelay(true)?;
+    let t = Instant::now();
+    if upload {
+        s.write_all(b"S").await?;
+        let mut off = 0u64;
+        while off < bytes {
+            let n = (bytes - off).min(TCP_CHUNK as u64) as usize;
+            s.write_all(pattern_at(off, n)).await?;
+            off += n as u64;
+        }
+        s.shutdown().await?;
+        let mut reply = [0u8; 16];
+        s.read_exact(&mut reply)
+            .await
+            .map_err(|e| format!("no answer from the sink: {e}"))?;
+        let got = u64::from_le_bytes(reply[..8].try_into()?);
+        let bad = u64::from_le_bytes(reply[8..].try_into()?);
+        if got != bytes {
+            return Err(format!("the sink got {got} of {bytes} bytes").into());
+        }
+        if bad != 0 {
+            return Err(format!("the sink got a wrong byte at offset {}", bad - 1).into());
+        }
+    } else {
+        let mut hdr = [0u8; 9];
+        hdr[0] = b'G';
+        hdr[1..].copy_from_slice(&bytes.to_le_bytes());
+        s.write_all(&hdr).await?;
+        let mut buf = vec![0u8; TCP_CHUNK];
+        let mut got = 0u64;
+        loop {
+            let n = s.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            if let Some(at) = pattern_mismatch(got, &buf[..n]) {
+                return Err(format!("wrong byte at offset {at}").into());
+            }
+            got += n as u64;
+            if got > bytes {
+                return Err(format!("got more than the {bytes} bytes asked for").into());
+            }
+        }
+        if got != bytes {
+            return Err(format!("got {got} of {bytes} bytes").into());
+        }
+    }
+    Ok(bytes as f64 / t.elapsed().as_secs_f64() / 1e6)
+}
+
+/// One TCP connection pushing `--bytes` each way, direct vs through the route, rounds
+/// interleaved; MB/s medians and the per-round ratio.
+async fn tcp_stream(a: &Args) -> Value {
+    let port: u16 = a.num("port", 0);
+    let direct: u16 = a.num("direct-port", 0);
+    let pid: u32 = a.num("pid", 0);
+    let bytes: u64 = a.num("bytes", 1u64 << 30);
+    let rounds: usize = a.num("rounds", 3);
+    pattern();
+    let own = own_pids(a);
+    let mut others = Vec::new();
+    let relay_before = relay_counters(a);
+    let rss_before = rss_kib(pid);
+    let mut failures = Vec::new();
+    let mut out = serde_json::Map::new();
+    for (dir, upload) in [("upload", true), ("download", false)] {
+        let (mut d, mut p) = (Vec::new(), Vec::new());
+        let (mut cpu, mut ok_bytes) = (0.0, 0u64);
+        let sampler = RssSampler::start(pid);
+        for round in 1..=rounds {
+            let oc = OtherCpu::start(&own);
+            let r = tcp_transfer(direct, bytes, upload).await;
+            others.push(oc.pct());
+            if let Err(e) = &r {
+                failures.push(format!("round {round} direct {dir}: {e}"));
+            }
+            d.push(r.ok());
+            let (c0, oc) = (cpu_secs(pid), OtherCpu::start(&own));
+            let r = tcp_transfer(port, bytes, upload).await;
+            cpu += cpu_secs(pid) - c0;
+            others.push(oc.pct());
+            match &r {
+                Ok(_) => ok_bytes += bytes,
+                Err(e) => failures.push(format!("round {round} portok {dir}: {e}")),
+            }
+            p.push(r.ok());
+        }
+        let peak = sampler.finish();
+        let all = |v: &[Option<f64>]| v.iter().flatten().copied().collect::<Vec<f64>>();
+        out.insert(
+            dir.into(),
+            json!({
+                "direct_mb_s": summary(&all(&d)),
+                "portok_mb_s": summary(&all(&p)),
+                "share_of_direct": ratio_median(&p, &d),
+                "direct_rounds_mb_s": d,
+                "portok_rounds_mb_s": p,
+                "daemon_cpu_s_per_gib": if ok_bytes > 0 {
+                    json!(cpu / (ok_bytes as f64 / (1u64 << 30) as f64))
+                } else {
+                    Value::Null
+                },
+                "daemon_rss_peak_kib": peak,
+            }),
+        );
+    }
+    let relay = relay_delta(&relay_before, &relay_counters(a));
+    // What the daemon should have counted: per upload 1 + bytes in and 16 out; per download
+    // 9 in and bytes out.
+    let r = rounds as i64;
+    let counters_match = relay.is_object().then(|| {
+        relay["bytes_in"] == json!(r * (1 + bytes as i64) + r * 9)
+            && relay["bytes_out"] == json!(r * 16 + r * bytes as i64)
+    });
+    for e in &failures {
+        eprintln!("bench_scenarios tcp-stream: {e}");
+    }
+    json!({
+        "scenario": "tcp-stream",
+        "ok": failures.is_empty(),
+        "failures": failures,
+        "bytes": bytes,
+        "rounds": rounds,
+        "chunk_bytes": TCP_CHUNK,
+        "daemon_rss_before_kib": rss_before,
+        "daemon_rss_after_kib": rss_kib(pid),
+        "upload": out["upload"],
+        "download": out["download"],
+        "relay": relay,
+        "relay_counters_match": counters_match,
+        "others_cpu_pct": summary(&others),
+    })
+}
+
+#[derive(Default)]
+struct EchoRun {
+    /// Round trips started inside the measured window, and their latencies (ns).
+    lat_ns: Vec<u64>,
+    /// All round trips, warm-up included.
+    total: u64,
+    mismatches: u64,
+    errors: Vec<String>,
+}
+
+/// `conns` connections in `E` mode, each sending `size` bytes and reading them back, in a
+/// loop, for `warmup` + `dur`; round trips started in the last `dur` are measured.
+async fn echo_run(
+    port: u16,
+    conns: usize,
+    size: usize,
+    warmup: Duration,
+    dur: Duration,
+) -> EchoRun {
+    let mut run = EchoRun::default();
+    let mut streams = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        let s = async {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
+            s.set_nodelay(true)?;
+            s.write_all(b"E").await?;
+            Ok::<_, BoxError>(s)
+        };
+        match s.await {
+            Ok(s) => streams.push(s),
+            Err(e) => run.errors.push(format!("connect: {e}")),
+        }
+    }
+    let from = Instant::now() + warmup;
+    let end = from + dur;
+    let mut set = tokio::task::JoinSet::new();
+    for (i, mut s) in streams.into_iter().enumerate() {
+        set.spawn(async move {
+            let mut r = EchoRun::default();
+            let mut buf = vec![0u8; size];
+            // Every connection and every round trip sends different bytes.
+            let mut off = i as u64 * 7919;
+            loop {
+                let t0 = Instant::now();
+                if t0 >= end {
+                    break;
+                }
+                let payload = pattern_at(off, size);
+                off += size as u64 + 1;
+                let (mut rd, mut wr) = s.split();
+                let trip =
+                    async { tokio::try_join!(wr.write_all(payload), rd.read_exact(&mut buf)) };
+                match tokio::time::timeout(Duration::from_secs(10), trip).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        r.errors.push(format!("conn {i}: {e}"));
+                        break;
+                    }
+                    Err(_) => {
+                        r.errors.push(format!("conn {i}: no echo within 10 s"));
+                        break;
+                    }
+                }
+                let t1 = Instant::now();
+                if buf != payload {
+                    r.mismatches += 1;
+                    r.errors
+                        .push(format!("conn {i}: echoed bytes differ from those sent"));
+                    break;
+                }
+                r.total += 1;
+                if t0 >= from {
+                    r.lat_ns.push((t1 - t0).as_nanos() as u64);
+                }
+            }
+            let _ = s.shutdown().await;
+            r
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(r) => {
+                run.lat_ns.extend(r.lat_ns);
+                run.total += r.total;
+                run.mismatches += r.mismatches;
+                run.errors.extend(r.errors);
+            }
+            Err(e) => run.errors.push(format!("task: {e}")),
+        }
+    }
+    run
+}
+
+/// Round trips/s and latency percentiles of one echo run.
+fn echo_figures(run: &mut EchoRun, dur: Duration) -> (f64, f64, f64) {
+    run.lat_ns.sort_unstable();
+    let n = run.lat_ns.len();
+    let q = |p: f64| {
+        if n == 0 {
+            0.0
+        } else {
+            run.lat_ns[((p * n as f64).ceil() as usize).clamp(1, n) - 1] as f64 / 1e6
+        }
+    };
+    (n as f64 / dur.as_secs_f64(), q(0.5), q(0.99))
+}
+
+/// `--conns` connections doing echo round trips of each `--sizes` payload for `--duration`
+/// seconds, direct vs through the route, rounds interleaved.
+async fn tcp_echo(a: &Args) -> Value {
+    let port: u16 = a.num("port", 0);
+    let direct: u16 = a.num("direct-port", 0);
+    let pid: u32 = a.num("pid", 0);
+    let conns: usize = a.num("conns", 100);
+    let rounds: usize = a.num("rounds", 3);
+    let dur = Duration::from_secs_f64(a.num("duration", 5.0));
+    let warmup = Duration::from_secs_f64(a.num("warmup", 1.0));
+    let sizes: Vec<usize> = a
+        .flags
+        .get("sizes")
+        .map(String::as_str)
+        .unwrap_or("64,16384")
+        .split(',')
+        .map(|v| {
+            v.trim()
+                .parse()
+                .ok()
+                .filter(|&n| n > 0 && n <= TCP_CHUNK)
+                .unwrap_or_else(|| die(&format!("--sizes: bad size {v} (1..={TCP_CHUNK})")))
+        })
+        .collect();
+    pattern();
+    let own = own_pids(a);
+    let mut others = Vec::new();
+    let relay_before = relay_counters(a);
+    let rss_before = rss_kib(pid);
+    let mut failures: Vec<String> = Vec::new();
+    let mut per_size = Vec::new();
+    for &size in &sizes {
+        let mut figs: HashMap<&str, [Vec<Option<f64>>; 3]> = HashMap::new();
+        let (mut cpu, mut trips) = (0.0, 0u64);
+        let sampler = RssSampler::start(pid);
+        for round in 1..=rounds {
+            for (target, p) in [("direct", direct), ("portok", port)] {
+                let (c0, oc) = (cpu_secs(pid), OtherCpu::start(&own));
+                let mut run = echo_run(p, conns, size, warmup, dur).await;
+                others.push(oc.pct());
+                if target == "portok" {
+                    cpu += cpu_secs(pid) - c0;
+                    trips += run.total;
+                }
+                let (rps, p50, p99) = echo_figures(&mut run, dur);
+                let ok = run.errors.is_empty() && run.mismatches == 0 && !run.lat_ns.is_empty();
+                if !ok {
+                    let first = run
+                        .errors
+                        .first()
+                        .cloned()
+                        .unwrap_or_else(|| "no round trip completed".into());
+                    failures.push(format!(
+                        "size {size} round {round} {target}: {} errors, {} mismatches; {first}",
+                        run.errors.len(),
+                        run.mismatches
+                    ));
+                }
+                let f = figs.entry(target).or_default();
+                for (i, v) in [rps, p50, p99].into_iter().enumerate() {
+                    f[i].push(ok.then_some(v));
+                }
+            }
+        }
+        let peak = sampler.finish();
+        let all = |v: &[Option<f64>]| v.iter().flatten().copied().collect::<Vec<f64>>();
+        let (d, p) = (&figs["direct"], &figs["portok"]);
+        per_size.push(json!({
+            "size": size,
+            "direct_rps": summary(&all(&d[0])),
+            "portok_rps": summary(&all(&p[0])),
+            "share_of_direct": ratio_median(&p[0], &d[0]),
+            "direct_p50_ms": summary(&all(&d[1])),
+            "portok_p50_ms": summary(&all(&p[1])),
+            "direct_p99_ms": summary(&all(&d[2])),
+            "portok_p99_ms": summary(&all(&p[2])),
+            "direct_rounds_rps": d[0],
+            "portok_rounds_rps": p[0],
+            "daemon_cpu_us_per_round_trip": if trips > 0 { json!(cpu * 1e6 / trips as f64) } else { Value::Null },
+            "daemon_rss_peak_kib": peak,
+        }));
+    }
+    for e in &failures {
+        eprintln!("bench_scenarios tcp-echo: {e}");
+    }
+    json!({
+        "scenario": "tcp-echo",
+        "ok": failures.is_empty(),
+        "failures": failures,
+        "conns": conns,
+        "rounds": rounds,
+        "duration_s": dur.as_secs_f64(),
+        "warmup_s": warmup.as_secs_f64(),
+        "daemon_rss_before_kib": rss_before,
+        "daemon_rss_after_kib": rss_kib(pid),
+        "sizes": per_size,
+        "relay": relay_delta(&relay_before, &relay_counters(a)),
+        "others_cpu_pct": summary(&others),
+    })
+}
+
 // ------------------------------------------------------------------ CLI
 
 /// `portok proxy start` until it returns, and until the first request is answered.
@@ -904,9 +1518,18 @@ fn main() {
         "redeploy" => rt.block_on(redeploy(&a)),
         "stream" => rt.block_on(stream(&a)),
         "idle-conns" => rt.block_on(idle_conns(&a)),
+        "tcp-backend" => {
+            rt.block_on(tcp_backend(&a));
+            return;
+        }
+        "tcp-stream" => rt.block_on(tcp_stream(&a)),
+        "tcp-echo" => rt.block_on(tcp_echo(&a)),
         "proxy-start" => rt.block_on(proxy_start(&a)),
         "cmd-time" => cmd_time(&a),
         other => die(&format!("unknown scenario {other}")),
     };
     println!("{out}");
+    if out.get("ok") == Some(&Value::Bool(false)) {
+        std::process::exit(1);
+    }
 }
