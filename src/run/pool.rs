@@ -401,7 +401,9 @@ impl Pool {
             inst.ready = true;
             let new_port = inst.gen.port;
             let old = self.slots[slot].running.replace(inst);
+            // The slot is filled again: a restart pending for its crashed instance is moot.
             self.slots[slot].crashes = 0;
+            self.slots[slot].restart_at = None;
             self.sync_route().await;
             if let Some(old) = old {
                 let n = inflight(&self.state, old.gen.port).await;
@@ -598,6 +600,9 @@ impl Pool {
                 continue;
             }
             self.slots[slot].restart_at = None;
+            if self.slots[slot].running.is_some() {
+                continue;
+            }
             match self.spawn(slot, self.gen) {
                 Ok(inst) => {
                     say(&format!(
