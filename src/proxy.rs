@@ -308,7 +308,7 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, shutdown: Cancellatio
                 tokio::spawn(async move {
                     let _permit = permit;
                     if let Err(e) = serve_conn(stream, peer, ctx).await {
-                        debug!(%peer, error = %e, "connection ended with an error");
+                        log_conn_error(peer, &e);
                     }
                 });
             }
@@ -318,6 +318,28 @@ async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, shutdown: Cancellatio
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
         }
+    }
+}
+
+/// A connection that ended with an error is routine (the client went away) and logged at
+/// debug, except when the h2 layer cut a client off for abuse, which is worth a warning.
+fn log_conn_error(peer: SocketAddr, e: &ConnError) {
+    let mut chain = e.to_string();
+    // ConnError::Http shows hyper's error but does not expose it as its source.
+    let mut source = match e {
+        ConnError::Http(inner) => inner.source(),
+        other => std::error::Error::source(other),
+    };
+    while let Some(s) = source {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        source = s.source();
+    }
+    // h2 answers a flood of reset streams (and other abuse) with GOAWAY ENHANCE_YOUR_CALM.
+    if chain.contains("ENHANCE_YOUR_CALM") || chain.contains("excessive load") {
+        warn!(%peer, error = %chain, "client cancels requests in a flood (HTTP/2 rapid reset?); the h2 layer closed its connection");
+    } else {
+        debug!(%peer, error = %chain, "connection ended with an error");
     }
 }
 
