@@ -15,7 +15,10 @@
 use super::child::{describe_exit, Generation, Launch};
 use super::probe;
 use super::say;
-use super::supervisor::{exit_code, futures_join_all, inflight, pick_port, Control, Options};
+use super::supervisor::{
+    exit_code, futures_join_all, inflight, pick_port, redeploy_request, revive_daemon, set_pgids,
+    tell_daemon, Control, Options,
+};
 use crate::control::{self, Request};
 use crate::state::StateDir;
 use std::path::PathBuf;
@@ -753,22 +756,7 @@ impl Pool {
     }
 
     async fn update_pgids(&self) {
-        let state = self.state.clone();
-        let host = self.launch.hostname.clone();
-        let pgids = self.pgids();
-        let me = std::process::id();
-        let _ = tokio::task::spawn_blocking(move || {
-            crate::routes::store::update::<_, crate::routes::store::StoreError>(&state, |routes| {
-                if let Some(r) = routes
-                    .iter_mut()
-                    .find(|r| r.hostname == host && r.pid == me)
-                {
-                    r.pgids = pgids;
-                }
-                Ok(())
-            })
-        })
-        .await;
+        set_pgids(&self.state, &self.launch.hostname, self.pgids()).await;
     }
 
     async fn report(
@@ -780,43 +768,20 @@ impl Pool {
         detail: Option<String>,
         tail: Vec<String>,
     ) {
-        let req = Request::Redeploy {
-            hostname: self.launch.hostname.clone(),
-            record: crate::metrics::RedeployRecord {
-                at: crate::routes::unix_now(),
-                generation,
-                reason: reason.to_string(),
-                outcome: outcome.to_string(),
-                millis: took.as_millis() as u64,
-                detail,
-            },
+        let req = redeploy_request(
+            &self.launch.hostname,
+            outcome,
+            generation,
+            reason,
+            took,
+            detail,
             tail,
-        };
-        let state = self.state.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            control::call(&state, &req, Duration::from_secs(5))
-        })
-        .await;
+        );
+        tell_daemon(&self.state, req).await;
     }
 
-    /// The daemon died (kill -9, OOM): start it again with every route.
     async fn check_daemon(&mut self) {
-        let state = self.state.clone();
-        let port = self.launch.proxy_port;
-        let restarted = tokio::task::spawn_blocking(move || {
-            if control::status(&state).is_some() {
-                return Ok(false);
-            }
-            crate::daemon::ensure_and_reload(&state, port).map(|_| true)
-        })
-        .await;
-        match restarted {
-            Ok(Ok(true)) => say("the portok daemon was gone; started it again with every route"),
-            Ok(Err(e)) => say(&format!(
-                "the portok daemon is gone and could not be restarted: {e}"
-            )),
-            _ => {}
-        }
+        revive_daemon(&self.state, self.launch.proxy_port).await;
     }
 
     /// Stop every instance (SIGTERM, SIGKILL after the timeout) and remove the route.

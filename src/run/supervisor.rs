@@ -335,23 +335,16 @@ impl Supervisor {
         detail: Option<String>,
         tail: Vec<String>,
     ) {
-        let req = Request::Redeploy {
-            hostname: self.launch.hostname.clone(),
-            record: crate::metrics::RedeployRecord {
-                at: crate::routes::unix_now(),
-                generation,
-                reason: reason.to_string(),
-                outcome: outcome.to_string(),
-                millis: took.as_millis() as u64,
-                detail,
-            },
+        let req = redeploy_request(
+            &self.launch.hostname,
+            outcome,
+            generation,
+            reason,
+            took,
+            detail,
             tail,
-        };
-        let state = self.state.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            control::call(&state, &req, Duration::from_secs(5))
-        })
-        .await;
+        );
+        tell_daemon(&self.state, req).await;
     }
 
     /// N+1 died or missed its readiness deadline: kill it; N keeps serving.
@@ -447,49 +440,26 @@ impl Supervisor {
 
     async fn mark_crashed(&mut self, port: u16, n: u64, why: &str, tail: Vec<String>) {
         self.write_route(port, n, "crashed").await;
-        let state = self.state.clone();
         let req = Request::Crash {
             hostname: self.launch.hostname.clone(),
             message: format!("generation {n} {why}"),
             tail,
         };
-        let _ = tokio::task::spawn_blocking(move || {
-            control::call(&state, &req, Duration::from_secs(5))
-        })
-        .await;
+        tell_daemon(&self.state, req).await;
     }
 
     async fn check_daemon(&mut self) {
-        let state = self.state.clone();
-        let port = self.launch.proxy_port;
-        let restarted = tokio::task::spawn_blocking(move || {
-            if control::status(&state).is_some() {
-                return Ok(false);
-            }
-            crate::daemon::ensure_and_reload(&state, port).map(|_| true)
-        })
-        .await;
-        match restarted {
-            Ok(Ok(true)) => {
-                say("the portok daemon was gone; started it again with every route");
-                // The crash page's details lived in the old daemon.
-                if self.live.is_none() && !self.last_tail.is_empty() {
-                    let req = Request::Crash {
-                        hostname: self.launch.hostname.clone(),
-                        message: "the app is not running".into(),
-                        tail: self.last_tail.clone(),
-                    };
-                    let state = self.state.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        control::call(&state, &req, Duration::from_secs(5))
-                    })
-                    .await;
-                }
-            }
-            Ok(Err(e)) => say(&format!(
-                "the portok daemon is gone and could not be restarted: {e}"
-            )),
-            _ => {}
+        // The crash page's details lived in the old daemon.
+        if revive_daemon(&self.state, self.launch.proxy_port).await
+            && self.live.is_none()
+            && !self.last_tail.is_empty()
+        {
+            let req = Request::Crash {
+                hostname: self.launch.hostname.clone(),
+                message: "the app is not running".into(),
+                tail: self.last_tail.clone(),
+            };
+            tell_daemon(&self.state, req).await;
         }
     }
 
@@ -526,22 +496,7 @@ impl Supervisor {
     }
 
     async fn update_pgids(&self) {
-        let state = self.state.clone();
-        let host = self.launch.hostname.clone();
-        let pgids = self.pgids();
-        let me = std::process::id();
-        let _ = tokio::task::spawn_blocking(move || {
-            store::update::<_, store::StoreError>(&state, |routes| {
-                if let Some(r) = routes
-                    .iter_mut()
-                    .find(|r| r.hostname == host && r.pid == me)
-                {
-                    r.pgids = pgids;
-                }
-                Ok(())
-            })
-        })
-        .await;
+        set_pgids(&self.state, &self.launch.hostname, self.pgids()).await;
     }
 
     /// Write our route and wait until the daemon has applied it.
@@ -601,6 +556,85 @@ impl Supervisor {
         // Generations already draining: stop them now rather than waiting out the drain.
         self.stopping.abort_all();
         while self.stopping.join_next().await.is_some() {}
+    }
+}
+
+/// The daemon's record of how a redeploy ended: history, metrics, and an event that
+/// dashboards and live-reload pages listen to.
+pub(super) fn redeploy_request(
+    hostname: &str,
+    outcome: &str,
+    generation: u64,
+    reason: &str,
+    took: Duration,
+    detail: Option<String>,
+    tail: Vec<String>,
+) -> Request {
+    Request::Redeploy {
+        hostname: hostname.to_string(),
+        record: crate::metrics::RedeployRecord {
+            at: crate::routes::unix_now(),
+            generation,
+            reason: reason.to_string(),
+            outcome: outcome.to_string(),
+            millis: took.as_millis() as u64,
+            detail,
+        },
+        tail,
+    }
+}
+
+/// Send one control request to the daemon, off the async thread; a daemon that is not
+/// there is ignored (the watchdog brings it back).
+pub(super) async fn tell_daemon(state: &StateDir, req: Request) {
+    let state = state.clone();
+    let _ =
+        tokio::task::spawn_blocking(move || control::call(&state, &req, Duration::from_secs(5)))
+            .await;
+}
+
+/// Record the app's process groups in its route (ours: this process's pid), so the daemon
+/// can stop them if `portok run` dies.
+pub(super) async fn set_pgids(state: &StateDir, hostname: &str, pgids: Vec<i32>) {
+    let (state, host) = (state.clone(), hostname.to_string());
+    let me = std::process::id();
+    let _ = tokio::task::spawn_blocking(move || {
+        store::update::<_, store::StoreError>(&state, |routes| {
+            if let Some(r) = routes
+                .iter_mut()
+                .find(|r| r.hostname == host && r.pid == me)
+            {
+                r.pgids = pgids;
+            }
+            Ok(())
+        })
+    })
+    .await;
+}
+
+/// The watchdog: if the daemon died (kill -9, OOM), start it again with every route (they
+/// are in routes.json). True when it was restarted.
+pub(super) async fn revive_daemon(state: &StateDir, proxy_port: u16) -> bool {
+    let state = state.clone();
+    let restarted = tokio::task::spawn_blocking(move || {
+        if control::status(&state).is_some() {
+            return Ok(false);
+        }
+        crate::daemon::ensure_and_reload(&state, proxy_port).map(|_| true)
+    })
+    .await;
+    match restarted {
+        Ok(Ok(true)) => {
+            say("the portok daemon was gone; started it again with every route");
+            true
+        }
+        Ok(Err(e)) => {
+            say(&format!(
+                "the portok daemon is gone and could not be restarted: {e}"
+            ));
+            false
+        }
+        _ => false,
     }
 }
 
