@@ -4,8 +4,6 @@
 use crate::support::*;
 use bytes::Bytes;
 use http_body_util::Full;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(30);
@@ -97,49 +95,7 @@ async fn zero_failed_requests_across_five_redeploys_under_load() {
         .await
         .unwrap();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let mut clients = Vec::new();
-    for _ in 0..4 {
-        let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
-        clients.push(tokio::spawn(async move {
-            // A keep-alive connection, reopened only if the proxy closes it.
-            let mut sender = None;
-            while !stop.load(Ordering::Relaxed) {
-                if sender.is_none() {
-                    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
-                    let (send, conn) =
-                        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
-                            .await
-                            .unwrap();
-                    tokio::spawn(conn);
-                    sender = Some(send);
-                }
-                let send = sender.as_mut().unwrap();
-                if send.ready().await.is_err() {
-                    sender = None;
-                    continue;
-                }
-                let req = hyper::Request::get("/")
-                    .header("host", "load.localhost")
-                    .body(Full::new(Bytes::new()))
-                    .unwrap();
-                match send.send_request(req).await {
-                    Ok(resp) if resp.status() == 200 => {
-                        use http_body_util::BodyExt;
-                        let _ = resp.into_body().collect().await;
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(resp) => failures
-                        .lock()
-                        .unwrap()
-                        .push(format!("status {}", resp.status())),
-                    Err(e) => failures.lock().unwrap().push(format!("error {e}")),
-                }
-            }
-        }));
-    }
+    let load = Load::start(addr, "load.localhost", 4);
 
     for round in 2..=6u32 {
         // A long request that starts on the old generation and must finish there.
@@ -185,17 +141,9 @@ async fn zero_failed_requests_across_five_redeploys_under_load() {
         );
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.await.unwrap();
-    }
-    let failures = failures.lock().unwrap().clone();
+    let (ok, _, failures) = load.stop().await;
     assert!(failures.is_empty(), "failed requests: {failures:?}");
-    assert!(
-        ok.load(Ordering::Relaxed) > 100,
-        "load ran: {}",
-        ok.load(Ordering::Relaxed)
-    );
+    assert!(ok > 100, "load ran: {ok}");
     let last = body_of(&p, "load.localhost").await;
     assert!(last.text().contains("generation 6"), "{}", last.text());
 }

@@ -9,11 +9,13 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -854,4 +856,102 @@ pub async fn open_stream(addr: SocketAddr, req: Request<Full<Bytes>>) -> Respons
     tokio::time::timeout(Duration::from_secs(30), fut)
         .await
         .expect("response headers timed out")
+}
+
+/// Clients sending GET / over keep-alive connections as fast as answers come, until
+/// stopped. Counts answers by instance (x-hello-instance) and keeps every failure.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    by_pid: Arc<Mutex<HashMap<String, usize>>>,
+    failures: Arc<Mutex<Vec<String>>>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr, host: &'static str, clients: usize) -> Load {
+        let load = Load {
+            stop: Arc::new(AtomicBool::new(false)),
+            ok: Arc::new(AtomicUsize::new(0)),
+            by_pid: Arc::default(),
+            failures: Arc::default(),
+            clients: Vec::new(),
+        };
+        let mut handles = Vec::new();
+        for _ in 0..clients {
+            let (stop, ok, by_pid, failures) = (
+                load.stop.clone(),
+                load.ok.clone(),
+                load.by_pid.clone(),
+                load.failures.clone(),
+            );
+            handles.push(tokio::spawn(async move {
+                let mut sender = None;
+                while !stop.load(Ordering::Relaxed) {
+                    if sender.is_none() {
+                        let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                        let (send, conn) =
+                            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(s))
+                                .await
+                                .unwrap();
+                        tokio::spawn(conn);
+                        sender = Some(send);
+                    }
+                    let send = sender.as_mut().unwrap();
+                    if send.ready().await.is_err() {
+                        sender = None;
+                        continue;
+                    }
+                    let req = hyper::Request::get("/")
+                        .header("host", host)
+                        .body(Full::new(Bytes::new()))
+                        .unwrap();
+                    let sent = tokio::time::timeout(Duration::from_secs(20), async {
+                        let resp = send.send_request(req).await?;
+                        let status = resp.status().as_u16();
+                        let pid = resp
+                            .headers()
+                            .get("x-hello-pid")
+                            .map(|v| v.to_str().unwrap_or("").to_string());
+                        let body = resp.into_body().collect().await?.to_bytes();
+                        Ok::<_, hyper::Error>((status, pid, body))
+                    })
+                    .await;
+                    match sent {
+                        Ok(Ok((200, Some(pid), _))) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                            *by_pid.lock().unwrap().entry(pid).or_default() += 1;
+                        }
+                        Ok(Ok((status, _, body))) => failures.lock().unwrap().push(format!(
+                            "status {status}: {}",
+                            String::from_utf8_lossy(&body)
+                        )),
+                        Ok(Err(e)) => failures.lock().unwrap().push(format!("error {e}")),
+                        Err(_) => failures.lock().unwrap().push("timed out".into()),
+                    }
+                }
+            }));
+        }
+        Load {
+            clients: handles,
+            ..load
+        }
+    }
+
+    pub fn ok(&self) -> usize {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    pub async fn stop(self) -> (usize, HashMap<String, usize>, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for c in self.clients {
+            tokio::time::timeout(Duration::from_secs(30), c)
+                .await
+                .expect("load client stops")
+                .unwrap();
+        }
+        let by_pid = self.by_pid.lock().unwrap().clone();
+        let failures = self.failures.lock().unwrap().clone();
+        (self.ok.load(Ordering::Relaxed), by_pid, failures)
+    }
 }
