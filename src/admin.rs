@@ -92,29 +92,34 @@ fn instance_metrics(ctx: &Ctx) -> String {
         .into_iter()
         .filter(|l| l.route.instances.is_some())
         .collect();
+    type Value = fn(&crate::routes::Backend) -> u64;
+    let series: [(&str, &str, &str, Value); 2] = [
+        (
+            "portok_instance_requests_total",
+            "Requests (and TCP connections) sent to each instance of a pool.",
+            "counter",
+            |b| b.requests.load(Relaxed),
+        ),
+        (
+            "portok_instance_inflight",
+            "Requests and tunnels in flight to each instance of a pool.",
+            "gauge",
+            |b| b.inflight.load(Relaxed) as u64,
+        ),
+    ];
     let mut out = String::new();
-    out.push_str("# HELP portok_instance_requests_total Requests (and TCP connections) sent to each instance of a pool.\n# TYPE portok_instance_requests_total counter\n");
-    for l in &pools {
-        for b in &l.backends {
-            let _ = writeln!(
-                out,
-                "portok_instance_requests_total{{route=\"{}\",port=\"{}\"}} {}",
-                short_name(&l.route.hostname),
-                b.port,
-                b.requests.load(Relaxed)
-            );
-        }
-    }
-    out.push_str("# HELP portok_instance_inflight Requests and tunnels in flight to each instance of a pool.\n# TYPE portok_instance_inflight gauge\n");
-    for l in &pools {
-        for b in &l.backends {
-            let _ = writeln!(
-                out,
-                "portok_instance_inflight{{route=\"{}\",port=\"{}\"}} {}",
-                short_name(&l.route.hostname),
-                b.port,
-                b.inflight.load(Relaxed)
-            );
+    for (name, help, kind, value) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for l in &pools {
+            for b in &l.backends {
+                let _ = writeln!(
+                    out,
+                    "{name}{{route=\"{}\",port=\"{}\"}} {}",
+                    short_name(&l.route.hostname),
+                    b.port,
+                    value(b)
+                );
+            }
         }
     }
     out

@@ -71,6 +71,18 @@ struct Rollout {
     next: Option<(usize, Instance)>,
 }
 
+impl Rollout {
+    fn new(gen: u64, reason: String, waiters: Vec<Waiter>) -> Self {
+        Rollout {
+            gen,
+            reason,
+            started: Instant::now(),
+            waiters,
+            next: None,
+        }
+    }
+}
+
 enum Event {
     Signal(i32),
     Changed(PathBuf),
@@ -247,15 +259,7 @@ impl Pool {
                 self.slots.len()
             ));
             match self.start_all().await {
-                Ok(()) => {
-                    self.rollout = Some(Rollout {
-                        gen: self.gen,
-                        reason,
-                        started: Instant::now(),
-                        waiters,
-                        next: None,
-                    });
-                }
+                Ok(()) => self.rollout = Some(Rollout::new(self.gen, reason, waiters)),
                 Err(e) => {
                     say(&e);
                     for w in waiters {
@@ -281,13 +285,7 @@ impl Pool {
             self.gen,
             self.slots.len()
         ));
-        self.rollout = Some(Rollout {
-            gen: self.gen,
-            reason,
-            started: Instant::now(),
-            waiters,
-            next: None,
-        });
+        self.rollout = Some(Rollout::new(self.gen, reason, waiters));
         self.advance().await;
     }
 
@@ -561,7 +559,7 @@ impl Pool {
         for s in &mut self.slots {
             s.restart_at = None;
             if let Some(i) = s.running.take() {
-                gens.push(into_gen(i));
+                gens.push(i.gen);
             }
         }
         let kill = self.opts.kill_timeout;
@@ -630,7 +628,7 @@ impl Pool {
         let state = self.state.clone();
         let drain_until = Instant::now() + self.opts.drain;
         let kill_timeout = self.opts.kill_timeout;
-        let mut gen = into_gen(inst);
+        let mut gen = inst.gen;
         self.stopping.spawn(async move {
             while Instant::now() < drain_until {
                 if inflight(&state, gen.port).await == 0 {
@@ -788,10 +786,10 @@ impl Pool {
     async fn shutdown(&mut self) {
         let mut gens: Vec<Generation> = Vec::new();
         if let Some(mut r) = self.rollout.take() {
-            gens.extend(r.next.take().map(|(_, i)| into_gen(i)));
+            gens.extend(r.next.take().map(|(_, i)| i.gen));
         }
         for s in &mut self.slots {
-            gens.extend(s.running.take().map(into_gen));
+            gens.extend(s.running.take().map(|i| i.gen));
         }
         let state = self.state.clone();
         let host = self.launch.hostname.clone();
@@ -801,11 +799,6 @@ impl Pool {
         self.stopping.abort_all();
         while self.stopping.join_next().await.is_some() {}
     }
-}
-
-/// The process of an instance, its probe stopped.
-fn into_gen(inst: Instance) -> Generation {
-    inst.gen
 }
 
 /// The wait before restarting an instance that crashed `crashes` times in a row.
