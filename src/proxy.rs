@@ -2,6 +2,7 @@
 //! plain decided by the first byte, then hyper (HTTP/1.1 + HTTP/2, upgrades on).
 
 pub mod conn;
+pub mod fast;
 pub mod forward;
 pub mod handler;
 pub mod pages;
@@ -98,6 +99,8 @@ pub struct Ctx {
     pub redirect_https: bool,
     /// Turns for requests (`--max-inflight`), see [`take_turn`].
     turns: Option<tokio::sync::Semaphore>,
+    /// Plain HTTP/1.1 requests take the [`fast`] path (off with `PORTOK_NO_FAST_PATH=1`).
+    fast_path: bool,
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
 }
@@ -158,6 +161,7 @@ impl Ctx {
                 )
             }),
             limits,
+            fast_path: std::env::var_os("PORTOK_NO_FAST_PATH").is_none(),
             h1,
             h2,
         }
@@ -439,6 +443,13 @@ where
     let watch = Arc::new(conn::ConnWatch::new(start, proto));
     if proto == conn::Proto::H1 {
         io.watch(watch.clone());
+        if ctx.fast_path {
+            let relayed = fast::serve(&mut io, info, &ctx, &watch);
+            match conn::within_deadlines(relayed, &watch, &ctx.limits).await? {
+                None | Some(fast::Outcome::Closed) => return Ok(()),
+                Some(fast::Outcome::Handoff(rest)) => io.rewind(rest),
+            }
+        }
     }
     let svc_ctx = ctx.clone();
     let svc_watch = watch.clone();

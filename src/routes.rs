@@ -119,6 +119,9 @@ pub struct Backend {
     /// Until when (ms on [`clock_ms`]) a pool skips this instance: connecting to it was
     /// refused, so it died before its supervisor took it out of the route.
     down_until: AtomicU64,
+    /// Idle keep-alive connections to this instance, for the HTTP/1 fast path. They close
+    /// when the backend is dropped (its generation retired and drained).
+    pub idle: std::sync::Mutex<Vec<tokio::net::TcpStream>>,
 }
 
 impl Backend {
@@ -133,6 +136,7 @@ impl Backend {
             inflight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             down_until: AtomicU64::new(0),
+            idle: std::sync::Mutex::new(Vec::new()),
         }
     }
 

@@ -23,6 +23,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 use tracing::warn;
 
+use std::future::Future;
+
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// How long an idle connection being closed gracefully (h2 GOAWAY) may take before it is
@@ -39,15 +41,21 @@ pub enum Proto {
 /// first, and for HTTP/1 every read tells [`ConnWatch`] that a request head may have begun.
 pub struct ClientIo<I> {
     io: I,
-    prefix: [u8; 24],
-    pos: u8,
-    len: u8,
+    /// Bytes already read that the next reads return first.
+    prefix: Bytes,
     watch: Option<Arc<ConnWatch>>,
 }
 
 impl<I> ClientIo<I> {
     pub fn watch(&mut self, watch: Arc<ConnWatch>) {
         self.watch = Some(watch);
+    }
+
+    /// Give bytes read through this stream back, to be read again first (the HTTP/1 fast
+    /// path hands a connection to hyper with the request it could not take).
+    pub fn rewind(&mut self, bytes: Bytes) {
+        debug_assert!(self.prefix.is_empty(), "rewound before the prefix was read");
+        self.prefix = bytes;
     }
 }
 
@@ -69,9 +77,7 @@ pub async fn read_version<I: AsyncRead + Unpin>(mut io: I) -> io::Result<(Proto,
     };
     let io = ClientIo {
         io,
-        prefix,
-        pos: 0,
-        len: len as u8,
+        prefix: Bytes::copy_from_slice(&prefix[..len]),
         watch: None,
     };
     Ok((proto, io))
@@ -85,11 +91,9 @@ impl<I: AsyncRead + Unpin> AsyncRead for ClientIo<I> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        if this.pos < this.len {
-            let rest = &this.prefix[this.pos as usize..this.len as usize];
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(&rest[..n]);
-            this.pos += n as u8;
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
             // Whatever else has arrived comes in the same read: after a short first read
             // hyper would double its read buffer (8 -> 16 KiB) for the rest of the head.
             // An error here shows again on the next read (or as the end of the stream).
@@ -186,7 +190,7 @@ impl ConnWatch {
         self.start + Duration::from_millis(ms)
     }
 
-    fn on_read(&self) {
+    pub(super) fn on_read(&self) {
         if self.active.load(Relaxed) == 0 && self.head_since.load(Relaxed) == 0 {
             self.bytes_arrived(self.now_ms());
         }
@@ -257,6 +261,13 @@ impl Exchange {
             body,
             _exchange: self,
         }
+    }
+}
+
+impl Exchange {
+    /// The response has been sent in full (the fast path, which has no body to wrap).
+    pub fn complete(mut self) {
+        self.done = true;
     }
 }
 
@@ -340,6 +351,38 @@ where
                     }
                 }
             }
+        }
+    }
+}
+
+/// Run the HTTP/1 fast path under the watch's deadlines: `None` when the connection was
+/// idle for too long (it is simply closed; HTTP/1 has no GOAWAY), an error when a request
+/// head took too long.
+pub async fn within_deadlines<F, T>(
+    work: F,
+    watch: &ConnWatch,
+    limits: &Limits,
+) -> Result<Option<T>, ConnError>
+where
+    F: Future<Output = Result<T, ConnError>>,
+{
+    tokio::pin!(work);
+    let first = watch
+        .check(Instant::now(), limits)
+        .unwrap_or_else(|_| Instant::now());
+    let sleep = tokio::time::sleep_until(first);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut work => return r.map(Some),
+            _ = &mut sleep => match watch.check(Instant::now(), limits) {
+                Ok(next) => sleep.as_mut().reset(next),
+                Err(Expired::Header) => {
+                    return Err(ConnError::Timeout { phase: "reading the request head" })
+                }
+                Err(Expired::Idle) => return Ok(None),
+            },
         }
     }
 }

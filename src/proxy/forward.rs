@@ -12,7 +12,8 @@ use hyper_util::client::legacy;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::future::Future;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -217,18 +218,27 @@ impl Body for ProxyBody {
     }
 }
 
-/// Headers that describe one hop, not the message (RFC 9110 7.6.1), plus any that the
-/// Connection header names.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
+/// Headers that describe one hop, not the message (RFC 9110 7.6.1), lowercase; any that
+/// the Connection header names are hop-by-hop too.
+pub const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
 ];
+
+/// Connection tokens that name no header to remove.
+pub fn names_a_header(token: &str) -> bool {
+    !token.eq_ignore_ascii_case("upgrade")
+        && !token.eq_ignore_ascii_case("keep-alive")
+        && !token.eq_ignore_ascii_case("close")
+        && !token.is_empty()
+}
 
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Only allocate when Connection names extra headers, which is rare.
@@ -236,18 +246,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         if let Ok(list) = conn.to_str() {
             let named: Vec<HeaderName> = list
                 .split(',')
-                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-                .filter(|n| n != header::UPGRADE && n != "keep-alive" && n != "close")
+                .map(str::trim)
+                .filter(|t| names_a_header(t))
+                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
                 .collect();
             for n in named {
                 headers.remove(n);
             }
         }
     }
-    for h in &HOP_BY_HOP {
+    for h in HOP_BY_HOP {
         headers.remove(h);
     }
-    headers.remove(header::UPGRADE);
 }
 
 /// Facts about the incoming request that forwarding records in headers.
@@ -297,53 +307,55 @@ pub fn prepare_request<B>(req: &mut Request<B>, backend: &Backend, origin: &Orig
 }
 
 fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_string();
-    let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
-    };
-    if let Ok(v) = HeaderValue::try_from(value) {
+    let mut value = Vec::with_capacity(64);
+    for prev in headers.get_all("x-forwarded-for") {
+        value.extend_from_slice(prev.as_bytes());
+        value.extend_from_slice(b", ");
+    }
+    let _ = write!(value, "{}", peer.ip());
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
         headers.insert("x-forwarded-for", v);
     }
 }
 
-/// RFC 7239 `Forwarded: for=...;host=...;proto=...`, appended to any the client sent
-/// (an IPv6 client is quoted and bracketed, as the RFC requires).
+/// RFC 7239 `Forwarded: for=...;host=...;proto=...`, appended to any the client sent.
 fn append_forwarded(headers: &mut HeaderMap, origin: &Origin<'_>, proto: &str) {
-    use std::io::Write as _;
-    let prev = headers.get(header::FORWARDED).map(|v| v.as_bytes());
-    let host = origin.host.as_bytes();
-    let mut value = Vec::with_capacity(prev.map_or(0, |p| p.len() + 2) + host.len() + 64);
-    if let Some(prev) = prev {
-        value.extend_from_slice(prev);
+    let mut value = Vec::with_capacity(origin.host.len() + 64);
+    for prev in headers.get_all(header::FORWARDED) {
+        value.extend_from_slice(prev.as_bytes());
         value.extend_from_slice(b", ");
     }
-    let _ = match origin.peer.ip() {
-        std::net::IpAddr::V4(ip) => write!(value, "for={ip}"),
-        std::net::IpAddr::V6(ip) => write!(value, "for=\"[{ip}]\""),
-    };
-    // A host value with characters outside a token must be a quoted string.
-    let token = host
-        .iter()
-        .all(|c| c.is_ascii_alphanumeric() || b".-_:[]".contains(c));
-    value.extend_from_slice(b";host=");
-    if token {
-        value.extend_from_slice(host);
-    } else {
-        value.push(b'"');
-        for &c in host {
-            if c == b'"' || c == b'\\' {
-                value.push(b'\\');
-            }
-            value.push(c);
-        }
-        value.push(b'"');
-    }
-    value.extend_from_slice(b";proto=");
-    value.extend_from_slice(proto.as_bytes());
+    forwarded_element(&mut value, origin.peer.ip(), origin.host.as_bytes(), proto);
     if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
         headers.insert(header::FORWARDED, v);
     }
+}
+
+/// The element portok adds to `Forwarded` (RFC 7239): an IPv6 client is quoted and
+/// bracketed, and a host with characters outside a token becomes a quoted string.
+pub fn forwarded_element(out: &mut Vec<u8>, ip: IpAddr, host: &[u8], proto: &str) {
+    let _ = match ip {
+        IpAddr::V4(ip) => write!(out, "for={ip}"),
+        IpAddr::V6(ip) => write!(out, "for=\"[{ip}]\""),
+    };
+    let token = host
+        .iter()
+        .all(|c| c.is_ascii_alphanumeric() || b".-_:[]".contains(c));
+    out.extend_from_slice(b";host=");
+    if token {
+        out.extend_from_slice(host);
+    } else {
+        out.push(b'"');
+        for &c in host {
+            if c == b'"' || c == b'\\' {
+                out.push(b'\\');
+            }
+            out.push(c);
+        }
+        out.push(b'"');
+    }
+    out.extend_from_slice(b";proto=");
+    out.extend_from_slice(proto.as_bytes());
 }
 
 #[derive(Debug, thiserror::Error)]

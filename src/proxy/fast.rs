@@ -1,0 +1,1148 @@
+//! The HTTP/1.1 fast path. Nearly every request a browser or a test runner sends a dev
+//! server is plain: a live app, no body or a small one, no upgrade. Those are relayed here,
+//! on the client connection's own task, over an upstream keep-alive connection that stays
+//! with the client connection: the head is parsed in place (httparse) and rewritten into
+//! the upstream request in one buffer, the response head is rewritten the same way, and
+//! the body is copied as it arrives. No request object, header map, pool checkout or
+//! second task: through hyper a proxied request cost about three times the user-space CPU
+//! of nginx's, and this is where a dev proxy spends its time.
+//!
+//! Anything else (an error page, a starting or crashed app, an upgrade, a streamed or
+//! chunked upload, the admin API, live-reload navigations, HTTP/1.0) and anything odd in a
+//! head hands the connection, with the bytes read so far, to hyper and the general handler
+//! ([`super::handler`]) for the rest of its life, so there is one place that decides what
+//! a strange request means. `PORTOK_NO_FAST_PATH=1` in the daemon's environment turns
+//! this path off (to compare the two).
+
+use super::conn::{ClientIo, ConnWatch, Exchange};
+use super::forward::{self, ForwardError, HOP_BY_HOP, MAX_HOPS};
+use super::handler::{ProxyError, VERSION};
+use super::{pages, reload, ConnError, ConnInfo, Ctx};
+use crate::metrics::RequestMeter;
+use crate::names::normalize_host;
+use crate::routes::Backend;
+use bytes::{Buf, Bytes, BytesMut};
+use std::cell::RefCell;
+use std::io::{self, Write as _};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// What became of the connection.
+pub enum Outcome {
+    /// It is over.
+    Closed,
+    /// hyper takes it over and reads these bytes first.
+    Handoff(Bytes),
+}
+
+/// A request body up to this size is read whole and relayed here; a longer one streams
+/// through hyper.
+const MAX_BODY: usize = 16 * 1024;
+/// Header lines in a request or response head; more goes to hyper (which allows 100) or,
+/// for a response, is a 502.
+const MAX_HEADERS: usize = 64;
+/// The largest response head taken from an app (hyper's client allows about as much).
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Upstream reads: one buffer per request in progress, kept per thread between requests.
+const CHUNK: usize = 16 * 1024;
+/// Idle upstream connections kept per app instance once their client connections end.
+const IDLE_PER_BACKEND: usize = 32;
+
+/// Serve requests on an HTTP/1 connection until it ends or needs hyper.
+pub async fn serve<I>(
+    io: &mut ClientIo<I>,
+    info: ConnInfo,
+    ctx: &Arc<Ctx>,
+    watch: &Arc<ConnWatch>,
+) -> Result<Outcome, ConnError>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut conn = Conn {
+        buf: BytesMut::with_capacity(4096),
+        out: Vec::new(),
+        host: String::new(),
+        peer_ip: info.peer.ip().to_string(),
+        up: None,
+    };
+    let outcome = conn.serve(io, info, ctx, watch).await;
+    if let Some(up) = conn.up.take() {
+        up.release();
+    }
+    outcome
+}
+
+struct Conn {
+    /// Bytes from the client not yet relayed: the current request head and body, and any
+    /// pipelined requests after it.
+    buf: BytesMut,
+    /// The upstream request, then the client's response head (reused, so no allocation).
+    out: Vec<u8>,
+    /// The current request's route name, for an error page.
+    host: String,
+    peer_ip: String,
+    /// The upstream connection of the last request, kept for the next.
+    up: Option<Upstream>,
+}
+
+/// Facts about a request that the relay needs once its upstream head is written.
+struct Plan {
+    backend: Arc<Backend>,
+    meter: Option<RequestMeter>,
+    head_len: usize,
+    body_len: usize,
+    /// The client said `Connection: close`.
+    close: bool,
+    /// HEAD: the response has no body whatever its headers say.
+    head_method: bool,
+    /// Safe to send again on a fresh connection if a reused one was found closed.
+    idempotent: bool,
+    /// For an error page: the client accepts HTML.
+    html: bool,
+}
+
+enum Step {
+    Next,
+    Close,
+    Handoff,
+}
+
+impl Conn {
+    async fn serve<I>(
+        &mut self,
+        io: &mut ClientIo<I>,
+        info: ConnInfo,
+        ctx: &Arc<Ctx>,
+        watch: &Arc<ConnWatch>,
+    ) -> Result<Outcome, ConnError>
+    where
+        I: AsyncRead + AsyncWrite + Unpin,
+    {
+        loop {
+            let Some(head_len) = self.read_head(io, ctx.limits.max_header_bytes).await? else {
+                return Ok(if self.buf.is_empty() {
+                    Outcome::Closed
+                } else {
+                    Outcome::Handoff(self.buf.split().freeze())
+                });
+            };
+            let Some(plan) = self.plan(head_len, info, ctx) else {
+                return Ok(Outcome::Handoff(self.buf.split().freeze()));
+            };
+            while self.buf.len() < plan.head_len + plan.body_len {
+                self.buf.reserve(plan.body_len);
+                if read_some(io, &mut self.buf).await? == 0 {
+                    return Ok(Outcome::Closed);
+                }
+            }
+            match self.relay(io, plan, ctx, watch).await? {
+                Step::Next => {}
+                Step::Close => {
+                    let _ = io.shutdown().await;
+                    return Ok(Outcome::Closed);
+                }
+                Step::Handoff => return Ok(Outcome::Handoff(self.buf.split().freeze())),
+            }
+        }
+    }
+
+    /// Read until `buf` holds a whole request head; its length, or None at the end of the
+    /// stream or when the head is too long (hyper then answers 431).
+    async fn read_head<I: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut ClientIo<I>,
+        max: usize,
+    ) -> Result<Option<usize>, ConnError> {
+        let mut searched = 0;
+        loop {
+            if let Some(end) = head_end(&self.buf, searched) {
+                return Ok(Some(end));
+            }
+            if self.buf.len() >= max {
+                return Ok(None);
+            }
+            searched = self.buf.len();
+            if read_some(io, &mut self.buf).await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Parse the head, decide whether this path takes it, pick the backend and write the
+    /// upstream request head into `out`. None: hyper takes the request.
+    fn plan(&mut self, head_len: usize, info: ConnInfo, ctx: &Ctx) -> Option<Plan> {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&self.buf[..head_len]) {
+            Ok(httparse::Status::Complete(n)) if n == head_len => {}
+            _ => return None,
+        }
+        let (method, path) = (req.method?, req.path?);
+        if req.version != Some(1)
+            || method == "CONNECT"
+            || !path.starts_with('/')
+            || !path.bytes().all(plain_uri_byte)
+        {
+            return None;
+        }
+        let facts = RequestFacts::of(req.headers)?;
+        let host_raw = facts.host?;
+        let host = normalize_host(std::str::from_utf8(host_raw).ok()?);
+        if host.is_empty()
+            || host == crate::admin::HOST
+            || facts.hops >= MAX_HOPS
+            || (ctx.redirect_https && !info.tls)
+        {
+            return None;
+        }
+        let get_or_head = method == "GET" || method == "HEAD";
+        let (backend, meter) = {
+            let table = ctx.routes.load();
+            let live = table.lookup(&host)?;
+            if live.route.is_crashed() || live.route.is_starting() {
+                return None;
+            }
+            // Live reload: its script and the pages it goes into are the handler's.
+            if live.route.reload
+                && (path.starts_with(reload::PREFIX) || (get_or_head && facts.html))
+            {
+                return None;
+            }
+            let meter = ctx.metrics_enabled.then(|| live.stats.start());
+            (live.pick().clone(), meter)
+        };
+        self.host.clear();
+        self.host.push_str(&host);
+        let proto = if info.tls { "https" } else { "http" };
+        let out = &mut self.out;
+        out.clear();
+        out.reserve(head_len + 256);
+        for part in [method, " ", path, " HTTP/1.1\r\n"] {
+            out.extend_from_slice(part.as_bytes());
+        }
+        for h in req.headers.iter() {
+            let name = h.name;
+            if HOP_BY_HOP.iter().any(|n| name.eq_ignore_ascii_case(n))
+                || name.eq_ignore_ascii_case("x-forwarded-for")
+                || name.eq_ignore_ascii_case("forwarded")
+                || name.eq_ignore_ascii_case(forward::HOPS_HEADER.as_str())
+                || (facts.connection_names && named_by_connection(req.headers, name))
+            {
+                continue;
+            }
+            push_header(out, name.as_bytes(), h.value);
+        }
+        out.extend_from_slice(b"x-forwarded-for: ");
+        for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("x-forwarded-for") {
+                out.extend_from_slice(h.value);
+                out.extend_from_slice(b", ");
+            }
+        }
+        out.extend_from_slice(self.peer_ip.as_bytes());
+        out.extend_from_slice(b"\r\nforwarded: ");
+        for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("forwarded") {
+                out.extend_from_slice(h.value);
+                out.extend_from_slice(b", ");
+            }
+        }
+        forward::forwarded_element(out, info.peer.ip(), host_raw, proto);
+        out.extend_from_slice(b"\r\n");
+        if !facts.xf_proto {
+            push_header(out, b"x-forwarded-proto", proto.as_bytes());
+        }
+        if !facts.xf_host {
+            push_header(out, b"x-forwarded-host", host_raw);
+        }
+        if !facts.xf_port {
+            let _ = write!(out, "x-forwarded-port: {}\r\n", ctx.port);
+        }
+        let _ = write!(
+            out,
+            "{}: {}\r\n\r\n",
+            forward::HOPS_HEADER.as_str(),
+            facts.hops + 1
+        );
+        Some(Plan {
+            backend,
+            meter,
+            head_len,
+            body_len: facts.content_length,
+            close: facts.close,
+            head_method: method == "HEAD",
+            idempotent: matches!(
+                method,
+                "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
+            ),
+            html: facts.html,
+        })
+    }
+
+    /// Send the planned request and relay its response.
+    async fn relay<I>(
+        &mut self,
+        io: &mut ClientIo<I>,
+        plan: Plan,
+        ctx: &Arc<Ctx>,
+        watch: &Arc<ConnWatch>,
+    ) -> Result<Step, ConnError>
+    where
+        I: AsyncRead + AsyncWrite + Unpin,
+    {
+        let end = plan.head_len + plan.body_len;
+        self.out.extend_from_slice(&self.buf[plan.head_len..end]);
+        let mut rbuf = SpareBuf::take();
+        let mut fresh_only = false;
+        // In flight from now: drain waits for it, and a pool sends others elsewhere.
+        let guard = plan.backend.enter();
+        // Send, and read the response head; a kept connection the app has closed
+        // meanwhile is replaced by a fresh one once.
+        let (mut up, mut head) = loop {
+            let mut up = match self.upstream(&plan.backend, fresh_only, ctx).await {
+                Ok(up) => up,
+                // Nothing was sent: the handler retries another instance or shows the 502.
+                Err(_) => return Ok(Step::Handoff),
+            };
+            if up.stream.write_all(&self.out).await.is_err() {
+                if up.reused {
+                    fresh_only = true;
+                    continue;
+                }
+                // The app closed a fresh connection at once: the handler deals with it.
+                return Ok(Step::Handoff);
+            }
+            match read_response_head(&mut up.stream, &mut rbuf.0).await {
+                Ok(head) => break (up, head),
+                Err(HeadError::Closed) if up.reused && plan.idempotent && !fresh_only => {
+                    fresh_only = true;
+                }
+                Err(e) => {
+                    let exchange = Exchange::begin(watch.clone());
+                    self.buf.advance(end);
+                    let step = self.bad_gateway(io, plan, e, ctx).await;
+                    exchange.complete();
+                    return step;
+                }
+            }
+        };
+        let exchange = Exchange::begin(watch.clone());
+        // The request is the app's now; the client's next bytes are its next request.
+        self.buf.advance(end);
+        let status = head.status;
+        let mut framing = if plan.head_method || head.no_body() {
+            Framing::None
+        } else {
+            std::mem::replace(&mut head.framing, Framing::None)
+        };
+        // The client's response head, and as much of the body as came with it.
+        self.out.clear();
+        head.write_client_head(&rbuf.0, &mut self.out, &framing, plan.close);
+        let first = &rbuf.0[head.len..head.filled];
+        let mut reusable = head.keep_alive;
+        let mut body_end = false;
+        match &mut framing {
+            Framing::None => {
+                body_end = true;
+                reusable &= first.is_empty();
+            }
+            Framing::Length(left) => {
+                let take = (*left).min(first.len() as u64) as usize;
+                self.out.extend_from_slice(&first[..take]);
+                *left -= take as u64;
+                body_end = *left == 0;
+                reusable &= first.len() == take;
+            }
+            Framing::Chunked(dec) => match dec.feed(first) {
+                Ok(Some(n)) => {
+                    body_end = true;
+                    reusable &= n == first.len();
+                    self.out.extend_from_slice(&first[..n]);
+                }
+                Ok(None) => self.out.extend_from_slice(first),
+                Err(()) => {
+                    // Relayed as it came; the connection ends with it.
+                    body_end = true;
+                    reusable = false;
+                    self.out.extend_from_slice(first);
+                }
+            },
+            Framing::UntilClose => {
+                if !first.is_empty() {
+                    push_chunk(&mut self.out, first);
+                }
+            }
+        }
+        let sent = write_client(io, &self.out).await;
+        let relayed = match sent {
+            Ok(()) if body_end => Ok(true),
+            Ok(()) => {
+                relay_body(io, &mut up.stream, &mut rbuf.0, &mut framing, &mut self.out).await
+            }
+            Err(e) => Err(e),
+        };
+        drop(guard);
+        match relayed {
+            Ok(clean) => {
+                if let Some(m) = plan.meter {
+                    m.finish(status, false);
+                }
+                exchange.complete();
+                if reusable && clean && !matches!(framing, Framing::UntilClose) {
+                    self.up = Some(up);
+                }
+                Ok(if plan.close { Step::Close } else { Step::Next })
+            }
+            // The client left, or the app broke off its body: the client connection ends
+            // (HTTP/1 has no other way to say a body is incomplete).
+            Err(_) => {
+                if let Some(m) = plan.meter {
+                    m.finish(status, false);
+                }
+                Ok(Step::Close)
+            }
+        }
+    }
+
+    /// The connection to use: the last request's if it goes to the same instance and is
+    /// still open, else an idle one of the instance's, else a new one.
+    async fn upstream(
+        &mut self,
+        backend: &Arc<Backend>,
+        fresh_only: bool,
+        ctx: &Ctx,
+    ) -> io::Result<Upstream> {
+        if let Some(up) = self.up.take() {
+            if !Arc::ptr_eq(&up.backend, backend) {
+                up.release();
+            } else if !fresh_only && still_open(&up.stream) {
+                return Ok(Upstream { reused: true, ..up });
+            }
+        }
+        if !fresh_only {
+            loop {
+                let idle = backend.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                let Some(stream) = idle else { break };
+                if still_open(&stream) {
+                    return Ok(Upstream {
+                        backend: backend.clone(),
+                        stream,
+                        reused: true,
+                    });
+                }
+            }
+        }
+        let stream = forward::connect_loopback(backend.port, ctx.limits.connect).await?;
+        Ok(Upstream {
+            backend: backend.clone(),
+            stream,
+            reused: false,
+        })
+    }
+
+    /// The app's response never came whole: a 502 page, as the handler would show.
+    async fn bad_gateway<I>(
+        &mut self,
+        io: &mut ClientIo<I>,
+        plan: Plan,
+        e: HeadError,
+        ctx: &Ctx,
+    ) -> Result<Step, ConnError>
+    where
+        I: AsyncRead + AsyncWrite + Unpin,
+    {
+        let err = ProxyError::Upstream {
+            host: self.host.clone(),
+            port: plan.backend.port,
+            source: ForwardError::Exchange(Box::new(e)),
+        };
+        tracing::debug!(peer = %self.peer_ip, error = %err, "answered with an error page");
+        let page = pages::error_page(&err, ctx, plan.html);
+        if let Some(m) = plan.meter {
+            m.finish(page.status().as_u16(), true);
+        }
+        self.out.clear();
+        page_bytes(page, &mut self.out, plan.close, plan.head_method);
+        Ok(match write_client(io, &self.out).await {
+            Ok(()) if !plan.close => Step::Next,
+            _ => Step::Close,
+        })
+    }
+}
+
+/// A connection to an app instance.
+struct Upstream {
+    backend: Arc<Backend>,
+    stream: TcpStream,
+    /// It carried an earlier request, so the app may have closed it since.
+    reused: bool,
+}
+
+impl Upstream {
+    /// Keep the connection for the instance's next client connection.
+    fn release(self) {
+        let mut idle = self.backend.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < IDLE_PER_BACKEND {
+            idle.push(self.stream);
+        }
+    }
+}
+
+/// Whether an idle keep-alive connection is still open, without a system call in the
+/// common case: only when the reactor has seen it readable (the app closed it, or sent
+/// something unasked) is it read to find out.
+fn still_open(stream: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match stream.poll_read_ready(&mut cx) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        Poll::Ready(Ok(())) => {
+            let mut b = [0u8; 1];
+            matches!(stream.try_read(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        }
+    }
+}
+
+/// A read from the client into `buf`, growing it when full.
+async fn read_some<I: AsyncRead + Unpin>(
+    io: &mut ClientIo<I>,
+    buf: &mut BytesMut,
+) -> Result<usize, ConnError> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(4096);
+    }
+    io.read_buf(buf).await.map_err(|source| ConnError::Io {
+        phase: "reading from the client",
+        source,
+    })
+}
+
+async fn write_client<I: AsyncWrite + Unpin>(io: &mut ClientIo<I>, bytes: &[u8]) -> io::Result<()> {
+    io.write_all(bytes).await?;
+    io.flush().await
+}
+
+/// Where a request head ends (just past its blank line), looking from about `from`.
+fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let start = from.saturating_sub(3);
+    let mut i = start;
+    while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
+        let at = i + off;
+        // "\n\n" or "\n\r\n": an empty line.
+        if buf.get(at + 1) == Some(&b'\n') {
+            return Some(at + 2);
+        }
+        if buf.get(at + 1) == Some(&b'\r') && buf.get(at + 2) == Some(&b'\n') {
+            return Some(at + 3);
+        }
+        i = at + 1;
+    }
+    None
+}
+
+/// Bytes the `http` crate takes in a path and query without question; anything else
+/// (spaces, quotes, `#`, control or non-ASCII bytes) is left to hyper to judge.
+fn plain_uri_byte(b: u8) -> bool {
+    matches!(b, b'!' | b'$'..=b';' | b'=' | b'?'..=b'_' | b'a'..=b'z' | b'{' | b'|' | b'}' | b'~')
+}
+
+fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Whether a `Connection` header of the message names `name` (so it is hop-by-hop).
+fn named_by_connection(headers: &[httparse::Header<'_>], name: &str) -> bool {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+}
+
+/// What the request's headers say, gathered in one pass.
+#[derive(Default)]
+struct RequestFacts<'b> {
+    host: Option<&'b [u8]>,
+    content_length: usize,
+    close: bool,
+    /// `Connection` names other headers, which must not be forwarded.
+    connection_names: bool,
+    hops: u32,
+    html: bool,
+    xf_proto: bool,
+    xf_host: bool,
+    xf_port: bool,
+}
+
+impl<'b> RequestFacts<'b> {
+    /// None: a request this path leaves to hyper.
+    fn of(headers: &[httparse::Header<'b>]) -> Option<Self> {
+        let mut f = RequestFacts::default();
+        let (mut length_seen, mut hops_seen, mut accept_seen) = (false, false, false);
+        for h in headers {
+            let (name, value) = (h.name, h.value);
+            let is = |n: &str| name.eq_ignore_ascii_case(n);
+            if is("host") {
+                // Two Host headers, or one hyper would not take as text: hyper decides.
+                if f.host.is_some() || !value.iter().all(|&c| (0x20..0x7f).contains(&c)) {
+                    return None;
+                }
+                f.host = Some(value);
+            } else if is("content-length") {
+                if length_seen || value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+                    return None;
+                }
+                length_seen = true;
+                f.content_length = std::str::from_utf8(value).ok()?.parse().ok()?;
+                if f.content_length > MAX_BODY {
+                    return None;
+                }
+            } else if is("transfer-encoding")
+                || is("upgrade")
+                || is("expect")
+                || is("http2-settings")
+            {
+                return None;
+            } else if is("connection") {
+                for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        f.close = true;
+                    } else if token.eq_ignore_ascii_case(b"upgrade") {
+                        return None;
+                    } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
+                        f.connection_names = true;
+                    }
+                }
+            } else if is(forward::HOPS_HEADER.as_str()) && !hops_seen {
+                hops_seen = true;
+                f.hops = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+            } else if is("accept") && !accept_seen {
+                accept_seen = true;
+                f.html = value.windows(9).any(|w| w == b"text/html");
+            } else if is("x-forwarded-proto") {
+                f.xf_proto = true;
+            } else if is("x-forwarded-host") {
+                f.xf_host = true;
+            } else if is("x-forwarded-port") {
+                f.xf_port = true;
+            }
+        }
+        Some(f)
+    }
+}
+
+/// How the response body is delimited, as RFC 9112 6.3 reads the app's headers.
+enum Framing {
+    None,
+    Length(u64),
+    /// Passed through as it is; the decoder only finds where it ends.
+    Chunked(ChunkDecoder),
+    /// Until the app closes; sent to the client chunked, so its connection stays open.
+    UntilClose,
+}
+
+/// The parts of an app's response head the relay acts on (offsets into the read buffer).
+struct ResponseHead {
+    status: u16,
+    /// Length of the head in the buffer; the body's first bytes follow it.
+    len: usize,
+    /// Bytes in the buffer.
+    filled: usize,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+impl ResponseHead {
+    fn no_body(&self) -> bool {
+        self.status == 204 || self.status == 304
+    }
+
+    /// The client's head: status line, the app's end-to-end headers, our framing and tag.
+    fn write_client_head(&self, buf: &[u8], out: &mut Vec<u8>, framing: &Framing, close: bool) {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut headers);
+        // Parsed before, so it parses again the same way.
+        let _ = resp.parse(&buf[..self.len]);
+        let names = resp.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("connection")
+                && h.value
+                    .split(|&b| b == b',')
+                    .map(<[u8]>::trim_ascii)
+                    .any(|t| forward::names_a_header(std::str::from_utf8(t).unwrap_or("")))
+        });
+        let passes_te = matches!(framing, Framing::Chunked(_));
+        let _ = write!(out, "HTTP/1.1 {} ", self.status);
+        out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\n");
+        let mut te_written = false;
+        for h in resp.headers.iter() {
+            let name = h.name;
+            if name.eq_ignore_ascii_case("transfer-encoding") {
+                // Chunked passes through as the app framed it.
+                if passes_te && !te_written {
+                    te_written = true;
+                    push_header(out, b"transfer-encoding", b"chunked");
+                }
+                continue;
+            }
+            if HOP_BY_HOP.iter().any(|n| name.eq_ignore_ascii_case(n))
+                || name.eq_ignore_ascii_case("x-portok")
+                || (name.eq_ignore_ascii_case("content-length")
+                    && matches!(framing, Framing::Chunked(_) | Framing::UntilClose))
+                || (names && named_by_connection(resp.headers, name))
+            {
+                continue;
+            }
+            push_header(out, name.as_bytes(), h.value);
+        }
+        if matches!(framing, Framing::UntilClose) {
+            push_header(out, b"transfer-encoding", b"chunked");
+        }
+        push_header(out, b"x-portok", VERSION.as_bytes());
+        if close {
+            push_header(out, b"connection", b"close");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum HeadError {
+    #[error("the app closed the connection before answering")]
+    Closed,
+    #[error("reading the app's response: {0}")]
+    Io(io::Error),
+    #[error("the app's response head is malformed: {0}")]
+    Malformed(&'static str),
+}
+
+/// Read the app's response head (skipping 1xx interim responses) into `buf`.
+async fn read_response_head(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> Result<ResponseHead, HeadError> {
+    let mut filled = 0;
+    loop {
+        if filled == buf.len() {
+            if buf.len() >= MAX_RESPONSE_HEAD {
+                return Err(HeadError::Malformed("head too long"));
+            }
+            buf.resize(buf.len() * 2, 0);
+        }
+        let n = match stream.read(&mut buf[filled..]).await {
+            Ok(0) if filled == 0 => return Err(HeadError::Closed),
+            Ok(0) => {
+                return Err(HeadError::Malformed(
+                    "the app closed the connection mid-head",
+                ))
+            }
+            Ok(n) => n,
+            Err(e) if filled == 0 && e.kind() == io::ErrorKind::ConnectionReset => {
+                return Err(HeadError::Closed)
+            }
+            Err(e) => return Err(HeadError::Io(e)),
+        };
+        filled += n;
+        loop {
+            match parse_response_head(&buf[..filled])? {
+                None => break,
+                Some(head) if (100..200).contains(&head.status) => {
+                    if head.status == 101 {
+                        return Err(HeadError::Malformed("101 to a request without Upgrade"));
+                    }
+                    // An interim response (103 Early Hints): dropped, as hyper's client does.
+                    buf.copy_within(head.len..filled, 0);
+                    filled -= head.len;
+                }
+                Some(mut head) => {
+                    head.filled = filled;
+                    return Ok(head);
+                }
+            }
+        }
+    }
+}
+
+fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HeadError::Malformed("too many headers"))
+        }
+        Err(_) => return Err(HeadError::Malformed("not an HTTP/1 response head")),
+    };
+    let status = resp.code.ok_or(HeadError::Malformed("no status"))?;
+    let mut keep_alive = resp.version == Some(1);
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or(HeadError::Malformed("bad Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(HeadError::Malformed("two different Content-Lengths"));
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for t in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") && resp.version == Some(0) {
+                    keep_alive = true;
+                }
+            }
+        }
+    }
+    let framing = match (chunked, length) {
+        (Some(true), _) => Framing::Chunked(ChunkDecoder::default()),
+        (Some(false), _) => Framing::UntilClose,
+        (None, Some(n)) => Framing::Length(n),
+        (None, None) => Framing::UntilClose,
+    };
+    Ok(Some(ResponseHead {
+        status,
+        len,
+        filled: 0,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// Copy the rest of the body from the app to the client. Ok(true): it ended as framed;
+/// Ok(false): it ended, but the connection cannot be reused.
+async fn relay_body<I: AsyncWrite + Unpin>(
+    io: &mut ClientIo<I>,
+    up: &mut TcpStream,
+    buf: &mut [u8],
+    framing: &mut Framing,
+    out: &mut Vec<u8>,
+) -> io::Result<bool> {
+    loop {
+        let want = match framing {
+            Framing::Length(0) | Framing::None => return Ok(true),
+            Framing::Length(n) => (*n).min(buf.len() as u64) as usize,
+            _ => buf.len(),
+        };
+        let n = up.read(&mut buf[..want]).await?;
+        let got = &buf[..n];
+        match framing {
+            Framing::None => return Ok(true),
+            Framing::Length(left) => {
+                if n == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the app closed the connection mid-body",
+                    ));
+                }
+                write_client(io, got).await?;
+                *left -= n as u64;
+            }
+            Framing::Chunked(dec) => {
+                if n == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the app closed the connection mid-body",
+                    ));
+                }
+                match dec.feed(got) {
+                    Ok(Some(end)) => {
+                        write_client(io, &got[..end]).await?;
+                        return Ok(end == n);
+                    }
+                    Ok(None) => write_client(io, got).await?,
+                    Err(()) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "the app's chunked body is malformed",
+                        ))
+                    }
+                }
+            }
+            Framing::UntilClose => {
+                out.clear();
+                if n == 0 {
+                    write_client(io, b"0\r\n\r\n").await?;
+                    return Ok(false);
+                }
+                push_chunk(out, got);
+                write_client(io, out).await?;
+            }
+        }
+    }
+}
+
+fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    let _ = write!(out, "{:x}\r\n", data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Finds where a chunked body ends (RFC 9112 7.1) as its bytes pass through.
+#[derive(Debug, Default)]
+struct ChunkDecoder {
+    state: Chunk,
+    size: u64,
+    digits: u8,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+enum Chunk {
+    #[default]
+    Size,
+    /// Chunk extensions or whitespace after the size, up to the line end.
+    SizeRest,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line (or the final empty line).
+    TrailerStart,
+    TrailerLine,
+    EndLf,
+    Done,
+}
+
+impl ChunkDecoder {
+    /// Feed body bytes; Some(n) when the body ends after the first n of them.
+    fn feed(&mut self, data: &[u8]) -> Result<Option<usize>, ()> {
+        let mut i = 0;
+        while i < data.len() {
+            let b = data[i];
+            match self.state {
+                Chunk::Size => match b {
+                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                        let d = (b as char).to_digit(16).unwrap_or(0) as u64;
+                        self.digits += 1;
+                        if self.digits > 15 {
+                            return Err(());
+                        }
+                        self.size = self.size * 16 + d;
+                    }
+                    b';' | b' ' | b'\t' if self.digits > 0 => self.state = Chunk::SizeRest,
+                    b'\r' if self.digits > 0 => self.state = Chunk::SizeLf,
+                    b'\n' if self.digits > 0 => self.size_line_done(),
+                    _ => return Err(()),
+                },
+                Chunk::SizeRest => match b {
+                    b'\r' => self.state = Chunk::SizeLf,
+                    b'\n' => self.size_line_done(),
+                    _ => {}
+                },
+                Chunk::SizeLf => {
+                    if b != b'\n' {
+                        return Err(());
+                    }
+                    self.size_line_done();
+                }
+                Chunk::Data => {
+                    let take = (self.size).min((data.len() - i) as u64) as usize;
+                    self.size -= take as u64;
+                    i += take;
+                    if self.size == 0 {
+                        self.state = Chunk::DataCr;
+                    }
+                    continue;
+                }
+                Chunk::DataCr => match b {
+                    b'\r' => self.state = Chunk::DataLf,
+                    b'\n' => self.state = Chunk::Size,
+                    _ => return Err(()),
+                },
+                Chunk::DataLf => {
+                    if b != b'\n' {
+                        return Err(());
+                    }
+                    self.state = Chunk::Size;
+                }
+                Chunk::TrailerStart => match b {
+                    b'\r' => self.state = Chunk::EndLf,
+                    b'\n' => {
+                        self.state = Chunk::Done;
+                        return Ok(Some(i + 1));
+                    }
+                    _ => self.state = Chunk::TrailerLine,
+                },
+                Chunk::TrailerLine => {
+                    if b == b'\n' {
+                        self.state = Chunk::TrailerStart;
+                    }
+                }
+                Chunk::EndLf => {
+                    if b != b'\n' {
+                        return Err(());
+                    }
+                    self.state = Chunk::Done;
+                    return Ok(Some(i + 1));
+                }
+                Chunk::Done => return Ok(Some(i)),
+            }
+            i += 1;
+        }
+        Ok(None)
+    }
+
+    fn size_line_done(&mut self) {
+        self.digits = 0;
+        self.state = if self.size == 0 {
+            Chunk::TrailerStart
+        } else {
+            Chunk::Data
+        };
+    }
+}
+
+/// A full error page as HTTP/1.1 bytes.
+fn page_bytes(
+    page: http::Response<forward::ProxyBody>,
+    out: &mut Vec<u8>,
+    close: bool,
+    head_method: bool,
+) {
+    let (parts, body) = page.into_parts();
+    let body = match body {
+        forward::ProxyBody::Full(Some(b)) => b,
+        _ => Bytes::new(),
+    };
+    let status = parts.status;
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    for (name, value) in &parts.headers {
+        push_header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    let _ = write!(out, "content-length: {}\r\n", body.len());
+    push_header(out, b"x-portok", VERSION.as_bytes());
+    if close {
+        push_header(out, b"connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head_method {
+        out.extend_from_slice(&body);
+    }
+}
+
+/// The upstream read buffer of a request in progress. Kept per thread between requests,
+/// so an idle keep-alive connection holds none and a busy one allocates none.
+struct SpareBuf(Vec<u8>);
+
+thread_local! {
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl SpareBuf {
+    fn take() -> Self {
+        let buf = SPARE.with(|s| s.borrow_mut().pop());
+        SpareBuf(buf.unwrap_or_else(|| vec![0; CHUNK]))
+    }
+}
+
+impl Drop for SpareBuf {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.0);
+        if buf.len() != CHUNK {
+            buf.truncate(CHUNK);
+            buf.shrink_to_fit();
+        }
+        SPARE.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < 64 {
+                s.push(buf);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_end_finds_the_blank_line_however_the_bytes_came() {
+        let head = b"GET / HTTP/1.1\r\nHost: a.localhost\r\n\r\nNEXT";
+        assert_eq!(head_end(head, 0), Some(head.len() - 4));
+        for split in 1..head.len() - 4 {
+            assert_eq!(head_end(&head[..split], 0), None, "{split}");
+            assert_eq!(head_end(head, split), Some(head.len() - 4), "{split}");
+        }
+        assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\n", 0), Some(24));
+    }
+
+    #[test]
+    fn chunked_bodies_end_where_they_end_in_any_split() {
+        let body = b"5;ext=1\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nx-trailer: 1\r\n\r\nNEXT";
+        let end = body.len() - 4;
+        for split in 0..body.len() {
+            let mut d = ChunkDecoder::default();
+            let (a, b) = body.split_at(split);
+            let got = match d.feed(a).unwrap() {
+                Some(n) => n,
+                None => split + d.feed(b).unwrap().unwrap(),
+            };
+            assert_eq!(got, end, "split at {split}");
+        }
+        let mut d = ChunkDecoder::default();
+        assert_eq!(d.feed(b"0\r\n\r\n").unwrap(), Some(5));
+        let mut d = ChunkDecoder::default();
+        assert!(d.feed(b"zz\r\n").is_err());
+        let mut d = ChunkDecoder::default();
+        assert!(d.feed(b"3\r\nabcX").is_err());
+    }
+
+    #[test]
+    fn requests_with_anything_unusual_are_left_to_hyper() {
+        let facts = |raw: &[u8]| {
+            let mut h = [httparse::EMPTY_HEADER; 16];
+            let mut r = httparse::Request::new(&mut h);
+            r.parse(raw).unwrap();
+            RequestFacts::of(r.headers).map(|f| (f.content_length, f.close, f.hops, f.html))
+        };
+        assert_eq!(
+            facts(b"GET / HTTP/1.1\r\nHost: a\r\nAccept: text/html\r\nX-Portok-Hops: 2\r\n\r\n"),
+            Some((0, false, 2, true))
+        );
+        assert_eq!(
+            facts(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"),
+            Some((5, true, 0, false))
+        );
+        for odd in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+        ] {
+            assert!(facts(odd).is_none(), "{}", String::from_utf8_lossy(odd));
+        }
+    }
+
+    #[test]
+    fn uri_bytes_outside_the_plain_set_go_to_hyper() {
+        assert!(b"/a/b?c=d&e=%20f~[]{}|".iter().all(|&b| plain_uri_byte(b)));
+        for b in [b' ', b'"', b'#', b'<', b'>', b'`', 0x7f, 0x80, 0] {
+            assert!(!plain_uri_byte(b), "{}", b as char);
+        }
+    }
+}
