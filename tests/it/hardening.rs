@@ -244,7 +244,14 @@ async fn requests_over_max_inflight_wait_their_turn_and_slow_ones_do_not_hold_it
     let p = Portok::new();
     let b = backend("b").await;
     let slow = slow_app(Duration::from_secs(4)).await;
-    p.ok(&["proxy", "start", "--max-inflight", "1"]);
+    // Turns are hyper's (the HTTP/1.1 fast path holds no upstream state worth limiting).
+    let out = p
+        .command()
+        .env("PORTOK_NO_FAST_PATH", "1")
+        .args(["proxy", "start", "--max-inflight", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
     p.ok(&["alias", "web", &b.port.to_string()]);
     p.ok(&["alias", "slow", &slow.to_string()]);
     // Many at once through one turn: every one is answered.

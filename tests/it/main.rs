@@ -4,6 +4,7 @@
 mod support;
 
 mod dx;
+mod fast;
 mod fuzz_regressions;
 mod hardening;
 mod observe;
