@@ -362,7 +362,7 @@ async fn the_app_gets_forwarded_headers_bodies_and_pipelined_requests() {
         let port = p.port;
         assert_eq!(
             header(head, "forwarded"),
-            Some(format!("for=10.1.1.1, for=127.0.0.1;host=fast.localhost;proto=http").as_str()),
+            Some("for=10.1.1.1, for=127.0.0.1;host=fast.localhost;proto=http"),
             "{mode}: {head}"
         );
         assert_eq!(header(head, "x-forwarded-proto"), Some("http"), "{mode}");
