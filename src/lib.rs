@@ -13,11 +13,14 @@
 //!   daemon process (listeners, control server, route reloads, stale sweep).
 //! - [`proxy`]: accept loops and per-connection serving; `sniff` (TLS or plain), `handler`
 //!   (host -> route -> forward, errors -> status codes), `forward` (pooled upstream client,
-//!   headers, upgrades), `pages` (404/502/508/400/starting/crashed), `tls` (rustls config,
-//!   the SNI resolver that issues leaves from the local CA).
+//!   headers, upgrades), `fast` (the HTTP/1.1 fast path: plain requests relayed without
+//!   hyper), `conn` (HTTP/1 vs h2, header and idle deadlines), `pages`
+//!   (404/502/508/400/starting/crashed), `tls` (rustls config, the SNI resolver that issues
+//!   leaves from the local CA).
 //! - [`admin`]: the daemon's own host `portok.localhost`: dashboard, JSON API, events,
 //!   Prometheus metrics; token-checked restart and switch.
 //! - [`tcp`]: TCP routes: listeners that follow the route table, splice(2) relay.
+//! - `splice` (Linux): socket -> pipe -> socket moves for TCP routes and large HTTP bodies.
 //! - [`switch`]: health-gated switch of an alias route with drain and auto-rollback.
 //! - [`metrics`]: per-route counters and histograms (atomics on the hot path), redeploy and
 //!   switch history, Prometheus text, persistence in stats.json.
@@ -55,6 +58,8 @@ pub mod proxy;
 pub mod prune;
 pub mod routes;
 pub mod run;
+#[cfg(target_os = "linux")]
+pub mod splice;
 pub mod state;
 pub mod switch;
 pub mod tcp;

@@ -428,7 +428,7 @@ async fn serve_tls(
 /// header and idle deadlines (see [`conn`]).
 async fn serve_http<I>(io: I, info: ConnInfo, ctx: Arc<Ctx>) -> Result<(), ConnError>
 where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + conn::RawTcp + Unpin + Send + 'static,
 {
     let start = tokio::time::Instant::now();
     let (proto, mut io) = tokio::time::timeout(ctx.limits.header_read, conn::read_version(io))

@@ -7,6 +7,8 @@
 
 use crate::proxy::Ctx;
 use crate::routes::Backend;
+#[cfg(target_os = "linux")]
+use crate::splice;
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -297,13 +299,13 @@ pub async fn relay_streams(a: TcpStream, b: TcpStream, stats: &Arc<TcpStats>) ->
     let a = Arc::new(a);
     let b = Arc::new(b);
     #[cfg(target_os = "linux")]
-    if std::env::var_os("PORTOK_NO_SPLICE").is_none() {
+    if splice::enabled() {
         match splice::Pipe::new() {
             Ok(p1) => {
                 if let Ok(p2) = splice::Pipe::new() {
                     stats.spliced.fetch_add(1, Relaxed);
-                    let up = splice::one_way(a.clone(), b.clone(), p1, &stats.bytes_in);
-                    let down = splice::one_way(b.clone(), a.clone(), p2, &stats.bytes_out);
+                    let up = splice_one_way(a.clone(), b.clone(), p1, &stats.bytes_in);
+                    let down = splice_one_way(b.clone(), a.clone(), p2, &stats.bytes_out);
                     let (r1, r2) = tokio::join!(up, down);
                     return r1.and(r2);
                 }
@@ -316,6 +318,19 @@ pub async fn relay_streams(a: TcpStream, b: TcpStream, stats: &Arc<TcpStats>) ->
     let down = copy_one_way(b, a, &stats.bytes_out);
     let (r1, r2) = tokio::join!(up, down);
     r1.and(r2)
+}
+
+/// socket -> pipe -> socket until the end of the stream, then half-close.
+#[cfg(target_os = "linux")]
+async fn splice_one_way(
+    from: Arc<TcpStream>,
+    to: Arc<TcpStream>,
+    mut pipe: splice::Pipe,
+    counter: &AtomicU64,
+) -> io::Result<()> {
+    splice::pump(&from, &to, &mut pipe, u64::MAX, Some(counter)).await?;
+    shutdown_write(&to);
+    Ok(())
 }
 
 /// The portable fallback: read into a buffer, write it out, count as we go.
@@ -352,116 +367,6 @@ fn shutdown_write(s: &TcpStream) {
     use std::os::fd::AsRawFd;
     // SAFETY: shutdown on a socket we own; half-close so the peer sees EOF.
     unsafe { libc::shutdown(s.as_raw_fd(), libc::SHUT_WR) };
-}
-
-#[cfg(target_os = "linux")]
-mod splice {
-    use super::*;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    use tokio::io::Interest;
-
-    /// A new pipe holds 64 KiB (Linux's default).
-    const FIRST_CHUNK: usize = 64 * 1024;
-    /// A stream that fills the pipe gets one this big: 16 times fewer system calls and
-    /// wake-ups per byte. Only bulk streams grow, so many small connections do not eat into
-    /// the per-user pipe allowance (fs.pipe-user-pages-soft).
-    const BULK_CHUNK: usize = 1024 * 1024;
-
-    pub struct Pipe {
-        r: OwnedFd,
-        w: OwnedFd,
-        size: usize,
-    }
-
-    impl Pipe {
-        pub fn new() -> io::Result<Pipe> {
-            let mut fds = [0; 2];
-            // SAFETY: pipe2 fills two fds on success.
-            if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: the fds are fresh and ours.
-            Ok(unsafe {
-                Pipe {
-                    r: OwnedFd::from_raw_fd(fds[0]),
-                    w: OwnedFd::from_raw_fd(fds[1]),
-                    size: FIRST_CHUNK,
-                }
-            })
-        }
-
-        /// Grow to [`BULK_CHUNK`] (or as much as the system allows); call when empty.
-        fn grow(&mut self) {
-            // SAFETY: fcntl on our own pipe fd.
-            let got =
-                unsafe { libc::fcntl(self.w.as_raw_fd(), libc::F_SETPIPE_SZ, BULK_CHUNK as i32) };
-            // Refused (a lower pipe-max-size, or the user's allowance used up): keep 64 KiB.
-            self.size = if got > 0 { got as usize } else { FIRST_CHUNK };
-        }
-    }
-
-    fn splice_raw(from: i32, to: i32, len: usize) -> io::Result<usize> {
-        // SAFETY: plain syscall on fds we hold open for the duration.
-        let n = unsafe {
-            libc::splice(
-                from,
-                std::ptr::null_mut(),
-                to,
-                std::ptr::null_mut(),
-                len,
-                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-            )
-        };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
-    }
-
-    /// socket -> pipe -> socket, with readiness from tokio so nothing blocks a thread.
-    pub async fn one_way(
-        from: Arc<TcpStream>,
-        to: Arc<TcpStream>,
-        mut pipe: Pipe,
-        counter: &AtomicU64,
-    ) -> io::Result<()> {
-        let mut grown = false;
-        loop {
-            let n = loop {
-                from.readable().await?;
-                match from.try_io(Interest::READABLE, || {
-                    splice_raw(from.as_raw_fd(), pipe.w.as_raw_fd(), pipe.size)
-                }) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Err(e),
-                }
-            };
-            if n == 0 {
-                break;
-            }
-            let mut left = n;
-            while left > 0 {
-                to.writable().await?;
-                match to.try_io(Interest::WRITABLE, || {
-                    splice_raw(pipe.r.as_raw_fd(), to.as_raw_fd(), left)
-                }) {
-                    Ok(w) => left -= w,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-            counter.fetch_add(n as u64, Relaxed);
-            // The pipe is empty now; a full read means a bulk stream.
-            if n == pipe.size && !grown {
-                grown = true;
-                pipe.grow();
-            }
-        }
-        shutdown_write(&to);
-        Ok(())
-    }
 }
 
 impl Backend {

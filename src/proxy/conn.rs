@@ -59,6 +59,32 @@ impl<I> ClientIo<I> {
     }
 }
 
+/// The TCP socket under a client stream, for splice(2); a TLS stream has none to offer.
+pub trait RawTcp {
+    fn raw_tcp(&self) -> Option<&tokio::net::TcpStream> {
+        None
+    }
+}
+
+impl RawTcp for tokio::net::TcpStream {
+    fn raw_tcp(&self) -> Option<&tokio::net::TcpStream> {
+        Some(self)
+    }
+}
+
+impl<IO> RawTcp for tokio_rustls::server::TlsStream<IO> {}
+
+impl<I: RawTcp> ClientIo<I> {
+    /// The client's socket, once no rewound bytes wait to be read first.
+    pub fn raw_tcp(&self) -> Option<&tokio::net::TcpStream> {
+        if self.prefix.is_empty() {
+            self.io.raw_tcp()
+        } else {
+            None
+        }
+    }
+}
+
 /// Read until the bytes differ from the h2 preface (HTTP/1) or the whole preface is there
 /// (h2); an early end of stream is HTTP/1, which hyper then closes. The caller bounds it.
 pub async fn read_version<I: AsyncRead + Unpin>(mut io: I) -> io::Result<(Proto, ClientIo<I>)> {

@@ -14,7 +14,7 @@
 //! a strange request means. `PORTOK_NO_FAST_PATH=1` in the daemon's environment turns
 //! this path off (to compare the two).
 
-use super::conn::{ClientIo, ConnWatch, Exchange};
+use super::conn::{ClientIo, ConnWatch, Exchange, RawTcp};
 use super::forward::{self, ForwardError, HOP_BY_HOP, MAX_HOPS};
 use super::handler::{ProxyError, VERSION};
 use super::{pages, reload, ConnError, ConnInfo, Ctx};
@@ -37,9 +37,13 @@ pub enum Outcome {
     Handoff(Bytes),
 }
 
-/// A request body up to this size is read whole and relayed here; a longer one streams
-/// through hyper.
+/// A request body up to this size is read whole before the request is sent, so the request
+/// can be sent again or handed to hyper; a longer one streams to the app as it arrives.
 const MAX_BODY: usize = 16 * 1024;
+/// Bodies longer than this move with splice(2) when the client connection is plain TCP.
+const SPLICE_MIN: u64 = 256 * 1024;
+/// The copy buffer for a long body that cannot be spliced.
+const BULK: usize = 64 * 1024;
 /// Header lines in a request or response head; more goes to hyper (which allows 100) or,
 /// for a response, is a 502.
 const MAX_HEADERS: usize = 64;
@@ -58,7 +62,7 @@ pub async fn serve<I>(
     watch: &Arc<ConnWatch>,
 ) -> Result<Outcome, ConnError>
 where
-    I: AsyncRead + AsyncWrite + Unpin,
+    I: AsyncRead + AsyncWrite + RawTcp + Unpin,
 {
     let mut conn = Conn {
         buf: BytesMut::with_capacity(4096),
@@ -92,13 +96,15 @@ struct Plan {
     backend: Arc<Backend>,
     meter: Option<RequestMeter>,
     head_len: usize,
-    body_len: usize,
+    body_len: u64,
     /// The client said `Connection: close`.
     close: bool,
     /// HEAD: the response has no body whatever its headers say.
     head_method: bool,
     /// Safe to send again on a fresh connection if a reused one was found closed.
     idempotent: bool,
+    /// The route has more than one instance.
+    pool: bool,
     /// For an error page: the client accepts HTML.
     html: bool,
 }
@@ -118,7 +124,7 @@ impl Conn {
         watch: &Arc<ConnWatch>,
     ) -> Result<Outcome, ConnError>
     where
-        I: AsyncRead + AsyncWrite + Unpin,
+        I: AsyncRead + AsyncWrite + RawTcp + Unpin,
     {
         loop {
             let Some(head_len) = self.read_head(io, ctx.limits.max_header_bytes).await? else {
@@ -131,8 +137,11 @@ impl Conn {
             let Some(plan) = self.plan(head_len, info, ctx) else {
                 return Ok(Outcome::Handoff(self.buf.split().freeze()));
             };
-            while self.buf.len() < plan.head_len + plan.body_len {
-                self.buf.reserve(plan.body_len);
+            // A short body is read whole first; a long one streams once the app is found.
+            let short = plan.body_len <= MAX_BODY as u64;
+            let whole = plan.head_len + if short { plan.body_len as usize } else { 0 };
+            while short && self.buf.len() < whole {
+                self.buf.reserve(whole - self.buf.len());
                 if read_some(io, &mut self.buf).await? == 0 {
                     return Ok(Outcome::Closed);
                 }
@@ -198,7 +207,7 @@ impl Conn {
             return None;
         }
         let get_or_head = method == "GET" || method == "HEAD";
-        let (backend, meter) = {
+        let (backend, meter, pool) = {
             let table = ctx.routes.load();
             let live = table.lookup(&host)?;
             if live.route.is_crashed() || live.route.is_starting() {
@@ -211,7 +220,7 @@ impl Conn {
                 return None;
             }
             let meter = ctx.metrics_enabled.then(|| live.stats.start());
-            (live.pick().clone(), meter)
+            (live.pick().clone(), meter, live.backends.len() > 1)
         };
         self.host.clear();
         self.host.push_str(&host);
@@ -278,6 +287,7 @@ impl Conn {
                 "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
             ),
             html: facts.html,
+            pool,
         })
     }
 
@@ -290,21 +300,26 @@ impl Conn {
         watch: &Arc<ConnWatch>,
     ) -> Result<Step, ConnError>
     where
-        I: AsyncRead + AsyncWrite + Unpin,
+        I: AsyncRead + AsyncWrite + RawTcp + Unpin,
     {
-        let end = plan.head_len + plan.body_len;
+        // Not idle from here: a long upload has no header deadline.
+        let exchange = Exchange::begin(watch.clone());
+        // In flight from now: drain waits for it, and a pool sends others elsewhere.
+        let guard = plan.backend.enter();
+        let buffered = ((self.buf.len() - plan.head_len) as u64).min(plan.body_len) as usize;
+        let end = plan.head_len + buffered;
+        let streamed = plan.body_len - buffered as u64;
         self.out.extend_from_slice(&self.buf[plan.head_len..end]);
         let mut rbuf = SpareBuf::take();
         let mut fresh_only = false;
-        // In flight from now: drain waits for it, and a pool sends others elsewhere.
-        let guard = plan.backend.enter();
-        // Send, and read the response head; a kept connection the app has closed
-        // meanwhile is replaced by a fresh one once.
-        let (mut up, mut head) = loop {
-            let mut up = match self.upstream(&plan.backend, fresh_only, ctx).await {
-                Ok(up) => up,
-                // Nothing was sent: the handler retries another instance or shows the 502.
-                Err(_) => return Ok(Step::Handoff),
+        // Send, and read the response head. A kept connection the app has closed meanwhile
+        // is replaced by a fresh one, once, if the request can be sent again. Until the
+        // response head is in, a request read whole stays in `buf`, so the handler can take
+        // it over (and retry or explain) when the app cannot be reached.
+        let (mut up, head) = loop {
+            let Ok(mut up) = self.upstream(&plan.backend, fresh_only, ctx).await else {
+                exchange.complete();
+                return Ok(Step::Handoff);
             };
             if up.stream.write_all(&self.out).await.is_err() {
                 if up.reused {
@@ -312,25 +327,43 @@ impl Conn {
                     continue;
                 }
                 // The app closed a fresh connection at once: the handler deals with it.
+                exchange.complete();
                 return Ok(Step::Handoff);
+            }
+            if streamed > 0 {
+                self.buf.advance(end);
+                if send_body(io, &mut up.stream, streamed).await.is_err() {
+                    // Either side may have gone; an upload cut off ends the client connection.
+                    if let Some(m) = plan.meter {
+                        m.finish(502, true);
+                    }
+                    return Ok(Step::Close);
+                }
             }
             match read_response_head(&mut up.stream, &mut rbuf.0).await {
                 Ok(head) => break (up, head),
-                Err(HeadError::Closed) if up.reused && plan.idempotent && !fresh_only => {
+                Err(HeadError::Closed) if up.reused && plan.idempotent && streamed == 0 => {
                     fresh_only = true;
                 }
-                Err(e) => {
-                    let exchange = Exchange::begin(watch.clone());
-                    self.buf.advance(end);
-                    let step = self.bad_gateway(io, plan, e, ctx).await;
+                // An instance of a pool died holding it: the handler resends it to another
+                // one, as it does for its own requests.
+                Err(_) if plan.pool && plan.idempotent && streamed == 0 => {
                     exchange.complete();
-                    return step;
+                    return Ok(Step::Handoff);
+                }
+                Err(e) => {
+                    if streamed == 0 {
+                        self.buf.advance(end);
+                    }
+                    return self.bad_gateway(io, plan, e, ctx, exchange).await;
                 }
             }
         };
-        let exchange = Exchange::begin(watch.clone());
-        // The request is the app's now; the client's next bytes are its next request.
-        self.buf.advance(end);
+        if streamed == 0 {
+            // The request is the app's now; the client's next bytes are its next request.
+            self.buf.advance(end);
+        }
+        let mut head = head;
         let status = head.status;
         let mut framing = if plan.head_method || head.no_body() {
             Framing::None
@@ -449,9 +482,10 @@ impl Conn {
         plan: Plan,
         e: HeadError,
         ctx: &Ctx,
+        exchange: Exchange,
     ) -> Result<Step, ConnError>
     where
-        I: AsyncRead + AsyncWrite + Unpin,
+        I: AsyncRead + AsyncWrite + RawTcp + Unpin,
     {
         let err = ProxyError::Upstream {
             host: self.host.clone(),
@@ -465,11 +499,49 @@ impl Conn {
         }
         self.out.clear();
         page_bytes(page, &mut self.out, plan.close, plan.head_method);
-        Ok(match write_client(io, &self.out).await {
+        let step = match write_client(io, &self.out).await {
             Ok(()) if !plan.close => Step::Next,
             _ => Step::Close,
-        })
+        };
+        exchange.complete();
+        Ok(step)
     }
+}
+
+/// The rest of a long request body, from the client straight to the app.
+async fn send_body<I: AsyncRead + RawTcp + Unpin>(
+    io: &mut ClientIo<I>,
+    up: &mut TcpStream,
+    mut left: u64,
+) -> io::Result<()> {
+    let cut_off = || {
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the client's body ended early",
+        )
+    };
+    #[cfg(target_os = "linux")]
+    if left >= SPLICE_MIN && crate::splice::enabled() {
+        if let (Some(client), Ok(mut pipe)) = (io.raw_tcp(), crate::splice::Pipe::new()) {
+            let moved = crate::splice::pump(client, up, &mut pipe, left, None).await?;
+            return if moved == left {
+                Ok(())
+            } else {
+                Err(cut_off())
+            };
+        }
+    }
+    let mut buf = vec![0u8; BULK.min(left as usize)];
+    while left > 0 {
+        let want = (left as usize).min(buf.len());
+        let n = io.read(&mut buf[..want]).await?;
+        if n == 0 {
+            return Err(cut_off());
+        }
+        up.write_all(&buf[..n]).await?;
+        left -= n as u64;
+    }
+    Ok(())
 }
 
 /// A connection to an app instance.
@@ -568,7 +640,7 @@ fn named_by_connection(headers: &[httparse::Header<'_>], name: &str) -> bool {
 #[derive(Default)]
 struct RequestFacts<'b> {
     host: Option<&'b [u8]>,
-    content_length: usize,
+    content_length: u64,
     close: bool,
     /// `Connection` names other headers, which must not be forwarded.
     connection_names: bool,
@@ -599,9 +671,6 @@ impl<'b> RequestFacts<'b> {
                 }
                 length_seen = true;
                 f.content_length = std::str::from_utf8(value).ok()?.parse().ok()?;
-                if f.content_length > MAX_BODY {
-                    return None;
-                }
             } else if is("transfer-encoding")
                 || is("upgrade")
                 || is("expect")
@@ -745,9 +814,8 @@ async fn read_response_head(
                 ))
             }
             Ok(n) => n,
-            Err(e) if filled == 0 && e.kind() == io::ErrorKind::ConnectionReset => {
-                return Err(HeadError::Closed)
-            }
+            // Reset or refused before a byte came back: the app is gone.
+            Err(_) if filled == 0 => return Err(HeadError::Closed),
             Err(e) => return Err(HeadError::Io(e)),
         };
         filled += n;
@@ -828,13 +896,31 @@ fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, HeadError> {
 
 /// Copy the rest of the body from the app to the client. Ok(true): it ended as framed;
 /// Ok(false): it ended, but the connection cannot be reused.
-async fn relay_body<I: AsyncWrite + Unpin>(
+async fn relay_body<I: AsyncWrite + RawTcp + Unpin>(
     io: &mut ClientIo<I>,
     up: &mut TcpStream,
-    buf: &mut [u8],
+    buf: &mut Vec<u8>,
     framing: &mut Framing,
     out: &mut Vec<u8>,
 ) -> io::Result<bool> {
+    if let Framing::Length(left) = framing {
+        #[cfg(target_os = "linux")]
+        if *left >= SPLICE_MIN && crate::splice::enabled() {
+            if let (Some(client), Ok(mut pipe)) = (io.raw_tcp(), crate::splice::Pipe::new()) {
+                *left -= crate::splice::pump(up, client, &mut pipe, *left, None).await?;
+                if *left > 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the app closed the connection mid-body",
+                    ));
+                }
+                return Ok(true);
+            }
+        }
+        if *left > buf.len() as u64 {
+            buf.resize(BULK, 0);
+        }
+    }
     loop {
         let want = match framing {
             Framing::Length(0) | Framing::None => return Ok(true),
@@ -1129,7 +1215,7 @@ mod tests {
             &b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"[..],
             b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
