@@ -67,6 +67,29 @@ async fn app_conn(mut s: TcpStream) {
             "/bye" => &[b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbye"],
             _ => &[],
         };
+        if path == "/upload" {
+            let mut sum = Fnv::new();
+            sum.update(&body);
+            let text = format!("{} {:x}", body.len(), sum.0);
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
+                text.len()
+            );
+            if s.write_all(resp.as_bytes()).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        if let Some(n) = path.strip_prefix("/download?n=") {
+            let n: usize = n.parse().unwrap();
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n");
+            if s.write_all(head.as_bytes()).await.is_err()
+                || s.write_all(&pattern(0, n)).await.is_err()
+            {
+                return;
+            }
+            continue;
+        }
         if path == "/echo" {
             let body = format!("{head}\n--\n{}", String::from_utf8_lossy(&body));
             let resp = format!(
@@ -204,13 +227,18 @@ impl Client {
     }
 
     async fn reply(&mut self, head_request: bool) -> (u16, String, String) {
+        let (status, head, body) = self.reply_bytes(head_request).await;
+        (status, head, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    async fn reply_bytes(&mut self, head_request: bool) -> (u16, String, Vec<u8>) {
         let (head, body) =
             tokio::time::timeout(WAIT, read_message(&mut self.s, &mut self.buf, head_request))
                 .await
                 .expect("a reply in time")
                 .expect("a whole reply");
         let status = head[9..12].parse().unwrap();
-        (status, head, String::from_utf8_lossy(&body).into_owned())
+        (status, head, body)
     }
 
     async fn get(&mut self, path: &str) -> (u16, String, String) {
@@ -224,12 +252,20 @@ impl Client {
 
 /// A proxy with the fast path on or off, routing fast.localhost to `app`.
 fn proxy(fast: bool, app: u16) -> Portok {
+    proxy_with(
+        if fast {
+            &[]
+        } else {
+            &[("PORTOK_NO_FAST_PATH", "1")]
+        },
+        app,
+    )
+}
+
+fn proxy_with(env: &[(&str, &str)], app: u16) -> Portok {
     let p = Portok::new();
     let mut start = p.command();
-    start.args(["proxy", "start"]);
-    if !fast {
-        start.env("PORTOK_NO_FAST_PATH", "1");
-    }
+    start.args(["proxy", "start"]).envs(env.iter().copied());
     let out = start.output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     p.ok(&["alias", "fast", &app.to_string()]);
@@ -433,5 +469,44 @@ async fn a_malformed_response_is_a_502_and_the_connection_goes_on() {
             .expect("closed in time")
             .unwrap_or(0);
         assert_eq!(n, 0, "{mode}: nothing after the last answer");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn long_bodies_arrive_intact_spliced_copied_or_through_hyper() {
+    const SIZE: usize = 6 * 1024 * 1024 + 123;
+    let modes: [(&str, &[(&str, &str)]); 3] = [
+        ("splice", &[]),
+        ("copy", &[("PORTOK_NO_SPLICE", "1")]),
+        ("hyper", &[("PORTOK_NO_FAST_PATH", "1")]),
+    ];
+    let upload = pattern(7, SIZE);
+    let mut sum = Fnv::new();
+    sum.update(&upload);
+    for (mode, env) in modes {
+        let app = scripted_app().await;
+        let p = proxy_with(env, app.port);
+        let mut c = Client::connect(&p).await;
+        for _ in 0..2 {
+            c.send(&format!(
+                "POST /upload HTTP/1.1\r\nHost: fast.localhost\r\nContent-Length: {SIZE}\r\n\r\n"
+            ))
+            .await;
+            c.s.write_all(&upload).await.unwrap();
+            let (status, _, body) = c.reply(false).await;
+            assert_eq!(status, 200, "{mode}");
+            assert_eq!(body, format!("{SIZE} {:x}", sum.0), "{mode}");
+
+            c.send(&format!(
+                "GET /download?n={SIZE} HTTP/1.1\r\nHost: fast.localhost\r\n\r\n"
+            ))
+            .await;
+            let (status, head, body) = c.reply_bytes(false).await;
+            assert_eq!(status, 200, "{mode}: {head}");
+            assert_eq!(body.len(), SIZE, "{mode}");
+            assert!(body == pattern(0, SIZE), "{mode}: the body differs");
+            // The connection carries on with the next request, framed right.
+            assert_eq!(c.get("/cl").await.2, "hello", "{mode}");
+        }
     }
 }
