@@ -44,13 +44,16 @@ const MAX_BODY: usize = 16 * 1024;
 const SPLICE_MIN: u64 = 256 * 1024;
 /// The copy buffer for a long body that cannot be spliced.
 const BULK: usize = 64 * 1024;
-/// Header lines in a request or response head; more goes to hyper (which allows 100) or,
-/// for a response, is a 502.
+/// Header lines in a request head; more goes to hyper.
 const MAX_HEADERS: usize = 64;
-/// The largest response head taken from an app (hyper's client allows about as much).
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Header lines in a response head and its largest size, as hyper's client allows.
+const MAX_RESPONSE_HEADERS: usize = 100;
+const MAX_RESPONSE_HEAD: usize = 400 * 1024;
 /// Upstream reads: one buffer per request in progress, kept per thread between requests.
 const CHUNK: usize = 16 * 1024;
+/// Read buffers kept per thread for the next requests (more are freed): enough for the
+/// requests one thread has in flight at a time under a benchmark's load, little when idle.
+const SPARE_PER_THREAD: usize = 16;
 /// Idle upstream connections kept per app instance once their client connections end.
 const IDLE_PER_BACKEND: usize = 32;
 
@@ -137,6 +140,8 @@ impl Conn {
             let Some(plan) = self.plan(head_len, info, ctx) else {
                 return Ok(Outcome::Handoff(self.buf.split().freeze()));
             };
+            // The request is in progress from its head on: its body has no header deadline.
+            let exchange = Exchange::begin(watch.clone());
             // A short body is read whole first; a long one streams once the app is found.
             let short = plan.body_len <= MAX_BODY as u64;
             let whole = plan.head_len + if short { plan.body_len as usize } else { 0 };
@@ -146,7 +151,7 @@ impl Conn {
                     return Ok(Outcome::Closed);
                 }
             }
-            match self.relay(io, plan, ctx, watch).await? {
+            match self.relay(io, plan, exchange, ctx).await? {
                 Step::Next => {}
                 Step::Close => {
                     let _ = io.shutdown().await;
@@ -167,7 +172,8 @@ impl Conn {
         let mut searched = 0;
         loop {
             if let Some(end) = head_end(&self.buf, searched) {
-                return Ok(Some(end));
+                // Longer than allowed (one read can bring more than the limit): hyper's 431.
+                return Ok((end <= max).then_some(end));
             }
             if self.buf.len() >= max {
                 return Ok(None);
@@ -237,7 +243,6 @@ impl Conn {
                 || name.eq_ignore_ascii_case("x-forwarded-for")
                 || name.eq_ignore_ascii_case("forwarded")
                 || name.eq_ignore_ascii_case(forward::HOPS_HEADER.as_str())
-                || (facts.connection_names && named_by_connection(req.headers, name))
             {
                 continue;
             }
@@ -296,28 +301,25 @@ impl Conn {
         &mut self,
         io: &mut ClientIo<I>,
         plan: Plan,
+        exchange: Exchange,
         ctx: &Arc<Ctx>,
-        watch: &Arc<ConnWatch>,
     ) -> Result<Step, ConnError>
     where
         I: AsyncRead + AsyncWrite + RawTcp + Unpin,
     {
-        // Not idle from here: a long upload has no header deadline.
-        let exchange = Exchange::begin(watch.clone());
-        // In flight from now: drain waits for it, and a pool sends others elsewhere.
-        let guard = plan.backend.enter();
         let buffered = ((self.buf.len() - plan.head_len) as u64).min(plan.body_len) as usize;
         let end = plan.head_len + buffered;
         let streamed = plan.body_len - buffered as u64;
         self.out.extend_from_slice(&self.buf[plan.head_len..end]);
         let mut rbuf = SpareBuf::take();
-        let mut fresh_only = false;
-        // Send, and read the response head. A kept connection the app has closed meanwhile
-        // is replaced by a fresh one, once, if the request can be sent again. Until the
-        // response head is in, a request read whole stays in `buf`, so the handler can take
-        // it over (and retry or explain) when the app cannot be reached.
+        let mut backend = plan.backend.clone();
+        let mut guard = None;
+        let (mut fresh_only, mut resent) = (false, false);
+        // Send, and read the response head. Until the response head is in, a request read
+        // whole stays in `buf`, so the handler can take it over (and retry or explain) when
+        // the app cannot be reached at all.
         let (mut up, head) = loop {
-            let Ok(mut up) = self.upstream(&plan.backend, fresh_only, ctx).await else {
+            let Ok(mut up) = self.upstream(&backend, fresh_only, ctx).await else {
                 exchange.complete();
                 return Ok(Step::Handoff);
             };
@@ -330,6 +332,10 @@ impl Conn {
                 exchange.complete();
                 return Ok(Step::Handoff);
             }
+            // In flight from now: drain waits for it, and a pool sends others elsewhere.
+            if guard.is_none() {
+                guard = Some(backend.enter());
+            }
             if streamed > 0 {
                 self.buf.advance(end);
                 if send_body(io, &mut up.stream, streamed).await.is_err() {
@@ -337,25 +343,55 @@ impl Conn {
                     if let Some(m) = plan.meter {
                         m.finish(502, true);
                     }
+                    exchange.complete();
                     return Ok(Step::Close);
                 }
             }
-            match read_response_head(&mut up.stream, &mut rbuf.0).await {
+            let response = {
+                let (client, buf) = (&mut *io, &mut self.buf);
+                tokio::select! {
+                    biased;
+                    r = read_response_head(&mut up.stream, &mut rbuf.0) => r,
+                    _ = client_gone(client, buf, ctx.limits.max_header_bytes) => {
+                        // Nobody is waiting for the answer: stop, as hyper does.
+                        drop(exchange);
+                        return Ok(Step::Close);
+                    }
+                }
+            };
+            match response {
                 Ok(head) => break (up, head),
+                // A kept connection the app had closed meanwhile: send it on a fresh one.
                 Err(HeadError::Closed) if up.reused && plan.idempotent && streamed == 0 => {
                     fresh_only = true;
                 }
-                // An instance of a pool died holding it: the handler resends it to another
-                // one, as it does for its own requests.
-                Err(_) if plan.pool && plan.idempotent && streamed == 0 => {
-                    exchange.complete();
-                    return Ok(Step::Handoff);
+                // An instance of a pool died holding it: send it once to another instance,
+                // as the handler does, so a request that kills instances cannot kill them all.
+                Err(HeadError::Closed)
+                    if plan.pool && plan.idempotent && streamed == 0 && !resent =>
+                {
+                    let table = ctx.routes.load();
+                    let Some(other) = table
+                        .lookup(&self.host)
+                        .and_then(|l| l.pick_other(&backend))
+                    else {
+                        drop(table);
+                        self.buf.advance(end);
+                        return self
+                            .bad_gateway(io, plan, &backend, HeadError::Closed, ctx, exchange)
+                            .await;
+                    };
+                    backend = other.clone();
+                    drop(table);
+                    guard = Some(backend.enter());
+                    (fresh_only, resent) = (false, true);
+                    tracing::debug!(host = %self.host, port = backend.port, "instance failed; trying another");
                 }
                 Err(e) => {
                     if streamed == 0 {
                         self.buf.advance(end);
                     }
-                    return self.bad_gateway(io, plan, e, ctx, exchange).await;
+                    return self.bad_gateway(io, plan, &backend, e, ctx, exchange).await;
                 }
             }
         };
@@ -396,10 +432,14 @@ impl Conn {
                 }
                 Ok(None) => self.out.extend_from_slice(first),
                 Err(()) => {
-                    // Relayed as it came; the connection ends with it.
-                    body_end = true;
-                    reusable = false;
+                    // Relayed as it came, and the client connection ends with it.
                     self.out.extend_from_slice(first);
+                    let _ = write_client(io, &self.out).await;
+                    if let Some(m) = plan.meter {
+                        m.finish(status, true);
+                    }
+                    exchange.complete();
+                    return Ok(Step::Close);
                 }
             },
             Framing::UntilClose => {
@@ -408,21 +448,29 @@ impl Conn {
                 }
             }
         }
-        let sent = write_client(io, &self.out).await;
-        let relayed = match sent {
+        let relayed = match write_client(io, &self.out).await {
             Ok(()) if body_end => Ok(true),
             Ok(()) => {
-                relay_body(io, &mut up.stream, &mut rbuf.0, &mut framing, &mut self.out).await
+                let watch = (&mut self.buf, ctx.limits.max_header_bytes);
+                relay_body(
+                    io,
+                    &mut up.stream,
+                    &mut rbuf.0,
+                    &mut framing,
+                    &mut self.out,
+                    watch,
+                )
+                .await
             }
             Err(e) => Err(e),
         };
         drop(guard);
+        if let Some(m) = plan.meter {
+            m.finish(status, false);
+        }
+        exchange.complete();
         match relayed {
             Ok(clean) => {
-                if let Some(m) = plan.meter {
-                    m.finish(status, false);
-                }
-                exchange.complete();
                 if reusable && clean && !matches!(framing, Framing::UntilClose) {
                     self.up = Some(up);
                 }
@@ -430,12 +478,7 @@ impl Conn {
             }
             // The client left, or the app broke off its body: the client connection ends
             // (HTTP/1 has no other way to say a body is incomplete).
-            Err(_) => {
-                if let Some(m) = plan.meter {
-                    m.finish(status, false);
-                }
-                Ok(Step::Close)
-            }
+            Err(_) => Ok(Step::Close),
         }
     }
 
@@ -476,10 +519,12 @@ impl Conn {
     }
 
     /// The app's response never came whole: a 502 page, as the handler would show.
+    #[allow(clippy::too_many_arguments)]
     async fn bad_gateway<I>(
         &mut self,
         io: &mut ClientIo<I>,
         plan: Plan,
+        backend: &Backend,
         e: HeadError,
         ctx: &Ctx,
         exchange: Exchange,
@@ -489,7 +534,7 @@ impl Conn {
     {
         let err = ProxyError::Upstream {
             host: self.host.clone(),
-            port: plan.backend.port,
+            port: backend.port,
             source: ForwardError::Exchange(Box::new(e)),
         };
         tracing::debug!(peer = %self.peer_ip, error = %err, "answered with an error page");
@@ -505,6 +550,20 @@ impl Conn {
         };
         exchange.complete();
         Ok(step)
+    }
+}
+
+/// Resolves when the client closes its side (or its connection fails); meanwhile whatever
+/// it sends (a pipelined request) is kept in `buf`, up to `cap` bytes.
+async fn client_gone<I: AsyncRead + Unpin>(io: &mut ClientIo<I>, buf: &mut BytesMut, cap: usize) {
+    loop {
+        if buf.len() >= cap {
+            return std::future::pending().await;
+        }
+        match read_some(io, buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
     }
 }
 
@@ -642,8 +701,6 @@ struct RequestFacts<'b> {
     host: Option<&'b [u8]>,
     content_length: u64,
     close: bool,
-    /// `Connection` names other headers, which must not be forwarded.
-    connection_names: bool,
     hops: u32,
     html: bool,
     xf_proto: bool,
@@ -684,7 +741,9 @@ impl<'b> RequestFacts<'b> {
                     } else if token.eq_ignore_ascii_case(b"upgrade") {
                         return None;
                     } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
-                        f.connection_names = true;
+                        // It names headers to drop (Connection: content-length would
+                        // unframe the body): rare enough to leave to hyper.
+                        return None;
                     }
                 }
             } else if is(forward::HOPS_HEADER.as_str()) && !hops_seen {
@@ -736,7 +795,7 @@ impl ResponseHead {
 
     /// The client's head: status line, the app's end-to-end headers, our framing and tag.
     fn write_client_head(&self, buf: &[u8], out: &mut Vec<u8>, framing: &Framing, close: bool) {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
         let mut resp = httparse::Response::new(&mut headers);
         // Parsed before, so it parses again the same way.
         let _ = resp.parse(&buf[..self.len]);
@@ -766,7 +825,9 @@ impl ResponseHead {
                 || name.eq_ignore_ascii_case("x-portok")
                 || (name.eq_ignore_ascii_case("content-length")
                     && matches!(framing, Framing::Chunked(_) | Framing::UntilClose))
-                || (names && named_by_connection(resp.headers, name))
+                || (names
+                    && !name.eq_ignore_ascii_case("content-length")
+                    && named_by_connection(resp.headers, name))
             {
                 continue;
             }
@@ -774,6 +835,14 @@ impl ResponseHead {
         }
         if matches!(framing, Framing::UntilClose) {
             push_header(out, b"transfer-encoding", b"chunked");
+        }
+        // As hyper's server does: an app that sends no Date gets one.
+        if !resp
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("date"))
+        {
+            push_date(out);
         }
         push_header(out, b"x-portok", VERSION.as_bytes());
         if close {
@@ -840,7 +909,7 @@ async fn read_response_head(
 }
 
 fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, HeadError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let len = match resp.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
@@ -896,13 +965,18 @@ fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, HeadError> {
 
 /// Copy the rest of the body from the app to the client. Ok(true): it ended as framed;
 /// Ok(false): it ended, but the connection cannot be reused.
-async fn relay_body<I: AsyncWrite + RawTcp + Unpin>(
+/// `client`: where the client's next bytes go meanwhile, and how many to keep; if the
+/// client closes while the app is quiet (an event stream nobody reads any more), the
+/// relay stops.
+async fn relay_body<I: AsyncRead + AsyncWrite + RawTcp + Unpin>(
     io: &mut ClientIo<I>,
     up: &mut TcpStream,
     buf: &mut Vec<u8>,
     framing: &mut Framing,
     out: &mut Vec<u8>,
+    client: (&mut BytesMut, usize),
 ) -> io::Result<bool> {
+    let (client_buf, cap) = client;
     if let Framing::Length(left) = framing {
         #[cfg(target_os = "linux")]
         if *left >= SPLICE_MIN && crate::splice::enabled() {
@@ -927,7 +1001,13 @@ async fn relay_body<I: AsyncWrite + RawTcp + Unpin>(
             Framing::Length(n) => (*n).min(buf.len() as u64) as usize,
             _ => buf.len(),
         };
-        let n = up.read(&mut buf[..want]).await?;
+        let n = tokio::select! {
+            biased;
+            r = up.read(&mut buf[..want]) => r?,
+            _ = client_gone(io, client_buf, cap) => {
+                return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "the client left"));
+            }
+        };
         let got = &buf[..n];
         match framing {
             Framing::None => return Ok(true),
@@ -973,6 +1053,24 @@ async fn relay_body<I: AsyncWrite + RawTcp + Unpin>(
             }
         }
     }
+}
+
+/// `date: <IMF-fixdate>`, formatted once a second per thread.
+fn push_date(out: &mut Vec<u8>) {
+    thread_local! {
+        static DATE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+    let now = std::time::SystemTime::now();
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs || d.1.is_empty() {
+            *d = (secs, httpdate::fmt_http_date(now));
+        }
+        push_header(out, b"date", d.1.as_bytes());
+    });
 }
 
 fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
@@ -1152,7 +1250,7 @@ impl Drop for SpareBuf {
         }
         SPARE.with(|s| {
             let mut s = s.borrow_mut();
-            if s.len() < 64 {
+            if s.len() < SPARE_PER_THREAD {
                 s.push(buf);
             }
         });

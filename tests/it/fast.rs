@@ -11,6 +11,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 const WAIT: Duration = Duration::from_secs(10);
 
+/// Connections on which the scripted app's `/hang` saw the proxy close.
+static HANG_CLOSED: AtomicUsize = AtomicUsize::new(0);
+
 /// An app written against the socket: what it sends for each path is spelled out below.
 struct ScriptedApp {
     port: u16,
@@ -100,6 +103,13 @@ async fn app_conn(mut s: TcpStream) {
                 return;
             }
             continue;
+        }
+        if path == "/hang" {
+            // Never answers; counts the proxy giving up on it.
+            let mut rest = [0u8; 64];
+            while matches!(s.read(&mut rest).await, Ok(n) if n > 0) {}
+            HANG_CLOSED.fetch_add(1, Ordering::SeqCst);
+            return;
         }
         let head_only = method == "HEAD";
         for (i, piece) in reply.iter().enumerate() {
@@ -293,6 +303,11 @@ async fn every_response_framing_reaches_the_client_whole() {
             header(&head, "x-portok"),
             Some(env!("CARGO_PKG_VERSION")),
             "{mode}"
+        );
+        // The app sent no Date; the proxy adds one, as HTTP servers must.
+        assert!(
+            header(&head, "date").is_some_and(|d| d.ends_with(" GMT")),
+            "{mode}: {head}"
         );
         // Hop-by-hop headers, and those the app's Connection names, stay on the app's hop.
         for gone in ["x-secret", "keep-alive", "connection"] {
@@ -509,4 +524,52 @@ async fn long_bodies_arrive_intact_spliced_copied_or_through_hyper() {
             assert_eq!(c.get("/cl").await.2, "hello", "{mode}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_header_named_by_connection_never_unframes_a_body() {
+    for fast in [true, false] {
+        let app = scripted_app().await;
+        let p = proxy(fast, app.port);
+        let mode = if fast { "fast path" } else { "hyper" };
+        let mut c = Client::connect(&p).await;
+        // Were Content-Length dropped as a Connection-named header, the app would read a
+        // bodiless POST and then a second, smuggled request.
+        let smuggled = "GET /cl HTTP/1.1\r\nHost: fast.localhost\r\n\r\n";
+        c.send(&format!(
+            "POST /echo HTTP/1.1\r\nHost: fast.localhost\r\nConnection: content-length\r\n\
+             Content-Length: {}\r\n\r\n{smuggled}",
+            smuggled.len()
+        ))
+        .await;
+        let (status, _, echo) = c.reply(false).await;
+        assert_eq!(status, 200, "{mode}");
+        assert_eq!(
+            echo.split_once("\n--\n").unwrap().1,
+            smuggled,
+            "{mode}: {echo}"
+        );
+        // Exactly one answer came back for the one request.
+        c.send("GET /cl HTTP/1.1\r\nHost: fast.localhost\r\n\r\n")
+            .await;
+        let (status, _, body) = c.reply(false).await;
+        assert_eq!((status, body.as_str()), (200, "hello"), "{mode}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_leaves_mid_request_releases_the_app_connection() {
+    let app = scripted_app().await;
+    let p = proxy(true, app.port);
+    let before = HANG_CLOSED.load(Ordering::SeqCst);
+    let mut c = Client::connect(&p).await;
+    c.send("GET /hang HTTP/1.1\r\nHost: fast.localhost\r\n\r\n")
+        .await;
+    // The request reaches the app, then the client goes away.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(c);
+    wait_for(WAIT, "the proxy to close the app connection", || {
+        (HANG_CLOSED.load(Ordering::SeqCst) > before).then_some(())
+    })
+    .await;
 }
