@@ -68,7 +68,7 @@ where
     I: AsyncRead + AsyncWrite + RawTcp + Unpin,
 {
     let mut conn = Conn {
-        buf: BytesMut::with_capacity(4096),
+        buf: BytesMut::new(),
         out: Vec::new(),
         host: String::new(),
         peer_ip: info.peer.ip().to_string(),
@@ -152,6 +152,8 @@ impl Conn {
                 }
             }
             match self.relay(io, plan, exchange, ctx).await? {
+                // An idle keep-alive connection holds no buffer (see `read_some`).
+                Step::Next if self.buf.is_empty() => self.buf = BytesMut::new(),
                 Step::Next => {}
                 Step::Close => {
                     let _ = io.shutdown().await;
@@ -164,7 +166,7 @@ impl Conn {
 
     /// Read until `buf` holds a whole request head; its length, or None at the end of the
     /// stream or when the head is too long (hyper then answers 431).
-    async fn read_head<I: AsyncRead + Unpin>(
+    async fn read_head<I: AsyncRead + RawTcp + Unpin>(
         &mut self,
         io: &mut ClientIo<I>,
         max: usize,
@@ -311,7 +313,7 @@ impl Conn {
         let end = plan.head_len + buffered;
         let streamed = plan.body_len - buffered as u64;
         self.out.extend_from_slice(&self.buf[plan.head_len..end]);
-        let mut rbuf = SpareBuf::take();
+        let mut rbuf = SpareBuf::new();
         let mut backend = plan.backend.clone();
         let mut guard = None;
         let (mut fresh_only, mut resent) = (false, false);
@@ -351,7 +353,7 @@ impl Conn {
                 let (client, buf) = (&mut *io, &mut self.buf);
                 tokio::select! {
                     biased;
-                    r = read_response_head(&mut up.stream, &mut rbuf.0) => r,
+                    r = read_response_head(&mut up.stream, &mut rbuf) => r,
                     _ = client_gone(client, buf, ctx.limits.max_header_bytes) => {
                         // Nobody is waiting for the answer: stop, as hyper does.
                         drop(exchange);
@@ -555,7 +557,11 @@ impl Conn {
 
 /// Resolves when the client closes its side (or its connection fails); meanwhile whatever
 /// it sends (a pipelined request) is kept in `buf`, up to `cap` bytes.
-async fn client_gone<I: AsyncRead + Unpin>(io: &mut ClientIo<I>, buf: &mut BytesMut, cap: usize) {
+async fn client_gone<I: AsyncRead + RawTcp + Unpin>(
+    io: &mut ClientIo<I>,
+    buf: &mut BytesMut,
+    cap: usize,
+) {
     loop {
         if buf.len() >= cap {
             return std::future::pending().await;
@@ -637,11 +643,18 @@ fn still_open(stream: &TcpStream) -> bool {
 }
 
 /// A read from the client into `buf`, growing it when full.
-async fn read_some<I: AsyncRead + Unpin>(
+async fn read_some<I: AsyncRead + RawTcp + Unpin>(
     io: &mut ClientIo<I>,
     buf: &mut BytesMut,
 ) -> Result<usize, ConnError> {
     if buf.capacity() - buf.len() < 1024 {
+        // A plain connection gets its buffer once there is something to read.
+        if let Some(tcp) = io.raw_tcp() {
+            tcp.readable().await.map_err(|source| ConnError::Io {
+                phase: "reading from the client",
+                source,
+            })?;
+        }
         buf.reserve(4096);
     }
     io.read_buf(buf).await.map_err(|source| ConnError::Io {
@@ -863,19 +876,31 @@ enum HeadError {
 }
 
 /// Read the app's response head (skipping 1xx interim responses) into `buf`.
+///
+/// The buffer is taken only once the app's answer is there to read: thousands of requests
+/// waiting on slow apps hold none.
 async fn read_response_head(
     stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
+    spare: &mut SpareBuf,
 ) -> Result<ResponseHead, HeadError> {
     let mut filled = 0;
     loop {
+        if let Err(e) = stream.readable().await {
+            return Err(if filled == 0 {
+                HeadError::Closed
+            } else {
+                HeadError::Io(e)
+            });
+        }
+        let buf = spare.get();
         if filled == buf.len() {
             if buf.len() >= MAX_RESPONSE_HEAD {
                 return Err(HeadError::Malformed("head too long"));
             }
             buf.resize(buf.len() * 2, 0);
         }
-        let n = match stream.read(&mut buf[filled..]).await {
+        let n = match stream.try_read(&mut buf[filled..]) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Ok(0) if filled == 0 => return Err(HeadError::Closed),
             Ok(0) => {
                 return Err(HeadError::Malformed(
@@ -1235,15 +1260,26 @@ thread_local! {
 }
 
 impl SpareBuf {
-    fn take() -> Self {
-        let buf = SPARE.with(|s| s.borrow_mut().pop());
-        SpareBuf(buf.unwrap_or_else(|| vec![0; CHUNK]))
+    fn new() -> Self {
+        SpareBuf(Vec::new())
+    }
+
+    /// The buffer, taken from the thread's spares (or allocated) on first use.
+    fn get(&mut self) -> &mut Vec<u8> {
+        if self.0.is_empty() {
+            let spare = SPARE.with(|s| s.borrow_mut().pop());
+            self.0 = spare.unwrap_or_else(|| vec![0; CHUNK]);
+        }
+        &mut self.0
     }
 }
 
 impl Drop for SpareBuf {
     fn drop(&mut self) {
         let mut buf = std::mem::take(&mut self.0);
+        if buf.is_empty() {
+            return;
+        }
         if buf.len() != CHUNK {
             buf.truncate(CHUNK);
             buf.shrink_to_fit();
