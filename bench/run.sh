@@ -93,7 +93,8 @@ _only=""
 for n in ${SCENARIOS_ONLY:-}; do
   case $n in
     tcp) _only+=" tcp-stream tcp-echo" ;;
-    route-change|tls-handshake|idle-conns|idle-conns-tls|stream|redeploy|tcp-stream|tcp-echo|proxy-start|cli-list)
+    stream) _only+=" stream stream-nginx" ;;
+    route-change|tls-handshake|idle-conns|idle-conns-tls|redeploy|tcp-stream|tcp-echo|proxy-start|cli-list)
       _only+=" $n" ;;
     *) echo "run.sh: unknown scenario $n in SCENARIOS_ONLY (see --help)" >&2; exit 2 ;;
   esac
@@ -113,6 +114,7 @@ RESULTS=$ROOT/bench/results
 export H2_CONNS H2_STREAMS THREADS
 
 P_BACKEND=18180; P_NGINX=18181; P_PL=18182; P_PORTOK=18184; P_CLI=18185; P_STREAM=18186
+P_NGINX_STREAM=18187
 P_NGINX_TLS=18543; P_PL_TLS=18544
 
 case $PIN_MODE in
@@ -313,6 +315,18 @@ $(have openssl && echo "    listen 127.0.0.1:$P_NGINX_TLS ssl backlog=4096;
       proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Proto \$scheme;
       proxy_set_header X-Forwarded-Host \$host;
+    }
+  }
+  # The large-body scenario's peer: nginx streaming both ways without buffering to disk.
+  server {
+    listen 127.0.0.1:$P_NGINX_STREAM backlog=4096;
+    client_max_body_size 0;
+    location / {
+      proxy_pass http://127.0.0.1:$P_STREAM;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_request_buffering off;
     }
   }
 }
@@ -539,6 +553,10 @@ if [[ $SCENARIOS == 1 ]]; then
   if (( ! QUICK )); then
     scen stream stream --port $P_PORTOK --direct-port $P_STREAM --host stream.localhost --pid "$PORTOK_PID" \
       --bytes "$STREAM_BYTES" --rounds 3
+    if [[ -n ${NGINX_MASTER:-} ]]; then
+      scen stream-nginx stream --port $P_NGINX_STREAM --direct-port $P_STREAM --host stream.localhost \
+        --pid "$(pgrep -P "$NGINX_MASTER" | head -1)" --bytes "$STREAM_BYTES" --rounds 3
+    fi
     scen redeploy redeploy --portok "$BIN_PORTOK" --port $P_PORTOK --app "$BIN_BACKEND" \
       --redeploys "$REDEPLOYS" --conns "$CONNS" --drain 2
     if { want tcp-stream || want tcp-echo; } && start_tcp_backend; then

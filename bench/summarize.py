@@ -146,7 +146,7 @@ def fmt(v, nd=0, suffix=""):
 def scenarios(raw):
     s = {}
     for name in ("route-change", "tls-handshake", "idle-conns", "idle-conns-tls", "stream",
-                 "redeploy", "tcp-stream", "tcp-echo", "proxy-start", "cli-list"):
+                 "stream-nginx", "redeploy", "tcp-stream", "tcp-echo", "proxy-start", "cli-list"):
         j = load_json(os.path.join(raw, f"scenario-{name}.json"))
         if j is not None:
             s[name] = j
@@ -202,11 +202,13 @@ def targets(c, s, env):
     add("HTTPS h2 rps vs HTTPS h1", h2["rps"] / h1tls["rps"] if h2 and h1tls else None, ">= 1.0",
         (h2["rps"] >= h1tls["rps"]) if h2 and h1tls else None, "x",
         f"h2 {h2['rps']:,.0f} vs h1 {h1tls['rps']:,.0f} rps" if h2 and h1tls else "")
-    st = s.get("stream")
+    st, sn = s.get("stream"), s.get("stream-nginx")
     for d in ("download", "upload"):
         v = g(st, d, "share_of_direct")
+        peer = g(sn, d, "share_of_direct")
         add(f"1 GiB {d} through portok vs direct", v, ">= 0.80", None if v is None else v >= 0.8, "x",
-            f"{g(st, d, 'portok_mb_s', 'median') or 0:,.0f} vs {g(st, d, 'direct_mb_s', 'median') or 0:,.0f} MB/s"
+            (f"{g(st, d, 'portok_mb_s', 'median') or 0:,.0f} vs {g(st, d, 'direct_mb_s', 'median') or 0:,.0f} MB/s"
+             + (f"; nginx (unbuffered) {peer:.3f}x" if peer is not None else ""))
             if st else "")
     if st:
         growth = max(g(st, "download", "daemon_rss_peak_kib") or 0, g(st, "upload", "daemon_rss_peak_kib") or 0) \
