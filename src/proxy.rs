@@ -9,6 +9,7 @@ pub mod pages;
 pub mod reload;
 pub mod sniff;
 pub mod tls;
+pub mod upstream;
 
 use crate::metrics::Metrics;
 use crate::routes::{store, Backend, RouteTable};

@@ -17,6 +17,10 @@
 use super::conn::{ClientIo, ConnWatch, Exchange, RawTcp};
 use super::forward::{self, ForwardError, HOP_BY_HOP, MAX_HOPS};
 use super::handler::{ProxyError, VERSION};
+use super::upstream::{
+    named_by_connection, read_response_head, still_open, Framing, HeadError, ResponseHead,
+    SpareBuf, Upstream, MAX_RESPONSE_HEADERS,
+};
 use super::{pages, reload, ConnError, ConnInfo, Ctx};
 use crate::metrics::RequestMeter;
 use crate::names::normalize_host;
@@ -25,7 +29,6 @@ use bytes::{Buf, Bytes, BytesMut};
 use std::cell::RefCell;
 use std::io::{self, Write as _};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -46,17 +49,6 @@ const SPLICE_MIN: u64 = 256 * 1024;
 const BULK: usize = 64 * 1024;
 /// Header lines in a request head; more goes to hyper.
 const MAX_HEADERS: usize = 64;
-/// Header lines in a response head and its largest size, as hyper's client allows.
-const MAX_RESPONSE_HEADERS: usize = 100;
-const MAX_RESPONSE_HEAD: usize = 400 * 1024;
-/// Upstream reads: one buffer per request in progress, kept per thread between requests.
-const CHUNK: usize = 16 * 1024;
-/// Read buffers kept per thread for the next requests (more are freed): enough for the
-/// requests one thread has in flight at a time under a benchmark's load, little when idle.
-const SPARE_PER_THREAD: usize = 16;
-/// Idle upstream connections kept per app instance once their client connections end.
-const IDLE_PER_BACKEND: usize = 32;
-
 /// Serve requests on an HTTP/1 connection until it ends or needs hyper.
 pub async fn serve<I>(
     io: &mut ClientIo<I>,
@@ -499,25 +491,7 @@ impl Conn {
                 return Ok(Upstream { reused: true, ..up });
             }
         }
-        if !fresh_only {
-            loop {
-                let idle = backend.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-                let Some(stream) = idle else { break };
-                if still_open(&stream) {
-                    return Ok(Upstream {
-                        backend: backend.clone(),
-                        stream,
-                        reused: true,
-                    });
-                }
-            }
-        }
-        let stream = forward::connect_loopback(backend.port, ctx.limits.connect).await?;
-        Ok(Upstream {
-            backend: backend.clone(),
-            stream,
-            reused: false,
-        })
+        Upstream::get(backend, fresh_only, ctx.limits.connect).await
     }
 
     /// The app's response never came whole: a 502 page, as the handler would show.
@@ -609,39 +583,6 @@ async fn send_body<I: AsyncRead + RawTcp + Unpin>(
     Ok(())
 }
 
-/// A connection to an app instance.
-struct Upstream {
-    backend: Arc<Backend>,
-    stream: TcpStream,
-    /// It carried an earlier request, so the app may have closed it since.
-    reused: bool,
-}
-
-impl Upstream {
-    /// Keep the connection for the instance's next client connection.
-    fn release(self) {
-        let mut idle = self.backend.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < IDLE_PER_BACKEND {
-            idle.push(self.stream);
-        }
-    }
-}
-
-/// Whether an idle keep-alive connection is still open, without a system call in the
-/// common case: only when the reactor has seen it readable (the app closed it, or sent
-/// something unasked) is it read to find out.
-fn still_open(stream: &TcpStream) -> bool {
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    match stream.poll_read_ready(&mut cx) {
-        Poll::Pending => true,
-        Poll::Ready(Err(_)) => false,
-        Poll::Ready(Ok(())) => {
-            let mut b = [0u8; 1];
-            matches!(stream.try_read(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-        }
-    }
-}
-
 /// A read from the client into `buf`, growing it when full.
 async fn read_some<I: AsyncRead + RawTcp + Unpin>(
     io: &mut ClientIo<I>,
@@ -697,15 +638,6 @@ fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
-}
-
-/// Whether a `Connection` header of the message names `name` (so it is hop-by-hop).
-fn named_by_connection(headers: &[httparse::Header<'_>], name: &str) -> bool {
-    headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|h| h.value.split(|&b| b == b','))
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
 }
 
 /// What the request's headers say, gathered in one pass.
@@ -780,32 +712,7 @@ impl<'b> RequestFacts<'b> {
     }
 }
 
-/// How the response body is delimited, as RFC 9112 6.3 reads the app's headers.
-enum Framing {
-    None,
-    Length(u64),
-    /// Passed through as it is; the decoder only finds where it ends.
-    Chunked(ChunkDecoder),
-    /// Until the app closes; sent to the client chunked, so its connection stays open.
-    UntilClose,
-}
-
-/// The parts of an app's response head the relay acts on (offsets into the read buffer).
-struct ResponseHead {
-    status: u16,
-    /// Length of the head in the buffer; the body's first bytes follow it.
-    len: usize,
-    /// Bytes in the buffer.
-    filled: usize,
-    framing: Framing,
-    keep_alive: bool,
-}
-
 impl ResponseHead {
-    fn no_body(&self) -> bool {
-        self.status == 204 || self.status == 304
-    }
-
     /// The client's head: status line, the app's end-to-end headers, our framing and tag.
     fn write_client_head(&self, buf: &[u8], out: &mut Vec<u8>, framing: &Framing, close: bool) {
         let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
@@ -863,129 +770,6 @@ impl ResponseHead {
         }
         out.extend_from_slice(b"\r\n");
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum HeadError {
-    #[error("the app closed the connection before answering")]
-    Closed,
-    #[error("reading the app's response: {0}")]
-    Io(io::Error),
-    #[error("the app's response head is malformed: {0}")]
-    Malformed(&'static str),
-}
-
-/// Read the app's response head (skipping 1xx interim responses) into `buf`.
-///
-/// The buffer is taken only once the app's answer is there to read: thousands of requests
-/// waiting on slow apps hold none.
-async fn read_response_head(
-    stream: &mut TcpStream,
-    spare: &mut SpareBuf,
-) -> Result<ResponseHead, HeadError> {
-    let mut filled = 0;
-    loop {
-        if let Err(e) = stream.readable().await {
-            return Err(if filled == 0 {
-                HeadError::Closed
-            } else {
-                HeadError::Io(e)
-            });
-        }
-        let buf = spare.get();
-        if filled == buf.len() {
-            if buf.len() >= MAX_RESPONSE_HEAD {
-                return Err(HeadError::Malformed("head too long"));
-            }
-            buf.resize(buf.len() * 2, 0);
-        }
-        let n = match stream.try_read(&mut buf[filled..]) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Ok(0) if filled == 0 => return Err(HeadError::Closed),
-            Ok(0) => {
-                return Err(HeadError::Malformed(
-                    "the app closed the connection mid-head",
-                ))
-            }
-            Ok(n) => n,
-            // Reset or refused before a byte came back: the app is gone.
-            Err(_) if filled == 0 => return Err(HeadError::Closed),
-            Err(e) => return Err(HeadError::Io(e)),
-        };
-        filled += n;
-        loop {
-            match parse_response_head(&buf[..filled])? {
-                None => break,
-                Some(head) if (100..200).contains(&head.status) => {
-                    if head.status == 101 {
-                        return Err(HeadError::Malformed("101 to a request without Upgrade"));
-                    }
-                    // An interim response (103 Early Hints): dropped, as hyper's client does.
-                    buf.copy_within(head.len..filled, 0);
-                    filled -= head.len;
-                }
-                Some(mut head) => {
-                    head.filled = filled;
-                    return Ok(head);
-                }
-            }
-        }
-    }
-}
-
-fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, HeadError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let len = match resp.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(HeadError::Malformed("too many headers"))
-        }
-        Err(_) => return Err(HeadError::Malformed("not an HTTP/1 response head")),
-    };
-    let status = resp.code.ok_or(HeadError::Malformed("no status"))?;
-    let mut keep_alive = resp.version == Some(1);
-    let mut length: Option<u64> = None;
-    let mut chunked = None;
-    for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .map(str::trim)
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or(HeadError::Malformed("bad Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(HeadError::Malformed("two different Content-Lengths"));
-            }
-            length = Some(n);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
-            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            for t in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if t.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") && resp.version == Some(0) {
-                    keep_alive = true;
-                }
-            }
-        }
-    }
-    let framing = match (chunked, length) {
-        (Some(true), _) => Framing::Chunked(ChunkDecoder::default()),
-        (Some(false), _) => Framing::UntilClose,
-        (None, Some(n)) => Framing::Length(n),
-        (None, None) => Framing::UntilClose,
-    };
-    Ok(Some(ResponseHead {
-        status,
-        len,
-        filled: 0,
-        framing,
-        keep_alive,
-    }))
 }
 
 /// Copy the rest of the body from the app to the client. Ok(true): it ended as framed;
@@ -1104,120 +888,6 @@ fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Finds where a chunked body ends (RFC 9112 7.1) as its bytes pass through.
-#[derive(Debug, Default)]
-struct ChunkDecoder {
-    state: Chunk,
-    size: u64,
-    digits: u8,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-enum Chunk {
-    #[default]
-    Size,
-    /// Chunk extensions or whitespace after the size, up to the line end.
-    SizeRest,
-    SizeLf,
-    Data,
-    DataCr,
-    DataLf,
-    /// At the start of a trailer line (or the final empty line).
-    TrailerStart,
-    TrailerLine,
-    EndLf,
-    Done,
-}
-
-impl ChunkDecoder {
-    /// Feed body bytes; Some(n) when the body ends after the first n of them.
-    fn feed(&mut self, data: &[u8]) -> Result<Option<usize>, ()> {
-        let mut i = 0;
-        while i < data.len() {
-            let b = data[i];
-            match self.state {
-                Chunk::Size => match b {
-                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                        let d = (b as char).to_digit(16).unwrap_or(0) as u64;
-                        self.digits += 1;
-                        if self.digits > 15 {
-                            return Err(());
-                        }
-                        self.size = self.size * 16 + d;
-                    }
-                    b';' | b' ' | b'\t' if self.digits > 0 => self.state = Chunk::SizeRest,
-                    b'\r' if self.digits > 0 => self.state = Chunk::SizeLf,
-                    b'\n' if self.digits > 0 => self.size_line_done(),
-                    _ => return Err(()),
-                },
-                Chunk::SizeRest => match b {
-                    b'\r' => self.state = Chunk::SizeLf,
-                    b'\n' => self.size_line_done(),
-                    _ => {}
-                },
-                Chunk::SizeLf => {
-                    if b != b'\n' {
-                        return Err(());
-                    }
-                    self.size_line_done();
-                }
-                Chunk::Data => {
-                    let take = (self.size).min((data.len() - i) as u64) as usize;
-                    self.size -= take as u64;
-                    i += take;
-                    if self.size == 0 {
-                        self.state = Chunk::DataCr;
-                    }
-                    continue;
-                }
-                Chunk::DataCr => match b {
-                    b'\r' => self.state = Chunk::DataLf,
-                    b'\n' => self.state = Chunk::Size,
-                    _ => return Err(()),
-                },
-                Chunk::DataLf => {
-                    if b != b'\n' {
-                        return Err(());
-                    }
-                    self.state = Chunk::Size;
-                }
-                Chunk::TrailerStart => match b {
-                    b'\r' => self.state = Chunk::EndLf,
-                    b'\n' => {
-                        self.state = Chunk::Done;
-                        return Ok(Some(i + 1));
-                    }
-                    _ => self.state = Chunk::TrailerLine,
-                },
-                Chunk::TrailerLine => {
-                    if b == b'\n' {
-                        self.state = Chunk::TrailerStart;
-                    }
-                }
-                Chunk::EndLf => {
-                    if b != b'\n' {
-                        return Err(());
-                    }
-                    self.state = Chunk::Done;
-                    return Ok(Some(i + 1));
-                }
-                Chunk::Done => return Ok(Some(i)),
-            }
-            i += 1;
-        }
-        Ok(None)
-    }
-
-    fn size_line_done(&mut self) {
-        self.digits = 0;
-        self.state = if self.size == 0 {
-            Chunk::TrailerStart
-        } else {
-            Chunk::Data
-        };
-    }
-}
-
 /// A full error page as HTTP/1.1 bytes.
 fn page_bytes(
     page: http::Response<forward::ProxyBody>,
@@ -1251,48 +921,6 @@ fn page_bytes(
     }
 }
 
-/// The upstream read buffer of a request in progress. Kept per thread between requests,
-/// so an idle keep-alive connection holds none and a busy one allocates none.
-struct SpareBuf(Vec<u8>);
-
-thread_local! {
-    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
-}
-
-impl SpareBuf {
-    fn new() -> Self {
-        SpareBuf(Vec::new())
-    }
-
-    /// The buffer, taken from the thread's spares (or allocated) on first use.
-    fn get(&mut self) -> &mut Vec<u8> {
-        if self.0.is_empty() {
-            let spare = SPARE.with(|s| s.borrow_mut().pop());
-            self.0 = spare.unwrap_or_else(|| vec![0; CHUNK]);
-        }
-        &mut self.0
-    }
-}
-
-impl Drop for SpareBuf {
-    fn drop(&mut self) {
-        let mut buf = std::mem::take(&mut self.0);
-        if buf.is_empty() {
-            return;
-        }
-        if buf.len() != CHUNK {
-            buf.truncate(CHUNK);
-            buf.shrink_to_fit();
-        }
-        SPARE.with(|s| {
-            let mut s = s.borrow_mut();
-            if s.len() < SPARE_PER_THREAD {
-                s.push(buf);
-            }
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1306,27 +934,6 @@ mod tests {
             assert_eq!(head_end(head, split), Some(head.len() - 4), "{split}");
         }
         assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\n", 0), Some(24));
-    }
-
-    #[test]
-    fn chunked_bodies_end_where_they_end_in_any_split() {
-        let body = b"5;ext=1\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nx-trailer: 1\r\n\r\nNEXT";
-        let end = body.len() - 4;
-        for split in 0..body.len() {
-            let mut d = ChunkDecoder::default();
-            let (a, b) = body.split_at(split);
-            let got = match d.feed(a).unwrap() {
-                Some(n) => n,
-                None => split + d.feed(b).unwrap().unwrap(),
-            };
-            assert_eq!(got, end, "split at {split}");
-        }
-        let mut d = ChunkDecoder::default();
-        assert_eq!(d.feed(b"0\r\n\r\n").unwrap(), Some(5));
-        let mut d = ChunkDecoder::default();
-        assert!(d.feed(b"zz\r\n").is_err());
-        let mut d = ChunkDecoder::default();
-        assert!(d.feed(b"3\r\nabcX").is_err());
     }
 
     #[test]

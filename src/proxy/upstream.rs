@@ -1,0 +1,686 @@
+//! The app's side of an HTTP/1.1 exchange, for the fast path ([`super::fast`]) and for
+//! bodiless requests from the handler ([`send`]): keep-alive connections kept per app
+//! instance, the response head parsed in place (httparse), the body's framing, and the
+//! read buffers, which are kept per thread and taken only when an answer is there.
+
+use super::forward::{self, ForwardError, ProxyBody};
+use crate::routes::{Backend, InflightGuard};
+use bytes::{Buf, Bytes, BytesMut};
+use std::cell::RefCell;
+use std::io;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Header lines in a response head and its largest size, as hyper's client allows.
+pub(super) const MAX_RESPONSE_HEADERS: usize = 100;
+const MAX_RESPONSE_HEAD: usize = 400 * 1024;
+/// Upstream reads: one buffer per request in progress, kept per thread between requests.
+const CHUNK: usize = 16 * 1024;
+/// Read buffers kept per thread for the next requests (more are freed): enough for the
+/// requests one thread has in flight at a time under a benchmark's load, little when idle.
+const SPARE_PER_THREAD: usize = 16;
+/// Idle upstream connections kept per app instance once their client connections end.
+const IDLE_PER_BACKEND: usize = 32;
+
+/// A connection to an app instance.
+pub(super) struct Upstream {
+    pub(super) backend: Arc<Backend>,
+    pub(super) stream: TcpStream,
+    /// It carried an earlier request, so the app may have closed it since.
+    pub(super) reused: bool,
+}
+
+impl Upstream {
+    /// An idle connection to the instance that is still open, else a new one.
+    pub(super) async fn get(
+        backend: &Arc<Backend>,
+        fresh_only: bool,
+        connect_timeout: Duration,
+    ) -> io::Result<Upstream> {
+        if !fresh_only {
+            loop {
+                let idle = backend.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                let Some(stream) = idle else { break };
+                if still_open(&stream) {
+                    return Ok(Upstream {
+                        backend: backend.clone(),
+                        stream,
+                        reused: true,
+                    });
+                }
+            }
+        }
+        let stream = forward::connect_loopback(backend.port, connect_timeout).await?;
+        Ok(Upstream {
+            backend: backend.clone(),
+            stream,
+            reused: false,
+        })
+    }
+
+    /// Keep the connection for the instance's next client connection.
+    pub(super) fn release(self) {
+        let mut idle = self.backend.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < IDLE_PER_BACKEND {
+            idle.push(self.stream);
+        }
+    }
+}
+
+/// Whether an idle keep-alive connection is still open, without a system call in the
+/// common case: only when the reactor has seen it readable (the app closed it, or sent
+/// something unasked) is it read to find out.
+pub(super) fn still_open(stream: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match stream.poll_read_ready(&mut cx) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        Poll::Ready(Ok(())) => {
+            let mut b = [0u8; 1];
+            matches!(stream.try_read(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        }
+    }
+}
+
+/// Whether a `Connection` header of the message names `name` (so it is hop-by-hop).
+pub(super) fn named_by_connection(headers: &[httparse::Header<'_>], name: &str) -> bool {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+}
+
+/// How the response body is delimited, as RFC 9112 6.3 reads the app's headers.
+pub(super) enum Framing {
+    None,
+    Length(u64),
+    /// Passed through as it is; the decoder only finds where it ends.
+    Chunked(ChunkDecoder),
+    /// Until the app closes; sent to the client chunked, so its connection stays open.
+    UntilClose,
+}
+
+/// The parts of an app's response head the relay acts on (offsets into the read buffer).
+pub(super) struct ResponseHead {
+    pub(super) status: u16,
+    /// Length of the head in the buffer; the body's first bytes follow it.
+    pub(super) len: usize,
+    /// Bytes in the buffer.
+    pub(super) filled: usize,
+    pub(super) framing: Framing,
+    pub(super) keep_alive: bool,
+}
+
+impl ResponseHead {
+    pub(super) fn no_body(&self) -> bool {
+        self.status == 204 || self.status == 304
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(super) enum HeadError {
+    #[error("the app closed the connection before answering")]
+    Closed,
+    #[error("reading the app's response: {0}")]
+    Io(io::Error),
+    #[error("the app's response head is malformed: {0}")]
+    Malformed(&'static str),
+}
+
+/// Read the app's response head (skipping 1xx interim responses) into `buf`.
+///
+/// The buffer is taken only once the app's answer is there to read: thousands of requests
+/// waiting on slow apps hold none.
+pub(super) async fn read_response_head(
+    stream: &mut TcpStream,
+    spare: &mut SpareBuf,
+) -> Result<ResponseHead, HeadError> {
+    let mut filled = 0;
+    loop {
+        if let Err(e) = stream.readable().await {
+            return Err(if filled == 0 {
+                HeadError::Closed
+            } else {
+                HeadError::Io(e)
+            });
+        }
+        let buf = spare.get();
+        if filled == buf.len() {
+            if buf.len() >= MAX_RESPONSE_HEAD {
+                return Err(HeadError::Malformed("head too long"));
+            }
+            buf.resize(buf.len() * 2, 0);
+        }
+        let n = match stream.try_read(&mut buf[filled..]) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Ok(0) if filled == 0 => return Err(HeadError::Closed),
+            Ok(0) => {
+                return Err(HeadError::Malformed(
+                    "the app closed the connection mid-head",
+                ))
+            }
+            Ok(n) => n,
+            // Reset or refused before a byte came back: the app is gone.
+            Err(_) if filled == 0 => return Err(HeadError::Closed),
+            Err(e) => return Err(HeadError::Io(e)),
+        };
+        filled += n;
+        loop {
+            match parse_response_head(&buf[..filled])? {
+                None => break,
+                Some(head) if (100..200).contains(&head.status) => {
+                    if head.status == 101 {
+                        return Err(HeadError::Malformed("101 to a request without Upgrade"));
+                    }
+                    // An interim response (103 Early Hints): dropped, as hyper's client does.
+                    buf.copy_within(head.len..filled, 0);
+                    filled -= head.len;
+                }
+                Some(mut head) => {
+                    head.filled = filled;
+                    return Ok(head);
+                }
+            }
+        }
+    }
+}
+
+fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HeadError::Malformed("too many headers"))
+        }
+        Err(_) => return Err(HeadError::Malformed("not an HTTP/1 response head")),
+    };
+    let status = resp.code.ok_or(HeadError::Malformed("no status"))?;
+    let mut keep_alive = resp.version == Some(1);
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or(HeadError::Malformed("bad Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(HeadError::Malformed("two different Content-Lengths"));
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for t in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") && resp.version == Some(0) {
+                    keep_alive = true;
+                }
+            }
+        }
+    }
+    let framing = match (chunked, length) {
+        (Some(true), _) => Framing::Chunked(ChunkDecoder::default()),
+        (Some(false), _) => Framing::UntilClose,
+        (None, Some(n)) => Framing::Length(n),
+        (None, None) => Framing::UntilClose,
+    };
+    Ok(Some(ResponseHead {
+        status,
+        len,
+        filled: 0,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// Finds where a chunked body ends (RFC 9112 7.1) as its bytes pass through.
+#[derive(Debug, Default)]
+pub(super) struct ChunkDecoder {
+    state: Chunk,
+    size: u64,
+    digits: u8,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+enum Chunk {
+    #[default]
+    Size,
+    /// Chunk extensions or whitespace after the size, up to the line end.
+    SizeRest,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line (or the final empty line).
+    TrailerStart,
+    TrailerLine,
+    EndLf,
+    Done,
+}
+
+impl ChunkDecoder {
+    /// Feed body bytes; Some(n) when the body ends after the first n of them.
+    pub(super) fn feed(&mut self, data: &[u8]) -> Result<Option<usize>, ()> {
+        let mut i = 0;
+        while i < data.len() {
+            let b = data[i];
+            match self.state {
+                Chunk::Size => match b {
+                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                        let d = (b as char).to_digit(16).unwrap_or(0) as u64;
+                        self.digits += 1;
+                        if self.digits > 15 {
+                            return Err(());
+                        }
+                        self.size = self.size * 16 + d;
+                    }
+                    b';' | b' ' | b'\t' if self.digits > 0 => self.state = Chunk::SizeRest,
+                    b'\r' if self.digits > 0 => self.state = Chunk::SizeLf,
+                    b'\n' if self.digits > 0 => self.size_line_done(),
+                    _ => return Err(()),
+                },
+                Chunk::SizeRest => match b {
+                    b'\r' => self.state = Chunk::SizeLf,
+                    b'\n' => self.size_line_done(),
+                    _ => {}
+                },
+                Chunk::SizeLf => {
+                    if b != b'\n' {
+                        return Err(());
+                    }
+                    self.size_line_done();
+                }
+                Chunk::Data => {
+                    let take = (self.size).min((data.len() - i) as u64) as usize;
+                    self.size -= take as u64;
+                    i += take;
+                    if self.size == 0 {
+                        self.state = Chunk::DataCr;
+                    }
+                    continue;
+                }
+                Chunk::DataCr => match b {
+                    b'\r' => self.state = Chunk::DataLf,
+                    b'\n' => self.state = Chunk::Size,
+                    _ => return Err(()),
+                },
+                Chunk::DataLf => {
+                    if b != b'\n' {
+                        return Err(());
+                    }
+                    self.state = Chunk::Size;
+                }
+                Chunk::TrailerStart => match b {
+                    b'\r' => self.state = Chunk::EndLf,
+                    b'\n' => {
+                        self.state = Chunk::Done;
+                        return Ok(Some(i + 1));
+                    }
+                    _ => self.state = Chunk::TrailerLine,
+                },
+                Chunk::TrailerLine => {
+                    if b == b'\n' {
+                        self.state = Chunk::TrailerStart;
+                    }
+                }
+                Chunk::EndLf => {
+                    if b != b'\n' {
+                        return Err(());
+                    }
+                    self.state = Chunk::Done;
+                    return Ok(Some(i + 1));
+                }
+                Chunk::Done => return Ok(Some(i)),
+            }
+            i += 1;
+        }
+        Ok(None)
+    }
+
+    /// Decode from the start of `buf`: (framing bytes to skip, data bytes that follow
+    /// them). (n, 0) when `buf` holds no data after its first n bytes of framing.
+    pub(super) fn decode(&mut self, buf: &[u8]) -> Result<(usize, usize), ()> {
+        let mut i = 0;
+        while i < buf.len() && self.state != Chunk::Done {
+            if self.state == Chunk::Data {
+                let n = self.size.min((buf.len() - i) as u64) as usize;
+                self.size -= n as u64;
+                if self.size == 0 {
+                    self.state = Chunk::DataCr;
+                }
+                return Ok((i, n));
+            }
+            self.feed(&buf[i..i + 1])?;
+            i += 1;
+        }
+        Ok((i, 0))
+    }
+
+    pub(super) fn is_done(&self) -> bool {
+        self.state == Chunk::Done
+    }
+
+    fn size_line_done(&mut self) {
+        self.digits = 0;
+        self.state = if self.size == 0 {
+            Chunk::TrailerStart
+        } else {
+            Chunk::Data
+        };
+    }
+}
+
+/// The upstream read buffer of a request in progress. Kept per thread between requests,
+/// so an idle keep-alive connection holds none and a busy one allocates none.
+pub(super) struct SpareBuf(pub(super) Vec<u8>);
+
+thread_local! {
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl SpareBuf {
+    pub(super) fn new() -> Self {
+        SpareBuf(Vec::new())
+    }
+
+    /// The buffer, taken from the thread's spares (or allocated) on first use.
+    pub(super) fn get(&mut self) -> &mut Vec<u8> {
+        if self.0.is_empty() {
+            let spare = SPARE.with(|s| s.borrow_mut().pop());
+            self.0 = spare.unwrap_or_else(|| vec![0; CHUNK]);
+        }
+        &mut self.0
+    }
+}
+
+impl Drop for SpareBuf {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.0);
+        if buf.is_empty() {
+            return;
+        }
+        if buf.len() != CHUNK {
+            buf.truncate(CHUNK);
+            buf.shrink_to_fit();
+        }
+        SPARE.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < SPARE_PER_THREAD {
+                s.push(buf);
+            }
+        });
+    }
+}
+
+/// Send a bodiless request (already rewritten by [`forward::prepare_request`]) to the app
+/// over a kept connection and answer with its response: what hyper's pooled client did for
+/// these, without its per-request tasks, channels and boxed futures. A body that came
+/// whole with the head is answered at once and the connection goes back to the instance;
+/// a longer one streams ([`AppBody`]).
+pub async fn send<B>(
+    req: &http::Request<B>,
+    backend: &Arc<Backend>,
+    connect_timeout: Duration,
+) -> Result<http::Response<ProxyBody>, ForwardError> {
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(req.method().as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(
+        req.uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .as_bytes(),
+    );
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in req.headers() {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    let idempotent = req.method().is_idempotent();
+    let head_method = req.method() == http::Method::HEAD;
+    let guard = backend.enter();
+    let mut spare = SpareBuf::new();
+    let mut fresh_only = false;
+    let (up, parsed) = loop {
+        let mut up = Upstream::get(backend, fresh_only, connect_timeout)
+            .await
+            .map_err(ForwardError::Connect)?;
+        let answer = match up.stream.write_all(&head).await {
+            Ok(()) => read_response_head(&mut up.stream, &mut spare).await,
+            Err(_) => Err(HeadError::Closed),
+        };
+        match answer {
+            Ok(parsed) => break (up, parsed),
+            // A kept connection the app closed meanwhile: once more on a fresh one.
+            Err(HeadError::Closed) if up.reused && idempotent => fresh_only = true,
+            Err(e) => return Err(ForwardError::Exchange(Box::new(e))),
+        }
+    };
+    let buf = &spare.0;
+    let mut resp = http::Response::new(ProxyBody::empty());
+    *resp.status_mut() =
+        http::StatusCode::from_u16(parsed.status).map_err(|e| ForwardError::Exchange(e.into()))?;
+    {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+        let mut r = httparse::Response::new(&mut headers);
+        // Parsed before, so it parses again the same way.
+        let _ = r.parse(&buf[..parsed.len]);
+        let map = resp.headers_mut();
+        map.reserve(r.headers.len());
+        for h in r.headers.iter() {
+            let name = http::HeaderName::from_bytes(h.name.as_bytes());
+            let value = http::HeaderValue::from_bytes(h.value);
+            if let (Ok(name), Ok(value)) = (name, value) {
+                map.append(name, value);
+            }
+        }
+        forward::strip_hop_by_hop(map);
+    }
+    let framing = if head_method || parsed.no_body() {
+        Framing::None
+    } else {
+        parsed.framing
+    };
+    let first = &buf[parsed.len..parsed.filled];
+    // The whole body came with the head (the common small response): done here.
+    let whole = match &framing {
+        Framing::None => Some(0),
+        Framing::Length(n) if first.len() as u64 >= *n => Some(*n as usize),
+        _ => None,
+    };
+    if let Some(n) = whole {
+        if n > 0 {
+            *resp.body_mut() = ProxyBody::full(Bytes::copy_from_slice(&first[..n]));
+        }
+        if parsed.keep_alive && first.len() == n {
+            up.release();
+        }
+        return Ok(resp);
+    }
+    let mut rest = BytesMut::with_capacity(CHUNK.max(first.len()));
+    rest.extend_from_slice(first);
+    *resp.body_mut() = ProxyBody::App(AppBody {
+        up: Some(up),
+        buf: rest,
+        framing,
+        keep_alive: parsed.keep_alive,
+        _guard: guard,
+    });
+    Ok(resp)
+}
+
+/// A response body read straight off the app's connection, which goes back to the
+/// instance's idle list when the body ends as framed.
+pub struct AppBody {
+    up: Option<Upstream>,
+    /// Bytes read and not yet handed on.
+    buf: BytesMut,
+    framing: Framing,
+    keep_alive: bool,
+    _guard: InflightGuard,
+}
+
+impl AppBody {
+    /// The next data from what is buffered, or None when more must be read.
+    fn take(&mut self) -> Result<Option<Bytes>, io::Error> {
+        let bad = || {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the app's chunked body is malformed",
+            )
+        };
+        match &mut self.framing {
+            Framing::Length(left) => {
+                let n = (*left).min(self.buf.len() as u64) as usize;
+                *left -= n as u64;
+                Ok((n > 0).then(|| self.buf.split_to(n).freeze()))
+            }
+            Framing::Chunked(dec) => {
+                let (skip, data) = dec.decode(&self.buf).map_err(|()| bad())?;
+                let data_bytes = (data > 0).then(|| {
+                    self.buf.advance(skip);
+                    self.buf.split_to(data).freeze()
+                });
+                if data_bytes.is_none() {
+                    self.buf.advance(skip);
+                }
+                Ok(data_bytes)
+            }
+            Framing::UntilClose => Ok((!self.buf.is_empty()).then(|| self.buf.split().freeze())),
+            Framing::None => Ok(None),
+        }
+    }
+
+    fn done(&self) -> bool {
+        match &self.framing {
+            Framing::Length(left) => *left == 0,
+            Framing::Chunked(dec) => dec.is_done(),
+            Framing::None => true,
+            Framing::UntilClose => false,
+        }
+    }
+
+    /// The body ended as framed: keep the connection if nothing follows it.
+    fn finish(&mut self) {
+        if let Some(up) = self.up.take() {
+            if self.keep_alive
+                && self.buf.is_empty()
+                && !matches!(self.framing, Framing::UntilClose)
+            {
+                up.release();
+            }
+        }
+    }
+
+    pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        loop {
+            match self.take() {
+                Ok(Some(data)) => return Poll::Ready(Some(Ok(data))),
+                Ok(None) => {}
+                Err(e) => {
+                    self.up = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+            if self.done() {
+                self.finish();
+                return Poll::Ready(None);
+            }
+            let Some(up) = &mut self.up else {
+                return Poll::Ready(None);
+            };
+            if self.buf.capacity() - self.buf.len() < 1024 {
+                self.buf.reserve(CHUNK);
+            }
+            let n = match tokio_util::io::poll_read_buf(
+                std::pin::Pin::new(&mut up.stream),
+                cx,
+                &mut self.buf,
+            ) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => {
+                    self.up = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(Ok(n)) => n,
+            };
+            if n == 0 {
+                self.up = None;
+                if matches!(self.framing, Framing::UntilClose) {
+                    return Poll::Ready(None);
+                }
+                return Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the app closed the connection mid-body",
+                ))));
+            }
+        }
+    }
+
+    pub fn is_end_stream(&self) -> bool {
+        self.buf.is_empty() && self.done()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_bodies_decode_to_their_data_in_any_split() {
+        let body = b"5;ext=1\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nx-trailer: 1\r\n\r\n";
+        for split in 0..body.len() {
+            let mut d = ChunkDecoder::default();
+            let (mut data, mut pending) = (Vec::new(), Vec::new());
+            for piece in [&body[..split], &body[split..]] {
+                pending.extend_from_slice(piece);
+                loop {
+                    let (skip, n) = d.decode(&pending).unwrap();
+                    data.extend_from_slice(&pending[skip..skip + n]);
+                    pending.drain(..skip + n);
+                    if n == 0 {
+                        break;
+                    }
+                }
+            }
+            assert!(d.is_done(), "split at {split}");
+            assert_eq!(data, b"hello0123456789abcdef", "split at {split}");
+            assert!(pending.is_empty(), "split at {split}");
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_end_where_they_end_in_any_split() {
+        let body = b"5;ext=1\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nx-trailer: 1\r\n\r\nNEXT";
+        let end = body.len() - 4;
+        for split in 0..body.len() {
+            let mut d = ChunkDecoder::default();
+            let (a, b) = body.split_at(split);
+            let got = match d.feed(a).unwrap() {
+                Some(n) => n,
+                None => split + d.feed(b).unwrap().unwrap(),
+            };
+            assert_eq!(got, end, "split at {split}");
+        }
+        let mut d = ChunkDecoder::default();
+        assert_eq!(d.feed(b"0\r\n\r\n").unwrap(), Some(5));
+        let mut d = ChunkDecoder::default();
+        assert!(d.feed(b"zz\r\n").is_err());
+        let mut d = ChunkDecoder::default();
+        assert!(d.feed(b"3\r\nabcX").is_err());
+    }
+}
