@@ -121,7 +121,9 @@ pub struct Backend {
     down_until: AtomicU64,
     /// Idle keep-alive connections to this instance, for the HTTP/1 fast path. They close
     /// when the backend is dropped (its generation retired and drained).
-    pub idle: std::sync::Mutex<Vec<tokio::net::TcpStream>>,
+    /// Each with when it went idle; the newest at the back.
+    pub idle:
+        std::sync::Mutex<std::collections::VecDeque<(tokio::net::TcpStream, std::time::Instant)>>,
 }
 
 impl Backend {
@@ -136,7 +138,7 @@ impl Backend {
             inflight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             down_until: AtomicU64::new(0),
-            idle: std::sync::Mutex::new(Vec::new()),
+            idle: std::sync::Mutex::new(std::collections::VecDeque::new()),
         }
     }
 

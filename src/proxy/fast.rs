@@ -15,7 +15,7 @@
 //! this path off (to compare the two).
 
 use super::conn::{ClientIo, ConnWatch, Exchange, RawTcp};
-use super::forward::{self, ForwardError, HOP_BY_HOP, MAX_HOPS};
+use super::forward::{self, ForwardError, MAX_HOPS};
 use super::handler::{ProxyError, VERSION};
 use super::upstream::{
     named_by_connection, read_response_head, still_open, Framing, HeadError, ResponseHead,
@@ -233,7 +233,7 @@ impl Conn {
         }
         for h in req.headers.iter() {
             let name = h.name;
-            if HOP_BY_HOP.iter().any(|n| name.eq_ignore_ascii_case(n))
+            if forward::is_hop_by_hop(name)
                 || name.eq_ignore_ascii_case("x-forwarded-for")
                 || name.eq_ignore_ascii_case("forwarded")
                 || name.eq_ignore_ascii_case(forward::HOPS_HEADER.as_str())
@@ -741,7 +741,7 @@ impl ResponseHead {
                 }
                 continue;
             }
-            if HOP_BY_HOP.iter().any(|n| name.eq_ignore_ascii_case(n))
+            if forward::is_hop_by_hop(name)
                 || name.eq_ignore_ascii_case("x-portok")
                 || (name.eq_ignore_ascii_case("content-length")
                     && matches!(framing, Framing::Chunked(_) | Framing::UntilClose))

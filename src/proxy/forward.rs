@@ -133,8 +133,6 @@ pub enum ProxyBody {
     Full(Option<Bytes>),
     /// A stream the daemon writes itself (server-sent events).
     Channel(tokio::sync::mpsc::Receiver<Bytes>),
-    /// Read straight off a kept app connection ([`super::upstream::send`]).
-    App(super::upstream::AppBody),
 }
 
 impl ProxyBody {
@@ -146,22 +144,15 @@ impl ProxyBody {
     }
 }
 
-/// Whatever ended a response body early: hyper's error, or an I/O error on the app's
-/// connection ([`ProxyBody::App`]).
-pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
-
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = BodyError;
+    type Error = hyper::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            ProxyBody::App(body) => body
-                .poll_data(cx)
-                .map(|d| d.map(|d| d.map(Frame::data).map_err(BodyError::from))),
             ProxyBody::Upstream {
                 body,
                 guard,
@@ -190,7 +181,7 @@ impl Body for ProxyBody {
                     // than when hyper gets round to dropping the body.
                     guard.take();
                 }
-                polled.map(|f| f.map(|r| r.map_err(BodyError::from)))
+                polled
             }
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ProxyBody::Channel(rx) => rx.poll_recv(cx).map(|d| d.map(|d| Ok(Frame::data(d)))),
@@ -202,7 +193,6 @@ impl Body for ProxyBody {
             ProxyBody::Upstream { body, append, .. } => append.is_none() && body.is_end_stream(),
             ProxyBody::Full(d) => d.is_none(),
             ProxyBody::Channel(_) => false,
-            ProxyBody::App(body) => body.is_end_stream(),
         }
     }
 
@@ -223,24 +213,31 @@ impl Body for ProxyBody {
             }
             ProxyBody::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
-            ProxyBody::Channel(_) | ProxyBody::App(_) => SizeHint::default(),
+            ProxyBody::Channel(_) => SizeHint::default(),
         }
     }
 }
 
-/// Headers that describe one hop, not the message (RFC 9110 7.6.1), lowercase; any that
-/// the Connection header names are hop-by-hop too.
-pub const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Headers that describe one hop, not the message (RFC 9110 7.6.1); any that the
+/// Connection header names are hop-by-hop too.
+pub const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+
+/// Whether a header name (as sent, any case) is one of [`HOP_BY_HOP`].
+pub fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_str()))
+}
 
 /// Connection tokens that name no header to remove.
 pub fn names_a_header(token: &str) -> bool {
@@ -265,7 +262,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    for h in HOP_BY_HOP {
+    for h in &HOP_BY_HOP {
         headers.remove(h);
     }
 }
