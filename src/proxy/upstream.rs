@@ -20,7 +20,7 @@ const MAX_RESPONSE_HEAD: usize = 400 * 1024;
 const CHUNK: usize = 16 * 1024;
 /// Read buffers kept per thread for the next requests (more are freed): enough for the
 /// requests one thread has in flight at a time under a benchmark's load, little when idle.
-const SPARE_PER_THREAD: usize = 16;
+const SPARE_PER_THREAD: usize = 4;
 /// Idle upstream connections kept per app instance once their client connections end.
 const IDLE_PER_BACKEND: usize = 256;
 /// How long an idle upstream connection is kept.
