@@ -49,6 +49,7 @@ const SPLICE_MIN: u64 = 256 * 1024;
 const BULK: usize = 64 * 1024;
 /// Header lines in a request head; more goes to hyper.
 const MAX_HEADERS: usize = 64;
+
 /// Serve requests on an HTTP/1 connection until it ends or needs hyper.
 pub async fn serve<I>(
     io: &mut ClientIo<I>,
