@@ -66,6 +66,7 @@ where
         host: String::new(),
         peer_ip: info.peer.ip().to_string(),
         up: None,
+        half_closed: false,
     };
     let outcome = conn.serve(io, info, ctx, watch).await;
     if let Some(up) = conn.up.take() {
@@ -85,6 +86,8 @@ struct Conn {
     peer_ip: String,
     /// The upstream connection of the last request, kept for the next.
     up: Option<Upstream>,
+    /// The client ended its side after pipelining requests: answer them, then close.
+    half_closed: bool,
 }
 
 /// Facts about a request that the relay needs once its upstream head is written.
@@ -147,7 +150,9 @@ impl Conn {
             match self.relay(io, plan, exchange, ctx).await? {
                 // An idle keep-alive connection holds no buffer (see `read_some`).
                 Step::Next if self.buf.is_empty() => self.buf = BytesMut::new(),
-                Step::Next => {}
+                // Bytes of the next head came while this request was answered: its header
+                // deadline runs from now.
+                Step::Next => watch.on_read(),
                 Step::Close => {
                     let _ = io.shutdown().await;
                     return Ok(Outcome::Closed);
@@ -343,11 +348,13 @@ impl Conn {
                 }
             }
             let response = {
-                let (client, buf) = (&mut *io, &mut self.buf);
+                let (client, buf, half) = (&mut *io, &mut self.buf, &mut self.half_closed);
+                // `buf` still holds this request unless its body was streamed.
+                let mine = if streamed == 0 { end } else { 0 };
                 tokio::select! {
                     biased;
                     r = read_response_head(&mut up.stream, &mut rbuf) => r,
-                    _ = client_gone(client, buf, ctx.limits.max_header_bytes) => {
+                    _ = client_gone(client, buf, ctx.limits.max_header_bytes, mine, half) => {
                         // Nobody is waiting for the answer: stop, as hyper does.
                         drop(exchange);
                         return Ok(Step::Close);
@@ -446,7 +453,11 @@ impl Conn {
         let relayed = match write_client(io, &self.out).await {
             Ok(()) if body_end => Ok(true),
             Ok(()) => {
-                let watch = (&mut self.buf, ctx.limits.max_header_bytes);
+                let watch = (
+                    &mut self.buf,
+                    ctx.limits.max_header_bytes,
+                    &mut self.half_closed,
+                );
                 relay_body(
                     io,
                     &mut up.stream,
@@ -530,20 +541,38 @@ impl Conn {
     }
 }
 
-/// Resolves when the client closes its side (or its connection fails); meanwhile whatever
-/// it sends (a pipelined request) is kept in `buf`, up to `cap` bytes.
+/// Resolves when the client closes its side (or its connection fails) with nothing more
+/// to answer; meanwhile whatever it sends (a pipelined request) is kept in `buf`, up to
+/// `cap` bytes. The first `mine` bytes of `buf` are the request being answered: a client
+/// that pipelined more requests and then half-closed still gets its answers, as hyper does.
 async fn client_gone<I: AsyncRead + RawTcp + Unpin>(
     io: &mut ClientIo<I>,
     buf: &mut BytesMut,
     cap: usize,
+    mine: usize,
+    half_closed: &mut bool,
 ) {
     loop {
-        if buf.len() >= cap {
+        if buf.len() >= cap || *half_closed {
             return std::future::pending().await;
         }
         match read_some(io, buf).await {
+            // It sent its last request and said so: every one it sent gets its answer.
+            Ok(0) if buf.len() > mine => *half_closed = true,
             Ok(0) | Err(_) => return,
             Ok(_) => {}
+        }
+    }
+}
+
+/// Resolves when the client's socket reports its side closed, without reading from it
+/// (for a splice, which writes to the same socket meanwhile).
+#[cfg(target_os = "linux")]
+async fn client_closed(client: &TcpStream) {
+    if let Ok(r) = client.ready(tokio::io::Interest::READABLE).await {
+        if !r.is_read_closed() {
+            // More bytes (a pipelined request) are not an end: wait for the splice.
+            std::future::pending::<()>().await;
         }
     }
 }
@@ -731,14 +760,12 @@ impl ResponseHead {
         let _ = write!(out, "HTTP/1.1 {} ", self.status);
         out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
         out.extend_from_slice(b"\r\n");
-        let mut te_written = false;
         for h in resp.headers.iter() {
             let name = h.name;
             if name.eq_ignore_ascii_case("transfer-encoding") {
-                // Chunked passes through as the app framed it.
-                if passes_te && !te_written {
-                    te_written = true;
-                    push_header(out, b"transfer-encoding", b"chunked");
+                // Chunked passes through as the app framed it, codings and all.
+                if passes_te {
+                    push_header(out, b"transfer-encoding", h.value);
                 }
                 continue;
             }
@@ -784,14 +811,24 @@ async fn relay_body<I: AsyncRead + AsyncWrite + RawTcp + Unpin>(
     buf: &mut Vec<u8>,
     framing: &mut Framing,
     out: &mut Vec<u8>,
-    client: (&mut BytesMut, usize),
+    client: (&mut BytesMut, usize, &mut bool),
 ) -> io::Result<bool> {
-    let (client_buf, cap) = client;
+    let (client_buf, cap, half_closed) = client;
     if let Framing::Length(left) = framing {
         #[cfg(target_os = "linux")]
         if *left >= SPLICE_MIN && crate::splice::enabled() {
             if let (Some(client), Ok(mut pipe)) = (io.raw_tcp(), crate::splice::Pipe::new()) {
-                *left -= crate::splice::pump(up, client, &mut pipe, *left, None).await?;
+                let moved = tokio::select! {
+                    biased;
+                    r = crate::splice::pump(up, client, &mut pipe, *left, None) => r?,
+                    _ = client_closed(client), if client_buf.is_empty() && !*half_closed => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::ConnectionAborted,
+                            "the client left",
+                        ));
+                    }
+                };
+                *left -= moved;
                 if *left > 0 {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -814,7 +851,7 @@ async fn relay_body<I: AsyncRead + AsyncWrite + RawTcp + Unpin>(
         let n = tokio::select! {
             biased;
             r = up.read(&mut buf[..want]) => r?,
-            _ = client_gone(io, client_buf, cap) => {
+            _ = client_gone(io, client_buf, cap, 0, half_closed) => {
                 return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "the client left"));
             }
         };

@@ -48,8 +48,9 @@ impl Upstream {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .pop_back();
-                let Some((stream, _)) = idle else { break };
-                if still_open(&stream) {
+                let Some((stream, since)) = idle else { break };
+                // Past the idle time (kept by a burst, unused since): closed, not reused.
+                if since.elapsed() <= IDLE_FOR && still_open(&stream) {
                     return Ok(Upstream {
                         backend: backend.clone(),
                         stream,
@@ -153,9 +154,12 @@ pub(super) async fn read_response_head(
     spare: &mut SpareBuf,
 ) -> Result<ResponseHead, HeadError> {
     let mut filled = 0;
+    // Any byte from the app (an interim 1xx included) means it did answer: a failure after
+    // that is no reason to send the request again.
+    let mut answered = false;
     loop {
         if let Err(e) = stream.readable().await {
-            return Err(if filled == 0 {
+            return Err(if !answered {
                 HeadError::Closed
             } else {
                 HeadError::Io(e)
@@ -163,15 +167,15 @@ pub(super) async fn read_response_head(
         }
         let buf = spare.get();
         if filled == buf.len() {
-            if buf.len() >= MAX_RESPONSE_HEAD {
+            if filled >= MAX_RESPONSE_HEAD {
                 return Err(HeadError::Malformed("head too long"));
             }
-            buf.resize(buf.len() * 2, 0);
+            buf.resize((buf.len() * 2).min(MAX_RESPONSE_HEAD), 0);
         }
         // A read (not try_read): a short one clears the readiness, so the next wait does
         // not start with a read that finds nothing.
         let n = match stream.read(&mut buf[filled..]).await {
-            Ok(0) if filled == 0 => return Err(HeadError::Closed),
+            Ok(0) if !answered => return Err(HeadError::Closed),
             Ok(0) => {
                 return Err(HeadError::Malformed(
                     "the app closed the connection mid-head",
@@ -179,10 +183,11 @@ pub(super) async fn read_response_head(
             }
             Ok(n) => n,
             // Reset or refused before a byte came back: the app is gone.
-            Err(_) if filled == 0 => return Err(HeadError::Closed),
+            Err(_) if !answered => return Err(HeadError::Closed),
             Err(e) => return Err(HeadError::Io(e)),
         };
         filled += n;
+        answered = true;
         loop {
             match parse_response_head(&buf[..filled])? {
                 None => break,

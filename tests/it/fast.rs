@@ -104,6 +104,29 @@ async fn app_conn(mut s: TcpStream) {
             }
             continue;
         }
+        if path == "/wait" {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nwait")
+                .await
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        }
+        if path == "/stall" {
+            // A long body that stops coming after 512 KiB; counts the proxy giving up on it.
+            let head = "HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n";
+            if s.write_all(head.as_bytes()).await.is_err()
+                || s.write_all(&pattern(0, 512 * 1024)).await.is_err()
+            {
+                return;
+            }
+            let mut rest = [0u8; 64];
+            while matches!(s.read(&mut rest).await, Ok(n) if n > 0) {}
+            HANG_CLOSED.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
         if path == "/hang" {
             // Never answers; counts the proxy giving up on it.
             let mut rest = [0u8; 64];
@@ -567,6 +590,58 @@ async fn a_client_that_leaves_mid_request_releases_the_app_connection() {
         .await;
     // The request reaches the app, then the client goes away.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(c);
+    wait_for(WAIT, "the proxy to close the app connection", || {
+        (HANG_CLOSED.load(Ordering::SeqCst) > before).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_pipelines_then_half_closes_gets_every_answer() {
+    // (hyper, like nginx, cuts off what is in flight when the client's side ends; the fast
+    // path answers every request the client sent before it said it was done.)
+    let app = scripted_app().await;
+    let p = proxy(true, app.port);
+    let mut c = Client::connect(&p).await;
+    c.send(
+        "GET /wait HTTP/1.1\r\nHost: fast.localhost\r\n\r\nGET /cl HTTP/1.1\r\nHost: fast.localhost\r\n\r\n",
+    )
+    .await;
+    // Nothing more to send: the client's end of the stream comes while /wait is pending.
+    c.s.shutdown().await.unwrap();
+    let (status, _, body) = c.reply(false).await;
+    assert_eq!((status, body.as_str()), (200, "wait"));
+    let (status, _, body) = c.reply(false).await;
+    assert_eq!((status, body.as_str()), (200, "hello"));
+    // And then the connection ends.
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(WAIT, c.s.read_to_end(&mut rest))
+        .await
+        .expect("closed in time")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_leaves_a_stalled_long_body_releases_the_app_connection() {
+    let app = scripted_app().await;
+    let p = proxy(true, app.port);
+    let before = HANG_CLOSED.load(Ordering::SeqCst);
+    let mut c = Client::connect(&p).await;
+    c.send("GET /stall HTTP/1.1\r\nHost: fast.localhost\r\n\r\n")
+        .await;
+    // Read into the body (relayed with splice), then leave while the app stalls.
+    let mut got = 0;
+    let mut chunk = vec![0u8; 64 * 1024];
+    while got < 256 * 1024 {
+        let n = tokio::time::timeout(WAIT, c.s.read(&mut chunk))
+            .await
+            .expect("body bytes in time")
+            .unwrap();
+        assert!(n > 0, "the body stopped early");
+        got += n;
+    }
     drop(c);
     wait_for(WAIT, "the proxy to close the app connection", || {
         (HANG_CLOSED.load(Ordering::SeqCst) > before).then_some(())
