@@ -3,8 +3,6 @@
 //! a time without failing a request.
 
 use crate::support::*;
-use bytes::Bytes;
-use http_body_util::Full;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -370,15 +368,7 @@ async fn a_broken_change_stops_the_rollout_and_a_pool_that_never_starts_shows_wh
     // the file says crashed: until then the page may still say "starting" (503).
     let deadline = std::time::Instant::now() + LONG;
     loop {
-        let r = request(
-            p.addr(),
-            hyper::Request::get("/")
-                .header("host", "web.localhost")
-                .header("accept", "text/html")
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-        .await;
+        let r = get_html(p.addr(), "web.localhost", "/").await;
         if r.status == 502 && r.text().contains("mismatched types") {
             break;
         }

@@ -42,15 +42,7 @@ async fn alias_routes_by_host_exact_then_parent() {
         r.text()
     );
     assert!(r.headers.contains_key("x-portok"));
-    let html = request(
-        p.addr(),
-        hyper::Request::get("/")
-            .header("host", "<b>x</b>.localhost")
-            .header("accept", "text/html")
-            .body(Full::new(Bytes::new()))
-            .unwrap(),
-    )
-    .await;
+    let html = get_html(p.addr(), "<b>x</b>.localhost", "/").await;
     assert_eq!(html.status, 404);
     let page = html.text();
     assert!(page.contains("&lt;b&gt;x&lt;/b&gt;.localhost"), "{page}");

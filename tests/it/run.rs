@@ -2,8 +2,6 @@
 //! zero-downtime redeploy with drain and rollback, clean exit).
 
 use crate::support::*;
-use bytes::Bytes;
-use http_body_util::Full;
 use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(30);
@@ -231,15 +229,7 @@ async fn cold_start_holds_clients_and_shows_browsers_a_starting_page() {
     let app = p.spawn_app(&dir, &["slowstart", &script]);
     app.wait_for("starting on port", LONG).await;
     let started = Instant::now();
-    let browser = request(
-        p.addr(),
-        hyper::Request::get("/")
-            .header("host", "slowstart.localhost")
-            .header("accept", "text/html,*/*")
-            .body(Full::new(Bytes::new()))
-            .unwrap(),
-    )
-    .await;
+    let browser = get_html(p.addr(), "slowstart.localhost", "/").await;
     assert_eq!(browser.status, 503);
     assert!(
         browser.text().contains("is starting") && browser.text().contains("http-equiv=\"refresh\"")
@@ -361,15 +351,7 @@ async fn a_crashed_app_gets_a_crash_page_and_restarts_on_change() {
         .unwrap();
     unsafe { libc::kill(pid, libc::SIGKILL) };
     app.wait_for("serving a crash page", LONG).await;
-    let r = request(
-        p.addr(),
-        hyper::Request::get("/")
-            .header("host", "web.localhost")
-            .header("accept", "text/html")
-            .body(Full::new(Bytes::new()))
-            .unwrap(),
-    )
-    .await;
+    let r = get_html(p.addr(), "web.localhost", "/").await;
     assert_eq!(r.status, 502);
     assert!(r.text().contains("killed by signal 9"), "{}", r.text());
     assert!(

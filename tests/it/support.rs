@@ -173,6 +173,16 @@ pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Reply {
     .await
 }
 
+/// A GET as a browser's navigation sends it (`Accept: text/html`).
+pub async fn get_html(addr: SocketAddr, host: &str, path: &str) -> Reply {
+    let req = Request::get(path)
+        .header("host", host)
+        .header("accept", "text/html")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    request(addr, req).await
+}
+
 pub async fn request(addr: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
     let fut = async {
         let stream = TcpStream::connect(addr).await.expect("connect to proxy");

@@ -390,15 +390,7 @@ async fn redirect_https_sends_browsers_to_https() {
     let b = backend("b").await;
     p.ok(&["proxy", "start", "--redirect-https"]);
     p.ok(&["alias", "web", &b.port.to_string()]);
-    let r = request(
-        p.addr(),
-        hyper::Request::get("/x?y=1")
-            .header("host", "web.localhost")
-            .header("accept", "text/html")
-            .body(Full::new(Bytes::new()))
-            .unwrap(),
-    )
-    .await;
+    let r = get_html(p.addr(), "web.localhost", "/x?y=1").await;
     assert_eq!(r.status, 308);
     assert_eq!(
         r.headers["location"],
