@@ -8,6 +8,7 @@ pub mod handler;
 pub mod pages;
 pub mod reload;
 pub mod sniff;
+pub mod streams;
 pub mod tls;
 pub mod upstream;
 
@@ -17,7 +18,7 @@ use crate::state::{pid_alive, StateDir};
 use arc_swap::ArcSwap;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -103,7 +104,6 @@ pub struct Ctx {
     /// Plain HTTP/1.1 requests take the [`fast`] path (off with `PORTOK_NO_FAST_PATH=1`).
     fast_path: bool,
     h1: http1::Builder,
-    h2: http2::Builder<TokioExecutor>,
 }
 
 impl Ctx {
@@ -126,16 +126,6 @@ impl Ctx {
             // ...and the read buffer does not grow past it while a head is incomplete.
             .max_buf_size(limits.max_header_bytes)
             .keep_alive(true);
-        let mut h2 = http2::Builder::new(TokioExecutor::new());
-        h2.timer(TokioTimer::new())
-            .max_header_list_size(limits.max_header_bytes as u32)
-            // Pings keep idle h2 connections honest; a dead peer is dropped.
-            .keep_alive_interval(Some(Duration::from_secs(30)))
-            .keep_alive_timeout(Duration::from_secs(20))
-            .enable_connect_protocol()
-            .max_concurrent_streams(250)
-            .max_pending_accept_reset_streams(50)
-            .max_local_error_reset_streams(256);
         Ctx {
             routes: ArcSwap::from_pointee(RouteTable::default()),
             changed: tokio::sync::Notify::new(),
@@ -164,8 +154,23 @@ impl Ctx {
             limits,
             fast_path: std::env::var_os("PORTOK_NO_FAST_PATH").is_none(),
             h1,
-            h2,
         }
+    }
+
+    /// The h2 server for one connection: its streams run in the connection's task (see
+    /// [`streams`]), so each connection needs an executor of its own.
+    fn h2(&self, exec: streams::LocalStreams) -> http2::Builder<streams::LocalStreams> {
+        let mut h2 = http2::Builder::new(exec);
+        h2.timer(TokioTimer::new())
+            .max_header_list_size(self.limits.max_header_bytes as u32)
+            // Pings keep idle h2 connections honest; a dead peer is dropped.
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .enable_connect_protocol()
+            .max_concurrent_streams(250)
+            .max_pending_accept_reset_streams(50)
+            .max_local_error_reset_streams(256);
+        h2
     }
 }
 
@@ -480,10 +485,16 @@ where
         }
         // Boxed: most connections are HTTP/1, and an h2 connection's state is large.
         conn::Proto::H2 => {
-            Box::pin(async {
-                let c = ctx.h2.serve_connection(io, svc);
-                conn::drive(c, |c| c.graceful_shutdown(), &watch, &ctx.limits, info.peer).await
-            })
+            let exec = streams::LocalStreams::default();
+            let c = ctx.h2(exec.clone()).serve_connection(io, svc);
+            let c = streams::WithStreams::new(c, exec);
+            conn::drive(
+                c,
+                |c| c.conn().graceful_shutdown(),
+                &watch,
+                &ctx.limits,
+                info.peer,
+            )
             .await
         }
     }

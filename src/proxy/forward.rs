@@ -133,6 +133,8 @@ pub enum ProxyBody {
     Full(Option<Bytes>),
     /// A stream the daemon writes itself (server-sent events).
     Channel(tokio::sync::mpsc::Receiver<Bytes>),
+    /// Read straight off a kept app connection ([`super::upstream::send`]).
+    App(super::upstream::AppBody),
 }
 
 impl ProxyBody {
@@ -144,15 +146,22 @@ impl ProxyBody {
     }
 }
 
+/// Whatever ended a response body early: hyper's error, or an I/O error on the app's
+/// connection ([`ProxyBody::App`]).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
+            ProxyBody::App(body) => body
+                .poll_data(cx)
+                .map(|d| d.map(|d| d.map(Frame::data).map_err(BodyError::from))),
             ProxyBody::Upstream {
                 body,
                 guard,
@@ -181,7 +190,7 @@ impl Body for ProxyBody {
                     // than when hyper gets round to dropping the body.
                     guard.take();
                 }
-                polled
+                polled.map(|f| f.map(|r| r.map_err(BodyError::from)))
             }
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ProxyBody::Channel(rx) => rx.poll_recv(cx).map(|d| d.map(|d| Ok(Frame::data(d)))),
@@ -193,6 +202,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream { body, append, .. } => append.is_none() && body.is_end_stream(),
             ProxyBody::Full(d) => d.is_none(),
             ProxyBody::Channel(_) => false,
+            ProxyBody::App(body) => body.is_end_stream(),
         }
     }
 
@@ -213,7 +223,7 @@ impl Body for ProxyBody {
             }
             ProxyBody::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
-            ProxyBody::Channel(_) => SizeHint::default(),
+            ProxyBody::Channel(_) | ProxyBody::App(_) => SizeHint::default(),
         }
     }
 }
@@ -262,8 +272,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    for h in &HOP_BY_HOP {
-        headers.remove(h);
+    // Most messages have none of them (HTTP/2 has none by rule): one pass comparing names
+    // (cheap for these standard ones) instead of a hash lookup for each of the nine.
+    if headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        for h in &HOP_BY_HOP {
+            headers.remove(h);
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! page. Every error becomes a status code in exactly one place: [`ProxyError::status`].
 
 use super::forward::{self, ForwardError, Origin, ProxyBody, UpstreamBody, HOPS_HEADER, MAX_HOPS};
-use super::{pages, reload, ConnInfo, Ctx};
+use super::{pages, reload, upstream, ConnInfo, Ctx};
 use crate::names::normalize_host;
 use crate::routes::Backend;
 use http::header::{self, HeaderValue};
@@ -180,9 +180,17 @@ async fn route(
     // a byte was sent (any method is safe to resend then), or drops it before answering
     // (resent once, and only for idempotent methods, so a request that kills the app cannot
     // take down the whole pool).
-    let replay = (pool && http_body::Body::is_end_stream(req.body())).then(|| Replay::of(&req));
+    let bodiless = http_body::Body::is_end_stream(req.body());
+    let replay = (pool && bodiless).then(|| Replay::of(&req));
     forward::prepare_request(&mut req, &backend, &origin);
-    let mut sent = forward::send(&ctx.client, req.map(UpstreamBody::Client), &backend).await;
+    // A bodiless request goes over a kept raw connection (see `upstream::send`); a page
+    // that gets the live-reload tag and a request with a body go through hyper's client.
+    let raw = bodiless && !navigation;
+    let mut sent = if raw {
+        upstream::send(&req, &backend, ctx.limits.connect).await
+    } else {
+        forward::send(&ctx.client, req.map(UpstreamBody::Client), &backend).await
+    };
     if let Some(replay) = replay {
         let mut resent_after_exchange = false;
         loop {
@@ -204,7 +212,11 @@ async fn route(
             debug!(host = %host, port = backend.port, "instance failed; trying another");
             let mut again = replay.request();
             forward::prepare_request(&mut again, &backend, &origin);
-            sent = forward::send(&ctx.client, again, &backend).await;
+            sent = if raw {
+                upstream::send(&again, &backend, ctx.limits.connect).await
+            } else {
+                forward::send(&ctx.client, again, &backend).await
+            };
         }
     }
     let upstream_err = |source| ProxyError::Upstream {

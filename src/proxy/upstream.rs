@@ -1,16 +1,17 @@
-//! The app's side of the fast path's HTTP/1.1 exchanges ([`super::fast`]): keep-alive
-//! connections kept per app instance, the response head parsed in place (httparse), the
-//! body's framing, and the read buffers, which are kept per thread and taken only when an
-//! answer is there.
+//! The app's side of an HTTP/1.1 exchange, for the fast path ([`super::fast`]) and for the
+//! handler's bodiless requests ([`send`]): keep-alive connections kept per app instance, the
+//! response head parsed in place (httparse), the body's framing, and the read buffers, which
+//! are kept per thread and taken only when an answer is there.
 
-use super::forward;
-use crate::routes::Backend;
+use super::forward::{self, ForwardError, ProxyBody};
+use crate::routes::{Backend, InflightGuard};
+use bytes::{Buf, Bytes, BytesMut};
 use std::cell::RefCell;
 use std::io;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Header lines in a response head and its largest size, as hyper's client allows.
@@ -367,6 +368,29 @@ impl ChunkDecoder {
         Ok(None)
     }
 
+    /// Decode from the start of `buf`: (framing bytes to skip, data bytes that follow
+    /// them). (n, 0) when `buf` holds no data after its first n bytes of framing.
+    pub(super) fn decode(&mut self, buf: &[u8]) -> Result<(usize, usize), ()> {
+        let mut i = 0;
+        while i < buf.len() && self.state != Chunk::Done {
+            if self.state == Chunk::Data {
+                let n = self.size.min((buf.len() - i) as u64) as usize;
+                self.size -= n as u64;
+                if self.size == 0 {
+                    self.state = Chunk::DataCr;
+                }
+                return Ok((i, n));
+            }
+            self.feed(&buf[i..i + 1])?;
+            i += 1;
+        }
+        Ok((i, 0))
+    }
+
+    pub(super) fn is_done(&self) -> bool {
+        self.state == Chunk::Done
+    }
+
     fn size_line_done(&mut self) {
         self.digits = 0;
         self.state = if self.size == 0 {
@@ -419,9 +443,253 @@ impl Drop for SpareBuf {
     }
 }
 
+/// Send a bodiless request (already rewritten by [`forward::prepare_request`]) to the app
+/// over a kept connection and answer with its response: what hyper's pooled client does,
+/// without its task per app connection and the channels between it and the request. Used
+/// by the handler, whose requests come mostly over HTTP/2 (HTTP/1.1 takes the fast path),
+/// where those hand-overs were a good part of a request's cost. A body that came whole
+/// with the head is answered at once and the connection goes back to the instance; a
+/// longer one streams ([`AppBody`]).
+pub async fn send<B>(
+    req: &http::Request<B>,
+    backend: &Arc<Backend>,
+    connect_timeout: Duration,
+) -> Result<http::Response<ProxyBody>, ForwardError> {
+    let mut head = Vec::with_capacity(512);
+    head.extend_from_slice(req.method().as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(
+        req.uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .as_bytes(),
+    );
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in req.headers() {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    let idempotent = req.method().is_idempotent();
+    let head_method = req.method() == http::Method::HEAD;
+    let guard = backend.enter();
+    let mut spare = SpareBuf::new();
+    let mut fresh_only = false;
+    let (up, parsed) = loop {
+        let mut up = Upstream::get(backend, fresh_only, connect_timeout)
+            .await
+            .map_err(ForwardError::Connect)?;
+        let answer = match up.stream.write_all(&head).await {
+            Ok(()) => read_response_head(&mut up.stream, &mut spare).await,
+            Err(_) => Err(HeadError::Closed),
+        };
+        match answer {
+            Ok(parsed) => break (up, parsed),
+            // A kept connection the app closed meanwhile: once more on a fresh one.
+            Err(HeadError::Closed) if up.reused && idempotent => fresh_only = true,
+            Err(e) => return Err(ForwardError::Exchange(Box::new(e))),
+        }
+    };
+    let framing = if head_method || parsed.no_body() {
+        Framing::None
+    } else {
+        parsed.framing
+    };
+    let buf = &spare.0;
+    let mut resp = http::Response::new(ProxyBody::empty());
+    *resp.status_mut() =
+        http::StatusCode::from_u16(parsed.status).map_err(|e| ForwardError::Exchange(e.into()))?;
+    {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+        let mut r = httparse::Response::new(&mut headers);
+        // Parsed before, so it parses again the same way.
+        let _ = r.parse(&buf[..parsed.len]);
+        let map = resp.headers_mut();
+        map.reserve(r.headers.len());
+        // A length beside chunked framing (or none) is not the body's: dropped, as
+        // the fast path does, so the client cannot be told two lengths.
+        let drop_length = matches!(framing, Framing::Chunked(_) | Framing::UntilClose);
+        // Hop-by-hop headers are left out here rather than removed from the map after.
+        let connection = r
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("connection"));
+        for h in r.headers.iter() {
+            if (drop_length && h.name.eq_ignore_ascii_case("content-length"))
+                || forward::is_hop_by_hop(h.name)
+                || (connection && named_by_connection(r.headers, h.name))
+            {
+                continue;
+            }
+            let name = http::HeaderName::from_bytes(h.name.as_bytes());
+            let value = http::HeaderValue::from_bytes(h.value);
+            if let (Ok(name), Ok(value)) = (name, value) {
+                map.append(name, value);
+            }
+        }
+    }
+    let first = &buf[parsed.len..parsed.filled];
+    // The whole body came with the head (the common small response): done here.
+    let whole = match &framing {
+        Framing::None => Some(0),
+        Framing::Length(n) if first.len() as u64 >= *n => Some(*n as usize),
+        _ => None,
+    };
+    if let Some(n) = whole {
+        if n > 0 {
+            *resp.body_mut() = ProxyBody::full(Bytes::copy_from_slice(&first[..n]));
+        }
+        // Bytes past the body are not ours to pass on: that connection is not kept.
+        if parsed.keep_alive && first.len() == n {
+            up.release();
+        }
+        return Ok(resp);
+    }
+    let mut rest = BytesMut::with_capacity(CHUNK.max(first.len()));
+    rest.extend_from_slice(first);
+    *resp.body_mut() = ProxyBody::App(AppBody {
+        up: Some(up),
+        buf: rest,
+        framing,
+        keep_alive: parsed.keep_alive,
+        _guard: guard,
+    });
+    Ok(resp)
+}
+
+/// A response body read straight off the app's connection ([`send`]), which goes back to
+/// the instance's idle list when the body ends as framed.
+pub struct AppBody {
+    up: Option<Upstream>,
+    /// Bytes read and not yet handed on.
+    buf: BytesMut,
+    framing: Framing,
+    keep_alive: bool,
+    /// The request counts as in flight to the instance until its body ends (drain).
+    _guard: InflightGuard,
+}
+
+impl AppBody {
+    /// The next data from what is buffered, or None when more must be read.
+    fn take(&mut self) -> io::Result<Option<Bytes>> {
+        match &mut self.framing {
+            Framing::Length(left) => {
+                let n = (*left).min(self.buf.len() as u64) as usize;
+                *left -= n as u64;
+                Ok((n > 0).then(|| self.buf.split_to(n).freeze()))
+            }
+            Framing::Chunked(dec) => {
+                let (skip, data) = dec.decode(&self.buf).map_err(|()| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "the app's chunked body is malformed",
+                    )
+                })?;
+                self.buf.advance(skip);
+                Ok((data > 0).then(|| self.buf.split_to(data).freeze()))
+            }
+            Framing::UntilClose => Ok((!self.buf.is_empty()).then(|| self.buf.split().freeze())),
+            Framing::None => Ok(None),
+        }
+    }
+
+    fn done(&self) -> bool {
+        match &self.framing {
+            Framing::Length(left) => *left == 0,
+            Framing::Chunked(dec) => dec.is_done(),
+            Framing::None => true,
+            Framing::UntilClose => false,
+        }
+    }
+
+    /// The body ended as framed: keep the connection if nothing follows it.
+    fn finish(&mut self) {
+        if let Some(up) = self.up.take() {
+            if self.keep_alive && self.buf.is_empty() {
+                up.release();
+            }
+        }
+    }
+
+    pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        loop {
+            match self.take() {
+                Ok(Some(data)) => return Poll::Ready(Some(Ok(data))),
+                Ok(None) => {}
+                Err(e) => {
+                    self.up = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+            if self.done() {
+                self.finish();
+                return Poll::Ready(None);
+            }
+            let Some(up) = &mut self.up else {
+                return Poll::Ready(None);
+            };
+            if self.buf.capacity() - self.buf.len() < 1024 {
+                self.buf.reserve(CHUNK);
+            }
+            let n = match tokio_util::io::poll_read_buf(
+                std::pin::Pin::new(&mut up.stream),
+                cx,
+                &mut self.buf,
+            ) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => {
+                    self.up = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(Ok(n)) => n,
+            };
+            if n == 0 {
+                self.up = None;
+                if matches!(self.framing, Framing::UntilClose) {
+                    return Poll::Ready(None);
+                }
+                return Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the app closed the connection mid-body",
+                ))));
+            }
+        }
+    }
+
+    pub fn is_end_stream(&self) -> bool {
+        self.buf.is_empty() && self.done()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunked_bodies_decode_to_their_data_in_any_split() {
+        let body = b"5;ext=1\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nx-trailer: 1\r\n\r\n";
+        for split in 0..body.len() {
+            let mut d = ChunkDecoder::default();
+            let (mut data, mut pending) = (Vec::new(), Vec::new());
+            for piece in [&body[..split], &body[split..]] {
+                pending.extend_from_slice(piece);
+                loop {
+                    let (skip, n) = d.decode(&pending).unwrap();
+                    data.extend_from_slice(&pending[skip..skip + n]);
+                    pending.drain(..skip + n);
+                    if n == 0 {
+                        break;
+                    }
+                }
+            }
+            assert!(d.is_done(), "split at {split}");
+            assert_eq!(data, b"hello0123456789abcdef", "split at {split}");
+            assert!(pending.is_empty(), "split at {split}");
+        }
+        assert!(ChunkDecoder::default().decode(b"zz\r\n").is_err());
+    }
 
     #[test]
     fn chunked_bodies_end_where_they_end_in_any_split() {

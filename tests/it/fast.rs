@@ -648,3 +648,97 @@ async fn a_client_that_leaves_a_stalled_long_body_releases_the_app_connection() 
     })
     .await;
 }
+
+/// HTTP/2 requests go through the handler, which sends bodiless ones over the same kept
+/// app connections as the fast path (src/proxy/upstream.rs `send`), and runs a connection's
+/// streams in the connection's task (src/proxy/streams.rs). Every framing, hop-by-hop
+/// headers, a malformed answer, a long streamed body, 50 streams at once, and an app
+/// connection closed between requests.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_h2_client_gets_every_framing_over_kept_app_connections() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let app = scripted_app().await;
+    let p = proxy(true, app.port);
+    let stream = TcpStream::connect(p.addr()).await.unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let url = |path: &str| format!("http://fast.localhost:{}{path}", p.port);
+    let fetch = |method: &'static str, path: String| {
+        let mut send = send.clone();
+        async move {
+            let req = hyper::Request::builder()
+                .method(method)
+                .uri(path)
+                .body(Empty::<bytes::Bytes>::new())
+                .unwrap();
+            let resp = tokio::time::timeout(WAIT, send.send_request(req))
+                .await
+                .expect("an answer in time")
+                .unwrap();
+            let (parts, body) = resp.into_parts();
+            let body = tokio::time::timeout(WAIT, body.collect())
+                .await
+                .expect("a body in time")
+                .unwrap()
+                .to_bytes();
+            (parts, body)
+        }
+    };
+
+    let (head, body) = fetch("GET", url("/cl")).await;
+    assert_eq!((head.status.as_u16(), &body[..]), (200, &b"hello"[..]));
+    assert_eq!(
+        head.headers.get("x-portok").unwrap(),
+        env!("CARGO_PKG_VERSION")
+    );
+    for gone in ["x-secret", "keep-alive", "connection"] {
+        assert!(head.headers.get(gone).is_none(), "{gone} in {head:?}");
+    }
+    for (path, want) in [
+        ("/chunked", &b"hello world"[..]),
+        ("/close", b"until close"),
+        ("/hints", b"ok"),
+    ] {
+        let (head, body) = fetch("GET", url(path)).await;
+        assert_eq!((head.status.as_u16(), &body[..]), (200, want), "{path}");
+        // A length from the app that is not the body's framing is not passed on.
+        assert!(head.headers.get("transfer-encoding").is_none(), "{path}");
+    }
+    let (head, body) = fetch("GET", url("/bad")).await;
+    assert_eq!(head.status, 502, "{body:?}");
+    for (path, status) in [("/204", 204), ("/304", 304)] {
+        let (head, body) = fetch("GET", url(path)).await;
+        assert_eq!((head.status.as_u16(), body.len()), (status, 0), "{path}");
+    }
+    let (head, body) = fetch("HEAD", url("/cl")).await;
+    assert_eq!((head.status.as_u16(), body.len()), (200, 0));
+    assert_eq!(head.headers.get("content-length").unwrap(), "5");
+
+    // A body longer than what comes with the head streams off the app's connection.
+    let n = 3 * 1024 * 1024 + 7;
+    let (head, body) = fetch("GET", url(&format!("/download?n={n}"))).await;
+    assert_eq!(head.status, 200);
+    assert!(body[..] == pattern(0, n)[..], "the long body differs");
+
+    // 50 streams at once, each answered whole.
+    let all = futures_util::future::join_all((0..50).map(|_| fetch("GET", url("/cl")))).await;
+    for (head, body) in all {
+        assert_eq!((head.status.as_u16(), &body[..]), (200, &b"hello"[..]));
+    }
+    // Sequential requests reuse kept app connections rather than opening one each.
+    let before = app.accepted.load(Ordering::SeqCst);
+    for _ in 0..20 {
+        assert_eq!(fetch("GET", url("/cl")).await.0.status, 200);
+    }
+    assert_eq!(app.accepted.load(Ordering::SeqCst), before);
+    // The app closes its side after /bye; the request after it must not see that.
+    for _ in 0..5 {
+        assert_eq!(&fetch("GET", url("/bye")).await.1[..], b"bye");
+        let (head, body) = fetch("GET", url("/cl")).await;
+        assert_eq!((head.status.as_u16(), &body[..]), (200, &b"hello"[..]));
+    }
+}
