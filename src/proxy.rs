@@ -483,7 +483,8 @@ where
             let c = ctx.h1.serve_connection(io, svc).with_upgrades();
             conn::drive(c, |c| c.graceful_shutdown(), &watch, &ctx.limits, info.peer).await
         }
-        // Boxed: most connections are HTTP/1, and an h2 connection's state is large.
+        // `WithStreams` boxes the h2 connection: most connections are HTTP/1, and an h2
+        // connection's state is large.
         conn::Proto::H2 => {
             let exec = streams::LocalStreams::default();
             let c = ctx.h2(exec.clone()).serve_connection(io, svc);

@@ -169,8 +169,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for ClientIo<I> {
 }
 
 /// What one client connection is doing, for its deadlines and the rapid-reset meter.
-/// Shared by the connection task, its requests (h2 runs each in a task of its own) and,
-/// for HTTP/1, its reads.
+/// Shared by the connection task, its requests and, for HTTP/1, its reads.
 pub struct ConnWatch {
     start: Instant,
     /// Requests between their head being parsed and their response ending.

@@ -127,7 +127,9 @@ async fn route(
         });
     }
     if host == crate::admin::HOST {
-        return Ok(crate::admin::handle(ctx, req, conn).await);
+        // Boxed, as the other rare paths below: the handler's future is allocated for every
+        // request, and these would make it several times larger.
+        return Ok(Box::pin(crate::admin::handle(ctx, req, conn)).await);
     }
     let Resolved {
         mut backend,
@@ -161,9 +163,13 @@ async fn route(
         && req.extensions().get::<hyper::ext::Protocol>().is_some()
     {
         forward::prepare_request(&mut req, &backend, &origin);
-        return forward::send_h2_websocket(req, &backend, ctx.limits.connect)
-            .await
-            .map_err(upstream_err);
+        return Box::pin(forward::send_h2_websocket(
+            req,
+            &backend,
+            ctx.limits.connect,
+        ))
+        .await
+        .map_err(upstream_err);
     }
     if ctx.redirect_https && !conn.tls && wants_html && req.method() == http::Method::GET {
         return Ok(redirect_to_https(&host, ctx.port, &req));
@@ -171,9 +177,14 @@ async fn route(
     let upgrade = wants_upgrade(&req);
     if let Some(proto) = upgrade {
         forward::prepare_request(&mut req, &backend, &origin);
-        return forward::send_upgrade(req, proto, &backend, ctx.limits.connect)
-            .await
-            .map_err(upstream_err);
+        return Box::pin(forward::send_upgrade(
+            req,
+            proto,
+            &backend,
+            ctx.limits.connect,
+        ))
+        .await
+        .map_err(upstream_err);
     }
     // A pool keeps what it needs to send a bodiless request again, as nginx's
     // `proxy_next_upstream error` does: an instance that died refuses the connection before
@@ -184,8 +195,9 @@ async fn route(
     let replay = (pool && bodiless).then(|| Replay::of(&req));
     forward::prepare_request(&mut req, &backend, &origin);
     // A bodiless request goes over a kept raw connection (see `upstream::send`); a page
-    // that gets the live-reload tag and a request with a body go through hyper's client.
-    let raw = bodiless && !navigation;
+    // that gets the live-reload tag, a request with a body and a CONNECT (whose answer
+    // turns the connection into a tunnel) go through hyper's client.
+    let raw = bodiless && !navigation && req.method() != http::Method::CONNECT;
     let mut sent = if raw {
         upstream::send(&req, &backend, ctx.limits.connect).await
     } else {

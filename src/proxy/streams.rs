@@ -9,8 +9,9 @@
 //! and [`WithStreams`] polls the queued streams right after the connection, in one task.
 //!
 //! Nothing in a stream blocks the thread (they are the same futures a spawned task would
-//! run), and a tunnel (h2 extended CONNECT) still runs in a task of its own
-//! (`forward::tunnel`), so one connection's streams only ever wait on each other's polls.
+//! run), so one connection's streams only ever wait on each other's polls. A tunnel (h2
+//! extended CONNECT) copies in a task of its own (`forward::tunnel`); hyper's half that
+//! feeds the client's h2 stream is queued here like a stream.
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::future::Future;
@@ -55,7 +56,8 @@ where
 }
 
 /// A connection future together with the streams it started. It ends when the connection
-/// does; streams still running then are dropped, as they could not send anything more.
+/// does; streams still running then are dropped (their requests to apps are cancelled), as
+/// they could not send anything more.
 pub struct WithStreams<C> {
     conn: Pin<Box<C>>,
     streams: FuturesUnordered<Stream>,
@@ -77,11 +79,28 @@ impl<C> WithStreams<C> {
     }
 }
 
+impl<C> Drop for WithStreams<C> {
+    /// Streams queued but not adopted hold the executor (hyper keeps a clone in each), which
+    /// holds them: without this a connection that ended in the same poll that queued one (a
+    /// request then a connection error or EOF in one read) would never be freed.
+    fn drop(&mut self) {
+        let (new, waker) = {
+            let mut q = self.queue.lock();
+            (std::mem::take(&mut q.new), q.waker.take())
+        };
+        drop(new);
+        drop(waker);
+    }
+}
+
 impl<C: Future> Future for WithStreams<C> {
     type Output = C::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<C::Output> {
         let this = self.get_mut();
+        // Streams queued while the connection is polled are adopted right after it, so
+        // the waker is out of the queue meanwhile: queuing them must not wake this task.
+        let waker = this.queue.lock().waker.take();
         // A stream that sends part of its response wakes the connection (to write it), so
         // one more turn of the connection after the streams moved saves a trip through the
         // scheduler. Bounded: a busy connection must not keep the thread to itself.
@@ -89,13 +108,7 @@ impl<C: Future> Future for WithStreams<C> {
             if let Poll::Ready(out) = this.conn.as_mut().poll(cx) {
                 return Poll::Ready(out);
             }
-            let new = {
-                let mut q = this.queue.lock();
-                if !q.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    q.waker = Some(cx.waker().clone());
-                }
-                std::mem::take(&mut q.new)
-            };
+            let new = std::mem::take(&mut this.queue.lock().new);
             let mut moved = !new.is_empty();
             this.streams.extend(new);
             while let Poll::Ready(Some(())) = this.streams.poll_next_unpin(cx) {
@@ -104,6 +117,15 @@ impl<C: Future> Future for WithStreams<C> {
             if !moved {
                 break;
             }
+        }
+        let mut q = this.queue.lock();
+        q.waker = match waker {
+            Some(w) if w.will_wake(cx.waker()) => Some(w),
+            _ => Some(cx.waker().clone()),
+        };
+        // Queued by a stream just polled (an upgrade's half): adopted on the next poll.
+        if !q.new.is_empty() {
+            cx.waker().wake_by_ref();
         }
         Poll::Pending
     }
@@ -151,5 +173,27 @@ mod tests {
             .unwrap();
         done_tx.send(()).unwrap();
         assert_eq!(task.await.unwrap(), 7);
+    }
+
+    /// A stream queued in the poll where the connection ends is never run, and it is freed
+    /// with the connection even though it holds the executor (as hyper's streams do).
+    #[tokio::test]
+    async fn a_stream_queued_as_the_connection_ends_is_freed() {
+        let exec = LocalStreams::default();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let inner = exec.clone();
+        let conn = async move {
+            let held = inner.clone();
+            inner.execute(async move {
+                let _held = held;
+                let _ = tx.send(());
+            });
+        };
+        WithStreams::new(conn, exec).await;
+        // The sender was dropped unsent: the stream was freed, not run and not leaked.
+        let freed = tokio::time::timeout(std::time::Duration::from_secs(5), rx)
+            .await
+            .expect("the queued stream was leaked");
+        assert!(freed.is_err(), "the queued stream ran");
     }
 }

@@ -523,11 +523,12 @@ pub async fn send<B>(
             {
                 continue;
             }
-            let name = http::HeaderName::from_bytes(h.name.as_bytes());
-            let value = http::HeaderValue::from_bytes(h.value);
-            if let (Ok(name), Ok(value)) = (name, value) {
-                map.append(name, value);
-            }
+            // What hyper's client would refuse is a bad answer here too (502).
+            let name = http::HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|e| ForwardError::Exchange(e.into()))?;
+            let value = http::HeaderValue::from_bytes(h.value)
+                .map_err(|e| ForwardError::Exchange(e.into()))?;
+            map.append(name, value);
         }
     }
     let first = &buf[parsed.len..parsed.filled];
@@ -554,7 +555,7 @@ pub async fn send<B>(
         buf: rest,
         framing,
         keep_alive: parsed.keep_alive,
-        _guard: guard,
+        guard: Some(guard),
     });
     Ok(resp)
 }
@@ -568,7 +569,7 @@ pub struct AppBody {
     framing: Framing,
     keep_alive: bool,
     /// The request counts as in flight to the instance until its body ends (drain).
-    _guard: InflightGuard,
+    guard: Option<InflightGuard>,
 }
 
 impl AppBody {
@@ -606,22 +607,37 @@ impl AppBody {
 
     /// The body ended as framed: keep the connection if nothing follows it.
     fn finish(&mut self) {
+        self.guard = None;
         if let Some(up) = self.up.take() {
-            if self.keep_alive && self.buf.is_empty() {
+            if self.keep_alive
+                && self.buf.is_empty()
+                && !matches!(self.framing, Framing::UntilClose)
+            {
                 up.release();
             }
         }
     }
 
+    /// The body cannot go on: the connection is closed, not kept.
+    fn fail(&mut self, e: io::Error) -> Poll<Option<io::Result<Bytes>>> {
+        self.guard = None;
+        self.up = None;
+        Poll::Ready(Some(Err(e)))
+    }
+
     pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
         loop {
             match self.take() {
-                Ok(Some(data)) => return Poll::Ready(Some(Ok(data))),
-                Ok(None) => {}
-                Err(e) => {
-                    self.up = None;
-                    return Poll::Ready(Some(Err(e)));
+                Ok(Some(data)) => {
+                    // hyper stops polling once `is_end_stream` says so, so the body's last
+                    // bytes are where the connection goes back to the instance.
+                    if self.done() && self.buf.is_empty() {
+                        self.finish();
+                    }
+                    return Poll::Ready(Some(Ok(data)));
                 }
+                Ok(None) => {}
+                Err(e) => return self.fail(e),
             }
             if self.done() {
                 self.finish();
@@ -639,21 +655,19 @@ impl AppBody {
                 &mut self.buf,
             ) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => {
-                    self.up = None;
-                    return Poll::Ready(Some(Err(e)));
-                }
+                Poll::Ready(Err(e)) => return self.fail(e),
                 Poll::Ready(Ok(n)) => n,
             };
             if n == 0 {
-                self.up = None;
                 if matches!(self.framing, Framing::UntilClose) {
+                    self.up = None;
+                    self.finish();
                     return Poll::Ready(None);
                 }
-                return Poll::Ready(Some(Err(io::Error::new(
+                return self.fail(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "the app closed the connection mid-body",
-                ))));
+                ));
             }
         }
     }

@@ -724,6 +724,14 @@ async fn an_h2_client_gets_every_framing_over_kept_app_connections() {
     assert_eq!(head.status, 200);
     assert!(body[..] == pattern(0, n)[..], "the long body differs");
 
+    // A streamed body with a length gives its app connection back when it ends.
+    let before = app.accepted.load(Ordering::SeqCst);
+    for _ in 0..5 {
+        let (head, body) = fetch("GET", url("/download?n=200000")).await;
+        assert_eq!((head.status.as_u16(), body.len()), (200, 200000));
+    }
+    assert!(app.accepted.load(Ordering::SeqCst) <= before + 1);
+
     // 50 streams at once, each answered whole.
     let all = futures_util::future::join_all((0..50).map(|_| fetch("GET", url("/cl")))).await;
     for (head, body) in all {
