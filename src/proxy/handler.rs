@@ -193,11 +193,18 @@ async fn route(
     // take down the whole pool).
     let bodiless = http_body::Body::is_end_stream(req.body());
     let replay = (pool && bodiless).then(|| Replay::of(&req));
+    let wants_trailers = req
+        .headers()
+        .get_all(header::TE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
     forward::prepare_request(&mut req, &backend, &origin);
     // A bodiless request goes over a kept raw connection (see `upstream::send`); a page
-    // that gets the live-reload tag, a request with a body and a CONNECT (whose answer
-    // turns the connection into a tunnel) go through hyper's client.
-    let raw = bodiless && !navigation && req.method() != http::Method::CONNECT;
+    // that gets the live-reload tag, a request with a body, a CONNECT (whose answer turns
+    // the connection into a tunnel) and a client asking for trailers (`TE: trailers`, as
+    // gRPC clients send; the raw path drops them) go through hyper's client.
+    let raw = bodiless && !navigation && !wants_trailers && req.method() != http::Method::CONNECT;
     let mut sent = if raw {
         upstream::send(&req, &backend, ctx.limits.connect).await
     } else {

@@ -708,6 +708,25 @@ async fn an_h2_client_gets_every_framing_over_kept_app_connections() {
         // A length from the app that is not the body's framing is not passed on.
         assert!(head.headers.get("transfer-encoding").is_none(), "{path}");
     }
+    // A client that asks for trailers gets the app's.
+    let req = hyper::Request::get(url("/chunked"))
+        .header("te", "trailers")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = tokio::time::timeout(WAIT, send.clone().send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    let got = tokio::time::timeout(WAIT, resp.into_body().collect())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        got.trailers().and_then(|t| t.get("x-trailer")),
+        Some(&http::HeaderValue::from_static("t"))
+    );
+    assert_eq!(&got.to_bytes()[..], b"hello world");
+
     let (head, body) = fetch("GET", url("/bad")).await;
     assert_eq!(head.status, 502, "{body:?}");
     for (path, status) in [("/204", 204), ("/304", 304)] {
