@@ -128,7 +128,7 @@ async fn route(
     }
     if host == crate::admin::HOST {
         // Boxed, as the other rare paths below: the handler's future is allocated for every
-        // request, and these would make it several times larger.
+        // request, and these made it 4.5 KiB instead of 3.1.
         return Ok(Box::pin(crate::admin::handle(ctx, req, conn)).await);
     }
     let Resolved {
