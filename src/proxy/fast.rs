@@ -18,8 +18,8 @@ use super::conn::{ClientIo, ConnWatch, Exchange, RawTcp};
 use super::forward::{self, ForwardError, MAX_HOPS};
 use super::handler::{ProxyError, VERSION};
 use super::upstream::{
-    named_by_connection, read_response_head, still_open, Framing, HeadError, ResponseHead,
-    SpareBuf, Upstream, MAX_RESPONSE_HEADERS,
+    push_header, read_response_head, still_open, Framing, HeadError, ResponseHead,
+    ResponseHeaderFilter, SpareBuf, Upstream, MAX_RESPONSE_HEADERS,
 };
 use super::{pages, reload, ConnError, ConnInfo, Ctx};
 use crate::metrics::RequestMeter;
@@ -663,13 +663,6 @@ fn plain_uri_byte(b: u8) -> bool {
     matches!(b, b'!' | b'$'..=b';' | b'=' | b'?'..=b'_' | b'a'..=b'z' | b'{' | b'|' | b'}' | b'~')
 }
 
-fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
 /// What the request's headers say, gathered in one pass.
 #[derive(Default)]
 struct RequestFacts<'b> {
@@ -749,13 +742,7 @@ impl ResponseHead {
         let mut resp = httparse::Response::new(&mut headers);
         // Parsed before, so it parses again the same way.
         let _ = resp.parse(&buf[..self.len]);
-        let names = resp.headers.iter().any(|h| {
-            h.name.eq_ignore_ascii_case("connection")
-                && h.value
-                    .split(|&b| b == b',')
-                    .map(<[u8]>::trim_ascii)
-                    .any(|t| forward::names_a_header(std::str::from_utf8(t).unwrap_or("")))
-        });
+        let filter = ResponseHeaderFilter::new(resp.headers, framing);
         let passes_te = matches!(framing, Framing::Chunked(_));
         let _ = write!(out, "HTTP/1.1 {} ", self.status);
         out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
@@ -769,14 +756,7 @@ impl ResponseHead {
                 }
                 continue;
             }
-            if forward::is_hop_by_hop(name)
-                || name.eq_ignore_ascii_case("x-portok")
-                || (name.eq_ignore_ascii_case("content-length")
-                    && matches!(framing, Framing::Chunked(_) | Framing::UntilClose))
-                || (names
-                    && !name.eq_ignore_ascii_case("content-length")
-                    && named_by_connection(resp.headers, name))
-            {
+            if !filter.passes(resp.headers, name) {
                 continue;
             }
             push_header(out, name.as_bytes(), h.value);

@@ -109,6 +109,49 @@ pub(super) fn named_by_connection(headers: &[httparse::Header<'_>], name: &str) 
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
 }
 
+/// One header line of an HTTP/1.1 head.
+pub(super) fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The app's response headers as the client gets them, on both paths (the fast path writes
+/// them, [`send`] builds a map): no hop-by-hop header, none the app's `Connection` names,
+/// not our own tag (set afresh), and no `Content-Length` beside other framing.
+pub(super) struct ResponseHeaderFilter {
+    /// The app's `Connection` names headers (rare; only then is each one checked).
+    names: bool,
+    /// The body is not delimited by its length, so a Content-Length is not its framing.
+    drop_length: bool,
+}
+
+impl ResponseHeaderFilter {
+    pub(super) fn new(headers: &[httparse::Header<'_>], framing: &Framing) -> Self {
+        let names = headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("connection")
+                && h.value
+                    .split(|&b| b == b',')
+                    .map(<[u8]>::trim_ascii)
+                    .any(|t| forward::names_a_header(std::str::from_utf8(t).unwrap_or("")))
+        });
+        ResponseHeaderFilter {
+            names,
+            drop_length: matches!(framing, Framing::Chunked(_) | Framing::UntilClose),
+        }
+    }
+
+    pub(super) fn passes(&self, headers: &[httparse::Header<'_>], name: &str) -> bool {
+        let length = name.eq_ignore_ascii_case("content-length");
+        !(forward::is_hop_by_hop(name)
+            || name.eq_ignore_ascii_case("x-portok")
+            || (length && self.drop_length)
+            // `Connection: content-length` must not unframe the body.
+            || (self.names && !length && named_by_connection(headers, name)))
+    }
+}
+
 /// How the response body is delimited, as RFC 9112 6.3 reads the app's headers.
 pub(super) enum Framing {
     None,
@@ -466,10 +509,7 @@ pub async fn send<B>(
     );
     head.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in req.headers() {
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
+        push_header(&mut head, name.as_str().as_bytes(), value.as_bytes());
     }
     head.extend_from_slice(b"\r\n");
     let idempotent = req.method().is_idempotent();
@@ -508,19 +548,10 @@ pub async fn send<B>(
         let _ = r.parse(&buf[..parsed.len]);
         let map = resp.headers_mut();
         map.reserve(r.headers.len());
-        // A length beside chunked framing (or none) is not the body's: dropped, as
-        // the fast path does, so the client cannot be told two lengths.
-        let drop_length = matches!(framing, Framing::Chunked(_) | Framing::UntilClose);
-        // Hop-by-hop headers are left out here rather than removed from the map after.
-        let connection = r
-            .headers
-            .iter()
-            .any(|h| h.name.eq_ignore_ascii_case("connection"));
+        // Left out here rather than removed from the map after.
+        let filter = ResponseHeaderFilter::new(r.headers, &framing);
         for h in r.headers.iter() {
-            if (drop_length && h.name.eq_ignore_ascii_case("content-length"))
-                || forward::is_hop_by_hop(h.name)
-                || (connection && named_by_connection(r.headers, h.name))
-            {
+            if !filter.passes(r.headers, h.name) {
                 continue;
             }
             // What hyper's client would refuse is a bad answer here too (502).
