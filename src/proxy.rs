@@ -99,7 +99,7 @@ pub struct Ctx {
     pub conn_permits: Arc<tokio::sync::Semaphore>,
     /// `proxy start --redirect-https`: browsers' plain-HTTP navigations get a 308.
     pub redirect_https: bool,
-    /// Turns for requests (`--max-inflight`), see [`take_turn`].
+    /// Turns for exchanges through hyper's client (`--max-inflight`), see [`Ctx::in_turn`].
     turns: Option<tokio::sync::Semaphore>,
     /// Plain HTTP/1.1 requests take the [`fast`] path (off with `PORTOK_NO_FAST_PATH=1`).
     fast_path: bool,
@@ -470,7 +470,10 @@ where
         let exchange = conn::Exchange::begin(svc_watch.clone());
         let ctx = svc_ctx.clone();
         async move {
-            let resp = match take_turn(&ctx, req, info).await {
+            // Boxed: hyper keeps a connection's request future in one allocation for the
+            // connection's whole life; the handler's is several KiB, and this way it is held
+            // only while a request is being worked on.
+            let resp = match Box::pin(handler::handle(ctx, req, info)).await {
                 Ok(resp) => resp,
                 Err(never) => match never {},
             };
@@ -501,38 +504,37 @@ where
     }
 }
 
-/// How long a request keeps its turn (see [`take_turn`]).
+/// How long an exchange keeps its turn (see [`Ctx::in_turn`]).
 const TURN: Duration = Duration::from_secs(1);
 
-/// Handle a request in its turn. At most `--max-inflight` requests are worked on at once
-/// (across all apps); the others wait in line, on the client's connection, without an
-/// upstream connection of their own. Each upstream connection costs some 30 KiB in hyper, so
-/// a burst of thousands of requests would otherwise mean thousands of them. A request gives
-/// its turn up when its response head is ready or after [`TURN`], whichever is first, so
-/// long polls, slow apps and an app calling another through portok never hold the line up
-/// for more than that.
-async fn take_turn(
-    ctx: &Arc<Ctx>,
-    req: http::Request<hyper::body::Incoming>,
-    info: ConnInfo,
-) -> Result<http::Response<forward::ProxyBody>, std::convert::Infallible> {
-    let turn = match &ctx.turns {
-        Some(turns) => turns.acquire().await.ok(),
-        None => None,
-    };
-    // Boxed: hyper keeps a connection's request future in one allocation for the
-    // connection's whole life; the handler's is several KiB, and this way it is held only
-    // while a request is being worked on.
-    let mut fut = Box::pin(handler::handle(ctx.clone(), req, info));
-    let Some(turn) = turn else {
-        return fut.await;
-    };
-    tokio::select! {
-        biased;
-        r = &mut fut => r,
-        _ = tokio::time::sleep(TURN) => {
-            drop(turn);
-            fut.await
+impl Ctx {
+    /// Run an exchange through hyper's client in its turn. At most `--max-inflight` of them
+    /// (across all apps) are worked on at once; the others wait in line, on the client's
+    /// connection, without an upstream connection of their own. Each of hyper's upstream
+    /// connections costs some 30 KiB, so a burst of thousands of requests with bodies would
+    /// otherwise mean thousands of them. Bodiless requests go over kept raw connections of a
+    /// few KiB (the fast path's, see `upstream::send`) and take no turn, as plain HTTP/1.1
+    /// on the fast path never did: a turn costs a timer per request.
+    ///
+    /// An exchange gives its turn up when its response head is ready or after [`TURN`],
+    /// whichever is first, so long polls, slow apps and an app calling another through
+    /// portok never hold the line up for more than that.
+    pub async fn in_turn<F: std::future::Future>(&self, exchange: F) -> F::Output {
+        let turn = match &self.turns {
+            Some(turns) => turns.acquire().await.ok(),
+            None => None,
+        };
+        let Some(turn) = turn else {
+            return exchange.await;
+        };
+        tokio::pin!(exchange);
+        tokio::select! {
+            biased;
+            r = &mut exchange => r,
+            _ = tokio::time::sleep(TURN) => {
+                drop(turn);
+                exchange.await
+            }
         }
     }
 }

@@ -258,18 +258,20 @@ pub fn names_a_header(token: &str) -> bool {
 }
 
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Only allocate when Connection names extra headers, which is rare.
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        if let Ok(list) = conn.to_str() {
-            let named: Vec<HeaderName> = list
-                .split(',')
-                .map(str::trim)
-                .filter(|t| names_a_header(t))
-                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-                .collect();
-            for n in named {
-                headers.remove(n);
-            }
+    // Only allocate when Connection names extra headers, which is rare. Every Connection
+    // line counts: repeated, they make one list (RFC 9110 5.3).
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|list| list.split(','))
+            .map(str::trim)
+            .filter(|t| names_a_header(t))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for n in named {
+            headers.remove(n);
         }
     }
     // Most messages have none of them (HTTP/2 has none by rule): one pass comparing names
@@ -333,7 +335,7 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
         value.extend_from_slice(prev.as_bytes());
         value.extend_from_slice(b", ");
     }
-    let _ = write!(value, "{}", peer.ip());
+    push_ip(&mut value, peer.ip());
     if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
         headers.insert("x-forwarded-for", v);
     }
@@ -355,10 +357,17 @@ fn append_forwarded(headers: &mut HeaderMap, origin: &Origin<'_>, proto: &str) {
 /// The element portok adds to `Forwarded` (RFC 7239): an IPv6 client is quoted and
 /// bracketed, and a host with characters outside a token becomes a quoted string.
 pub fn forwarded_element(out: &mut Vec<u8>, ip: IpAddr, host: &[u8], proto: &str) {
-    let _ = match ip {
-        IpAddr::V4(ip) => write!(out, "for={ip}"),
-        IpAddr::V6(ip) => write!(out, "for=\"[{ip}]\""),
-    };
+    match ip {
+        IpAddr::V4(_) => {
+            out.extend_from_slice(b"for=");
+            push_ip(out, ip);
+        }
+        IpAddr::V6(_) => {
+            out.extend_from_slice(b"for=\"[");
+            push_ip(out, ip);
+            out.extend_from_slice(b"]\"");
+        }
+    }
     let token = host
         .iter()
         .all(|c| c.is_ascii_alphanumeric() || b".-_:[]".contains(c));
@@ -377,6 +386,39 @@ pub fn forwarded_element(out: &mut Vec<u8>, ip: IpAddr, host: &[u8], proto: &str
     }
     out.extend_from_slice(b";proto=");
     out.extend_from_slice(proto.as_bytes());
+}
+
+/// An address as `Display` writes it, without the formatting machinery for IPv4 (every
+/// request writes the client's address twice).
+pub fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_decimal(out, u64::from(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// A number in decimal, as `Display` writes it.
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 #[derive(Debug, thiserror::Error)]

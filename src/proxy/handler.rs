@@ -163,13 +163,14 @@ async fn route(
         && req.extensions().get::<hyper::ext::Protocol>().is_some()
     {
         forward::prepare_request(&mut req, &backend, &origin);
-        return Box::pin(forward::send_h2_websocket(
-            req,
-            &backend,
-            ctx.limits.connect,
-        ))
-        .await
-        .map_err(upstream_err);
+        return ctx
+            .in_turn(Box::pin(forward::send_h2_websocket(
+                req,
+                &backend,
+                ctx.limits.connect,
+            )))
+            .await
+            .map_err(upstream_err);
     }
     if ctx.redirect_https && !conn.tls && wants_html && req.method() == http::Method::GET {
         return Ok(redirect_to_https(&host, ctx.port, &req));
@@ -177,46 +178,68 @@ async fn route(
     let upgrade = wants_upgrade(&req);
     if let Some(proto) = upgrade {
         forward::prepare_request(&mut req, &backend, &origin);
-        return Box::pin(forward::send_upgrade(
-            req,
-            proto,
-            &backend,
-            ctx.limits.connect,
-        ))
-        .await
-        .map_err(upstream_err);
+        return ctx
+            .in_turn(Box::pin(forward::send_upgrade(
+                req,
+                proto,
+                &backend,
+                ctx.limits.connect,
+            )))
+            .await
+            .map_err(upstream_err);
     }
-    // A pool keeps what it needs to send a bodiless request again, as nginx's
-    // `proxy_next_upstream error` does: an instance that died refuses the connection before
-    // a byte was sent (any method is safe to resend then), or drops it before answering
-    // (resent once, and only for idempotent methods, so a request that kills the app cannot
-    // take down the whole pool).
     let bodiless = http_body::Body::is_end_stream(req.body());
-    let replay = (pool && bodiless).then(|| Replay::of(&req));
     let wants_trailers = req
         .headers()
         .get_all(header::TE)
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
-    forward::prepare_request(&mut req, &backend, &origin);
     // A bodiless request goes over a kept raw connection (see `upstream::send`); a page
     // that gets the live-reload tag, a request with a body, a CONNECT (whose answer turns
     // the connection into a tunnel) and a client asking for trailers (`TE: trailers`, as
     // gRPC clients send; the raw path drops them) go through hyper's client.
     let raw = bodiless && !navigation && !wants_trailers && req.method() != http::Method::CONNECT;
-    let mut sent = if raw {
-        upstream::send(&req, &backend, ctx.limits.connect).await
+    // What to send (again): the raw head names no instance, so it goes as it is to another;
+    // for hyper's client a pool keeps the parts of a bodiless request.
+    enum Outgoing {
+        Raw(Vec<u8>, http::Method),
+        Hyper(Option<Replay>),
+    }
+    let outgoing = if raw {
+        Outgoing::Raw(upstream::request_head(&req, &origin), req.method().clone())
     } else {
-        forward::send(&ctx.client, req.map(UpstreamBody::Client), &backend).await
+        Outgoing::Hyper((pool && bodiless).then(|| Replay::of(&req)))
     };
-    if let Some(replay) = replay {
+    let mut sent = match &outgoing {
+        Outgoing::Raw(head, method) => {
+            upstream::send(head, method, &backend, ctx.limits.connect).await
+        }
+        Outgoing::Hyper(_) => {
+            forward::prepare_request(&mut req, &backend, &origin);
+            ctx.in_turn(forward::send(
+                &ctx.client,
+                req.map(UpstreamBody::Client),
+                &backend,
+            ))
+            .await
+        }
+    };
+    // A pool resends as nginx's `proxy_next_upstream error` does: an instance that died
+    // refuses the connection before a byte was sent (any method is safe to resend then),
+    // or drops it before answering (resent once, and only for idempotent methods, so a
+    // request that kills the app cannot take down the whole pool).
+    let resendable = match &outgoing {
+        Outgoing::Raw(_, method) => pool.then_some(method),
+        Outgoing::Hyper(replay) => replay.as_ref().map(|r| &r.method),
+    };
+    if let Some(method) = resendable {
         let mut resent_after_exchange = false;
         loop {
             match &sent {
                 Err(ForwardError::Connect(_)) => backend.mark_down(),
                 Err(ForwardError::Exchange(_))
-                    if replay.method.is_idempotent() && !resent_after_exchange =>
+                    if method.is_idempotent() && !resent_after_exchange =>
                 {
                     resent_after_exchange = true
                 }
@@ -229,12 +252,17 @@ async fn route(
             backend = next.clone();
             drop(table);
             debug!(host = %host, port = backend.port, "instance failed; trying another");
-            let mut again = replay.request();
-            forward::prepare_request(&mut again, &backend, &origin);
-            sent = if raw {
-                upstream::send(&again, &backend, ctx.limits.connect).await
-            } else {
-                forward::send(&ctx.client, again, &backend).await
+            sent = match &outgoing {
+                Outgoing::Raw(head, method) => {
+                    upstream::send(head, method, &backend, ctx.limits.connect).await
+                }
+                Outgoing::Hyper(replay) => {
+                    let replay = replay.as_ref().expect("resent only with a replay");
+                    let mut again = replay.request();
+                    forward::prepare_request(&mut again, &backend, &origin);
+                    ctx.in_turn(forward::send(&ctx.client, again, &backend))
+                        .await
+                }
             };
         }
     }

@@ -239,12 +239,22 @@ async fn slow_app(delay: Duration) -> u16 {
     port
 }
 
+/// A POST with a small body: it goes through hyper's client, which takes a turn.
+async fn post(addr: std::net::SocketAddr, host: &str) -> Reply {
+    let req = hyper::Request::post("/")
+        .header("host", host)
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"x")))
+        .unwrap();
+    request(addr, req).await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn requests_over_max_inflight_wait_their_turn_and_slow_ones_do_not_hold_it() {
     let p = Portok::new();
     let b = backend("b").await;
     let slow = slow_app(Duration::from_secs(4)).await;
-    // Turns are hyper's (the HTTP/1.1 fast path holds no upstream state worth limiting).
+    // Turns are for exchanges through hyper's client (requests with a body here); the
+    // HTTP/1.1 fast path and bodiless requests hold no upstream state worth limiting.
     let out = p
         .command()
         .env("PORTOK_NO_FAST_PATH", "1")
@@ -256,7 +266,7 @@ async fn requests_over_max_inflight_wait_their_turn_and_slow_ones_do_not_hold_it
     p.ok(&["alias", "slow", &slow.to_string()]);
     // Many at once through one turn: every one is answered.
     let many: Vec<_> = (0..20)
-        .map(|_| tokio::spawn(get(p.addr(), "web.localhost", "/")))
+        .map(|_| tokio::spawn(post(p.addr(), "web.localhost")))
         .collect();
     for r in many {
         let r = tokio::time::timeout(Duration::from_secs(10), r)
@@ -265,18 +275,33 @@ async fn requests_over_max_inflight_wait_their_turn_and_slow_ones_do_not_hold_it
             .unwrap();
         assert_eq!(r.status, 200);
     }
-    // Two slow requests take the turn first; a fast one behind them is answered long before
-    // they are (each gives the turn up after 1 s).
+    // Two slow requests take the turn in turn; a fast one behind them is answered long
+    // before they are (each gives the turn up after 1 s), but only after both had it.
     let start = Instant::now();
     let slow_reqs: Vec<_> = (0..2)
-        .map(|_| tokio::spawn(get(p.addr(), "slow.localhost", "/")))
+        .map(|_| tokio::spawn(post(p.addr(), "slow.localhost")))
         .collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let fast = tokio::time::timeout(Duration::from_secs(10), get(p.addr(), "web.localhost", "/"))
+    // A bodiless request takes no turn: it is answered at once, while both wait.
+    let bodiless =
+        tokio::time::timeout(Duration::from_secs(10), get(p.addr(), "web.localhost", "/"))
+            .await
+            .expect("the bodiless request is answered");
+    let bodiless_at = start.elapsed();
+    assert_eq!(bodiless.status, 200);
+    assert!(
+        bodiless_at < Duration::from_millis(900),
+        "a bodiless request waited {bodiless_at:?} for a turn"
+    );
+    let fast = tokio::time::timeout(Duration::from_secs(10), post(p.addr(), "web.localhost"))
         .await
         .expect("the fast request is answered");
     let fast_at = start.elapsed();
     assert_eq!(fast.status, 200);
+    assert!(
+        fast_at >= Duration::from_millis(1900),
+        "the fast request took no turn: answered after {fast_at:?} with both slow ones in line"
+    );
     assert!(
         fast_at < Duration::from_millis(3500),
         "the fast request waited {fast_at:?} behind slow ones"
