@@ -617,6 +617,16 @@ pub async fn send(
         parsed.framing
     };
     let buf = &spare.0;
+    let first = &buf[parsed.len..parsed.filled];
+    // The whole body came with the head (the common small response): done here.
+    let whole = match &framing {
+        Framing::None => Some(0),
+        Framing::Length(n) if first.len() as u64 >= *n => Some(*n as usize),
+        _ => None,
+    };
+    // The head (and a whole body) copied out of the read buffer in one piece, which the
+    // header values and the body share: one allocation instead of one per header.
+    let kept = Bytes::copy_from_slice(&buf[..parsed.len + whole.unwrap_or(0)]);
     let mut resp = http::Response::new(ProxyBody::empty());
     *resp.status_mut() =
         http::StatusCode::from_u16(parsed.status).map_err(|e| ForwardError::Exchange(e.into()))?;
@@ -624,7 +634,7 @@ pub async fn send(
         let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
         let mut r = httparse::Response::new(&mut headers);
         // Parsed before, so it parses again the same way.
-        let _ = r.parse(&buf[..parsed.len]);
+        let _ = r.parse(&kept[..parsed.len]);
         let map = resp.headers_mut();
         map.reserve(r.headers.len());
         // Left out here rather than removed from the map after.
@@ -636,21 +646,14 @@ pub async fn send(
             // What hyper's client would refuse is a bad answer here too (502).
             let name = http::HeaderName::from_bytes(h.name.as_bytes())
                 .map_err(|e| ForwardError::Exchange(e.into()))?;
-            let value = http::HeaderValue::from_bytes(h.value)
+            let value = http::HeaderValue::from_maybe_shared(kept.slice_ref(h.value))
                 .map_err(|e| ForwardError::Exchange(e.into()))?;
             map.append(name, value);
         }
     }
-    let first = &buf[parsed.len..parsed.filled];
-    // The whole body came with the head (the common small response): done here.
-    let whole = match &framing {
-        Framing::None => Some(0),
-        Framing::Length(n) if first.len() as u64 >= *n => Some(*n as usize),
-        _ => None,
-    };
     if let Some(n) = whole {
         if n > 0 {
-            *resp.body_mut() = ProxyBody::full(Bytes::copy_from_slice(&first[..n]));
+            *resp.body_mut() = ProxyBody::full(kept.slice(parsed.len..));
         }
         // Bytes past the body are not ours to pass on: that connection is not kept.
         if parsed.keep_alive && first.len() == n {
