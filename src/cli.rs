@@ -225,9 +225,9 @@ pub struct LimitArgs {
     /// Open client connections at most; more are refused (closed at once)
     #[arg(long, value_name = "N", default_value_t = 4096)]
     pub max_connections: usize,
-    /// Requests with a body (or upgrades) worked on at once at most, across all apps; more
+    /// Requests opening app connections worked on at once at most, across all apps; more
     /// wait their turn (a turn ends with the response head or after 1 s). Bounds memory
-    /// under a burst; requests without a body take no turn; 0: no limit
+    /// under a burst; a request without a body over a kept connection takes none; 0: no limit
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_inflight: usize,
     /// Do not count requests per route (only to measure what counting costs)

@@ -508,26 +508,42 @@ where
 const TURN: Duration = Duration::from_secs(1);
 
 impl Ctx {
-    /// Run an exchange through hyper's client in its turn. At most `--max-inflight` of them
-    /// (across all apps) are worked on at once; the others wait in line, on the client's
-    /// connection, without an upstream connection of their own. Each of hyper's upstream
-    /// connections costs some 30 KiB, so a burst of thousands of requests with bodies would
-    /// otherwise mean thousands of them. Bodiless requests go over kept raw connections of a
-    /// few KiB (the fast path's, see `upstream::send`) and take no turn, as plain HTTP/1.1
-    /// on the fast path never did: a turn costs a timer per request.
+    /// Run an exchange with `backend` in its turn. At most `--max-inflight` exchanges that
+    /// open app connections (across all apps) are worked on at once; the others wait in
+    /// line, on the client's connection, without an upstream connection of their own. Each
+    /// of hyper's upstream connections costs some 30 KiB, and every new one a socket, so a
+    /// burst of thousands of requests would otherwise mean thousands of them. A bodiless
+    /// request that finds a kept app connection takes no turn (see `handler::send_raw`), as
+    /// plain HTTP/1.1 on the fast path never did: a turn costs a timer.
     ///
     /// An exchange gives its turn up when its response head is ready or after [`TURN`],
     /// whichever is first, so long polls, slow apps and an app calling another through
-    /// portok never hold the line up for more than that.
-    pub async fn in_turn<F: std::future::Future>(&self, exchange: F) -> F::Output {
-        let turn = match &self.turns {
-            Some(turns) => turns.acquire().await.ok(),
-            None => None,
+    /// portok never hold the line up for more than that. While it waits it counts as in
+    /// flight to `backend`, which was picked before: a switch drains it like a request.
+    pub async fn in_turn<F: std::future::Future>(
+        &self,
+        backend: &Arc<crate::routes::Backend>,
+        exchange: F,
+    ) -> F::Output {
+        let Some(turns) = &self.turns else {
+            return exchange.await;
         };
+        let waiting = backend.hold();
+        let turn = turns.acquire().await.ok();
+        tokio::pin!(exchange);
+        // The exchange counts itself in flight when it starts: the wait's count ends there.
+        let started = std::future::poll_fn(|cx| match exchange.as_mut().poll(cx) {
+            std::task::Poll::Ready(out) => std::task::Poll::Ready(Some(out)),
+            std::task::Poll::Pending => std::task::Poll::Ready(None),
+        })
+        .await;
+        drop(waiting);
+        if let Some(out) = started {
+            return out;
+        }
         let Some(turn) = turn else {
             return exchange.await;
         };
-        tokio::pin!(exchange);
         tokio::select! {
             biased;
             r = &mut exchange => r,
@@ -576,6 +592,70 @@ fn detach_head<B>(req: &mut http::Request<B>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
+
+    /// A request waiting for its turn was sent to an instance picked before the wait, so it
+    /// counts as in flight there (a switch's drain waits for it) until its exchange starts
+    /// and counts itself.
+    #[tokio::test]
+    async fn waiting_for_a_turn_counts_as_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            max_inflight: 1,
+            ..Limits::default()
+        };
+        let ctx = Arc::new(Ctx::new(
+            crate::state::StateDir::at(dir.path().to_path_buf()),
+            0,
+            limits,
+            None,
+            Arc::new(crate::metrics::Metrics::default()),
+            String::new(),
+        ));
+        let b = Arc::new(crate::routes::Backend::new(1, 1));
+        let inflight = |b: &crate::routes::Backend| b.inflight.load(Ordering::SeqCst);
+        let wait = |b: Arc<crate::routes::Backend>, n: usize| async move {
+            tokio::time::timeout(Duration::from_secs(5), async {
+                while b.inflight.load(Ordering::SeqCst) != n {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("in flight never became {n}"));
+        };
+        let (release, held) = tokio::sync::oneshot::channel::<()>();
+        let first = tokio::spawn({
+            let (ctx, b) = (ctx.clone(), b.clone());
+            async move {
+                let exchange = async {
+                    let _counted = b.enter();
+                    let _ = held.await;
+                };
+                ctx.in_turn(&b, exchange).await
+            }
+        });
+        wait(b.clone(), 1).await;
+        let second = tokio::spawn({
+            let (ctx, b) = (ctx.clone(), b.clone());
+            async move {
+                let exchange = async {
+                    let _counted = b.enter();
+                };
+                ctx.in_turn(&b, exchange).await
+            }
+        });
+        // The second waits for the turn the first holds, and counts meanwhile.
+        wait(b.clone(), 2).await;
+        release.send(()).unwrap();
+        first.await.unwrap();
+        second.await.unwrap();
+        assert_eq!(inflight(&b), 0, "a count outlived its request");
+        assert_eq!(
+            b.requests.load(Ordering::SeqCst),
+            2,
+            "waiting counted a request"
+        );
+    }
 
     #[test]
     fn a_detached_head_no_longer_points_into_the_read_buffer() {

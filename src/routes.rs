@@ -155,8 +155,14 @@ impl Backend {
 
     /// Count one request in flight until the guard drops (when the response body ends).
     pub fn enter(self: &Arc<Self>) -> InflightGuard {
-        self.inflight.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
+        self.hold()
+    }
+
+    /// Count as in flight without counting a request: one waiting for its turn to be sent
+    /// here, so that a switch's drain does not stop this instance under it.
+    pub fn hold(self: &Arc<Self>) -> InflightGuard {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
         InflightGuard(self.clone())
     }
 }

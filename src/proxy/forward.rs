@@ -283,6 +283,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// An HTTP/2 client may send each cookie as a field of its own (RFC 9113 8.2.3); the app
+/// gets them on one line, joined with "; ", as HTTP/1.1 has them (many apps read only one).
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut all = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (all.next(), all.next()) else {
+        return;
+    };
+    let mut line = first.as_bytes().to_vec();
+    for v in headers.get_all(header::COOKIE).iter().skip(1) {
+        line.extend_from_slice(b"; ");
+        line.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(line)) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
 /// Facts about the incoming request that forwarding records in headers.
 pub struct Origin<'a> {
     pub peer: SocketAddr,
@@ -307,6 +324,7 @@ pub fn prepare_request<B>(req: &mut Request<B>, backend: &Backend, origin: &Orig
     *req.version_mut() = Version::HTTP_11;
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
+    join_cookies(headers);
     // Room for the headers added below in one step: a request with few headers would
     // otherwise grow (and rehash) the map more than once.
     headers.reserve(7);

@@ -164,11 +164,14 @@ async fn route(
     {
         forward::prepare_request(&mut req, &backend, &origin);
         return ctx
-            .in_turn(Box::pin(forward::send_h2_websocket(
-                req,
+            .in_turn(
                 &backend,
-                ctx.limits.connect,
-            )))
+                Box::pin(forward::send_h2_websocket(
+                    req,
+                    &backend,
+                    ctx.limits.connect,
+                )),
+            )
             .await
             .map_err(upstream_err);
     }
@@ -179,12 +182,15 @@ async fn route(
     if let Some(proto) = upgrade {
         forward::prepare_request(&mut req, &backend, &origin);
         return ctx
-            .in_turn(Box::pin(forward::send_upgrade(
-                req,
-                proto,
+            .in_turn(
                 &backend,
-                ctx.limits.connect,
-            )))
+                Box::pin(forward::send_upgrade(
+                    req,
+                    proto,
+                    &backend,
+                    ctx.limits.connect,
+                )),
+            )
             .await
             .map_err(upstream_err);
     }
@@ -212,17 +218,11 @@ async fn route(
         Outgoing::Hyper((pool && bodiless).then(|| Replay::of(&req)))
     };
     let mut sent = match &outgoing {
-        Outgoing::Raw(head, method) => {
-            upstream::send(head, method, &backend, ctx.limits.connect).await
-        }
+        Outgoing::Raw(head, method) => send_raw(ctx, head, method, &backend).await,
         Outgoing::Hyper(_) => {
             forward::prepare_request(&mut req, &backend, &origin);
-            ctx.in_turn(forward::send(
-                &ctx.client,
-                req.map(UpstreamBody::Client),
-                &backend,
-            ))
-            .await
+            let exchange = forward::send(&ctx.client, req.map(UpstreamBody::Client), &backend);
+            ctx.in_turn(&backend, exchange).await
         }
     };
     // A pool resends as nginx's `proxy_next_upstream error` does: an instance that died
@@ -253,15 +253,13 @@ async fn route(
             drop(table);
             debug!(host = %host, port = backend.port, "instance failed; trying another");
             sent = match &outgoing {
-                Outgoing::Raw(head, method) => {
-                    upstream::send(head, method, &backend, ctx.limits.connect).await
-                }
+                Outgoing::Raw(head, method) => send_raw(ctx, head, method, &backend).await,
                 Outgoing::Hyper(replay) => {
                     let replay = replay.as_ref().expect("resent only with a replay");
                     let mut again = replay.request();
                     forward::prepare_request(&mut again, &backend, &origin);
-                    ctx.in_turn(forward::send(&ctx.client, again, &backend))
-                        .await
+                    let exchange = forward::send(&ctx.client, again, &backend);
+                    ctx.in_turn(&backend, exchange).await
                 }
             };
         }
@@ -276,6 +274,24 @@ async fn route(
         reload::inject(&mut resp);
     }
     Ok(resp)
+}
+
+/// Send a bodiless request's head over a kept app connection, else in its turn over a new
+/// one: the turns bound how many app connections a burst opens (one h2 connection alone
+/// can start 250 requests at once), and a kept connection needs none.
+async fn send_raw(
+    ctx: &Ctx,
+    head: &[u8],
+    method: &http::Method,
+    backend: &Arc<Backend>,
+) -> Result<Response<ProxyBody>, ForwardError> {
+    match upstream::Upstream::idle(backend) {
+        Some(kept) => upstream::send(head, method, backend, Some(kept), ctx.limits.connect).await,
+        None => {
+            let exchange = upstream::send(head, method, backend, None, ctx.limits.connect);
+            ctx.in_turn(backend, exchange).await
+        }
+    }
 }
 
 /// The parts of a bodiless request needed to send it again.

@@ -43,21 +43,8 @@ impl Upstream {
         connect_timeout: Duration,
     ) -> io::Result<Upstream> {
         if !fresh_only {
-            loop {
-                let idle = backend
-                    .idle
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .pop_back();
-                let Some((stream, since)) = idle else { break };
-                // Past the idle time (kept by a burst, unused since): closed, not reused.
-                if since.elapsed() <= IDLE_FOR && still_open(&stream) {
-                    return Ok(Upstream {
-                        backend: backend.clone(),
-                        stream,
-                        reused: true,
-                    });
-                }
+            if let Some(up) = Upstream::idle(backend) {
+                return Ok(up);
             }
         }
         let stream = forward::connect_loopback(backend.port, connect_timeout).await?;
@@ -66,6 +53,26 @@ impl Upstream {
             stream,
             reused: false,
         })
+    }
+
+    /// An idle connection to the instance that is still open.
+    pub(super) fn idle(backend: &Arc<Backend>) -> Option<Upstream> {
+        loop {
+            let idle = backend
+                .idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_back();
+            let (stream, since) = idle?;
+            // Past the idle time (kept by a burst, unused since): closed, not reused.
+            if since.elapsed() <= IDLE_FOR && still_open(&stream) {
+                return Some(Upstream {
+                    backend: backend.clone(),
+                    stream,
+                    reused: true,
+                });
+            }
+        }
     }
 
     /// Keep the connection for the instance's next client connection.
@@ -514,13 +521,21 @@ pub fn request_head<B>(req: &http::Request<B>, origin: &forward::Origin<'_>) -> 
             || named.iter().any(|t| t.eq_ignore_ascii_case(name.as_str()))
     };
     let (mut host, mut xf_proto, mut xf_host, mut xf_port) = (false, false, false, false);
-    let (mut xff, mut fwd) = (false, false);
+    let (mut xff, mut fwd, mut cookie) = (false, false, false);
     for (name, value) in headers {
         if dropped(name) {
             continue;
         }
         if name == header::FORWARDED {
             fwd = true;
+            continue;
+        }
+        if name == header::COOKIE {
+            // HTTP/2 clients send each cookie as a field of its own; HTTP/1.1 has one line.
+            if !cookie {
+                cookie = true;
+                push_cookie_line(&mut out, headers);
+            }
             continue;
         }
         match name.as_str() {
@@ -578,17 +593,31 @@ pub fn request_head<B>(req: &http::Request<B>, origin: &forward::Origin<'_>) -> 
     out
 }
 
-/// Send a bodiless request's head ([`request_head`]) to the app over a kept connection and
-/// answer with its response: what hyper's pooled client does, without its task per app
+/// The request's cookies on one line, joined with "; " (RFC 9113 8.2.3: an HTTP/2 client may
+/// split them into fields of their own, and many apps read only one Cookie line).
+fn push_cookie_line(out: &mut Vec<u8>, headers: &http::HeaderMap) {
+    out.extend_from_slice(b"cookie: ");
+    for (i, v) in headers.get_all(http::header::COOKIE).iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b"; ");
+        }
+        out.extend_from_slice(v.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Send a bodiless request's head ([`request_head`]) to the app over `kept`, else a kept or
+/// new connection, and answer with its response: what hyper's pooled client does, without its task per app
 /// connection and the channels between it and the request. Used by the handler, whose
 /// requests come mostly over HTTP/2 (HTTP/1.1 takes the fast path), where those hand-overs
 /// were a good part of a request's cost. A body that came whole with the head is answered
 /// at once and the connection goes back to the instance; a longer one streams
 /// ([`AppBody`]).
-pub async fn send(
+pub(super) async fn send(
     head: &[u8],
     method: &http::Method,
     backend: &Arc<Backend>,
+    mut kept: Option<Upstream>,
     connect_timeout: Duration,
 ) -> Result<http::Response<ProxyBody>, ForwardError> {
     let idempotent = method.is_idempotent();
@@ -597,9 +626,12 @@ pub async fn send(
     let mut spare = SpareBuf::new();
     let mut fresh_only = false;
     let (up, parsed) = loop {
-        let mut up = Upstream::get(backend, fresh_only, connect_timeout)
-            .await
-            .map_err(ForwardError::Connect)?;
+        let mut up = match kept.take() {
+            Some(up) => up,
+            None => Upstream::get(backend, fresh_only, connect_timeout)
+                .await
+                .map_err(ForwardError::Connect)?,
+        };
         let answer = match up.stream.write_all(head).await {
             Ok(()) => read_response_head(&mut up.stream, &mut spare).await,
             Err(_) => Err(HeadError::Closed),
@@ -819,7 +851,8 @@ mod tests {
         let mut lines = text.trim_end().split("\r\n").map(str::to_owned);
         let first = lines.next().unwrap();
         let mut rest: Vec<String> = lines.collect();
-        rest.sort();
+        // By name only: the lines of one name keep their order.
+        rest.sort_by(|a, b| a.split(':').next().cmp(&b.split(':').next()));
         (first, rest)
     }
 
@@ -835,6 +868,23 @@ mod tests {
                     ("host", "web.localhost:1355"),
                     ("cookie", "a=1"),
                     ("cookie", "b=2"),
+                ],
+            ),
+            (
+                "*",
+                vec![("accept", "text/html"), ("x-two", "1"), ("x-two", "2")],
+            ),
+            (
+                "http://web.localhost:1355/abs?q",
+                vec![("connection", "forwarded, x-portok-hops, x-forwarded-port")],
+            ),
+            (
+                "/z",
+                vec![
+                    ("forwarded", "for=1.2.3.4"),
+                    ("x-portok-hops", "1"),
+                    ("x-forwarded-port", "8443"),
+                    ("connection", "forwarded, x-portok-hops, x-forwarded-port"),
                 ],
             ),
             // What earlier proxies added is appended to; the client's own X-Forwarded-* stay.
@@ -892,6 +942,27 @@ mod tests {
                 }
             }
         }
+        // HTTP/2 cookie fields reach the app on one line (RFC 9113 8.2.3), on both paths.
+        let req = http::Request::get("/")
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .header("cookie", "c=3")
+            .body(())
+            .unwrap();
+        let origin = forward::Origin {
+            peer: "127.0.0.1:5000".parse().unwrap(),
+            tls: true,
+            host: &host,
+            proxy_port: 1355,
+            hops: 0,
+        };
+        let (_, rest) = lines(&request_head(&req, &origin));
+        let cookies: Vec<_> = rest.iter().filter(|l| l.starts_with("cookie:")).collect();
+        assert_eq!(cookies, ["cookie: a=1; b=2; c=3"]);
+        let mut rewritten = req.clone();
+        forward::prepare_request(&mut rewritten, &Backend::new(1, 1), &origin);
+        let values: Vec<_> = rewritten.headers().get_all("cookie").iter().collect();
+        assert_eq!(values, ["a=1; b=2; c=3"]);
         // And what it says, once in full.
         let req = http::Request::get("/p").body(()).unwrap();
         let origin = forward::Origin {

@@ -2,7 +2,8 @@
 //! Every test uses a real socket against the real binary.
 
 use crate::support::*;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -212,12 +213,16 @@ async fn an_idle_h2_connection_is_closed_at_the_idle_deadline_not_while_a_stream
     drop(c);
 }
 
-/// An app that answers each request only after `delay` (its response head is late).
-async fn slow_app(delay: Duration) -> u16 {
+/// An app that answers each request only after `delay` (its response head is late), and
+/// counts the request heads it has read.
+async fn slow_app(delay: Duration) -> (u16, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let heads = Arc::new(AtomicUsize::new(0));
+    let seen = heads.clone();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
+            let seen = seen.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 let mut have = 0;
@@ -227,6 +232,7 @@ async fn slow_app(delay: Duration) -> u16 {
                         Ok(n) => have += n,
                     }
                 }
+                seen.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(delay).await;
                 let _ = s
                     .write_all(
@@ -236,7 +242,7 @@ async fn slow_app(delay: Duration) -> u16 {
             });
         }
     });
-    port
+    (port, heads)
 }
 
 /// A POST with a small body: it goes through hyper's client, which takes a turn.
@@ -252,9 +258,10 @@ async fn post(addr: std::net::SocketAddr, host: &str) -> Reply {
 async fn requests_over_max_inflight_wait_their_turn_and_slow_ones_do_not_hold_it() {
     let p = Portok::new();
     let b = backend("b").await;
-    let slow = slow_app(Duration::from_secs(4)).await;
-    // Turns are for exchanges through hyper's client (requests with a body here); the
-    // HTTP/1.1 fast path and bodiless requests hold no upstream state worth limiting.
+    let (slow, slow_heads) = slow_app(Duration::from_secs(4)).await;
+    // Turns are for exchanges that open app connections: through hyper's client (requests
+    // with a body here), or a bodiless request finding no kept connection. The HTTP/1.1
+    // fast path holds no upstream state worth limiting.
     let out = p
         .command()
         .env("PORTOK_NO_FAST_PATH", "1")
@@ -263,7 +270,9 @@ async fn requests_over_max_inflight_wait_their_turn_and_slow_ones_do_not_hold_it
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     p.ok(&["alias", "web", &b.port.to_string()]);
+    p.ok(&["alias", "web2", &b.port.to_string()]);
     p.ok(&["alias", "slow", &slow.to_string()]);
+    let p_addr = p.addr();
     // Many at once through one turn: every one is answered.
     let many: Vec<_> = (0..20)
         .map(|_| tokio::spawn(post(p.addr(), "web.localhost")))
@@ -275,14 +284,22 @@ async fn requests_over_max_inflight_wait_their_turn_and_slow_ones_do_not_hold_it
             .unwrap();
         assert_eq!(r.status, 200);
     }
+    // A bodiless request opens an app connection in its turn and leaves it kept.
+    assert_eq!(get(p.addr(), "web.localhost", "/").await.status, 200);
     // Two slow requests take the turn in turn; a fast one behind them is answered long
-    // before they are (each gives the turn up after 1 s), but only after both had it.
-    let start = Instant::now();
+    // before they are (each gives the turn up after 1 s), and not before the first did.
     let slow_reqs: Vec<_> = (0..2)
         .map(|_| tokio::spawn(post(p.addr(), "slow.localhost")))
         .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    // A bodiless request takes no turn: it is answered at once, while both wait.
+    wait_for(
+        Duration::from_secs(10),
+        "the first slow request at the app",
+        || (slow_heads.load(Ordering::SeqCst) >= 1).then_some(()),
+    )
+    .await;
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A bodiless request over the kept connection takes no turn: answered at once.
     let bodiless =
         tokio::time::timeout(Duration::from_secs(10), get(p.addr(), "web.localhost", "/"))
             .await
@@ -290,21 +307,41 @@ async fn requests_over_max_inflight_wait_their_turn_and_slow_ones_do_not_hold_it
     let bodiless_at = start.elapsed();
     assert_eq!(bodiless.status, 200);
     assert!(
-        bodiless_at < Duration::from_millis(900),
-        "a bodiless request waited {bodiless_at:?} for a turn"
+        bodiless_at < Duration::from_millis(800),
+        "a bodiless request over a kept connection waited {bodiless_at:?} for a turn"
     );
+    assert_eq!(
+        slow_heads.load(Ordering::SeqCst),
+        1,
+        "the second slow request had no turn"
+    );
+    // With no kept connection to its app (another route), a bodiless request waits to
+    // open one: turns bound the app connections a burst opens.
+    let unkept = tokio::spawn(async move {
+        let r = get(p_addr, "web2.localhost", "/").await;
+        (r.status, start.elapsed())
+    });
     let fast = tokio::time::timeout(Duration::from_secs(10), post(p.addr(), "web.localhost"))
         .await
         .expect("the fast request is answered");
     let fast_at = start.elapsed();
     assert_eq!(fast.status, 200);
     assert!(
-        fast_at >= Duration::from_millis(1900),
-        "the fast request took no turn: answered after {fast_at:?} with both slow ones in line"
+        fast_at >= Duration::from_millis(700),
+        "the fast request took no turn: answered after {fast_at:?} with the turn held"
     );
     assert!(
         fast_at < Duration::from_millis(3500),
         "the fast request waited {fast_at:?} behind slow ones"
+    );
+    let (status, unkept_at) = tokio::time::timeout(Duration::from_secs(10), unkept)
+        .await
+        .expect("the request without a kept connection is answered")
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        unkept_at >= Duration::from_millis(700),
+        "a bodiless request opened an app connection without a turn: answered after {unkept_at:?}"
     );
     for r in slow_reqs {
         let r = tokio::time::timeout(Duration::from_secs(10), r)
