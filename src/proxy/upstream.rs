@@ -963,15 +963,8 @@ mod tests {
         forward::prepare_request(&mut rewritten, &Backend::new(1, 1), &origin);
         let values: Vec<_> = rewritten.headers().get_all("cookie").iter().collect();
         assert_eq!(values, ["a=1; b=2; c=3"]);
-        // And what it says, once in full.
+        // And what it says, once in full (same origin).
         let req = http::Request::get("/p").body(()).unwrap();
-        let origin = forward::Origin {
-            peer: "127.0.0.1:5000".parse().unwrap(),
-            tls: true,
-            host: &host,
-            proxy_port: 1355,
-            hops: 0,
-        };
         let (first, rest) = lines(&request_head(&req, &origin));
         assert_eq!(first, "GET /p HTTP/1.1");
         assert_eq!(
