@@ -99,7 +99,7 @@ pub struct Ctx {
     pub conn_permits: Arc<tokio::sync::Semaphore>,
     /// `proxy start --redirect-https`: browsers' plain-HTTP navigations get a 308.
     pub redirect_https: bool,
-    /// Turns for exchanges through hyper's client (`--max-inflight`), see [`Ctx::in_turn`].
+    /// Turns for exchanges that open app connections (`--max-inflight`), see [`Ctx::in_turn`].
     turns: Option<tokio::sync::Semaphore>,
     /// Plain HTTP/1.1 requests take the [`fast`] path (off with `PORTOK_NO_FAST_PATH=1`).
     fast_path: bool,
