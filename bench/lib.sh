@@ -143,3 +143,21 @@ wait_quiet() {
     sleep 7; waited=$((waited + 10))
   done
 }
+
+# soak_start NAME [proxy start flags...]: a soak's set-up, shared by soak.sh and soak_h2.sh.
+# Needs $BIN (target/release). Sets WORK (removed on exit, with the daemon and backend
+# stopped), BPORT (examples/bench_backend), PPORT and DPID (a portok daemon with its own
+# state dir and HOME, route myapp.localhost -> the backend), and raises the fd limit.
+soak_start() {
+  local name=$1; shift
+  WORK=$(mktemp -d "/tmp/portok-$name.XXXXXX")
+  trap 'PORTOK_STATE_DIR=$WORK/state "$BIN/portok" proxy stop >/dev/null 2>&1 || true; kill $BACKEND_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+  ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+  BPORT=$(pick_port); PPORT=$(pick_port)
+  "$BIN/examples/bench_backend" --port "$BPORT" >/dev/null 2>&1 & BACKEND_PID=$!
+  wait_port "$BPORT"
+  export PORTOK_STATE_DIR=$WORK/state PORTOK_PORT=$PPORT HOME=$WORK
+  "$BIN/portok" proxy start "$@" >/dev/null 2>&1
+  "$BIN/portok" alias myapp "$BPORT" >/dev/null 2>&1
+  DPID=$(cat "$WORK/state/proxy.pid")
+}

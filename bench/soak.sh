@@ -14,17 +14,8 @@ CONNS=${SOAK_CONNS:-2000}
 cd "$ROOT"
 [[ ${NO_BUILD:-0} = 1 ]] || cargo build --release -q --bin portok --example bench_backend --example bench_load
 BIN="$ROOT/target/release"
-WORK=$(mktemp -d /tmp/portok-soak.XXXXXX)
-trap 'PORTOK_STATE_DIR=$WORK/state "$BIN/portok" proxy stop >/dev/null 2>&1 || true; kill $BACKEND_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-BPORT=$(pick_port); PPORT=$(pick_port)
-"$BIN/examples/bench_backend" --port "$BPORT" >/dev/null 2>&1 & BACKEND_PID=$!
-wait_port "$BPORT"
-export PORTOK_STATE_DIR=$WORK/state PORTOK_PORT=$PPORT HOME=$WORK
 # shellcheck disable=SC2086  # flags, split on purpose
-"$BIN/portok" proxy start ${SOAK_START_ARGS:-} >/dev/null 2>&1
-"$BIN/portok" alias myapp "$BPORT" >/dev/null 2>&1
-DPID=$(cat "$WORK/state/proxy.pid")
+soak_start soak ${SOAK_START_ARGS:-}
 echo "soak: $CONNS connections for ${SECS}s through portok (pid $DPID) on 127.0.0.1:$PPORT"
 : > "$WORK/samples.csv"
 ( for _ in $(seq 1 $((SECS + 5))); do

@@ -15,16 +15,7 @@ command -v h2load >/dev/null || { echo "soak_h2: h2load not found (apt-get insta
 cd "$ROOT"
 [[ ${NO_BUILD:-0} = 1 ]] || cargo build --release -q --bin portok --example bench_backend
 BIN="$ROOT/target/release"
-WORK=$(mktemp -d /tmp/portok-soak-h2.XXXXXX)
-trap 'PORTOK_STATE_DIR=$WORK/state "$BIN/portok" proxy stop >/dev/null 2>&1 || true; kill $BACKEND_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-BPORT=$(pick_port); PPORT=$(pick_port)
-"$BIN/examples/bench_backend" --port "$BPORT" >/dev/null 2>&1 & BACKEND_PID=$!
-wait_port "$BPORT"
-export PORTOK_STATE_DIR=$WORK/state PORTOK_PORT=$PPORT HOME=$WORK
-"$BIN/portok" proxy start >/dev/null 2>&1
-"$BIN/portok" alias myapp "$BPORT" >/dev/null 2>&1
-DPID=$(cat "$WORK/state/proxy.pid")
+soak_start soak-h2
 rss() { awk '/VmRSS/ {print $2}' "/proc/$DPID/status"; }
 fds() { ls "/proc/$DPID/fd" | wc -l; }
 URL="https://myapp.localhost:$PPORT"
