@@ -18,8 +18,8 @@ use super::conn::{ClientIo, ConnWatch, Exchange, RawTcp};
 use super::forward::{self, ForwardError, MAX_HOPS};
 use super::handler::{ProxyError, VERSION};
 use super::upstream::{
-    push_header, read_response_head, still_open, Framing, HeadError, ResponseHead,
-    ResponseHeaderFilter, SpareBuf, Upstream, MAX_RESPONSE_HEADERS,
+    push_forwarding, push_header, read_response_head, still_open, Framing, HeadError, Hop,
+    ResponseHead, ResponseHeaderFilter, SpareBuf, Upstream, MAX_RESPONSE_HEADERS,
 };
 use super::{pages, reload, ConnError, ConnInfo, Ctx};
 use crate::metrics::RequestMeter;
@@ -64,7 +64,7 @@ where
         buf: BytesMut::new(),
         out: Vec::new(),
         host: String::new(),
-        peer_ip: info.peer.ip().to_string(),
+        peer_ip: info.peer.ip(),
         up: None,
         half_closed: false,
     };
@@ -83,7 +83,7 @@ struct Conn {
     out: Vec<u8>,
     /// The current request's route name, for an error page.
     host: String,
-    peer_ip: String,
+    peer_ip: std::net::IpAddr,
     /// The upstream connection of the last request, kept for the next.
     up: Option<Upstream>,
     /// The client ended its side after pipelining requests: answer them, then close.
@@ -230,7 +230,6 @@ impl Conn {
         };
         self.host.clear();
         self.host.push_str(&host);
-        let proto = if info.tls { "https" } else { "http" };
         let out = &mut self.out;
         out.clear();
         out.reserve(head_len + 256);
@@ -248,38 +247,23 @@ impl Conn {
             }
             push_header(out, name.as_bytes(), h.value);
         }
-        out.extend_from_slice(b"x-forwarded-for: ");
-        for h in req.headers.iter() {
-            if h.name.eq_ignore_ascii_case("x-forwarded-for") {
-                out.extend_from_slice(h.value);
-                out.extend_from_slice(b", ");
-            }
-        }
-        out.extend_from_slice(self.peer_ip.as_bytes());
-        out.extend_from_slice(b"\r\nforwarded: ");
-        for h in req.headers.iter() {
-            if h.name.eq_ignore_ascii_case("forwarded") {
-                out.extend_from_slice(h.value);
-                out.extend_from_slice(b", ");
-            }
-        }
-        forward::forwarded_element(out, info.peer.ip(), host_raw, proto);
-        out.extend_from_slice(b"\r\n");
-        if !facts.xf_proto {
-            push_header(out, b"x-forwarded-proto", proto.as_bytes());
-        }
-        if !facts.xf_host {
-            push_header(out, b"x-forwarded-host", host_raw);
-        }
-        if !facts.xf_port {
-            let _ = write!(out, "x-forwarded-port: {}\r\n", ctx.port);
-        }
-        let _ = write!(
-            out,
-            "{}: {}\r\n\r\n",
-            forward::HOPS_HEADER.as_str(),
-            facts.hops + 1
-        );
+        let earlier = |name: &'static str| {
+            req.headers
+                .iter()
+                .filter(move |h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| h.value)
+        };
+        let hop = Hop {
+            ip: info.peer.ip(),
+            host: host_raw,
+            tls: info.tls,
+            port: ctx.port,
+            hops: facts.hops,
+            sent_proto: facts.xf_proto,
+            sent_host: facts.xf_host,
+            sent_port: facts.xf_port,
+        };
+        push_forwarding(out, earlier("x-forwarded-for"), earlier("forwarded"), &hop);
         Some(Plan {
             backend,
             meter,

@@ -556,41 +556,84 @@ pub fn request_head<B>(req: &http::Request<B>, origin: &forward::Origin<'_>) -> 
     if !host {
         push_header(&mut out, b"host", origin.host.as_bytes());
     }
-    let ip = origin.peer.ip();
+    let hop = Hop {
+        ip: origin.peer.ip(),
+        host: origin.host.as_bytes(),
+        tls: origin.tls,
+        port: origin.proxy_port,
+        hops: origin.hops,
+        sent_proto: xf_proto,
+        sent_host: xf_host,
+        sent_port: xf_port,
+    };
+    let earlier = |name| {
+        headers
+            .get_all(name)
+            .into_iter()
+            .map(http::HeaderValue::as_bytes)
+    };
+    let (earlier_for, earlier_fwd) = (
+        earlier("x-forwarded-for").filter(move |_| xff),
+        earlier(header::FORWARDED.as_str()).filter(move |_| fwd),
+    );
+    push_forwarding(&mut out, earlier_for, earlier_fwd, &hop);
+    out
+}
+
+/// This hop, as the forwarding lines of a request head describe it.
+pub(super) struct Hop<'a> {
+    pub(super) ip: std::net::IpAddr,
+    /// The host the client asked for, as it sent it.
+    pub(super) host: &'a [u8],
+    pub(super) tls: bool,
+    /// The port the client reached portok on.
+    pub(super) port: u16,
+    /// `x-portok-hops` as the request came.
+    pub(super) hops: u32,
+    /// The client sent its own X-Forwarded-Proto / -Host / -Port (kept, not added).
+    pub(super) sent_proto: bool,
+    pub(super) sent_host: bool,
+    pub(super) sent_port: bool,
+}
+
+/// The end of a request head on both raw paths (the fast path's and [`request_head`]):
+/// X-Forwarded-For and Forwarded with what earlier proxies said first, the X-Forwarded-*
+/// the client did not send, the hop count and the blank line.
+pub(super) fn push_forwarding<'v>(
+    out: &mut Vec<u8>,
+    earlier_for: impl Iterator<Item = &'v [u8]>,
+    earlier_forwarded: impl Iterator<Item = &'v [u8]>,
+    hop: &Hop<'_>,
+) {
     out.extend_from_slice(b"x-forwarded-for: ");
-    if xff {
-        for prev in headers.get_all("x-forwarded-for") {
-            out.extend_from_slice(prev.as_bytes());
-            out.extend_from_slice(b", ");
-        }
+    for prev in earlier_for {
+        out.extend_from_slice(prev);
+        out.extend_from_slice(b", ");
     }
-    forward::push_ip(&mut out, ip);
+    forward::push_ip(out, hop.ip);
     out.extend_from_slice(b"\r\nforwarded: ");
-    if fwd {
-        for prev in headers.get_all(header::FORWARDED) {
-            out.extend_from_slice(prev.as_bytes());
-            out.extend_from_slice(b", ");
-        }
+    for prev in earlier_forwarded {
+        out.extend_from_slice(prev);
+        out.extend_from_slice(b", ");
     }
-    let proto = if origin.tls { "https" } else { "http" };
-    forward::forwarded_element(&mut out, ip, origin.host.as_bytes(), proto);
+    let proto = if hop.tls { "https" } else { "http" };
+    forward::forwarded_element(out, hop.ip, hop.host, proto);
     out.extend_from_slice(b"\r\n");
-    if !xf_proto {
-        push_header(&mut out, b"x-forwarded-proto", proto.as_bytes());
+    if !hop.sent_proto {
+        push_header(out, b"x-forwarded-proto", proto.as_bytes());
     }
-    if !xf_host {
-        push_header(&mut out, b"x-forwarded-host", origin.host.as_bytes());
+    if !hop.sent_host {
+        push_header(out, b"x-forwarded-host", hop.host);
     }
-    if !xf_port {
+    if !hop.sent_port {
         out.extend_from_slice(b"x-forwarded-port: ");
-        forward::push_decimal(&mut out, u64::from(origin.proxy_port));
+        forward::push_decimal(out, u64::from(hop.port));
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(forward::HOPS_HEADER.as_str().as_bytes());
     out.extend_from_slice(b": ");
-    forward::push_decimal(&mut out, u64::from(origin.hops) + 1);
+    forward::push_decimal(out, u64::from(hop.hops) + 1);
     out.extend_from_slice(b"\r\n\r\n");
-    out
 }
 
 /// The request's cookies on one line, joined with "; " (RFC 9113 8.2.3: an HTTP/2 client may
