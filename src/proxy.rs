@@ -7,6 +7,7 @@ pub mod forward;
 pub mod handler;
 pub mod pages;
 pub mod reload;
+pub mod request_head;
 pub mod sniff;
 pub mod streams;
 pub mod tls;
@@ -402,7 +403,7 @@ async fn serve_conn(stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) -> Resul
         sniff::Kind::Closed => Ok(()),
         sniff::Kind::Plain => {
             let info = ConnInfo { peer, tls: false };
-            serve_http(stream, info, ctx).await
+            serve_http(stream, info, false, ctx).await
         }
         // Boxed: every connection's task is as large as its largest state, and a TLS
         // session's state is large.
@@ -427,25 +428,27 @@ async fn serve_tls(
             source,
         })?;
     let info = ConnInfo { peer, tls: true };
-    serve_http(tls, info, ctx).await
+    let h2_only = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    serve_http(tls, info, h2_only, ctx).await
 }
 
-/// HTTP/1 or h2 (by the preface, whatever ALPN said) on a client connection, under its
-/// header and idle deadlines (see [`conn`]).
-async fn serve_http<I>(io: I, info: ConnInfo, ctx: Arc<Ctx>) -> Result<(), ConnError>
+/// HTTP/1 or h2 (by the preface; a client that chose h2 by ALPN must send it) on a client
+/// connection, under its header and idle deadlines (see [`conn`]).
+async fn serve_http<I>(io: I, info: ConnInfo, h2_only: bool, ctx: Arc<Ctx>) -> Result<(), ConnError>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + conn::RawTcp + Unpin + Send + 'static,
 {
     let start = tokio::time::Instant::now();
-    let (proto, mut io) = tokio::time::timeout(ctx.limits.header_read, conn::read_version(io))
-        .await
-        .map_err(|_| ConnError::Timeout {
-            phase: "reading the request head",
-        })?
-        .map_err(|source| ConnError::Io {
-            phase: "reading the request head",
-            source,
-        })?;
+    let (proto, mut io) =
+        tokio::time::timeout(ctx.limits.header_read, conn::read_version(io, h2_only))
+            .await
+            .map_err(|_| ConnError::Timeout {
+                phase: "reading the request head",
+            })?
+            .map_err(|source| ConnError::Io {
+                phase: "reading the request head",
+                source,
+            })?;
     let watch = Arc::new(conn::ConnWatch::new(start, proto));
     if proto == conn::Proto::H1 {
         io.watch(watch.clone());

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 use tracing::warn;
 
@@ -87,13 +87,24 @@ impl<I: RawTcp> ClientIo<I> {
 
 /// Read until the bytes differ from the h2 preface (HTTP/1) or the whole preface is there
 /// (h2); an early end of stream is HTTP/1, which hyper then closes. The caller bounds it.
-pub async fn read_version<I: AsyncRead + Unpin>(mut io: I) -> io::Result<(Proto, ClientIo<I>)> {
+///
+/// A client that must speak h2 (`h2_only`: it chose h2 by ALPN) or that began the preface
+/// (`PRI * HTTP/2.0`, a line no HTTP/1 client sends) and then broke it gets
+/// GOAWAY(PROTOCOL_ERROR) after an empty SETTINGS frame, as RFC 9113 3.4 asks, and an error.
+pub async fn read_version<I: AsyncRead + AsyncWrite + Unpin>(
+    mut io: I,
+    h2_only: bool,
+) -> io::Result<(Proto, ClientIo<I>)> {
     let mut prefix = [0u8; 24];
     let mut len = 0;
     let proto = loop {
         let n = io.read(&mut prefix[len..]).await?;
         if n == 0 || prefix[len..len + n] != H2_PREFACE[len..len + n] {
+            let began = len >= H2_REQUEST_LINE;
             len += n;
+            if (h2_only && len > 0) || began {
+                return Err(refuse_preface(&mut io).await);
+            }
             break Proto::H1;
         }
         len += n;
@@ -107,6 +118,25 @@ pub async fn read_version<I: AsyncRead + Unpin>(mut io: I) -> io::Result<(Proto,
         watch: None,
     };
     Ok((proto, io))
+}
+
+/// The preface's first line, `PRI * HTTP/2.0\r\n`.
+const H2_REQUEST_LINE: usize = 16;
+
+/// Answer a broken h2 preface: our SETTINGS, then GOAWAY(last stream 0, PROTOCOL_ERROR).
+async fn refuse_preface<I: AsyncWrite + Unpin>(io: &mut I) -> io::Error {
+    const FRAMES: [u8; 26] = [
+        0, 0, 0, 0x4, 0, 0, 0, 0, 0, // SETTINGS, empty
+        0, 0, 8, 0x7, 0, 0, 0, 0, 0, // GOAWAY, 8 bytes, stream 0
+        0, 0, 0, 0, // last stream id 0
+        0, 0, 0, 1, // PROTOCOL_ERROR
+    ];
+    let _ = io.write_all(&FRAMES).await;
+    let _ = io.shutdown().await;
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "invalid HTTP/2 connection preface (answered GOAWAY PROTOCOL_ERROR)",
+    )
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for ClientIo<I> {
@@ -457,7 +487,7 @@ mod tests {
         tokio::io::AsyncWriteExt::write_all(&mut a, b"GET / HTTP/1.1\r\nHost: x.localhost\r\n\r\n")
             .await
             .unwrap();
-        let (proto, mut io) = read_version(b).await.unwrap();
+        let (proto, mut io) = read_version(b, false).await.unwrap();
         assert_eq!(proto, Proto::H1);
         let mut buf = [0u8; 8192];
         let n = io.read(&mut buf).await.unwrap();
@@ -476,7 +506,7 @@ mod tests {
             }
             a
         });
-        let (proto, mut io) = read_version(b).await.unwrap();
+        let (proto, mut io) = read_version(b, false).await.unwrap();
         assert_eq!(proto, Proto::H2);
         let _a = task.await.unwrap();
         let mut buf = [0u8; 24];
@@ -490,8 +520,30 @@ mod tests {
         tokio::io::AsyncWriteExt::write_all(&mut a, b"POST / HTTP/1.1\r\n")
             .await
             .unwrap();
-        let (proto, _) = read_version(b).await.unwrap();
+        let (proto, _) = read_version(b, false).await.unwrap();
         assert_eq!(proto, Proto::H1);
+    }
+
+    #[tokio::test]
+    async fn a_broken_h2_preface_gets_goaway_protocol_error() {
+        // Began as h2 and broke off; or not h2 at all on a connection that chose h2 by ALPN.
+        for (sent, h2_only) in [
+            (&b"PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n"[..], false),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", true),
+        ] {
+            let (mut a, b) = tokio::io::duplex(1024);
+            a.write_all(sent).await.unwrap();
+            let err = read_version(b, h2_only).await.err().expect("refused");
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+            let mut got = Vec::new();
+            a.read_to_end(&mut got).await.unwrap();
+            // SETTINGS, then GOAWAY with last stream 0 and PROTOCOL_ERROR (1).
+            assert_eq!(&got[..9], &[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+            assert_eq!(
+                &got[9..],
+                &[0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+            );
+        }
     }
 
     fn ms(n: u64) -> Duration {

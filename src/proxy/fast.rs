@@ -17,9 +17,10 @@
 use super::conn::{ClientIo, ConnWatch, Exchange, RawTcp};
 use super::forward::{self, ForwardError, MAX_HOPS};
 use super::handler::{ProxyError, VERSION};
+use super::request_head::{self, push_header, BodyFraming, Hop, Outbound};
 use super::upstream::{
-    push_forwarding, push_header, read_response_head, still_open, Framing, HeadError, Hop,
-    ResponseHead, ResponseHeaderFilter, SpareBuf, Upstream, MAX_RESPONSE_HEADERS,
+    read_response_head, still_open, Framing, HeadError, ResponseHead, ResponseHeaderFilter,
+    SpareBuf, Upstream, MAX_RESPONSE_HEADERS,
 };
 use super::{pages, reload, ConnError, ConnInfo, Ctx};
 use crate::metrics::RequestMeter;
@@ -233,42 +234,29 @@ impl Conn {
         let out = &mut self.out;
         out.clear();
         out.reserve(head_len + 256);
-        for part in [method, " ", path, " HTTP/1.1\r\n"] {
-            out.extend_from_slice(part.as_bytes());
-        }
-        for h in req.headers.iter() {
-            let name = h.name;
-            if forward::is_hop_by_hop(name)
-                || name.eq_ignore_ascii_case("x-forwarded-for")
-                || name.eq_ignore_ascii_case("forwarded")
-                || name.eq_ignore_ascii_case(forward::HOPS_HEADER.as_str())
-            {
-                continue;
-            }
-            push_header(out, name.as_bytes(), h.value);
-        }
-        let earlier = |name: &'static str| {
-            req.headers
-                .iter()
-                .filter(move |h| h.name.eq_ignore_ascii_case(name))
-                .map(|h| h.value)
-        };
-        let hop = Hop {
-            ip: info.peer.ip(),
+        let outbound = Outbound {
+            method: method.as_bytes(),
+            target: path.as_bytes(),
             host: host_raw,
-            tls: info.tls,
-            port: ctx.port,
-            hops: facts.hops,
-            sent_proto: facts.xf_proto,
-            sent_host: facts.xf_host,
-            sent_port: facts.xf_port,
+            framing: match facts.length {
+                Some(n) => BodyFraming::Length(n),
+                None => BodyFraming::None,
+            },
+            upgrade: None,
+            extra: &[],
+            hop: Hop {
+                ip: info.peer.ip(),
+                tls: info.tls,
+                port: ctx.port,
+                hops: facts.hops,
+            },
         };
-        push_forwarding(out, earlier("x-forwarded-for"), earlier("forwarded"), &hop);
+        request_head::write(out, &outbound, request_head::parsed_lines(req.headers));
         Some(Plan {
             backend,
             meter,
             head_len,
-            body_len: facts.content_length,
+            body_len: facts.length.unwrap_or(0),
             close: facts.close,
             head_method: method == "HEAD",
             idempotent: matches!(
@@ -651,20 +639,18 @@ fn plain_uri_byte(b: u8) -> bool {
 #[derive(Default)]
 struct RequestFacts<'b> {
     host: Option<&'b [u8]>,
-    content_length: u64,
+    /// The Content-Length, when the request has one.
+    length: Option<u64>,
     close: bool,
     hops: u32,
     html: bool,
-    xf_proto: bool,
-    xf_host: bool,
-    xf_port: bool,
 }
 
 impl<'b> RequestFacts<'b> {
     /// None: a request this path leaves to hyper.
     fn of(headers: &[httparse::Header<'b>]) -> Option<Self> {
         let mut f = RequestFacts::default();
-        let (mut length_seen, mut hops_seen, mut accept_seen) = (false, false, false);
+        let (mut hops_seen, mut accept_seen) = (false, false);
         for h in headers {
             let (name, value) = (h.name, h.value);
             let is = |n: &str| name.eq_ignore_ascii_case(n);
@@ -675,11 +661,10 @@ impl<'b> RequestFacts<'b> {
                 }
                 f.host = Some(value);
             } else if is("content-length") {
-                if length_seen || value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+                if f.length.is_some() || value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
                     return None;
                 }
-                length_seen = true;
-                f.content_length = std::str::from_utf8(value).ok()?.parse().ok()?;
+                f.length = Some(std::str::from_utf8(value).ok()?.parse().ok()?);
             } else if is("transfer-encoding")
                 || is("upgrade")
                 || is("expect")
@@ -707,12 +692,6 @@ impl<'b> RequestFacts<'b> {
             } else if is("accept") && !accept_seen {
                 accept_seen = true;
                 f.html = value.windows(9).any(|w| w == b"text/html");
-            } else if is("x-forwarded-proto") {
-                f.xf_proto = true;
-            } else if is("x-forwarded-host") {
-                f.xf_host = true;
-            } else if is("x-forwarded-port") {
-                f.xf_port = true;
             }
         }
         Some(f)
@@ -944,7 +923,7 @@ mod tests {
             let mut h = [httparse::EMPTY_HEADER; 16];
             let mut r = httparse::Request::new(&mut h);
             r.parse(raw).unwrap();
-            RequestFacts::of(r.headers).map(|f| (f.content_length, f.close, f.hops, f.html))
+            RequestFacts::of(r.headers).map(|f| (f.length.unwrap_or(0), f.close, f.hops, f.html))
         };
         assert_eq!(
             facts(b"GET / HTTP/1.1\r\nHost: a\r\nAccept: text/html\r\nX-Portok-Hops: 2\r\n\r\n"),

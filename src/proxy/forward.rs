@@ -18,6 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 pub const HOPS_HEADER: HeaderName = HeaderName::from_static("x-portok-hops");
@@ -243,10 +244,10 @@ pub const HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// Whether a header name (as sent, any case) is one of [`HOP_BY_HOP`].
-pub fn is_hop_by_hop(name: &str) -> bool {
+pub fn is_hop_by_hop(name: &[u8]) -> bool {
     HOP_BY_HOP
         .iter()
-        .any(|h| name.eq_ignore_ascii_case(h.as_str()))
+        .any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes()))
 }
 
 /// Connection tokens that name no header to remove.
@@ -479,75 +480,62 @@ pub async fn send(
     ))
 }
 
-/// An HTTP/1.1 Upgrade (WebSocket): a fresh upstream connection (upgraded connections are
-/// never pooled), the 101 relayed, then bytes copied both ways until either side closes.
+/// An HTTP/1.1 Upgrade (WebSocket) or an HTTP/2 extended CONNECT (RFC 8441), sent to the
+/// app as the HTTP/1.1 Upgrade `head` (written by [`super::request_head`]) on a fresh
+/// connection. On the app's 101 the client is answered (101 on HTTP/1.1; 200 on HTTP/2,
+/// with the negotiated subprotocol and extensions) and bytes are copied both ways until
+/// either side closes; otherwise the app's answer is passed on.
 pub async fn send_upgrade(
     mut req: Request<Incoming>,
-    upgrade: HeaderValue,
+    head: Vec<u8>,
     backend: &Arc<Backend>,
     connect_timeout: Duration,
 ) -> Result<Response<ProxyBody>, ForwardError> {
-    let client_upgrade = hyper::upgrade::on(&mut req);
-    let headers = req.headers_mut();
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(header::UPGRADE, upgrade);
-    let (resp, upstream_upgrade) = upstream_upgrade(req, backend, connect_timeout).await?;
-    let Some(upstream_upgrade) = upstream_upgrade else {
-        return Ok(resp);
-    };
-    tunnel(client_upgrade, upstream_upgrade, backend.enter());
+    let client = hyper::upgrade::on(&mut req);
+    let h2 = req.version() == Version::HTTP_2;
+    drop(req);
+    let (headers, stream, early, guard) =
+        match super::upstream::upgrade(&head, backend, connect_timeout).await? {
+            super::upstream::Upgrade::Refused(resp) => return Ok(resp),
+            super::upstream::Upgrade::Switched {
+                headers,
+                stream,
+                early,
+                guard,
+            } => (headers, stream, early, guard),
+        };
+    let mut resp = Response::new(ProxyBody::empty());
+    if h2 {
+        for name in [
+            header::SEC_WEBSOCKET_PROTOCOL,
+            header::SEC_WEBSOCKET_EXTENSIONS,
+        ] {
+            if let Some(v) = headers.get(&name) {
+                resp.headers_mut().insert(name, v.clone());
+            }
+        }
+    } else {
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        *resp.headers_mut() = headers;
+    }
+    tokio::spawn(async move {
+        let _guard = guard;
+        let Ok(client) = client.await else {
+            return;
+        };
+        let mut client = TokioIo::new(client);
+        let mut app = stream;
+        if !early.is_empty() && client.write_all(&early).await.is_err() {
+            return;
+        }
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut app).await;
+    });
     Ok(resp)
 }
 
-/// An HTTP/2 extended CONNECT (RFC 8441) carrying a WebSocket: rewritten into an HTTP/1.1
-/// Upgrade to the app (which need not know h2), answered 200 on success, then bridged.
-pub async fn send_h2_websocket(
-    mut req: Request<Incoming>,
-    backend: &Arc<Backend>,
-    connect_timeout: Duration,
-) -> Result<Response<ProxyBody>, ForwardError> {
-    let client_upgrade = hyper::upgrade::on(&mut req);
-    let protocol = req
-        .extensions()
-        .get::<hyper::ext::Protocol>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "websocket".into());
-    let (parts, _) = req.into_parts();
-    let mut up = Request::get(parts.uri.clone())
-        .version(Version::HTTP_11)
-        .body(http_body_util::Empty::<Bytes>::new())
-        .expect("a GET with a valid URI is a valid request");
-    *up.headers_mut() = parts.headers;
-    let headers = up.headers_mut();
-    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    headers.insert(
-        header::UPGRADE,
-        HeaderValue::from_str(&protocol).unwrap_or(HeaderValue::from_static("websocket")),
-    );
-    headers.insert(header::SEC_WEBSOCKET_KEY, websocket_key());
-    headers
-        .entry(header::SEC_WEBSOCKET_VERSION)
-        .or_insert(HeaderValue::from_static("13"));
-    let (resp, upstream_upgrade) = upstream_upgrade(up, backend, connect_timeout).await?;
-    let Some(upstream_upgrade) = upstream_upgrade else {
-        return Ok(resp);
-    };
-    // The h2 side learns success as a 200; the negotiated subprotocol and extensions pass on.
-    let mut ok = Response::new(ProxyBody::empty());
-    for name in [
-        header::SEC_WEBSOCKET_PROTOCOL,
-        header::SEC_WEBSOCKET_EXTENSIONS,
-    ] {
-        if let Some(v) = resp.headers().get(&name) {
-            ok.headers_mut().insert(name, v.clone());
-        }
-    }
-    tunnel(client_upgrade, upstream_upgrade, backend.enter());
-    Ok(ok)
-}
-
-/// A fresh Sec-WebSocket-Key: 16 random bytes, base64.
-fn websocket_key() -> HeaderValue {
+/// A fresh Sec-WebSocket-Key: 16 random bytes, base64 (an HTTP/2 WebSocket has none, and
+/// the app's HTTP/1.1 side needs one).
+pub fn websocket_key() -> HeaderValue {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let bytes: [u8; 16] = rand::random();
     let mut out = String::with_capacity(24);
@@ -567,71 +555,4 @@ fn websocket_key() -> HeaderValue {
         }
     }
     HeaderValue::from_str(&out).expect("base64 is a valid header value")
-}
-
-/// Copy bytes both ways between the two upgraded connections until either side closes;
-/// the guard keeps the tunnel counted as in flight for drain.
-fn tunnel(
-    client: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
-    guard: InflightGuard,
-) {
-    tokio::spawn(async move {
-        let _guard = guard;
-        let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
-            return;
-        };
-        let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-    });
-}
-
-/// Send an upgrade request on a fresh upstream connection. On 101 returns the response to
-/// relay and the upstream side of the upgrade; otherwise the app's answer, to pass on.
-async fn upstream_upgrade<B>(
-    req: Request<B>,
-    backend: &Arc<Backend>,
-    connect_timeout: Duration,
-) -> Result<(Response<ProxyBody>, Option<hyper::upgrade::OnUpgrade>), ForwardError>
-where
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let stream = connect_loopback(backend.port, connect_timeout)
-        .await
-        .map_err(ForwardError::Connect)?;
-    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| ForwardError::Exchange(Box::new(e)))?;
-    tokio::spawn(conn.with_upgrades());
-    let mut resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| ForwardError::Exchange(Box::new(e)))?;
-    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        parts.version = Version::HTTP_11;
-        let guard = Some(backend.enter());
-        return Ok((
-            Response::from_parts(
-                parts,
-                ProxyBody::Upstream {
-                    body,
-                    guard,
-                    append: None,
-                },
-            ),
-            None,
-        ));
-    }
-    let upgrade = hyper::upgrade::on(&mut resp);
-    let (parts, _) = resp.into_parts();
-    Ok((
-        Response::from_parts(parts, ProxyBody::empty()),
-        Some(upgrade),
-    ))
 }

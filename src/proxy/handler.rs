@@ -2,6 +2,7 @@
 //! page. Every error becomes a status code in exactly one place: [`ProxyError::status`].
 
 use super::forward::{self, ForwardError, Origin, ProxyBody, UpstreamBody, HOPS_HEADER, MAX_HOPS};
+use super::request_head::{self, BodyFraming, Hop};
 use super::{pages, reload, upstream, ConnInfo, Ctx};
 use crate::names::normalize_host;
 use crate::routes::Backend;
@@ -92,23 +93,7 @@ async fn route(
     wants_html: bool,
     meter: &mut Option<crate::metrics::RequestMeter>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    // An absolute-form target (or h2 :authority) names the host; else the Host header.
-    let host_value = match req.uri().authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).map_err(|_| ProxyError::MissingHost)?,
-        None => req
-            .headers()
-            .get(header::HOST)
-            .cloned()
-            .ok_or(ProxyError::MissingHost)?,
-    };
-    // Request smuggling: a body framed two ways is refused, never forwarded (RFC 9112 6.1).
-    if req.headers().contains_key(header::TRANSFER_ENCODING)
-        && req.headers().contains_key(header::CONTENT_LENGTH)
-    {
-        return Err(ProxyError::BadRequest(
-            "both Content-Length and Transfer-Encoding are set",
-        ));
-    }
+    let host_value = routed_host(&req)?;
     let raw_host = host_value.to_str().map_err(|_| ProxyError::MissingHost)?;
     let host = normalize_host(raw_host);
     if host.is_empty() {
@@ -152,6 +137,56 @@ async fn route(
         port: backend.port,
         source,
     };
+    let hop = Hop {
+        ip: conn.peer.ip(),
+        tls: conn.tls,
+        port: ctx.port,
+        hops,
+    };
+    if req.method() == http::Method::CONNECT {
+        let Some(protocol) = req.extensions().get::<hyper::ext::Protocol>() else {
+            // portok routes by name to apps; it is no forward proxy.
+            return Err(ProxyError::BadRequest(
+                "CONNECT is not served: portok is no forward proxy",
+            ));
+        };
+        // An HTTP/2 WebSocket (RFC 8441): an HTTP/1.1 Upgrade to the app, which need not
+        // know h2.
+        let key = forward::websocket_key();
+        let mut extra: Vec<(&[u8], &[u8])> = vec![(b"sec-websocket-key", key.as_bytes())];
+        if !req.headers().contains_key(header::SEC_WEBSOCKET_VERSION) {
+            extra.push((b"sec-websocket-version", b"13"));
+        }
+        let head = request_head::of_request(
+            &req,
+            b"GET",
+            host_value.as_bytes(),
+            BodyFraming::None,
+            Some(protocol.as_str().as_bytes()),
+            &extra,
+            hop,
+        );
+        return upgrade(ctx, req, head, &backend)
+            .await
+            .map_err(upstream_err);
+    }
+    if ctx.redirect_https && !conn.tls && wants_html && req.method() == http::Method::GET {
+        return Ok(redirect_to_https(&host, ctx.port, &req));
+    }
+    if let Some(proto) = wants_upgrade(&req) {
+        let head = request_head::of_request(
+            &req,
+            req.method().as_str().as_bytes(),
+            host_value.as_bytes(),
+            BodyFraming::None,
+            Some(proto.as_bytes()),
+            &[],
+            hop,
+        );
+        return upgrade(ctx, req, head, &backend)
+            .await
+            .map_err(upstream_err);
+    }
     let origin = Origin {
         peer: conn.peer,
         tls: conn.tls,
@@ -159,41 +194,6 @@ async fn route(
         proxy_port: ctx.port,
         hops,
     };
-    if req.method() == http::Method::CONNECT
-        && req.extensions().get::<hyper::ext::Protocol>().is_some()
-    {
-        forward::prepare_request(&mut req, &backend, &origin);
-        return ctx
-            .in_turn(
-                &backend,
-                Box::pin(forward::send_h2_websocket(
-                    req,
-                    &backend,
-                    ctx.limits.connect,
-                )),
-            )
-            .await
-            .map_err(upstream_err);
-    }
-    if ctx.redirect_https && !conn.tls && wants_html && req.method() == http::Method::GET {
-        return Ok(redirect_to_https(&host, ctx.port, &req));
-    }
-    let upgrade = wants_upgrade(&req);
-    if let Some(proto) = upgrade {
-        forward::prepare_request(&mut req, &backend, &origin);
-        return ctx
-            .in_turn(
-                &backend,
-                Box::pin(forward::send_upgrade(
-                    req,
-                    proto,
-                    &backend,
-                    ctx.limits.connect,
-                )),
-            )
-            .await
-            .map_err(upstream_err);
-    }
     let bodiless = http_body::Body::is_end_stream(req.body());
     let wants_trailers = req
         .headers()
@@ -205,7 +205,7 @@ async fn route(
     // that gets the live-reload tag, a request with a body, a CONNECT (whose answer turns
     // the connection into a tunnel) and a client asking for trailers (`TE: trailers`, as
     // gRPC clients send; the raw path drops them) go through hyper's client.
-    let raw = bodiless && !navigation && !wants_trailers && req.method() != http::Method::CONNECT;
+    let raw = bodiless && !navigation && !wants_trailers;
     // What to send (again): the raw head names no instance, so it goes as it is to another;
     // for hyper's client a pool keeps the parts of a bodiless request.
     enum Outgoing {
@@ -213,7 +213,16 @@ async fn route(
         Hyper(Option<Replay>),
     }
     let outgoing = if raw {
-        Outgoing::Raw(upstream::request_head(&req, &origin), req.method().clone())
+        let head = request_head::of_request(
+            &req,
+            req.method().as_str().as_bytes(),
+            host_value.as_bytes(),
+            BodyFraming::None,
+            None,
+            &[],
+            hop,
+        );
+        Outgoing::Raw(head, req.method().clone())
     } else {
         Outgoing::Hyper((pool && bodiless).then(|| Replay::of(&req)))
     };
@@ -274,6 +283,48 @@ async fn route(
         reload::inject(&mut resp);
     }
     Ok(resp)
+}
+
+/// An upgrade in its turn (each holds an app connection for as long as it lives).
+async fn upgrade(
+    ctx: &Ctx,
+    req: Request<Incoming>,
+    head: Vec<u8>,
+    backend: &Arc<Backend>,
+) -> Result<Response<ProxyBody>, ForwardError> {
+    let exchange = Box::pin(forward::send_upgrade(
+        req,
+        head,
+        backend,
+        ctx.limits.connect,
+    ));
+    ctx.in_turn(backend, exchange).await
+}
+
+/// The host a request is routed on: an absolute-form target's or HTTP/2's `:authority`
+/// (RFC 9112 3.2.2: a Host beside an absolute-form target is ignored), else the one Host
+/// header. Two Host headers, or an HTTP/2 Host that names another host than
+/// `:authority`, make the request malformed (RFC 9112 3.2, RFC 9113 8.3.1).
+fn routed_host<B>(req: &Request<B>) -> Result<HeaderValue, ProxyError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let (first, second) = (hosts.next(), hosts.next());
+    if second.is_some() {
+        return Err(ProxyError::BadRequest("the request has two Host headers"));
+    }
+    let Some(authority) = req.uri().authority() else {
+        return first.cloned().ok_or(ProxyError::MissingHost);
+    };
+    if req.version() == http::Version::HTTP_2
+        && first.is_some_and(|h| {
+            !h.as_bytes()
+                .eq_ignore_ascii_case(authority.as_str().as_bytes())
+        })
+    {
+        return Err(ProxyError::BadRequest(
+            "the Host header names another host than :authority",
+        ));
+    }
+    HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::MissingHost)
 }
 
 /// Send a bodiless request's head over a kept app connection, else in its turn over a new
@@ -426,13 +477,24 @@ fn redirect_to_https(host: &str, port: u16, req: &Request<Incoming>) -> Response
     resp
 }
 
-/// The Upgrade header of an HTTP/1.1 request that asks to switch protocols.
+/// The Upgrade header of an HTTP/1.1 request that asks to switch protocols. `h2c` is not
+/// one (RFC 9113 dropped it): such a request goes to the app as a plain request, its
+/// Upgrade and HTTP2-Settings removed, so no client switches the app connection's
+/// protocol through portok.
 fn wants_upgrade(req: &Request<Incoming>) -> Option<HeaderValue> {
     let upgrade = req.headers().get(header::UPGRADE)?;
-    let conn = req.headers().get(header::CONNECTION)?.to_str().ok()?;
-    conn.split(',')
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-        .then(|| upgrade.clone())
+    let asked = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let h2c = upgrade
+        .as_bytes()
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"h2c"));
+    (asked && !h2c).then(|| upgrade.clone())
 }
 
 #[cfg(test)]

@@ -116,14 +116,6 @@ pub(super) fn named_by_connection(headers: &[httparse::Header<'_>], name: &str) 
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
 }
 
-/// One header line of an HTTP/1.1 head.
-pub(super) fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
 /// The app's response headers as the client gets them, on both paths (the fast path writes
 /// them, [`send`] builds a map): no hop-by-hop header, none the app's `Connection` names,
 /// not our own tag (set afresh), and no `Content-Length` beside other framing.
@@ -151,7 +143,7 @@ impl ResponseHeaderFilter {
 
     pub(super) fn passes(&self, headers: &[httparse::Header<'_>], name: &str) -> bool {
         let length = name.eq_ignore_ascii_case("content-length");
-        !(forward::is_hop_by_hop(name)
+        !(forward::is_hop_by_hop(name.as_bytes())
             || name.eq_ignore_ascii_case("x-portok")
             || (length && self.drop_length)
             // `Connection: content-length` must not unframe the body.
@@ -204,6 +196,15 @@ pub(super) async fn read_response_head(
     stream: &mut TcpStream,
     spare: &mut SpareBuf,
 ) -> Result<ResponseHead, HeadError> {
+    read_head(stream, spare, false).await
+}
+
+/// [`read_response_head`], where `upgrade` says whether a 101 may answer the request.
+async fn read_head(
+    stream: &mut TcpStream,
+    spare: &mut SpareBuf,
+    upgrade: bool,
+) -> Result<ResponseHead, HeadError> {
     let mut filled = 0;
     // Any byte from the app (an interim 1xx included) means it did answer: a failure after
     // that is no reason to send the request again.
@@ -242,6 +243,10 @@ pub(super) async fn read_response_head(
         loop {
             match parse_response_head(&buf[..filled])? {
                 None => break,
+                Some(mut head) if head.status == 101 && upgrade => {
+                    head.filled = filled;
+                    return Ok(head);
+                }
                 Some(head) if (100..200).contains(&head.status) => {
                     if head.status == 101 {
                         return Err(HeadError::Malformed("101 to a request without Upgrade"));
@@ -493,163 +498,7 @@ impl Drop for SpareBuf {
     }
 }
 
-/// The upstream HTTP/1.1 head for a bodiless request on the raw path: what
-/// [`forward::prepare_request`] makes of a request, written straight out as the fast path
-/// writes its heads. Going through the header map cost a tenth of an HTTP/2 request's
-/// instructions: a name parsed for each lookup, values built, checked and formatted.
-/// The head names no instance, so a pool resends the same bytes to another.
-pub fn request_head<B>(req: &http::Request<B>, origin: &forward::Origin<'_>) -> Vec<u8> {
-    use http::header;
-    let headers = req.headers();
-    let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(req.method().as_str().as_bytes());
-    out.push(b' ');
-    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    // Headers the client's Connection names are hop-by-hop too (rare; only then listed).
-    let named: Vec<&str> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| forward::names_a_header(t))
-        .collect();
-    let dropped = |name: &http::HeaderName| {
-        forward::HOP_BY_HOP.contains(name)
-            || named.iter().any(|t| t.eq_ignore_ascii_case(name.as_str()))
-    };
-    let (mut host, mut xf_proto, mut xf_host, mut xf_port) = (false, false, false, false);
-    let (mut xff, mut fwd, mut cookie) = (false, false, false);
-    for (name, value) in headers {
-        if dropped(name) {
-            continue;
-        }
-        if name == header::FORWARDED {
-            fwd = true;
-            continue;
-        }
-        if name == header::COOKIE {
-            // HTTP/2 clients send each cookie as a field of its own; HTTP/1.1 has one line.
-            if !cookie {
-                cookie = true;
-                push_cookie_line(&mut out, headers);
-            }
-            continue;
-        }
-        match name.as_str() {
-            "x-forwarded-for" => {
-                xff = true;
-                continue;
-            }
-            n if n == forward::HOPS_HEADER.as_str() => continue,
-            "host" => host = true,
-            "x-forwarded-proto" => xf_proto = true,
-            "x-forwarded-host" => xf_host = true,
-            "x-forwarded-port" => xf_port = true,
-            _ => {}
-        }
-        push_header(&mut out, name.as_str().as_bytes(), value.as_bytes());
-    }
-    // HTTP/2 carries the host in :authority; the app needs it as Host.
-    if !host {
-        push_header(&mut out, b"host", origin.host.as_bytes());
-    }
-    let hop = Hop {
-        ip: origin.peer.ip(),
-        host: origin.host.as_bytes(),
-        tls: origin.tls,
-        port: origin.proxy_port,
-        hops: origin.hops,
-        sent_proto: xf_proto,
-        sent_host: xf_host,
-        sent_port: xf_port,
-    };
-    let earlier = |name| {
-        headers
-            .get_all(name)
-            .into_iter()
-            .map(http::HeaderValue::as_bytes)
-    };
-    let (earlier_for, earlier_fwd) = (
-        earlier("x-forwarded-for").filter(move |_| xff),
-        earlier(header::FORWARDED.as_str()).filter(move |_| fwd),
-    );
-    push_forwarding(&mut out, earlier_for, earlier_fwd, &hop);
-    out
-}
-
-/// This hop, as the forwarding lines of a request head describe it.
-pub(super) struct Hop<'a> {
-    pub(super) ip: std::net::IpAddr,
-    /// The host the client asked for, as it sent it.
-    pub(super) host: &'a [u8],
-    pub(super) tls: bool,
-    /// The port the client reached portok on.
-    pub(super) port: u16,
-    /// `x-portok-hops` as the request came.
-    pub(super) hops: u32,
-    /// The client sent its own X-Forwarded-Proto / -Host / -Port (kept, not added).
-    pub(super) sent_proto: bool,
-    pub(super) sent_host: bool,
-    pub(super) sent_port: bool,
-}
-
-/// The end of a request head on both raw paths (the fast path's and [`request_head`]):
-/// X-Forwarded-For and Forwarded with what earlier proxies said first, the X-Forwarded-*
-/// the client did not send, the hop count and the blank line.
-pub(super) fn push_forwarding<'v>(
-    out: &mut Vec<u8>,
-    earlier_for: impl Iterator<Item = &'v [u8]>,
-    earlier_forwarded: impl Iterator<Item = &'v [u8]>,
-    hop: &Hop<'_>,
-) {
-    out.extend_from_slice(b"x-forwarded-for: ");
-    for prev in earlier_for {
-        out.extend_from_slice(prev);
-        out.extend_from_slice(b", ");
-    }
-    forward::push_ip(out, hop.ip);
-    out.extend_from_slice(b"\r\nforwarded: ");
-    for prev in earlier_forwarded {
-        out.extend_from_slice(prev);
-        out.extend_from_slice(b", ");
-    }
-    let proto = if hop.tls { "https" } else { "http" };
-    forward::forwarded_element(out, hop.ip, hop.host, proto);
-    out.extend_from_slice(b"\r\n");
-    if !hop.sent_proto {
-        push_header(out, b"x-forwarded-proto", proto.as_bytes());
-    }
-    if !hop.sent_host {
-        push_header(out, b"x-forwarded-host", hop.host);
-    }
-    if !hop.sent_port {
-        out.extend_from_slice(b"x-forwarded-port: ");
-        forward::push_decimal(out, u64::from(hop.port));
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(forward::HOPS_HEADER.as_str().as_bytes());
-    out.extend_from_slice(b": ");
-    forward::push_decimal(out, u64::from(hop.hops) + 1);
-    out.extend_from_slice(b"\r\n\r\n");
-}
-
-/// The request's cookies on one line, joined with "; " (RFC 9113 8.2.3: an HTTP/2 client may
-/// split them into fields of their own, and many apps read only one Cookie line).
-fn push_cookie_line(out: &mut Vec<u8>, headers: &http::HeaderMap) {
-    out.extend_from_slice(b"cookie: ");
-    for (i, v) in headers.get_all(http::header::COOKIE).iter().enumerate() {
-        if i > 0 {
-            out.extend_from_slice(b"; ");
-        }
-        out.extend_from_slice(v.as_bytes());
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Send a bodiless request's head ([`request_head`]) to the app over `kept`, else a kept or
+/// Send a bodiless request's head ([`super::request_head`]) to the app over `kept`, else a kept or
 /// new connection, and answer with its response: what hyper's pooled client does, without its task per app
 /// connection and the channels between it and the request. Used by the handler, whose
 /// requests come mostly over HTTP/2 (HTTP/1.1 takes the fast path), where those hand-overs
@@ -686,6 +535,75 @@ pub(super) async fn send(
             Err(e) => return Err(ForwardError::Exchange(Box::new(e))),
         }
     };
+    respond(up, parsed, spare, head_method, guard)
+}
+
+/// The app's switch to another protocol (WebSocket), or its answer when it did not switch.
+pub(super) enum Upgrade {
+    /// The app's 101 headers, its connection, and any bytes it sent after the head.
+    Switched {
+        headers: http::HeaderMap,
+        stream: TcpStream,
+        early: Bytes,
+        /// The tunnel counts as in flight to the instance until it closes (drain).
+        guard: InflightGuard,
+    },
+    Refused(http::Response<ProxyBody>),
+}
+
+/// Send an upgrade request's head on a fresh app connection (upgraded connections are
+/// never kept) and read the answer.
+pub(super) async fn upgrade(
+    head: &[u8],
+    backend: &Arc<Backend>,
+    connect_timeout: Duration,
+) -> Result<Upgrade, ForwardError> {
+    let guard = backend.enter();
+    let mut up = Upstream::get(backend, true, connect_timeout)
+        .await
+        .map_err(ForwardError::Connect)?;
+    let mut spare = SpareBuf::new();
+    let answer = match up.stream.write_all(head).await {
+        Ok(()) => read_head(&mut up.stream, &mut spare, true).await,
+        Err(_) => Err(HeadError::Closed),
+    };
+    let parsed = answer.map_err(|e| ForwardError::Exchange(Box::new(e)))?;
+    if parsed.status != 101 {
+        return respond(up, parsed, spare, false, guard).map(Upgrade::Refused);
+    }
+    let buf = &spare.0;
+    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut r = httparse::Response::new(&mut headers);
+    let _ = r.parse(&buf[..parsed.len]);
+    let mut map = http::HeaderMap::with_capacity(r.headers.len());
+    // The switch's own Connection and Upgrade lines go to the client as the app sent them.
+    for h in r.headers.iter() {
+        if h.name.eq_ignore_ascii_case("x-portok") {
+            continue;
+        }
+        let name = http::HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|e| ForwardError::Exchange(e.into()))?;
+        let value =
+            http::HeaderValue::from_bytes(h.value).map_err(|e| ForwardError::Exchange(e.into()))?;
+        map.append(name, value);
+    }
+    Ok(Upgrade::Switched {
+        headers: map,
+        early: Bytes::copy_from_slice(&buf[parsed.len..parsed.filled]),
+        stream: up.stream,
+        guard,
+    })
+}
+
+/// The client's response from the app's parsed head: the head and a body that came whole
+/// with it copied out at once, a longer body streamed off the connection ([`AppBody`]).
+fn respond(
+    up: Upstream,
+    parsed: ResponseHead,
+    spare: SpareBuf,
+    head_method: bool,
+    guard: InflightGuard,
+) -> Result<http::Response<ProxyBody>, ForwardError> {
     let framing = if head_method || parsed.no_body() {
         Framing::None
     } else {
@@ -868,161 +786,6 @@ impl AppBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The head as it was made before [`request_head`]: the request rewritten in its header
-    /// map, then written out line by line.
-    fn head_via_the_map(req: &http::Request<()>, origin: &forward::Origin<'_>) -> Vec<u8> {
-        let mut req = req.clone();
-        forward::prepare_request(&mut req, &Backend::new(1, 1), origin);
-        let mut out = Vec::new();
-        out.extend_from_slice(req.method().as_str().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(req.uri().path_and_query().unwrap().as_str().as_bytes());
-        out.extend_from_slice(b" HTTP/1.1\r\n");
-        for (name, value) in req.headers() {
-            push_header(&mut out, name.as_str().as_bytes(), value.as_bytes());
-        }
-        out.extend_from_slice(b"\r\n");
-        out
-    }
-
-    /// Request line first, then the header lines in any order (the map groups repeated
-    /// names; the order of different names means nothing to the app).
-    fn lines(head: &[u8]) -> (String, Vec<String>) {
-        let text = String::from_utf8(head.to_vec()).unwrap();
-        assert!(text.ends_with("\r\n\r\n"), "{text}");
-        let mut lines = text.trim_end().split("\r\n").map(str::to_owned);
-        let first = lines.next().unwrap();
-        let mut rest: Vec<String> = lines.collect();
-        // By name only: the lines of one name keep their order.
-        rest.sort_by(|a, b| a.split(':').next().cmp(&b.split(':').next()));
-        (first, rest)
-    }
-
-    #[test]
-    fn the_raw_head_says_what_the_rewritten_map_said() {
-        let host = http::HeaderValue::from_static("web.localhost:1355");
-        let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
-            // HTTP/2: the host only in :authority, no Host header.
-            ("/a?b=1", vec![("accept", "*/*"), ("user-agent", "h2load")]),
-            (
-                "/",
-                vec![
-                    ("host", "web.localhost:1355"),
-                    ("cookie", "a=1"),
-                    ("cookie", "b=2"),
-                ],
-            ),
-            (
-                "*",
-                vec![("accept", "text/html"), ("x-two", "1"), ("x-two", "2")],
-            ),
-            (
-                "http://web.localhost:1355/abs?q",
-                vec![("connection", "forwarded, x-portok-hops, x-forwarded-port")],
-            ),
-            (
-                "/z",
-                vec![
-                    ("forwarded", "for=1.2.3.4"),
-                    ("x-portok-hops", "1"),
-                    ("x-forwarded-port", "8443"),
-                    ("connection", "forwarded, x-portok-hops, x-forwarded-port"),
-                ],
-            ),
-            // What earlier proxies added is appended to; the client's own X-Forwarded-* stay.
-            (
-                "/x",
-                vec![
-                    ("x-forwarded-for", "10.0.0.1"),
-                    ("x-forwarded-for", "10.0.0.2, 10.0.0.3"),
-                    ("forwarded", "for=10.0.0.1"),
-                    ("x-forwarded-proto", "https"),
-                    ("x-forwarded-host", "outer.example"),
-                    ("x-forwarded-port", "443"),
-                    ("x-portok-hops", "2"),
-                ],
-            ),
-            // Hop-by-hop headers go, and so do those Connection names (X-Forwarded-For
-            // and Host among them: then ours are the only ones).
-            (
-                "/y",
-                vec![
-                    ("connection", "keep-alive, X-Custom, x-forwarded-for, Host"),
-                    ("connection", "x-forwarded-proto"),
-                    ("keep-alive", "timeout=5"),
-                    ("te", "gzip"),
-                    ("upgrade", "h2c"),
-                    ("proxy-authorization", "secret"),
-                    ("x-custom", "1"),
-                    ("x-forwarded-for", "10.9.9.9"),
-                    ("x-forwarded-proto", "http"),
-                    ("host", "web.localhost:1355"),
-                    ("x-kept", "yes"),
-                ],
-            ),
-        ];
-        for peer in ["127.0.0.1:5000", "[::1]:5000", "10.1.2.255:1"] {
-            for tls in [false, true] {
-                for (target, headers) in &cases {
-                    let mut b = http::Request::get(*target);
-                    for (n, v) in headers {
-                        b = b.header(*n, *v);
-                    }
-                    let req = b.body(()).unwrap();
-                    let origin = forward::Origin {
-                        peer: peer.parse().unwrap(),
-                        tls,
-                        host: &host,
-                        proxy_port: 1355,
-                        hops: 2,
-                    };
-                    assert_eq!(
-                        lines(&request_head(&req, &origin)),
-                        lines(&head_via_the_map(&req, &origin)),
-                        "{peer} tls={tls} {target} {headers:?}"
-                    );
-                }
-            }
-        }
-        // HTTP/2 cookie fields reach the app on one line (RFC 9113 8.2.3), on both paths.
-        let req = http::Request::get("/")
-            .header("cookie", "a=1")
-            .header("cookie", "b=2")
-            .header("cookie", "c=3")
-            .body(())
-            .unwrap();
-        let origin = forward::Origin {
-            peer: "127.0.0.1:5000".parse().unwrap(),
-            tls: true,
-            host: &host,
-            proxy_port: 1355,
-            hops: 0,
-        };
-        let (_, rest) = lines(&request_head(&req, &origin));
-        let cookies: Vec<_> = rest.iter().filter(|l| l.starts_with("cookie:")).collect();
-        assert_eq!(cookies, ["cookie: a=1; b=2; c=3"]);
-        let mut rewritten = req.clone();
-        forward::prepare_request(&mut rewritten, &Backend::new(1, 1), &origin);
-        let values: Vec<_> = rewritten.headers().get_all("cookie").iter().collect();
-        assert_eq!(values, ["a=1; b=2; c=3"]);
-        // And what it says, once in full (same origin).
-        let req = http::Request::get("/p").body(()).unwrap();
-        let (first, rest) = lines(&request_head(&req, &origin));
-        assert_eq!(first, "GET /p HTTP/1.1");
-        assert_eq!(
-            rest,
-            [
-                "forwarded: for=127.0.0.1;host=web.localhost:1355;proto=https",
-                "host: web.localhost:1355",
-                "x-forwarded-for: 127.0.0.1",
-                "x-forwarded-host: web.localhost:1355",
-                "x-forwarded-port: 1355",
-                "x-forwarded-proto: https",
-                "x-portok-hops: 1",
-            ]
-        );
-    }
 
     #[test]
     fn numbers_and_addresses_are_written_as_display_writes_them() {

@@ -1,0 +1,269 @@
+//! The one writer of the HTTP/1.1 request heads portok sends to apps. Every path (the
+//! fast path's heads from httparse, the handler's from a header map, upgrades and the
+//! HTTP/2 extended CONNECT bridge) describes its request as an [`Outbound`] and a list of
+//! the client's header lines, and this writes the head by the rules in the README ("What
+//! the app receives"):
+//!
+//! - the target in origin form (`/path?query`, or `*`), never absolute form;
+//! - exactly one `Host`, the host portok routed on, as the client sent it;
+//! - no hop-by-hop header and none the client's `Connection` names, no `HTTP2-Settings`;
+//! - cookies on one line; framing (`Content-Length` or chunked) as the caller decided;
+//! - X-Forwarded-For and Forwarded appended to earlier proxies', the X-Forwarded-* the
+//!   client did not send, and the hop count.
+
+use super::forward::{self, HOPS_HEADER};
+use std::net::IpAddr;
+
+/// How the request's body reaches the app.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum BodyFraming {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// What the writer needs to know about a request besides its header lines.
+pub(super) struct Outbound<'a> {
+    pub(super) method: &'a [u8],
+    /// The path and query as received (`?a` from an h2 `:path` becomes `/?a`).
+    pub(super) target: &'a [u8],
+    /// The host portok routed on, as the client sent it.
+    pub(super) host: &'a [u8],
+    pub(super) framing: BodyFraming,
+    /// Ask the app to switch to this protocol (WebSocket, from an HTTP/1.1 Upgrade or an
+    /// HTTP/2 extended CONNECT).
+    pub(super) upgrade: Option<&'a [u8]>,
+    /// Lines to add (the Sec-WebSocket-Key an h2 WebSocket lacks).
+    pub(super) extra: &'a [(&'a [u8], &'a [u8])],
+    pub(super) hop: Hop,
+}
+
+/// This hop, as the forwarding lines describe it.
+#[derive(Clone, Copy)]
+pub(super) struct Hop {
+    pub(super) ip: IpAddr,
+    pub(super) tls: bool,
+    /// The port the client reached portok on.
+    pub(super) port: u16,
+    /// `x-portok-hops` as the request came.
+    pub(super) hops: u32,
+}
+
+/// What a client header line is to the writer.
+#[derive(PartialEq, Eq)]
+enum Line {
+    Keep,
+    Drop,
+    Cookie,
+    ForwardedFor,
+    Forwarded,
+    XfProto,
+    XfHost,
+    XfPort,
+}
+
+fn classify(name: &[u8]) -> Line {
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    // By length first: most names are compared with nothing here.
+    match name.len() {
+        4 if is("host") => Line::Drop,
+        6 if is("cookie") => Line::Cookie,
+        9 if is("forwarded") => Line::Forwarded,
+        13 if is(HOPS_HEADER.as_str()) => Line::Drop,
+        14 if is("content-length") || is("http2-settings") => Line::Drop,
+        15 if is("x-forwarded-for") => Line::ForwardedFor,
+        16 if is("x-forwarded-host") => Line::XfHost,
+        16 if is("x-forwarded-port") => Line::XfPort,
+        17 if is("x-forwarded-proto") => Line::XfProto,
+        _ if forward::is_hop_by_hop(name) => Line::Drop,
+        _ => Line::Keep,
+    }
+}
+
+/// Write the upstream head for `req` into `out`; `headers()` gives the client's header
+/// lines (again, for each pass).
+pub(super) fn write<'h, I, F>(out: &mut Vec<u8>, req: &Outbound<'_>, headers: F)
+where
+    F: Fn() -> I,
+    I: Iterator<Item = (&'h [u8], &'h [u8])>,
+{
+    out.extend_from_slice(req.method);
+    out.push(b' ');
+    match req.target.first() {
+        Some(b'/') => out.extend_from_slice(req.target),
+        Some(b'*') if req.target.len() == 1 => out.push(b'*'),
+        Some(_) => {
+            out.push(b'/');
+            out.extend_from_slice(req.target);
+        }
+        None => out.push(b'/'),
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(req.host);
+    out.extend_from_slice(b"\r\n");
+    // Headers the client's Connection names are hop-by-hop too (rare: only then listed).
+    let mut named: Vec<&[u8]> = Vec::new();
+    for (_, value) in headers().filter(|(n, _)| n.eq_ignore_ascii_case(b"connection")) {
+        named.extend(
+            value
+                .split(|&b| b == b',')
+                .map(<[u8]>::trim_ascii)
+                .filter(|t| forward::names_a_header(std::str::from_utf8(t).unwrap_or(""))),
+        );
+    }
+    let (mut sent_proto, mut sent_host, mut sent_port) = (false, false, false);
+    let (mut xff, mut fwd, mut cookie) = (false, false, false);
+    for (name, value) in headers() {
+        let line = classify(name);
+        if line == Line::Drop || named.iter().any(|t| t.eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        match line {
+            Line::Keep => {}
+            Line::Drop => unreachable!("skipped above"),
+            Line::Cookie => {
+                if !cookie {
+                    cookie = true;
+                    push_cookie_line(out, headers());
+                }
+                continue;
+            }
+            Line::ForwardedFor => {
+                xff = true;
+                continue;
+            }
+            Line::Forwarded => {
+                fwd = true;
+                continue;
+            }
+            Line::XfProto => sent_proto = true,
+            Line::XfHost => sent_host = true,
+            Line::XfPort => sent_port = true,
+        }
+        push_header(out, name, value);
+    }
+    match req.framing {
+        BodyFraming::None => {}
+        BodyFraming::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            forward::push_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        BodyFraming::Chunked => push_header(out, b"transfer-encoding", b"chunked"),
+    }
+    if let Some(proto) = req.upgrade {
+        push_header(out, b"connection", b"upgrade");
+        push_header(out, b"upgrade", proto);
+    }
+    for (name, value) in req.extra {
+        push_header(out, name, value);
+    }
+    let earlier = |want: &'static [u8], on: bool| {
+        headers()
+            .filter(move |(n, _)| on && n.eq_ignore_ascii_case(want))
+            .map(|(_, v)| v)
+    };
+    let hop = &req.hop;
+    out.extend_from_slice(b"x-forwarded-for: ");
+    for prev in earlier(b"x-forwarded-for", xff) {
+        out.extend_from_slice(prev);
+        out.extend_from_slice(b", ");
+    }
+    forward::push_ip(out, hop.ip);
+    out.extend_from_slice(b"\r\nforwarded: ");
+    for prev in earlier(b"forwarded", fwd) {
+        out.extend_from_slice(prev);
+        out.extend_from_slice(b", ");
+    }
+    let proto = if hop.tls { "https" } else { "http" };
+    forward::forwarded_element(out, hop.ip, req.host, proto);
+    out.extend_from_slice(b"\r\n");
+    if !sent_proto {
+        push_header(out, b"x-forwarded-proto", proto.as_bytes());
+    }
+    if !sent_host {
+        push_header(out, b"x-forwarded-host", req.host);
+    }
+    if !sent_port {
+        out.extend_from_slice(b"x-forwarded-port: ");
+        forward::push_decimal(out, u64::from(hop.port));
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(HOPS_HEADER.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    forward::push_decimal(out, u64::from(hop.hops) + 1);
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// The header lines of a header map, for [`write`].
+pub(super) fn map_lines<'h>(map: &'h http::HeaderMap) -> impl Fn() -> MapLines<'h> + 'h {
+    move || {
+        map.iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+    }
+}
+
+type MapLines<'h> = std::iter::Map<
+    http::header::Iter<'h, http::HeaderValue>,
+    fn((&'h http::HeaderName, &'h http::HeaderValue)) -> (&'h [u8], &'h [u8]),
+>;
+
+/// The header lines httparse found, for [`write`].
+pub(super) fn parsed_lines<'h>(
+    headers: &'h [httparse::Header<'h>],
+) -> impl Fn() -> ParsedLines<'h> + 'h {
+    move || headers.iter().map(|h| (h.name.as_bytes(), h.value))
+}
+
+type ParsedLines<'h> = std::iter::Map<
+    std::slice::Iter<'h, httparse::Header<'h>>,
+    fn(&'h httparse::Header<'h>) -> (&'h [u8], &'h [u8]),
+>;
+
+/// One header line of an HTTP/1.1 head.
+pub(super) fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The request's cookies on one line, joined with "; " (RFC 9113 8.2.3: an HTTP/2 client may
+/// split them into fields of their own, and many apps read only one Cookie line).
+fn push_cookie_line<'h>(out: &mut Vec<u8>, headers: impl Iterator<Item = (&'h [u8], &'h [u8])>) {
+    out.extend_from_slice(b"cookie: ");
+    let cookies = headers.filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie"));
+    for (i, (_, v)) in cookies.enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b"; ");
+        }
+        out.extend_from_slice(v);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The head for a request hyper parsed (HTTP/1.1 or HTTP/2), sent as `method` (an HTTP/2
+/// WebSocket's CONNECT goes to the app as a GET).
+pub(super) fn of_request<B>(
+    req: &http::Request<B>,
+    method: &[u8],
+    host: &[u8],
+    framing: BodyFraming,
+    upgrade: Option<&[u8]>,
+    extra: &[(&[u8], &[u8])],
+    hop: Hop,
+) -> Vec<u8> {
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let outbound = Outbound {
+        method,
+        target: target.as_bytes(),
+        host,
+        framing,
+        upgrade,
+        extra,
+        hop,
+    };
+    let mut out = Vec::with_capacity(512);
+    write(&mut out, &outbound, map_lines(req.headers()));
+    out
+}
