@@ -91,7 +91,6 @@ pub struct Ctx {
     pub last_failure: Mutex<HashMap<String, AppEvent>>,
     /// TCP routes' listeners and counters.
     pub tcp: crate::tcp::TcpRoutes,
-    pub client: forward::Client,
     /// The port browsers use to reach us, for links on pages and X-Forwarded-Port.
     pub port: u16,
     pub limits: Limits,
@@ -142,7 +141,6 @@ impl Ctx {
             listening: Mutex::new(Vec::new()),
             last_failure: Mutex::new(HashMap::new()),
             tcp: Default::default(),
-            client: forward::client(limits.connect),
             port,
             tls: tls.map(tokio_rustls::TlsAcceptor::from),
             conn_permits: Arc::new(tokio::sync::Semaphore::new(limits.max_connections)),

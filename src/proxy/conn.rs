@@ -100,7 +100,12 @@ pub async fn read_version<I: AsyncRead + AsyncWrite + Unpin>(
     let proto = loop {
         let n = io.read(&mut prefix[len..]).await?;
         if n == 0 || prefix[len..len + n] != H2_PREFACE[len..len + n] {
-            let began = len >= H2_REQUEST_LINE;
+            let matched = prefix[len..len + n]
+                .iter()
+                .zip(&H2_PREFACE[len..])
+                .take_while(|(a, b)| a == b)
+                .count();
+            let began = len + matched >= H2_REQUEST_LINE;
             len += n;
             if (h2_only && len > 0) || began {
                 return Err(refuse_preface(&mut io).await);

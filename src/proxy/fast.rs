@@ -19,8 +19,8 @@ use super::forward::{self, ForwardError, MAX_HOPS};
 use super::handler::{ProxyError, VERSION};
 use super::request_head::{self, push_header, BodyFraming, Hop, Outbound};
 use super::upstream::{
-    read_response_head, still_open, Framing, HeadError, ResponseHead, ResponseHeaderFilter,
-    SpareBuf, Upstream, MAX_RESPONSE_HEADERS,
+    push_chunk, read_response_head, still_open, Framing, HeadError, ResponseHead,
+    ResponseHeaderFilter, SpareBuf, Upstream, MAX_RESPONSE_HEADERS,
 };
 use super::{pages, reload, ConnError, ConnInfo, Ctx};
 use crate::metrics::RequestMeter;
@@ -861,12 +861,6 @@ fn push_date(out: &mut Vec<u8>) {
         }
         push_header(out, b"date", d.1.as_bytes());
     });
-}
-
-fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
-    let _ = write!(out, "{:x}\r\n", data.len());
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// A full error page as HTTP/1.1 bytes.

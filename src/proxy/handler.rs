@@ -1,11 +1,12 @@
 //! One request: find the route by host, check the hop counter, forward, or answer with a
 //! page. Every error becomes a status code in exactly one place: [`ProxyError::status`].
 
-use super::forward::{self, ForwardError, Origin, ProxyBody, UpstreamBody, HOPS_HEADER, MAX_HOPS};
+use super::forward::{self, ForwardError, ProxyBody, HOPS_HEADER, MAX_HOPS};
 use super::request_head::{self, BodyFraming, Hop};
 use super::{pages, reload, upstream, ConnInfo, Ctx};
 use crate::names::normalize_host;
 use crate::routes::Backend;
+use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -22,6 +23,8 @@ pub enum ProxyError {
     MissingHost,
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("the request body is malformed or was cut off: {0}")]
+    ClientBody(String),
     #[error("no app registered for {host}")]
     NoRoute { host: String },
     #[error("{host} looped through portok {hops} times")]
@@ -48,7 +51,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::MissingHost => StatusCode::BAD_REQUEST,
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::Loop { .. } => StatusCode::LOOP_DETECTED,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
@@ -187,91 +190,113 @@ async fn route(
             .await
             .map_err(upstream_err);
     }
-    let origin = Origin {
-        peer: conn.peer,
-        tls: conn.tls,
-        host: &host_value,
-        proxy_port: ctx.port,
-        hops,
-    };
-    let bodiless = http_body::Body::is_end_stream(req.body());
     let wants_trailers = req
         .headers()
         .get_all(header::TE)
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
-    // A bodiless request goes over a kept raw connection (see `upstream::send`); a page
-    // that gets the live-reload tag, a request with a body, a CONNECT (whose answer turns
-    // the connection into a tunnel) and a client asking for trailers (`TE: trailers`, as
-    // gRPC clients send; the raw path drops them) go through hyper's client.
-    let raw = bodiless && !navigation && !wants_trailers;
-    // What to send (again): the raw head names no instance, so it goes as it is to another;
-    // for hyper's client a pool keeps the parts of a bodiless request.
-    enum Outgoing {
-        Raw(Vec<u8>, http::Method),
-        Hyper(Option<Replay>),
-    }
-    let outgoing = if raw {
-        let head = request_head::of_request(
+    let method = req.method().clone();
+    let (parts, body) = req.into_parts();
+    let req = Request::from_parts(parts, ());
+    // A body is read ahead up to READ_AHEAD bytes: one that is malformed or cut off there is
+    // a 400 and the app never sees the request; one that fits goes with its head in one
+    // write (and can be resent to another instance of a pool).
+    let body = if http_body::Body::is_end_stream(&body) {
+        ReadAhead::Whole(Bytes::new())
+    } else {
+        read_ahead(body)
+            .await
+            .map_err(|e| ProxyError::ClientBody(e.to_string()))?
+    };
+    let content_length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let head_for = |framing| {
+        request_head::of_request(
             &req,
-            req.method().as_str().as_bytes(),
+            method.as_str().as_bytes(),
             host_value.as_bytes(),
-            BodyFraming::None,
+            framing,
             None,
             &[],
             hop,
-        );
-        Outgoing::Raw(head, req.method().clone())
-    } else {
-        Outgoing::Hyper((pool && bodiless).then(|| Replay::of(&req)))
+        )
     };
-    let mut sent = match &outgoing {
-        Outgoing::Raw(head, method) => send_raw(ctx, head, method, &backend).await,
-        Outgoing::Hyper(_) => {
-            forward::prepare_request(&mut req, &backend, &origin);
-            let exchange = forward::send(&ctx.client, req.map(UpstreamBody::Client), &backend);
+    let sent = match body {
+        ReadAhead::Partial(first, rest) => {
+            let framing = match content_length {
+                Some(n) => BodyFraming::Length(n),
+                None => BodyFraming::Chunked,
+            };
+            let mut head = head_for(framing);
+            if framing == BodyFraming::Chunked {
+                upstream::push_chunk(&mut head, &first);
+            } else {
+                head.extend_from_slice(&first);
+            }
+            let asked = upstream::Asked {
+                head_method: false,
+                trailers: wants_trailers,
+            };
+            let exchange = upstream::send_streaming(
+                head,
+                rest,
+                framing == BodyFraming::Chunked,
+                asked,
+                &backend,
+                ctx.limits.connect,
+            );
             ctx.in_turn(&backend, exchange).await
         }
-    };
-    // A pool resends as nginx's `proxy_next_upstream error` does: an instance that died
-    // refuses the connection before a byte was sent (any method is safe to resend then),
-    // or drops it before answering (resent once, and only for idempotent methods, so a
-    // request that kills the app cannot take down the whole pool).
-    let resendable = match &outgoing {
-        Outgoing::Raw(_, method) => pool.then_some(method),
-        Outgoing::Hyper(replay) => replay.as_ref().map(|r| &r.method),
-    };
-    if let Some(method) = resendable {
-        let mut resent_after_exchange = false;
-        loop {
-            match &sent {
-                Err(ForwardError::Connect(_)) => backend.mark_down(),
-                Err(ForwardError::Exchange(_))
-                    if method.is_idempotent() && !resent_after_exchange =>
-                {
-                    resent_after_exchange = true
+        ReadAhead::Whole(data) => {
+            let framing = match (data.len(), content_length) {
+                (0, None) => BodyFraming::None,
+                (n, _) => BodyFraming::Length(n as u64),
+            };
+            let mut head = head_for(framing);
+            head.extend_from_slice(&data);
+            let with_body = !data.is_empty();
+            let (head, method) = (&head, &method);
+            let send = |backend: Arc<Backend>| async move {
+                send_raw(ctx, head, method, wants_trailers, with_body, &backend).await
+            };
+            let mut sent = send(backend.clone()).await;
+            // A pool resends as nginx's `proxy_next_upstream error` does: an instance that
+            // died refuses the connection before a byte was sent (any method is safe to
+            // resend then), or drops it before answering (resent once, and only for
+            // idempotent methods, so a request that kills the app cannot take down the
+            // whole pool).
+            let mut resent_after_exchange = false;
+            if pool {
+                loop {
+                    match &sent {
+                        Err(ForwardError::Connect(_)) => backend.mark_down(),
+                        Err(ForwardError::Exchange(_))
+                            if method.is_idempotent() && !resent_after_exchange =>
+                        {
+                            resent_after_exchange = true
+                        }
+                        _ => break,
+                    }
+                    let table = ctx.routes.load();
+                    let Some(next) = table.lookup(&host).and_then(|l| l.pick_other(&backend))
+                    else {
+                        break;
+                    };
+                    backend = next.clone();
+                    drop(table);
+                    debug!(host = %host, port = backend.port, "instance failed; trying another");
+                    sent = send(backend.clone()).await;
                 }
-                _ => break,
             }
-            let table = ctx.routes.load();
-            let Some(next) = table.lookup(&host).and_then(|l| l.pick_other(&backend)) else {
-                break;
-            };
-            backend = next.clone();
-            drop(table);
-            debug!(host = %host, port = backend.port, "instance failed; trying another");
-            sent = match &outgoing {
-                Outgoing::Raw(head, method) => send_raw(ctx, head, method, &backend).await,
-                Outgoing::Hyper(replay) => {
-                    let replay = replay.as_ref().expect("resent only with a replay");
-                    let mut again = replay.request();
-                    forward::prepare_request(&mut again, &backend, &origin);
-                    let exchange = forward::send(&ctx.client, again, &backend);
-                    ctx.in_turn(&backend, exchange).await
-                }
-            };
+            sent
         }
+    };
+    if let Err(ForwardError::ClientBody(e)) = &sent {
+        return Err(ProxyError::ClientBody(e.to_string()));
     }
     let upstream_err = |source| ProxyError::Upstream {
         host: host.to_string(),
@@ -327,50 +352,50 @@ fn routed_host<B>(req: &Request<B>) -> Result<HeaderValue, ProxyError> {
     HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::MissingHost)
 }
 
-/// Send a bodiless request's head over a kept app connection, else in its turn over a new
-/// one: the turns bound how many app connections a burst opens (one h2 connection alone
-/// can start 250 requests at once), and a kept connection needs none.
+/// Send a request held whole (its head, and its body if it has one) over a kept app
+/// connection, else in its turn over a new one: the turns bound how many app connections a
+/// burst opens (one h2 connection alone can start 250 requests at once), and a kept
+/// connection needs none. A request with a body always waits for its turn.
 async fn send_raw(
     ctx: &Ctx,
     head: &[u8],
     method: &http::Method,
+    trailers: bool,
+    with_body: bool,
     backend: &Arc<Backend>,
 ) -> Result<Response<ProxyBody>, ForwardError> {
-    match upstream::Upstream::idle(backend) {
-        Some(kept) => upstream::send(head, method, backend, Some(kept), ctx.limits.connect).await,
+    let timeout = ctx.limits.connect;
+    match upstream::Upstream::idle(backend).filter(|_| !with_body) {
+        Some(kept) => upstream::send(head, method, trailers, backend, Some(kept), timeout).await,
         None => {
-            let exchange = upstream::send(head, method, backend, None, ctx.limits.connect);
+            let exchange = upstream::send(head, method, trailers, backend, None, timeout);
             ctx.in_turn(backend, exchange).await
         }
     }
 }
 
-/// The parts of a bodiless request needed to send it again.
-struct Replay {
-    method: http::Method,
-    uri: http::Uri,
-    version: http::Version,
-    headers: http::HeaderMap,
+/// How much of a request body is read before the request goes to the app.
+const READ_AHEAD: usize = 64 * 1024;
+
+/// A request body as read ahead: whole, or its first bytes and the rest to stream.
+enum ReadAhead {
+    Whole(Bytes),
+    Partial(Bytes, Incoming),
 }
 
-impl Replay {
-    fn of<B>(req: &Request<B>) -> Self {
-        Replay {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            version: req.version(),
-            headers: req.headers().clone(),
+async fn read_ahead(mut body: Incoming) -> Result<ReadAhead, hyper::Error> {
+    use http_body_util::BodyExt as _;
+    let mut got = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        // Trailers of a request body are not passed on.
+        if let Ok(data) = frame?.into_data() {
+            got.extend_from_slice(&data);
+        }
+        if got.len() > READ_AHEAD && !http_body::Body::is_end_stream(&body) {
+            return Ok(ReadAhead::Partial(got.freeze(), body));
         }
     }
-
-    fn request(&self) -> Request<UpstreamBody> {
-        let mut req = Request::new(UpstreamBody::Empty);
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.uri.clone();
-        *req.version_mut() = self.version;
-        *req.headers_mut() = self.headers.clone();
-        req
-    }
+    Ok(ReadAhead::Whole(got.freeze()))
 }
 
 /// Where a request goes.
@@ -506,6 +531,7 @@ mod tests {
         let cases = [
             (ProxyError::MissingHost, 400),
             (ProxyError::BadRequest("x"), 400),
+            (ProxyError::ClientBody("x".into()), 400),
             (ProxyError::NoRoute { host: "a".into() }, 404),
             (
                 ProxyError::Loop {

@@ -75,6 +75,11 @@ fn describe(err: &ProxyError, ctx: &Ctx) -> (String, String, String) {
             format!("portok: bad request: {why}"),
             format!("<p>portok refused this request: {}.</p>", escape(why)),
         ),
+        ProxyError::ClientBody(why) => (
+            "400 Bad Request".into(),
+            format!("portok: the request body is malformed or was cut off ({why}); nothing was sent to the app"),
+            format!("<p>The request body is malformed or was cut off ({}); nothing was sent to the app.</p>", escape(why)),
+        ),
         ProxyError::NoRoute { host } => {
             let name = host.strip_suffix(".localhost").unwrap_or(host);
             let mut detail = format!(

@@ -49,10 +49,14 @@ pub fn should_inject(resp: &Response<ProxyBody>) -> bool {
 
 /// Append the tag to the streamed body and fix Content-Length when there is one.
 pub fn inject(resp: &mut Response<ProxyBody>) {
-    if let ProxyBody::Upstream { append, .. } = resp.body_mut() {
-        *append = Some(Bytes::from_static(TAG));
-    } else {
-        return;
+    match resp.body_mut() {
+        ProxyBody::App(body) => body.append = Some(Bytes::from_static(TAG)),
+        ProxyBody::Full(data) => {
+            let mut page = data.take().map(Vec::from).unwrap_or_default();
+            page.extend_from_slice(TAG);
+            *data = Some(page.into());
+        }
+        ProxyBody::Channel(_) => return,
     }
     let headers = resp.headers_mut();
     if let Some(len) = headers

@@ -17,6 +17,8 @@ use tokio::net::TcpStream;
 /// Header lines in a response head and its largest size, as hyper's client allows.
 pub(super) const MAX_RESPONSE_HEADERS: usize = 100;
 const MAX_RESPONSE_HEAD: usize = 400 * 1024;
+/// The trailer section kept for a client that asked for trailers.
+const MAX_TRAILERS: usize = 64 * 1024;
 /// Upstream reads: one buffer per request in progress, kept per thread between requests.
 const CHUNK: usize = 16 * 1024;
 /// Read buffers kept per thread for the next requests (more are freed): enough for the
@@ -325,6 +327,8 @@ pub(super) struct ChunkDecoder {
     state: Chunk,
     size: u64,
     digits: u8,
+    /// The trailer section's bytes, when they are wanted ([`ChunkDecoder::keep_trailers`]).
+    trailers: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -402,9 +406,13 @@ impl ChunkDecoder {
                         self.state = Chunk::Done;
                         return Ok(Some(i + 1));
                     }
-                    _ => self.state = Chunk::TrailerLine,
+                    _ => {
+                        self.keep(b);
+                        self.state = Chunk::TrailerLine;
+                    }
                 },
                 Chunk::TrailerLine => {
+                    self.keep(b);
                     if b == b'\n' {
                         self.state = Chunk::TrailerStart;
                     }
@@ -444,6 +452,42 @@ impl ChunkDecoder {
 
     pub(super) fn is_done(&self) -> bool {
         self.state == Chunk::Done
+    }
+
+    /// Keep the trailer section as it passes (for a client that asked for trailers).
+    pub(super) fn keep_trailers(&mut self) {
+        self.trailers = Some(Vec::new());
+    }
+
+    fn keep(&mut self, b: u8) {
+        if let Some(t) = &mut self.trailers {
+            if t.len() < MAX_TRAILERS {
+                t.push(b);
+            }
+        }
+    }
+
+    /// The trailer fields the body ended with, once it has ended.
+    fn take_trailers(&mut self) -> Option<http::HeaderMap> {
+        let raw = self.trailers.take().filter(|t| !t.is_empty())?;
+        let mut raw = raw;
+        raw.extend_from_slice(b"\r\n");
+        let mut fields = [httparse::EMPTY_HEADER; 32];
+        let Ok(httparse::Status::Complete((_, fields))) =
+            httparse::parse_headers(&raw, &mut fields)
+        else {
+            return None;
+        };
+        let mut map = http::HeaderMap::with_capacity(fields.len());
+        for f in fields.iter() {
+            if let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(f.name.as_bytes()),
+                http::HeaderValue::from_bytes(f.value),
+            ) {
+                map.append(n, v);
+            }
+        }
+        Some(map)
     }
 
     fn size_line_done(&mut self) {
@@ -508,12 +552,16 @@ impl Drop for SpareBuf {
 pub(super) async fn send(
     head: &[u8],
     method: &http::Method,
+    trailers: bool,
     backend: &Arc<Backend>,
     mut kept: Option<Upstream>,
     connect_timeout: Duration,
 ) -> Result<http::Response<ProxyBody>, ForwardError> {
     let idempotent = method.is_idempotent();
-    let head_method = method == http::Method::HEAD;
+    let asked = Asked {
+        head_method: method == http::Method::HEAD,
+        trailers,
+    };
     let guard = backend.enter();
     let mut spare = SpareBuf::new();
     let mut fresh_only = false;
@@ -535,7 +583,62 @@ pub(super) async fn send(
             Err(e) => return Err(ForwardError::Exchange(Box::new(e))),
         }
     };
-    respond(up, parsed, spare, head_method, guard)
+    respond(up, parsed, spare, asked, guard)
+}
+
+/// A request whose body is too long to hold: `head` (with the body's first bytes, framed)
+/// on a fresh connection, then the rest of the client's body as it comes, chunked when
+/// `chunked`. Never resent: the body is gone once sent. A client body that breaks off or
+/// is malformed ends the app connection mid-request ([`ForwardError::ClientBody`]).
+pub(super) async fn send_streaming(
+    head: Vec<u8>,
+    mut body: hyper::body::Incoming,
+    chunked: bool,
+    asked: Asked,
+    backend: &Arc<Backend>,
+    connect_timeout: Duration,
+) -> Result<http::Response<ProxyBody>, ForwardError> {
+    use http_body_util::BodyExt as _;
+    let guard = backend.enter();
+    let mut up = Upstream::get(backend, true, connect_timeout)
+        .await
+        .map_err(ForwardError::Connect)?;
+    // An app may answer before it has read the whole body (413): then the answer is read.
+    let mut writing = up.stream.write_all(&head).await.is_ok();
+    let mut line = Vec::new();
+    while writing {
+        let data = match body.frame().await {
+            None => break,
+            Some(Err(e)) => return Err(ForwardError::ClientBody(Box::new(e))),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => data,
+                _ => continue,
+            },
+        };
+        writing = if chunked {
+            line.clear();
+            push_chunk(&mut line, &data);
+            up.stream.write_all(&line).await.is_ok()
+        } else {
+            up.stream.write_all(&data).await.is_ok()
+        };
+    }
+    if writing && chunked {
+        let _ = up.stream.write_all(b"0\r\n\r\n").await;
+    }
+    let mut spare = SpareBuf::new();
+    let parsed = read_response_head(&mut up.stream, &mut spare)
+        .await
+        .map_err(|e| ForwardError::Exchange(Box::new(e)))?;
+    respond(up, parsed, spare, asked, guard)
+}
+
+/// One chunk of a chunked body (RFC 9112 7.1): its length in hex, the data, CRLF.
+pub(super) fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
+    use std::io::Write as _;
+    let _ = write!(out, "{:x}\r\n", data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The app's switch to another protocol (WebSocket), or its answer when it did not switch.
@@ -548,7 +651,7 @@ pub(super) enum Upgrade {
         /// The tunnel counts as in flight to the instance until it closes (drain).
         guard: InflightGuard,
     },
-    Refused(http::Response<ProxyBody>),
+    Refused(Box<http::Response<ProxyBody>>),
 }
 
 /// Send an upgrade request's head on a fresh app connection (upgraded connections are
@@ -569,7 +672,8 @@ pub(super) async fn upgrade(
     };
     let parsed = answer.map_err(|e| ForwardError::Exchange(Box::new(e)))?;
     if parsed.status != 101 {
-        return respond(up, parsed, spare, false, guard).map(Upgrade::Refused);
+        return respond(up, parsed, spare, Asked::default(), guard)
+            .map(|r| Upgrade::Refused(Box::new(r)));
     }
     let buf = &spare.0;
     let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
@@ -601,14 +705,18 @@ fn respond(
     up: Upstream,
     parsed: ResponseHead,
     spare: SpareBuf,
-    head_method: bool,
+    asked: Asked,
     guard: InflightGuard,
 ) -> Result<http::Response<ProxyBody>, ForwardError> {
-    let framing = if head_method || parsed.no_body() {
+    let head_method = asked.head_method;
+    let mut framing = if head_method || parsed.no_body() {
         Framing::None
     } else {
         parsed.framing
     };
+    if let (Framing::Chunked(dec), true) = (&mut framing, asked.trailers) {
+        dec.keep_trailers();
+    }
     let buf = &spare.0;
     let first = &buf[parsed.len..parsed.filled];
     // The whole body came with the head (the common small response): done here.
@@ -662,8 +770,19 @@ fn respond(
         framing,
         keep_alive: parsed.keep_alive,
         guard: Some(guard),
+        append: None,
+        trailers: None,
     });
     Ok(resp)
+}
+
+/// What the client asked that shapes the app's answer.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Asked {
+    /// A HEAD request: the answer has no body, whatever its headers say.
+    pub(super) head_method: bool,
+    /// `TE: trailers`: the chunked body's trailer fields are passed on.
+    pub(super) trailers: bool,
 }
 
 /// A response body read straight off the app's connection ([`send`]), which goes back to
@@ -676,9 +795,38 @@ pub struct AppBody {
     keep_alive: bool,
     /// The request counts as in flight to the instance until its body ends (drain).
     guard: Option<InflightGuard>,
+    /// Bytes to send after the app's body (the live-reload script tag).
+    pub(super) append: Option<Bytes>,
+    /// The trailer fields, between the body's end and the end of the stream.
+    trailers: Option<Box<http::HeaderMap>>,
 }
 
 impl AppBody {
+    /// The next frame: the app's data, then the appended bytes, then its trailers.
+    pub fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<io::Result<http_body::Frame<Bytes>>>> {
+        if self.up.is_some() || !self.buf.is_empty() || !self.done() {
+            match std::task::ready!(self.poll_data(cx)) {
+                Some(data) => return Poll::Ready(Some(data.map(http_body::Frame::data))),
+                None => {
+                    if let Framing::Chunked(dec) = &mut self.framing {
+                        self.trailers = dec.take_trailers().map(Box::new);
+                    }
+                }
+            }
+        }
+        if let Some(tag) = self.append.take() {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(tag))));
+        }
+        Poll::Ready(
+            self.trailers
+                .take()
+                .map(|t| Ok(http_body::Frame::trailers(*t))),
+        )
+    }
+
     /// The next data from what is buffered, or None when more must be read.
     fn take(&mut self) -> io::Result<Option<Bytes>> {
         match &mut self.framing {
@@ -731,7 +879,7 @@ impl AppBody {
         Poll::Ready(Some(Err(e)))
     }
 
-    pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
         loop {
             match self.take() {
                 Ok(Some(data)) => {
@@ -779,7 +927,11 @@ impl AppBody {
     }
 
     pub fn is_end_stream(&self) -> bool {
-        self.buf.is_empty() && self.done()
+        self.buf.is_empty()
+            && self.done()
+            && self.append.is_none()
+            && self.trailers.is_none()
+            && !matches!(&self.framing, Framing::Chunked(d) if d.trailers.is_some())
     }
 }
 
