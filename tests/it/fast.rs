@@ -305,6 +305,20 @@ fn proxy_with(env: &[(&str, &str)], app: u16) -> Portok {
     p
 }
 
+/// Wait until the daemon counts no open client connection.
+async fn no_client_connections(p: &Portok) {
+    wait_for(
+        Duration::from_secs(10),
+        "client connections to close",
+        || {
+            let status: serde_json::Value =
+                serde_json::from_str(&p.ok(&["status", "--json"])).unwrap();
+            (status["totals"]["connections_open"] == 0).then_some(())
+        },
+    )
+    .await;
+}
+
 fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines().find_map(|l| {
         let (n, v) = l.split_once(':')?;
@@ -389,9 +403,12 @@ async fn upstream_connections_are_kept_and_one_the_app_closed_is_replaced() {
         for _ in 0..20 {
             assert_eq!(c.get("/cl").await.0, 200, "{mode}");
         }
-        // New client connections, one after another, reuse it too.
+        // New client connections, one after another, reuse it too. The fast path gives a
+        // client connection's app connection back when the client connection ends, so each
+        // next one starts once the daemon has seen the last one close.
         drop(c);
         for _ in 0..5 {
+            no_client_connections(&p).await;
             let mut c = Client::connect(&p).await;
             assert_eq!(c.get("/cl").await.0, 200, "{mode}");
         }

@@ -8,6 +8,7 @@ mod fast;
 mod fuzz_regressions;
 mod hardening;
 mod observe;
+mod pipeline;
 mod pool;
 mod proxy;
 mod reload;

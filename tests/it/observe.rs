@@ -1,7 +1,7 @@
 //! Observe and control (issue: dashboard, status, JSON API, metrics, switch, logs).
 
 use crate::support::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn status_json(p: &Portok, name: &str) -> serde_json::Value {
     serde_json::from_str(&p.ok(&["status", name, "--json"])).unwrap()
@@ -195,7 +195,15 @@ async fn switch_refuses_an_unhealthy_port_and_rolls_back_when_the_new_one_dies()
         "b"
     );
     drop(b); // the new target dies
-    let start = Instant::now();
+             // The rollback writes routes.json, which the daemon then reloads, and then its record:
+             // two separate moments, so wait for each.
+    wait_for(Duration::from_secs(15), "the rollback record", || {
+        let s = status_json(&p, "api");
+        let last = s["switches"].as_array()?.last()?.clone();
+        (last["outcome"] == "rolled_back").then_some(())
+    })
+    .await;
+    let start = std::time::Instant::now();
     loop {
         let r = get(p.addr(), "api.localhost", "/").await;
         if r.status == 200 && r.headers["x-backend"] == "a" {

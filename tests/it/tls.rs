@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 /// A client that trusts only the daemon's ca.pem.
-fn client_config(p: &Portok, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+pub(crate) fn client_config(p: &Portok, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     let pem = std::fs::read(p.state().join("ca.pem")).expect("ca.pem exists");
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile_certs(&pem) {
@@ -36,7 +36,7 @@ fn rustls_pemfile_certs(pem: &[u8]) -> Vec<CertificateDer<'static>> {
         .collect()
 }
 
-async fn tls_connect(
+pub(crate) async fn tls_connect(
     p: &Portok,
     name: &str,
     alpn: &[&[u8]],
