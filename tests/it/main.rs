@@ -3,6 +3,7 @@
 
 mod support;
 
+mod devservers;
 mod dx;
 mod fast;
 mod fuzz_regressions;

@@ -684,6 +684,90 @@ pub fn chromium() -> Option<&'static str> {
         })
 }
 
+/// Whether this run is CI's (`CI` set): there a missing tool is a failure, not a skip.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
+}
+
+/// A tool a test needs is missing: outside CI the test says SKIPPED and returns; in CI it
+/// fails, naming what to install.
+pub fn missing(what: &str, install: &str) {
+    assert!(!in_ci(), "{what} is missing in CI: {install}");
+    eprintln!("SKIPPED: {what} is missing ({install})");
+}
+
+/// An NSS database under `home/.pki/nssdb` that trusts `ca_pem` for TLS servers, as
+/// `portok trust` sets up for Chromium; false when `certutil` (libnss3-tools) is missing.
+pub fn nssdb_trusting(home: &Path, ca_pem: &Path) -> bool {
+    let db = home.join(".pki/nssdb");
+    std::fs::create_dir_all(&db).unwrap();
+    let db_arg = format!("sql:{}", db.display());
+    let run = |args: &[&str]| {
+        Command::new("certutil")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+    };
+    let Ok(status) = run(&["-N", "-d", &db_arg, "--empty-password"]) else {
+        return false;
+    };
+    assert!(status.success(), "certutil -N failed");
+    let ca = ca_pem.to_str().unwrap();
+    let status = run(&[
+        "-A",
+        "-d",
+        &db_arg,
+        "-n",
+        "portok test CA",
+        "-t",
+        "C,,",
+        "-i",
+        ca,
+    ])
+    .unwrap();
+    assert!(status.success(), "certutil -A failed");
+    true
+}
+
+/// An npm project from `tests/fixtures/NAME` with its packages installed (`npm ci`), in a
+/// cache folder kept between runs and keyed by the lock file, so the registry is asked once.
+/// The fixture's own files are copied in afresh each time. None when npm is missing.
+pub fn npm_fixture(name: &str) -> Option<PathBuf> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    let lock = std::fs::read(src.join("package-lock.json")).expect("the fixture's lock file");
+    let key = lock.iter().fold(0xcbf29ce484222325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    });
+    let cache = std::env::var_os("PORTOK_TEST_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|c| PathBuf::from(c).join("portok-tests"))
+        })
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/portok-tests")))
+        .expect("a cache folder: set PORTOK_TEST_CACHE");
+    let dir = cache.join(format!("npm-{name}-{key:016x}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    if !dir.join("node_modules/.package-lock.json").exists() {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .status();
+        match status {
+            Err(_) => return None,
+            Ok(s) => assert!(s.success(), "npm ci in {} failed", dir.display()),
+        }
+    }
+    Some(dir)
+}
+
 /// Flags for a quiet headless Chromium on a closed network.
 pub const CHROMIUM_FLAGS: &[&str] = &[
     "--headless",
@@ -708,9 +792,19 @@ pub struct Browser {
 impl Browser {
     /// Open `url` in a fresh headless Chromium; None when Chromium is not installed.
     pub async fn open(profile: &Path, url: &str) -> Option<Browser> {
+        Browser::open_with_home(profile, None, url).await
+    }
+
+    /// [`Browser::open`] with HOME set, so Chromium reads `HOME/.pki/nssdb` (the CA it
+    /// trusts; see [`nssdb_trusting`]).
+    pub async fn open_with_home(profile: &Path, home: Option<&Path>, url: &str) -> Option<Browser> {
         use std::io::BufRead;
         let chromium = chromium()?;
-        let mut child = Command::new(chromium)
+        let mut command = Command::new(chromium);
+        if let Some(home) = home {
+            command.env("HOME", home);
+        }
+        let mut child = command
             .args(CHROMIUM_FLAGS)
             .arg("--remote-debugging-port=0")
             .arg(format!("--user-data-dir={}", profile.display()))

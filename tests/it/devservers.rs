@@ -1,0 +1,132 @@
+//! Real dev servers through portok, as users run them: Vite's pages and its HMR WebSocket
+//! over HTTP/1.1, TLS and HTTP/2 extended CONNECT, and in Chromium over https.
+
+use crate::support::*;
+use crate::tls::tls_connect;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+/// Vite's first HMR message, read from a connected socket.
+async fn first_message<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
+        .await
+        .expect("Vite's first HMR message")
+        .expect("an open socket")
+        .expect("a frame");
+    msg.into_text().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vite_serves_and_its_hmr_socket_connects_on_every_path_and_in_chromium() {
+    let Some(dir) = npm_fixture("vite") else {
+        return missing("npm", "install Node.js 20.19+ with npm");
+    };
+    let p = Portok::new();
+    let app = p.spawn_app(&dir, &["web", "npx", "vite"]);
+    app.wait_for("web ready in", Duration::from_secs(120)).await;
+    let host = format!("web.localhost:{}", p.port);
+
+    // Vite's client script carries the token its HMR socket must present.
+    let client = get(p.addr(), &host, "/@vite/client").await;
+    assert_eq!(client.status, 200);
+    let script = client.text();
+    let token = script
+        .split_once("wsToken = \"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(t, _)| t.to_string())
+        .unwrap_or_else(|| panic!("no wsToken in /@vite/client"));
+    let request = |scheme: &str| {
+        let mut r = format!("{scheme}://{host}/?token={token}")
+            .into_client_request()
+            .unwrap();
+        r.headers_mut()
+            .insert("sec-websocket-protocol", "vite-hmr".parse().unwrap());
+        r
+    };
+
+    // HTTP/1.1, plain.
+    let tcp = tokio::net::TcpStream::connect(p.addr()).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(request("ws"), tcp)
+        .await
+        .expect("Vite's HMR socket over HTTP/1.1");
+    assert!(first_message(&mut ws).await.contains("connected"));
+
+    // HTTP/1.1 in TLS.
+    let tls = tls_connect(&p, "web.localhost", &[b"http/1.1"])
+        .await
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(request("wss"), tls)
+        .await
+        .expect("Vite's HMR socket over TLS");
+    assert!(first_message(&mut ws).await.contains("connected"));
+
+    // HTTP/2 extended CONNECT (RFC 8441), as Chrome and Firefox open it over h2.
+    let tls = tls_connect(&p, "web.localhost", &[b"h2"]).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let page = hyper::Request::get(format!("https://{host}/"))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    assert_eq!(send.send_request(page).await.unwrap().status(), 200);
+    let mut connect = hyper::Request::connect(format!("https://{host}/?token={token}"))
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-protocol", "vite-hmr")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    connect
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let resp = send.send_request(connect).await.unwrap();
+    assert_eq!(resp.status(), 200, "extended CONNECT");
+    let upgraded = hyper::upgrade::on(resp).await.expect("h2 tunnel");
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        Role::Client,
+        None,
+    )
+    .await;
+    assert!(first_message(&mut ws).await.contains("connected"));
+
+    // Chromium, trusting portok's CA through its NSS database, over https.
+    let home = p.dir.path().join("chromium-home");
+    if !nssdb_trusting(&home, &p.state().join("ca.pem")) {
+        return missing("certutil", "apt-get install libnss3-tools");
+    }
+    let url = format!("https://{host}/");
+    let profile = p.dir.path().join("chromium-profile");
+    let Some(mut b) = Browser::open_with_home(&profile, Some(&home), &url).await else {
+        return missing("chromium", "apt-get install chromium");
+    };
+    let text = "document.getElementById('msg') && document.getElementById('msg').textContent";
+    b.wait_until(text, Duration::from_secs(60), "the page", |v| {
+        v == "before edit"
+    })
+    .await;
+    let proto = b
+        .eval("performance.getEntriesByType('navigation')[0].nextHopProtocol")
+        .await;
+    assert_eq!(proto, "h2", "the page came over HTTP/2");
+    // An edit reaches the open page through Vite's HMR: no reload, no portok redeploy.
+    std::fs::write(
+        dir.join("message.js"),
+        "export const message = 'after edit';\n",
+    )
+    .unwrap();
+    b.wait_until(text, Duration::from_secs(30), "the HMR update", |v| {
+        v == "after edit"
+    })
+    .await;
+    assert_eq!(b.eval("window.loads").await, 1, "no full reload");
+    assert_eq!(b.eval("window.hmrUpdates").await, 1, "one HMR update");
+    assert!(!app.text().contains("generation 2"), "{}", app.text());
+}
