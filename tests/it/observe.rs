@@ -320,8 +320,7 @@ async fn the_dashboard_lists_routes_without_javascript_and_in_chromium() {
     assert!(seen.contains("shop.localhost"));
 
     let Some(chromium) = chromium() else {
-        eprintln!("SKIPPED the Chromium part: no chromium on PATH (apt-get install chromium)");
-        return;
+        return missing("chromium", "apt-get install chromium");
     };
     let mut cmd = std::process::Command::new(chromium);
     cmd.args(CHROMIUM_FLAGS)

@@ -231,8 +231,7 @@ async fn in_chromium_the_page_follows_redeploys_and_shows_a_failed_build() {
     app.wait_for("live ready in", Duration::from_secs(30)).await;
     let url = format!("http://live.localhost:{}/", p.port);
     let Some(mut b) = Browser::open(&p.dir.path().join("chromium-profile"), &url).await else {
-        eprintln!("SKIPPED: no chromium on PATH (apt-get install chromium)");
-        return;
+        return missing("chromium", "apt-get install chromium");
     };
     let text = "document.body ? document.body.innerText : ''";
     let limit = Duration::from_secs(60);
