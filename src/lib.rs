@@ -12,9 +12,12 @@
 //! - [`daemon`]: start/stop/status of the detached daemon; [`daemon::runtime`]: the
 //!   daemon process (listeners, control server, route reloads, stale sweep).
 //! - [`proxy`]: accept loops and per-connection serving; `sniff` (TLS or plain), `handler`
-//!   (host -> route -> forward, errors -> status codes), `forward` (pooled upstream client,
-//!   headers, upgrades), `fast` (the HTTP/1.1 fast path: plain requests relayed without
-//!   hyper), `conn` (HTTP/1 vs h2, header and idle deadlines), `pages`
+//!   (host -> route -> forward, errors -> status codes), `request_head` (the one writer of
+//!   the request heads apps receive), `upstream` (kept app connections, the app's response,
+//!   request bodies), `forward` (loopback dialing, response bodies, upgrades), `fast` (the
+//!   HTTP/1.1 fast path: plain requests relayed without hyper), `streams` (an h2
+//!   connection's streams in its own task), `reload` (live-reload injection), `conn`
+//!   (HTTP/1 vs h2, the h2 preface, header and idle deadlines), `pages`
 //!   (404/502/508/400/starting/crashed), `tls` (rustls config, the SNI resolver that issues
 //!   leaves from the local CA).
 //! - [`admin`]: the daemon's own host `portok.localhost`: dashboard, JSON API, events,
