@@ -127,10 +127,10 @@ pub fn is_hop_by_hop(name: &[u8]) -> bool {
 }
 
 /// Connection tokens that name no header to remove.
-pub fn names_a_header(token: &str) -> bool {
-    !token.eq_ignore_ascii_case("upgrade")
-        && !token.eq_ignore_ascii_case("keep-alive")
-        && !token.eq_ignore_ascii_case("close")
+pub fn names_a_header(token: &[u8]) -> bool {
+    !token.eq_ignore_ascii_case(b"upgrade")
+        && !token.eq_ignore_ascii_case(b"keep-alive")
+        && !token.eq_ignore_ascii_case(b"close")
         && !token.is_empty()
 }
 

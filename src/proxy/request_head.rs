@@ -108,7 +108,7 @@ where
             value
                 .split(|&b| b == b',')
                 .map(<[u8]>::trim_ascii)
-                .filter(|t| forward::names_a_header(std::str::from_utf8(t).unwrap_or(""))),
+                .filter(|t| forward::names_a_header(t)),
         );
     }
     let (mut sent_proto, mut sent_host, mut sent_port) = (false, false, false);
@@ -158,9 +158,12 @@ where
     for (name, value) in req.extra {
         push_header(out, name, value);
     }
-    let earlier = |want: &'static [u8], on: bool| {
-        headers()
-            .filter(move |(n, _)| on && n.eq_ignore_ascii_case(want))
+    // What earlier proxies said, read again only when the client sent any.
+    let earlier = |want: &'static [u8], sent: bool| {
+        sent.then(&headers)
+            .into_iter()
+            .flatten()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(want))
             .map(|(_, v)| v)
     };
     let hop = &req.hop;

@@ -135,7 +135,7 @@ impl ResponseHeaderFilter {
                 && h.value
                     .split(|&b| b == b',')
                     .map(<[u8]>::trim_ascii)
-                    .any(|t| forward::names_a_header(std::str::from_utf8(t).unwrap_or("")))
+                    .any(forward::names_a_header)
         });
         ResponseHeaderFilter {
             names,
