@@ -209,11 +209,13 @@ async fn route(
             .await
             .map_err(|e| ProxyError::ClientBody(e.to_string()))?
     };
-    let content_length = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    // Looked up only for a body too long to hold (rare).
+    let content_length = || {
+        req.headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
     let head_for = |framing| {
         request_head::of_request(
             &req,
@@ -227,7 +229,7 @@ async fn route(
     };
     let sent = match body {
         ReadAhead::Partial(first, rest) => {
-            let framing = match content_length {
+            let framing = match content_length() {
                 Some(n) => BodyFraming::Length(n),
                 None => BodyFraming::Chunked,
             };
@@ -252,9 +254,9 @@ async fn route(
             ctx.in_turn(&backend, exchange).await
         }
         ReadAhead::Whole(data) => {
-            let framing = match (data.len(), content_length) {
-                (0, None) => BodyFraming::None,
-                (n, _) => BodyFraming::Length(n as u64),
+            let framing = match data.len() {
+                0 => BodyFraming::None,
+                n => BodyFraming::Length(n as u64),
             };
             let mut head = head_for(framing);
             head.extend_from_slice(&data);

@@ -17,6 +17,7 @@ use std::net::IpAddr;
 /// How the request's body reaches the app.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum BodyFraming {
+    /// No body: a `Content-Length: 0` the client sent passes as it is.
     None,
     Length(u64),
     Chunked,
@@ -60,6 +61,7 @@ enum Line {
     XfProto,
     XfHost,
     XfPort,
+    Length,
 }
 
 fn classify(name: &[u8]) -> Line {
@@ -70,7 +72,8 @@ fn classify(name: &[u8]) -> Line {
         6 if is("cookie") => Line::Cookie,
         9 if is("forwarded") => Line::Forwarded,
         13 if is(HOPS_HEADER.as_str()) => Line::Drop,
-        14 if is("content-length") || is("http2-settings") => Line::Drop,
+        14 if is("content-length") => Line::Length,
+        14 if is("http2-settings") => Line::Drop,
         15 if is("x-forwarded-for") => Line::ForwardedFor,
         16 if is("x-forwarded-host") => Line::XfHost,
         16 if is("x-forwarded-port") => Line::XfPort,
@@ -139,6 +142,9 @@ where
             Line::XfProto => sent_proto = true,
             Line::XfHost => sent_host = true,
             Line::XfPort => sent_port = true,
+            // The framing below replaces it when there is a body.
+            Line::Length if req.framing != BodyFraming::None => continue,
+            Line::Length => {}
         }
         push_header(out, name, value);
     }
