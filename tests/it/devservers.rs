@@ -10,7 +10,14 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-/// Vite's first HMR message, read from a connected socket.
+/// A WebSocket handshake, bounded: a dev server that never answers fails the test.
+async fn within<F: std::future::Future>(handshake: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(30), handshake)
+        .await
+        .expect("the dev server answered the WebSocket handshake")
+}
+
+/// A dev server's first HMR message, read from a connected socket.
 async fn first_message<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> String
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -53,7 +60,7 @@ async fn vite_serves_and_its_hmr_socket_connects_on_every_path_and_in_chromium()
 
     // HTTP/1.1, plain.
     let tcp = tokio::net::TcpStream::connect(p.addr()).await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(request("ws"), tcp)
+    let (mut ws, _) = within(tokio_tungstenite::client_async(request("ws"), tcp))
         .await
         .expect("Vite's HMR socket over HTTP/1.1");
     assert!(first_message(&mut ws).await.contains("connected"));
@@ -62,7 +69,7 @@ async fn vite_serves_and_its_hmr_socket_connects_on_every_path_and_in_chromium()
     let tls = tls_connect(&p, "web.localhost", &[b"http/1.1"])
         .await
         .unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(request("wss"), tls)
+    let (mut ws, _) = within(tokio_tungstenite::client_async(request("wss"), tls))
         .await
         .expect("Vite's HMR socket over TLS");
     assert!(first_message(&mut ws).await.contains("connected"));
@@ -128,5 +135,73 @@ async fn vite_serves_and_its_hmr_socket_connects_on_every_path_and_in_chromium()
     .await;
     assert_eq!(b.eval("window.loads").await, 1, "no full reload");
     assert_eq!(b.eval("window.hmrUpdates").await, 1, "one HMR update");
+    assert!(!app.text().contains("generation 2"), "{}", app.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn next_renders_in_chromium_and_an_edit_arrives_over_its_hmr_socket() {
+    let Some(dir) = npm_fixture("next") else {
+        return missing("npm", "install Node.js 20.9+ with npm");
+    };
+    let _ = std::fs::write(
+        dir.join("app/message.js"),
+        "'use client';\n\nexport default function Message() {\n  return 'before edit';\n}\n",
+    );
+    let p = Portok::new();
+    let app = p.spawn_app(&dir, &["site", "npx", "next", "dev"]);
+    app.wait_for("site ready in", Duration::from_secs(180))
+        .await;
+    let host = format!("site.localhost:{}", p.port);
+
+    // Next's HMR socket (`/_next/hmr` since Next 16; `/_next/webpack-hmr` before) through
+    // portok, over HTTP/1.1: Next greets a new client.
+    let tcp = tokio::net::TcpStream::connect(p.addr()).await.unwrap();
+    let url = format!("ws://{host}/_next/hmr?id=portok-test");
+    let (mut ws, _) = within(tokio_tungstenite::client_async(url, tcp))
+        .await
+        .expect("Next's HMR socket over HTTP/1.1");
+    assert!(!first_message(&mut ws).await.is_empty());
+    drop(ws);
+
+    let home = p.dir.path().join("chromium-home");
+    if !nssdb_trusting(&home, &p.state().join("ca.pem")) {
+        return missing("certutil", "apt-get install libnss3-tools");
+    }
+    let url = format!("https://{host}/");
+    let profile = p.dir.path().join("chromium-profile");
+    let Some(mut b) = Browser::open_with_home(&profile, Some(&home), &url).await else {
+        return missing("chromium", "apt-get install chromium");
+    };
+    let text = "document.getElementById('msg') && document.getElementById('msg').textContent";
+    b.wait_until(text, Duration::from_secs(120), "the page", |v| {
+        v == "before edit"
+    })
+    .await;
+    // Each edit reaches the open page. Next reloads the page instead when an edit comes
+    // before the page has subscribed to its chunks' updates (right after a load, or while a
+    // fresh server compiles), so edits repeat, a while apart, until one arrives over HMR
+    // with the page's state kept: with a broken HMR socket none would.
+    let mut kept = false;
+    for round in 1..=5 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        b.eval("window.portokMark = 7").await;
+        let word = format!("edit {round}");
+        std::fs::write(
+            dir.join("app/message.js"),
+            format!(
+                "'use client';\n\nexport default function Message() {{\n  return '{word}';\n}}\n"
+            ),
+        )
+        .unwrap();
+        b.wait_until(text, Duration::from_secs(60), "the HMR update", |v| {
+            v == &word
+        })
+        .await;
+        if b.eval("window.portokMark").await == 7 {
+            kept = true;
+            break;
+        }
+    }
+    assert!(kept, "every edit reloaded the page: {}", app.text());
     assert!(!app.text().contains("generation 2"), "{}", app.text());
 }

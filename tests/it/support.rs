@@ -750,10 +750,7 @@ pub fn npm_fixture(name: &str) -> Option<PathBuf> {
         .expect("a cache folder: set PORTOK_TEST_CACHE");
     let dir = cache.join(format!("npm-{name}-{key:016x}"));
     std::fs::create_dir_all(&dir).unwrap();
-    for entry in std::fs::read_dir(&src).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-    }
+    copy_tree(&src, &dir);
     if !dir.join("node_modules/.package-lock.json").exists() {
         let status = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
@@ -766,6 +763,20 @@ pub fn npm_fixture(name: &str) -> Option<PathBuf> {
         }
     }
     Some(dir)
+}
+
+/// Copy the files under `from` into `to`, folders and all, over what is there.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }
 
 /// Flags for a quiet headless Chromium on a closed network.
