@@ -244,6 +244,8 @@ impl Conn {
             },
             upgrade: None,
             extra: &[],
+            // `RequestFacts::of` left a Connection that names headers to hyper.
+            connection: false,
             hop: Hop {
                 ip: info.peer.ip(),
                 tls: info.tls,

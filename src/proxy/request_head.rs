@@ -36,6 +36,9 @@ pub(super) struct Outbound<'a> {
     pub(super) upgrade: Option<&'a [u8]>,
     /// Lines to add (the Sec-WebSocket-Key an h2 WebSocket lacks).
     pub(super) extra: &'a [(&'a [u8], &'a [u8])],
+    /// The client sent a Connection header that may name headers to drop (never over h2;
+    /// the fast path takes no such request): only then are the lines read for it first.
+    pub(super) connection: bool,
     pub(super) hop: Hop,
 }
 
@@ -106,7 +109,8 @@ where
     out.extend_from_slice(b"\r\n");
     // Headers the client's Connection names are hop-by-hop too (rare: only then listed).
     let mut named: Vec<&[u8]> = Vec::new();
-    for (_, value) in headers().filter(|(n, _)| n.eq_ignore_ascii_case(b"connection")) {
+    let lines = req.connection.then(&headers).into_iter().flatten();
+    for (_, value) in lines.filter(|(n, _)| n.eq_ignore_ascii_case(b"connection")) {
         named.extend(
             value
                 .split(|&b| b == b',')
@@ -270,6 +274,7 @@ pub(super) fn of_request<B>(
         framing,
         upgrade,
         extra,
+        connection: req.headers().contains_key(http::header::CONNECTION),
         hop,
     };
     let mut out = Vec::with_capacity(512);
