@@ -21,16 +21,32 @@ use tokio::net::{TcpListener, TcpStream};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_portok");
 
-/// A port free on both 127.0.0.1 and ::1 right now.
+/// A port free on both 127.0.0.1 and ::1, reserved for this test process.
+///
+/// Ports come from below the kernel's ephemeral range (32768+), so no `bind(0)` and no
+/// outgoing connection of a parallel test can take one between this check and the
+/// daemon's bind. A lock file per port, held until the process exits, keeps two test
+/// processes (nextest runs each test in its own) from picking the same one.
 pub fn free_port() -> u16 {
-    for _ in 0..50 {
-        let l = StdListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let port = l.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("::1", port)).is_ok() || !has_ipv6() {
+    use fs4::fs_std::FileExt;
+    use rand::Rng;
+    let dir = std::env::temp_dir().join("portok-test-ports");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut rng = rand::rng();
+    for _ in 0..500 {
+        let port: u16 = rng.random_range(24000..32700);
+        let file = std::fs::File::create(dir.join(port.to_string())).unwrap();
+        if !matches!(file.try_lock_exclusive(), Ok(true)) {
+            continue;
+        }
+        let v4 = StdListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok();
+        if v4 && (!has_ipv6() || StdListener::bind(("::1", port)).is_ok()) {
+            // Held (and so reserved) until this process exits.
+            std::mem::forget(file);
             return port;
         }
     }
-    panic!("no free port found");
+    panic!("no free port found in 24000-32699");
 }
 
 fn has_ipv6() -> bool {
