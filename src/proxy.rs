@@ -2,6 +2,8 @@
 //! plain decided by the first byte, then hyper (HTTP/1.1 + HTTP/2, upgrades on).
 
 pub mod conn;
+pub mod decide;
+pub mod error;
 pub mod fast;
 pub mod forward;
 pub mod handler;

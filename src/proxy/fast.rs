@@ -15,14 +15,16 @@
 //! this path off (to compare the two).
 
 use super::conn::{ClientIo, ConnWatch, Exchange, RawTcp};
-use super::forward::{self, ForwardError, MAX_HOPS};
-use super::handler::{ProxyError, VERSION};
+use super::decide::{self, decide, Ask, Decision, Resend};
+use super::error::ProxyError;
+use super::forward::{self, ForwardError};
+use super::handler::VERSION;
 use super::request_head::{self, push_header, BodyFraming, Hop, Outbound};
 use super::upstream::{
-    push_chunk, read_response_head, still_open, Framing, HeadError, ResponseHead,
+    push_chunk, read_response_head, resend_fresh, still_open, Framing, HeadError, ResponseHead,
     ResponseHeaderFilter, SpareBuf, Upstream, MAX_RESPONSE_HEADERS,
 };
-use super::{pages, reload, ConnError, ConnInfo, Ctx};
+use super::{pages, ConnError, ConnInfo, Ctx};
 use crate::metrics::RequestMeter;
 use crate::names::normalize_host;
 use crate::routes::Backend;
@@ -206,29 +208,24 @@ impl Conn {
         let facts = RequestFacts::of(req.headers)?;
         let host_raw = facts.host?;
         let host = normalize_host(std::str::from_utf8(host_raw).ok()?);
-        if host.is_empty()
-            || host == crate::admin::HOST
-            || facts.hops >= MAX_HOPS
-            || (ctx.redirect_https && !info.tls)
-        {
+        let ask = Ask {
+            host: &host,
+            method,
+            path,
+            html: facts.html,
+            upgrade: false,
+            hops: facts.hops,
+            tls: info.tls,
+        };
+        // Anything but a plain forward (a page, a held request, a live-reload page load)
+        // is hyper's, which decides again the same way.
+        let mut meter = None;
+        let Ok(Decision::Forward(target)) = decide(ctx, &ask, &mut meter) else {
+            return None;
+        };
+        if target.navigation {
             return None;
         }
-        let get_or_head = method == "GET" || method == "HEAD";
-        let (backend, meter, pool) = {
-            let table = ctx.routes.load();
-            let live = table.lookup(&host)?;
-            if live.route.is_crashed() || live.route.is_starting() {
-                return None;
-            }
-            // Live reload: its script and the pages it goes into are the handler's.
-            if live.route.reload
-                && (path.starts_with(reload::PREFIX) || (get_or_head && facts.html))
-            {
-                return None;
-            }
-            let meter = ctx.metrics_enabled.then(|| live.stats.start());
-            (live.pick().clone(), meter, live.backends.len() > 1)
-        };
         self.host.clear();
         self.host.push_str(&host);
         let out = &mut self.out;
@@ -255,18 +252,15 @@ impl Conn {
         };
         request_head::write(out, &outbound, request_head::parsed_lines(req.headers));
         Some(Plan {
-            backend,
+            backend: target.backend,
             meter,
             head_len,
             body_len: facts.length.unwrap_or(0),
             close: facts.close,
             head_method: method == "HEAD",
-            idempotent: matches!(
-                method,
-                "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
-            ),
+            idempotent: decide::idempotent(method),
             html: facts.html,
-            pool,
+            pool: target.pool,
         })
     }
 
@@ -288,7 +282,9 @@ impl Conn {
         let mut rbuf = SpareBuf::new();
         let mut backend = plan.backend.clone();
         let mut guard = None;
-        let (mut fresh_only, mut resent) = (false, false);
+        let mut fresh_only = false;
+        // The body is at hand to send again only if it was read whole.
+        let mut resend = Resend::new(plan.pool, plan.idempotent && streamed == 0);
         // Send, and read the response head. Until the response head is in, a request read
         // whole stays in `buf`, so the handler can take it over (and retry or explain) when
         // the app cannot be reached at all.
@@ -335,41 +331,28 @@ impl Conn {
                     }
                 }
             };
-            match response {
+            let err = match response {
                 Ok(head) => break (up, head),
-                // A kept connection the app had closed meanwhile: send it on a fresh one.
-                Err(HeadError::Closed) if up.reused && plan.idempotent && streamed == 0 => {
-                    fresh_only = true;
-                }
-                // An instance of a pool died holding it: send it once to another instance,
-                // as the handler does, so a request that kills instances cannot kill them all.
-                Err(HeadError::Closed)
-                    if plan.pool && plan.idempotent && streamed == 0 && !resent =>
-                {
-                    let table = ctx.routes.load();
-                    let Some(other) = table
-                        .lookup(&self.host)
-                        .and_then(|l| l.pick_other(&backend))
-                    else {
-                        drop(table);
-                        self.buf.advance(end);
-                        return self
-                            .bad_gateway(io, plan, &backend, HeadError::Closed, ctx, exchange)
-                            .await;
-                    };
-                    backend = other.clone();
-                    drop(table);
-                    guard = Some(backend.enter());
-                    (fresh_only, resent) = (false, true);
-                    tracing::debug!(host = %self.host, port = backend.port, "instance failed; trying another");
-                }
-                Err(e) => {
-                    if streamed == 0 {
-                        self.buf.advance(end);
-                    }
-                    return self.bad_gateway(io, plan, &backend, e, ctx, exchange).await;
-                }
+                Err(e) => e,
+            };
+            if resend_fresh(&up, plan.idempotent && streamed == 0, &err) {
+                fresh_only = true;
+                continue;
             }
+            let next = err
+                .failed()
+                .and_then(|how| resend.next(ctx, &self.host, &backend, how));
+            let Some(next) = next else {
+                if streamed == 0 {
+                    self.buf.advance(end);
+                }
+                return self
+                    .bad_gateway(io, plan, &backend, err, ctx, exchange)
+                    .await;
+            };
+            backend = next;
+            guard = Some(backend.enter());
+            fresh_only = false;
         };
         if streamed == 0 {
             // The request is the app's now; the client's next bytes are its next request.

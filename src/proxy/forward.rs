@@ -2,6 +2,7 @@
 //! both directions share (hop-by-hop names, the forwarding lines' pieces), and upgrades
 //! (WebSocket), which become tunnels.
 
+use super::upstream::{Failed, HeadError};
 use crate::routes::Backend;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -209,6 +210,17 @@ pub enum ForwardError {
     Exchange(Box<dyn std::error::Error + Send + Sync>),
     #[error("the client's request body is malformed or was cut off: {0}")]
     ClientBody(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ForwardError {
+    /// How the instance failed, when that is why the request failed.
+    pub fn failed(&self) -> Option<Failed> {
+        match self {
+            ForwardError::Connect(_) => Some(Failed::Refused),
+            ForwardError::Exchange(e) => e.downcast_ref::<HeadError>().and_then(HeadError::failed),
+            ForwardError::ClientBody(_) => None,
+        }
+    }
 }
 
 /// An HTTP/1.1 Upgrade (WebSocket) or an HTTP/2 extended CONNECT (RFC 8441), sent to the

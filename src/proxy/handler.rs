@@ -1,7 +1,11 @@
-//! One request: find the route by host, check the hop counter, forward, or answer with a
-//! page. Every error becomes a status code in exactly one place: [`ProxyError::status`].
+//! hyper's front-end: one request, acted on as [`super::decide`] says (forward it, hold it
+//! for a starting app, serve the admin host or live reload, redirect), or answered with a
+//! page for its [`ProxyError`]. Upgrades, the HTTP/2 WebSocket bridge and bodies of any
+//! size are sent from here, their heads written by [`super::request_head`].
 
-use super::forward::{self, ForwardError, ProxyBody, HOPS_HEADER, MAX_HOPS};
+use super::decide::{decide, Ask, Decision, Resend, Target};
+use super::error::ProxyError;
+use super::forward::{self, ForwardError, ProxyBody, HOPS_HEADER};
 use super::request_head::{self, BodyFraming, Hop};
 use super::{pages, reload, upstream, ConnInfo, Ctx};
 use crate::names::normalize_host;
@@ -16,51 +20,6 @@ use tracing::debug;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 const PORTOK_HEADER: header::HeaderName = header::HeaderName::from_static("x-portok");
-
-#[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
-    #[error("the request has no Host header")]
-    MissingHost,
-    #[error("bad request: {0}")]
-    BadRequest(&'static str),
-    #[error("the request body is malformed or was cut off: {0}")]
-    ClientBody(String),
-    #[error("no app registered for {host}")]
-    NoRoute { host: String },
-    #[error("{host} looped through portok {hops} times")]
-    Loop { host: String, hops: u32 },
-    #[error("{host} is starting")]
-    Starting { host: String },
-    #[error("{host} did not become ready within {waited_secs}s")]
-    HoldTimeout { host: String, waited_secs: u64 },
-    #[error("{host} crashed: {}", .info.message)]
-    Crashed {
-        host: String,
-        info: crate::proxy::CrashInfo,
-    },
-    #[error("{host}: the app on port {port} did not answer: {source}")]
-    Upstream {
-        host: String,
-        port: u16,
-        source: ForwardError,
-    },
-}
-
-impl ProxyError {
-    /// The one mapping from error to status code.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            ProxyError::MissingHost => StatusCode::BAD_REQUEST,
-            ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
-            ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
-            ProxyError::Loop { .. } => StatusCode::LOOP_DETECTED,
-            ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::Starting { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::HoldTimeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Crashed { .. } => StatusCode::BAD_GATEWAY,
-        }
-    }
-}
 
 pub async fn handle(
     ctx: Arc<Ctx>,
@@ -99,39 +58,42 @@ async fn route(
     let host_value = routed_host(&req)?;
     let raw_host = host_value.to_str().map_err(|_| ProxyError::MissingHost)?;
     let host = normalize_host(raw_host);
-    if host.is_empty() {
-        return Err(ProxyError::MissingHost);
-    }
     let hops = req
         .headers()
         .get(&HOPS_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u32>().ok())
         .unwrap_or(0);
-    if hops >= MAX_HOPS {
-        return Err(ProxyError::Loop {
-            host: host.into_owned(),
-            hops,
-        });
-    }
-    if host == crate::admin::HOST {
+    let ask = Ask {
+        host: &host,
+        method: req.method().as_str(),
+        path: req.uri().path(),
+        html: wants_html,
+        upgrade: req.headers().contains_key(header::UPGRADE)
+            || req.method() == http::Method::CONNECT,
+        hops,
+        tls: conn.tls,
+    };
+    let target = match decide(ctx, &ask, meter)? {
+        Decision::Forward(target) => target,
+        Decision::Hold(secs) => hold(ctx, &ask, secs, meter).await?,
         // Boxed, as the other rare paths below: the handler's future is allocated for every
         // request, and these made it 4.5 KiB instead of 3.1.
-        return Ok(Box::pin(crate::admin::handle(ctx, req, conn)).await);
-    }
-    let Resolved {
+        Decision::Admin => return Ok(Box::pin(crate::admin::handle(ctx, req, conn)).await),
+        Decision::LiveReload => {
+            return Ok(match req.uri().path() {
+                "/__portok/reload.js" => reload::script(),
+                "/__portok/events" => crate::admin::app_events(ctx, &host),
+                _ => reload::not_found(),
+            })
+        }
+        Decision::RedirectHttps => return Ok(redirect_to_https(&host, ctx.port, &req)),
+    };
+    let Target {
         mut backend,
-        reload,
+        navigation,
         pool,
-    } = resolve(ctx, &host, wants_html, meter).await?;
-    if reload && req.uri().path().starts_with(reload::PREFIX) {
-        return Ok(match req.uri().path() {
-            "/__portok/reload.js" => reload::script(),
-            "/__portok/events" => crate::admin::app_events(ctx, &host),
-            _ => reload::not_found(),
-        });
-    }
-    let navigation = reload && reload::is_navigation(&req);
+    } = target;
     if navigation {
         reload::prepare_navigation(req.headers_mut());
     }
@@ -172,9 +134,6 @@ async fn route(
         return upgrade(ctx, req, head, &backend)
             .await
             .map_err(upstream_err);
-    }
-    if ctx.redirect_https && !conn.tls && wants_html && req.method() == http::Method::GET {
-        return Ok(redirect_to_https(&host, ctx.port, &req));
     }
     if let Some(proto) = wants_upgrade(&req) {
         let head = request_head::of_request(
@@ -265,36 +224,18 @@ async fn route(
             let send = |backend: Arc<Backend>| async move {
                 send_raw(ctx, head, method, wants_trailers, with_body, &backend).await
             };
-            let mut sent = send(backend.clone()).await;
-            // A pool resends as nginx's `proxy_next_upstream error` does: an instance that
-            // died refuses the connection before a byte was sent (any method is safe to
-            // resend then), or drops it before answering (resent once, and only for
-            // idempotent methods, so a request that kills the app cannot take down the
-            // whole pool).
-            let mut resent_after_exchange = false;
-            if pool {
-                loop {
-                    match &sent {
-                        Err(ForwardError::Connect(_)) => backend.mark_down(),
-                        Err(ForwardError::Exchange(_))
-                            if method.is_idempotent() && !resent_after_exchange =>
-                        {
-                            resent_after_exchange = true
-                        }
-                        _ => break,
-                    }
-                    let table = ctx.routes.load();
-                    let Some(next) = table.lookup(&host).and_then(|l| l.pick_other(&backend))
-                    else {
-                        break;
-                    };
-                    backend = next.clone();
-                    drop(table);
-                    debug!(host = %host, port = backend.port, "instance failed; trying another");
-                    sent = send(backend.clone()).await;
+            let mut resend = Resend::new(pool, method.is_idempotent());
+            loop {
+                let sent = send(backend.clone()).await;
+                let failed = match &sent {
+                    Err(e) => e.failed(),
+                    Ok(_) => None,
+                };
+                match failed.and_then(|how| resend.next(ctx, &host, &backend, how)) {
+                    Some(next) => backend = next,
+                    None => break sent,
                 }
             }
-            sent
         }
     };
     if let Err(ForwardError::ClientBody(e)) = &sent {
@@ -310,6 +251,33 @@ async fn route(
         reload::inject(&mut resp);
     }
     Ok(resp)
+}
+
+/// A starting app: a request waits (up to `secs`) until the route table says it is live,
+/// so a cold start never looks like a connection error. Only a held request registers for
+/// wake-ups (Notify takes a lock); it registers before deciding again, so a swap in
+/// between is not missed.
+async fn hold(
+    ctx: &Ctx,
+    ask: &Ask<'_>,
+    secs: u64,
+    meter: &mut Option<crate::metrics::RequestMeter>,
+) -> Result<Target, ProxyError> {
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let notified = ctx.changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Decision::Forward(target) = decide(ctx, ask, meter)? {
+            return Ok(target);
+        }
+        if tokio::time::timeout_at(until, notified).await.is_err() {
+            return Err(ProxyError::HoldTimeout {
+                host: ask.host.into(),
+                waited_secs: secs,
+            });
+        }
+    }
 }
 
 /// An upgrade in its turn (each holds an app connection for as long as it lives).
@@ -400,94 +368,6 @@ async fn read_ahead(mut body: Incoming) -> Result<ReadAhead, hyper::Error> {
     Ok(ReadAhead::Whole(got.freeze()))
 }
 
-/// Where a request goes.
-struct Resolved {
-    backend: Arc<Backend>,
-    /// The app wants the live-reload script in its pages.
-    reload: bool,
-    /// More than one instance, so a refused connection can go to another.
-    pool: bool,
-}
-
-/// What the route table says about a host right now.
-enum Lookup {
-    Ready(Resolved),
-    /// Starting: hold the request up to this many seconds.
-    Hold(u64),
-}
-
-/// The backend for a host. A starting app shows browsers a self-refreshing page and holds
-/// other clients until it is live (up to the route's hold time), so a cold start never
-/// looks like a connection error.
-async fn resolve(
-    ctx: &Ctx,
-    host: &str,
-    html: bool,
-    meter: &mut Option<crate::metrics::RequestMeter>,
-) -> Result<Resolved, ProxyError> {
-    let hold = match lookup(ctx, host, html, meter)? {
-        Lookup::Ready(r) => return Ok(r),
-        Lookup::Hold(secs) => secs,
-    };
-    // Only a request held for a starting app registers for wake-ups (Notify takes a lock);
-    // it registers before looking again, so a swap in between is not missed.
-    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(hold);
-    loop {
-        let notified = ctx.changed.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if let Lookup::Ready(r) = lookup(ctx, host, html, meter)? {
-            return Ok(r);
-        }
-        if tokio::time::timeout_at(until, notified).await.is_err() {
-            return Err(ProxyError::HoldTimeout {
-                host: host.into(),
-                waited_secs: hold,
-            });
-        }
-    }
-}
-
-fn lookup(
-    ctx: &Ctx,
-    host: &str,
-    html: bool,
-    meter: &mut Option<crate::metrics::RequestMeter>,
-) -> Result<Lookup, ProxyError> {
-    let table = ctx.routes.load();
-    let Some(live) = table.lookup(host) else {
-        return Err(ProxyError::NoRoute { host: host.into() });
-    };
-    if ctx.metrics_enabled && meter.is_none() {
-        *meter = Some(live.stats.start());
-    }
-    if live.route.is_crashed() {
-        let crashes = ctx.crashes.lock().unwrap_or_else(|e| e.into_inner());
-        let info = crashes
-            .get(&live.route.hostname)
-            .cloned()
-            .unwrap_or(crate::proxy::CrashInfo {
-                message: "the app exited".into(),
-                tail: Vec::new(),
-            });
-        return Err(ProxyError::Crashed {
-            host: host.into(),
-            info,
-        });
-    }
-    if !live.route.is_starting() {
-        return Ok(Lookup::Ready(Resolved {
-            backend: live.pick().clone(),
-            reload: live.route.reload,
-            pool: live.backends.len() > 1,
-        }));
-    }
-    if html {
-        return Err(ProxyError::Starting { host: host.into() });
-    }
-    Ok(Lookup::Hold(live.route.hold.unwrap_or(30)))
-}
-
 /// `--redirect-https`: a browser's plain-HTTP navigation goes to the same URL over https.
 fn redirect_to_https(host: &str, port: u16, req: &Request<Incoming>) -> Response<ProxyBody> {
     let pq = req
@@ -522,55 +402,4 @@ fn wants_upgrade(req: &Request<Incoming>) -> Option<HeaderValue> {
         .split(|&b| b == b',')
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"h2c"));
     (asked && !h2c).then(|| upgrade.clone())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_error_has_its_status() {
-        let cases = [
-            (ProxyError::MissingHost, 400),
-            (ProxyError::BadRequest("x"), 400),
-            (ProxyError::ClientBody("x".into()), 400),
-            (ProxyError::NoRoute { host: "a".into() }, 404),
-            (
-                ProxyError::Loop {
-                    host: "a".into(),
-                    hops: 5,
-                },
-                508,
-            ),
-            (
-                ProxyError::Upstream {
-                    host: "a".into(),
-                    port: 1,
-                    source: ForwardError::Connect(std::io::ErrorKind::ConnectionRefused.into()),
-                },
-                502,
-            ),
-            (ProxyError::Starting { host: "a".into() }, 503),
-            (
-                ProxyError::HoldTimeout {
-                    host: "a".into(),
-                    waited_secs: 30,
-                },
-                503,
-            ),
-            (
-                ProxyError::Crashed {
-                    host: "a".into(),
-                    info: crate::proxy::CrashInfo {
-                        message: "exit 1".into(),
-                        tail: vec![],
-                    },
-                },
-                502,
-            ),
-        ];
-        for (err, code) in cases {
-            assert_eq!(err.status().as_u16(), code, "{err}");
-        }
-    }
 }

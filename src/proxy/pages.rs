@@ -1,8 +1,8 @@
 //! Pages the proxy answers itself: HTML for browsers, one short line of text otherwise.
 //! Every name that comes from a request is escaped.
 
+use super::error::ProxyError;
 use super::forward::ProxyBody;
-use super::handler::ProxyError;
 use super::Ctx;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::Response;

@@ -6,7 +6,7 @@
 use super::forward::ProxyBody;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Response, StatusCode};
 
 /// The only prefix the proxy takes from an app with live reload on.
 pub const PREFIX: &str = "/__portok/";
@@ -16,17 +16,6 @@ pub const PREFIX: &str = "/__portok/";
 pub const TAG: &[u8] = b"<script src=\"/__portok/reload.js\" defer></script>";
 
 const SCRIPT: &str = include_str!("reload.js");
-
-/// A browser navigation we may inject into: GET (or HEAD) asking for HTML.
-pub fn is_navigation<B>(req: &Request<B>) -> bool {
-    (req.method() == Method::GET || req.method() == Method::HEAD)
-        && req
-            .headers()
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|a| a.contains("text/html"))
-        && !req.headers().contains_key(header::UPGRADE)
-}
 
 /// Keep pages uncompressed so the tag can be appended as the body streams.
 pub fn prepare_navigation(headers: &mut HeaderMap) {

@@ -180,6 +180,15 @@ impl ResponseHead {
     }
 }
 
+/// How an attempt on an instance failed, as far as sending the request again goes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Failed {
+    /// The connection was refused or timed out: nothing was sent.
+    Refused,
+    /// The instance took the request and closed or reset the connection before answering.
+    Dropped,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub(super) enum HeadError {
     #[error("the app closed the connection before answering")]
@@ -188,6 +197,20 @@ pub(super) enum HeadError {
     Io(io::Error),
     #[error("the app's response head is malformed: {0}")]
     Malformed(&'static str),
+}
+
+impl HeadError {
+    /// The instance went away holding the request (a malformed answer is still an answer).
+    pub(super) fn failed(&self) -> Option<Failed> {
+        matches!(self, HeadError::Closed | HeadError::Io(_)).then_some(Failed::Dropped)
+    }
+}
+
+/// The one rule for sending a request again to the same instance: a kept connection the
+/// app had closed meanwhile (RFC 9112 9.3.1) gets an idempotent request once more on a
+/// fresh one. Other instances are [`super::decide::Resend`]'s.
+pub(super) fn resend_fresh(up: &Upstream, idempotent: bool, err: &HeadError) -> bool {
+    up.reused && idempotent && matches!(err, HeadError::Closed)
 }
 
 /// Read the app's response head (skipping 1xx interim responses) into `buf`.
@@ -578,8 +601,7 @@ pub(super) async fn send(
         };
         match answer {
             Ok(parsed) => break (up, parsed),
-            // A kept connection the app closed meanwhile: once more on a fresh one.
-            Err(HeadError::Closed) if up.reused && idempotent => fresh_only = true,
+            Err(e) if resend_fresh(&up, idempotent, &e) => fresh_only = true,
             Err(e) => return Err(ForwardError::Exchange(Box::new(e))),
         }
     };

@@ -369,3 +369,64 @@ async fn a_broken_h2_preface_over_tls_gets_goaway_protocol_error() {
     assert_eq!(&got[at + 13..at + 17], &[0, 0, 0, 1], "{got:?}");
     assert!(app.take().is_empty());
 }
+
+/// The fast path (plain HTTP/1.1) and hyper's handler (here HTTP/2 over TLS) make one
+/// routing decision: the same request gets the same status from both, and reaches the app
+/// from both or from neither.
+#[tokio::test(flavor = "multi_thread")]
+async fn both_front_ends_decide_alike() {
+    let p = setup();
+    let app = Recorder::start().await;
+    p.ok(&["alias", "web", &app.port.to_string()]);
+    let tls = tls_connect(&p, "web.localhost", &[b"h2"]).await.unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let port = p.port;
+    // (host, path, extra header, status, reaches the app)
+    type Case<'a> = (&'a str, &'a str, Option<(&'a str, &'a str)>, u16, bool);
+    let cases: [Case; 6] = [
+        ("web.localhost", "/a?b", None, 200, true),
+        ("WEB.localhost.", "/", None, 200, true),
+        ("api.web.localhost", "/", None, 200, true),
+        ("nothere.localhost", "/", None, 404, false),
+        (
+            "web.localhost",
+            "/",
+            Some(("x-portok-hops", "9")),
+            508,
+            false,
+        ),
+        ("portok.localhost", "/api/nothing", None, 404, false),
+    ];
+    for (host, path, extra, status, reaches) in cases {
+        let line = extra.map_or(String::new(), |(n, v)| format!("{n}: {v}\r\n"));
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{line}Connection: close\r\n\r\n"
+        );
+        let reply = raw(&p, req.as_bytes(), Duration::from_secs(10)).await;
+        assert!(
+            reply.starts_with(&format!("HTTP/1.1 {status}")),
+            "HTTP/1.1 {host}{path}: {reply}"
+        );
+        assert_eq!(
+            app.take().len(),
+            usize::from(reaches),
+            "HTTP/1.1 {host}{path}"
+        );
+
+        let mut req = hyper::Request::get(format!("https://{host}:{port}{path}"));
+        if let Some((n, v)) = extra {
+            req = req.header(n, v);
+        }
+        let resp = h2
+            .send_request(req.body(http_body_util::Empty::<Bytes>::new()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "h2 {host}{path}");
+        assert!(resp.headers().contains_key("x-portok"), "h2 {host}{path}");
+        assert_eq!(app.take().len(), usize::from(reaches), "h2 {host}{path}");
+    }
+}

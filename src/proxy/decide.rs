@@ -1,0 +1,164 @@
+//! The routing decision, made in one place for both front-ends: from what a request asks
+//! (its routed host, method, path, Accept, hop count) and its connection, what portok does
+//! with it. The fast path relays only a [`Decision::Forward`] it can carry and hands
+//! anything else to hyper, whose handler acts on the same decision; so a request means the
+//! same thing whichever front-end read it. [`Resend`] is the one policy for sending a
+//! request again to another instance of a pool.
+
+use super::error::ProxyError;
+use super::forward::MAX_HOPS;
+use super::upstream::Failed;
+use super::{reload, CrashInfo, Ctx};
+use crate::metrics::RequestMeter;
+use crate::routes::Backend;
+use std::sync::Arc;
+
+/// What the decision reads from a request.
+pub struct Ask<'a> {
+    /// The host routed on (normalized: lower case, no port).
+    pub host: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    /// Accept names text/html: a browser's page load.
+    pub html: bool,
+    /// The request asks to switch protocols, so it is no page load.
+    pub upgrade: bool,
+    /// The value of portok's hop counter.
+    pub hops: u32,
+    pub tls: bool,
+}
+
+/// What to do with a request (an error page is the `Err` of [`decide`]).
+pub enum Decision {
+    /// Send it to this instance.
+    Forward(Target),
+    /// The dashboard and admin API on `portok.localhost`.
+    Admin,
+    /// `/__portok/*` on an app with live reload: portok's script and event stream.
+    LiveReload,
+    /// `--redirect-https`: a browser's plain-HTTP page load goes to https.
+    RedirectHttps,
+    /// The app is starting: hold the request up to this many seconds, then decide again.
+    Hold(u64),
+}
+
+pub struct Target {
+    pub backend: Arc<Backend>,
+    /// A page load of an app with live reload: its HTML gets the reload script.
+    pub navigation: bool,
+    /// The route has more than one instance.
+    pub pool: bool,
+}
+
+/// Decide what to do with a request. `meter` is started once the route is known (an error
+/// page for a known route counts too) and kept across decisions on a held request.
+pub fn decide(
+    ctx: &Ctx,
+    ask: &Ask<'_>,
+    meter: &mut Option<RequestMeter>,
+) -> Result<Decision, ProxyError> {
+    let host = ask.host;
+    if host.is_empty() {
+        return Err(ProxyError::MissingHost);
+    }
+    if ask.hops >= MAX_HOPS {
+        return Err(ProxyError::Loop {
+            host: host.into(),
+            hops: ask.hops,
+        });
+    }
+    if host == crate::admin::HOST {
+        return Ok(Decision::Admin);
+    }
+    let table = ctx.routes.load();
+    let Some(live) = table.lookup(host) else {
+        return Err(ProxyError::NoRoute { host: host.into() });
+    };
+    if ctx.metrics_enabled && meter.is_none() {
+        *meter = Some(live.stats.start());
+    }
+    let route = &live.route;
+    if route.is_crashed() {
+        let crashes = ctx.crashes.lock().unwrap_or_else(|e| e.into_inner());
+        let info = crashes.get(&route.hostname).cloned().unwrap_or(CrashInfo {
+            message: "the app exited".into(),
+            tail: Vec::new(),
+        });
+        return Err(ProxyError::Crashed {
+            host: host.into(),
+            info,
+        });
+    }
+    if route.is_starting() {
+        // A browser gets a page that refreshes itself; other clients wait for the app.
+        if ask.html {
+            return Err(ProxyError::Starting { host: host.into() });
+        }
+        return Ok(Decision::Hold(route.hold.unwrap_or(30)));
+    }
+    if route.reload && ask.path.starts_with(reload::PREFIX) {
+        return Ok(Decision::LiveReload);
+    }
+    let get = ask.method == "GET";
+    if ctx.redirect_https && !ask.tls && ask.html && get {
+        return Ok(Decision::RedirectHttps);
+    }
+    Ok(Decision::Forward(Target {
+        backend: live.pick().clone(),
+        navigation: route.reload && ask.html && !ask.upgrade && (get || ask.method == "HEAD"),
+        pool: live.backends.len() > 1,
+    }))
+}
+
+/// nginx's `proxy_next_upstream error` for a pool: an instance that refuses the connection
+/// is marked down and the request goes to another (any method: nothing was sent); one that
+/// drops a request before answering gets it sent elsewhere once, and only an idempotent
+/// one, so a request that kills instances cannot take down the whole pool.
+pub struct Resend {
+    pool: bool,
+    idempotent: bool,
+    resent_dropped: bool,
+}
+
+impl Resend {
+    /// `idempotent`: the method is, and the whole request is still at hand to send again.
+    pub fn new(pool: bool, idempotent: bool) -> Self {
+        Resend {
+            pool,
+            idempotent,
+            resent_dropped: false,
+        }
+    }
+
+    /// The instance to try after `failed` one, or None: the failure is the answer.
+    pub fn next(
+        &mut self,
+        ctx: &Ctx,
+        host: &str,
+        failed: &Arc<Backend>,
+        how: Failed,
+    ) -> Option<Arc<Backend>> {
+        if !self.pool {
+            return None;
+        }
+        match how {
+            Failed::Refused => failed.mark_down(),
+            Failed::Dropped if self.idempotent && !self.resent_dropped => {
+                self.resent_dropped = true
+            }
+            Failed::Dropped => return None,
+        }
+        let table = ctx.routes.load();
+        let next = table.lookup(host)?.pick_other(failed)?.clone();
+        tracing::debug!(host, port = next.port, "instance failed; trying another");
+        Some(next)
+    }
+}
+
+/// Idempotent methods (RFC 9110 9.2.2): safe to send twice.
+pub fn idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
+    )
+}
