@@ -10,6 +10,7 @@ pub mod handler;
 pub mod pages;
 pub mod reload;
 pub mod request_head;
+pub mod response_head;
 pub mod sniff;
 pub mod streams;
 pub mod tls;

@@ -18,19 +18,17 @@ use super::conn::{ClientIo, ConnWatch, Exchange, RawTcp};
 use super::decide::{self, decide, Ask, Decision, Resend};
 use super::error::ProxyError;
 use super::forward::{self, ForwardError};
-use super::handler::VERSION;
-use super::request_head::{self, push_header, BodyFraming, Hop, Outbound};
+use super::request_head::{self, BodyFraming, Hop, Outbound};
 use super::upstream::{
-    push_chunk, read_response_head, resend_fresh, still_open, Framing, HeadError, ResponseHead,
-    ResponseHeaderFilter, SpareBuf, Upstream, MAX_RESPONSE_HEADERS,
+    push_chunk, read_response_head, resend_fresh, still_open, Framing, HeadError, SpareBuf,
+    Upstream,
 };
-use super::{pages, ConnError, ConnInfo, Ctx};
+use super::{pages, response_head, ConnError, ConnInfo, Ctx};
 use crate::metrics::RequestMeter;
 use crate::names::normalize_host;
 use crate::routes::Backend;
 use bytes::{Buf, Bytes, BytesMut};
-use std::cell::RefCell;
-use std::io::{self, Write as _};
+use std::io;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -367,7 +365,7 @@ impl Conn {
         };
         // The client's response head, and as much of the body as came with it.
         self.out.clear();
-        head.write_client_head(&rbuf.0, &mut self.out, &framing, plan.close);
+        response_head::write_app_head(&mut self.out, &head, &rbuf.0, &framing, plan.close);
         let first = &rbuf.0[head.len..head.filled];
         let mut reusable = head.keep_alive;
         let mut body_end = false;
@@ -488,7 +486,7 @@ impl Conn {
             m.finish(page.status().as_u16(), true);
         }
         self.out.clear();
-        page_bytes(page, &mut self.out, plan.close, plan.head_method);
+        response_head::write_page(&mut self.out, page, plan.close, plan.head_method);
         let step = match write_client(io, &self.out).await {
             Ok(()) if !plan.close => Step::Next,
             _ => Step::Close,
@@ -683,51 +681,6 @@ impl<'b> RequestFacts<'b> {
     }
 }
 
-impl ResponseHead {
-    /// The client's head: status line, the app's end-to-end headers, our framing and tag.
-    fn write_client_head(&self, buf: &[u8], out: &mut Vec<u8>, framing: &Framing, close: bool) {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-        let mut resp = httparse::Response::new(&mut headers);
-        // Parsed before, so it parses again the same way.
-        let _ = resp.parse(&buf[..self.len]);
-        let filter = ResponseHeaderFilter::new(resp.headers, framing);
-        let passes_te = matches!(framing, Framing::Chunked(_));
-        let _ = write!(out, "HTTP/1.1 {} ", self.status);
-        out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
-        out.extend_from_slice(b"\r\n");
-        for h in resp.headers.iter() {
-            let name = h.name;
-            if name.eq_ignore_ascii_case("transfer-encoding") {
-                // Chunked passes through as the app framed it, codings and all.
-                if passes_te {
-                    push_header(out, b"transfer-encoding", h.value);
-                }
-                continue;
-            }
-            if !filter.passes(resp.headers, name) {
-                continue;
-            }
-            push_header(out, name.as_bytes(), h.value);
-        }
-        if matches!(framing, Framing::UntilClose) {
-            push_header(out, b"transfer-encoding", b"chunked");
-        }
-        // As hyper's server does: an app that sends no Date gets one.
-        if !resp
-            .headers
-            .iter()
-            .any(|h| h.name.eq_ignore_ascii_case("date"))
-        {
-            push_date(out);
-        }
-        push_header(out, b"x-portok", VERSION.as_bytes());
-        if close {
-            push_header(out, b"connection", b"close");
-        }
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
 /// Copy the rest of the body from the app to the client. Ok(true): it ended as framed;
 /// Ok(false): it ended, but the connection cannot be reused.
 /// `client`: where the client's next bytes go meanwhile, and how many to keep; if the
@@ -827,57 +780,6 @@ async fn relay_body<I: AsyncRead + AsyncWrite + RawTcp + Unpin>(
                 write_client(io, out).await?;
             }
         }
-    }
-}
-
-/// `date: <IMF-fixdate>`, formatted once a second per thread.
-fn push_date(out: &mut Vec<u8>) {
-    thread_local! {
-        static DATE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
-    }
-    let now = std::time::SystemTime::now();
-    let secs = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    DATE.with(|d| {
-        let mut d = d.borrow_mut();
-        if d.0 != secs || d.1.is_empty() {
-            *d = (secs, httpdate::fmt_http_date(now));
-        }
-        push_header(out, b"date", d.1.as_bytes());
-    });
-}
-
-/// A full error page as HTTP/1.1 bytes.
-fn page_bytes(
-    page: http::Response<forward::ProxyBody>,
-    out: &mut Vec<u8>,
-    close: bool,
-    head_method: bool,
-) {
-    let (parts, body) = page.into_parts();
-    let body = match body {
-        forward::ProxyBody::Full(Some(b)) => b,
-        _ => Bytes::new(),
-    };
-    let status = parts.status;
-    let _ = write!(
-        out,
-        "HTTP/1.1 {} {}\r\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
-    for (name, value) in &parts.headers {
-        push_header(out, name.as_str().as_bytes(), value.as_bytes());
-    }
-    let _ = write!(out, "content-length: {}\r\n", body.len());
-    push_header(out, b"x-portok", VERSION.as_bytes());
-    if close {
-        push_header(out, b"connection", b"close");
-    }
-    out.extend_from_slice(b"\r\n");
-    if !head_method {
-        out.extend_from_slice(&body);
     }
 }
 

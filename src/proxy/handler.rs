@@ -7,7 +7,7 @@ use super::decide::{decide, Ask, Decision, Resend, Target};
 use super::error::ProxyError;
 use super::forward::{self, ForwardError, ProxyBody, HOPS_HEADER};
 use super::request_head::{self, BodyFraming, Hop};
-use super::{pages, reload, upstream, ConnInfo, Ctx};
+use super::{pages, reload, response_head, upstream, ConnInfo, Ctx};
 use crate::names::normalize_host;
 use crate::routes::Backend;
 use bytes::Bytes;
@@ -17,9 +17,6 @@ use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::sync::Arc;
 use tracing::debug;
-
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-const PORTOK_HEADER: header::HeaderName = header::HeaderName::from_static("x-portok");
 
 pub async fn handle(
     ctx: Arc<Ctx>,
@@ -43,8 +40,7 @@ pub async fn handle(
     if let Some(m) = meter {
         m.finish(resp.status().as_u16(), false);
     }
-    resp.headers_mut()
-        .insert(PORTOK_HEADER, HeaderValue::from_static(VERSION));
+    response_head::tag(resp.headers_mut());
     Ok(resp)
 }
 

@@ -179,7 +179,7 @@ fn render_html(title: &str, detail: &str, refresh: bool) -> String {
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\">{refresh}<meta name=\"viewport\" content=\"width=device-width\"><title>{t}</title><style>body{{font:16px/1.5 system-ui,sans-serif;max-width:40em;margin:3em auto;padding:0 1em;color:#222}}code{{background:#f3f3f3;padding:.1em .3em;border-radius:3px}}h1{{font-size:1.4em}}</style></head><body><h1>{t}</h1>{detail}<hr><small>portok {v}</small></body></html>",
         t = escape(title),
-        v = super::handler::VERSION
+        v = super::response_head::VERSION
     )
 }
 

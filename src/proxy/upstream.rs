@@ -4,6 +4,7 @@
 //! are kept per thread and taken only when an answer is there.
 
 use super::forward::{self, ForwardError, ProxyBody};
+use super::response_head::{self, Filter};
 use crate::routes::{Backend, InflightGuard};
 use bytes::{Buf, Bytes, BytesMut};
 use std::cell::RefCell;
@@ -106,50 +107,6 @@ pub(super) fn still_open(stream: &TcpStream) -> bool {
             let mut b = [0u8; 1];
             matches!(stream.try_read(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
         }
-    }
-}
-
-/// Whether a `Connection` header of the message names `name` (so it is hop-by-hop).
-pub(super) fn named_by_connection(headers: &[httparse::Header<'_>], name: &str) -> bool {
-    headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|h| h.value.split(|&b| b == b','))
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
-}
-
-/// The app's response headers as the client gets them, on both paths (the fast path writes
-/// them, [`send`] builds a map): no hop-by-hop header, none the app's `Connection` names,
-/// not our own tag (set afresh), and no `Content-Length` beside other framing.
-pub(super) struct ResponseHeaderFilter {
-    /// The app's `Connection` names headers (rare; only then is each one checked).
-    names: bool,
-    /// The body is not delimited by its length, so a Content-Length is not its framing.
-    drop_length: bool,
-}
-
-impl ResponseHeaderFilter {
-    pub(super) fn new(headers: &[httparse::Header<'_>], framing: &Framing) -> Self {
-        let names = headers.iter().any(|h| {
-            h.name.eq_ignore_ascii_case("connection")
-                && h.value
-                    .split(|&b| b == b',')
-                    .map(<[u8]>::trim_ascii)
-                    .any(forward::names_a_header)
-        });
-        ResponseHeaderFilter {
-            names,
-            drop_length: matches!(framing, Framing::Chunked(_) | Framing::UntilClose),
-        }
-    }
-
-    pub(super) fn passes(&self, headers: &[httparse::Header<'_>], name: &str) -> bool {
-        let length = name.eq_ignore_ascii_case("content-length");
-        !(forward::is_hop_by_hop(name.as_bytes())
-            || name.eq_ignore_ascii_case("x-portok")
-            || (length && self.drop_length)
-            // `Connection: content-length` must not unframe the body.
-            || (self.names && !length && named_by_connection(headers, name)))
     }
 }
 
@@ -702,9 +659,9 @@ pub(super) async fn upgrade(
     let mut r = httparse::Response::new(&mut headers);
     let _ = r.parse(&buf[..parsed.len]);
     let mut map = http::HeaderMap::with_capacity(r.headers.len());
-    // The switch's own Connection and Upgrade lines go to the client as the app sent them.
+    let filter = Filter::switching(r.headers);
     for h in r.headers.iter() {
-        if h.name.eq_ignore_ascii_case("x-portok") {
+        if !filter.passes(r.headers, h.name) {
             continue;
         }
         let name = http::HeaderName::from_bytes(h.name.as_bytes())
@@ -713,6 +670,7 @@ pub(super) async fn upgrade(
             http::HeaderValue::from_bytes(h.value).map_err(|e| ForwardError::Exchange(e.into()))?;
         map.append(name, value);
     }
+    response_head::switch_lines(&mut map);
     Ok(Upgrade::Switched {
         headers: map,
         early: Bytes::copy_from_slice(&buf[parsed.len..parsed.filled]),
@@ -761,7 +719,7 @@ fn respond(
         let map = resp.headers_mut();
         map.reserve(r.headers.len());
         // Left out here rather than removed from the map after.
-        let filter = ResponseHeaderFilter::new(r.headers, &framing);
+        let filter = Filter::new(r.headers, &framing);
         for h in r.headers.iter() {
             if !filter.passes(r.headers, h.name) {
                 continue;

@@ -44,6 +44,11 @@ impl Recorder {
     }
 }
 
+/// Lines in every answer of the Recorder that no client may see from portok: hop-by-hop
+/// ones, one its `Connection` names, and a forged tag of portok's.
+const HOP_LINES: &str =
+    "Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nX-Secret: 1\r\nX-Portok: fake\r\n";
+
 async fn record(mut s: TcpStream, log: Arc<Mutex<Vec<String>>>) {
     let mut buf = Vec::new();
     loop {
@@ -85,16 +90,16 @@ async fn record(mut s: TcpStream, log: Arc<Mutex<Vec<String>>>) {
         if let Some(key) = header(&head, "sec-websocket-key") {
             let accept =
                 tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-            let reply = format!("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {accept}\r\n\r\n");
+            let reply = format!("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade, x-secret\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {accept}\r\n{HOP_LINES}\r\n");
             let _ = s.write_all(reply.as_bytes()).await;
             let (mut r, mut w) = s.into_split();
             let _ = tokio::io::copy(&mut r, &mut w).await;
             return;
         }
-        if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-            .await
-            .is_err()
-        {
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nConnection: keep-alive, x-secret\r\n{HOP_LINES}\r\nok"
+        );
+        if s.write_all(reply.as_bytes()).await.is_err() {
             return;
         }
     }
@@ -429,4 +434,73 @@ async fn both_front_ends_decide_alike() {
         assert!(resp.headers().contains_key("x-portok"), "h2 {host}{path}");
         assert_eq!(app.take().len(), usize::from(reaches), "h2 {host}{path}");
     }
+}
+
+/// Every response reaches the client through one filter, whichever path it took: no
+/// hop-by-hop line of the app's, none its Connection names, portok's own tag and a Date.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_response_goes_through_one_filter() {
+    let p = setup();
+    let app = Recorder::start().await;
+    p.ok(&["alias", "web", &app.port.to_string()]);
+    let host = format!("web.localhost:{}", p.port);
+    let version = env!("CARGO_PKG_VERSION");
+    let check = |path: &str, head: &str| {
+        let lower = head.to_ascii_lowercase();
+        for gone in [
+            "keep-alive:",
+            "proxy-connection:",
+            "x-secret:",
+            "x-portok: fake",
+        ] {
+            assert!(!lower.contains(gone), "{path}: {gone} passed: {head}");
+        }
+        assert_eq!(header(&lower, "x-portok"), Some(version), "{path}: {head}");
+        assert!(header(&lower, "date").is_some(), "{path}: {head}");
+    };
+    let limit = Duration::from_secs(10);
+
+    // The fast path, and hyper's HTTP/1.1 (a chunked body is the handler's).
+    let fast = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let chunked = format!("POST / HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n2\r\nhi\r\n0\r\n\r\n");
+    for (path, req) in [("fast", fast), ("hyper", chunked)] {
+        let reply = raw(&p, req.as_bytes(), limit).await;
+        assert!(reply.starts_with("HTTP/1.1 200"), "{path}: {reply}");
+        assert!(reply.ends_with("\r\n\r\nok"), "{path}: {reply}");
+        check(path, &reply);
+    }
+    assert_eq!(app.take().len(), 2);
+
+    // An upgrade: the switch's own Connection and Upgrade lines pass, nothing else.
+    let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+    let reply = raw(&p, req.as_bytes(), limit).await;
+    assert!(reply.starts_with("HTTP/1.1 101"), "{reply}");
+    let lower = reply.to_ascii_lowercase();
+    assert_eq!(header(&lower, "upgrade"), Some("websocket"), "{reply}");
+    assert_eq!(header(&lower, "connection"), Some("upgrade"), "{reply}");
+    assert!(
+        lower.contains("\r\nsec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{reply}"
+    );
+    check("upgrade", &reply);
+    app.take();
+
+    // HTTP/2 over TLS.
+    let tls = tls_connect(&p, "web.localhost", &[b"h2"]).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let get = hyper::Request::get(format!("https://{host}/"))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(get).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let head: String = resp
+        .headers()
+        .iter()
+        .map(|(n, v)| format!("{n}: {}\r\n", v.to_str().unwrap()))
+        .collect();
+    check("h2", &head);
 }
