@@ -1,5 +1,6 @@
-//! Real dev servers through portok, as users run them: Vite's pages and its HMR WebSocket
-//! over HTTP/1.1, TLS and HTTP/2 extended CONNECT, and in Chromium over https.
+//! Real dev servers through portok, as users run them: Vite's and Next's pages and HMR
+//! WebSockets over HTTP/1.1, TLS and HTTP/2 extended CONNECT, and in Chromium over https;
+//! an axum app under `cargo run`, redeployed on save under load.
 
 use crate::support::*;
 use crate::tls::tls_connect;
@@ -204,4 +205,72 @@ async fn next_renders_in_chromium_and_an_edit_arrives_over_its_hmr_socket() {
     }
     assert!(kept, "every edit reloaded the page: {}", app.text());
     assert!(!app.text().contains("generation 2"), "{}", app.text());
+}
+
+/// The version line of the axum fixture's page, e.g. `version one`.
+async fn axum_version(p: &Portok) -> String {
+    let page = get(p.addr(), "app.localhost", "/").await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let text = page.text();
+    let at = text.find("version ").expect("a version line");
+    text[at..].split(" pid").next().unwrap().to_string()
+}
+
+/// A real Rust server-rendered app (axum) under `portok app cargo run`: each save
+/// recompiles and redeploys it while clients send requests, and none fails; a compile error
+/// keeps the last good build serving; the fix is redeployed.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_axum_app_redeploys_on_save_under_load_and_survives_a_compile_error() {
+    let p = Portok::new();
+    let dir = fixture_copy("axum", p.dir.path());
+    // Kept between runs, so only the first run builds axum itself.
+    let target = test_cache().join("cargo-axum-target");
+    let main = dir.join("src/main.rs");
+    let source = std::fs::read_to_string(&main).unwrap();
+    let edit = |version: &str| {
+        let changed = source.replace(
+            "const VERSION: &str = \"one\";",
+            &format!("const VERSION: &str = {version};"),
+        );
+        assert_ne!(changed, source);
+        std::fs::write(&main, changed).unwrap();
+    };
+    let app = p.spawn_app_env(
+        &dir,
+        &["app", "cargo", "run", "--locked"],
+        &[("CARGO_TARGET_DIR", &target)],
+    );
+    app.wait_for("app ready in", Duration::from_secs(300)).await;
+    assert_eq!(axum_version(&p).await, "version one");
+
+    let load = Load::start(p.addr(), "app.localhost", 4);
+    edit("\"two\"");
+    app.wait_for("generation 2 ready", Duration::from_secs(120))
+        .await;
+    app.wait_for("switched; draining generation 1", Duration::from_secs(30))
+        .await;
+    assert_eq!(axum_version(&p).await, "version two");
+
+    // A type error: cargo fails, generation 2 keeps serving.
+    edit("2");
+    app.wait_for(
+        "before it was ready; still serving generation 2",
+        Duration::from_secs(120),
+    )
+    .await;
+    let text = app.text();
+    assert!(
+        text.contains("error[E0308]"),
+        "the compiler's error is shown: {text}"
+    );
+    assert_eq!(axum_version(&p).await, "version two");
+
+    edit("\"three\"");
+    app.wait_for("switched; draining generation 2", Duration::from_secs(120))
+        .await;
+    assert_eq!(axum_version(&p).await, "version three");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (ok, _, failures) = load.stop().await;
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    assert!(ok > 100, "the load ran: {ok} answers");
 }

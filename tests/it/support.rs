@@ -514,9 +514,15 @@ pub struct RunningApp {
 impl Portok {
     /// Start `portok ARGS...` in `cwd`, collecting its output.
     pub fn spawn_app(&self, cwd: &Path, args: &[&str]) -> RunningApp {
+        self.spawn_app_env(cwd, args, &[])
+    }
+
+    /// [`Portok::spawn_app`] with more environment for portok and so for the app.
+    pub fn spawn_app_env(&self, cwd: &Path, args: &[&str], env: &[(&str, &Path)]) -> RunningApp {
         let mut child = self
             .command()
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(cwd)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -757,14 +763,7 @@ pub fn npm_fixture(name: &str) -> Option<PathBuf> {
     let key = lock.iter().fold(0xcbf29ce484222325u64, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
     });
-    let cache = std::env::var_os("PORTOK_TEST_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME").map(|c| PathBuf::from(c).join("portok-tests"))
-        })
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/portok-tests")))
-        .expect("a cache folder: set PORTOK_TEST_CACHE");
-    let dir = cache.join(format!("npm-{name}-{key:016x}"));
+    let dir = test_cache().join(format!("npm-{name}-{key:016x}"));
     std::fs::create_dir_all(&dir).unwrap();
     copy_tree(&src, &dir);
     if !dir.join("node_modules/.package-lock.json").exists() {
@@ -779,6 +778,28 @@ pub fn npm_fixture(name: &str) -> Option<PathBuf> {
         }
     }
     Some(dir)
+}
+
+/// Where tests keep what is slow to fetch or build between runs (npm packages, the axum
+/// fixture's build): `PORTOK_TEST_CACHE`, else the user's cache folder.
+pub fn test_cache() -> PathBuf {
+    std::env::var_os("PORTOK_TEST_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME").map(|c| PathBuf::from(c).join("portok-tests"))
+        })
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/portok-tests")))
+        .expect("a cache folder: set PORTOK_TEST_CACHE")
+}
+
+/// A fresh copy of the fixture `tests/fixtures/NAME` in `to`.
+pub fn fixture_copy(name: &str, to: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    let dir = to.join(name);
+    copy_tree(&src, &dir);
+    dir
 }
 
 /// Copy the files under `from` into `to`, folders and all, over what is there.
@@ -990,7 +1011,8 @@ pub async fn open_stream(addr: SocketAddr, req: Request<Full<Bytes>>) -> Respons
 }
 
 /// Clients sending GET / over keep-alive connections as fast as answers come, until
-/// stopped. Counts answers by instance (x-hello-instance) and keeps every failure.
+/// stopped. Counts 200s (by instance, x-hello-pid, for the hello app) and keeps every other
+/// answer and error as a failure.
 pub struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicUsize>,
@@ -1049,9 +1071,12 @@ impl Load {
                     })
                     .await;
                     match sent {
-                        Ok(Ok((200, Some(pid), _))) => {
+                        // Any app's answer counts; the hello app's also names its instance.
+                        Ok(Ok((200, pid, _))) => {
                             ok.fetch_add(1, Ordering::Relaxed);
-                            *by_pid.lock().unwrap().entry(pid).or_default() += 1;
+                            if let Some(pid) = pid {
+                                *by_pid.lock().unwrap().entry(pid).or_default() += 1;
+                            }
                         }
                         Ok(Ok((status, _, body))) => failures.lock().unwrap().push(format!(
                             "status {status}: {}",
