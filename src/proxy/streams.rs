@@ -21,6 +21,17 @@ use std::task::{Context, Poll, Waker};
 
 type Stream = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// Turns of the connection per poll, and streams finished between two turns.
+/// Streams finished between two turns of the connection, and turns per poll at most.
+///
+/// Every turn writes the answers finished so far. A client keeps its streams busy by sending
+/// a request for each answer it reads, so answers written a batch at a time reach it while
+/// the rest are still being answered, and both sides work at once; written all together
+/// (50 in one write), the two took turns and the daemon's core idled. The bound on turns
+/// keeps a busy connection from holding the thread.
+const BATCH: usize = 16;
+const TURNS: usize = 8;
+
 /// The executor given to one connection's hyper h2 server: streams wait here until the
 /// connection's [`WithStreams`] adopts them.
 #[derive(Clone, Default)]
@@ -102,21 +113,33 @@ impl<C: Future> Future for WithStreams<C> {
         // the waker is out of the queue meanwhile: queuing them must not wake this task.
         let waker = this.queue.lock().waker.take();
         // A stream that sends part of its response wakes the connection (to write it), so
-        // one more turn of the connection after the streams moved saves a trip through the
-        // scheduler. Bounded: a busy connection must not keep the thread to itself.
-        for _ in 0..2 {
+        // another turn of the connection after the streams moved saves a trip through the
+        // scheduler.
+        let mut more = false;
+        for _ in 0..TURNS {
             if let Poll::Ready(out) = this.conn.as_mut().poll(cx) {
                 return Poll::Ready(out);
             }
             let new = std::mem::take(&mut this.queue.lock().new);
             let mut moved = !new.is_empty();
             this.streams.extend(new);
+            let mut done = 0;
+            more = false;
             while let Poll::Ready(Some(())) = this.streams.poll_next_unpin(cx) {
                 moved = true;
+                done += 1;
+                if done == BATCH {
+                    more = true;
+                    break;
+                }
             }
             if !moved {
                 break;
             }
+        }
+        // Finished streams left for the next poll: it must come.
+        if more {
+            cx.waker().wake_by_ref();
         }
         let mut q = this.queue.lock();
         q.waker = match waker {
@@ -173,6 +196,35 @@ mod tests {
             .unwrap();
         done_tx.send(()).unwrap();
         assert_eq!(task.await.unwrap(), 7);
+    }
+
+    /// More streams finishing at once than one poll takes (TURNS x BATCH) all finish: the
+    /// connection's task is woken again for the rest.
+    #[tokio::test]
+    async fn streams_beyond_one_polls_share_all_finish() {
+        let exec = LocalStreams::default();
+        let count = 3 * TURNS * BATCH;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let inner = exec.clone();
+        let conn = async move {
+            for i in 0..count {
+                let tx = tx.clone();
+                inner.execute(async move {
+                    tx.send(i).unwrap();
+                });
+            }
+            done_rx.await.unwrap();
+        };
+        let task = tokio::spawn(WithStreams::new(conn, exec));
+        for _ in 0..count {
+            tokio::time::timeout(std::time::Duration::from_secs(5), rx.recv())
+                .await
+                .expect("a finished stream was left unpolled")
+                .unwrap();
+        }
+        done_tx.send(()).unwrap();
+        task.await.unwrap();
     }
 
     /// A stream queued in the poll where the connection ends is never run, and it is freed
