@@ -426,7 +426,11 @@ async fn a_dead_owner_route_vanishes() {
     let routes = serde_json::json!([
         {"hostname": "owned.localhost", "port": b.port, "pid": owner.id()},
     ]);
-    std::fs::write(p.routes_json(), routes.to_string()).unwrap();
+    // Written whole and renamed into place, as portok's writers do: a plain write could be
+    // read half-done by the watcher (and kept aside as corrupt).
+    let tmp = p.state().join("routes.json.test-tmp");
+    std::fs::write(&tmp, routes.to_string()).unwrap();
+    std::fs::rename(&tmp, p.routes_json()).unwrap();
     // The watcher picks up the file; wait for the route to serve.
     let start = std::time::Instant::now();
     while get(p.addr(), "owned.localhost", "/").await.status != 200 {
