@@ -599,7 +599,7 @@ fn render_rows(status: &Value) -> String {
             rps = f("rps"),
             p50 = f("p50_ms"),
             p99 = f("p99_ms"),
-            up = r["uptime_secs"].as_u64().map(human).unwrap_or_else(|| "-".into()),
+            up = r["uptime_secs"].as_u64().map(crate::ui::duration).unwrap_or_else(|| "-".into()),
         ));
         if let Some(crash) = r["crash"].as_object() {
             let tail: Vec<String> = crash
@@ -615,15 +615,6 @@ fn render_rows(status: &Value) -> String {
         }
     }
     out
-}
-
-fn human(secs: u64) -> String {
-    match secs {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m", s / 60),
-        s if s < 86400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
-        s => format!("{}d", s / 86400),
-    }
 }
 
 const DASHBOARD: &str = include_str!("admin/dashboard.html");

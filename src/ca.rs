@@ -5,9 +5,8 @@
 //! browsers and system store, so silently replacing it would break every install.
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::net::IpAddr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration as StdDuration;
 
@@ -335,54 +334,15 @@ fn exists(path: &Path) -> Result<bool, CaError> {
     path.try_exists().map_err(|e| CaError::io(path, e))
 }
 
-/// Writes `data` to a temp file and hard-links it into place: atomic, and
-/// fails with AlreadyExists rather than replacing an existing file.
+/// Creates `path` whole, failing with AlreadyExists rather than replacing a file.
 fn write_new_file(path: &Path, data: &[u8], mode: u32) -> Result<(), CaError> {
-    let tmp = temp_path(path);
-    write_file(&tmp, data, mode)?;
-    let linked = fs::hard_link(&tmp, path).map_err(|e| CaError::io(path, e));
-    // The temp name is ours alone; failing to remove it is harmless.
-    let _ = fs::remove_file(&tmp);
-    linked
+    crate::fsutil::write_new(path, data, mode).map_err(|e| CaError::io(path, e))
 }
 
-/// Writes `data` to a temp file and renames it over `path` (readers never see
-/// a half-written file). Used for files that may legitimately be replaced.
+/// Replaces `path` whole (readers never see a half-written file). Used for files that may
+/// legitimately be replaced.
 pub(crate) fn write_replace_file(path: &Path, data: &[u8], mode: u32) -> Result<(), CaError> {
-    let tmp = temp_path(path);
-    write_file(&tmp, data, mode)?;
-    fs::rename(&tmp, path).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        CaError::io(path, e)
-    })
-}
-
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(
-        ".tmp.{}.{:x}",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    path.with_file_name(name)
-}
-
-fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), CaError> {
-    let result = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(path)?;
-        // The umask may have removed bits from `mode`; make it exact.
-        file.set_permissions(fs::Permissions::from_mode(mode))?;
-        file.write_all(data)?;
-        file.sync_all()
-    })();
-    result.map_err(|e| {
-        let _ = fs::remove_file(path);
-        CaError::io(path, e)
-    })
+    crate::fsutil::write_atomic(path, data, mode).map_err(|e| CaError::io(path, e))
 }
 
 fn user_name() -> String {
@@ -429,6 +389,7 @@ fn host_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn mode(path: &Path) -> u32 {
         fs::metadata(path).unwrap().permissions().mode() & 0o777

@@ -53,7 +53,7 @@ pub fn main(yes: bool) -> anyhow::Result<i32> {
         eprintln!("portok: clean cancelled; nothing was changed (pass --yes to skip the question)");
         return Ok(1);
     }
-    let say = crate::run::say;
+    let say = crate::ui::say;
     let mut failed = false;
 
     // Running apps first: each `portok run` stops its app and removes its own route.

@@ -123,7 +123,7 @@ fn proxy(cmd: ProxyCmd) -> anyhow::Result<i32> {
                         "portok proxy running: pid {}, port {}, up {}, {} route{}, listening on {}",
                         s.pid,
                         s.port,
-                        human_duration(s.uptime_secs),
+                        crate::ui::duration(s.uptime_secs),
                         s.routes,
                         if s.routes == 1 { "" } else { "s" },
                         s.listening.join(" and ")
@@ -402,14 +402,6 @@ fn get(name: Option<&str>, https: bool, no_worktree: bool) -> anyhow::Result<i32
     Ok(0)
 }
 
-fn human_duration(secs: u64) -> String {
-    match secs {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m{}s", s / 60, s % 60),
-        s => format!("{}h{}m", s / 3600, (s % 3600) / 60),
-    }
-}
-
 /// The daemon logs to stderr, which `proxy start` points at proxy.log.
 fn init_daemon_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTOK_LOG")
@@ -600,7 +592,7 @@ fn status(name: Option<&str>, json: bool) -> anyhow::Result<i32> {
                 data["version"].as_str().unwrap_or(""),
                 data["port"],
                 data["pid"],
-                human_duration(data["uptime_secs"].as_u64().unwrap_or(0)),
+                crate::ui::duration(data["uptime_secs"].as_u64().unwrap_or(0)),
                 data["totals"]["requests"],
                 data["dashboard"].as_str().unwrap_or("")
             );

@@ -62,7 +62,7 @@ pub fn man(dir: Option<&Path>) -> anyhow::Result<i32> {
                 .count()
         })
         .unwrap_or(0);
-    crate::run::say(&format!(
+    crate::ui::say(&format!(
         "wrote {pages} man pages to {} (`man portok` once it is on MANPATH)",
         dir.display()
     ));

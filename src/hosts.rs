@@ -18,7 +18,7 @@ use crate::state::StateDir;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub const START: &str = "# portok-start";
@@ -214,7 +214,8 @@ fn write(path: &Path, data: &[u8]) -> Result<(), HostsError> {
         .as_ref()
         .map(|m| m.permissions().mode() & 0o7777)
         .unwrap_or(0o644);
-    match write_atomic(&target, data, mode, meta.as_ref()) {
+    let owner = meta.as_ref().map(|m| (m.uid(), m.gid()));
+    match crate::fsutil::write_atomic_owned(&target, data, mode, owner) {
         Ok(()) => Ok(()),
         Err(e)
             if meta.is_some()
@@ -225,47 +226,6 @@ fn write(path: &Path, data: &[u8]) -> Result<(), HostsError> {
         }
         Err(e) => Err(err(e)),
     }
-}
-
-fn write_atomic(
-    target: &Path,
-    data: &[u8],
-    mode: u32,
-    meta: Option<&fs::Metadata>,
-) -> io::Result<()> {
-    let dir = target.parent().unwrap_or(Path::new("."));
-    let name = target.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(
-        ".{name}.portok-{}-{:x}.tmp",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        // The umask may have cleared bits of `mode`; the copy must match the original.
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        if let Some(m) = meta {
-            // Only root can give a file away; as anyone else the owner is already us.
-            if m.uid() != unsafe { libc::geteuid() } || m.gid() != unsafe { libc::getegid() } {
-                let _ = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()));
-            }
-        }
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, target)?;
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
 }
 
 fn write_in_place(target: &Path, data: &[u8]) -> io::Result<()> {
@@ -317,7 +277,7 @@ pub fn command(cmd: HostsCmd) -> anyhow::Result<i32> {
                 .map(|r| r.hostname)
                 .collect();
             let changed = sync_routes(&path, &names)?;
-            let say = crate::run::say;
+            let say = crate::ui::say;
             match (names.is_empty(), changed) {
                 (true, true) => say(&format!(
                     "no routes, so portok's block is gone from {shown}"
@@ -339,9 +299,9 @@ pub fn command(cmd: HostsCmd) -> anyhow::Result<i32> {
         }
         HostsCmd::Clean => {
             if remove_block(&path)? {
-                crate::run::say(&format!("removed portok's block from {shown}"));
+                crate::ui::say(&format!("removed portok's block from {shown}"));
             } else {
-                crate::run::say(&format!("{shown} has no portok block; nothing to do"));
+                crate::ui::say(&format!("{shown} has no portok block; nothing to do"));
             }
         }
     }

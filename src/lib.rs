@@ -11,10 +11,12 @@
 //! - [`control`]: the control socket protocol (newline JSON) and its blocking client.
 //! - [`daemon`]: start/stop/status of the detached daemon; [`daemon::runtime`]: the
 //!   daemon process (listeners, control server, route reloads, stale sweep).
-//! - [`proxy`]: accept loops and per-connection serving; `sniff` (TLS or plain), `handler`
-//!   (host -> route -> forward, errors -> status codes), `request_head` (the one writer of
-//!   the request heads apps receive), `upstream` (kept app connections, the app's response,
-//!   request bodies), `forward` (loopback dialing, response bodies, upgrades), `fast` (the
+//! - [`proxy`]: accept loops and per-connection serving; `sniff` (TLS or plain), `decide`
+//!   (the one routing decision both front-ends act on, and the resend policy), `error` (what
+//!   can fail -> status codes), `handler` (hyper's front-end), `request_head` (the one writer
+//!   of the request heads apps receive), `response_head` (the one filter of the response
+//!   heads clients receive), `upstream` (kept app connections, the app's response, request
+//!   bodies), `forward` (loopback dialing, response bodies, upgrades), `fast` (the
 //!   HTTP/1.1 fast path: plain requests relayed without hyper), `streams` (an h2
 //!   connection's streams in its own task), `reload` (live-reload injection), `conn`
 //!   (HTTP/1 vs h2, the h2 preface, header and idle deadlines), `pages`
@@ -52,6 +54,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod doctor;
+pub(crate) mod fsutil;
 pub mod generate;
 pub mod hosts;
 pub mod metrics;
@@ -67,3 +70,4 @@ pub mod state;
 pub mod switch;
 pub mod tcp;
 pub mod trust;
+pub(crate) mod ui;

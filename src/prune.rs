@@ -197,12 +197,12 @@ pub fn join(groups: &[i32]) -> String {
 /// `portok prune [--force]`.
 pub fn main(force: bool) -> anyhow::Result<i32> {
     let state = StateDir::from_env()?;
-    let out = prune(&state, force, &mut |m| crate::run::say(m))?;
+    let out = prune(&state, force, &mut |m| crate::ui::say(m))?;
     for o in &out.stopped {
-        crate::run::say(&format!("{}: app stopped", o.hostname));
+        crate::ui::say(&format!("{}: app stopped", o.hostname));
     }
     if !out.dropped.is_empty() {
-        crate::run::say(&format!(
+        crate::ui::say(&format!(
             "dropped {} stale route{}: {}",
             out.dropped.len(),
             if out.dropped.len() == 1 { "" } else { "s" },
@@ -211,7 +211,7 @@ pub fn main(force: bool) -> anyhow::Result<i32> {
         crate::daemon::reload_if_running(&state)?;
     }
     if out.sockets > 0 {
-        crate::run::say(&format!("removed {} dead run socket(s)", out.sockets));
+        crate::ui::say(&format!("removed {} dead run socket(s)", out.sockets));
     }
     if !out.survivors.is_empty() {
         for o in &out.survivors {
@@ -225,7 +225,7 @@ pub fn main(force: bool) -> anyhow::Result<i32> {
         return Ok(1);
     }
     if out.stopped.is_empty() && out.dropped.is_empty() && out.sockets == 0 {
-        crate::run::say("nothing to prune: every route's owner is alive");
+        crate::ui::say("nothing to prune: every route's owner is alive");
     }
     Ok(0)
 }

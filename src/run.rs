@@ -14,8 +14,8 @@ use crate::daemon;
 use crate::names;
 use crate::routes::{store, unix_now, Route};
 use crate::state::{self, pid_alive, StateDir};
+use crate::ui::say;
 use anyhow::Context as _;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use supervisor::{Control, Options, Supervisor};
@@ -30,16 +30,6 @@ pub enum RunError {
     NotRunning { host: String, path: PathBuf },
     #[error(transparent)]
     Store(#[from] store::StoreError),
-}
-
-/// Print one of portok's own lines: `portok:` on stderr, coloured only on a terminal.
-pub fn say(msg: &str) {
-    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    if color {
-        eprintln!("\x1b[36mportok:\x1b[0m {msg}");
-    } else {
-        eprintln!("portok: {msg}");
-    }
 }
 
 /// The app's control socket, where `portok restart` and `portok logs` reach its supervisor.

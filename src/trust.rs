@@ -8,7 +8,7 @@
 use std::fmt;
 use std::fs;
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 
@@ -388,28 +388,11 @@ fn refresh_command(store: &LinuxStore) -> Vec<String> {
     chosen.iter().map(|s| s.to_string()).collect()
 }
 
-/// Temp file + rename, 0644: update-ca-certificates must never see half a file.
+/// Written whole, 0644: update-ca-certificates must never see half a file.
 fn install_file(dest: &Path, data: &[u8]) -> Result<(), TrustError> {
-    let tmp = dest.with_extension("crt.tmp");
-    let io_err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| TrustError::Io { path, source }
-    };
-    let write = || -> io::Result<()> {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o644)
-            .open(&tmp)?;
-        file.set_permissions(fs::Permissions::from_mode(0o644))?;
-        io::Write::write_all(&mut file, data)?;
-        file.sync_all()
-    };
-    write().map_err(io_err(&tmp))?;
-    fs::rename(&tmp, dest).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        io_err(dest)(e)
+    crate::fsutil::write_atomic(dest, data, 0o644).map_err(|source| TrustError::Io {
+        path: dest.to_path_buf(),
+        source,
     })
 }
 

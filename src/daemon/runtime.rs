@@ -600,9 +600,8 @@ async fn metrics_loop(daemon: Arc<Daemon>) {
 /// Write stats.json atomically; a failure only costs history, so it is logged.
 fn save_metrics(daemon: &Daemon) {
     let path = daemon.state.stats_file();
-    let tmp = path.with_extension("json.tmp");
     let bytes = daemon.ctx.metrics.to_json();
-    if let Err(e) = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &path)) {
+    if let Err(e) = crate::fsutil::write_atomic(&path, &bytes, 0o600) {
         warn!(error = %e, path = %path.display(), "cannot save metrics");
     }
 }

@@ -174,34 +174,14 @@ where
     Ok((out, notes))
 }
 
-/// Write to a temp file in the same directory, fsync, rename over, fsync the directory.
+/// The table, whole or not at all (fsutil: temp file, fsync, rename, fsync of the folder).
 fn write_atomic(path: &Path, routes: &[Route]) -> Result<(), StoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".routes.json.{}.tmp", std::process::id()));
     let mut json = serde_json::to_vec_pretty(routes).map_err(|e| StoreError::Io {
         path: path.to_path_buf(),
         source: io::Error::other(e),
     })?;
     json.push(b'\n');
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&json)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    result.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        io_err(path)(e)
-    })
+    crate::fsutil::write_atomic(path, &json, 0o600).map_err(io_err(path))
 }
 
 #[cfg(test)]

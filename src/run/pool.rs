@@ -14,13 +14,13 @@
 
 use super::child::{describe_exit, Generation, Launch};
 use super::probe;
-use super::say;
 use super::supervisor::{
-    exit_code, futures_join_all, inflight, pick_port, redeploy_request, revive_daemon, set_pgids,
-    tell_daemon, Control, Options,
+    exit_code, inflight, pick_port, redeploy_request, revive_daemon, set_pgids, tell_daemon,
+    Control, Options,
 };
 use crate::control::{self, Request};
 use crate::state::StateDir;
+use crate::ui::say;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
@@ -563,7 +563,7 @@ impl Pool {
             }
         }
         let kill = self.opts.kill_timeout;
-        futures_join_all(gens.iter_mut().map(|g| g.stop(kill))).await;
+        futures_util::future::join_all(gens.iter_mut().map(|g| g.stop(kill))).await;
         if let Some(mut r) = self.rollout.take() {
             for w in r.waiters.drain(..) {
                 let _ = w.send(Err(format!("instance {slot} {why} before it was ready")));
@@ -795,7 +795,7 @@ impl Pool {
         let host = self.launch.hostname.clone();
         let _ = tokio::task::spawn_blocking(move || super::unregister(&state, &host)).await;
         let kill = self.opts.kill_timeout;
-        futures_join_all(gens.iter_mut().map(|g| g.stop(kill))).await;
+        futures_util::future::join_all(gens.iter_mut().map(|g| g.stop(kill))).await;
         self.stopping.abort_all();
         while self.stopping.join_next().await.is_some() {}
     }

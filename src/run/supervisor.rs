@@ -8,10 +8,10 @@
 
 use super::child::{describe_exit, Generation, Launch};
 use super::probe;
-use super::say;
 use crate::control::{self, Request};
 use crate::routes::store;
 use crate::state::StateDir;
+use crate::ui::say;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
@@ -552,7 +552,7 @@ impl Supervisor {
         gens.extend(self.previous.take().map(|p| p.gen));
         self.remove_route().await;
         let stops = gens.iter_mut().map(|g| g.stop(kill));
-        futures_join_all(stops).await;
+        futures_util::future::join_all(stops).await;
         // Generations already draining: stop them now rather than waiting out the drain.
         self.stopping.abort_all();
         while self.stopping.join_next().await.is_some() {}
@@ -636,21 +636,6 @@ pub(super) async fn revive_daemon(state: &StateDir, proxy_port: u16) -> bool {
         }
         _ => false,
     }
-}
-
-/// Run the futures concurrently (every generation gets SIGTERM at once, not one after
-/// another's kill timeout) until all are done.
-pub(super) async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) {
-    let mut pending: Vec<std::pin::Pin<Box<F>>> = futs.map(Box::pin).collect();
-    std::future::poll_fn(|cx| {
-        pending.retain_mut(|f| f.as_mut().poll(cx).is_pending());
-        if pending.is_empty() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await
 }
 
 async fn recv_change(rx: &mut Option<mpsc::Receiver<PathBuf>>) -> Option<PathBuf> {

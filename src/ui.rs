@@ -1,0 +1,42 @@
+//! portok's own words on the terminal: its `portok:` lines and how it shows a duration.
+
+use std::io::IsTerminal;
+
+/// Print one of portok's own lines: `portok:` on stderr, coloured only on a terminal.
+pub fn say(msg: &str) {
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    if color {
+        eprintln!("\x1b[36mportok:\x1b[0m {msg}");
+    } else {
+        eprintln!("portok: {msg}");
+    }
+}
+
+/// A duration in its two largest units: `42s`, `5m3s`, `2h5m`, `3d4h`.
+pub fn duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{}s", s / 60, s % 60),
+        s if s < 86400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_show_their_two_largest_units() {
+        let cases = [
+            (0, "0s"),
+            (59, "59s"),
+            (60, "1m0s"),
+            (303, "5m3s"),
+            (7500, "2h5m"),
+            (86399, "23h59m"),
+            (3 * 86400 + 4 * 3600 + 5, "3d4h"),
+        ];
+        for (secs, shown) in cases {
+            assert_eq!(super::duration(secs), shown);
+        }
+    }
+}
