@@ -17,7 +17,25 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub const HOST: &str = "portok.localhost";
+pub const HOST: &str = crate::names::ADMIN_HOST;
+
+/// The daemon's pages, as the proxy reaches them ([`crate::proxy::DaemonPages`]).
+pub struct Pages;
+
+impl crate::proxy::DaemonPages for Pages {
+    fn admin<'a>(
+        &'a self,
+        ctx: &'a Arc<Ctx>,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<ProxyBody>> + Send + 'a>> {
+        Box::pin(handle(ctx, req, conn))
+    }
+
+    fn app_events(&self, ctx: &Arc<Ctx>, host: &str) -> Response<ProxyBody> {
+        app_events(ctx, host)
+    }
+}
 
 /// Failed token attempts allowed per client per minute before 429.
 const MAX_FAILURES: u32 = 5;

@@ -284,7 +284,7 @@ pub fn check_tcp_port(
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        rt.block_on(async { crate::tcp::bind(listen).map(drop) })?;
+        rt.block_on(async { crate::proxy::tcp::bind(listen).map(drop) })?;
     }
     Ok(())
 }

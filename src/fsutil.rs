@@ -67,8 +67,7 @@ fn write_temp(tmp: &Path, data: &[u8], mode: u32, owner: Option<(u32, u32)>) -> 
     // The umask may have cleared bits of `mode`.
     f.set_permissions(fs::Permissions::from_mode(mode))?;
     if let Some((uid, gid)) = owner {
-        // SAFETY: geteuid and getegid cannot fail and touch no memory.
-        if uid != unsafe { libc::geteuid() } || gid != unsafe { libc::getegid() } {
+        if (uid, gid) != crate::sys::effective_ids() {
             let _ = std::os::unix::fs::fchown(&f, Some(uid), Some(gid));
         }
     }

@@ -21,10 +21,11 @@
 //!   connection's streams in its own task), `reload` (live-reload injection), `conn`
 //!   (HTTP/1 vs h2, the h2 preface, header and idle deadlines), `pages`
 //!   (404/502/508/400/starting/crashed), `tls` (rustls config, the SNI resolver that issues
-//!   leaves from the local CA).
+//!   leaves from the local CA), `tcp` (TCP routes: listeners that follow the route table,
+//!   splice(2) relay). The proxy imports nothing from the layers above it: the daemon hands
+//!   it its own pages ([`proxy::DaemonPages`]).
 //! - [`admin`]: the daemon's own host `portok.localhost`: dashboard, JSON API, events,
 //!   Prometheus metrics; token-checked restart and switch.
-//! - [`tcp`]: TCP routes: listeners that follow the route table, splice(2) relay.
 //! - `splice` (Linux): socket -> pipe -> socket moves for TCP routes and large HTTP bodies.
 //! - [`switch`]: health-gated switch of an alias route with drain and auto-rollback.
 //! - [`metrics`]: per-route counters and histograms (atomics on the hot path), redeploy and
@@ -44,6 +45,9 @@
 //! - [`prune`]: `portok prune`, apps whose `portok run` is gone and their routes.
 //! - [`clean`]: `portok clean`, undo everything portok set up.
 //! - [`generate`]: shell completions and man pages from the clap definitions.
+//! - Small utilities: `fsutil` (files written whole: temp, fsync, rename), `sys` (process
+//!   group signals and ids, each `unsafe` call with why it is sound), `ui` (portok's
+//!   `portok:` lines and durations).
 
 pub mod admin;
 pub mod ca;
@@ -68,6 +72,6 @@ pub mod run;
 pub mod splice;
 pub mod state;
 pub mod switch;
-pub mod tcp;
+pub(crate) mod sys;
 pub mod trust;
 pub(crate) mod ui;

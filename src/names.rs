@@ -1,6 +1,9 @@
 //! App names and host names: `api` and `api.shop` become `api.localhost` and
 //! `api.shop.localhost`. Validation happens before anything is written.
 
+/// The daemon's own host: dashboard, admin API and metrics.
+pub const ADMIN_HOST: &str = "portok.localhost";
+
 /// Names portok keeps for itself: its command words, and `portok` for the daemon's own pages.
 pub const RESERVED: &[&str] = &[
     "portok",

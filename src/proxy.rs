@@ -1,6 +1,8 @@
 //! The proxy: accept loops on the daemon's listeners, one task per connection, TLS or
 //! plain decided by the first byte, then hyper (HTTP/1.1 + HTTP/2, upgrades on).
 
+pub mod app_body;
+pub mod chunked;
 pub mod conn;
 pub mod decide;
 pub mod error;
@@ -13,6 +15,7 @@ pub mod request_head;
 pub mod response_head;
 pub mod sniff;
 pub mod streams;
+pub mod tcp;
 pub mod tls;
 pub mod upstream;
 
@@ -65,6 +68,22 @@ impl Default for Limits {
     }
 }
 
+/// What the daemon serves itself through the proxy: the dashboard and admin API on
+/// [`crate::names::ADMIN_HOST`], and an app's live-reload event stream. The daemon hands it
+/// over when it builds [`Ctx`], so the proxy needs nothing from the layers above it.
+pub trait DaemonPages: Send + Sync {
+    fn admin<'a>(
+        &'a self,
+        ctx: &'a Arc<Ctx>,
+        req: http::Request<hyper::body::Incoming>,
+        conn: ConnInfo,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = http::Response<forward::ProxyBody>> + Send + 'a>,
+    >;
+
+    fn app_events(&self, ctx: &Arc<Ctx>, host: &str) -> http::Response<forward::ProxyBody>;
+}
+
 /// Everything a connection task needs. Shared by all connections; the route table is
 /// swapped as a whole so the hot path reads it without a lock.
 pub struct Ctx {
@@ -93,7 +112,7 @@ pub struct Ctx {
     /// while the failure stands; cleared by the next success.
     pub last_failure: Mutex<HashMap<String, AppEvent>>,
     /// TCP routes' listeners and counters.
-    pub tcp: crate::tcp::TcpRoutes,
+    pub tcp: crate::proxy::tcp::TcpRoutes,
     /// The port browsers use to reach us, for links on pages and X-Forwarded-Port.
     pub port: u16,
     pub limits: Limits,
@@ -106,6 +125,8 @@ pub struct Ctx {
     turns: Option<tokio::sync::Semaphore>,
     /// Plain HTTP/1.1 requests take the [`fast`] path (off with `PORTOK_NO_FAST_PATH=1`).
     fast_path: bool,
+    /// The daemon's own pages; without them (a bare proxy) its host is an unknown one.
+    pub pages: Option<Arc<dyn DaemonPages>>,
     h1: http1::Builder,
 }
 
@@ -155,6 +176,7 @@ impl Ctx {
             }),
             limits,
             fast_path: std::env::var_os("PORTOK_NO_FAST_PATH").is_none(),
+            pages: None,
             h1,
         }
     }
@@ -208,7 +230,7 @@ impl Ctx {
                 for live in previous.sorted() {
                     if live.route.pid != 0 && !pid_alive(live.route.pid) {
                         for &pgid in &live.route.pgids {
-                            crate::run::child::stop_orphan_group(pgid);
+                            crate::sys::terminate_group(pgid, Duration::from_secs(5));
                         }
                     }
                 }

@@ -8,6 +8,7 @@
 
 use crate::routes::{store, Route};
 use crate::state::{pid_alive, StateDir};
+use crate::sys;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -68,7 +69,7 @@ pub fn orphans(routes: &[Route]) -> Vec<Orphan> {
                 .pgids
                 .iter()
                 .copied()
-                .filter(|&g| group_alive(g))
+                .filter(|&g| sys::group_alive(g))
                 .collect();
             (!groups.is_empty()).then(|| Orphan {
                 hostname: r.hostname.clone(),
@@ -77,20 +78,6 @@ pub fn orphans(routes: &[Route]) -> Vec<Orphan> {
             })
         })
         .collect()
-}
-
-/// Does the process group have a member we may signal? (pgid 1 and below are never ours.)
-pub fn group_alive(pgid: i32) -> bool {
-    // SAFETY: signal 0 only checks that the group exists and that we may signal it.
-    pgid > 1 && unsafe { libc::kill(-pgid, 0) } == 0
-}
-
-fn signal_group(pgid: i32, sig: i32) {
-    if pgid > 1 {
-        // SAFETY: a group recorded by the app's own `portok run`, whose owner is gone. The
-        // daemon signals the same groups when it reloads.
-        unsafe { libc::kill(-pgid, sig) };
-    }
 }
 
 /// What prune did.
@@ -121,22 +108,22 @@ pub fn prune(
             join(&o.groups)
         ));
         for &g in &o.groups {
-            signal_group(g, libc::SIGTERM);
+            sys::signal_group(g, libc::SIGTERM);
         }
     }
     let all: Vec<i32> = orphans.iter().flat_map(|o| o.groups.clone()).collect();
     if !wait_gone(&all, TERM_WAIT) && force {
-        for &g in all.iter().filter(|&&g| group_alive(g)) {
+        for &g in all.iter().filter(|&&g| sys::group_alive(g)) {
             say(&format!(
                 "process group {g} ignored SIGTERM; sending SIGKILL"
             ));
-            signal_group(g, libc::SIGKILL);
+            sys::signal_group(g, libc::SIGKILL);
         }
         wait_gone(&all, Duration::from_secs(2));
     }
     let mut out = Outcome::default();
     for o in orphans {
-        if o.groups.iter().any(|&g| group_alive(g)) {
+        if o.groups.iter().any(|&g| sys::group_alive(g)) {
             out.survivors.push(o);
         } else {
             out.stopped.push(o);
@@ -157,7 +144,7 @@ pub fn prune(
 fn wait_gone(groups: &[i32], limit: Duration) -> bool {
     let start = Instant::now();
     loop {
-        if !groups.iter().any(|&g| group_alive(g)) {
+        if !groups.iter().any(|&g| sys::group_alive(g)) {
             return true;
         }
         if start.elapsed() >= limit {

@@ -153,7 +153,7 @@ fn current_port(ctx: &Ctx, host: &str) -> Option<u16> {
 /// A few quick probes, so a server that is just coming up is not refused on one miss.
 async fn healthy(port: u16, host: &str, health: Option<&str>, tcp: bool) -> bool {
     for _ in 0..3 {
-        if check_once(port, host, health, tcp).await {
+        if probe::ready(port, host, health, tcp).await {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -188,15 +188,6 @@ async fn set_port(ctx: &Ctx, host: &str, from: u16, to: u16) -> Result<(), Switc
 
 /// During the rollback window, probe the new port; after `fail_threshold` failures in a
 /// row, go back to the old one and record why.
-/// TCP routes without a health path: healthy means it accepts a connection.
-async fn check_once(port: u16, host: &str, health: Option<&str>, tcp: bool) -> bool {
-    if tcp && health.is_none() {
-        crate::routes::Backend::connectable(port).await
-    } else {
-        probe::check(port, host, health).await
-    }
-}
-
 async fn watch_new_port(
     ctx: Arc<Ctx>,
     host: String,
@@ -212,7 +203,7 @@ async fn watch_new_port(
         if current_port(&ctx, &host) != Some(req.port) {
             return; // someone switched again; this watch is over
         }
-        if check_once(req.port, &host, req.health.as_deref(), tcp).await {
+        if probe::ready(req.port, &host, req.health.as_deref(), tcp).await {
             failures = 0;
             continue;
         }

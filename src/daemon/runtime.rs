@@ -195,6 +195,7 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
         token,
     );
     ctx.redirect_https = config.redirect_https;
+    ctx.pages = Some(Arc::new(crate::admin::Pages));
     ctx.metrics_enabled = config.metrics;
     let ctx = Arc::new(ctx);
     let daemon = Arc::new(Daemon {
@@ -300,7 +301,7 @@ impl Daemon {
     /// Re-read routes.json and swap the table. A corrupt file keeps the current table.
     /// Re-read routes.json, then bind or release TCP listeners to match. Returns the TCP
     /// ports that could not be bound, for the writer that asked.
-    async fn reload(&self) -> Vec<crate::tcp::TcpError> {
+    async fn reload(&self) -> Vec<crate::proxy::tcp::TcpError> {
         self.ctx.reload().await;
         if self.sync_hosts {
             let names: Vec<String> = self
@@ -319,7 +320,7 @@ impl Daemon {
                 warn!(error = %e, "cannot sync the hosts file");
             }
         }
-        crate::tcp::TcpRoutes::reconcile(&self.ctx)
+        crate::proxy::tcp::TcpRoutes::reconcile(&self.ctx)
     }
 
     fn status(&self) -> DaemonStatus {

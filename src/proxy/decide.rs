@@ -67,7 +67,7 @@ pub fn decide(
             hops: ask.hops,
         });
     }
-    if host == crate::admin::HOST {
+    if host == crate::names::ADMIN_HOST {
         return Ok(Decision::Admin);
     }
     let table = ctx.routes.load();

@@ -14,20 +14,23 @@
 //! a strange request means. `PORTOK_NO_FAST_PATH=1` in the daemon's environment turns
 //! this path off (to compare the two).
 
+mod request;
+
+use super::chunked::push_chunk;
 use super::conn::{ClientIo, ConnWatch, Exchange, RawTcp};
 use super::decide::{self, decide, Ask, Decision, Resend};
 use super::error::ProxyError;
-use super::forward::{self, ForwardError};
+use super::forward::ForwardError;
 use super::request_head::{self, BodyFraming, Hop, Outbound};
 use super::upstream::{
-    push_chunk, read_response_head, resend_fresh, still_open, Framing, HeadError, SpareBuf,
-    Upstream,
+    read_response_head, resend_fresh, still_open, Framing, HeadError, SpareBuf, Upstream,
 };
 use super::{pages, response_head, ConnError, ConnInfo, Ctx};
 use crate::metrics::RequestMeter;
 use crate::names::normalize_host;
 use crate::routes::Backend;
 use bytes::{Buf, Bytes, BytesMut};
+use request::{head_end, plain_uri_byte, RequestFacts};
 use std::io;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -594,93 +597,6 @@ async fn write_client<I: AsyncWrite + Unpin>(io: &mut ClientIo<I>, bytes: &[u8])
     io.flush().await
 }
 
-/// Where a request head ends (just past its blank line), looking from about `from`.
-fn head_end(buf: &[u8], from: usize) -> Option<usize> {
-    let start = from.saturating_sub(3);
-    let mut i = start;
-    while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
-        let at = i + off;
-        // "\n\n" or "\n\r\n": an empty line.
-        if buf.get(at + 1) == Some(&b'\n') {
-            return Some(at + 2);
-        }
-        if buf.get(at + 1) == Some(&b'\r') && buf.get(at + 2) == Some(&b'\n') {
-            return Some(at + 3);
-        }
-        i = at + 1;
-    }
-    None
-}
-
-/// Bytes the `http` crate takes in a path and query without question; anything else
-/// (spaces, quotes, `#`, control or non-ASCII bytes) is left to hyper to judge.
-fn plain_uri_byte(b: u8) -> bool {
-    matches!(b, b'!' | b'$'..=b';' | b'=' | b'?'..=b'_' | b'a'..=b'z' | b'{' | b'|' | b'}' | b'~')
-}
-
-/// What the request's headers say, gathered in one pass.
-#[derive(Default)]
-struct RequestFacts<'b> {
-    host: Option<&'b [u8]>,
-    /// The Content-Length, when the request has one.
-    length: Option<u64>,
-    close: bool,
-    hops: u32,
-    html: bool,
-}
-
-impl<'b> RequestFacts<'b> {
-    /// None: a request this path leaves to hyper.
-    fn of(headers: &[httparse::Header<'b>]) -> Option<Self> {
-        let mut f = RequestFacts::default();
-        let (mut hops_seen, mut accept_seen) = (false, false);
-        for h in headers {
-            let (name, value) = (h.name, h.value);
-            let is = |n: &str| name.eq_ignore_ascii_case(n);
-            if is("host") {
-                // Two Host headers, or one hyper would not take as text: hyper decides.
-                if f.host.is_some() || !value.iter().all(|&c| (0x20..0x7f).contains(&c)) {
-                    return None;
-                }
-                f.host = Some(value);
-            } else if is("content-length") {
-                if f.length.is_some() || value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
-                    return None;
-                }
-                f.length = Some(std::str::from_utf8(value).ok()?.parse().ok()?);
-            } else if is("transfer-encoding")
-                || is("upgrade")
-                || is("expect")
-                || is("http2-settings")
-            {
-                return None;
-            } else if is("connection") {
-                for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                    if token.eq_ignore_ascii_case(b"close") {
-                        f.close = true;
-                    } else if token.eq_ignore_ascii_case(b"upgrade") {
-                        return None;
-                    } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"keep-alive") {
-                        // It names headers to drop (Connection: content-length would
-                        // unframe the body): rare enough to leave to hyper.
-                        return None;
-                    }
-                }
-            } else if is(forward::HOPS_HEADER.as_str()) && !hops_seen {
-                hops_seen = true;
-                f.hops = std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-            } else if is("accept") && !accept_seen {
-                accept_seen = true;
-                f.html = value.windows(9).any(|w| w == b"text/html");
-            }
-        }
-        Some(f)
-    }
-}
-
 /// Copy the rest of the body from the app to the client. Ok(true): it ended as framed;
 /// Ok(false): it ended, but the connection cannot be reused.
 /// `client`: where the client's next bytes go meanwhile, and how many to keep; if the
@@ -779,59 +695,6 @@ async fn relay_body<I: AsyncRead + AsyncWrite + RawTcp + Unpin>(
                 push_chunk(out, got);
                 write_client(io, out).await?;
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn head_end_finds_the_blank_line_however_the_bytes_came() {
-        let head = b"GET / HTTP/1.1\r\nHost: a.localhost\r\n\r\nNEXT";
-        assert_eq!(head_end(head, 0), Some(head.len() - 4));
-        for split in 1..head.len() - 4 {
-            assert_eq!(head_end(&head[..split], 0), None, "{split}");
-            assert_eq!(head_end(head, split), Some(head.len() - 4), "{split}");
-        }
-        assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\n", 0), Some(24));
-    }
-
-    #[test]
-    fn requests_with_anything_unusual_are_left_to_hyper() {
-        let facts = |raw: &[u8]| {
-            let mut h = [httparse::EMPTY_HEADER; 16];
-            let mut r = httparse::Request::new(&mut h);
-            r.parse(raw).unwrap();
-            RequestFacts::of(r.headers).map(|f| (f.length.unwrap_or(0), f.close, f.hops, f.html))
-        };
-        assert_eq!(
-            facts(b"GET / HTTP/1.1\r\nHost: a\r\nAccept: text/html\r\nX-Portok-Hops: 2\r\n\r\n"),
-            Some((0, false, 2, true))
-        );
-        assert_eq!(
-            facts(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: close\r\n\r\n"),
-            Some((5, true, 0, false))
-        );
-        for odd in [
-            &b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"[..],
-            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n",
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-            b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
-        ] {
-            assert!(facts(odd).is_none(), "{}", String::from_utf8_lossy(odd));
-        }
-    }
-
-    #[test]
-    fn uri_bytes_outside_the_plain_set_go_to_hyper() {
-        assert!(b"/a/b?c=d&e=%20f~[]{}|".iter().all(|&b| plain_uri_byte(b)));
-        for b in [b' ', b'"', b'#', b'<', b'>', b'`', 0x7f, 0x80, 0] {
-            assert!(!plain_uri_byte(b), "{}", b as char);
         }
     }
 }

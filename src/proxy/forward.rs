@@ -56,7 +56,7 @@ pub enum ProxyBody {
     /// A stream the daemon writes itself (server-sent events).
     Channel(tokio::sync::mpsc::Receiver<Bytes>),
     /// Read straight off the app's connection ([`super::upstream::send`]).
-    App(super::upstream::AppBody),
+    App(super::app_body::AppBody),
 }
 
 impl ProxyBody {

@@ -75,11 +75,18 @@ async fn route(
         Decision::Hold(secs) => hold(ctx, &ask, secs, meter).await?,
         // Boxed, as the other rare paths below: the handler's future is allocated for every
         // request, and these made it 4.5 KiB instead of 3.1.
-        Decision::Admin => return Ok(Box::pin(crate::admin::handle(ctx, req, conn)).await),
+        Decision::Admin => {
+            return match &ctx.pages {
+                Some(pages) => Ok(pages.admin(ctx, req, conn).await),
+                None => Err(ProxyError::NoRoute {
+                    host: host.into_owned(),
+                }),
+            }
+        }
         Decision::LiveReload => {
-            return Ok(match req.uri().path() {
-                "/__portok/reload.js" => reload::script(),
-                "/__portok/events" => crate::admin::app_events(ctx, &host),
+            return Ok(match (req.uri().path(), &ctx.pages) {
+                ("/__portok/reload.js", _) => reload::script(),
+                ("/__portok/events", Some(pages)) => pages.app_events(ctx, &host),
                 _ => reload::not_found(),
             })
         }
@@ -190,7 +197,7 @@ async fn route(
             };
             let mut head = head_for(framing);
             if framing == BodyFraming::Chunked {
-                upstream::push_chunk(&mut head, &first);
+                super::chunked::push_chunk(&mut head, &first);
             } else {
                 head.extend_from_slice(&first);
             }

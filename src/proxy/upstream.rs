@@ -3,10 +3,12 @@
 //! response head parsed in place (httparse), the body's framing, and the read buffers, which
 //! are kept per thread and taken only when an answer is there.
 
+use super::app_body::AppBody;
+use super::chunked::{push_chunk, ChunkDecoder};
 use super::forward::{self, ForwardError, ProxyBody};
 use super::response_head::{self, Filter};
 use crate::routes::{Backend, InflightGuard};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use std::cell::RefCell;
 use std::io;
 use std::sync::Arc;
@@ -18,10 +20,8 @@ use tokio::net::TcpStream;
 /// Header lines in a response head and its largest size, as hyper's client allows.
 pub(super) const MAX_RESPONSE_HEADERS: usize = 100;
 const MAX_RESPONSE_HEAD: usize = 400 * 1024;
-/// The trailer section kept for a client that asked for trailers.
-const MAX_TRAILERS: usize = 64 * 1024;
 /// Upstream reads: one buffer per request in progress, kept per thread between requests.
-const CHUNK: usize = 16 * 1024;
+pub(super) const CHUNK: usize = 16 * 1024;
 /// Read buffers kept per thread for the next requests (more are freed): enough for the
 /// requests one thread has in flight at a time under a benchmark's load, little when idle.
 const SPARE_PER_THREAD: usize = 4;
@@ -301,185 +301,6 @@ fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, HeadError> {
     }))
 }
 
-/// Finds where a chunked body ends (RFC 9112 7.1) as its bytes pass through.
-#[derive(Debug, Default)]
-pub(super) struct ChunkDecoder {
-    state: Chunk,
-    size: u64,
-    digits: u8,
-    /// The trailer section's bytes, when they are wanted ([`ChunkDecoder::keep_trailers`]).
-    trailers: Option<Vec<u8>>,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-enum Chunk {
-    #[default]
-    Size,
-    /// Chunk extensions or whitespace after the size, up to the line end.
-    SizeRest,
-    SizeLf,
-    Data,
-    DataCr,
-    DataLf,
-    /// At the start of a trailer line (or the final empty line).
-    TrailerStart,
-    TrailerLine,
-    EndLf,
-    Done,
-}
-
-impl ChunkDecoder {
-    /// Feed body bytes; Some(n) when the body ends after the first n of them.
-    pub(super) fn feed(&mut self, data: &[u8]) -> Result<Option<usize>, ()> {
-        let mut i = 0;
-        while i < data.len() {
-            let b = data[i];
-            match self.state {
-                Chunk::Size => match b {
-                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                        let d = (b as char).to_digit(16).unwrap_or(0) as u64;
-                        self.digits += 1;
-                        if self.digits > 15 {
-                            return Err(());
-                        }
-                        self.size = self.size * 16 + d;
-                    }
-                    b';' | b' ' | b'\t' if self.digits > 0 => self.state = Chunk::SizeRest,
-                    b'\r' if self.digits > 0 => self.state = Chunk::SizeLf,
-                    b'\n' if self.digits > 0 => self.size_line_done(),
-                    _ => return Err(()),
-                },
-                Chunk::SizeRest => match b {
-                    b'\r' => self.state = Chunk::SizeLf,
-                    b'\n' => self.size_line_done(),
-                    _ => {}
-                },
-                Chunk::SizeLf => {
-                    if b != b'\n' {
-                        return Err(());
-                    }
-                    self.size_line_done();
-                }
-                Chunk::Data => {
-                    let take = (self.size).min((data.len() - i) as u64) as usize;
-                    self.size -= take as u64;
-                    i += take;
-                    if self.size == 0 {
-                        self.state = Chunk::DataCr;
-                    }
-                    continue;
-                }
-                Chunk::DataCr => match b {
-                    b'\r' => self.state = Chunk::DataLf,
-                    b'\n' => self.state = Chunk::Size,
-                    _ => return Err(()),
-                },
-                Chunk::DataLf => {
-                    if b != b'\n' {
-                        return Err(());
-                    }
-                    self.state = Chunk::Size;
-                }
-                Chunk::TrailerStart => match b {
-                    b'\r' => self.state = Chunk::EndLf,
-                    b'\n' => {
-                        self.state = Chunk::Done;
-                        return Ok(Some(i + 1));
-                    }
-                    _ => {
-                        self.keep(b);
-                        self.state = Chunk::TrailerLine;
-                    }
-                },
-                Chunk::TrailerLine => {
-                    self.keep(b);
-                    if b == b'\n' {
-                        self.state = Chunk::TrailerStart;
-                    }
-                }
-                Chunk::EndLf => {
-                    if b != b'\n' {
-                        return Err(());
-                    }
-                    self.state = Chunk::Done;
-                    return Ok(Some(i + 1));
-                }
-                Chunk::Done => return Ok(Some(i)),
-            }
-            i += 1;
-        }
-        Ok(None)
-    }
-
-    /// Decode from the start of `buf`: (framing bytes to skip, data bytes that follow
-    /// them). (n, 0) when `buf` holds no data after its first n bytes of framing.
-    pub(super) fn decode(&mut self, buf: &[u8]) -> Result<(usize, usize), ()> {
-        let mut i = 0;
-        while i < buf.len() && self.state != Chunk::Done {
-            if self.state == Chunk::Data {
-                let n = self.size.min((buf.len() - i) as u64) as usize;
-                self.size -= n as u64;
-                if self.size == 0 {
-                    self.state = Chunk::DataCr;
-                }
-                return Ok((i, n));
-            }
-            self.feed(&buf[i..i + 1])?;
-            i += 1;
-        }
-        Ok((i, 0))
-    }
-
-    pub(super) fn is_done(&self) -> bool {
-        self.state == Chunk::Done
-    }
-
-    /// Keep the trailer section as it passes (for a client that asked for trailers).
-    pub(super) fn keep_trailers(&mut self) {
-        self.trailers = Some(Vec::new());
-    }
-
-    fn keep(&mut self, b: u8) {
-        if let Some(t) = &mut self.trailers {
-            if t.len() < MAX_TRAILERS {
-                t.push(b);
-            }
-        }
-    }
-
-    /// The trailer fields the body ended with, once it has ended.
-    fn take_trailers(&mut self) -> Option<http::HeaderMap> {
-        let raw = self.trailers.take().filter(|t| !t.is_empty())?;
-        let mut raw = raw;
-        raw.extend_from_slice(b"\r\n");
-        let mut fields = [httparse::EMPTY_HEADER; 32];
-        let Ok(httparse::Status::Complete((_, fields))) =
-            httparse::parse_headers(&raw, &mut fields)
-        else {
-            return None;
-        };
-        let mut map = http::HeaderMap::with_capacity(fields.len());
-        for f in fields.iter() {
-            if let (Ok(n), Ok(v)) = (
-                http::HeaderName::from_bytes(f.name.as_bytes()),
-                http::HeaderValue::from_bytes(f.value),
-            ) {
-                map.append(n, v);
-            }
-        }
-        Some(map)
-    }
-
-    fn size_line_done(&mut self) {
-        self.digits = 0;
-        self.state = if self.size == 0 {
-            Chunk::TrailerStart
-        } else {
-            Chunk::Data
-        };
-    }
-}
-
 /// The upstream read buffer of a request in progress. Kept per thread between requests,
 /// so an idle keep-alive connection holds none and a busy one allocates none.
 pub(super) struct SpareBuf(pub(super) Vec<u8>);
@@ -612,14 +433,6 @@ pub(super) async fn send_streaming(
     respond(up, parsed, spare, asked, guard)
 }
 
-/// One chunk of a chunked body (RFC 9112 7.1): its length in hex, the data, CRLF.
-pub(super) fn push_chunk(out: &mut Vec<u8>, data: &[u8]) {
-    use std::io::Write as _;
-    let _ = write!(out, "{:x}\r\n", data.len());
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
-}
-
 /// The app's switch to another protocol (WebSocket), or its answer when it did not switch.
 pub(super) enum Upgrade {
     /// The app's 101 headers, its connection, and any bytes it sent after the head.
@@ -744,15 +557,7 @@ fn respond(
     }
     let mut rest = BytesMut::with_capacity(CHUNK.max(first.len()));
     rest.extend_from_slice(first);
-    *resp.body_mut() = ProxyBody::App(AppBody {
-        up: Some(up),
-        buf: rest,
-        framing,
-        keep_alive: parsed.keep_alive,
-        guard: Some(guard),
-        append: None,
-        trailers: None,
-    });
+    *resp.body_mut() = ProxyBody::App(AppBody::new(up, rest, framing, parsed.keep_alive, guard));
     Ok(resp)
 }
 
@@ -763,156 +568,6 @@ pub(super) struct Asked {
     pub(super) head_method: bool,
     /// `TE: trailers`: the chunked body's trailer fields are passed on.
     pub(super) trailers: bool,
-}
-
-/// A response body read straight off the app's connection ([`send`]), which goes back to
-/// the instance's idle list when the body ends as framed.
-pub struct AppBody {
-    up: Option<Upstream>,
-    /// Bytes read and not yet handed on.
-    buf: BytesMut,
-    framing: Framing,
-    keep_alive: bool,
-    /// The request counts as in flight to the instance until its body ends (drain).
-    guard: Option<InflightGuard>,
-    /// Bytes to send after the app's body (the live-reload script tag).
-    pub(super) append: Option<Bytes>,
-    /// The trailer fields, between the body's end and the end of the stream.
-    trailers: Option<Box<http::HeaderMap>>,
-}
-
-impl AppBody {
-    /// The next frame: the app's data, then the appended bytes, then its trailers.
-    pub fn poll_frame(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<io::Result<http_body::Frame<Bytes>>>> {
-        if self.up.is_some() || !self.buf.is_empty() || !self.done() {
-            match std::task::ready!(self.poll_data(cx)) {
-                Some(data) => return Poll::Ready(Some(data.map(http_body::Frame::data))),
-                None => {
-                    if let Framing::Chunked(dec) = &mut self.framing {
-                        self.trailers = dec.take_trailers().map(Box::new);
-                    }
-                }
-            }
-        }
-        if let Some(tag) = self.append.take() {
-            return Poll::Ready(Some(Ok(http_body::Frame::data(tag))));
-        }
-        Poll::Ready(
-            self.trailers
-                .take()
-                .map(|t| Ok(http_body::Frame::trailers(*t))),
-        )
-    }
-
-    /// The next data from what is buffered, or None when more must be read.
-    fn take(&mut self) -> io::Result<Option<Bytes>> {
-        match &mut self.framing {
-            Framing::Length(left) => {
-                let n = (*left).min(self.buf.len() as u64) as usize;
-                *left -= n as u64;
-                Ok((n > 0).then(|| self.buf.split_to(n).freeze()))
-            }
-            Framing::Chunked(dec) => {
-                let (skip, data) = dec.decode(&self.buf).map_err(|()| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "the app's chunked body is malformed",
-                    )
-                })?;
-                self.buf.advance(skip);
-                Ok((data > 0).then(|| self.buf.split_to(data).freeze()))
-            }
-            Framing::UntilClose => Ok((!self.buf.is_empty()).then(|| self.buf.split().freeze())),
-            Framing::None => Ok(None),
-        }
-    }
-
-    fn done(&self) -> bool {
-        match &self.framing {
-            Framing::Length(left) => *left == 0,
-            Framing::Chunked(dec) => dec.is_done(),
-            Framing::None => true,
-            Framing::UntilClose => false,
-        }
-    }
-
-    /// The body ended as framed: keep the connection if nothing follows it.
-    fn finish(&mut self) {
-        self.guard = None;
-        if let Some(up) = self.up.take() {
-            if self.keep_alive
-                && self.buf.is_empty()
-                && !matches!(self.framing, Framing::UntilClose)
-            {
-                up.release();
-            }
-        }
-    }
-
-    /// The body cannot go on: the connection is closed, not kept.
-    fn fail(&mut self, e: io::Error) -> Poll<Option<io::Result<Bytes>>> {
-        self.guard = None;
-        self.up = None;
-        Poll::Ready(Some(Err(e)))
-    }
-
-    fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
-        loop {
-            match self.take() {
-                Ok(Some(data)) => {
-                    // hyper stops polling once `is_end_stream` says so, so the body's last
-                    // bytes are where the connection goes back to the instance.
-                    if self.done() && self.buf.is_empty() {
-                        self.finish();
-                    }
-                    return Poll::Ready(Some(Ok(data)));
-                }
-                Ok(None) => {}
-                Err(e) => return self.fail(e),
-            }
-            if self.done() {
-                self.finish();
-                return Poll::Ready(None);
-            }
-            let Some(up) = &mut self.up else {
-                return Poll::Ready(None);
-            };
-            if self.buf.capacity() - self.buf.len() < 1024 {
-                self.buf.reserve(CHUNK);
-            }
-            let n = match tokio_util::io::poll_read_buf(
-                std::pin::Pin::new(&mut up.stream),
-                cx,
-                &mut self.buf,
-            ) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => return self.fail(e),
-                Poll::Ready(Ok(n)) => n,
-            };
-            if n == 0 {
-                if matches!(self.framing, Framing::UntilClose) {
-                    self.up = None;
-                    self.finish();
-                    return Poll::Ready(None);
-                }
-                return self.fail(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the app closed the connection mid-body",
-                ));
-            }
-        }
-    }
-
-    pub fn is_end_stream(&self) -> bool {
-        self.buf.is_empty()
-            && self.done()
-            && self.append.is_none()
-            && self.trailers.is_none()
-            && !matches!(&self.framing, Framing::Chunked(d) if d.trailers.is_some())
-    }
 }
 
 #[cfg(test)]
@@ -939,50 +594,5 @@ mod tests {
             forward::push_ip(&mut out, ip);
             assert_eq!(out, ip.to_string().as_bytes());
         }
-    }
-
-    #[test]
-    fn chunked_bodies_decode_to_their_data_in_any_split() {
-        let body = b"5;ext=1\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nx-trailer: 1\r\n\r\n";
-        for split in 0..body.len() {
-            let mut d = ChunkDecoder::default();
-            let (mut data, mut pending) = (Vec::new(), Vec::new());
-            for piece in [&body[..split], &body[split..]] {
-                pending.extend_from_slice(piece);
-                loop {
-                    let (skip, n) = d.decode(&pending).unwrap();
-                    data.extend_from_slice(&pending[skip..skip + n]);
-                    pending.drain(..skip + n);
-                    if n == 0 {
-                        break;
-                    }
-                }
-            }
-            assert!(d.is_done(), "split at {split}");
-            assert_eq!(data, b"hello0123456789abcdef", "split at {split}");
-            assert!(pending.is_empty(), "split at {split}");
-        }
-        assert!(ChunkDecoder::default().decode(b"zz\r\n").is_err());
-    }
-
-    #[test]
-    fn chunked_bodies_end_where_they_end_in_any_split() {
-        let body = b"5;ext=1\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nx-trailer: 1\r\n\r\nNEXT";
-        let end = body.len() - 4;
-        for split in 0..body.len() {
-            let mut d = ChunkDecoder::default();
-            let (a, b) = body.split_at(split);
-            let got = match d.feed(a).unwrap() {
-                Some(n) => n,
-                None => split + d.feed(b).unwrap().unwrap(),
-            };
-            assert_eq!(got, end, "split at {split}");
-        }
-        let mut d = ChunkDecoder::default();
-        assert_eq!(d.feed(b"0\r\n\r\n").unwrap(), Some(5));
-        let mut d = ChunkDecoder::default();
-        assert!(d.feed(b"zz\r\n").is_err());
-        let mut d = ChunkDecoder::default();
-        assert!(d.feed(b"3\r\nabcX").is_err());
     }
 }

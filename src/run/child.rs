@@ -2,6 +2,7 @@
 //! parent-death signal set), its environment, and its output, forwarded line by line and
 //! kept in a ring buffer for the crash page and `portok logs`.
 
+use crate::sys;
 use std::collections::VecDeque;
 use std::io;
 use std::process::{ExitStatus, Stdio};
@@ -233,51 +234,23 @@ impl Generation {
     /// sweeps up grandchildren left in the group after the leader exited.
     pub async fn stop(&mut self, kill_timeout: Duration) -> ExitStatus {
         let pgid = self.pid as i32;
-        signal_group(pgid, libc::SIGTERM);
+        sys::signal_group(pgid, libc::SIGTERM);
         let status = match tokio::time::timeout(kill_timeout, self.wait()).await {
             Ok(s) => s,
             Err(_) => {
-                signal_group(pgid, libc::SIGKILL);
+                sys::signal_group(pgid, libc::SIGKILL);
                 self.wait().await
             }
         };
         // Grandchildren that ignored SIGTERM still hold the group: give them the same
         // timeout, then kill them.
         let deadline = Instant::now() + kill_timeout;
-        while group_alive(pgid) && Instant::now() < deadline {
+        while sys::group_alive(pgid) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        signal_group(pgid, libc::SIGKILL);
+        sys::signal_group(pgid, libc::SIGKILL);
         status
     }
-}
-
-/// SIGTERM an orphaned app's process group (its `portok run` died), SIGKILL it a few
-/// seconds later if anything is left. Called by the daemon.
-pub fn stop_orphan_group(pgid: i32) {
-    if pgid <= 1 {
-        return;
-    }
-    // SAFETY: signalling a process group recorded by the app's own `portok run`.
-    if unsafe { libc::kill(-pgid, libc::SIGTERM) } != 0 {
-        return;
-    }
-    tracing::info!(pgid, "stopped the app of a dead `portok run`");
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        signal_group(pgid, libc::SIGKILL);
-    });
-}
-
-fn signal_group(pgid: i32, sig: i32) {
-    if pgid > 1 {
-        // SAFETY: the group was created for this generation by process_group(0).
-        unsafe { libc::kill(-pgid, sig) };
-    }
-}
-
-fn group_alive(pgid: i32) -> bool {
-    pgid > 1 && unsafe { libc::kill(-pgid, 0) } == 0
 }
 
 /// Forward a child's output line by line as it is written, keeping the last lines.

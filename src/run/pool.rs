@@ -165,7 +165,7 @@ impl Pool {
                 _ = sigint.recv() => Event::Signal(130),
                 _ = sigterm.recv() => Event::Signal(143),
                 _ = sighup.recv() => Event::Signal(129),
-                Some(path) = recv_change(&mut changes) => Event::Changed(path),
+                Some(path) = super::watch::next_change(&mut changes) => Event::Changed(path),
                 Some(c) = control.recv() => Event::Control(c),
                 _ = sigchld.recv() => Event::Reap,
                 _ = reap.tick() => Event::Reap,
@@ -816,13 +816,6 @@ fn join_ports(ports: &[u16]) -> String {
         .join(", ")
 }
 
-async fn recv_change(rx: &mut Option<mpsc::Receiver<PathBuf>>) -> Option<PathBuf> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -841,11 +834,7 @@ async fn probe_until(
     tx: mpsc::Sender<Probed>,
 ) {
     loop {
-        let ready = if tcp && health.is_none() {
-            crate::routes::Backend::connectable(port).await
-        } else {
-            probe::check(port, &host, health.as_deref()).await
-        };
+        let ready = probe::ready(port, &host, health.as_deref(), tcp).await;
         if ready || Instant::now() >= deadline {
             let _ = tx.send((pid, ready)).await;
             return;

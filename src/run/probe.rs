@@ -4,6 +4,23 @@
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The one readiness rule: a TCP route without a health path is ready when it accepts a
+/// connection; anything else when it answers HTTP ([`check`]).
+pub async fn ready(port: u16, host: &str, health: Option<&str>, tcp: bool) -> bool {
+    if tcp && health.is_none() {
+        accepts(port).await
+    } else {
+        check(port, host, health).await
+    }
+}
+
+/// Something accepts connections on the port.
+async fn accepts(port: u16) -> bool {
+    crate::proxy::forward::connect_loopback(port, Duration::from_millis(500))
+        .await
+        .is_ok()
+}
+
 /// One probe: connect, send a GET, read the status line. Without a health path any status
 /// counts (the server is up); with one, only 2xx and 3xx do.
 pub async fn check(port: u16, host: &str, health: Option<&str>) -> bool {

@@ -135,7 +135,7 @@ impl Supervisor {
                 _ = sigint.recv() => Event::Signal(130),
                 _ = sigterm.recv() => Event::Signal(143),
                 _ = sighup.recv() => Event::Signal(129),
-                Some(path) = recv_change(&mut changes) => Event::Changed(path),
+                Some(path) = super::watch::next_change(&mut changes) => Event::Changed(path),
                 Some(c) = control.recv() => Event::Control(c),
                 status = wait_gen(&mut self.live) => Event::LiveExited(status),
                 outcome = pending_outcome(&mut self.pending, &self.launch.hostname, self.opts.health.as_deref(), self.opts.tcp.is_some()) => outcome,
@@ -638,13 +638,6 @@ pub(super) async fn revive_daemon(state: &StateDir, proxy_port: u16) -> bool {
     }
 }
 
-async fn recv_change(rx: &mut Option<mpsc::Receiver<PathBuf>>) -> Option<PathBuf> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 async fn wait_gen(gen: &mut Option<Generation>) -> ExitStatus {
     match gen {
         Some(g) => g.wait().await,
@@ -673,11 +666,7 @@ async fn pending_outcome(
     let port = p.gen.port;
     let probe = async {
         loop {
-            let ready = if tcp && health.is_none() {
-                crate::routes::Backend::connectable(port).await
-            } else {
-                probe::check(port, host, health).await
-            };
+            let ready = probe::ready(port, host, health, tcp).await;
             if ready {
                 return true;
             }

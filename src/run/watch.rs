@@ -154,6 +154,16 @@ pub fn spawn(
     Ok((watcher, rx))
 }
 
+/// The next changed path from the watcher; never, when nothing is watched.
+pub(super) async fn next_change(
+    rx: &mut Option<tokio::sync::mpsc::Receiver<std::path::PathBuf>>,
+) -> Option<std::path::PathBuf> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,8 +5,7 @@
 //! route table: a new route binds, a removed one stops accepting while its open connections
 //! finish. Counters per route: open connections, bytes in and out.
 
-use crate::proxy::Ctx;
-use crate::routes::Backend;
+use super::Ctx;
 #[cfg(target_os = "linux")]
 use crate::splice;
 use std::collections::HashMap;
@@ -260,7 +259,7 @@ async fn relay(client: TcpStream, peer: SocketAddr, ctx: &Ctx, host: &str) -> io
     // In a pool, an instance that died refuses the connection before anything was sent:
     // the client's connection goes to another instance instead.
     let mut upstream = loop {
-        match crate::proxy::forward::connect_loopback(backend.port, ctx.limits.connect).await {
+        match super::forward::connect_loopback(backend.port, ctx.limits.connect).await {
             Ok(s) => break s,
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 backend.mark_down();
@@ -367,13 +366,4 @@ fn shutdown_write(s: &TcpStream) {
     use std::os::fd::AsRawFd;
     // SAFETY: shutdown on a socket we own; half-close so the peer sees EOF.
     unsafe { libc::shutdown(s.as_raw_fd(), libc::SHUT_WR) };
-}
-
-impl Backend {
-    /// Is something accepting connections on this backend's port? (TCP readiness.)
-    pub async fn connectable(port: u16) -> bool {
-        crate::proxy::forward::connect_loopback(port, std::time::Duration::from_millis(500))
-            .await
-            .is_ok()
-    }
 }
