@@ -4,7 +4,9 @@
 //! inference, route ownership, the app's control socket (`portok restart`, `portok logs`).
 
 pub mod child;
+mod daemon_link;
 pub mod pool;
+mod ports;
 pub mod probe;
 pub mod supervisor;
 pub mod watch;
@@ -115,7 +117,7 @@ async fn run(
     let instances = args.instances() as usize;
     let first_port = match args.app_port {
         Some(p) => p,
-        None => supervisor::pick_port(&state, &[])?,
+        None => ports::pick_port(&state, &[])?,
     };
     let self_reloading = child::hot_reloads_itself(&args.command);
     let watching = !args.no_watch && (!self_reloading || !args.watch.is_empty());

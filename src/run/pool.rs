@@ -12,76 +12,22 @@
 //! The single-instance supervisor ([`super::supervisor`]) keeps its rollback window; a pool
 //! does not need one, since an instance that dies is restarted and the others serve.
 
+mod slots;
+
 use super::child::{describe_exit, Generation, Launch};
-use super::probe;
-use super::supervisor::{
-    exit_code, inflight, pick_port, redeploy_request, revive_daemon, set_pgids, tell_daemon,
-    Control, Options,
-};
-use crate::control::{self, Request};
+use super::daemon_link::{self, inflight, redeploy_request, revive_daemon, set_pgids, tell_daemon};
+use super::ports::pick_port;
+use super::supervisor::{exit_code, Control, Options};
 use crate::state::StateDir;
 use crate::ui::say;
+use slots::{backoff, probe_until, Instance, ProbeTask, Rollout, Slot, STABLE_AFTER};
 use std::path::PathBuf;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
-/// An instance that stays up this long has its crash count forgiven.
-const STABLE_AFTER: Duration = Duration::from_secs(10);
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
 type Waiter = oneshot::Sender<Result<String, String>>;
 type Probed = (u32, bool);
-
-/// One running copy of the app.
-struct Instance {
-    gen: Generation,
-    ready: bool,
-    /// Probes until ready or its deadline; stopped with the instance.
-    _probe: ProbeTask,
-}
-
-struct ProbeTask(tokio::task::JoinHandle<()>);
-
-impl Drop for ProbeTask {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// A place in the pool: instance `index` of N, whichever generation runs there.
-#[derive(Default)]
-struct Slot {
-    running: Option<Instance>,
-    /// Crashes in a row, for the back-off.
-    crashes: u32,
-    /// When a crashed instance is started again.
-    restart_at: Option<Instant>,
-}
-
-/// A rolling redeploy in progress.
-struct Rollout {
-    /// The generation every slot is being moved to.
-    gen: u64,
-    reason: String,
-    started: Instant,
-    waiters: Vec<Waiter>,
-    /// The replacement starting for one slot.
-    next: Option<(usize, Instance)>,
-}
-
-impl Rollout {
-    fn new(gen: u64, reason: String, waiters: Vec<Waiter>) -> Self {
-        Rollout {
-            gen,
-            reason,
-            started: Instant::now(),
-            waiters,
-            next: None,
-        }
-    }
-}
 
 enum Event {
     Signal(i32),
@@ -714,43 +660,24 @@ impl Pool {
         tail: Vec<String>,
     ) {
         self.written = Some((ports.clone(), route_state));
-        let state = self.state.clone();
-        let host = self.launch.hostname.clone();
         let first = ports
             .first()
             .copied()
             .or_else(|| self.slot_ports().first().copied())
             .unwrap_or(0);
         let route = crate::routes::Route {
-            pgids: self.pgids(),
-            hold: Some(self.opts.hold),
-            reload: self.opts.reload,
-            tcp: self.opts.tcp,
-            proxy_protocol: self.opts.proxy_protocol,
             instances: Some(self.slots.len() as u32),
             ports,
-            ..super::app_route(&host, first, self.gen, route_state)
+            ..self.opts.route(
+                &self.launch.hostname,
+                first,
+                self.gen,
+                route_state,
+                self.pgids(),
+            )
         };
-        let proxy_port = self.launch.proxy_port;
-        let result = tokio::task::spawn_blocking(move || {
-            super::register(&state, route)?;
-            crate::daemon::ensure_and_reload(&state, proxy_port)?;
-            if let Some(message) = crash {
-                let req = Request::Crash {
-                    hostname: host,
-                    message,
-                    tail,
-                };
-                let _ = control::call(&state, &req, Duration::from_secs(5));
-            }
-            Ok::<_, anyhow::Error>(())
-        })
-        .await;
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => say(&format!("updating the route failed: {e:#}")),
-            Err(e) => say(&format!("updating the route failed: {e}")),
-        }
+        let crash = crash.map(|message| (message, tail));
+        daemon_link::publish(&self.state, self.launch.proxy_port, route, crash).await;
     }
 
     async fn update_pgids(&self) {
@@ -791,21 +718,12 @@ impl Pool {
         for s in &mut self.slots {
             gens.extend(s.running.take().map(|i| i.gen));
         }
-        let state = self.state.clone();
-        let host = self.launch.hostname.clone();
-        let _ = tokio::task::spawn_blocking(move || super::unregister(&state, &host)).await;
+        daemon_link::withdraw(&self.state, &self.launch.hostname).await;
         let kill = self.opts.kill_timeout;
         futures_util::future::join_all(gens.iter_mut().map(|g| g.stop(kill))).await;
         self.stopping.abort_all();
         while self.stopping.join_next().await.is_some() {}
     }
-}
-
-/// The wait before restarting an instance that crashed `crashes` times in a row.
-fn backoff(crashes: u32) -> Duration {
-    FIRST_BACKOFF
-        .saturating_mul(1u32 << crashes.min(16))
-        .min(MAX_BACKOFF)
 }
 
 fn join_ports(ports: &[u16]) -> String {
@@ -820,38 +738,5 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Probe one instance until it answers or the deadline passes, then say which.
-async fn probe_until(
-    pid: u32,
-    port: u16,
-    host: String,
-    health: Option<String>,
-    tcp: bool,
-    deadline: Instant,
-    tx: mpsc::Sender<Probed>,
-) {
-    loop {
-        let ready = probe::ready(port, &host, health.as_deref(), tcp).await;
-        if ready || Instant::now() >= deadline {
-            let _ = tx.send((pid, ready)).await;
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_to_a_cap() {
-        assert_eq!(backoff(0), Duration::from_millis(250));
-        assert_eq!(backoff(1), Duration::from_millis(500));
-        assert_eq!(backoff(3), Duration::from_secs(2));
-        assert_eq!(backoff(40), MAX_BACKOFF);
     }
 }

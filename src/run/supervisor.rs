@@ -7,9 +7,9 @@
 //! rollback window, then draining; or Crashed(N) until the next change.
 
 use super::child::{describe_exit, Generation, Launch};
-use super::probe;
-use crate::control::{self, Request};
-use crate::routes::store;
+use super::ports::pick_port;
+use super::{daemon_link, probe};
+use crate::control::Request;
 use crate::state::StateDir;
 use crate::ui::say;
 use std::path::PathBuf;
@@ -33,6 +33,27 @@ pub struct Options {
     /// `--tcp LISTEN`: a TCP app; ready means it accepts a connection (unless --health).
     pub tcp: Option<u16>,
     pub proxy_protocol: bool,
+}
+
+impl Options {
+    /// The app's route with these options: ours, in `state`, for generation `n` on `port`.
+    pub(super) fn route(
+        &self,
+        host: &str,
+        port: u16,
+        n: u64,
+        state: &str,
+        pgids: Vec<i32>,
+    ) -> crate::routes::Route {
+        crate::routes::Route {
+            pgids,
+            hold: Some(self.hold),
+            reload: self.reload,
+            tcp: self.tcp,
+            proxy_protocol: self.proxy_protocol,
+            ..super::app_route(host, port, n, state)
+        }
+    }
 }
 
 /// Requests from `portok restart` / `portok logs` (through the app's run socket).
@@ -122,7 +143,7 @@ impl Supervisor {
         };
         if let Err(e) = self.start_pending(self.first_port, Vec::new(), None).await {
             say(&e);
-            self.remove_route().await;
+            daemon_link::withdraw(&self.state, &self.launch.hostname).await;
             return 1;
         }
         // The daemon is checked every second: if it died (kill -9, OOM), it is started again
@@ -285,7 +306,7 @@ impl Supervisor {
         let msg = format!("generation {} live on port {}", p.gen.n, p.gen.port);
         match self.live.take() {
             Some(old) => {
-                let inflight = inflight(&self.state, old.port).await;
+                let inflight = daemon_link::inflight(&self.state, old.port).await;
                 say(&format!(
                     "generation {} ready in {:.1}s; switched; draining generation {} ({inflight} request{} in flight)",
                     p.gen.n,
@@ -335,7 +356,7 @@ impl Supervisor {
         detail: Option<String>,
         tail: Vec<String>,
     ) {
-        let req = redeploy_request(
+        let req = daemon_link::redeploy_request(
             &self.launch.hostname,
             outcome,
             generation,
@@ -344,7 +365,7 @@ impl Supervisor {
             detail,
             tail,
         );
-        tell_daemon(&self.state, req).await;
+        daemon_link::tell_daemon(&self.state, req).await;
     }
 
     /// N+1 died or missed its readiness deadline: kill it; N keeps serving.
@@ -445,12 +466,12 @@ impl Supervisor {
             message: format!("generation {n} {why}"),
             tail,
         };
-        tell_daemon(&self.state, req).await;
+        daemon_link::tell_daemon(&self.state, req).await;
     }
 
     async fn check_daemon(&mut self) {
         // The crash page's details lived in the old daemon.
-        if revive_daemon(&self.state, self.launch.proxy_port).await
+        if daemon_link::revive_daemon(&self.state, self.launch.proxy_port).await
             && self.live.is_none()
             && !self.last_tail.is_empty()
         {
@@ -459,7 +480,7 @@ impl Supervisor {
                 message: "the app is not running".into(),
                 tail: self.last_tail.clone(),
             };
-            tell_daemon(&self.state, req).await;
+            daemon_link::tell_daemon(&self.state, req).await;
         }
     }
 
@@ -471,7 +492,7 @@ impl Supervisor {
         let mut gen = prev.gen;
         self.stopping.spawn(async move {
             while Instant::now() < drain_until {
-                if inflight(&state, gen.port).await == 0 {
+                if daemon_link::inflight(&state, gen.port).await == 0 {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(25)).await;
@@ -496,7 +517,7 @@ impl Supervisor {
     }
 
     async fn update_pgids(&self) {
-        set_pgids(&self.state, &self.launch.hostname, self.pgids()).await;
+        daemon_link::set_pgids(&self.state, &self.launch.hostname, self.pgids()).await;
     }
 
     /// Write our route and wait until the daemon has applied it.
@@ -506,40 +527,12 @@ impl Supervisor {
 
     /// The same, recording `extra` process groups besides those the supervisor holds.
     async fn write_route_with(&self, port: u16, n: u64, route_state: &str, extra: &[i32]) {
-        let state = self.state.clone();
-        let host = self.launch.hostname.clone();
         let mut pgids = self.pgids();
         pgids.extend_from_slice(extra);
-        let hold = self.opts.hold;
-        let reload = self.opts.reload;
-        let (tcp, proxy_protocol) = (self.opts.tcp, self.opts.proxy_protocol);
-        let route_state = route_state.to_string();
-        let proxy_port = self.launch.proxy_port;
-        let result = tokio::task::spawn_blocking(move || {
-            let route = crate::routes::Route {
-                pgids,
-                hold: Some(hold),
-                reload,
-                tcp,
-                proxy_protocol,
-                ..super::app_route(&host, port, n, &route_state)
-            };
-            super::register(&state, route)?;
-            crate::daemon::ensure_and_reload(&state, proxy_port)?;
-            Ok::<_, anyhow::Error>(())
-        })
-        .await;
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => say(&format!("updating the route failed: {e:#}")),
-            Err(e) => say(&format!("updating the route failed: {e}")),
-        }
-    }
-
-    async fn remove_route(&self) {
-        let state = self.state.clone();
-        let host = self.launch.hostname.clone();
-        let _ = tokio::task::spawn_blocking(move || super::unregister(&state, &host)).await;
+        let route = self
+            .opts
+            .route(&self.launch.hostname, port, n, route_state, pgids);
+        daemon_link::publish(&self.state, self.launch.proxy_port, route, None).await;
     }
 
     /// Stop every generation (SIGTERM to each group, SIGKILL after the timeout) and
@@ -550,91 +543,12 @@ impl Supervisor {
         gens.extend(self.pending.take().map(|p| p.gen));
         gens.extend(self.live.take());
         gens.extend(self.previous.take().map(|p| p.gen));
-        self.remove_route().await;
+        daemon_link::withdraw(&self.state, &self.launch.hostname).await;
         let stops = gens.iter_mut().map(|g| g.stop(kill));
         futures_util::future::join_all(stops).await;
         // Generations already draining: stop them now rather than waiting out the drain.
         self.stopping.abort_all();
         while self.stopping.join_next().await.is_some() {}
-    }
-}
-
-/// The daemon's record of how a redeploy ended: history, metrics, and an event that
-/// dashboards and live-reload pages listen to.
-pub(super) fn redeploy_request(
-    hostname: &str,
-    outcome: &str,
-    generation: u64,
-    reason: &str,
-    took: Duration,
-    detail: Option<String>,
-    tail: Vec<String>,
-) -> Request {
-    Request::Redeploy {
-        hostname: hostname.to_string(),
-        record: crate::metrics::RedeployRecord {
-            at: crate::routes::unix_now(),
-            generation,
-            reason: reason.to_string(),
-            outcome: outcome.to_string(),
-            millis: took.as_millis() as u64,
-            detail,
-        },
-        tail,
-    }
-}
-
-/// Send one control request to the daemon, off the async thread; a daemon that is not
-/// there is ignored (the watchdog brings it back).
-pub(super) async fn tell_daemon(state: &StateDir, req: Request) {
-    let state = state.clone();
-    let _ =
-        tokio::task::spawn_blocking(move || control::call(&state, &req, Duration::from_secs(5)))
-            .await;
-}
-
-/// Record the app's process groups in its route (ours: this process's pid), so the daemon
-/// can stop them if `portok run` dies.
-pub(super) async fn set_pgids(state: &StateDir, hostname: &str, pgids: Vec<i32>) {
-    let (state, host) = (state.clone(), hostname.to_string());
-    let me = std::process::id();
-    let _ = tokio::task::spawn_blocking(move || {
-        store::update::<_, store::StoreError>(&state, |routes| {
-            if let Some(r) = routes
-                .iter_mut()
-                .find(|r| r.hostname == host && r.pid == me)
-            {
-                r.pgids = pgids;
-            }
-            Ok(())
-        })
-    })
-    .await;
-}
-
-/// The watchdog: if the daemon died (kill -9, OOM), start it again with every route (they
-/// are in routes.json). True when it was restarted.
-pub(super) async fn revive_daemon(state: &StateDir, proxy_port: u16) -> bool {
-    let state = state.clone();
-    let restarted = tokio::task::spawn_blocking(move || {
-        if control::status(&state).is_some() {
-            return Ok(false);
-        }
-        crate::daemon::ensure_and_reload(&state, proxy_port).map(|_| true)
-    })
-    .await;
-    match restarted {
-        Ok(Ok(true)) => {
-            say("the portok daemon was gone; started it again with every route");
-            true
-        }
-        Ok(Err(e)) => {
-            say(&format!(
-                "the portok daemon is gone and could not be restarted: {e}"
-            ));
-            false
-        }
-        _ => false,
     }
 }
 
@@ -664,18 +578,7 @@ async fn pending_outcome(
     };
     let deadline = p.deadline;
     let port = p.gen.port;
-    let probe = async {
-        loop {
-            let ready = probe::ready(port, host, health, tcp).await;
-            if ready {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
+    let probe = probe::until_ready(port, host, health, tcp, deadline);
     tokio::select! {
         status = p.gen.wait() => Event::PendingFailed(describe_exit(status), Some(exit_code(status))),
         ready = probe => if ready {
@@ -691,50 +594,4 @@ pub(super) fn exit_code(status: ExitStatus) -> i32 {
     status.code().unwrap_or_else(|| {
         128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
     })
-}
-
-pub(super) async fn inflight(state: &StateDir, port: u16) -> usize {
-    let state = state.clone();
-    tokio::task::spawn_blocking(move || {
-        control::call(&state, &Request::Inflight { port }, Duration::from_secs(2))
-            .ok()
-            .and_then(|r| r.inflight)
-            .unwrap_or(0)
-    })
-    .await
-    .unwrap_or(0)
-}
-
-/// Ports browsers refuse to connect to (Chrome/Firefox), within portok's range.
-const BLOCKED: &[u16] = &[4045, 4190];
-
-/// A random free port in 4000-4999: not in routes.json, not in use by us, not blocked.
-pub fn pick_port(state: &StateDir, exclude: &[u16]) -> std::io::Result<u16> {
-    use rand::Rng;
-    let taken: Vec<u16> = store::load(state)
-        .map(|r| r.iter().map(|r| r.port).collect())
-        .unwrap_or_default();
-    let mut rng = rand::rng();
-    for _ in 0..200 {
-        let port = rng.random_range(4000..=4999);
-        if BLOCKED.contains(&port) || taken.contains(&port) || exclude.contains(&port) {
-            continue;
-        }
-        if port_free(port) {
-            return Ok(port);
-        }
-    }
-    Err(std::io::Error::other(
-        "no free port in 4000-4999; stop some apps or pass --app-port N",
-    ))
-}
-
-fn port_free(port: u16) -> bool {
-    let v4 = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
-    // Where there is no IPv6, only the v4 check counts.
-    let v6 = match std::net::TcpListener::bind(("::1", port)) {
-        Ok(_) => true,
-        Err(e) => e.kind() != std::io::ErrorKind::AddrInUse,
-    };
-    v4 && v6
 }
