@@ -246,17 +246,21 @@ async fn restart(ctx: &Ctx, name: &str) -> Response<ProxyBody> {
     };
     let state = ctx.state.clone();
     let answer = tokio::task::spawn_blocking(move || {
-        crate::run::ask_app(&state, &host, "restart", Duration::from_secs(3600))
+        let restart = crate::control::AppRequest::Restart;
+        crate::control::ask_app(&state, &host, &restart, Duration::from_secs(3600))
     })
     .await;
     match answer {
-        Ok(Ok(reply)) => match reply.trim().strip_prefix("ok ") {
-            Some(msg) => json_response(StatusCode::OK, json!({"ok": true, "message": msg})),
-            None => json_response(
-                StatusCode::CONFLICT,
-                json!({"ok": false, "error": reply.trim().trim_start_matches("error ")}),
-            ),
-        },
+        Ok(Ok(crate::control::AppReply::Redeployed { message })) => {
+            json_response(StatusCode::OK, json!({"ok": true, "message": message}))
+        }
+        Ok(Ok(crate::control::AppReply::Failed { message })) => {
+            json_response(StatusCode::CONFLICT, json!({"ok": false, "error": message}))
+        }
+        Ok(Ok(crate::control::AppReply::Logs { .. })) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"ok": false, "error": "the app's portok run answered with logs"}),
+        ),
         Ok(Err(e)) => json_response(
             StatusCode::CONFLICT,
             json!({"ok": false, "error": format!("{e:#}")}),

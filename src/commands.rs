@@ -2,7 +2,7 @@
 //! error once and maps it to an exit code with [`exit_code`].
 
 use crate::cli::{AliasArgs, Cli, Command, ProxyCmd, RunArgs, StartArgs, RUN_VALUE_FLAGS};
-use crate::control;
+use crate::control::{self, AppReply, AppRequest};
 use crate::daemon::{self, runtime, StartOptions, Started};
 use crate::names::{self, NameError};
 use crate::routes::{store, Route};
@@ -10,10 +10,7 @@ use crate::state::{self, StateDir};
 use anyhow::{bail, Context as _};
 use serde::Serialize;
 
-/// A mistake in how a command was called: exit 2, like clap's own usage errors.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
+pub use crate::ui::UsageError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AliasError {
@@ -206,7 +203,7 @@ fn alias(args: AliasArgs) -> anyhow::Result<i32> {
     }
     let proxy_port = state::proxy_port(None)?;
     if let Some(listen) = args.tcp {
-        check_tcp_port(&state, &host, listen, proxy_port, port)?;
+        crate::proxy::tcp::check_listen_port(&state, &host, listen, proxy_port, port)?;
     }
     let ((), notes) = store::update(&state, |routes| {
         if let Some(r) = routes.iter().find(|r| r.hostname == host) {
@@ -252,41 +249,6 @@ fn alias(args: AliasArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
-}
-
-/// A TCP listen port must be free (unless this route already has it) and must not be the
-/// proxy's own port or the target itself.
-pub fn check_tcp_port(
-    state: &StateDir,
-    host: &str,
-    listen: u16,
-    proxy_port: u16,
-    target: u16,
-) -> anyhow::Result<()> {
-    if listen == 0 || listen == proxy_port || listen == target {
-        bail!(UsageError(format!(
-            "--tcp {listen}: pick a free port other than 0, the proxy's port ({proxy_port}) and the target ({target})"
-        )));
-    }
-    let ours = store::load(state)
-        .unwrap_or_default()
-        .iter()
-        .any(|r| r.hostname == host && r.tcp == Some(listen));
-    let taken_by_route = store::load(state)
-        .unwrap_or_default()
-        .into_iter()
-        .find(|r| r.hostname != host && r.tcp == Some(listen));
-    if let Some(r) = taken_by_route {
-        bail!("TCP port {listen} is already the listen port of {}; remove that route or pick another port", r.hostname);
-    }
-    if !ours {
-        // Bind (and release) once, so a taken port is reported before anything is written.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        rt.block_on(async { crate::proxy::tcp::bind(listen).map(drop) })?;
-    }
-    Ok(())
 }
 
 fn report_moved(notes: &store::UpdateNotes) {
@@ -466,20 +428,24 @@ fn external_run_args(args: Vec<std::ffi::OsString>) -> anyhow::Result<RunArgs> {
 fn restart(name: &str) -> anyhow::Result<i32> {
     let state = StateDir::from_env()?;
     let host = names::hostname_for(name)?;
-    let reply = crate::run::ask_app(
+    let reply = control::ask_app(
         &state,
         &host,
-        "restart",
+        &AppRequest::Restart,
         std::time::Duration::from_secs(3600),
     )?;
-    let reply = reply.trim();
-    if let Some(msg) = reply.strip_prefix("ok ") {
-        eprintln!("portok: {host} redeployed: {msg}");
-        Ok(0)
-    } else {
-        let msg = reply.strip_prefix("error ").unwrap_or(reply);
-        eprintln!("portok: redeploy of {host} failed: {msg}");
-        Ok(1)
+    match reply {
+        AppReply::Redeployed { message } => {
+            eprintln!("portok: {host} redeployed: {message}");
+            Ok(0)
+        }
+        AppReply::Failed { message } => {
+            eprintln!("portok: redeploy of {host} failed: {message}");
+            Ok(1)
+        }
+        AppReply::Logs { .. } => Err(anyhow::anyhow!(
+            "{host}'s portok run answered a restart with logs; is it a different portok version?"
+        )),
     }
 }
 
@@ -487,11 +453,15 @@ fn logs(name: &str, lines: usize, follow: bool) -> anyhow::Result<i32> {
     let state = StateDir::from_env()?;
     let host = names::hostname_for(name)?;
     let timeout = std::time::Duration::from_secs(10);
-    let mut last: Vec<String> =
-        crate::run::ask_app(&state, &host, &format!("logs {lines}"), timeout)?
-            .lines()
-            .map(String::from)
-            .collect();
+    let ask =
+        |lines: usize| match control::ask_app(&state, &host, &AppRequest::Logs { lines }, timeout)?
+        {
+            AppReply::Logs { lines } => Ok(lines),
+            AppReply::Failed { message } | AppReply::Redeployed { message } => Err(
+                anyhow::anyhow!("{host}'s portok run did not give its logs: {message}"),
+            ),
+        };
+    let mut last: Vec<String> = ask(lines)?;
     for l in &last {
         println!("{l}");
     }
@@ -500,13 +470,8 @@ fn logs(name: &str, lines: usize, follow: bool) -> anyhow::Result<i32> {
     }
     loop {
         std::thread::sleep(std::time::Duration::from_millis(300));
-        let now: Vec<String> = match crate::run::ask_app(
-            &state,
-            &host,
-            &format!("logs {}", crate::run::child::KEEP_LINES),
-            timeout,
-        ) {
-            Ok(t) => t.lines().map(String::from).collect(),
+        let now: Vec<String> = match ask(crate::run::child::KEEP_LINES) {
+            Ok(lines) => lines,
             Err(_) => return Ok(0),
         };
         // Print what follows the last line we printed (the buffer slides).

@@ -41,8 +41,35 @@ pub enum Request {
     /// `portok switch`: health-gated switch of an alias route.
     Switch {
         hostname: String,
-        request: crate::switch::SwitchRequest,
+        request: SwitchRequest,
     },
+}
+
+/// `portok switch` / `POST /api/routes/NAME/switch`: move an alias route to `port` once
+/// it is healthy, drain the old one, and roll back if the new one fails in the window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SwitchRequest {
+    pub port: u16,
+    #[serde(default)]
+    pub health: Option<String>,
+    #[serde(default = "default_drain")]
+    pub drain_secs: f64,
+    #[serde(default = "default_window")]
+    pub rollback_secs: f64,
+    #[serde(default = "default_threshold")]
+    pub fail_threshold: u32,
+    #[serde(default)]
+    pub reason: String,
+}
+
+fn default_drain() -> f64 {
+    10.0
+}
+fn default_window() -> f64 {
+    30.0
+}
+fn default_threshold() -> u32 {
+    3
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,7 +127,9 @@ pub enum ControlError {
     NotRunning { path: PathBuf },
     #[error("talking to the portok daemon over {path} failed: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("the portok daemon sent a reply that is not valid: {source}")]
+    #[error("{host} is not run by `portok run` here (no {path}); `portok list` shows what runs")]
+    AppNotRunning { host: String, path: PathBuf },
+    #[error("the reply over the control socket is not valid: {source}")]
     BadReply { source: serde_json::Error },
     #[error("the portok daemon refused the request: {message}")]
     Refused { message: String },
@@ -110,7 +139,67 @@ pub enum ControlError {
 /// a runtime would cost more than the call.
 pub fn call(state: &StateDir, req: &Request, timeout: Duration) -> Result<Reply, ControlError> {
     let path = state.control_socket();
-    let stream = match UnixStream::connect(&path) {
+    let reply: Reply = match round_trip(&path, req, timeout)? {
+        Some(reply) => reply,
+        None => return Err(ControlError::NotRunning { path }),
+    };
+    if !reply.ok {
+        return Err(ControlError::Refused {
+            message: reply.error.unwrap_or_default(),
+        });
+    }
+    Ok(reply)
+}
+
+/// What the CLI and the dashboard ask an app's `portok run` over its run socket.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum AppRequest {
+    /// Redeploy now; the reply comes when the new generation serves or has failed.
+    Restart,
+    /// The app's last output lines.
+    Logs { lines: usize },
+}
+
+/// A `portok run`'s answer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum AppReply {
+    Redeployed { message: String },
+    Failed { message: String },
+    Logs { lines: Vec<String> },
+}
+
+/// The app's run socket, where `portok restart` and `portok logs` reach its supervisor.
+pub fn app_socket(state: &StateDir, hostname: &str) -> PathBuf {
+    state.root().join("run").join(format!("{hostname}.sock"))
+}
+
+/// Ask the `portok run` of `hostname` (blocking, bounded by `timeout`).
+pub fn ask_app(
+    state: &StateDir,
+    hostname: &str,
+    req: &AppRequest,
+    timeout: Duration,
+) -> Result<AppReply, ControlError> {
+    let path = app_socket(state, hostname);
+    match round_trip(&path, req, timeout)? {
+        Some(reply) => Ok(reply),
+        None => Err(ControlError::AppNotRunning {
+            host: hostname.into(),
+            path,
+        }),
+    }
+}
+
+/// The one codec of both sockets: a JSON request on one line, a JSON reply on one line.
+/// None: nothing listens on `path`.
+fn round_trip<Q: Serialize, R: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+    req: &Q,
+    timeout: Duration,
+) -> Result<Option<R>, ControlError> {
+    let stream = match UnixStream::connect(path) {
         Ok(s) => s,
         Err(e)
             if matches!(
@@ -118,19 +207,22 @@ pub fn call(state: &StateDir, req: &Request, timeout: Duration) -> Result<Reply,
                 io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
             ) =>
         {
-            return Err(ControlError::NotRunning { path })
+            return Ok(None)
         }
-        Err(source) => return Err(ControlError::Io { path, source }),
+        Err(source) => {
+            return Err(ControlError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
     };
     let io_err = |source| ControlError::Io {
-        path: path.clone(),
+        path: path.to_path_buf(),
         source,
     };
     stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
     stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
-    let mut line = serde_json::to_vec(req).map_err(|e| io_err(io::Error::other(e)))?;
-    line.push(b'\n');
-    (&stream).write_all(&line).map_err(io_err)?;
+    (&stream).write_all(&encode(req)).map_err(io_err)?;
     let mut reply = String::new();
     BufReader::new(&stream)
         .read_line(&mut reply)
@@ -138,17 +230,20 @@ pub fn call(state: &StateDir, req: &Request, timeout: Duration) -> Result<Reply,
     if reply.is_empty() {
         return Err(io_err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
-            "the daemon closed the connection without a reply",
+            "the other side closed the connection without a reply",
         )));
     }
-    let reply: Reply =
-        serde_json::from_str(&reply).map_err(|source| ControlError::BadReply { source })?;
-    if !reply.ok {
-        return Err(ControlError::Refused {
-            message: reply.error.unwrap_or_default(),
-        });
-    }
-    Ok(reply)
+    serde_json::from_str(&reply)
+        .map(Some)
+        .map_err(|source| ControlError::BadReply { source })
+}
+
+/// One message as it goes over a socket: JSON and a newline.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    // Our own types always serialize.
+    let mut line = serde_json::to_vec(msg).unwrap_or_default();
+    line.push(b'\n');
+    line
 }
 
 /// The running daemon's status, or `None` when no daemon answers.

@@ -63,6 +63,7 @@ pub mod generate;
 pub mod hosts;
 pub mod metrics;
 pub mod names;
+pub mod probe;
 pub mod project;
 pub mod proxy;
 pub mod prune;

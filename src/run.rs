@@ -7,11 +7,11 @@ pub mod child;
 mod daemon_link;
 pub mod pool;
 mod ports;
-pub mod probe;
 pub mod supervisor;
 pub mod watch;
 
 use crate::cli::RunArgs;
+use crate::control::{self, AppReply, AppRequest};
 use crate::daemon;
 use crate::names;
 use crate::routes::{store, unix_now, Route};
@@ -28,15 +28,8 @@ use tokio::sync::{mpsc, oneshot};
 pub enum RunError {
     #[error("{host} is already run by portok (pid {pid}); stop that one, or pass --force to take it over")]
     Owned { host: String, pid: u32 },
-    #[error("{host} is not run by `portok run` here (no {path}); `portok list` shows what runs")]
-    NotRunning { host: String, path: PathBuf },
     #[error(transparent)]
     Store(#[from] store::StoreError),
-}
-
-/// The app's control socket, where `portok restart` and `portok logs` reach its supervisor.
-pub fn run_socket(state: &StateDir, hostname: &str) -> PathBuf {
-    state.root().join("run").join(format!("{hostname}.sock"))
 }
 
 pub fn main(mut args: RunArgs) -> anyhow::Result<i32> {
@@ -48,20 +41,20 @@ pub fn main(mut args: RunArgs) -> anyhow::Result<i32> {
     }
     config.apply(&mut args);
     if args.command.is_empty() {
-        return Err(crate::commands::UsageError(
+        return Err(crate::ui::UsageError(
             "no command to run: give it after `--` (`portok run -- cargo run`), or set `command` in portok.toml".into(),
         )
         .into());
     }
     let instances = args.instances();
     if instances == 0 {
-        return Err(crate::commands::UsageError(
+        return Err(crate::ui::UsageError(
             "--instances must be at least 1 (it is how many copies of the app run)".into(),
         )
         .into());
     }
     if instances > 1 && args.app_port.is_some() {
-        return Err(crate::commands::UsageError(
+        return Err(crate::ui::UsageError(
             "--app-port cannot be combined with --instances: each instance needs its own port (leave --app-port out and portok picks them)".into(),
         )
         .into());
@@ -137,7 +130,7 @@ async fn run(
     if let Some(listen) = args.tcp {
         let (state, host) = (state.clone(), hostname.clone());
         tokio::task::spawn_blocking(move || {
-            crate::commands::check_tcp_port(&state, &host, listen, proxy_port, first_port)
+            crate::proxy::tcp::check_listen_port(&state, &host, listen, proxy_port, first_port)
         })
         .await??;
     }
@@ -196,7 +189,7 @@ async fn run(
         None => (None, None),
     };
     let (control_tx, control_rx) = mpsc::channel(8);
-    let sock_path = run_socket(&state, &hostname);
+    let sock_path = control::app_socket(&state, &hostname);
     let server = serve_run_socket(&sock_path, control_tx).await?;
     let ca = crate::ca::ca_pem_path(state.root());
     let launch = child::Launch {
@@ -330,61 +323,39 @@ async fn serve_run_socket(
                     return;
                 };
                 let reply = answer(&line, &tx).await;
-                let _ = write.write_all(reply.as_bytes()).await;
+                let _ = write.write_all(&control::encode(&reply)).await;
             });
         }
     }))
 }
 
-async fn answer(line: &str, tx: &mpsc::Sender<Control>) -> String {
-    let mut words = line.split_whitespace();
-    match words.next() {
-        Some("restart") => {
+async fn answer(line: &str, tx: &mpsc::Sender<Control>) -> AppReply {
+    let failed = |message: &str| AppReply::Failed {
+        message: message.into(),
+    };
+    match serde_json::from_str::<AppRequest>(line) {
+        Ok(AppRequest::Restart) => {
             let (rtx, rrx) = oneshot::channel();
             if tx.send(Control::Restart(rtx)).await.is_err() {
-                return "error the app is shutting down\n".into();
+                return failed("the app is shutting down");
             }
             match rrx.await {
-                Ok(Ok(msg)) => format!("ok {msg}\n"),
-                Ok(Err(msg)) => format!("error {msg}\n"),
-                Err(_) => "error the redeploy was abandoned\n".into(),
+                Ok(Ok(message)) => AppReply::Redeployed { message },
+                Ok(Err(message)) => AppReply::Failed { message },
+                Err(_) => failed("the redeploy was abandoned"),
             }
         }
-        Some("logs") => {
-            let n = words.next().and_then(|n| n.parse().ok()).unwrap_or(200);
+        Ok(AppRequest::Logs { lines }) => {
             let (rtx, rrx) = oneshot::channel();
-            if tx.send(Control::Logs(n, rtx)).await.is_err() {
-                return String::new();
+            if tx.send(Control::Logs(lines, rtx)).await.is_err() {
+                return AppReply::Logs { lines: Vec::new() };
             }
-            let mut out = rrx.await.unwrap_or_default().join("\n");
-            out.push('\n');
-            out
+            AppReply::Logs {
+                lines: rrx.await.unwrap_or_default(),
+            }
         }
-        _ => "error unknown request\n".into(),
+        Err(e) => failed(&format!("not a request portok run understands: {e}")),
     }
-}
-
-/// Send one line to an app's run socket and return the whole reply.
-pub fn ask_app(
-    state: &StateDir,
-    hostname: &str,
-    line: &str,
-    timeout: Duration,
-) -> anyhow::Result<String> {
-    use std::io::{Read, Write};
-    let path = run_socket(state, hostname);
-    let mut stream =
-        std::os::unix::net::UnixStream::connect(&path).map_err(|_| RunError::NotRunning {
-            host: hostname.into(),
-            path: path.clone(),
-        })?;
-    stream.set_read_timeout(Some(timeout))?;
-    stream.write_all(format!("{line}\n").as_bytes())?;
-    let mut out = String::new();
-    stream
-        .read_to_string(&mut out)
-        .with_context(|| format!("waiting for {hostname} to answer"))?;
-    Ok(out)
 }
 
 /// Name for an app when none is given (see [`crate::project::infer_name`]).

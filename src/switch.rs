@@ -4,37 +4,13 @@
 //! failures. In-flight requests to the old port finish on it (the proxy counts them).
 
 use crate::metrics::SwitchRecord;
+use crate::probe;
 use crate::proxy::{AppEvent, Ctx};
 use crate::routes::{store, unix_now};
-use crate::run::probe;
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SwitchRequest {
-    pub port: u16,
-    #[serde(default)]
-    pub health: Option<String>,
-    #[serde(default = "default_drain")]
-    pub drain_secs: f64,
-    #[serde(default = "default_window")]
-    pub rollback_secs: f64,
-    #[serde(default = "default_threshold")]
-    pub fail_threshold: u32,
-    #[serde(default)]
-    pub reason: String,
-}
-
-fn default_drain() -> f64 {
-    10.0
-}
-fn default_window() -> f64 {
-    30.0
-}
-fn default_threshold() -> u32 {
-    3
-}
+pub use crate::control::SwitchRequest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SwitchError {

@@ -1,4 +1,5 @@
-//! portok's own words on the terminal: its `portok:` lines and how it shows a duration.
+//! portok's own words on the terminal: its `portok:` lines, how it shows a duration, and
+//! the usage error that exits 2.
 
 use std::io::IsTerminal;
 
@@ -11,6 +12,11 @@ pub fn say(msg: &str) {
         eprintln!("portok: {msg}");
     }
 }
+
+/// A mistake in how a command was called: exit 2, like clap's own usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 /// A duration in its two largest units: `42s`, `5m3s`, `2h5m`, `3d4h`.
 pub fn duration(secs: u64) -> String {

@@ -366,9 +366,7 @@ async fn control_conn(stream: UnixStream, daemon: Arc<Daemon>) -> io::Result<()>
             Ok(req) => handle_control(req, &daemon).await,
             Err(e) => Reply::error(format!("unknown request: {e}")),
         };
-        let mut out = serde_json::to_vec(&reply).map_err(io::Error::other)?;
-        out.push(b'\n');
-        write.write_all(&out).await?;
+        write.write_all(&crate::control::encode(&reply)).await?;
     }
     Ok(())
 }

@@ -367,3 +367,38 @@ fn shutdown_write(s: &TcpStream) {
     // SAFETY: shutdown on a socket we own; half-close so the peer sees EOF.
     unsafe { libc::shutdown(s.as_raw_fd(), libc::SHUT_WR) };
 }
+
+/// A TCP listen port must be free (unless this route already has it) and must not be the
+/// proxy's own port or the target itself.
+pub fn check_listen_port(
+    state: &crate::state::StateDir,
+    host: &str,
+    listen: u16,
+    proxy_port: u16,
+    target: u16,
+) -> anyhow::Result<()> {
+    if listen == 0 || listen == proxy_port || listen == target {
+        anyhow::bail!(crate::ui::UsageError(format!(
+            "--tcp {listen}: pick a free port other than 0, the proxy's port ({proxy_port}) and the target ({target})"
+        )));
+    }
+    let ours = crate::routes::store::load(state)
+        .unwrap_or_default()
+        .iter()
+        .any(|r| r.hostname == host && r.tcp == Some(listen));
+    let taken_by_route = crate::routes::store::load(state)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|r| r.hostname != host && r.tcp == Some(listen));
+    if let Some(r) = taken_by_route {
+        anyhow::bail!("TCP port {listen} is already the listen port of {}; remove that route or pick another port", r.hostname);
+    }
+    if !ours {
+        // Bind (and release) once, so a taken port is reported before anything is written.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async { bind(listen).map(drop) })?;
+    }
+    Ok(())
+}

@@ -7,9 +7,10 @@
 //! rollback window, then draining; or Crashed(N) until the next change.
 
 use super::child::{describe_exit, Generation, Launch};
+use super::daemon_link;
 use super::ports::pick_port;
-use super::{daemon_link, probe};
 use crate::control::Request;
+use crate::probe;
 use crate::state::StateDir;
 use crate::ui::say;
 use std::path::PathBuf;

@@ -3,8 +3,8 @@
 //! back-off for restarting an instance that keeps crashing.
 
 use super::super::child::Generation;
-use super::super::probe;
 use super::{Probed, Waiter};
+use crate::probe;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
