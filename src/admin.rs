@@ -387,7 +387,7 @@ pub fn route_json(ctx: &Ctx, live: &LiveRoute) -> Value {
     } else {
         None
     };
-    let state = r.state.clone().unwrap_or_else(|| "live".into());
+    let state = r.state.unwrap_or(crate::routes::RouteState::Live).as_str();
     json!({
         "name": short_name(&r.hostname),
         "hostname": r.hostname,
@@ -493,7 +493,7 @@ pub fn events(ctx: &Arc<Ctx>, only: Option<String>) -> Response<ProxyBody> {
 
 fn event_bytes(ev: &crate::proxy::AppEvent) -> Bytes {
     let data = serde_json::to_string(ev).unwrap_or_default();
-    Bytes::from(format!("event: {}\ndata: {data}\n\n", ev.kind))
+    Bytes::from(format!("event: {}\ndata: {data}\n\n", ev.kind.as_str()))
 }
 
 fn events_with(

@@ -5,7 +5,7 @@ use crate::cli::{AliasArgs, Cli, Command, ProxyCmd, RunArgs, StartArgs, RUN_VALU
 use crate::control::{self, AppReply, AppRequest};
 use crate::daemon::{self, runtime, StartOptions, Started};
 use crate::names::{self, NameError};
-use crate::routes::{store, Route};
+use crate::routes::{store, Route, RouteState};
 use crate::state::{self, StateDir};
 use anyhow::{bail, Context as _};
 use serde::Serialize;
@@ -273,7 +273,7 @@ struct ListEntry<'a> {
     pid: u32,
     kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    state: Option<&'a str>,
+    state: Option<RouteState>,
 }
 
 /// The port URLs should use: the running daemon's, else the configured one.
@@ -298,7 +298,7 @@ fn list(json: bool) -> anyhow::Result<i32> {
             instances: r.instances,
             pid: r.pid,
             kind: r.kind(),
-            state: r.state.as_deref(),
+            state: r.state,
         })
         .collect();
     if json {
@@ -330,7 +330,9 @@ fn list(json: bool) -> anyhow::Result<i32> {
     );
     for (e, ports) in entries.iter().zip(&ports) {
         let state = match (e.state, e.instances) {
-            (Some("live"), Some(n)) => format!("live ({} of {n} instances)", e.ports.len()),
+            (Some(RouteState::Live), Some(n)) => {
+                format!("live ({} of {n} instances)", e.ports.len())
+            }
             (Some(s), Some(n)) => format!("{s} (pool of {n})"),
             (Some(s), None) => s.to_string(),
             (None, _) => "-".into(),

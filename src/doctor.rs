@@ -252,7 +252,7 @@ fn routes(state: &StateDir) -> (Vec<Route>, Finding) {
     // A route whose server is down answers 502; worth saying before the user opens it.
     let silent: Vec<String> = routes
         .iter()
-        .filter(|r| r.pid == 0 || r.state.as_deref() == Some("live"))
+        .filter(|r| r.pid == 0 || r.state == Some(crate::routes::RouteState::Live))
         .filter(|r| !listening(r.port))
         .map(|r| format!("{} (port {})", r.hostname, r.port))
         .collect();

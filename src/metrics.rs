@@ -43,12 +43,48 @@ pub struct History {
     pub redeploy_counts: HashMap<String, u64>,
 }
 
+/// How a redeploy ended. As a word in stats.json, the control protocol and metrics labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedeployOutcome {
+    Ok,
+    Failed,
+    /// The new generation died in the rollback window; the previous one serves again.
+    RolledBack,
+    /// Written by a newer portok.
+    #[serde(other)]
+    Unknown,
+}
+
+impl RedeployOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RedeployOutcome::Ok => "ok",
+            RedeployOutcome::Failed => "failed",
+            RedeployOutcome::RolledBack => "rolled_back",
+            RedeployOutcome::Unknown => "unknown",
+        }
+    }
+}
+
+/// How a switch of an alias route ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SwitchOutcome {
+    Switched,
+    /// The new port was not healthy: nothing changed.
+    Refused,
+    RolledBack,
+    #[serde(other)]
+    Unknown,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RedeployRecord {
     pub at: u64,
     pub generation: u64,
     pub reason: String,
-    pub outcome: String,
+    pub outcome: RedeployOutcome,
     pub millis: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -61,8 +97,7 @@ pub struct SwitchRecord {
     pub from_port: u16,
     pub to_port: u16,
     pub reason: String,
-    /// "switched", "refused", "rolled_back".
-    pub outcome: String,
+    pub outcome: SwitchOutcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<String>,
 }
@@ -116,7 +151,9 @@ impl RouteStats {
 
     pub fn record_redeploy(&self, rec: RedeployRecord) {
         let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        *h.redeploy_counts.entry(rec.outcome.clone()).or_default() += 1;
+        *h.redeploy_counts
+            .entry(rec.outcome.as_str().to_string())
+            .or_default() += 1;
         if h.redeploys.len() == HISTORY {
             h.redeploys.pop_front();
         }
@@ -397,7 +434,7 @@ mod tests {
             at: 1,
             generation: 2,
             reason: "change".into(),
-            outcome: "ok".into(),
+            outcome: RedeployOutcome::Ok,
             millis: 10,
             detail: None,
         });

@@ -198,12 +198,46 @@ impl Ctx {
     }
 }
 
+/// What happened, as the SSE event name dashboards and live-reload scripts listen for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Redeployed,
+    Failed,
+    RolledBack,
+    Crashed,
+    Switched,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Redeployed => "redeployed",
+            EventKind::Failed => "failed",
+            EventKind::RolledBack => "rolled_back",
+            EventKind::Crashed => "crashed",
+            EventKind::Switched => "switched",
+        }
+    }
+}
+
+impl From<crate::metrics::RedeployOutcome> for EventKind {
+    /// The event a redeploy's end sends (an unknown outcome reads as a failure).
+    fn from(outcome: crate::metrics::RedeployOutcome) -> Self {
+        use crate::metrics::RedeployOutcome as O;
+        match outcome {
+            O::Ok => EventKind::Redeployed,
+            O::RolledBack => EventKind::RolledBack,
+            O::Failed | O::Unknown => EventKind::Failed,
+        }
+    }
+}
+
 /// Something that happened to an app, streamed to dashboards and live-reload scripts.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct AppEvent {
     pub hostname: String,
-    /// "redeployed", "failed", "rolled_back", "crashed", "switched", "routes".
-    pub kind: String,
+    pub kind: EventKind,
     #[serde(default)]
     pub generation: u64,
     #[serde(default)]

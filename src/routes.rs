@@ -18,9 +18,9 @@ pub struct Route {
     pub port: u16,
     /// Owner process; 0 for an alias, which never goes stale.
     pub pid: u32,
-    /// starting | live | restarting | crashed (apps only).
+    /// An app's state (aliases have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
+    pub state: Option<RouteState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<u64>,
     /// Unix time the route was (re)registered.
@@ -51,6 +51,41 @@ pub struct Route {
     pub instances: Option<u32>,
 }
 
+/// Where an app is: written by its `portok run`, read by the proxy (hold, crash page),
+/// `portok list` and the dashboard. In routes.json as the lower-case word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteState {
+    /// No generation answers yet: requests are held, browsers get a starting page.
+    Starting,
+    Live,
+    /// Kept for routes.json files of earlier versions, which wrote it.
+    Restarting,
+    /// The app exited and nothing serves: the crash page.
+    Crashed,
+    /// A state a newer portok wrote: the route still loads (as if live).
+    #[serde(other)]
+    Unknown,
+}
+
+impl RouteState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteState::Starting => "starting",
+            RouteState::Live => "live",
+            RouteState::Restarting => "restarting",
+            RouteState::Crashed => "crashed",
+            RouteState::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for RouteState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Route {
     pub fn alias(hostname: String, port: u16) -> Self {
         Route {
@@ -71,11 +106,11 @@ impl Route {
     }
 
     pub fn is_starting(&self) -> bool {
-        self.state.as_deref() == Some("starting")
+        self.state == Some(RouteState::Starting)
     }
 
     pub fn is_crashed(&self) -> bool {
-        self.state.as_deref() == Some("crashed")
+        self.state == Some(RouteState::Crashed)
     }
 
     /// The ports requests go to: the pool's instances, or the one port.
@@ -322,6 +357,32 @@ impl RouteTable {
 
 #[cfg(test)]
 mod tests {
+
+    /// The states are words in routes.json: each reads back as itself, and a word a newer
+    /// portok may write still loads (the file is never set aside for it).
+    #[test]
+    fn route_states_are_stable_words_and_unknown_ones_load() {
+        for (state, word) in [
+            (RouteState::Starting, "starting"),
+            (RouteState::Live, "live"),
+            (RouteState::Restarting, "restarting"),
+            (RouteState::Crashed, "crashed"),
+        ] {
+            assert_eq!(
+                serde_json::to_string(&state).unwrap(),
+                format!("\"{word}\"")
+            );
+            assert_eq!(state.as_str(), word);
+            let back: RouteState = serde_json::from_str(&format!("\"{word}\"")).unwrap();
+            assert_eq!(back, state);
+        }
+        let r: Route = serde_json::from_str(
+            r#"{"hostname": "a.localhost", "port": 4000, "pid": 1, "state": "paused"}"#,
+        )
+        .unwrap();
+        assert_eq!(r.state, Some(RouteState::Unknown));
+    }
+
     use super::*;
 
     fn table(hosts: &[(&str, u16)]) -> RouteTable {

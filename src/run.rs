@@ -14,7 +14,7 @@ use crate::cli::RunArgs;
 use crate::control::{self, AppReply, AppRequest};
 use crate::daemon;
 use crate::names;
-use crate::routes::{store, unix_now, Route};
+use crate::routes::{store, unix_now, Route, RouteState};
 use crate::state::{self, pid_alive, StateDir};
 use crate::ui::say;
 use anyhow::Context as _;
@@ -146,7 +146,7 @@ async fn run(
                 reload,
                 tcp,
                 proxy_protocol,
-                ..app_route(&host, first_port, 1, "starting")
+                ..app_route(&host, first_port, 1, RouteState::Starting)
             };
             register(&state, route)?;
             daemon::ensure_and_reload(&state, proxy_port)?;
@@ -277,10 +277,10 @@ pub fn register(state: &StateDir, mut route: Route) -> Result<(), RunError> {
 }
 
 /// The route `portok run` writes for one generation.
-pub fn app_route(hostname: &str, port: u16, generation: u64, state: &str) -> Route {
+pub fn app_route(hostname: &str, port: u16, generation: u64, state: RouteState) -> Route {
     Route {
         pid: std::process::id(),
-        state: Some(state.into()),
+        state: Some(state),
         generation: Some(generation),
         ..Route::alias(hostname.into(), port)
     }

@@ -3,9 +3,9 @@
 //! through the rollback window and switch back after `fail_threshold` consecutive
 //! failures. In-flight requests to the old port finish on it (the proxy counts them).
 
-use crate::metrics::SwitchRecord;
+use crate::metrics::{SwitchOutcome, SwitchRecord};
 use crate::probe;
-use crate::proxy::{AppEvent, Ctx};
+use crate::proxy::{AppEvent, Ctx, EventKind};
 use crate::routes::{store, unix_now};
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,7 +72,7 @@ pub async fn switch(ctx: &Arc<Ctx>, host: &str, req: SwitchRequest) -> Result<St
             from_port: old_port,
             to_port: req.port,
             reason,
-            outcome: "refused".into(),
+            outcome: SwitchOutcome::Refused,
             rollback: Some(format!("health check failed: {check}")),
         });
         return Err(SwitchError::Unhealthy {
@@ -95,12 +95,12 @@ pub async fn switch(ctx: &Arc<Ctx>, host: &str, req: SwitchRequest) -> Result<St
         from_port: old_port,
         to_port: req.port,
         reason: reason.clone(),
-        outcome: "switched".into(),
+        outcome: SwitchOutcome::Switched,
         rollback: None,
     });
     let _ = ctx.events.send(AppEvent {
         hostname: host.into(),
-        kind: "switched".into(),
+        kind: EventKind::Switched,
         generation: 0,
         message: format!("switch {id}: port {old_port} -> {}", req.port),
         tail: Vec::new(),
@@ -200,12 +200,12 @@ async fn watch_new_port(
                 from_port: req.port,
                 to_port: old,
                 reason: format!("rollback of switch {id}"),
-                outcome: "rolled_back".into(),
+                outcome: SwitchOutcome::RolledBack,
                 rollback: Some(why.clone()),
             });
             let _ = ctx.events.send(AppEvent {
                 hostname: host.clone(),
-                kind: "rolled_back".into(),
+                kind: EventKind::RolledBack,
                 generation: 0,
                 message: why,
                 tail: Vec::new(),

@@ -411,7 +411,7 @@ async fn handle_control(req: Request, daemon: &Daemon) -> Reply {
             }
             let _ = daemon.ctx.events.send(crate::proxy::AppEvent {
                 hostname,
-                kind: "crashed".into(),
+                kind: crate::proxy::EventKind::Crashed,
                 generation: 0,
                 message,
                 tail,
@@ -427,11 +427,7 @@ async fn handle_control(req: Request, daemon: &Daemon) -> Reply {
             record,
             tail,
         } => {
-            let kind = match record.outcome.as_str() {
-                "ok" => "redeployed",
-                other => other,
-            }
-            .to_string();
+            let kind = crate::proxy::EventKind::from(record.outcome);
             let event = crate::proxy::AppEvent {
                 hostname: hostname.clone(),
                 kind,
@@ -448,9 +444,9 @@ async fn handle_control(req: Request, daemon: &Daemon) -> Reply {
                     .last_failure
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
-                if event.kind == "failed" {
+                if event.kind == crate::proxy::EventKind::Failed {
                     standing.insert(hostname.clone(), event.clone());
-                } else if event.kind == "redeployed" {
+                } else if event.kind == crate::proxy::EventKind::Redeployed {
                     standing.remove(&hostname);
                 }
             }

@@ -51,7 +51,7 @@ pub(super) async fn withdraw(state: &StateDir, hostname: &str) {
 /// dashboards and live-reload pages listen to.
 pub(super) fn redeploy_request(
     hostname: &str,
-    outcome: &str,
+    outcome: crate::metrics::RedeployOutcome,
     generation: u64,
     reason: &str,
     took: Duration,
@@ -64,7 +64,7 @@ pub(super) fn redeploy_request(
             at: crate::routes::unix_now(),
             generation,
             reason: reason.to_string(),
-            outcome: outcome.to_string(),
+            outcome,
             millis: took.as_millis() as u64,
             detail,
         },

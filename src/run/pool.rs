@@ -18,6 +18,8 @@ use super::child::{describe_exit, Generation, Launch};
 use super::daemon_link::{self, inflight, redeploy_request, revive_daemon, set_pgids, tell_daemon};
 use super::ports::pick_port;
 use super::supervisor::{exit_code, Control, Options};
+use crate::metrics::RedeployOutcome;
+use crate::routes::RouteState;
 use crate::state::StateDir;
 use crate::ui::say;
 use slots::{backoff, probe_until, Instance, ProbeTask, Rollout, Slot, STABLE_AFTER};
@@ -57,7 +59,7 @@ pub struct Pool {
     last_tail: Vec<String>,
     stopping: tokio::task::JoinSet<()>,
     /// What the route says now, so it is written only when it changes.
-    written: Option<(Vec<u16>, &'static str)>,
+    written: Option<(Vec<u16>, RouteState)>,
     /// "ready: N instances" was said once.
     announced: bool,
 }
@@ -284,8 +286,15 @@ impl Pool {
             join_ports(&self.ready_ports())
         );
         say(&format!("{msg}; rolled out in {:.1}s", took.as_secs_f64()));
-        self.report("ok", r.gen, &r.reason, took, None, Vec::new())
-            .await;
+        self.report(
+            RedeployOutcome::Ok,
+            r.gen,
+            &r.reason,
+            took,
+            None,
+            Vec::new(),
+        )
+        .await;
         for w in r.waiters {
             let _ = w.send(Ok(msg.clone()));
         }
@@ -308,7 +317,7 @@ impl Pool {
             say(&format!("  | {line}"));
         }
         self.report(
-            "failed",
+            RedeployOutcome::Failed,
             r.gen,
             &r.reason,
             r.started.elapsed(),
@@ -516,7 +525,7 @@ impl Pool {
             }
         }
         self.report(
-            "failed",
+            RedeployOutcome::Failed,
             n,
             "first start",
             Duration::ZERO,
@@ -531,7 +540,7 @@ impl Pool {
         self.crashed = true;
         self.write_route(
             Vec::new(),
-            "crashed",
+            RouteState::Crashed,
             Some(format!("instance {slot} {why}")),
             tail,
         )
@@ -644,7 +653,11 @@ impl Pool {
     /// Make the route match the ready instances: live with their ports, or starting.
     async fn sync_route(&mut self) {
         let ports = self.ready_ports();
-        let state = if ports.is_empty() { "starting" } else { "live" };
+        let state = if ports.is_empty() {
+            RouteState::Starting
+        } else {
+            RouteState::Live
+        };
         if self.written.as_ref() == Some(&(ports.clone(), state)) {
             self.update_pgids().await;
             return;
@@ -655,7 +668,7 @@ impl Pool {
     async fn write_route(
         &mut self,
         ports: Vec<u16>,
-        route_state: &'static str,
+        route_state: RouteState,
         crash: Option<String>,
         tail: Vec<String>,
     ) {
@@ -686,7 +699,7 @@ impl Pool {
 
     async fn report(
         &self,
-        outcome: &str,
+        outcome: RedeployOutcome,
         generation: u64,
         reason: &str,
         took: Duration,

@@ -10,7 +10,9 @@ use super::child::{describe_exit, Generation, Launch};
 use super::daemon_link;
 use super::ports::pick_port;
 use crate::control::Request;
+use crate::metrics::RedeployOutcome;
 use crate::probe;
+use crate::routes::RouteState;
 use crate::state::StateDir;
 use crate::ui::say;
 use std::path::PathBuf;
@@ -43,7 +45,7 @@ impl Options {
         host: &str,
         port: u16,
         n: u64,
-        state: &str,
+        state: RouteState,
         pgids: Vec<i32>,
     ) -> crate::routes::Route {
         crate::routes::Route {
@@ -236,7 +238,7 @@ impl Supervisor {
                         "{reason} -> stopping generation {} first (--app-port is fixed, so this redeploy is not zero-downtime)",
                         live.n
                     ));
-                    self.write_route(port, live.n, "starting").await;
+                    self.write_route(port, live.n, RouteState::Starting).await;
                     live.stop(self.opts.kill_timeout).await;
                 }
                 port
@@ -281,7 +283,7 @@ impl Supervisor {
                     waiters,
                 });
                 if self.live.is_none() {
-                    self.write_route(port, n, "starting").await;
+                    self.write_route(port, n, RouteState::Starting).await;
                 } else {
                     self.update_pgids().await;
                 }
@@ -302,7 +304,7 @@ impl Supervisor {
     async fn switch_to_pending(&mut self) {
         let Some(p) = self.pending.take() else { return };
         let took = p.gen.started.elapsed();
-        self.write_route_with(p.gen.port, p.gen.n, "live", &[p.gen.pid as i32])
+        self.write_route_with(p.gen.port, p.gen.n, RouteState::Live, &[p.gen.pid as i32])
             .await;
         let msg = format!("generation {} live on port {}", p.gen.n, p.gen.port);
         match self.live.take() {
@@ -337,7 +339,7 @@ impl Supervisor {
             )),
         }
         if let Some(reason) = &p.reason {
-            self.report("ok", p.gen.n, reason, took, None, Vec::new())
+            self.report(RedeployOutcome::Ok, p.gen.n, reason, took, None, Vec::new())
                 .await;
         }
         self.live = Some(p.gen);
@@ -350,7 +352,7 @@ impl Supervisor {
     /// and live-reload pages listen to.
     async fn report(
         &self,
-        outcome: &str,
+        outcome: RedeployOutcome,
         generation: u64,
         reason: &str,
         took: Duration,
@@ -389,7 +391,7 @@ impl Supervisor {
         // Recorded before anyone waiting hears back, so `portok restart` returning means
         // the status already shows it.
         self.report(
-            "failed",
+            RedeployOutcome::Failed,
             p.gen.n,
             p.reason.as_deref().unwrap_or("first start"),
             p.gen.started.elapsed(),
@@ -427,13 +429,14 @@ impl Supervisor {
         self.last_tail = tail.clone();
         if let Some(prev) = self.previous.take() {
             // Inside the rollback window: go back to N at once.
-            self.write_route(prev.gen.port, prev.gen.n, "live").await;
+            self.write_route(prev.gen.port, prev.gen.n, RouteState::Live)
+                .await;
             say(&format!(
                 "generation {} {what} within the rollback window; rolled back to generation {} (port {})",
                 dead.n, prev.gen.n, prev.gen.port
             ));
             self.report(
-                "rolled_back",
+                RedeployOutcome::RolledBack,
                 dead.n,
                 "new generation died in the rollback window",
                 prev.switched.elapsed(),
@@ -461,7 +464,7 @@ impl Supervisor {
     }
 
     async fn mark_crashed(&mut self, port: u16, n: u64, why: &str, tail: Vec<String>) {
-        self.write_route(port, n, "crashed").await;
+        self.write_route(port, n, RouteState::Crashed).await;
         let req = Request::Crash {
             hostname: self.launch.hostname.clone(),
             message: format!("generation {n} {why}"),
@@ -522,12 +525,12 @@ impl Supervisor {
     }
 
     /// Write our route and wait until the daemon has applied it.
-    async fn write_route(&self, port: u16, n: u64, route_state: &str) {
+    async fn write_route(&self, port: u16, n: u64, route_state: RouteState) {
         self.write_route_with(port, n, route_state, &[]).await
     }
 
     /// The same, recording `extra` process groups besides those the supervisor holds.
-    async fn write_route_with(&self, port: u16, n: u64, route_state: &str, extra: &[i32]) {
+    async fn write_route_with(&self, port: u16, n: u64, route_state: RouteState, extra: &[i32]) {
         let mut pgids = self.pgids();
         pgids.extend_from_slice(extra);
         let route = self
