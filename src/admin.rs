@@ -3,11 +3,12 @@
 //! mutating endpoints also need the `x-portok-token` header equal to `admin.token`.
 //! No other host name reaches any of this (the handler dispatches on the exact host).
 
+use crate::daemon::status::{BackendStatus, Responses, RouteStatus, Status, TcpStatus, Totals};
 use crate::metrics::RouteStats;
 use crate::names::short_name;
 use crate::proxy::forward::ProxyBody;
 use crate::proxy::{ConnInfo, Ctx};
-use crate::routes::{unix_now, LiveRoute};
+use crate::routes::{unix_now, LiveRoute, RouteState};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -53,10 +54,10 @@ pub async fn handle(ctx: &Arc<Ctx>, req: Request<Incoming>, conn: ConnInfo) -> R
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (&method, segments.as_slice()) {
         (&Method::GET, [""]) => html_response(dashboard(ctx)),
-        (&Method::GET, ["api", "status"]) => json_response(StatusCode::OK, status_json(ctx)),
+        (&Method::GET, ["api", "status"]) => json_response(StatusCode::OK, json!(status(ctx))),
         (&Method::GET, ["api", "events"]) => events(ctx, None),
-        (&Method::GET, ["api", "routes", name]) => match route_json_by_name(ctx, name) {
-            Some(v) => json_response(StatusCode::OK, v),
+        (&Method::GET, ["api", "routes", name]) => match route_status_by_name(ctx, name) {
+            Some(r) => json_response(StatusCode::OK, json!(r)),
             None => json_response(
                 StatusCode::NOT_FOUND,
                 json!({"error": format!("no route named {name}")}),
@@ -356,25 +357,22 @@ fn html_response(body: String) -> Response<ProxyBody> {
     r
 }
 
-fn ms(v: Option<f64>) -> Value {
-    v.map(|s| json!((s * 1e5).round() / 100.0))
-        .unwrap_or(Value::Null)
+/// Seconds as milliseconds with two decimals.
+fn ms(v: Option<f64>) -> Option<f64> {
+    v.map(|s| (s * 1e5).round() / 100.0)
 }
 
 /// "4001" or, for a pool, "4001, 4002, 4003 (3 of 3 instances)".
-fn ports_text(r: &Value) -> String {
-    let ports: Vec<String> = r["ports"]
-        .as_array()
-        .map(|a| a.iter().map(|p| p.to_string()).collect())
-        .unwrap_or_default();
-    match r["instances"].as_u64() {
+fn ports_text(r: &RouteStatus) -> String {
+    let ports: Vec<String> = r.ports.iter().map(|p| p.to_string()).collect();
+    match r.instances {
         Some(n) => format!("{} ({} of {n} instances)", ports.join(", "), ports.len()),
-        None => r["port"].to_string(),
+        None => r.port.to_string(),
     }
 }
 
 /// One route as the API, `portok status` and the dashboard show it.
-pub fn route_json(ctx: &Ctx, live: &LiveRoute) -> Value {
+pub fn route_status(ctx: &Ctx, live: &LiveRoute) -> RouteStatus {
     let r = &live.route;
     let s: &RouteStats = &live.stats;
     let hist = s.history.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -387,102 +385,106 @@ pub fn route_json(ctx: &Ctx, live: &LiveRoute) -> Value {
     } else {
         None
     };
-    let state = r.state.unwrap_or(crate::routes::RouteState::Live).as_str();
-    json!({
-        "name": short_name(&r.hostname),
-        "hostname": r.hostname,
-        "url": format!("http://{}:{}", r.hostname, ctx.port),
-        "https_url": format!("https://{}:{}", r.hostname, ctx.port),
-        "kind": r.kind(),
-        "state": state,
-        "generation": r.generation,
-        "port": r.port,
-        // Every port in rotation (a pool's instances), each with its own load.
-        "ports": live.backends.iter().map(|b| b.port).collect::<Vec<_>>(),
-        "instances": r.instances,
-        "backends": live.backends.iter().map(|b| json!({
-            "port": b.port,
-            "inflight": b.inflight.load(Relaxed),
-            "requests": b.requests.load(Relaxed),
-        })).collect::<Vec<_>>(),
-        "pid": r.pid,
-        "uptime_secs": r.since.map(|t| unix_now().saturating_sub(t)),
-        "requests": s.total(),
-        "inflight": s.inflight.load(Relaxed).max(0),
-        "responses": {
-            "1xx": s.by_class[0].load(Relaxed),
-            "2xx": s.by_class[1].load(Relaxed),
-            "3xx": s.by_class[2].load(Relaxed),
-            "4xx": s.by_class[3].load(Relaxed),
-            "5xx": s.by_class[4].load(Relaxed),
-        },
-        "upstream_errors": s.upstream_errors.load(Relaxed),
-        "rps": (s.rps() * 10.0).round() / 10.0,
-        "p50_ms": ms(s.quantile(0.5)),
-        "p99_ms": ms(s.quantile(0.99)),
-        "last_redeploy": hist.redeploys.back(),
-        "redeploys": hist.redeploys,
-        "redeploy_counts": hist.redeploy_counts,
-        "switches": hist.switches,
-        "crash": crash,
-        "tcp": r.tcp.map(|listen| {
-            let t = ctx.tcp.stats(&r.hostname);
-            json!({
-                "listen": listen,
-                "target": r.port,
-                "proxy_protocol": r.proxy_protocol,
-                "connections_open": t.open.load(Relaxed).max(0),
-                "connections_total": t.total.load(Relaxed),
-                "bytes_in": t.bytes_in.load(Relaxed),
-                "bytes_out": t.bytes_out.load(Relaxed),
-                "spliced": t.spliced.load(Relaxed),
-                "copied": t.copied.load(Relaxed),
+    let class = |i: usize| s.by_class[i].load(Relaxed);
+    RouteStatus {
+        name: short_name(&r.hostname).to_string(),
+        hostname: r.hostname.clone(),
+        url: format!("http://{}:{}", r.hostname, ctx.port),
+        https_url: format!("https://{}:{}", r.hostname, ctx.port),
+        kind: r.kind().to_string(),
+        state: r.state.unwrap_or(RouteState::Live),
+        generation: r.generation,
+        port: r.port,
+        ports: live.backends.iter().map(|b| b.port).collect(),
+        instances: r.instances,
+        backends: live
+            .backends
+            .iter()
+            .map(|b| BackendStatus {
+                port: b.port,
+                inflight: b.inflight.load(Relaxed),
+                requests: b.requests.load(Relaxed),
             })
+            .collect(),
+        pid: r.pid,
+        uptime_secs: r.since.map(|t| unix_now().saturating_sub(t)),
+        requests: s.total(),
+        inflight: s.inflight.load(Relaxed).max(0),
+        responses: Responses {
+            informational: class(0),
+            success: class(1),
+            redirect: class(2),
+            client_error: class(3),
+            server_error: class(4),
+        },
+        upstream_errors: s.upstream_errors.load(Relaxed),
+        rps: (s.rps() * 10.0).round() / 10.0,
+        p50_ms: ms(s.quantile(0.5)),
+        p99_ms: ms(s.quantile(0.99)),
+        last_redeploy: hist.redeploys.back().cloned(),
+        redeploys: hist.redeploys,
+        redeploy_counts: hist.redeploy_counts,
+        switches: hist.switches,
+        crash,
+        tcp: r.tcp.map(|listen| {
+            let t = ctx.tcp.stats(&r.hostname);
+            TcpStatus {
+                listen,
+                target: r.port,
+                proxy_protocol: r.proxy_protocol,
+                connections_open: t.open.load(Relaxed).max(0),
+                connections_total: t.total.load(Relaxed),
+                bytes_in: t.bytes_in.load(Relaxed),
+                bytes_out: t.bytes_out.load(Relaxed),
+                spliced: t.spliced.load(Relaxed),
+                copied: t.copied.load(Relaxed),
+            }
         }),
-    })
+    }
 }
 
-fn route_json_by_name(ctx: &Ctx, name: &str) -> Option<Value> {
+fn route_status_by_name(ctx: &Ctx, name: &str) -> Option<RouteStatus> {
     let host = crate::names::hostname_for(name).ok()?;
     let table = ctx.routes.load();
     let live = table
         .sorted()
         .into_iter()
         .find(|l| l.route.hostname == host)?;
-    Some(route_json(ctx, live))
+    Some(route_status(ctx, live))
 }
 
-/// The daemon and every route: `GET /api/status`, `portok status --json`.
-pub fn status_json(ctx: &Ctx) -> Value {
+/// The daemon and every route: `GET /api/status`, `portok status`, the control socket's
+/// `detail` and `status`. The one builder of [`Status`].
+pub fn status(ctx: &Ctx) -> Status {
     let table = ctx.routes.load();
-    let routes: Vec<Value> = table
-        .sorted()
-        .into_iter()
-        .map(|l| route_json(ctx, l))
-        .collect();
-    let total: u64 = table.sorted().iter().map(|l| l.stats.total()).sum();
-    let inflight: i64 = table
-        .sorted()
+    let live = table.sorted();
+    let routes: Vec<RouteStatus> = live.iter().map(|l| route_status(ctx, l)).collect();
+    let total: u64 = live.iter().map(|l| l.stats.total()).sum();
+    let inflight: i64 = live
         .iter()
         .map(|l| l.stats.inflight.load(Relaxed).max(0))
         .sum();
-    json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "pid": std::process::id(),
-        "port": ctx.port,
-        "uptime_secs": ctx.started.elapsed().as_secs(),
-        "tls": ctx.tls.is_some(),
-        "listening": *ctx.listening.lock().unwrap_or_else(|e| e.into_inner()),
-        "dashboard": format!("http://{HOST}:{}/", ctx.port),
-        "totals": {
-            "requests": total,
-            "inflight": inflight,
-            "connections_open": ctx.metrics.connections_open.load(Relaxed).max(0),
-            "connections_total": ctx.metrics.connections_total.load(Relaxed),
-            "tls_handshakes": ctx.metrics.tls_handshakes.load(Relaxed),
+    Status {
+        version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+        port: ctx.port,
+        uptime_secs: ctx.started.elapsed().as_secs(),
+        tls: ctx.tls.is_some(),
+        listening: ctx
+            .listening
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
+        dashboard: format!("http://{HOST}:{}/", ctx.port),
+        totals: Totals {
+            requests: total,
+            inflight,
+            connections_open: ctx.metrics.connections_open.load(Relaxed).max(0),
+            connections_total: ctx.metrics.connections_total.load(Relaxed),
+            tls_handshakes: ctx.metrics.tls_handshakes.load(Relaxed),
         },
-        "routes": routes,
-    })
+        routes,
+    }
 }
 
 /// Server-sent events: a `status` snapshot now and every second, and each app event as it
@@ -517,7 +519,7 @@ fn events_with(
                     if !snapshots {
                         Bytes::from_static(b": keep-alive\n\n")
                     } else {
-                        Bytes::from(format!("event: status\ndata: {}\n\n", status_json(&ctx)))
+                        Bytes::from(format!("event: status\ndata: {}\n\n", json!(status(&ctx))))
                     }
                 }
                 ev = sub.recv() => match ev {
@@ -559,7 +561,7 @@ pub fn app_events(ctx: &Arc<Ctx>, host: &str) -> Response<ProxyBody> {
 }
 
 fn dashboard(ctx: &Ctx) -> String {
-    let status = status_json(ctx);
+    let status = status(ctx);
     let rows = render_rows(&status);
     let data = serde_json::to_string(&status)
         .unwrap_or_default()
@@ -573,65 +575,48 @@ fn dashboard(ctx: &Ctx) -> String {
 
 /// The routes table, rendered on the server so the page reads without JavaScript. The
 /// script re-renders the same markup from the event stream.
-fn render_rows(status: &Value) -> String {
+fn render_rows(status: &Status) -> String {
     use crate::proxy::pages::escape;
-    let empty = Vec::new();
-    let routes = status["routes"].as_array().unwrap_or(&empty);
-    if routes.is_empty() {
+    if status.routes.is_empty() {
         return "<tr><td colspan=\"8\" class=\"empty\">No apps yet. Start one with <code>portok myapp cargo run</code> or <code>portok alias api 8080</code>.</td></tr>".into();
     }
+    let dash = || "-".to_string();
     let mut out = String::new();
-    for r in routes {
-        let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
-        let n = |k: &str| {
-            r[k].as_u64()
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "-".into())
-        };
-        let f = |k: &str| {
-            r[k].as_f64()
-                .map(|v| format!("{v}"))
-                .unwrap_or_else(|| "-".into())
-        };
-        let state = s("state");
-        let last = match r["last_redeploy"].as_object() {
+    for r in &status.routes {
+        let last = match &r.last_redeploy {
             Some(d) => format!(
                 "{} ({}, {} ms)",
-                escape(d.get("outcome").and_then(|v| v.as_str()).unwrap_or("")),
-                escape(d.get("reason").and_then(|v| v.as_str()).unwrap_or("")),
-                d.get("millis").and_then(|v| v.as_u64()).unwrap_or(0)
+                d.outcome.as_str(),
+                escape(&d.reason),
+                d.millis
             ),
-            None => "-".into(),
+            None => dash(),
         };
-        let resp = &r["responses"];
+        let f = |v: Option<f64>| v.map(|v| format!("{v}")).unwrap_or_else(dash);
         out.push_str(&format!(
             "<tr class=\"st-{st}\"><td><a href=\"{url}\">{name}</a><div class=\"sub\">{kind} · port {port} · pid {pid} · gen {gen}</div></td><td><span class=\"badge {st}\">{st}</span></td><td>{req}<div class=\"sub\">2xx {c2} · 4xx {c4} · 5xx {c5}</div></td><td>{inflight}</td><td>{rps}</td><td>{p50} / {p99}</td><td>{up}</td><td>{last}</td></tr>",
-            st = escape(&state),
-            url = escape(&s("url")),
-            name = escape(&s("hostname")),
-            kind = escape(&s("kind")),
+            st = r.state.as_str(),
+            url = escape(&r.url),
+            name = escape(&r.hostname),
+            kind = escape(&r.kind),
             port = ports_text(r),
-            pid = n("pid"),
-            gen = n("generation"),
-            req = n("requests"),
-            c2 = resp["2xx"].as_u64().unwrap_or(0),
-            c4 = resp["4xx"].as_u64().unwrap_or(0),
-            c5 = resp["5xx"].as_u64().unwrap_or(0),
-            inflight = n("inflight"),
-            rps = f("rps"),
-            p50 = f("p50_ms"),
-            p99 = f("p99_ms"),
-            up = r["uptime_secs"].as_u64().map(crate::ui::duration).unwrap_or_else(|| "-".into()),
+            pid = r.pid,
+            gen = r.generation.map(|g| g.to_string()).unwrap_or_else(dash),
+            req = r.requests,
+            c2 = r.responses.success,
+            c4 = r.responses.client_error,
+            c5 = r.responses.server_error,
+            inflight = r.inflight,
+            rps = f(Some(r.rps)),
+            p50 = f(r.p50_ms),
+            p99 = f(r.p99_ms),
+            up = r.uptime_secs.map(crate::ui::duration).unwrap_or_else(dash),
         ));
-        if let Some(crash) = r["crash"].as_object() {
-            let tail: Vec<String> = crash
-                .get("tail")
-                .and_then(|t| t.as_array())
-                .map(|a| a.iter().filter_map(|l| l.as_str()).map(escape).collect())
-                .unwrap_or_default();
+        if let Some(crash) = &r.crash {
+            let tail: Vec<String> = crash.tail.iter().map(|l| escape(l)).collect();
             out.push_str(&format!(
                 "<tr class=\"crash\"><td colspan=\"8\"><b>{}</b><pre>{}</pre></td></tr>",
-                escape(crash.get("message").and_then(|m| m.as_str()).unwrap_or("")),
+                escape(&crash.message),
                 tail.join("\n")
             ));
         }

@@ -3,6 +3,7 @@
 
 use crate::cli::{AliasArgs, Cli, Command, ProxyCmd, RunArgs, StartArgs, RUN_VALUE_FLAGS};
 use crate::control::{self, AppReply, AppRequest};
+use crate::daemon::status::{RouteStatus, Status};
 use crate::daemon::{self, runtime, StartOptions, Started};
 use crate::names::{self, NameError};
 use crate::routes::{store, Route, RouteState};
@@ -536,107 +537,91 @@ fn status(name: Option<&str>, json: bool) -> anyhow::Result<i32> {
         }
         Err(e) => return Err(e.into()),
     };
-    let mut data = reply.data.unwrap_or_default();
-    if let Some(host) = &host {
-        let one = data["routes"]
-            .as_array()
-            .and_then(|a| a.iter().find(|r| r["hostname"] == host.as_str()).cloned());
-        let Some(one) = one else {
-            eprintln!("portok: no route named {host}; `portok list` shows the routes");
-            return Ok(1);
-        };
-        data = one;
-    }
+    let status: Status = serde_json::from_value(reply.data.unwrap_or_default())
+        .context("the daemon's status is not in a form this portok reads")?;
+    let routes: Vec<&RouteStatus> = match &host {
+        Some(host) => match status.routes.iter().find(|r| &r.hostname == host) {
+            Some(one) => vec![one],
+            None => {
+                eprintln!("portok: no route named {host}; `portok list` shows the routes");
+                return Ok(1);
+            }
+        },
+        None => status.routes.iter().collect(),
+    };
     if json {
-        println!("{}", serde_json::to_string_pretty(&data)?);
+        let out = match (&host, routes.first()) {
+            (Some(_), Some(one)) => serde_json::to_string_pretty(one)?,
+            _ => serde_json::to_string_pretty(&status)?,
+        };
+        println!("{out}");
         return Ok(0);
     }
-    let routes: Vec<serde_json::Value> = match &host {
-        Some(_) => vec![data.clone()],
-        None => {
-            println!(
-                "portok {} on port {} (pid {}), up {}, {} requests, dashboard {}",
-                data["version"].as_str().unwrap_or(""),
-                data["port"],
-                data["pid"],
-                crate::ui::duration(data["uptime_secs"].as_u64().unwrap_or(0)),
-                data["totals"]["requests"],
-                data["dashboard"].as_str().unwrap_or("")
-            );
-            data["routes"].as_array().cloned().unwrap_or_default()
-        }
-    };
-    for r in &routes {
-        let opt = |k: &str| match &r[k] {
-            serde_json::Value::Null => "-".to_string(),
-            v => v.to_string(),
-        };
+    if host.is_none() {
+        println!(
+            "portok {} on port {} (pid {}), up {}, {} requests, dashboard {}",
+            status.version,
+            status.port,
+            status.pid,
+            crate::ui::duration(status.uptime_secs),
+            status.totals.requests,
+            status.dashboard
+        );
+    }
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    for r in routes {
         println!(
             "{:<28} {:<9} {:<5} port {:<5} gen {:<3} req {:<7} 2xx {} 4xx {} 5xx {}  inflight {}  {} rps  p50 {} ms  p99 {} ms",
-            r["hostname"].as_str().unwrap_or(""),
-            r["state"].as_str().unwrap_or(""),
-            r["kind"].as_str().unwrap_or(""),
-            opt("port"),
-            opt("generation"),
-            opt("requests"),
-            r["responses"]["2xx"],
-            r["responses"]["4xx"],
-            r["responses"]["5xx"],
-            opt("inflight"),
-            opt("rps"),
-            opt("p50_ms"),
-            opt("p99_ms"),
+            r.hostname,
+            r.state.as_str(),
+            r.kind,
+            r.port,
+            opt(r.generation.map(|g| g.to_string())),
+            r.requests,
+            r.responses.success,
+            r.responses.client_error,
+            r.responses.server_error,
+            r.inflight,
+            r.rps,
+            opt(r.p50_ms.map(|v| v.to_string())),
+            opt(r.p99_ms.map(|v| v.to_string())),
         );
-        if r["instances"].is_u64() {
-            let each: Vec<String> = r["backends"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|b| {
-                            format!(
-                                "{} ({} req, {} in flight)",
-                                b["port"], b["requests"], b["inflight"]
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
+        if let Some(n) = r.instances {
+            let each: Vec<String> = r
+                .backends
+                .iter()
+                .map(|b| format!("{} ({} req, {} in flight)", b.port, b.requests, b.inflight))
+                .collect();
             println!(
-                "    instances: {} of {} in rotation: {}",
+                "    instances: {} of {n} in rotation: {}",
                 each.len(),
-                r["instances"],
                 each.join(", ")
             );
         }
-        if let Some(d) = r["last_redeploy"].as_object() {
+        if let Some(d) = &r.last_redeploy {
             println!(
                 "    last redeploy: {} ({}), generation {}, {} ms",
-                d.get("outcome").and_then(|v| v.as_str()).unwrap_or(""),
-                d.get("reason").and_then(|v| v.as_str()).unwrap_or(""),
-                d.get("generation")
-                    .map(|v| v.to_string())
-                    .unwrap_or_default(),
-                d.get("millis").map(|v| v.to_string()).unwrap_or_default()
+                d.outcome.as_str(),
+                d.reason,
+                d.generation,
+                d.millis
             );
         }
-        if let Some(sw) = r["switches"].as_array().and_then(|a| a.last()) {
+        if let Some(sw) = r.switches.back() {
             println!(
                 "    last switch: #{} {} -> {} {}{}",
-                sw["id"],
-                sw["from_port"],
-                sw["to_port"],
-                sw["outcome"].as_str().unwrap_or(""),
-                sw["rollback"]
-                    .as_str()
+                sw.id,
+                sw.from_port,
+                sw.to_port,
+                sw.outcome.as_str(),
+                sw.rollback
+                    .as_deref()
                     .map(|r| format!(": {r}"))
                     .unwrap_or_default()
             );
         }
-        if let Some(c) = r["crash"].as_object() {
-            println!(
-                "    crashed: {}",
-                c.get("message").and_then(|v| v.as_str()).unwrap_or("")
-            );
+        if let Some(c) = &r.crash {
+            println!("    crashed: {}", c.message);
         }
     }
     Ok(0)

@@ -3,6 +3,7 @@
 //! The running daemon itself is [`runtime`].
 
 pub mod runtime;
+pub mod status;
 
 use crate::control::{self, ControlError, DaemonStatus, Request};
 use crate::state::{pid_alive, StateDir};

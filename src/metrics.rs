@@ -79,6 +79,17 @@ pub enum SwitchOutcome {
     Unknown,
 }
 
+impl SwitchOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SwitchOutcome::Switched => "switched",
+            SwitchOutcome::Refused => "refused",
+            SwitchOutcome::RolledBack => "rolled_back",
+            SwitchOutcome::Unknown => "unknown",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RedeployRecord {
     pub at: u64,

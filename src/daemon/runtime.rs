@@ -13,7 +13,7 @@ use std::io::{self, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpSocket, UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
@@ -56,8 +56,6 @@ pub enum StartError {
 struct Daemon {
     state: StateDir,
     ctx: Arc<Ctx>,
-    started: Instant,
-    listening: Vec<String>,
     shutdown: CancellationToken,
     /// `--sync-hosts`: keep portok's block in the hosts file in step with the routes.
     sync_hosts: bool,
@@ -201,8 +199,6 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
     let daemon = Arc::new(Daemon {
         state: state.clone(),
         ctx: ctx.clone(),
-        started: Instant::now(),
-        listening,
         shutdown: CancellationToken::new(),
         sync_hosts: config.sync_hosts,
     });
@@ -214,13 +210,9 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
         .with_context(|| format!("binding the control socket {}", sock_path.display()))?;
     std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o600))?;
 
-    *daemon
-        .ctx
-        .listening
-        .lock()
-        .unwrap_or_else(|e| e.into_inner()) = daemon.listening.clone();
+    info!(port = config.port, addrs = ?listening, "portok daemon listening");
+    *ctx.listening.lock().unwrap_or_else(|e| e.into_inner()) = listening;
     write_pid_files(&state, &pid_file, config.port)?;
-    info!(port = config.port, addrs = ?daemon.listening, "portok daemon listening");
     announce(crate::daemon::READY);
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -324,15 +316,7 @@ impl Daemon {
     }
 
     fn status(&self) -> DaemonStatus {
-        DaemonStatus {
-            version: env!("CARGO_PKG_VERSION").into(),
-            pid: std::process::id(),
-            port: self.ctx.port,
-            uptime_secs: self.started.elapsed().as_secs(),
-            routes: self.ctx.routes.load().len(),
-            tls: self.ctx.tls.is_some(),
-            listening: self.listening.clone(),
-        }
+        crate::admin::status(&self.ctx).summary()
     }
 }
 
@@ -419,7 +403,7 @@ async fn handle_control(req: Request, daemon: &Daemon) -> Reply {
             Reply::ok()
         }
         Request::Detail => Reply {
-            data: Some(crate::admin::status_json(&daemon.ctx)),
+            data: serde_json::to_value(crate::admin::status(&daemon.ctx)).ok(),
             ..Reply::ok()
         },
         Request::Redeploy {
