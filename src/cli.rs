@@ -201,34 +201,39 @@ pub struct StartArgs {
     pub sync_hosts: bool,
 }
 
+thread_local! {
+    /// The flags' defaults: [`crate::proxy::Limits::default`], the one place they are set.
+    static DEFAULTS: LimitArgs = LimitArgs::from(&crate::proxy::Limits::default());
+}
+
 /// Deadlines and limits of the daemon.
-#[derive(Debug, Args, Clone, Default)]
+#[derive(Debug, Args, Clone)]
 pub struct LimitArgs {
     /// Close a connection that has not sent its first byte and finished the TLS handshake
     /// within this many seconds
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULTS.with(|d| d.handshake_timeout))]
     pub handshake_timeout: f64,
     /// A request head (request line + headers) must be complete within this many seconds of
     /// its first byte (slowloris)
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULTS.with(|d| d.header_timeout))]
     pub header_timeout: f64,
     /// Close a keep-alive connection that has had no request in progress for this many
     /// seconds
-    #[arg(long, value_name = "SECS", default_value_t = 75.0)]
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULTS.with(|d| d.idle_timeout))]
     pub idle_timeout: f64,
     /// Largest request head (request line + headers) accepted; larger gets 431
-    #[arg(long, value_name = "BYTES", default_value_t = 65536)]
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULTS.with(|d| d.max_header_bytes))]
     pub max_header_bytes: usize,
     /// Upstream connect timeout (then 502)
-    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULTS.with(|d| d.connect_timeout))]
     pub connect_timeout: f64,
     /// Open client connections at most; more are refused (closed at once)
-    #[arg(long, value_name = "N", default_value_t = 4096)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULTS.with(|d| d.max_connections))]
     pub max_connections: usize,
     /// Requests opening app connections worked on at once at most, across all apps; more
     /// wait their turn (a turn ends with the response head or after 1 s). Bounds memory
     /// under a burst; a request without a body over a kept connection takes none; 0: no limit
-    #[arg(long, value_name = "N", default_value_t = 256)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULTS.with(|d| d.max_inflight))]
     pub max_inflight: usize,
     /// Do not count requests per route (only to measure what counting costs)
     #[arg(long)]
@@ -238,46 +243,48 @@ pub struct LimitArgs {
 impl LimitArgs {
     /// As daemon arguments, only where they differ from the defaults.
     pub fn to_args(&self) -> Vec<String> {
+        let d = LimitArgs::default();
         let mut v = Vec::new();
-        if self.handshake_timeout != 10.0 {
-            v.push("--handshake-timeout".into());
-            v.push(self.handshake_timeout.to_string());
-        }
-        let mut num = |flag: &str, value: String, default: String| {
+        let mut flag = |name: &str, value: String, default: String| {
             if value != default {
-                v.push(flag.to_string());
+                v.push(name.to_string());
                 v.push(value);
             }
         };
-        num(
+        flag(
+            "--handshake-timeout",
+            self.handshake_timeout.to_string(),
+            d.handshake_timeout.to_string(),
+        );
+        flag(
             "--header-timeout",
             self.header_timeout.to_string(),
-            30.0f64.to_string(),
+            d.header_timeout.to_string(),
         );
-        num(
+        flag(
             "--idle-timeout",
             self.idle_timeout.to_string(),
-            75.0f64.to_string(),
+            d.idle_timeout.to_string(),
         );
-        num(
+        flag(
             "--max-header-bytes",
             self.max_header_bytes.to_string(),
-            65536.to_string(),
+            d.max_header_bytes.to_string(),
         );
-        num(
+        flag(
             "--connect-timeout",
             self.connect_timeout.to_string(),
-            5.0f64.to_string(),
+            d.connect_timeout.to_string(),
         );
-        num(
+        flag(
             "--max-connections",
             self.max_connections.to_string(),
-            4096.to_string(),
+            d.max_connections.to_string(),
         );
-        num(
+        flag(
             "--max-inflight",
             self.max_inflight.to_string(),
-            256.to_string(),
+            d.max_inflight.to_string(),
         );
         if self.no_metrics {
             v.push("--no-metrics".into());
@@ -296,6 +303,27 @@ impl LimitArgs {
             max_connections: self.max_connections.max(1),
             max_inflight: self.max_inflight,
         }
+    }
+}
+
+impl From<&crate::proxy::Limits> for LimitArgs {
+    fn from(l: &crate::proxy::Limits) -> Self {
+        LimitArgs {
+            handshake_timeout: l.handshake.as_secs_f64(),
+            header_timeout: l.header_read.as_secs_f64(),
+            idle_timeout: l.idle.as_secs_f64(),
+            max_header_bytes: l.max_header_bytes,
+            connect_timeout: l.connect.as_secs_f64(),
+            max_connections: l.max_connections,
+            max_inflight: l.max_inflight,
+            no_metrics: false,
+        }
+    }
+}
+
+impl Default for LimitArgs {
+    fn default() -> Self {
+        DEFAULTS.with(LimitArgs::clone)
     }
 }
 
@@ -455,4 +483,37 @@ pub struct DaemonArgs {
     /// with PORTOK_SYNC_HOSTS=1 in its environment gets it from there)
     #[arg(long, env = "PORTOK_SYNC_HOSTS")]
     pub sync_hosts: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The flags' defaults are the proxy's: nothing to pass on, and the same limits back.
+    #[test]
+    fn limit_flags_default_to_the_proxys_limits() {
+        let d = LimitArgs::default();
+        assert!(d.to_args().is_empty(), "{:?}", d.to_args());
+        let l = d.to_limits();
+        let want = crate::proxy::Limits::default();
+        assert_eq!(
+            (l.handshake, l.header_read, l.idle, l.connect),
+            (want.handshake, want.header_read, want.idle, want.connect)
+        );
+        assert_eq!(
+            (l.max_header_bytes, l.max_connections, l.max_inflight),
+            (
+                want.max_header_bytes,
+                want.max_connections,
+                want.max_inflight
+            )
+        );
+        let parsed = Cli::try_parse_from(["portok", "proxy", "start", "--max-inflight", "9"]);
+        assert!(parsed.is_ok());
+        let changed = LimitArgs {
+            max_inflight: 9,
+            ..LimitArgs::default()
+        };
+        assert_eq!(changed.to_args(), ["--max-inflight", "9"]);
+    }
 }
