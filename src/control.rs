@@ -20,8 +20,11 @@ pub enum Request {
     Status,
     /// Stop accepting, finish what is in flight (bounded), exit.
     Shutdown,
-    /// Requests and tunnels in flight to a port (live or retired): what drain waits for.
+    /// Requests and tunnels in flight to a port (live or retired).
     Inflight { port: u16 },
+    /// Answer once nothing is in flight to `port`, or after `within_ms`, with what still
+    /// is: how a generation that left the route is drained before it is stopped.
+    Drain { port: u16, within_ms: u64 },
     /// Why an app crashed, for its 502 page.
     Crash {
         hostname: String,

@@ -321,6 +321,32 @@ impl Ctx {
     }
 
     /// Requests and tunnels in flight to `port`, live or retired.
+    /// Wait until nothing is in flight to `port` (live or retired instances) or `deadline`
+    /// passes; what is still in flight then.
+    pub async fn drained(&self, port: u16, deadline: tokio::time::Instant) -> usize {
+        let mut on_port: Vec<Arc<Backend>> = self
+            .routes
+            .load()
+            .backends()
+            .filter(|b| b.port == port)
+            .cloned()
+            .collect();
+        on_port.extend(
+            self.retired
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|b| b.port == port)
+                .cloned(),
+        );
+        // A retired instance gets no new requests, so each reaching zero in turn is all of
+        // them at zero.
+        for b in &on_port {
+            b.drained(deadline).await;
+        }
+        self.inflight(port)
+    }
+
     pub fn inflight(&self, port: u16) -> usize {
         use std::sync::atomic::Ordering::Relaxed;
         let table = self.routes.load();

@@ -144,12 +144,11 @@ pub fn unix_now() -> u64 {
 pub struct Backend {
     pub port: u16,
     pub generation: u64,
-    /// The upstream pool's key, built once so forwarding does not format a string per
-    /// request. It names the generation as well as the port, so a pooled connection to a
-    /// retired generation is never reused for a later one that got the same port.
-    /// (The connector only ever dials loopback; the host part is never resolved.)
-    pub authority: http::uri::Authority,
     pub inflight: AtomicUsize,
+    /// Someone waits for this instance to drain ([`Backend::drained`]): only then does the
+    /// last request out wake them, so the hot path pays nothing otherwise.
+    drain_watched: std::sync::atomic::AtomicBool,
+    drained: tokio::sync::Notify,
     pub requests: AtomicU64,
     /// Until when (ms on [`clock_ms`]) a pool skips this instance: connecting to it was
     /// refused, so it died before its supervisor took it out of the route.
@@ -163,14 +162,12 @@ pub struct Backend {
 
 impl Backend {
     pub fn new(port: u16, generation: u64) -> Self {
-        let authority = format!("g{generation}.localhost:{port}")
-            .parse()
-            .expect("a host name with a port is a valid authority");
         Backend {
             port,
             generation,
-            authority,
             inflight: AtomicUsize::new(0),
+            drain_watched: std::sync::atomic::AtomicBool::new(false),
+            drained: tokio::sync::Notify::new(),
             requests: AtomicU64::new(0),
             down_until: AtomicU64::new(0),
             idle: std::sync::Mutex::new(std::collections::VecDeque::new()),
@@ -192,6 +189,22 @@ impl Backend {
     pub fn enter(self: &Arc<Self>) -> InflightGuard {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.hold()
+    }
+
+    /// Wait until nothing is in flight here or `deadline` passes; what is still in flight.
+    pub async fn drained(&self, deadline: tokio::time::Instant) -> usize {
+        // SeqCst here and in the guard's drop: either the guard sees the flag, or this
+        // sees the guard's decrement.
+        self.drain_watched.store(true, Ordering::SeqCst);
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let n = self.inflight.load(Ordering::SeqCst);
+            if n == 0 || tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.inflight.load(Ordering::SeqCst);
+            }
+        }
     }
 
     /// Count as in flight without counting a request: one waiting for its turn to be sent
@@ -219,7 +232,12 @@ pub struct InflightGuard(Arc<Backend>);
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+        // A locked instruction either way on x86: SeqCst costs nothing more here.
+        if self.0.inflight.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.0.drain_watched.load(Ordering::SeqCst)
+        {
+            self.0.drained.notify_waiters();
+        }
     }
 }
 
@@ -357,6 +375,33 @@ impl RouteTable {
 
 #[cfg(test)]
 mod tests {
+
+    /// Drain waits for the last request out, not for a timer, and gives up at its deadline
+    /// with what is still in flight.
+    #[tokio::test]
+    async fn drained_wakes_when_the_last_request_ends_and_not_before() {
+        use tokio::time::{Duration, Instant};
+        let b = Arc::new(Backend::new(4000, 1));
+        assert_eq!(b.drained(Instant::now()).await, 0);
+        let (one, two) = (b.enter(), b.enter());
+        let early = Instant::now() + Duration::from_millis(50);
+        assert_eq!(b.drained(early).await, 2);
+        let waiter = tokio::spawn({
+            let b = b.clone();
+            async move { b.drained(Instant::now() + Duration::from_secs(30)).await }
+        });
+        drop(one);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "one request is still in flight");
+        let t = std::time::Instant::now();
+        drop(two);
+        let left = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken by the last request")
+            .unwrap();
+        assert_eq!(left, 0);
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
 
     /// The states are words in routes.json: each reads back as itself, and a word a newer
     /// portok may write still loads (the file is never set aside for it).

@@ -85,10 +85,7 @@ pub async fn switch(ctx: &Arc<Ctx>, host: &str, req: SwitchRequest) -> Result<St
     // Drain: new requests already go to the new port; wait (bounded) for the old one's.
     let drain_until =
         tokio::time::Instant::now() + Duration::from_secs_f64(req.drain_secs.max(0.0));
-    while ctx.inflight(old_port) > 0 && tokio::time::Instant::now() < drain_until {
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let old_inflight = ctx.inflight(old_port);
+    let old_inflight = ctx.drained(old_port, drain_until).await;
     stats.record_switch(SwitchRecord {
         id,
         at: unix_now(),

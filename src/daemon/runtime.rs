@@ -378,6 +378,13 @@ async fn handle_control(req: Request, daemon: &Daemon) -> Reply {
             inflight: Some(daemon.ctx.inflight(port)),
             ..Reply::ok()
         },
+        Request::Drain { port, within_ms } => {
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(within_ms);
+            Reply {
+                inflight: Some(daemon.ctx.drained(port, deadline).await),
+                ..Reply::ok()
+            }
+        }
         Request::Crash {
             hostname,
             message,

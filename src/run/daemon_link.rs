@@ -126,6 +126,21 @@ pub(super) async fn revive_daemon(state: &StateDir, proxy_port: u16) -> bool {
     }
 }
 
+/// Wait (bounded by `until`) for the daemon to say nothing is in flight to `port` any
+/// more. A daemon that is not there has nothing in flight.
+pub(super) async fn drain(state: &StateDir, port: u16, until: std::time::Instant) {
+    let within = until.saturating_duration_since(std::time::Instant::now());
+    let state = state.clone();
+    let req = Request::Drain {
+        port,
+        within_ms: within.as_millis() as u64,
+    };
+    let _ = tokio::task::spawn_blocking(move || {
+        control::call(&state, &req, within + Duration::from_secs(5))
+    })
+    .await;
+}
+
 pub(super) async fn inflight(state: &StateDir, port: u16) -> usize {
     let state = state.clone();
     tokio::task::spawn_blocking(move || {

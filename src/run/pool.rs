@@ -585,12 +585,7 @@ impl Pool {
         let kill_timeout = self.opts.kill_timeout;
         let mut gen = inst.gen;
         self.stopping.spawn(async move {
-            while Instant::now() < drain_until {
-                if inflight(&state, gen.port).await == 0 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
+            daemon_link::drain(&state, gen.port, drain_until).await;
             gen.stop(kill_timeout).await;
         });
     }

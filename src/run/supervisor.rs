@@ -495,12 +495,7 @@ impl Supervisor {
         let kill_timeout = self.opts.kill_timeout;
         let mut gen = prev.gen;
         self.stopping.spawn(async move {
-            while Instant::now() < drain_until {
-                if daemon_link::inflight(&state, gen.port).await == 0 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
+            daemon_link::drain(&state, gen.port, drain_until).await;
             gen.stop(kill_timeout).await;
             say(&format!("generation {} stopped", gen.n));
         });
