@@ -88,9 +88,9 @@ pub fn main(yes: bool) -> anyhow::Result<i32> {
         failed = true;
     }
 
-    match crate::daemon::stop(&state) {
-        Ok(true) => say("stopped the daemon"),
-        Ok(false) => {}
+    match crate::daemon::stop(&state, None) {
+        Ok(Some(_)) => say("stopped the daemon"),
+        Ok(None) => {}
         Err(e) => {
             eprintln!("portok: {:#}", anyhow::Error::from(e));
             failed = true;

@@ -176,9 +176,13 @@ pub enum ProxyCmd {
     /// Start the daemon (detached); exit 0 if it is already running
     #[command(after_help = "Example:\n  portok proxy start --port 1355")]
     Start(StartArgs),
-    /// Stop the daemon
-    #[command(after_help = "Example:\n  portok proxy stop")]
-    Stop,
+    /// Stop the daemon: no new connections, requests in flight finish (up to --timeout)
+    #[command(after_help = "Examples:\n  portok proxy stop\n  portok proxy stop --timeout 30")]
+    Stop {
+        /// Seconds requests in flight get to finish before they are cut
+        #[arg(long, value_name = "SECS", default_value_t = crate::control::STOP_GRACE.as_secs_f64())]
+        timeout: f64,
+    },
     /// Show whether the daemon runs: pid, port, uptime, routes (exit 1 when not running)
     #[command(after_help = "Example:\n  portok proxy status --json")]
     Status {

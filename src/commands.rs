@@ -104,11 +104,16 @@ fn proxy(cmd: ProxyCmd) -> anyhow::Result<i32> {
     let state = StateDir::from_env()?;
     match cmd {
         ProxyCmd::Start(args) => proxy_start(&state, &args),
-        ProxyCmd::Stop => {
-            if daemon::stop(&state)? {
-                eprintln!("portok: proxy stopped");
-            } else {
-                eprintln!("portok: proxy is not running");
+        ProxyCmd::Stop { timeout } => {
+            let grace = std::time::Duration::from_secs_f64(timeout.max(0.0));
+            match daemon::stop(&state, Some(grace))? {
+                None => eprintln!("portok: proxy is not running"),
+                Some(0) => eprintln!("portok: proxy stopped (every request in flight finished)"),
+                Some(cut) => eprintln!(
+                    "portok: proxy stopped; {cut} request{} still in flight after {timeout} s {} cut",
+                    if cut == 1 { "" } else { "s" },
+                    if cut == 1 { "was" } else { "were" }
+                ),
             }
             Ok(0)
         }

@@ -11,6 +11,9 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// How long a stopping daemon lets requests in flight finish, unless told otherwise.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
@@ -18,8 +21,13 @@ pub enum Request {
     Reload,
     /// Daemon facts: see [`DaemonStatus`].
     Status,
-    /// Stop accepting, finish what is in flight (bounded), exit.
-    Shutdown,
+    /// Stop accepting, let what is in flight finish (for up to `within_ms`, else
+    /// [`STOP_GRACE`]), exit. The reply comes once that is done, and says (in `inflight`)
+    /// how many requests were still in flight at the deadline and cut.
+    Shutdown {
+        #[serde(default)]
+        within_ms: Option<u64>,
+    },
     /// Requests and tunnels in flight to a port (live or retired).
     Inflight { port: u16 },
     /// Answer once nothing is in flight to `port`, or after `within_ms`, with what still

@@ -174,12 +174,21 @@ pub fn reload_if_running(state: &StateDir) -> Result<(), DaemonError> {
     }
 }
 
-/// Stop the daemon. Returns false when none was running.
-pub fn stop(state: &StateDir) -> Result<bool, DaemonError> {
+/// Stop the daemon: it stops accepting, lets requests in flight finish for up to `grace`
+/// (None: [`control::STOP_GRACE`]) and exits. None when no daemon ran; else how many
+/// requests in flight it cut at the deadline.
+pub fn stop(state: &StateDir, grace: Option<Duration>) -> Result<Option<usize>, DaemonError> {
     let Some(status) = control::status(state) else {
-        return Ok(false);
+        return Ok(None);
     };
-    let _ = control::call(state, &Request::Shutdown, Duration::from_secs(5));
+    let grace_for = grace.unwrap_or(control::STOP_GRACE);
+    let req = Request::Shutdown {
+        within_ms: grace.map(|g| g.as_millis() as u64),
+    };
+    let cut = control::call(state, &req, grace_for + Duration::from_secs(5))
+        .ok()
+        .and_then(|r| r.inflight)
+        .unwrap_or(0);
     let waited = Duration::from_secs(10);
     let start = Instant::now();
     while pid_alive(status.pid) {
@@ -188,10 +197,10 @@ pub fn stop(state: &StateDir) -> Result<bool, DaemonError> {
             unsafe { libc::kill(status.pid as i32, libc::SIGKILL) };
             return Err(DaemonError::Killed {
                 pid: status.pid,
-                waited,
+                waited: grace_for + waited,
             });
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    Ok(true)
+    Ok(Some(cut))
 }

@@ -127,6 +127,9 @@ pub struct Ctx {
     fast_path: bool,
     /// The daemon's own pages; without them (a bare proxy) its host is an unknown one.
     pub pages: Option<Arc<dyn DaemonPages>>,
+    /// Fires when the daemon stops: the listeners close, and each connection ends after
+    /// the requests it has in progress ([`Ctx::drain_all`] waits for them).
+    pub stopping: CancellationToken,
     h1: http1::Builder,
 }
 
@@ -177,6 +180,7 @@ impl Ctx {
             limits,
             fast_path: std::env::var_os("PORTOK_NO_FAST_PATH").is_none(),
             pages: None,
+            stopping: CancellationToken::new(),
             h1,
         }
     }
@@ -345,6 +349,43 @@ impl Ctx {
             b.drained(deadline).await;
         }
         self.inflight(port)
+    }
+
+    /// Wait until no request is in flight to any app or `deadline` passes (the daemon is
+    /// stopping); how many were still in flight then. Tunnels (WebSockets) are not waited
+    /// for: they last as long as their page.
+    pub async fn drain_all(&self, deadline: tokio::time::Instant) -> usize {
+        use std::sync::atomic::Ordering::SeqCst;
+        let all = || -> Vec<Arc<Backend>> {
+            let mut v: Vec<Arc<Backend>> = self.routes.load().backends().cloned().collect();
+            v.extend(
+                self.retired
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .cloned(),
+            );
+            v
+        };
+        loop {
+            let backends = all();
+            let left: usize = backends
+                .iter()
+                .map(|b| {
+                    let tunnels = b.tunnels.load(SeqCst);
+                    b.inflight.load(SeqCst).saturating_sub(tunnels)
+                })
+                .sum();
+            if left == 0 || tokio::time::Instant::now() >= deadline {
+                return left;
+            }
+            // Look again shortly: a connection may still start a request as it closes, and
+            // an instance with a tunnel open never reaches zero.
+            let soon = deadline.min(tokio::time::Instant::now() + Duration::from_millis(100));
+            for b in &backends {
+                b.drained(soon).await;
+            }
+        }
     }
 
     pub fn inflight(&self, port: u16) -> usize {
@@ -570,7 +611,7 @@ where
     match proto {
         conn::Proto::H1 => {
             let c = ctx.h1.serve_connection(io, svc).with_upgrades();
-            conn::drive(c, |c| c.graceful_shutdown(), &watch, &ctx.limits, info.peer).await
+            conn::drive(c, |c| c.graceful_shutdown(), &watch, &ctx, info.peer).await
         }
         // `WithStreams` boxes the h2 connection: most connections are HTTP/1, and an h2
         // connection's state is large.
@@ -578,14 +619,7 @@ where
             let exec = streams::LocalStreams::default();
             let c = ctx.h2(exec.clone()).serve_connection(io, svc);
             let c = streams::WithStreams::new(c, exec);
-            conn::drive(
-                c,
-                |c| c.conn().graceful_shutdown(),
-                &watch,
-                &ctx.limits,
-                info.peer,
-            )
-            .await
+            conn::drive(c, |c| c.conn().graceful_shutdown(), &watch, &ctx, info.peer).await
         }
     }
 }

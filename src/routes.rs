@@ -145,6 +145,8 @@ pub struct Backend {
     pub port: u16,
     pub generation: u64,
     pub inflight: AtomicUsize,
+    /// Of those, upgraded connections (WebSockets): long-lived by nature.
+    pub tunnels: AtomicUsize,
     /// Someone waits for this instance to drain ([`Backend::drained`]): only then does the
     /// last request out wake them, so the hot path pays nothing otherwise.
     drain_watched: std::sync::atomic::AtomicBool,
@@ -166,6 +168,7 @@ impl Backend {
             port,
             generation,
             inflight: AtomicUsize::new(0),
+            tunnels: AtomicUsize::new(0),
             drain_watched: std::sync::atomic::AtomicBool::new(false),
             drained: tokio::sync::Notify::new(),
             requests: AtomicU64::new(0),
@@ -229,6 +232,24 @@ fn clock_ms() -> u64 {
 /// Decrements the backend's in-flight count on drop.
 #[derive(Debug)]
 pub struct InflightGuard(Arc<Backend>);
+
+impl InflightGuard {
+    /// The request became a tunnel (an upgrade): still in flight, and counted as a tunnel.
+    pub fn into_tunnel(self) -> TunnelGuard {
+        self.0.tunnels.fetch_add(1, Ordering::Relaxed);
+        TunnelGuard(self)
+    }
+}
+
+/// An [`InflightGuard`] of a tunnel.
+#[derive(Debug)]
+pub struct TunnelGuard(InflightGuard);
+
+impl Drop for TunnelGuard {
+    fn drop(&mut self) {
+        self.0 .0.tunnels.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {

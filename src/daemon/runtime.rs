@@ -57,6 +57,12 @@ struct Daemon {
     state: StateDir,
     ctx: Arc<Ctx>,
     shutdown: CancellationToken,
+    /// How long requests in flight get to finish once the daemon stops.
+    stop_grace: std::sync::Mutex<Duration>,
+    /// The stop's outcome (requests cut at the deadline), for a `shutdown` request's reply.
+    stopped: tokio::sync::watch::Sender<Option<usize>>,
+    /// That reply was written, so the process may exit.
+    stop_replied: tokio::sync::Notify,
     /// `--sync-hosts`: keep portok's block in the hosts file in step with the routes.
     sync_hosts: bool,
 }
@@ -199,7 +205,10 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
     let daemon = Arc::new(Daemon {
         state: state.clone(),
         ctx: ctx.clone(),
-        shutdown: CancellationToken::new(),
+        shutdown: ctx.stopping.clone(),
+        stop_grace: std::sync::Mutex::new(crate::control::STOP_GRACE),
+        stopped: tokio::sync::watch::channel(None).0,
+        stop_replied: tokio::sync::Notify::new(),
         sync_hosts: config.sync_hosts,
     });
     daemon.reload().await;
@@ -224,12 +233,33 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
     tasks.spawn(metrics_loop(daemon.clone()));
 
     daemon.shutdown.cancelled().await;
-    info!("shutting down");
-    // Listeners close when the accept loops end; give in-flight exchanges a moment.
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let grace = *daemon.stop_grace.lock().unwrap_or_else(|e| e.into_inner());
+    info!(
+        ?grace,
+        "stopping: no new connections; letting requests in flight finish"
+    );
+    // The accept loops end (their listeners close) and each connection ends after the
+    // requests it has in progress; wait for those, up to the grace.
+    let cut = daemon
+        .ctx
+        .drain_all(tokio::time::Instant::now() + grace)
+        .await;
+    if cut > 0 {
+        warn!(
+            cut,
+            ?grace,
+            "stopped with requests still in flight: they were cut"
+        );
+    } else {
+        info!("every request in flight finished");
+    }
+    let waiting = daemon.stopped.receiver_count() > 0;
+    let _ = daemon.stopped.send(Some(cut));
+    if waiting {
+        // `portok proxy stop` waits for the reply; let it be written before exiting.
+        let _ = tokio::time::timeout(Duration::from_secs(1), daemon.stop_replied.notified()).await;
+    }
+    tasks.abort_all();
     daemon.ctx.tcp.stop_all();
     if daemon.sync_hosts {
         if let Err(e) = crate::hosts::remove_block(&crate::hosts::hosts_path()) {
@@ -346,11 +376,17 @@ async fn control_conn(stream: UnixStream, daemon: Arc<Daemon>) -> io::Result<()>
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     while let Some(line) = lines.next_line().await? {
-        let reply = match serde_json::from_str::<Request>(&line) {
-            Ok(req) => handle_control(req, &daemon).await,
-            Err(e) => Reply::error(format!("unknown request: {e}")),
+        let (reply, stop) = match serde_json::from_str::<Request>(&line) {
+            Ok(req) => {
+                let stop = matches!(req, Request::Shutdown { .. });
+                (handle_control(req, &daemon).await, stop)
+            }
+            Err(e) => (Reply::error(format!("unknown request: {e}")), false),
         };
         write.write_all(&crate::control::encode(&reply)).await?;
+        if stop {
+            daemon.stop_replied.notify_one();
+        }
     }
     Ok(())
 }
@@ -370,9 +406,21 @@ async fn handle_control(req: Request, daemon: &Daemon) -> Reply {
             status: Some(daemon.status()),
             ..Reply::ok()
         },
-        Request::Shutdown => {
+        Request::Shutdown { within_ms } => {
+            if let Some(ms) = within_ms {
+                *daemon.stop_grace.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Duration::from_millis(ms);
+            }
+            let mut stopped = daemon.stopped.subscribe();
             daemon.shutdown.cancel();
-            Reply::ok()
+            let cut = match stopped.wait_for(Option::is_some).await {
+                Ok(cut) => *cut,
+                Err(_) => None,
+            };
+            Reply {
+                inflight: cut,
+                ..Reply::ok()
+            }
         }
         Request::Inflight { port } => Reply {
             inflight: Some(daemon.ctx.inflight(port)),

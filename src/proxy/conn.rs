@@ -30,6 +30,9 @@ const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// How long an idle connection being closed gracefully (h2 GOAWAY) may take before it is
 /// dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// A connection finishing its requests while the daemon stops is not cut here: the
+/// daemon's own stop deadline ends the process first.
+const STOP_GRACE_MAX: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
@@ -371,13 +374,16 @@ pub async fn drive<C, G>(
     conn: C,
     graceful: G,
     watch: &ConnWatch,
-    limits: &Limits,
+    ctx: &super::Ctx,
     peer: SocketAddr,
 ) -> Result<(), ConnError>
 where
     C: std::future::Future<Output = hyper::Result<()>>,
     G: Fn(Pin<&mut C>),
 {
+    let limits = &ctx.limits;
+    let stopping = ctx.stopping.cancelled();
+    tokio::pin!(stopping);
     tokio::pin!(conn);
     let flood = watch.resets.flood.notified();
     tokio::pin!(flood);
@@ -390,6 +396,13 @@ where
     loop {
         tokio::select! {
             r = &mut conn => return r.map_err(|e| ConnError::Http(Box::new(e))),
+            // The daemon stops: HTTP/1 finishes the request in progress and closes, h2
+            // sends GOAWAY and finishes its streams. The daemon waits for them.
+            _ = &mut stopping, if !closing => {
+                graceful(conn.as_mut());
+                closing = true;
+                sleep.as_mut().reset(Instant::now() + STOP_GRACE_MAX);
+            }
             _ = &mut flood => {
                 warn!(%peer, "client cancels requests in a flood (HTTP/2 rapid reset?); closing its connection");
                 return Err(ConnError::ResetFlood);

@@ -257,7 +257,8 @@ impl Conn {
             meter,
             head_len,
             body_len: facts.length.unwrap_or(0),
-            close: facts.close,
+            // The daemon is stopping: this is the connection's last request.
+            close: facts.close || ctx.stopping.is_cancelled(),
             head_method: method == "HEAD",
             idempotent: decide::idempotent(method),
             html: facts.html,

@@ -262,7 +262,8 @@ pub async fn send_upgrade(
         *resp.headers_mut() = headers;
     }
     tokio::spawn(async move {
-        let _guard = guard;
+        // Long-lived by nature: a stopping daemon does not wait for it (drain does).
+        let _guard = guard.into_tunnel();
         let Ok(client) = client.await else {
             return;
         };

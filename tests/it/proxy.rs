@@ -606,3 +606,108 @@ async fn bad_names_exit_2_and_write_nothing() {
     let out = p.run(&["get", "a..b"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// An app that answers `GET /slow/MS` after MS milliseconds with `done`.
+async fn slow_app() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf);
+                let ms: u64 = head
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|p| p.strip_prefix("/slow/"))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\ndone",
+                    )
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+/// `portok proxy stop` closes the door but lets requests in flight finish (HTTP/1.1 and
+/// HTTP/2), and says how many it had to cut at its deadline.
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_stop_lets_requests_in_flight_finish_and_says_what_it_cut() {
+    let p = Portok::new();
+    let port = slow_app().await;
+    p.ok(&["alias", "slow", &port.to_string()]);
+    let addr = p.addr();
+    let h1 = tokio::spawn(async move { try_get(addr, "slow.localhost", "/slow/1500").await });
+    let tls = crate::tls::tls_connect(&p, "slow.localhost", &[b"h2"])
+        .await
+        .unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get(format!("https://slow.localhost:{}/slow/1500", p.port))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let h2 = tokio::spawn(async move {
+        let resp = h2.send_request(req).await.unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, body)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stop = {
+        let mut c = p.command();
+        c.args(["proxy", "stop"]);
+        tokio::task::spawn_blocking(move || c.output().unwrap())
+    };
+    let h1 = h1
+        .await
+        .unwrap()
+        .expect("the HTTP/1.1 request in flight was answered");
+    assert_eq!((h1.status, h1.text().as_str()), (200, "done"));
+    let (status, body) = h2.await.unwrap();
+    assert_eq!((status.as_u16(), &body[..]), (200, &b"done"[..]));
+    let out = stop.await.unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("every request in flight finished"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(TcpStream::connect(addr).await.is_err(), "closed after stop");
+
+    // A request longer than the deadline is cut, and counted.
+    p.ok(&["proxy", "start"]);
+    let long = tokio::spawn(async move { try_get(addr, "slow.localhost", "/slow/20000").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let out = p.run(&["proxy", "stop", "--timeout", "0.5"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("1 request still in flight after 0.5 s was cut"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        long.await.unwrap().is_none(),
+        "the cut request got no answer"
+    );
+}
