@@ -2,6 +2,7 @@
 //! accepts), stop it, ask its status, auto-start it for commands that need it.
 //! The running daemon itself is [`runtime`].
 
+pub mod admin;
 pub mod runtime;
 pub mod status;
 

@@ -1,5 +1,5 @@
 use clap::Parser;
-use portok::{cli::Cli, commands};
+use portok::{cli::Cli, cmd};
 
 fn main() {
     let cli = Cli::parse();
@@ -15,11 +15,11 @@ fn main() {
         // SAFETY: restoring the default disposition before any thread starts.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
-    let code = match commands::dispatch(cli) {
+    let code = match cmd::dispatch(cli) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
-            commands::exit_code(&err)
+            cmd::exit_code(&err)
         }
     };
     std::process::exit(code);

@@ -199,7 +199,7 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
         token,
     );
     ctx.redirect_https = config.redirect_https;
-    ctx.pages = Some(Arc::new(crate::admin::Pages));
+    ctx.pages = Some(Arc::new(crate::daemon::admin::Pages));
     ctx.metrics_enabled = config.metrics;
     let ctx = Arc::new(ctx);
     let daemon = Arc::new(Daemon {
@@ -346,7 +346,7 @@ impl Daemon {
     }
 
     fn status(&self) -> DaemonStatus {
-        crate::admin::status(&self.ctx).summary()
+        crate::daemon::admin::status(&self.ctx).summary()
     }
 }
 
@@ -458,7 +458,7 @@ async fn handle_control(req: Request, daemon: &Daemon) -> Reply {
             Reply::ok()
         }
         Request::Detail => Reply {
-            data: serde_json::to_value(crate::admin::status(&daemon.ctx)).ok(),
+            data: serde_json::to_value(crate::daemon::admin::status(&daemon.ctx)).ok(),
             ..Reply::ok()
         },
         Request::Redeploy {

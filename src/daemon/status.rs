@@ -1,6 +1,6 @@
 //! The daemon's status as one serde type: `GET /api/status` and `/api/routes/NAME`, the
 //! dashboard (server-rendered and its SSE snapshots), the control socket's `detail`, and
-//! `portok status`. Built in one place ([`crate::admin::status`]); its JSON is an interface.
+//! `portok status`. Built in one place ([`crate::daemon::admin::status`]); its JSON is an interface.
 
 use crate::control::DaemonStatus;
 use crate::metrics::{RedeployRecord, SwitchRecord};

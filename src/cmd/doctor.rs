@@ -218,7 +218,7 @@ fn state_dir(state: &StateDir) -> Finding {
 /// routes.json as written (dead owners included) and what is wrong with it.
 fn routes(state: &StateDir) -> (Vec<Route>, Finding) {
     const C: &str = "routes";
-    let routes = match crate::prune::read_raw(state) {
+    let routes = match crate::cmd::prune::read_raw(state) {
         Ok(r) => r,
         Err(e) => {
             return (
@@ -231,7 +231,7 @@ fn routes(state: &StateDir) -> (Vec<Route>, Finding) {
             )
         }
     };
-    let stale: Vec<String> = crate::prune::stale(&routes)
+    let stale: Vec<String> = crate::cmd::prune::stale(&routes)
         .map(|r| format!("{} (pid {})", r.hostname, r.pid))
         .collect();
     if !stale.is_empty() {
@@ -535,7 +535,7 @@ fn resolution(routes: &[Route], hosts: &Path) -> Finding {
 
 fn orphans(routes: &[Route]) -> Finding {
     const C: &str = "orphans";
-    let found = crate::prune::orphans(routes);
+    let found = crate::cmd::prune::orphans(routes);
     if found.is_empty() {
         return ok(C, "no app runs without its `portok run`");
     }
@@ -545,7 +545,7 @@ fn orphans(routes: &[Route]) -> Finding {
             format!(
                 "{} (process group {}, its `portok run` pid {} is gone)",
                 o.hostname,
-                crate::prune::join(&o.groups),
+                crate::cmd::prune::join(&o.groups),
                 o.owner
             )
         })

@@ -58,7 +58,7 @@ pub fn main(yes: bool) -> anyhow::Result<i32> {
 
     // Running apps first: each `portok run` stops its app and removes its own route.
     let me = std::process::id();
-    let owners: Vec<(String, u32)> = crate::prune::read_raw(&state)
+    let owners: Vec<(String, u32)> = crate::cmd::prune::read_raw(&state)
         .unwrap_or_default()
         .into_iter()
         .filter(|r| r.pid != 0 && r.pid != me && pid_alive(r.pid))
@@ -80,7 +80,7 @@ pub fn main(yes: bool) -> anyhow::Result<i32> {
         unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
     }
     // Whatever a killed `portok run` left behind.
-    if let Err(e) = crate::prune::prune(&state, true, &mut |m| say(m)) {
+    if let Err(e) = crate::cmd::prune::prune(&state, true, &mut |m| say(m)) {
         eprintln!(
             "portok: could not stop orphaned apps: {:#}",
             anyhow::Error::from(e)

@@ -1,0 +1,95 @@
+//! `portok alias NAME PORT` (and `--remove`): routes to ports portok does not run.
+
+use super::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AliasError {
+    #[error("{host} belongs to a running app (pid {pid}); stop it first or pass --force to take the name")]
+    Owned { host: String, pid: u32 },
+    #[error("no route named {host}; `portok list` shows the routes")]
+    Missing { host: String },
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+}
+
+pub(super) fn alias(args: AliasArgs) -> anyhow::Result<i32> {
+    let state = StateDir::from_env()?;
+    let host = names::hostname_for(&args.name)?;
+    if args.remove {
+        let ((), notes) = store::update(&state, |routes| {
+            let before = routes.len();
+            routes.retain(|r| r.hostname != host);
+            if routes.len() == before {
+                return Err(AliasError::Missing { host: host.clone() });
+            }
+            Ok(())
+        })?;
+        report_moved(&notes);
+        daemon::reload_if_running(&state)?;
+        eprintln!("portok: removed {host}");
+        return Ok(0);
+    }
+    let port = args.port.context("a port is required")?;
+    if port == 0 {
+        bail!(UsageError(
+            "port 0 is not a port an app can listen on".into()
+        ));
+    }
+    let proxy_port = state::proxy_port(None)?;
+    if let Some(listen) = args.tcp {
+        crate::proxy::tcp::check_listen_port(&state, &host, listen, proxy_port, port)?;
+    }
+    let ((), notes) = store::update(&state, |routes| {
+        if let Some(r) = routes.iter().find(|r| r.hostname == host) {
+            if r.pid != 0 && !args.force {
+                return Err(AliasError::Owned {
+                    host: host.clone(),
+                    pid: r.pid,
+                });
+            }
+        }
+        routes.retain(|r| r.hostname != host);
+        routes.push(Route {
+            reload: args.reload,
+            tcp: args.tcp,
+            proxy_protocol: args.proxy_protocol,
+            ..Route::alias(host.clone(), port)
+        });
+        Ok(())
+    })?;
+    report_moved(&notes);
+    let status = match daemon::ensure_and_reload(&state, proxy_port) {
+        Ok(s) => s,
+        Err(e) => {
+            // The daemon could not apply it (a TCP port it cannot bind): take it back.
+            if args.tcp.is_some() {
+                let _ = store::update::<_, store::StoreError>(&state, |routes| {
+                    routes.retain(|r| r.hostname != host);
+                    Ok(())
+                });
+                let _ = daemon::reload_if_running(&state);
+            }
+            return Err(e.into());
+        }
+    };
+    match args.tcp {
+        Some(listen) => {
+            println!("127.0.0.1:{listen}");
+            eprintln!("portok: {host}: tcp 127.0.0.1:{listen} -> 127.0.0.1:{port}");
+        }
+        None => {
+            println!("http://{host}:{}", status.port);
+            eprintln!("portok: {host} -> 127.0.0.1:{port}");
+        }
+    }
+    Ok(0)
+}
+
+pub(super) fn report_moved(notes: &store::UpdateNotes) {
+    if let Some(aside) = &notes.moved_aside {
+        eprintln!(
+            "portok: warning: routes.json did not parse; moved it to {} and started a new one",
+            aside.display()
+        );
+    }
+}

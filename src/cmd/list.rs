@@ -1,0 +1,101 @@
+//! `portok list` and `portok get`: the routes and their URLs.
+
+use super::*;
+
+#[derive(Serialize)]
+pub(super) struct ListEntry<'a> {
+    hostname: &'a str,
+    url: String,
+    port: u16,
+    /// Every port requests go to: a pool's instances in rotation, else `port` alone.
+    ports: Vec<u16>,
+    /// A pool's size (`--instances N`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instances: Option<u32>,
+    pid: u32,
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<RouteState>,
+}
+
+pub(super) fn list(json: bool) -> anyhow::Result<i32> {
+    let state = StateDir::from_env()?;
+    let routes = store::load(&state)?;
+    let port = url_port(&state)?;
+    let entries: Vec<ListEntry> = routes
+        .iter()
+        .map(|r: &Route| ListEntry {
+            hostname: &r.hostname,
+            url: format!("http://{}:{port}", r.hostname),
+            port: r.port,
+            ports: r.upstream_ports(),
+            instances: r.instances,
+            pid: r.pid,
+            kind: r.kind(),
+            state: r.state,
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(0);
+    }
+    if entries.is_empty() {
+        eprintln!("portok: no routes yet (add one: `portok alias NAME PORT` or `portok NAME CMD`)");
+        return Ok(0);
+    }
+    let w = entries
+        .iter()
+        .map(|e| e.url.len())
+        .max()
+        .unwrap_or(3)
+        .max(3);
+    // A pool shows every instance's port.
+    let ports: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            let list: Vec<String> = e.ports.iter().map(|p| p.to_string()).collect();
+            list.join(",")
+        })
+        .collect();
+    let pw = ports.iter().map(|p| p.len()).max().unwrap_or(4).max(5);
+    println!(
+        "{:<w$}  {:>pw$}  {:>7}  {:<5}  STATE",
+        "URL", "PORT", "PID", "KIND"
+    );
+    for (e, ports) in entries.iter().zip(&ports) {
+        let state = match (e.state, e.instances) {
+            (Some(RouteState::Live), Some(n)) => {
+                format!("live ({} of {n} instances)", e.ports.len())
+            }
+            (Some(s), Some(n)) => format!("{s} (pool of {n})"),
+            (Some(s), None) => s.to_string(),
+            (None, _) => "-".into(),
+        };
+        println!(
+            "{:<w$}  {:>pw$}  {:>7}  {:<5}  {state}",
+            e.url, ports, e.pid, e.kind,
+        );
+    }
+    Ok(0)
+}
+
+/// The URL `portok run` would give: the same name rules (worktree prefix, portok.toml's
+/// `name`, workspace inference) for NAME or, without it, for the current folder.
+pub(super) fn get(name: Option<&str>, https: bool, no_worktree: bool) -> anyhow::Result<i32> {
+    let state = StateDir::from_env()?;
+    let cwd = std::env::current_dir().context("reading the current folder")?;
+    let configured = match name {
+        Some(_) => None,
+        None => {
+            let config = crate::config::load(&cwd)?;
+            for w in &config.warnings {
+                eprintln!("portok: warning: {w}");
+            }
+            config.name
+        }
+    };
+    let (_, host) = crate::project::app_name(&cwd, name, configured.as_deref(), !no_worktree)?;
+    let scheme = if https { "https" } else { "http" };
+    println!("{scheme}://{host}:{}", url_port(&state)?);
+    Ok(0)
+}

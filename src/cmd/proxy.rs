@@ -1,0 +1,87 @@
+//! `portok proxy start | stop | status`: the daemon's life.
+
+use super::*;
+
+pub(super) fn proxy(cmd: ProxyCmd) -> anyhow::Result<i32> {
+    let state = StateDir::from_env()?;
+    match cmd {
+        ProxyCmd::Start(args) => proxy_start(&state, &args),
+        ProxyCmd::Stop { timeout } => {
+            let grace = std::time::Duration::from_secs_f64(timeout.max(0.0));
+            match daemon::stop(&state, Some(grace))? {
+                None => eprintln!("portok: proxy is not running"),
+                Some(0) => eprintln!("portok: proxy stopped (every request in flight finished)"),
+                Some(cut) => eprintln!(
+                    "portok: proxy stopped; {cut} request{} still in flight after {timeout} s {} cut",
+                    if cut == 1 { "" } else { "s" },
+                    if cut == 1 { "was" } else { "were" }
+                ),
+            }
+            Ok(0)
+        }
+        ProxyCmd::Status { json } => match control::status(&state) {
+            Some(s) => {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&s)?);
+                } else {
+                    println!(
+                        "portok proxy running: pid {}, port {}, up {}, {} route{}, listening on {}",
+                        s.pid,
+                        s.port,
+                        crate::ui::duration(s.uptime_secs),
+                        s.routes,
+                        if s.routes == 1 { "" } else { "s" },
+                        s.listening.join(" and ")
+                    );
+                }
+                Ok(0)
+            }
+            None => {
+                if json {
+                    println!("null");
+                }
+                eprintln!("portok: proxy is not running (start it with `portok proxy start`)");
+                Ok(1)
+            }
+        },
+    }
+}
+
+pub(super) fn proxy_start(state: &StateDir, args: &StartArgs) -> anyhow::Result<i32> {
+    let port = state::proxy_port(args.port)?;
+    let mut extra_args = Vec::new();
+    if let (Some(cert), Some(key)) = (&args.tls.cert, &args.tls.key) {
+        // Check here too, so a bad file is reported before anything is started.
+        crate::proxy::tls::server_config_from_files(cert, key)?;
+        let abs =
+            |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        extra_args.push("--cert".into());
+        extra_args.push(abs(cert).display().to_string());
+        extra_args.push("--key".into());
+        extra_args.push(abs(key).display().to_string());
+    }
+    if args.tls.redirect_https {
+        extra_args.push("--redirect-https".into());
+    }
+    extra_args.extend(args.limits.to_args());
+    if args.sync_hosts {
+        extra_args.push("--sync-hosts".into());
+    }
+    let opts = StartOptions { port, extra_args };
+    match daemon::start(state, &opts)? {
+        Started::Now(s) => eprintln!(
+            "portok: proxy listening on http://localhost:{} (pid {})",
+            s.port, s.pid
+        ),
+        Started::Already(s) => {
+            eprintln!(
+                "portok: proxy already running on http://localhost:{} (pid {})",
+                s.port, s.pid
+            );
+            if s.port != port {
+                eprintln!("portok: note: it listens on {}, not {port}; `portok proxy stop` first to change the port", s.port);
+            }
+        }
+    }
+    Ok(0)
+}
