@@ -82,7 +82,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             fail_threshold,
         } => switch(
             &name,
-            crate::switch::SwitchRequest {
+            crate::daemon::switch::SwitchRequest {
                 port,
                 health,
                 drain_secs: drain,

@@ -4,7 +4,9 @@
 
 pub mod admin;
 pub mod runtime;
+pub mod state;
 pub mod status;
+pub mod switch;
 
 use crate::control::{self, ControlError, DaemonStatus, Request};
 use crate::state::{pid_alive, StateDir};

@@ -20,10 +20,12 @@
 //!      (what a run tells the daemon, and the watchdog), `ports` (each generation's port).
 //!    - [`daemon`] (`daemon.rs`: start/stop/status of the detached daemon): `runtime` (the
 //!      daemon process: listeners, control server, route reloads, stale sweep, graceful
-//!      stop), `admin` (its own host `portok.localhost`: dashboard, JSON API, events,
-//!      Prometheus metrics, token-checked restart and switch; `admin/dashboard.html`),
-//!      `status` (the one status type of the API, the dashboard and `portok status`).
-//!    - [`switch`]: health-gated switch of an alias route with drain and auto-rollback.
+//!      stop), `state` (the daemon's own facts beside the proxy's context: events, the
+//!      dashboard's token, where it listens), `admin` (its own host `portok.localhost`:
+//!      dashboard, JSON API, events, Prometheus metrics, token-checked restart and switch;
+//!      `admin/dashboard.html`), `status` (the one status type of the API, the dashboard and
+//!      `portok status`), `switch` (health-gated switch of an alias route with drain and
+//!      auto-rollback).
 //!    - [`probe`]: readiness (does the app answer on its port?).
 //!    - [`hosts`]: portok's block in /etc/hosts (`portok hosts`, and `--sync-hosts`).
 //! 3. The proxy, the hot path: [`proxy`] (`proxy.rs`: `Ctx`, accept loops, one task per
@@ -77,7 +79,6 @@ pub mod run;
 #[cfg(target_os = "linux")]
 pub mod splice;
 pub mod state;
-pub mod switch;
 pub(crate) mod sys;
 pub mod trust;
 pub(crate) mod ui;

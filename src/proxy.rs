@@ -100,17 +100,6 @@ pub struct Ctx {
     /// `proxy start --no-metrics` turns per-request counting off (to measure its cost).
     pub metrics_enabled: bool,
     pub state: StateDir,
-    pub started: std::time::Instant,
-    /// The dashboard's mutating endpoints need this token (admin.token in the state dir).
-    pub admin_token: String,
-    /// Failed token attempts per client, for rate limiting.
-    pub admin_failures: Mutex<HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
-    /// Redeploy/switch/route events for the dashboard and live reload (server-sent events).
-    pub events: tokio::sync::broadcast::Sender<AppEvent>,
-    pub listening: Mutex<Vec<String>>,
-    /// The last failed redeploy per host, replayed to live-reload pages that connect
-    /// while the failure stands; cleared by the next success.
-    pub last_failure: Mutex<HashMap<String, AppEvent>>,
     /// TCP routes' listeners and counters.
     pub tcp: crate::proxy::tcp::TcpRoutes,
     /// The port browsers use to reach us, for links on pages and X-Forwarded-Port.
@@ -126,7 +115,8 @@ pub struct Ctx {
     /// Plain HTTP/1.1 requests take the [`fast`] path (off with `PORTOK_NO_FAST_PATH=1`).
     fast_path: bool,
     /// The daemon's own pages; without them (a bare proxy) its host is an unknown one.
-    pub pages: Option<Arc<dyn DaemonPages>>,
+    /// Set once, after the daemon has built its state around this context.
+    pub pages: std::sync::OnceLock<Arc<dyn DaemonPages>>,
     /// Fires when the daemon stops: the listeners close, and each connection ends after
     /// the requests it has in progress ([`Ctx::drain_all`] waits for them).
     pub stopping: CancellationToken,
@@ -140,7 +130,6 @@ impl Ctx {
         limits: Limits,
         tls: Option<Arc<rustls::ServerConfig>>,
         metrics: Arc<Metrics>,
-        admin_token: String,
     ) -> Self {
         let mut h1 = http1::Builder::new();
         h1.timer(TokioTimer::new())
@@ -161,12 +150,6 @@ impl Ctx {
             metrics,
             metrics_enabled: true,
             state,
-            started: std::time::Instant::now(),
-            admin_token,
-            admin_failures: Mutex::new(HashMap::new()),
-            events: tokio::sync::broadcast::channel(256).0,
-            listening: Mutex::new(Vec::new()),
-            last_failure: Mutex::new(HashMap::new()),
             tcp: Default::default(),
             port,
             tls: tls.map(tokio_rustls::TlsAcceptor::from),
@@ -179,7 +162,7 @@ impl Ctx {
             }),
             limits,
             fast_path: std::env::var_os("PORTOK_NO_FAST_PATH").is_none(),
-            pages: None,
+            pages: std::sync::OnceLock::new(),
             stopping: CancellationToken::new(),
             h1,
         }
@@ -200,54 +183,6 @@ impl Ctx {
             .max_local_error_reset_streams(256);
         h2
     }
-}
-
-/// What happened, as the SSE event name dashboards and live-reload scripts listen for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EventKind {
-    Redeployed,
-    Failed,
-    RolledBack,
-    Crashed,
-    Switched,
-}
-
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Redeployed => "redeployed",
-            EventKind::Failed => "failed",
-            EventKind::RolledBack => "rolled_back",
-            EventKind::Crashed => "crashed",
-            EventKind::Switched => "switched",
-        }
-    }
-}
-
-impl From<crate::metrics::RedeployOutcome> for EventKind {
-    /// The event a redeploy's end sends (an unknown outcome reads as a failure).
-    fn from(outcome: crate::metrics::RedeployOutcome) -> Self {
-        use crate::metrics::RedeployOutcome as O;
-        match outcome {
-            O::Ok => EventKind::Redeployed,
-            O::RolledBack => EventKind::RolledBack,
-            O::Failed | O::Unknown => EventKind::Failed,
-        }
-    }
-}
-
-/// Something that happened to an app, streamed to dashboards and live-reload scripts.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct AppEvent {
-    pub hostname: String,
-    pub kind: EventKind,
-    #[serde(default)]
-    pub generation: u64,
-    #[serde(default)]
-    pub message: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tail: Vec<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -730,7 +665,6 @@ mod tests {
             limits,
             None,
             Arc::new(crate::metrics::Metrics::default()),
-            String::new(),
         ));
         let b = Arc::new(crate::routes::Backend::new(1, 1));
         let inflight = |b: &crate::routes::Backend| b.inflight.load(Ordering::SeqCst);

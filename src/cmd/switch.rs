@@ -2,7 +2,10 @@
 
 use super::*;
 
-pub(super) fn switch(name: &str, request: crate::switch::SwitchRequest) -> anyhow::Result<i32> {
+pub(super) fn switch(
+    name: &str,
+    request: crate::daemon::switch::SwitchRequest,
+) -> anyhow::Result<i32> {
     let state = StateDir::from_env()?;
     let hostname = names::hostname_for(name)?;
     if request.port == 0 {

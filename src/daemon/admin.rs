@@ -3,6 +3,7 @@
 //! mutating endpoints also need the `x-portok-token` header equal to `admin.token`.
 //! No other host name reaches any of this (the handler dispatches on the exact host).
 
+use super::state::{AppEvent, DaemonState};
 use crate::daemon::status::{BackendStatus, Responses, RouteStatus, Status, TcpStatus, Totals};
 use crate::metrics::RouteStats;
 use crate::names::short_name;
@@ -21,20 +22,20 @@ use std::time::{Duration, Instant};
 pub const HOST: &str = crate::names::ADMIN_HOST;
 
 /// The daemon's pages, as the proxy reaches them ([`crate::proxy::DaemonPages`]).
-pub struct Pages;
+pub struct Pages(pub Arc<DaemonState>);
 
 impl crate::proxy::DaemonPages for Pages {
     fn admin<'a>(
         &'a self,
-        ctx: &'a Arc<Ctx>,
+        _ctx: &'a Arc<Ctx>,
         req: Request<Incoming>,
         conn: ConnInfo,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<ProxyBody>> + Send + 'a>> {
-        Box::pin(handle(ctx, req, conn))
+        Box::pin(handle(&self.0, req, conn))
     }
 
-    fn app_events(&self, ctx: &Arc<Ctx>, host: &str) -> Response<ProxyBody> {
-        app_events(ctx, host)
+    fn app_events(&self, _ctx: &Arc<Ctx>, host: &str) -> Response<ProxyBody> {
+        app_events(&self.0, host)
     }
 }
 
@@ -42,7 +43,11 @@ impl crate::proxy::DaemonPages for Pages {
 const MAX_FAILURES: u32 = 5;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
-pub async fn handle(ctx: &Arc<Ctx>, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
+pub async fn handle(
+    d: &Arc<DaemonState>,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+) -> Response<ProxyBody> {
     if !is_loopback(conn.peer.ip()) {
         return json_response(
             StatusCode::FORBIDDEN,
@@ -53,10 +58,10 @@ pub async fn handle(ctx: &Arc<Ctx>, req: Request<Incoming>, conn: ConnInfo) -> R
     let method = req.method().clone();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (&method, segments.as_slice()) {
-        (&Method::GET, [""]) => html_response(dashboard(ctx)),
-        (&Method::GET, ["api", "status"]) => json_response(StatusCode::OK, json!(status(ctx))),
-        (&Method::GET, ["api", "events"]) => events(ctx, None),
-        (&Method::GET, ["api", "routes", name]) => match route_status_by_name(ctx, name) {
+        (&Method::GET, [""]) => html_response(dashboard(d)),
+        (&Method::GET, ["api", "status"]) => json_response(StatusCode::OK, json!(status(d))),
+        (&Method::GET, ["api", "events"]) => events(d, None),
+        (&Method::GET, ["api", "routes", name]) => match route_status_by_name(d, name) {
             Some(r) => json_response(StatusCode::OK, json!(r)),
             None => json_response(
                 StatusCode::NOT_FOUND,
@@ -64,16 +69,17 @@ pub async fn handle(ctx: &Arc<Ctx>, req: Request<Incoming>, conn: ConnInfo) -> R
             ),
         },
         (&Method::GET, ["metrics"]) => {
-            let hosts: Vec<String> = ctx
+            let hosts: Vec<String> = d
+                .ctx
                 .routes
                 .load()
                 .sorted()
                 .iter()
                 .map(|l| l.route.hostname.clone())
                 .collect();
-            let mut text = ctx.metrics.prometheus(&hosts);
-            text.push_str(&tcp_metrics(ctx));
-            text.push_str(&instance_metrics(ctx));
+            let mut text = d.ctx.metrics.prometheus(&hosts);
+            text.push_str(&tcp_metrics(d));
+            text.push_str(&instance_metrics(d));
             let mut r = Response::new(ProxyBody::full(text));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -82,13 +88,13 @@ pub async fn handle(ctx: &Arc<Ctx>, req: Request<Incoming>, conn: ConnInfo) -> R
             r
         }
         (&Method::POST, ["api", "routes", name, action]) => {
-            if let Err(resp) = authorize(ctx, &req, conn) {
+            if let Err(resp) = authorize(d, &req, conn) {
                 return *resp;
             }
             let name = name.to_string();
             match *action {
-                "restart" => restart(ctx, &name).await,
-                "switch" => switch(ctx, &name, req.uri().query().unwrap_or("")).await,
+                "restart" => restart(d, &name).await,
+                "switch" => switch(d, &name, req.uri().query().unwrap_or("")).await,
                 _ => json_response(
                     StatusCode::NOT_FOUND,
                     json!({"error": format!("unknown action {action}")}),
@@ -103,9 +109,9 @@ pub async fn handle(ctx: &Arc<Ctx>, req: Request<Incoming>, conn: ConnInfo) -> R
 }
 
 /// Prometheus lines for each instance of a pool (`portok run --instances N`).
-fn instance_metrics(ctx: &Ctx) -> String {
+fn instance_metrics(d: &DaemonState) -> String {
     use std::fmt::Write;
-    let table = ctx.routes.load();
+    let table = d.ctx.routes.load();
     let pools: Vec<_> = table
         .sorted()
         .into_iter()
@@ -145,9 +151,9 @@ fn instance_metrics(ctx: &Ctx) -> String {
 }
 
 /// Prometheus lines for TCP routes.
-fn tcp_metrics(ctx: &Ctx) -> String {
+fn tcp_metrics(d: &DaemonState) -> String {
     use std::fmt::Write;
-    let table = ctx.routes.load();
+    let table = d.ctx.routes.load();
     let mut out = String::new();
     let tcp: Vec<_> = table
         .sorted()
@@ -156,7 +162,7 @@ fn tcp_metrics(ctx: &Ctx) -> String {
         .collect();
     out.push_str("# HELP portok_tcp_bytes_total Bytes relayed per TCP route and direction.\n# TYPE portok_tcp_bytes_total counter\n");
     for l in &tcp {
-        let t = ctx.tcp.stats(&l.route.hostname);
+        let t = d.ctx.tcp.stats(&l.route.hostname);
         let name = short_name(&l.route.hostname);
         let _ = writeln!(
             out,
@@ -171,7 +177,7 @@ fn tcp_metrics(ctx: &Ctx) -> String {
     }
     out.push_str("# HELP portok_tcp_connections_open Open relayed connections per TCP route.\n# TYPE portok_tcp_connections_open gauge\n");
     for l in &tcp {
-        let t = ctx.tcp.stats(&l.route.hostname);
+        let t = d.ctx.tcp.stats(&l.route.hostname);
         let _ = writeln!(
             out,
             "portok_tcp_connections_open{{route=\"{}\"}} {}",
@@ -193,12 +199,12 @@ fn is_loopback(ip: std::net::IpAddr) -> bool {
 
 /// Token check in constant time, with a per-client limit on failures.
 fn authorize(
-    ctx: &Ctx,
+    d: &DaemonState,
     req: &Request<Incoming>,
     conn: ConnInfo,
 ) -> Result<(), Box<Response<ProxyBody>>> {
     let ip = conn.peer.ip();
-    let mut failures = ctx.admin_failures.lock().unwrap_or_else(|e| e.into_inner());
+    let mut failures = d.admin_failures.lock().unwrap_or_else(|e| e.into_inner());
     let now = Instant::now();
     failures.retain(|_, (_, since)| now.duration_since(*since) < FAILURE_WINDOW);
     if failures.get(&ip).is_some_and(|(n, _)| *n >= MAX_FAILURES) {
@@ -216,7 +222,7 @@ fn authorize(
             StatusCode::UNAUTHORIZED,
             "send the token from admin.token in the state dir as header x-portok-token",
         )),
-        Some(t) if !constant_time_eq(t, ctx.admin_token.as_bytes()) => {
+        Some(t) if !constant_time_eq(t, d.admin_token.as_bytes()) => {
             Some((StatusCode::FORBIDDEN, "wrong x-portok-token"))
         }
         Some(_) => None,
@@ -238,14 +244,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn restart(ctx: &Ctx, name: &str) -> Response<ProxyBody> {
+async fn restart(d: &DaemonState, name: &str) -> Response<ProxyBody> {
     let Ok(host) = crate::names::hostname_for(name) else {
         return json_response(
             StatusCode::BAD_REQUEST,
             json!({"error": format!("{name:?} is not a valid name")}),
         );
     };
-    let state = ctx.state.clone();
+    let state = d.ctx.state.clone();
     let answer = tokio::task::spawn_blocking(move || {
         let restart = crate::control::AppRequest::Restart;
         crate::control::ask_app(&state, &host, &restart, Duration::from_secs(3600))
@@ -273,14 +279,14 @@ async fn restart(ctx: &Ctx, name: &str) -> Response<ProxyBody> {
     }
 }
 
-async fn switch(ctx: &Arc<Ctx>, name: &str, query: &str) -> Response<ProxyBody> {
+async fn switch(d: &Arc<DaemonState>, name: &str, query: &str) -> Response<ProxyBody> {
     let Ok(host) = crate::names::hostname_for(name) else {
         return json_response(
             StatusCode::BAD_REQUEST,
             json!({"error": format!("{name:?} is not a valid name")}),
         );
     };
-    let mut req = crate::switch::SwitchRequest {
+    let mut req = crate::daemon::switch::SwitchRequest {
         port: 0,
         health: None,
         drain_secs: 10.0,
@@ -323,7 +329,7 @@ async fn switch(ctx: &Arc<Ctx>, name: &str, query: &str) -> Response<ProxyBody> 
             json!({"error": "give the new port as ?port=P"}),
         );
     }
-    match crate::switch::switch(ctx, &host, req).await {
+    match crate::daemon::switch::switch(d, &host, req).await {
         Ok(msg) => json_response(StatusCode::OK, json!({"ok": true, "message": msg})),
         Err(e) => json_response(
             StatusCode::CONFLICT,
@@ -372,12 +378,13 @@ fn ports_text(r: &RouteStatus) -> String {
 }
 
 /// One route as the API, `portok status` and the dashboard show it.
-pub fn route_status(ctx: &Ctx, live: &LiveRoute) -> RouteStatus {
+pub fn route_status(d: &DaemonState, live: &LiveRoute) -> RouteStatus {
     let r = &live.route;
     let s: &RouteStats = &live.stats;
     let hist = s.history.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let crash = if r.is_crashed() {
-        ctx.crashes
+        d.ctx
+            .crashes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&r.hostname)
@@ -389,8 +396,8 @@ pub fn route_status(ctx: &Ctx, live: &LiveRoute) -> RouteStatus {
     RouteStatus {
         name: short_name(&r.hostname).to_string(),
         hostname: r.hostname.clone(),
-        url: format!("http://{}:{}", r.hostname, ctx.port),
-        https_url: format!("https://{}:{}", r.hostname, ctx.port),
+        url: format!("http://{}:{}", r.hostname, d.ctx.port),
+        https_url: format!("https://{}:{}", r.hostname, d.ctx.port),
         kind: r.kind().to_string(),
         state: r.state.unwrap_or(RouteState::Live),
         generation: r.generation,
@@ -427,7 +434,7 @@ pub fn route_status(ctx: &Ctx, live: &LiveRoute) -> RouteStatus {
         switches: hist.switches,
         crash,
         tcp: r.tcp.map(|listen| {
-            let t = ctx.tcp.stats(&r.hostname);
+            let t = d.ctx.tcp.stats(&r.hostname);
             TcpStatus {
                 listen,
                 target: r.port,
@@ -443,22 +450,22 @@ pub fn route_status(ctx: &Ctx, live: &LiveRoute) -> RouteStatus {
     }
 }
 
-fn route_status_by_name(ctx: &Ctx, name: &str) -> Option<RouteStatus> {
+fn route_status_by_name(d: &DaemonState, name: &str) -> Option<RouteStatus> {
     let host = crate::names::hostname_for(name).ok()?;
-    let table = ctx.routes.load();
+    let table = d.ctx.routes.load();
     let live = table
         .sorted()
         .into_iter()
         .find(|l| l.route.hostname == host)?;
-    Some(route_status(ctx, live))
+    Some(route_status(d, live))
 }
 
 /// The daemon and every route: `GET /api/status`, `portok status`, the control socket's
 /// `detail` and `status`. The one builder of [`Status`].
-pub fn status(ctx: &Ctx) -> Status {
-    let table = ctx.routes.load();
+pub fn status(d: &DaemonState) -> Status {
+    let table = d.ctx.routes.load();
     let live = table.sorted();
-    let routes: Vec<RouteStatus> = live.iter().map(|l| route_status(ctx, l)).collect();
+    let routes: Vec<RouteStatus> = live.iter().map(|l| route_status(d, l)).collect();
     let total: u64 = live.iter().map(|l| l.stats.total()).sum();
     let inflight: i64 = live
         .iter()
@@ -467,21 +474,21 @@ pub fn status(ctx: &Ctx) -> Status {
     Status {
         version: env!("CARGO_PKG_VERSION").into(),
         pid: std::process::id(),
-        port: ctx.port,
-        uptime_secs: ctx.started.elapsed().as_secs(),
-        tls: ctx.tls.is_some(),
-        listening: ctx
+        port: d.ctx.port,
+        uptime_secs: d.started.elapsed().as_secs(),
+        tls: d.ctx.tls.is_some(),
+        listening: d
             .listening
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone(),
-        dashboard: format!("http://{HOST}:{}/", ctx.port),
+        dashboard: format!("http://{HOST}:{}/", d.ctx.port),
         totals: Totals {
             requests: total,
             inflight,
-            connections_open: ctx.metrics.connections_open.load(Relaxed).max(0),
-            connections_total: ctx.metrics.connections_total.load(Relaxed),
-            tls_handshakes: ctx.metrics.tls_handshakes.load(Relaxed),
+            connections_open: d.ctx.metrics.connections_open.load(Relaxed).max(0),
+            connections_total: d.ctx.metrics.connections_total.load(Relaxed),
+            tls_handshakes: d.ctx.metrics.tls_handshakes.load(Relaxed),
         },
         routes,
     }
@@ -489,23 +496,23 @@ pub fn status(ctx: &Ctx) -> Status {
 
 /// Server-sent events: a `status` snapshot now and every second, and each app event as it
 /// happens. With `only`, just that host's app events (live reload uses this).
-pub fn events(ctx: &Arc<Ctx>, only: Option<String>) -> Response<ProxyBody> {
-    events_with(ctx, only, None)
+pub fn events(d: &Arc<DaemonState>, only: Option<String>) -> Response<ProxyBody> {
+    events_with(d, only, None)
 }
 
-fn event_bytes(ev: &crate::proxy::AppEvent) -> Bytes {
+fn event_bytes(ev: &AppEvent) -> Bytes {
     let data = serde_json::to_string(ev).unwrap_or_default();
     Bytes::from(format!("event: {}\ndata: {data}\n\n", ev.kind.as_str()))
 }
 
 fn events_with(
-    ctx: &Arc<Ctx>,
+    d: &Arc<DaemonState>,
     only: Option<String>,
-    first: Option<crate::proxy::AppEvent>,
+    first: Option<AppEvent>,
 ) -> Response<ProxyBody> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-    let mut sub = ctx.events.subscribe();
-    let ctx = ctx.clone();
+    let mut sub = d.events.subscribe();
+    let d = d.clone();
     tokio::spawn(async move {
         let snapshots = only.is_none();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -519,7 +526,7 @@ fn events_with(
                     if !snapshots {
                         Bytes::from_static(b": keep-alive\n\n")
                     } else {
-                        Bytes::from(format!("event: status\ndata: {}\n\n", json!(status(&ctx))))
+                        Bytes::from(format!("event: status\ndata: {}\n\n", json!(status(&d))))
                     }
                 }
                 ev = sub.recv() => match ev {
@@ -550,18 +557,18 @@ fn events_with(
 
 /// `/__portok/events` on an app's host: that app's events only, starting with a failure
 /// that still stands (so a page loaded during a broken build shows the overlay).
-pub fn app_events(ctx: &Arc<Ctx>, host: &str) -> Response<ProxyBody> {
-    let standing = ctx
+pub fn app_events(d: &Arc<DaemonState>, host: &str) -> Response<ProxyBody> {
+    let standing = d
         .last_failure
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .get(host)
         .cloned();
-    events_with(ctx, Some(host.to_string()), standing)
+    events_with(d, Some(host.to_string()), standing)
 }
 
-fn dashboard(ctx: &Ctx) -> String {
-    let status = status(ctx);
+fn dashboard(d: &DaemonState) -> String {
+    let status = status(d);
     let rows = render_rows(&status);
     let data = serde_json::to_string(&status)
         .unwrap_or_default()
@@ -569,7 +576,7 @@ fn dashboard(ctx: &Ctx) -> String {
     DASHBOARD
         .replace("{{ROWS}}", &rows)
         .replace("{{VERSION}}", env!("CARGO_PKG_VERSION"))
-        .replace("{{PORT}}", &ctx.port.to_string())
+        .replace("{{PORT}}", &d.ctx.port.to_string())
         .replace("{{DATA}}", &data)
 }
 

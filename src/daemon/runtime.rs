@@ -2,6 +2,7 @@
 //! socket, and keeps the route table in step with routes.json (control `reload`, a file
 //! watcher as a safety net, and a sweep that drops routes whose owner died).
 
+use super::state::{AppEvent, DaemonState, EventKind};
 use crate::control::{DaemonStatus, Reply, Request};
 use crate::metrics::Metrics;
 use crate::proxy::{self, Ctx, Limits};
@@ -56,6 +57,8 @@ pub enum StartError {
 struct Daemon {
     state: StateDir,
     ctx: Arc<Ctx>,
+    /// The daemon's own facts (events, dashboard token, where it listens).
+    shared: Arc<DaemonState>,
     shutdown: CancellationToken,
     /// How long requests in flight get to finish once the daemon stops.
     stop_grace: std::sync::Mutex<Duration>,
@@ -196,15 +199,18 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
         config.limits.clone(),
         Some(tls),
         metrics,
-        token,
     );
     ctx.redirect_https = config.redirect_https;
-    ctx.pages = Some(Arc::new(crate::daemon::admin::Pages));
     ctx.metrics_enabled = config.metrics;
     let ctx = Arc::new(ctx);
+    let shared = Arc::new(DaemonState::new(ctx.clone(), token));
+    let _ = ctx
+        .pages
+        .set(Arc::new(crate::daemon::admin::Pages(shared.clone())));
     let daemon = Arc::new(Daemon {
         state: state.clone(),
         ctx: ctx.clone(),
+        shared: shared.clone(),
         shutdown: ctx.stopping.clone(),
         stop_grace: std::sync::Mutex::new(crate::control::STOP_GRACE),
         stopped: tokio::sync::watch::channel(None).0,
@@ -220,7 +226,7 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
     std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o600))?;
 
     info!(port = config.port, addrs = ?listening, "portok daemon listening");
-    *ctx.listening.lock().unwrap_or_else(|e| e.into_inner()) = listening;
+    *shared.listening.lock().unwrap_or_else(|e| e.into_inner()) = listening;
     write_pid_files(&state, &pid_file, config.port)?;
     announce(crate::daemon::READY);
 
@@ -346,7 +352,7 @@ impl Daemon {
     }
 
     fn status(&self) -> DaemonStatus {
-        crate::daemon::admin::status(&self.ctx).summary()
+        crate::daemon::admin::status(&self.shared).summary()
     }
 }
 
@@ -448,9 +454,9 @@ async fn handle_control(req: Request, daemon: &Daemon) -> Reply {
                     },
                 );
             }
-            let _ = daemon.ctx.events.send(crate::proxy::AppEvent {
+            let _ = daemon.shared.events.send(AppEvent {
                 hostname,
-                kind: crate::proxy::EventKind::Crashed,
+                kind: EventKind::Crashed,
                 generation: 0,
                 message,
                 tail,
@@ -458,7 +464,7 @@ async fn handle_control(req: Request, daemon: &Daemon) -> Reply {
             Reply::ok()
         }
         Request::Detail => Reply {
-            data: serde_json::to_value(crate::daemon::admin::status(&daemon.ctx)).ok(),
+            data: serde_json::to_value(crate::daemon::admin::status(&daemon.shared)).ok(),
             ..Reply::ok()
         },
         Request::Redeploy {
@@ -466,8 +472,8 @@ async fn handle_control(req: Request, daemon: &Daemon) -> Reply {
             record,
             tail,
         } => {
-            let kind = crate::proxy::EventKind::from(record.outcome);
-            let event = crate::proxy::AppEvent {
+            let kind = EventKind::from(record.outcome);
+            let event = AppEvent {
                 hostname: hostname.clone(),
                 kind,
                 generation: record.generation,
@@ -479,22 +485,22 @@ async fn handle_control(req: Request, daemon: &Daemon) -> Reply {
             };
             {
                 let mut standing = daemon
-                    .ctx
+                    .shared
                     .last_failure
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
-                if event.kind == crate::proxy::EventKind::Failed {
+                if event.kind == EventKind::Failed {
                     standing.insert(hostname.clone(), event.clone());
-                } else if event.kind == crate::proxy::EventKind::Redeployed {
+                } else if event.kind == EventKind::Redeployed {
                     standing.remove(&hostname);
                 }
             }
-            let _ = daemon.ctx.events.send(event);
+            let _ = daemon.shared.events.send(event);
             daemon.ctx.metrics.route(&hostname).record_redeploy(record);
             Reply::ok()
         }
         Request::Switch { hostname, request } => {
-            match crate::switch::switch(&daemon.ctx, &hostname, request).await {
+            match crate::daemon::switch::switch(&daemon.shared, &hostname, request).await {
                 Ok(msg) => Reply {
                     message: Some(msg),
                     ..Reply::ok()

@@ -76,7 +76,7 @@ async fn route(
         // Boxed, as the other rare paths below: the handler's future is allocated for every
         // request, and these made it 4.5 KiB instead of 3.1.
         Decision::Admin => {
-            return match &ctx.pages {
+            return match ctx.pages.get() {
                 Some(pages) => Ok(pages.admin(ctx, req, conn).await),
                 None => Err(ProxyError::NoRoute {
                     host: host.into_owned(),
@@ -84,7 +84,7 @@ async fn route(
             }
         }
         Decision::LiveReload => {
-            return Ok(match (req.uri().path(), &ctx.pages) {
+            return Ok(match (req.uri().path(), ctx.pages.get()) {
                 ("/__portok/reload.js", _) => reload::script(),
                 ("/__portok/events", Some(pages)) => pages.app_events(ctx, &host),
                 _ => reload::not_found(),

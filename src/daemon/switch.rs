@@ -3,9 +3,10 @@
 //! through the rollback window and switch back after `fail_threshold` consecutive
 //! failures. In-flight requests to the old port finish on it (the proxy counts them).
 
+use super::state::{AppEvent, DaemonState, EventKind};
 use crate::metrics::{SwitchOutcome, SwitchRecord};
 use crate::probe;
-use crate::proxy::{AppEvent, Ctx, EventKind};
+use crate::proxy::Ctx;
 use crate::routes::{store, unix_now};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +32,12 @@ pub enum SwitchError {
 }
 
 /// Check, switch, record; then watch the new port for the rollback window in the background.
-pub async fn switch(ctx: &Arc<Ctx>, host: &str, req: SwitchRequest) -> Result<String, SwitchError> {
+pub async fn switch(
+    d: &Arc<DaemonState>,
+    host: &str,
+    req: SwitchRequest,
+) -> Result<String, SwitchError> {
+    let ctx = &d.ctx;
     let current = ctx
         .routes
         .load()
@@ -95,7 +101,7 @@ pub async fn switch(ctx: &Arc<Ctx>, host: &str, req: SwitchRequest) -> Result<St
         outcome: SwitchOutcome::Switched,
         rollback: None,
     });
-    let _ = ctx.events.send(AppEvent {
+    let _ = d.events.send(AppEvent {
         hostname: host.into(),
         kind: EventKind::Switched,
         generation: 0,
@@ -104,7 +110,7 @@ pub async fn switch(ctx: &Arc<Ctx>, host: &str, req: SwitchRequest) -> Result<St
     });
     if req.rollback_secs > 0.0 {
         tokio::spawn(watch_new_port(
-            ctx.clone(),
+            d.clone(),
             host.to_string(),
             id,
             old_port,
@@ -162,18 +168,19 @@ async fn set_port(ctx: &Ctx, host: &str, from: u16, to: u16) -> Result<(), Switc
 /// During the rollback window, probe the new port; after `fail_threshold` failures in a
 /// row, go back to the old one and record why.
 async fn watch_new_port(
-    ctx: Arc<Ctx>,
+    d: Arc<DaemonState>,
     host: String,
     id: u64,
     old: u16,
     req: SwitchRequest,
     tcp: bool,
 ) {
+    let ctx = &d.ctx;
     let until = tokio::time::Instant::now() + Duration::from_secs_f64(req.rollback_secs);
     let mut failures = 0;
     while tokio::time::Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        if current_port(&ctx, &host) != Some(req.port) {
+        if current_port(ctx, &host) != Some(req.port) {
             return; // someone switched again; this watch is over
         }
         if probe::ready(req.port, &host, req.health.as_deref(), tcp).await {
@@ -188,7 +195,7 @@ async fn watch_new_port(
             "{failures} health checks in a row failed on port {}; rolled back to port {old}",
             req.port
         );
-        if set_port(&ctx, &host, req.port, old).await.is_ok() {
+        if set_port(ctx, &host, req.port, old).await.is_ok() {
             tracing::warn!(host, id, "{why}");
             let stats = ctx.metrics.route(&host);
             stats.record_switch(SwitchRecord {
@@ -200,7 +207,7 @@ async fn watch_new_port(
                 outcome: SwitchOutcome::RolledBack,
                 rollback: Some(why.clone()),
             });
-            let _ = ctx.events.send(AppEvent {
+            let _ = d.events.send(AppEvent {
                 hostname: host.clone(),
                 kind: EventKind::RolledBack,
                 generation: 0,

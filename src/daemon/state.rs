@@ -1,0 +1,86 @@
+//! The daemon's own facts, beside the proxy's context: when it started and where it
+//! listens, the dashboard's token and its rate limit, and the events (redeploys, switches,
+//! crashes) that dashboards and live-reload pages follow. The proxy never reads these.
+
+use crate::proxy::Ctx;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+pub struct DaemonState {
+    /// What the proxy's connections share.
+    pub ctx: Arc<Ctx>,
+    pub started: Instant,
+    pub listening: Mutex<Vec<String>>,
+    /// The dashboard's mutating endpoints need this token (admin.token in the state dir).
+    pub admin_token: String,
+    /// Failed token attempts per client, for rate limiting.
+    pub admin_failures: Mutex<HashMap<std::net::IpAddr, (u32, Instant)>>,
+    /// Redeploy/switch/crash events for the dashboard and live reload (server-sent events).
+    pub events: tokio::sync::broadcast::Sender<AppEvent>,
+    /// The last failed redeploy per host, replayed to live-reload pages that connect
+    /// while the failure stands; cleared by the next success.
+    pub last_failure: Mutex<HashMap<String, AppEvent>>,
+}
+
+impl DaemonState {
+    pub fn new(ctx: Arc<Ctx>, admin_token: String) -> Self {
+        DaemonState {
+            ctx,
+            started: Instant::now(),
+            listening: Mutex::new(Vec::new()),
+            admin_token,
+            admin_failures: Mutex::new(HashMap::new()),
+            events: tokio::sync::broadcast::channel(256).0,
+            last_failure: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// What happened, as the SSE event name dashboards and live-reload scripts listen for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Redeployed,
+    Failed,
+    RolledBack,
+    Crashed,
+    Switched,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Redeployed => "redeployed",
+            EventKind::Failed => "failed",
+            EventKind::RolledBack => "rolled_back",
+            EventKind::Crashed => "crashed",
+            EventKind::Switched => "switched",
+        }
+    }
+}
+
+impl From<crate::metrics::RedeployOutcome> for EventKind {
+    /// The event a redeploy's end sends (an unknown outcome reads as a failure).
+    fn from(outcome: crate::metrics::RedeployOutcome) -> Self {
+        use crate::metrics::RedeployOutcome as O;
+        match outcome {
+            O::Ok => EventKind::Redeployed,
+            O::RolledBack => EventKind::RolledBack,
+            O::Failed | O::Unknown => EventKind::Failed,
+        }
+    }
+}
+
+/// Something that happened to an app, streamed to dashboards and live-reload scripts.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct AppEvent {
+    pub hostname: String,
+    pub kind: EventKind,
+    #[serde(default)]
+    pub generation: u64,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tail: Vec<String>,
+}
