@@ -70,18 +70,18 @@ impl Default for Limits {
 
 /// What the daemon serves itself through the proxy: the dashboard and admin API on
 /// [`crate::names::ADMIN_HOST`], and an app's live-reload event stream. The daemon hands it
-/// over when it builds [`Ctx`], so the proxy needs nothing from the layers above it.
+/// over once it has built its state around [`Ctx`], so the proxy needs nothing from the
+/// layers above it.
 pub trait DaemonPages: Send + Sync {
-    fn admin<'a>(
-        &'a self,
-        ctx: &'a Arc<Ctx>,
+    fn admin(
+        &self,
         req: http::Request<hyper::body::Incoming>,
         conn: ConnInfo,
     ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = http::Response<forward::ProxyBody>> + Send + 'a>,
+        Box<dyn std::future::Future<Output = http::Response<forward::ProxyBody>> + Send + '_>,
     >;
 
-    fn app_events(&self, ctx: &Arc<Ctx>, host: &str) -> http::Response<forward::ProxyBody>;
+    fn app_events(&self, host: &str) -> http::Response<forward::ProxyBody>;
 }
 
 /// Everything a connection task needs. Shared by all connections; the route table is
@@ -263,21 +263,8 @@ impl Ctx {
     /// Wait until nothing is in flight to `port` (live or retired instances) or `deadline`
     /// passes; what is still in flight then.
     pub async fn drained(&self, port: u16, deadline: tokio::time::Instant) -> usize {
-        let mut on_port: Vec<Arc<Backend>> = self
-            .routes
-            .load()
-            .backends()
-            .filter(|b| b.port == port)
-            .cloned()
-            .collect();
-        on_port.extend(
-            self.retired
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .filter(|b| b.port == port)
-                .cloned(),
-        );
+        let mut on_port = self.every_backend();
+        on_port.retain(|b| b.port == port);
         // A retired instance gets no new requests, so each reaching zero in turn is all of
         // them at zero.
         for b in &on_port {
@@ -291,19 +278,8 @@ impl Ctx {
     /// for: they last as long as their page.
     pub async fn drain_all(&self, deadline: tokio::time::Instant) -> usize {
         use std::sync::atomic::Ordering::SeqCst;
-        let all = || -> Vec<Arc<Backend>> {
-            let mut v: Vec<Arc<Backend>> = self.routes.load().backends().cloned().collect();
-            v.extend(
-                self.retired
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter()
-                    .cloned(),
-            );
-            v
-        };
         loop {
-            let backends = all();
+            let backends = self.every_backend();
             let left: usize = backends
                 .iter()
                 .map(|b| {
@@ -325,18 +301,25 @@ impl Ctx {
 
     pub fn inflight(&self, port: u16) -> usize {
         use std::sync::atomic::Ordering::Relaxed;
-        let table = self.routes.load();
-        let live: usize = table
-            .backends()
-            .filter(|b| b.port == port)
-            .map(|b| b.inflight.load(Relaxed))
-            .sum();
-        let retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
-        live + retired
+        self.every_backend()
             .iter()
             .filter(|b| b.port == port)
             .map(|b| b.inflight.load(Relaxed))
-            .sum::<usize>()
+            .sum()
+    }
+
+    /// Every instance that may have requests in flight: those in the route table and the
+    /// retired ones still draining.
+    fn every_backend(&self) -> Vec<Arc<Backend>> {
+        let mut all: Vec<Arc<Backend>> = self.routes.load().backends().cloned().collect();
+        all.extend(
+            self.retired
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
+        all
     }
 }
 

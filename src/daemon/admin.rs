@@ -8,7 +8,7 @@ use crate::daemon::status::{BackendStatus, Responses, RouteStatus, Status, TcpSt
 use crate::metrics::RouteStats;
 use crate::names::short_name;
 use crate::proxy::forward::ProxyBody;
-use crate::proxy::{ConnInfo, Ctx};
+use crate::proxy::ConnInfo;
 use crate::routes::{unix_now, LiveRoute, RouteState};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -25,16 +25,15 @@ pub const HOST: &str = crate::names::ADMIN_HOST;
 pub struct Pages(pub Arc<DaemonState>);
 
 impl crate::proxy::DaemonPages for Pages {
-    fn admin<'a>(
-        &'a self,
-        _ctx: &'a Arc<Ctx>,
+    fn admin(
+        &self,
         req: Request<Incoming>,
         conn: ConnInfo,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<ProxyBody>> + Send + 'a>> {
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<ProxyBody>> + Send + '_>> {
         Box::pin(handle(&self.0, req, conn))
     }
 
-    fn app_events(&self, _ctx: &Arc<Ctx>, host: &str) -> Response<ProxyBody> {
+    fn app_events(&self, host: &str) -> Response<ProxyBody> {
         app_events(&self.0, host)
     }
 }

@@ -77,7 +77,7 @@ async fn route(
         // request, and these made it 4.5 KiB instead of 3.1.
         Decision::Admin => {
             return match ctx.pages.get() {
-                Some(pages) => Ok(pages.admin(ctx, req, conn).await),
+                Some(pages) => Ok(pages.admin(req, conn).await),
                 None => Err(ProxyError::NoRoute {
                     host: host.into_owned(),
                 }),
@@ -86,7 +86,7 @@ async fn route(
         Decision::LiveReload => {
             return Ok(match (req.uri().path(), ctx.pages.get()) {
                 ("/__portok/reload.js", _) => reload::script(),
-                ("/__portok/events", Some(pages)) => pages.app_events(ctx, &host),
+                ("/__portok/events", Some(pages)) => pages.app_events(&host),
                 _ => reload::not_found(),
             })
         }
