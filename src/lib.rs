@@ -14,9 +14,12 @@
 //!      (completions and man pages from the clap definitions).
 //! 2. The processes that run for a while.
 //!    - [`run`] (`run.rs`: `portok run`, name inference, route ownership, the run socket):
-//!      `supervisor` (one app's generations: switch, drain, rollback), `pool` and
-//!      `pool/slots` (N instances, rolling redeploys, restart back-off), `child` (spawn,
-//!      env, process groups, output), `watch` (notify + ignore, debounce), `daemon_link`
+//!      `supervisor` (one actor over the app's N instances, 1 by default: events and the
+//!      loop), `supervisor/deploy` (start, rolling redeploy, switch, rollback window,
+//!      drain), `supervisor/exits` (rollback, crash page, restart back-off, failed start),
+//!      `supervisor/route` (what the route says, process groups, redeploy reports),
+//!      `supervisor/slots` (slots, instances, back-off), `child` (spawn, env, process
+//!      groups, output), `watch` (notify + ignore, debounce), `daemon_link`
 //!      (what a run tells the daemon, and the watchdog), `ports` (each generation's port).
 //!    - [`daemon`] (`daemon.rs`: start/stop/status of the detached daemon): `runtime` (the
 //!      daemon process: listeners, control server, route reloads, stale sweep, graceful

@@ -5,7 +5,6 @@
 
 pub mod child;
 mod daemon_link;
-pub mod pool;
 mod ports;
 pub mod supervisor;
 pub mod watch;
@@ -199,13 +198,10 @@ async fn run(
         proxy_port: url_port,
         ca_pem: ca.exists().then_some(ca),
     };
-    let code = if instances > 1 {
-        let pool = pool::Pool::new(launch, state.clone(), opts, instances, cwd);
-        pool.run(changes_rx, control_rx).await
-    } else {
-        let sup = Supervisor::new(launch, state.clone(), opts, first_port, cwd);
-        sup.run(changes_rx, control_rx).await
-    };
+    // A pool picks its instances' ports as it starts them.
+    let announced = (instances == 1).then_some(first_port);
+    let sup = Supervisor::new(launch, state.clone(), opts, instances, announced, cwd);
+    let code = sup.run(changes_rx, control_rx).await;
     server.abort();
     let _ = std::fs::remove_file(&sock_path);
     Ok(code)
@@ -341,7 +337,9 @@ async fn answer(line: &str, tx: &mpsc::Sender<Control>) -> AppReply {
             }
             match rrx.await {
                 Ok(Ok(message)) => AppReply::Redeployed { message },
-                Ok(Err(message)) => AppReply::Failed { message },
+                Ok(Err(e)) => AppReply::Failed {
+                    message: e.to_string(),
+                },
                 Err(_) => failed("the redeploy was abandoned"),
             }
         }

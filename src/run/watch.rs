@@ -116,7 +116,7 @@ pub fn spawn(
     filter: Filter,
     debounce: Duration,
 ) -> Result<(notify::RecommendedWatcher, mpsc::Receiver<PathBuf>), WatchError> {
-    let (raw_tx, mut raw_rx) = mpsc::channel::<PathBuf>(1024);
+    let (raw_tx, raw_rx) = mpsc::channel::<PathBuf>(1024);
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         let Ok(ev) = ev else { return };
         if matches!(ev.kind, EventKind::Access(_)) {
@@ -142,16 +142,18 @@ pub fn spawn(
             })?;
     }
     let (tx, rx) = mpsc::channel(4);
-    tokio::spawn(async move {
-        while let Some(first) = raw_rx.recv().await {
-            // Quiet period: keep absorbing events until none arrives for `debounce`.
-            while let Ok(Some(_)) = tokio::time::timeout(debounce, raw_rx.recv()).await {}
-            if tx.send(first).await.is_err() {
-                return;
-            }
-        }
-    });
+    tokio::spawn(debounced(raw_rx, tx, debounce));
     Ok((watcher, rx))
+}
+
+/// Pass on the first path of each burst, once no event has arrived for `quiet`.
+async fn debounced(mut raw: mpsc::Receiver<PathBuf>, tx: mpsc::Sender<PathBuf>, quiet: Duration) {
+    while let Some(first) = raw.recv().await {
+        while let Ok(Some(_)) = tokio::time::timeout(quiet, raw.recv()).await {}
+        if tx.send(first).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// The next changed path from the watcher; never, when nothing is watched.
@@ -167,6 +169,27 @@ pub(super) async fn next_change(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_changes_is_one_redeploy_after_the_quiet_period() {
+        let (raw_tx, raw_rx) = mpsc::channel(16);
+        let (tx, mut rx) = mpsc::channel(4);
+        let quiet = Duration::from_millis(300);
+        tokio::spawn(debounced(raw_rx, tx, quiet));
+        let start = tokio::time::Instant::now();
+        for name in ["a.rs", "b.rs", "c.rs"] {
+            raw_tx.send(PathBuf::from(name)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The first path of the burst, once 300 ms pass with no event after the last.
+        assert_eq!(rx.recv().await, Some(PathBuf::from("a.rs")));
+        assert_eq!(start.elapsed(), Duration::from_millis(400 + 300));
+        // Nothing more until the next burst, which is its own change.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(rx.try_recv().is_err());
+        raw_tx.send(PathBuf::from("d.rs")).await.unwrap();
+        assert_eq!(rx.recv().await, Some(PathBuf::from("d.rs")));
+    }
 
     #[test]
     fn filter_skips_ignored_and_builtin_folders() {

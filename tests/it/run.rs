@@ -471,3 +471,54 @@ async fn portok_zero_runs_the_command_plainly() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "port=unset");
     assert!(p.daemon_pid().is_none(), "no proxy");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fixed_app_port_redeploys_by_stopping_then_starting() {
+    let p = Portok::new();
+    let dir = project(&p);
+    let port = free_port();
+    let script = app_script();
+    let app = p.spawn_app(
+        &dir,
+        &["run", "web", "--app-port", &port.to_string(), "--", &script],
+    );
+    app.wait_for("web ready in", LONG).await;
+    assert!(body_of(&p, "web.localhost")
+        .await
+        .text()
+        .contains("version 1, generation 1"));
+    std::fs::write(dir.join("version.txt"), "2").unwrap();
+    app.wait_for_n("web ready in", 2, LONG).await;
+    let text = app.text();
+    assert!(
+        text.contains("stopping generation 1 first (--app-port is fixed"),
+        "{text}"
+    );
+    let r = body_of(&p, "web.localhost").await;
+    assert!(r.text().contains("version 2, generation 2"), "{}", r.text());
+    let route = route_of(&p, "web.localhost").unwrap();
+    assert_eq!(route["port"], port);
+    assert_eq!(route["generation"], 2);
+    assert_eq!(route["state"], "live");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_during_the_first_start_cancels_it_and_the_newest_source_serves() {
+    let p = Portok::new();
+    let dir = project(&p);
+    let script = format!(
+        "sleep 2; HELLO_VERSION=$(cat version.txt) exec {}",
+        hello_bin().display()
+    );
+    let app = p.spawn_app(&dir, &["web", &script]);
+    app.wait_for("starting on port", LONG).await;
+    std::fs::write(dir.join("version.txt"), "2").unwrap();
+    app.wait_for("cancelling generation 1 (still starting)", LONG)
+        .await;
+    app.wait_for("web ready in", LONG).await;
+    let text = app.text();
+    assert!(text.contains("(generation 2, pid"), "{text}");
+    let r = body_of(&p, "web.localhost").await;
+    assert!(r.text().contains("version 2, generation 2"), "{}", r.text());
+    assert_eq!(route_of(&p, "web.localhost").unwrap()["generation"], 2);
+}

@@ -1,5 +1,6 @@
-//! A pool's places and what runs in them: one slot per instance index, the instance
-//! running there and the probe that finds it ready, a rolling redeploy's progress, and the
+//! The supervisor's places and what runs in them: one slot per instance index, the
+//! instance running there (and, for a single instance, the one kept for the rollback
+//! window), the probe that finds an instance ready, a redeploy's progress, and the
 //! back-off for restarting an instance that keeps crashing.
 
 use super::super::child::Generation;
@@ -29,17 +30,50 @@ impl Drop for ProbeTask {
     }
 }
 
-/// A place in the pool: instance `index` of N, whichever generation runs there.
+/// The generation a single instance switched away from, kept running for the rollback
+/// window: if the new one dies before the window is over, the route goes back to it.
+pub(super) struct Kept {
+    pub(super) inst: Instance,
+    pub(super) switched: Instant,
+}
+
+/// A place in the supervisor: instance `index` of N, whichever generation runs there.
 #[derive(Default)]
 pub(super) struct Slot {
     pub(super) running: Option<Instance>,
+    pub(super) kept: Option<Kept>,
     /// Crashes in a row, for the back-off.
     pub(super) crashes: u32,
     /// When a crashed instance is started again.
     pub(super) restart_at: Option<Instant>,
 }
 
-/// A rolling redeploy in progress.
+impl Slot {
+    /// The instance here crashed after `up_for`: when to start it again. A run of crashes
+    /// doubles the wait; one that stayed up a while starts the count over.
+    pub(super) fn crashed(&mut self, up_for: Duration, now: Instant) -> Duration {
+        if up_for >= STABLE_AFTER {
+            self.crashes = 0;
+        }
+        let delay = backoff(self.crashes);
+        self.crashes += 1;
+        self.restart_at = Some(now + delay);
+        delay
+    }
+
+    /// The slot holds a ready instance again: no restart is owed.
+    pub(super) fn recovered(&mut self) {
+        self.crashes = 0;
+        self.restart_at = None;
+    }
+
+    /// When the kept generation's rollback window closes.
+    pub(super) fn window_ends(&self, window: Duration) -> Option<Instant> {
+        self.kept.as_ref().map(|k| k.switched + window)
+    }
+}
+
+/// A redeploy in progress (rolling, for a pool: one slot at a time).
 pub(super) struct Rollout {
     /// The generation every slot is being moved to.
     pub(super) gen: u64,
@@ -93,5 +127,20 @@ mod tests {
         assert_eq!(backoff(1), Duration::from_millis(500));
         assert_eq!(backoff(3), Duration::from_secs(2));
         assert_eq!(backoff(40), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn a_crash_loop_backs_off_and_a_stable_run_forgives_it() {
+        let now = Instant::now();
+        let mut slot = Slot::default();
+        let quick = Duration::from_millis(100);
+        assert_eq!(slot.crashed(quick, now), Duration::from_millis(250));
+        assert_eq!(slot.crashed(quick, now), Duration::from_millis(500));
+        assert_eq!(slot.crashed(quick, now), Duration::from_secs(1));
+        assert_eq!(slot.restart_at, Some(now + Duration::from_secs(1)));
+        // Up for longer than STABLE_AFTER: the next crash waits the first back-off again.
+        assert_eq!(slot.crashed(STABLE_AFTER, now), FIRST_BACKOFF);
+        slot.recovered();
+        assert_eq!((slot.crashes, slot.restart_at), (0, None));
     }
 }
