@@ -27,7 +27,8 @@
 //!      dashboard's token, where it listens), `admin` (its own host `portok.localhost`:
 //!      dashboard, JSON API, events, Prometheus metrics, token-checked restart and switch;
 //!      `admin/dashboard.html`), `status` (the one status type of the API, the dashboard and
-//!      `portok status`), `switch` (health-gated switch of an alias route with drain and
+//!      `portok status`), `route_sync` (the table and routes.json in step: re-reads, the
+//!      daemon's own changes applied in memory then persisted, its own writes not re-read), `switch` (health-gated switch of an alias route with drain and
 //!      auto-rollback).
 //!    - [`probe`]: readiness (does the app answer on its port?).
 //!    - [`hosts`]: portok's block in /etc/hosts (`portok hosts`, and `--sync-hosts`).

@@ -20,8 +20,8 @@ pub mod tls;
 pub mod upstream;
 
 use crate::metrics::Metrics;
-use crate::routes::{store, Backend, RouteTable};
-use crate::state::{pid_alive, StateDir};
+use crate::routes::{Backend, RouteTable};
+use crate::state::StateDir;
 use arc_swap::ArcSwap;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -192,37 +192,13 @@ pub struct CrashInfo {
 }
 
 impl Ctx {
-    /// Re-read routes.json and swap the table. A corrupt file keeps the current table.
-    pub async fn reload(&self) {
-        let state = self.state.clone();
-        match tokio::task::spawn_blocking(move || store::load(&state)).await {
-            Ok(Ok(routes)) => {
-                let previous = self.routes.load_full();
-                // Whatever prompted this reload, an app whose `portok run` died without
-                // cleaning up (SIGKILL) is stopped here, so it does not outlive it.
-                for live in previous.sorted() {
-                    if live.route.pid != 0 && !pid_alive(live.route.pid) {
-                        for &pgid in &live.route.pgids {
-                            crate::sys::terminate_group(pgid, Duration::from_secs(5));
-                        }
-                    }
-                }
-                let table = RouteTable::build(routes, Some(&previous), &self.metrics);
-                // A route that is no longer crashed no longer needs its crash report.
-                {
-                    let mut crashes = self.crashes.lock().unwrap_or_else(|e| e.into_inner());
-                    crashes
-                        .retain(|host, _| table.lookup(host).is_some_and(|l| l.route.is_crashed()));
-                }
-                self.install(table);
-            }
-            Ok(Err(e)) => tracing::error!(error = %e, "keeping the current routes"),
-            Err(e) => tracing::error!(error = %e, "route reload task failed"),
-        }
-    }
-
     /// Swap in a new table, remember the backends it dropped, and wake held requests.
     pub fn install(&self, table: RouteTable) {
+        // A route that is no longer crashed no longer needs its crash report.
+        {
+            let mut crashes = self.crashes.lock().unwrap_or_else(|e| e.into_inner());
+            crashes.retain(|host, _| table.lookup(host).is_some_and(|l| l.route.is_crashed()));
+        }
         let old = self.routes.swap(Arc::new(table));
         let new = self.routes.load();
         let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());

@@ -330,7 +330,7 @@ impl Daemon {
     /// Re-read routes.json, then bind or release TCP listeners to match. Returns the TCP
     /// ports that could not be bound, for the writer that asked.
     async fn reload(&self) -> Vec<crate::proxy::tcp::TcpError> {
-        self.ctx.reload().await;
+        self.shared.reload_routes().await;
         if self.sync_hosts {
             let names: Vec<String> = self
                 .ctx
@@ -567,10 +567,13 @@ async fn watch_loop(daemon: Arc<Daemon>) {
             _ = daemon.shutdown.cancelled() => return,
             got = rx.recv() => if got.is_none() { return },
         }
-        // Let a burst of events settle, then read once.
+        // Let a burst of events settle, then read once, unless the table already holds
+        // this version (the daemon's own write, or one a writer asked it to reload).
         tokio::time::sleep(Duration::from_millis(20)).await;
         while rx.try_recv().is_ok() {}
-        daemon.reload().await;
+        if daemon.shared.routes_changed_on_disk() {
+            daemon.reload().await;
+        }
     }
 }
 

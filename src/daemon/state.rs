@@ -21,6 +21,8 @@ pub struct DaemonState {
     /// The last failed redeploy per host, replayed to live-reload pages that connect
     /// while the failure stands; cleared by the next success.
     pub last_failure: Mutex<HashMap<String, AppEvent>>,
+    /// Which version of routes.json the table holds, and the daemon's own writes to it.
+    pub route_sync: super::route_sync::RouteSync,
 }
 
 impl DaemonState {
@@ -33,6 +35,7 @@ impl DaemonState {
             admin_failures: Mutex::new(HashMap::new()),
             events: tokio::sync::broadcast::channel(256).0,
             last_failure: Mutex::new(HashMap::new()),
+            route_sync: Default::default(),
         }
     }
 }

@@ -7,7 +7,7 @@ use super::state::{AppEvent, DaemonState, EventKind};
 use crate::metrics::{SwitchOutcome, SwitchRecord};
 use crate::probe;
 use crate::proxy::Ctx;
-use crate::routes::{store, unix_now};
+use crate::routes::unix_now;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,8 +27,8 @@ pub enum SwitchError {
         "127.0.0.1:{port} failed the health check ({check}); the route still points at port {old}"
     )]
     Unhealthy { port: u16, check: String, old: u16 },
-    #[error(transparent)]
-    Store(#[from] store::StoreError),
+    #[error("{host} changed while it was being switched (another switch or `portok alias`); `portok list` shows where it points now")]
+    Changed { host: String },
 }
 
 /// Check, switch, record; then watch the new port for the rollback window in the background.
@@ -87,7 +87,9 @@ pub async fn switch(
             old: old_port,
         });
     }
-    set_port(ctx, host, old_port, req.port).await?;
+    if !set_port(d, host, old_port, req.port).await {
+        return Err(SwitchError::Changed { host: host.into() });
+    }
     // Drain: new requests already go to the new port; wait (bounded) for the old one's.
     let drain_until =
         tokio::time::Instant::now() + Duration::from_secs_f64(req.drain_secs.max(0.0));
@@ -140,29 +142,17 @@ async fn healthy(port: u16, host: &str, health: Option<&str>, tcp: bool) -> bool
     false
 }
 
-/// Move the alias from `from` to `to` in routes.json (only if it still points at `from`)
-/// and apply it before returning.
-async fn set_port(ctx: &Ctx, host: &str, from: u16, to: u16) -> Result<(), SwitchError> {
-    let state = ctx.state.clone();
-    let host_owned = host.to_string();
-    tokio::task::spawn_blocking(move || {
-        store::update::<_, store::StoreError>(&state, |routes| {
-            if let Some(r) = routes
-                .iter_mut()
-                .find(|r| r.hostname == host_owned && r.pid == 0 && r.port == from)
-            {
-                r.port = to;
-            }
-            Ok(())
-        })
+/// Move the alias from `from` to `to` (only if it still points at `from`): at once in the
+/// table, then in routes.json. Returns whether it moved.
+async fn set_port(d: &Arc<DaemonState>, host: &str, from: u16, to: u16) -> bool {
+    let host = host.to_string();
+    d.change_routes(move |routes| {
+        let alias = routes
+            .iter_mut()
+            .find(|r| r.hostname == host && r.pid == 0 && r.port == from);
+        alias.map(|r| r.port = to).is_some()
     })
     .await
-    .map_err(|e| store::StoreError::Io {
-        path: ctx.state.routes_json(),
-        source: std::io::Error::other(e),
-    })??;
-    ctx.reload().await;
-    Ok(())
 }
 
 /// During the rollback window, probe the new port; after `fail_threshold` failures in a
@@ -195,7 +185,7 @@ async fn watch_new_port(
             "{failures} health checks in a row failed on port {}; rolled back to port {old}",
             req.port
         );
-        if set_port(ctx, &host, req.port, old).await.is_ok() {
+        if set_port(&d, &host, req.port, old).await {
             tracing::warn!(host, id, "{why}");
             let stats = ctx.metrics.route(&host);
             stats.record_switch(SwitchRecord {
