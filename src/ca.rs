@@ -158,7 +158,11 @@ impl Ca {
     fn create(state_dir: &Path, cert_path: &Path, key_path: &Path) -> Result<Ca, CaError> {
         fs::create_dir_all(state_dir).map_err(|e| CaError::io(state_dir, e))?;
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let params = ca_params(&format!("{}@{}", user_name(), host_name()));
+        let params = ca_params(&format!(
+            "{}@{}",
+            crate::sys::user_name(),
+            crate::sys::host_name()
+        ));
         let cert = params.self_signed(&key)?;
         let cert_pem = cert.pem();
 
@@ -343,47 +347,6 @@ fn write_new_file(path: &Path, data: &[u8], mode: u32) -> Result<(), CaError> {
 /// legitimately be replaced.
 pub(crate) fn write_replace_file(path: &Path, data: &[u8], mode: u32) -> Result<(), CaError> {
     crate::fsutil::write_atomic(path, data, mode).map_err(|e| CaError::io(path, e))
-}
-
-fn user_name() -> String {
-    if let Some(user) = std::env::var("USER").ok().filter(|u| !u.is_empty()) {
-        return user;
-    }
-    passwd_name().unwrap_or_else(|| format!("uid{}", unsafe { libc::getuid() }))
-}
-
-/// Looks the current uid up in the passwd database (no $USER in cron, systemd...).
-fn passwd_name() -> Option<String> {
-    let mut buf = vec![0 as libc::c_char; 4096];
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: all pointers reference live, correctly sized buffers; on success
-    // pw_name points into `buf`, which outlives the CStr borrow below.
-    let rc = unsafe {
-        libc::getpwuid_r(
-            libc::getuid(),
-            &mut pwd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
-        return None;
-    }
-    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
-    Some(name.to_string_lossy().into_owned())
-}
-
-fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for buf.len() bytes; we NUL-terminate below.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
-    if rc != 0 {
-        return "localhost".to_string();
-    }
-    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len() - 1);
-    String::from_utf8_lossy(&buf[..len]).into_owned()
 }
 
 #[cfg(test)]

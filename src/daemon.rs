@@ -10,9 +10,9 @@ pub mod status;
 pub mod switch;
 
 use crate::control::{self, ControlError, DaemonStatus, Request};
-use crate::state::{pid_alive, StateDir};
+use crate::state::StateDir;
+use crate::sys::pid_alive;
 use std::io::{BufRead, BufReader};
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -81,14 +81,7 @@ pub fn start(state: &StateDir, opts: &StartOptions) -> Result<Started, DaemonErr
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log);
-    // SAFETY: setsid is async-signal-safe; it detaches the daemon from our terminal and
-    // process group so Ctrl-C in the shell that auto-started it does not reach it.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    crate::sys::detach_session(&mut cmd);
     let mut child = cmd.spawn().map_err(DaemonError::Spawn)?;
     let stdout = child.stdout.take().expect("stdout is piped");
     let (tx, rx) = std::sync::mpsc::channel();
@@ -197,8 +190,7 @@ pub fn stop(state: &StateDir, grace: Option<Duration>) -> Result<Option<usize>, 
     let start = Instant::now();
     while pid_alive(status.pid) {
         if start.elapsed() > waited {
-            // SAFETY: sending a signal to a pid we just confirmed is our daemon.
-            unsafe { libc::kill(status.pid as i32, libc::SIGKILL) };
+            crate::sys::signal_pid(status.pid, crate::sys::Signal::Kill);
             return Err(DaemonError::Killed {
                 pid: status.pid,
                 waited: grace_for + waited,

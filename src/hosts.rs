@@ -17,7 +17,6 @@ use crate::routes::store;
 use crate::state::StateDir;
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -241,8 +240,7 @@ fn write_in_place(target: &Path, data: &[u8]) -> io::Result<()> {
 /// files `clean` removes) are the invoking user's: use `SUDO_USER`'s home unless
 /// PORTOK_STATE_DIR says otherwise.
 pub fn state_dir() -> Result<StateDir, crate::state::StateError> {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = crate::sys::effective_ids().0 == 0;
     if root && std::env::var_os("PORTOK_STATE_DIR").is_none() {
         if let Some(home) = std::env::var("SUDO_USER").ok().and_then(|u| home_of(&u)) {
             return Ok(StateDir::at(home.join(".portok")));
@@ -252,17 +250,7 @@ pub fn state_dir() -> Result<StateDir, crate::state::StateError> {
 }
 
 fn home_of(user: &str) -> Option<PathBuf> {
-    let name = std::ffi::CString::new(user).ok()?;
-    // SAFETY: getpwnam reads the passwd database; the returned record is copied out at
-    // once (a CLI process calls it from one thread).
-    unsafe {
-        let pw = libc::getpwnam(name.as_ptr());
-        if pw.is_null() || (*pw).pw_dir.is_null() {
-            return None;
-        }
-        let dir = std::ffi::CStr::from_ptr((*pw).pw_dir);
-        Some(PathBuf::from(std::ffi::OsStr::from_bytes(dir.to_bytes())))
-    }
+    crate::sys::home_of(user)
 }
 
 /// `portok hosts sync|clean`.

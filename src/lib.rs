@@ -80,9 +80,7 @@ pub mod project;
 pub mod proxy;
 pub mod routes;
 pub mod run;
-#[cfg(target_os = "linux")]
-pub mod splice;
 pub mod state;
-pub(crate) mod sys;
+pub mod sys;
 pub mod trust;
 pub(crate) mod ui;

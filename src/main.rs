@@ -12,8 +12,7 @@ fn main() {
             | portok::cli::Command::Run(_)
             | portok::cli::Command::External(_)
     ) {
-        // SAFETY: restoring the default disposition before any thread starts.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        portok::sys::default_sigpipe();
     }
     let code = match cmd::dispatch(cli) {
         Ok(code) => code,

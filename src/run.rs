@@ -14,7 +14,8 @@ use crate::control::{self, AppReply, AppRequest};
 use crate::daemon;
 use crate::names;
 use crate::routes::{store, unix_now, Route, RouteState};
-use crate::state::{self, pid_alive, StateDir};
+use crate::state::{self, StateDir};
+use crate::sys::pid_alive;
 use crate::ui::say;
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
@@ -234,12 +235,12 @@ async fn take_name(
         "--force: stopping the portok run (pid {}) that owns {hostname}",
         owner.pid
     ));
-    // SAFETY: signalling the recorded owner; it stops its app and removes its route.
-    unsafe { libc::kill(owner.pid as i32, libc::SIGTERM) };
+    // The owner stops its app and removes its route.
+    crate::sys::signal_pid(owner.pid, crate::sys::Signal::Term);
     let deadline = std::time::Instant::now() + kill_timeout + Duration::from_secs(5);
     while pid_alive(owner.pid) {
         if std::time::Instant::now() > deadline {
-            unsafe { libc::kill(owner.pid as i32, libc::SIGKILL) };
+            crate::sys::signal_pid(owner.pid, crate::sys::Signal::Kill);
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -57,8 +57,7 @@ impl StateDir {
         match fs::metadata(&self.root) {
             Ok(meta) => {
                 use std::os::unix::fs::MetadataExt;
-                // SAFETY: geteuid has no preconditions.
-                let me = unsafe { libc::geteuid() };
+                let me = crate::sys::effective_ids().0;
                 if meta.uid() != me {
                     return Err(StateError::NotOwner {
                         path: self.root.clone(),
@@ -155,26 +154,5 @@ pub fn proxy_port(flag: Option<u16>) -> Result<u16, StateError> {
             }),
         },
         _ => Ok(DEFAULT_PORT),
-    }
-}
-
-/// Is this pid a live process? Zombies count as dead: a killed `portok run` whose parent
-/// has not reaped it yet no longer owns anything.
-pub fn pid_alive(pid: u32) -> bool {
-    if pid == 0 || pid > i32::MAX as u32 {
-        return false;
-    }
-    // SAFETY: kill with signal 0 only checks for existence and permission.
-    let rc = unsafe { libc::kill(pid as i32, 0) };
-    if rc != 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EPERM) {
-        return false;
-    }
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state is the field after the parenthesised command name.
-        Ok(stat) => match stat.rfind(')') {
-            Some(i) => !matches!(stat[i + 1..].trim_start().chars().next(), Some('Z' | 'X')),
-            None => true,
-        },
-        Err(_) => !cfg!(target_os = "linux"),
     }
 }

@@ -160,8 +160,7 @@ struct Platform {
 impl Platform {
     fn current() -> Self {
         Platform {
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            root: unsafe { libc::geteuid() } == 0,
+            root: crate::sys::effective_ids().0 == 0,
             macos: cfg!(target_os = "macos"),
         }
     }

@@ -6,7 +6,8 @@
 //! data, which only the user may throw away).
 
 use crate::routes::store;
-use crate::state::{pid_alive, StateDir};
+use crate::state::StateDir;
+use crate::sys::pid_alive;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -66,8 +67,7 @@ pub fn main(yes: bool) -> anyhow::Result<i32> {
         .collect();
     for (host, pid) in &owners {
         say(&format!("stopping {host} (its `portok run`, pid {pid})"));
-        // SAFETY: a live pid that routes.json records as this app's `portok run`.
-        unsafe { libc::kill(*pid as i32, libc::SIGTERM) };
+        crate::sys::signal_pid(*pid, crate::sys::Signal::Term);
     }
     let deadline = Instant::now() + Duration::from_secs(15);
     while owners.iter().any(|(_, p)| pid_alive(*p)) && Instant::now() < deadline {
@@ -77,7 +77,7 @@ pub fn main(yes: bool) -> anyhow::Result<i32> {
         say(&format!(
             "{host}: pid {pid} did not stop in 15s; sending SIGKILL"
         ));
-        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+        crate::sys::signal_pid(*pid, crate::sys::Signal::Kill);
     }
     // Whatever a killed `portok run` left behind.
     if let Err(e) = crate::cmd::prune::prune(&state, true, &mut |m| say(m)) {

@@ -6,7 +6,8 @@
 
 use crate::control::{self, DaemonStatus};
 use crate::routes::Route;
-use crate::state::{self, pid_alive, StateDir};
+use crate::state::{self, StateDir};
+use crate::sys::pid_alive;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -115,8 +116,7 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 fn me() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+    crate::sys::effective_ids().0
 }
 
 fn state_dir(state: &StateDir) -> Finding {
@@ -161,10 +161,7 @@ fn state_dir(state: &StateDir) -> Finding {
             format!("chmod 700 {shown}"),
         );
     }
-    // SAFETY: access() only reads the path, a valid C string.
-    let writable = std::ffi::CString::new(root.as_os_str().as_encoded_bytes())
-        .map(|c| unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0)
-        .unwrap_or(false);
+    let writable = crate::sys::can_write_dir(root);
     if !writable {
         return fail(
             C,
@@ -337,9 +334,7 @@ fn daemon_check(state: &StateDir, status: Option<&DaemonStatus>, routes: &[Route
 
 /// Is this pid a portok daemon? (proxy.pid may name a pid the system has since reused.)
 fn is_portok_daemon(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| c.split(|&b| b == 0).any(|arg| arg == b"__daemon"))
-        .unwrap_or(!cfg!(target_os = "linux"))
+    crate::sys::process(pid).is_some_and(|p| p.cmd.iter().any(|arg| arg == "__daemon"))
 }
 
 /// One plain HTTP request to the daemon's own host; returns its `x-portok` version.
@@ -398,11 +393,7 @@ fn port(daemon: Option<&DaemonStatus>) -> Finding {
             format!("stop it (`ss -ltnp 'sport = :{configured}'` names it), or use another port: PORTOK_PORT=N or `portok proxy start --port N`"),
         );
     }
-    let unprivileged_from =
-        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
-            .ok()
-            .and_then(|s| s.trim().parse::<u16>().ok())
-            .unwrap_or(1024);
+    let unprivileged_from = crate::sys::unprivileged_port_start();
     if configured < unprivileged_from && me() != 0 {
         return fail(
             C,
@@ -575,10 +566,7 @@ pub fn watch_verdict(dirs: usize, limit: usize) -> Level {
 
 fn file_watch(cwd: &Path) -> Finding {
     const C: &str = "file watch";
-    let Some(limit) = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
-        .ok()
-        .and_then(|s| s.trim().parse::<usize>().ok())
-    else {
+    let Some(limit) = crate::sys::inotify_watch_limit() else {
         return ok(C, "no inotify limit to check on this system");
     };
     let roots: Vec<PathBuf> = match crate::config::load(cwd) {

@@ -7,8 +7,9 @@
 //! listens on any more.
 
 use crate::routes::{store, Route};
-use crate::state::{pid_alive, StateDir};
+use crate::state::StateDir;
 use crate::sys;
+use crate::sys::pid_alive;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -108,7 +109,7 @@ pub fn prune(
             join(&o.groups)
         ));
         for &g in &o.groups {
-            sys::signal_group(g, libc::SIGTERM);
+            sys::signal_group(g, crate::sys::Signal::Term);
         }
     }
     let all: Vec<i32> = orphans.iter().flat_map(|o| o.groups.clone()).collect();
@@ -117,7 +118,7 @@ pub fn prune(
             say(&format!(
                 "process group {g} ignored SIGTERM; sending SIGKILL"
             ));
-            sys::signal_group(g, libc::SIGKILL);
+            sys::signal_group(g, crate::sys::Signal::Kill);
         }
         wait_gone(&all, Duration::from_secs(2));
     }

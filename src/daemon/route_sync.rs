@@ -10,7 +10,7 @@
 
 use super::state::DaemonState;
 use crate::routes::{store, Route, RouteTable};
-use crate::state::pid_alive;
+use crate::sys::pid_alive;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

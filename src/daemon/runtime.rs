@@ -7,7 +7,8 @@ use crate::control::{DaemonStatus, Reply, Request};
 use crate::metrics::Metrics;
 use crate::proxy::{self, Ctx, Limits};
 
-use crate::state::{pid_alive, StateDir};
+use crate::state::StateDir;
+use crate::sys::pid_alive;
 use anyhow::Context as _;
 use fs4::fs_std::FileExt;
 use std::io::{self, Write};
@@ -73,8 +74,8 @@ struct Daemon {
 /// Entry point of `portok __daemon`. Prints `ready` (or `error: ...`) on stdout for the
 /// starting CLI, then serves until told to stop.
 pub fn main(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
-    raise_fd_limit();
-    limit_malloc_arenas();
+    crate::sys::raise_fd_limit();
+    crate::sys::limit_malloc_arenas();
     // One worker per core we may run on (taskset is honoured), at most four: a dev proxy
     // should not take the machine.
     let workers = std::thread::available_parallelism()
@@ -89,53 +90,13 @@ pub fn main(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
     rt.block_on(run(state, config))
 }
 
-/// Lift the soft limit on open files to the hard limit (as nginx's worker_rlimit_nofile
-/// does): the default 1024 would run out long before `--max-connections` (4096) is reached.
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max.min(1 << 20);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-}
-
-/// glibc gives each thread its own malloc arena; with thousands of connections moving between
-/// worker threads that fragments into memory that is never given back. Two arenas keep the
-/// daemon's footprint close to what it actually holds.
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt before the runtime starts any thread.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-}
-
-/// Hand freed memory back to the OS after a burst of connections (glibc keeps it otherwise).
-fn trim_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free pages.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 fn announce(line: &str) {
     let mut out = io::stdout();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
     // The CLI that started us stops reading after one line; later writes to the pipe
     // would fail, so point stdout at /dev/null.
-    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        use std::os::fd::AsRawFd;
-        // SAFETY: dup2 onto fd 1 with a valid open fd.
-        unsafe { libc::dup2(null.as_raw_fd(), 1) };
-    }
+    crate::sys::stdout_to_null();
 }
 
 async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
@@ -295,11 +256,7 @@ fn bind_listeners(port: u16) -> Result<Vec<TcpListener>, StartError> {
     let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
     match bind_one(v6) {
         Ok(l) => out.push(l),
-        Err(StartError::Bind { source, .. })
-            if matches!(
-                source.raw_os_error(),
-                Some(libc::EADDRNOTAVAIL | libc::EAFNOSUPPORT)
-            ) => {}
+        Err(StartError::Bind { source, .. }) if crate::sys::no_ipv6(&source) => {}
         Err(e) => return Err(e),
     }
     Ok(out)
@@ -348,7 +305,7 @@ impl Daemon {
                 warn!(error = %e, "cannot sync the hosts file");
             }
         }
-        crate::proxy::tcp::TcpRoutes::reconcile(&self.ctx)
+        crate::proxy::tcp::TcpRoutes::reconcile(&self.ctx).await
     }
 
     fn status(&self) -> DaemonStatus {
@@ -633,7 +590,7 @@ async fn metrics_loop(daemon: Arc<Daemon>) {
             let d = daemon.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 save_metrics(&d);
-                trim_memory();
+                crate::sys::trim_memory();
             })
             .await;
         }

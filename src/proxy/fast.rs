@@ -549,9 +549,9 @@ async fn send_body<I: AsyncRead + RawTcp + Unpin>(
         )
     };
     #[cfg(target_os = "linux")]
-    if left >= SPLICE_MIN && crate::splice::enabled() {
-        if let (Some(client), Ok(mut pipe)) = (io.raw_tcp(), crate::splice::Pipe::new()) {
-            let moved = crate::splice::pump(client, up, &mut pipe, left, None).await?;
+    if left >= SPLICE_MIN && crate::sys::splice::enabled() {
+        if let (Some(client), Ok(mut pipe)) = (io.raw_tcp(), crate::sys::splice::Pipe::new()) {
+            let moved = crate::sys::splice::pump(client, up, &mut pipe, left, None).await?;
             return if moved == left {
                 Ok(())
             } else {
@@ -614,11 +614,11 @@ async fn relay_body<I: AsyncRead + AsyncWrite + RawTcp + Unpin>(
     let (client_buf, cap, half_closed) = client;
     if let Framing::Length(left) = framing {
         #[cfg(target_os = "linux")]
-        if *left >= SPLICE_MIN && crate::splice::enabled() {
-            if let (Some(client), Ok(mut pipe)) = (io.raw_tcp(), crate::splice::Pipe::new()) {
+        if *left >= SPLICE_MIN && crate::sys::splice::enabled() {
+            if let (Some(client), Ok(mut pipe)) = (io.raw_tcp(), crate::sys::splice::Pipe::new()) {
                 let moved = tokio::select! {
                     biased;
-                    r = crate::splice::pump(up, client, &mut pipe, *left, None) => r?,
+                    r = crate::sys::splice::pump(up, client, &mut pipe, *left, None) => r?,
                     _ = client_closed(client), if client_buf.is_empty() && !*half_closed => {
                         return Err(io::Error::new(
                             io::ErrorKind::ConnectionAborted,

@@ -7,7 +7,7 @@
 
 use super::Ctx;
 #[cfg(target_os = "linux")]
-use crate::splice;
+use crate::sys::splice;
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -45,6 +45,8 @@ pub struct TcpStats {
 struct Listener {
     host: String,
     stop: CancellationToken,
+    /// The accept loops; each drops its socket when it ends.
+    loops: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// The daemon's TCP listeners, keyed by listen port.
@@ -70,7 +72,19 @@ impl TcpRoutes {
 
     /// Make the listeners match the table: bind new TCP routes, stop removed ones. Returns
     /// the bind errors (the routes stay, unbound, and the error is reported to the writer).
-    pub fn reconcile(ctx: &Arc<Ctx>) -> Vec<TcpError> {
+    /// Returns once the listeners of removed routes are closed, so whoever asked for the
+    /// change finds the port refusing connections.
+    pub async fn reconcile(ctx: &Arc<Ctx>) -> Vec<TcpError> {
+        let (errors, closing) = Self::rebind(ctx);
+        for l in closing {
+            let _ = l.await;
+        }
+        errors
+    }
+
+    /// Bind the TCP routes' ports that are new; stop the removed ones' accept loops and
+    /// return them.
+    fn rebind(ctx: &Arc<Ctx>) -> (Vec<TcpError>, Vec<tokio::task::JoinHandle<()>>) {
         let wanted: HashMap<u16, String> = ctx
             .routes
             .load()
@@ -79,6 +93,7 @@ impl TcpRoutes {
             .filter_map(|l| l.route.tcp.map(|p| (p, l.route.hostname.clone())))
             .collect();
         let mut errors = Vec::new();
+        let mut closing = Vec::new();
         let mut listeners = ctx.tcp.listeners.lock().unwrap_or_else(|e| e.into_inner());
         listeners.retain(|port, l| {
             let keep = wanted.get(port) == Some(&l.host);
@@ -89,6 +104,7 @@ impl TcpRoutes {
                     "TCP route removed; no longer accepting"
                 );
                 l.stop.cancel();
+                closing.append(&mut l.loops);
             }
             keep
         });
@@ -99,11 +115,14 @@ impl TcpRoutes {
             match bind(port) {
                 Ok(socks) => {
                     let stop = CancellationToken::new();
-                    for sock in socks {
-                        tokio::spawn(accept_loop(sock, ctx.clone(), host.clone(), stop.clone()));
-                    }
+                    let loops = socks
+                        .into_iter()
+                        .map(|sock| {
+                            tokio::spawn(accept_loop(sock, ctx.clone(), host.clone(), stop.clone()))
+                        })
+                        .collect();
                     info!(port, host, "TCP route listening");
-                    listeners.insert(port, Listener { host, stop });
+                    listeners.insert(port, Listener { host, stop, loops });
                 }
                 Err(e) => {
                     warn!(port, host, error = %e, "TCP route not bound");
@@ -111,7 +130,7 @@ impl TcpRoutes {
                 }
             }
         }
-        errors
+        (errors, closing)
     }
 
     pub fn stop_all(&self) {
@@ -146,16 +165,11 @@ pub fn bind(port: u16) -> Result<Vec<TcpListener>, TcpError> {
         });
         match result {
             Ok(l) => out.push(l),
-            Err(e)
-                if addr.is_ipv6()
-                    && matches!(
-                        e.raw_os_error(),
-                        Some(libc::EADDRNOTAVAIL | libc::EAFNOSUPPORT)
-                    ) => {}
+            Err(e) if addr.is_ipv6() && crate::sys::no_ipv6(&e) => {}
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
                 return Err(TcpError::InUse {
                     port,
-                    holder: holder_of(port)
+                    holder: crate::sys::port_holder(port)
                         .map(|h| format!(" by {h}"))
                         .unwrap_or_default(),
                 })
@@ -164,53 +178,6 @@ pub fn bind(port: u16) -> Result<Vec<TcpListener>, TcpError> {
         }
     }
     Ok(out)
-}
-
-/// Who listens on a TCP port: /proc/net/tcp{,6} gives the socket inode, /proc/*/fd the
-/// process. Best effort (another user's processes are not readable).
-pub fn holder_of(port: u16) -> Option<String> {
-    let mut inodes = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            // local_address is HEX_IP:HEX_PORT; state 0A is LISTEN.
-            if f.len() > 9 && f[3] == "0A" {
-                if let Some(p) = f[1]
-                    .rsplit(':')
-                    .next()
-                    .and_then(|p| u16::from_str_radix(p, 16).ok())
-                {
-                    if p == port {
-                        inodes.push(format!("socket:[{}]", f[9]));
-                    }
-                }
-            }
-        }
-    }
-    if inodes.is_empty() {
-        return None;
-    }
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if let Ok(link) = std::fs::read_link(fd.path()) {
-                if inodes.iter().any(|i| link.as_os_str() == i.as_str()) {
-                    let name =
-                        std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-                    return Some(format!("{} (pid {pid})", name.trim()));
-                }
-            }
-        }
-    }
-    None
 }
 
 async fn accept_loop(listener: TcpListener, ctx: Arc<Ctx>, host: String, stop: CancellationToken) {
@@ -362,10 +329,9 @@ async fn copy_one_way(
     Ok(())
 }
 
+/// Half-close, so the peer sees EOF and may still answer.
 fn shutdown_write(s: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: shutdown on a socket we own; half-close so the peer sees EOF.
-    unsafe { libc::shutdown(s.as_raw_fd(), libc::SHUT_WR) };
+    crate::sys::shutdown_write(s);
 }
 
 /// A TCP listen port must be free (unless this route already has it) and must not be the

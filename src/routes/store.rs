@@ -3,7 +3,8 @@
 //! moved aside rather than emptied.
 
 use super::Route;
-use crate::state::{pid_alive, StateDir};
+use crate::state::StateDir;
+use crate::sys::pid_alive;
 use fs4::fs_std::FileExt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};

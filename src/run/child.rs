@@ -148,15 +148,8 @@ impl Generation {
                 cmd.env("NODE_EXTRA_CA_CERTS", ca);
             }
         }
-        #[cfg(target_os = "linux")]
-        // SAFETY: prctl is async-signal-safe. If `portok run` dies (even by SIGKILL) the
-        // child gets SIGTERM instead of living on unsupervised.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
+        // If `portok run` dies (even by SIGKILL) the app does not live on unsupervised.
+        sys::die_with_parent(&mut cmd);
         let mut child = cmd
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot start `{}`: {e}", argv[0])))?;
@@ -234,11 +227,11 @@ impl Generation {
     /// sweeps up grandchildren left in the group after the leader exited.
     pub async fn stop(&mut self, kill_timeout: Duration) -> ExitStatus {
         let pgid = self.pid as i32;
-        sys::signal_group(pgid, libc::SIGTERM);
+        sys::signal_group(pgid, crate::sys::Signal::Term);
         let status = match tokio::time::timeout(kill_timeout, self.wait()).await {
             Ok(s) => s,
             Err(_) => {
-                sys::signal_group(pgid, libc::SIGKILL);
+                sys::signal_group(pgid, crate::sys::Signal::Kill);
                 self.wait().await
             }
         };
@@ -248,7 +241,7 @@ impl Generation {
         while sys::group_alive(pgid) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        sys::signal_group(pgid, libc::SIGKILL);
+        sys::signal_group(pgid, crate::sys::Signal::Kill);
         status
     }
 }
