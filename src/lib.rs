@@ -60,10 +60,13 @@
 //!    - [`state`]: the state directory: paths, permissions, pid liveness.
 //!    - [`config`]: the project's settings (portok.toml, Cargo metadata, package.json).
 //!    - [`project`]: the project around a folder for naming (workspaces, git worktrees).
-//! 5. Small utilities: `fsutil` (files written whole: temp, fsync, rename), `sys` (process
-//!    group signals and ids, each `unsafe` call with why it is sound), `ui` (`portok:`
-//!    lines, durations, the usage error that exits 2), [`splice`] (Linux: socket -> pipe ->
-//!    socket moves for TCP routes and large bodies).
+//! 5. Small utilities: `fsutil` (files written whole: temp, fsync, rename), [`sys`] (what
+//!    portok asks of the OS: signals, ids, process facts through sysinfo, resource limits;
+//!    every `unsafe` libc call, with why it is sound), `sys/linux` (/proc: port owners,
+//!    sysctls), `sys/splice` (Linux: socket -> pipe -> socket moves for TCP routes and large
+//!    bodies; `sys/splice_none` elsewhere), `ui` (`portok:` lines, durations, the usage
+//!    error that exits 2). Linux-only code is behind `cfg` there alone; `.ci/check-macos`
+//!    checks the crate for macOS.
 
 pub mod ca;
 pub mod cli;

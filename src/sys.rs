@@ -354,6 +354,7 @@ mod tests {
         assert!(process(u32::MAX - 1).is_none());
     }
 
+    #[cfg(target_os = "linux")]
     #[test]
     fn a_listening_port_names_its_process() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

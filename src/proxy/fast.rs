@@ -526,7 +526,6 @@ async fn client_gone<I: AsyncRead + RawTcp + Unpin>(
 
 /// Resolves when the client's socket reports its side closed, without reading from it
 /// (for a splice, which writes to the same socket meanwhile).
-#[cfg(target_os = "linux")]
 async fn client_closed(client: &TcpStream) {
     if let Ok(r) = client.ready(tokio::io::Interest::READABLE).await {
         if !r.is_read_closed() {
@@ -548,7 +547,6 @@ async fn send_body<I: AsyncRead + RawTcp + Unpin>(
             "the client's body ended early",
         )
     };
-    #[cfg(target_os = "linux")]
     if left >= SPLICE_MIN && crate::sys::splice::enabled() {
         if let (Some(client), Ok(mut pipe)) = (io.raw_tcp(), crate::sys::splice::Pipe::new()) {
             let moved = crate::sys::splice::pump(client, up, &mut pipe, left, None).await?;
@@ -613,7 +611,6 @@ async fn relay_body<I: AsyncRead + AsyncWrite + RawTcp + Unpin>(
 ) -> io::Result<bool> {
     let (client_buf, cap, half_closed) = client;
     if let Framing::Length(left) = framing {
-        #[cfg(target_os = "linux")]
         if *left >= SPLICE_MIN && crate::sys::splice::enabled() {
             if let (Some(client), Ok(mut pipe)) = (io.raw_tcp(), crate::sys::splice::Pipe::new()) {
                 let moved = tokio::select! {

@@ -6,7 +6,6 @@
 //! finish. Counters per route: open connections, bytes in and out.
 
 use super::Ctx;
-#[cfg(target_os = "linux")]
 use crate::sys::splice;
 use std::collections::HashMap;
 use std::io;
@@ -264,7 +263,6 @@ fn proxy_v1_header(peer: SocketAddr, local: SocketAddr) -> String {
 pub async fn relay_streams(a: TcpStream, b: TcpStream, stats: &Arc<TcpStats>) -> io::Result<()> {
     let a = Arc::new(a);
     let b = Arc::new(b);
-    #[cfg(target_os = "linux")]
     if splice::enabled() {
         match splice::Pipe::new() {
             Ok(p1) => {
@@ -287,7 +285,6 @@ pub async fn relay_streams(a: TcpStream, b: TcpStream, stats: &Arc<TcpStats>) ->
 }
 
 /// socket -> pipe -> socket until the end of the stream, then half-close.
-#[cfg(target_os = "linux")]
 async fn splice_one_way(
     from: Arc<TcpStream>,
     to: Arc<TcpStream>,
