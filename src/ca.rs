@@ -100,9 +100,8 @@ impl std::fmt::Debug for Leaf {
 
 /// The local CA: its certificate and the key that signs leaves.
 pub struct Ca {
-    cert_pem: String,
     cert_der: CertificateDer<'static>,
-    /// Owns the CA `KeyPair` (see [`Ca::key`]).
+    /// Owns the CA `KeyPair`.
     issuer: Issuer<'static, KeyPair>,
     fingerprint: String,
 }
@@ -152,7 +151,7 @@ impl Ca {
         let issuer = Issuer::from_ca_cert_der(&cert_der, key).map_err(|e| {
             CaError::broken(cert_path, "not a usable CA certificate", Some(Box::new(e)))
         })?;
-        Ok(Self::assemble(cert_pem, cert_der, issuer))
+        Ok(Self::assemble(cert_der, issuer))
     }
 
     fn create(state_dir: &Path, cert_path: &Path, key_path: &Path) -> Result<Ca, CaError> {
@@ -183,7 +182,7 @@ impl Ca {
         }
         tracing::info!(path = %cert_path.display(), "created local CA");
         let issuer = Issuer::new(params, key);
-        Ok(Self::assemble(cert_pem, cert.der().clone(), issuer))
+        Ok(Self::assemble(cert.der().clone(), issuer))
     }
 
     /// The key exists; a concurrent creator links the cert right after it,
@@ -202,34 +201,27 @@ impl Ca {
         ))
     }
 
-    fn assemble(
-        cert_pem: String,
-        cert_der: CertificateDer<'static>,
-        issuer: Issuer<'static, KeyPair>,
-    ) -> Ca {
+    fn assemble(cert_der: CertificateDer<'static>, issuer: Issuer<'static, KeyPair>) -> Ca {
         let fingerprint = sha256_hex(&cert_der);
         Ca {
-            cert_pem,
             cert_der,
             issuer,
             fingerprint,
         }
     }
 
-    pub fn cert_pem(&self) -> &str {
-        &self.cert_pem
-    }
-
     pub fn cert_der(&self) -> &CertificateDer<'static> {
         &self.cert_der
     }
 
+    #[cfg(test)]
     pub fn key(&self) -> &KeyPair {
         self.issuer.key()
     }
 
     /// Lowercase hex SHA-256 of the CA certificate DER (same value as
     /// `openssl x509 -noout -fingerprint -sha256`, without colons).
+    #[cfg(test)]
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
     }
@@ -366,7 +358,8 @@ mod tests {
         assert_eq!(mode(&ca_key_path(dir.path())), 0o600);
         assert_eq!(ca.fingerprint().len(), 64);
         assert_eq!(ca.id().len(), 16);
-        assert!(ca.cert_pem().starts_with("-----BEGIN CERTIFICATE-----"));
+        let pem = fs::read_to_string(ca_pem_path(dir.path())).unwrap();
+        assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
 
         let again = Ca::load_or_create(dir.path()).unwrap();
         assert_eq!(ca.cert_der(), again.cert_der());

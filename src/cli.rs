@@ -414,6 +414,34 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// The project's settings (portok.toml...) where no flag was given: flags win. Lists
+    /// given on the command line replace the file's lists rather than adding to them.
+    pub fn fill_from(&mut self, config: &crate::config::Config) {
+        if self.command.is_empty() {
+            if let Some(c) = &config.command {
+                self.command = c.clone();
+            }
+        }
+        self.health = self.health.take().or_else(|| config.health.clone());
+        if self.watch.is_empty() {
+            self.watch = config.watch.clone().unwrap_or_default();
+        }
+        self.no_watch |= config.no_watch && self.watch.is_empty();
+        if self.ignore.is_empty() {
+            self.ignore = config.ignore.clone().unwrap_or_default();
+        }
+        self.debounce = self.debounce.or(config.debounce);
+        self.drain = self.drain.or(config.drain);
+        self.ready_timeout = self.ready_timeout.or(config.ready_timeout);
+        self.rollback_window = self.rollback_window.or(config.rollback_window);
+        self.kill_timeout = self.kill_timeout.or(config.kill_timeout);
+        self.hold = self.hold.or(config.hold);
+        self.app_port = self.app_port.or(config.app_port);
+        self.reload |= config.reload.unwrap_or(false);
+        self.tcp = self.tcp.or(config.tcp);
+        self.instances = self.instances.or(config.instances);
+    }
+
     pub fn ready_timeout(&self) -> f64 {
         self.ready_timeout.unwrap_or(120.0)
     }

@@ -15,12 +15,13 @@ pub use crate::ui::UsageError;
 
 mod alias;
 mod app;
-pub mod clean;
-pub mod doctor;
-pub mod generate;
+pub(crate) mod clean;
+pub(crate) mod doctor;
+pub(crate) mod generate;
+mod hosts;
 mod list;
 mod proxy;
-pub mod prune;
+pub(crate) mod prune;
 mod status;
 mod switch;
 mod trust;
@@ -103,7 +104,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Doctor => crate::cmd::doctor::main(),
         Command::Prune { force } => crate::cmd::prune::main(force),
         Command::Clean { yes } => crate::cmd::clean::main(yes),
-        Command::Hosts(cmd) => crate::hosts::command(cmd),
+        Command::Hosts(cmd) => hosts::main(cmd),
         Command::Completions { shell } => crate::cmd::generate::completions(shell),
         Command::Man { dir } => crate::cmd::generate::man(dir.as_deref()),
         Command::External(args) => crate::run::main(external_run_args(args)?),

@@ -7,7 +7,6 @@
 //! unknown key is a warning (a typo must not stop the app); a wrong type or value is an
 //! error naming the file, the key and what it should be.
 
-use crate::cli::RunArgs;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -297,36 +296,6 @@ fn split_command(s: &str) -> Vec<String> {
         vec![s.to_string()]
     } else {
         s.split_whitespace().map(String::from).collect()
-    }
-}
-
-impl Config {
-    /// Fill what the command line left unset. Lists given on the command line replace the
-    /// file's lists rather than adding to them.
-    pub fn apply(&self, args: &mut RunArgs) {
-        if args.command.is_empty() {
-            if let Some(c) = &self.command {
-                args.command = c.clone();
-            }
-        }
-        args.health = args.health.take().or_else(|| self.health.clone());
-        if args.watch.is_empty() {
-            args.watch = self.watch.clone().unwrap_or_default();
-        }
-        args.no_watch |= self.no_watch && args.watch.is_empty();
-        if args.ignore.is_empty() {
-            args.ignore = self.ignore.clone().unwrap_or_default();
-        }
-        args.debounce = args.debounce.or(self.debounce);
-        args.drain = args.drain.or(self.drain);
-        args.ready_timeout = args.ready_timeout.or(self.ready_timeout);
-        args.rollback_window = args.rollback_window.or(self.rollback_window);
-        args.kill_timeout = args.kill_timeout.or(self.kill_timeout);
-        args.hold = args.hold.or(self.hold);
-        args.app_port = args.app_port.or(self.app_port);
-        args.reload |= self.reload.unwrap_or(false);
-        args.tcp = args.tcp.or(self.tcp);
-        args.instances = args.instances.or(self.instances);
     }
 }
 

@@ -12,7 +12,7 @@ fn main() {
             | portok::cli::Command::Run(_)
             | portok::cli::Command::External(_)
     ) {
-        portok::sys::default_sigpipe();
+        portok::default_sigpipe();
     }
     let code = match cmd::dispatch(cli) {
         Ok(code) => code,

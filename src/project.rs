@@ -397,4 +397,16 @@ mod tests {
         fs::create_dir(&proxy).unwrap();
         assert_eq!(infer_name(&proxy), "app-proxy");
     }
+
+    #[test]
+    fn infers_from_cargo_then_npm_then_folder() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("Some Folder");
+        std::fs::create_dir(&dir).unwrap();
+        assert_eq!(infer_name(&dir), "some-folder");
+        std::fs::write(dir.join("package.json"), r#"{"name":"@acme/Web_UI"}"#).unwrap();
+        assert_eq!(infer_name(&dir), "web-ui");
+        std::fs::write(dir.join("Cargo.toml"), "[package]\nname = \"api_server\"\n").unwrap();
+        assert_eq!(infer_name(&dir), "api-server");
+    }
 }

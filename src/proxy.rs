@@ -1,23 +1,23 @@
 //! The proxy: accept loops on the daemon's listeners, one task per connection, TLS or
 //! plain decided by the first byte, then hyper (HTTP/1.1 + HTTP/2, upgrades on).
 
-pub mod app_body;
-pub mod chunked;
-pub mod conn;
-pub mod decide;
-pub mod error;
-pub mod fast;
-pub mod forward;
-pub mod handler;
-pub mod pages;
-pub mod reload;
-pub mod request_head;
-pub mod response_head;
+pub(crate) mod app_body;
+pub(crate) mod chunked;
+pub(crate) mod conn;
+pub(crate) mod decide;
+pub(crate) mod error;
+pub(crate) mod fast;
+pub(crate) mod forward;
+pub(crate) mod handler;
+pub(crate) mod pages;
+pub(crate) mod reload;
+pub(crate) mod request_head;
+pub(crate) mod response_head;
 pub mod sniff;
-pub mod streams;
-pub mod tcp;
-pub mod tls;
-pub mod upstream;
+pub(crate) mod streams;
+pub(crate) mod tcp;
+pub(crate) mod tls;
+pub(crate) mod upstream;
 
 use crate::metrics::Metrics;
 use crate::routes::{Backend, RouteTable};

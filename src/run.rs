@@ -12,7 +12,6 @@ pub mod watch;
 use crate::cli::RunArgs;
 use crate::control::{self, AppReply, AppRequest};
 use crate::daemon;
-use crate::names;
 use crate::routes::{store, unix_now, Route, RouteState};
 use crate::state::{self, StateDir};
 use crate::sys::pid_alive;
@@ -39,7 +38,7 @@ pub fn main(mut args: RunArgs) -> anyhow::Result<i32> {
     for w in &config.warnings {
         say(&format!("warning: {w}"));
     }
-    config.apply(&mut args);
+    args.fill_from(&config);
     if args.command.is_empty() {
         return Err(crate::ui::UsageError(
             "no command to run: give it after `--` (`portok run -- cargo run`), or set `command` in portok.toml".into(),
@@ -354,57 +353,5 @@ async fn answer(line: &str, tx: &mpsc::Sender<Control>) -> AppReply {
             }
         }
         Err(e) => failed(&format!("not a request portok run understands: {e}")),
-    }
-}
-
-/// Name for an app when none is given (see [`crate::project::infer_name`]).
-pub fn infer_name(cwd: &Path) -> String {
-    crate::project::infer_name(cwd)
-}
-
-pub fn sanitize_label(raw: &str) -> String {
-    let mut s: String = raw
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    while s.contains("--") {
-        s = s.replace("--", "-");
-    }
-    let s = s.trim_matches('-');
-    let s: String = s.chars().take(63).collect();
-    let s = s.trim_end_matches('-').to_string();
-    if s.is_empty() || names::hostname_for(&s).is_err() {
-        format!("app-{}", if s.is_empty() { "x" } else { &s })
-            .chars()
-            .take(63)
-            .collect()
-    } else {
-        s
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn labels_are_sanitized() {
-        assert_eq!(sanitize_label("My_App"), "my-app");
-        assert_eq!(sanitize_label("@scope/pkg"), "scope-pkg");
-        assert_eq!(sanitize_label("--"), "app-x");
-        assert_eq!(sanitize_label("proxy"), "app-proxy");
-    }
-
-    #[test]
-    fn infers_from_cargo_then_npm_then_folder() {
-        let d = tempfile::tempdir().unwrap();
-        let dir = d.path().join("Some Folder");
-        std::fs::create_dir(&dir).unwrap();
-        assert_eq!(infer_name(&dir), "some-folder");
-        std::fs::write(dir.join("package.json"), r#"{"name":"@acme/Web_UI"}"#).unwrap();
-        assert_eq!(infer_name(&dir), "web-ui");
-        std::fs::write(dir.join("Cargo.toml"), "[package]\nname = \"api_server\"\n").unwrap();
-        assert_eq!(infer_name(&dir), "api-server");
     }
 }

@@ -226,11 +226,8 @@ impl LeafResolver {
         })
     }
 
-    pub fn ca(&self) -> &Arc<Ca> {
-        &self.ca
-    }
-
     /// How many leaves this resolver has issued (not loaded from disk).
+    #[cfg(test)]
     pub fn issued_count(&self) -> usize {
         self.issued.load(Ordering::Relaxed)
     }
