@@ -22,6 +22,7 @@ mod hosts;
 mod list;
 mod proxy;
 pub(crate) mod prune;
+mod run;
 mod status;
 mod switch;
 mod trust;
@@ -65,7 +66,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             runtime::main(state, config)?;
             Ok(0)
         }
-        Command::Run(args) => crate::run::main(args),
+        Command::Run(args) => run::main(args),
         Command::Restart { name } => restart(&name),
         Command::Logs {
             name,
@@ -107,7 +108,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Hosts(cmd) => hosts::main(cmd),
         Command::Completions { shell } => crate::cmd::generate::completions(shell),
         Command::Man { dir } => crate::cmd::generate::man(dir.as_deref()),
-        Command::External(args) => crate::run::main(external_run_args(args)?),
+        Command::External(args) => run::main(external_run_args(args)?),
     }
 }
 

@@ -7,13 +7,14 @@
 //! 1. The command line.
 //!    - `main.rs`: parse, dispatch, print the error once, exit with its code.
 //!    - [`cli`]: clap types for every command, no I/O.
-//!    - [`cmd`] (`cmd.rs`: dispatch and exit codes), one file per command: `alias`, `list`
+//!    - [`cmd`] (`cmd.rs`: dispatch and exit codes), one file per command: `run` (flags,
+//!      project settings and inference settled into a `run::Plan`), `alias`, `list`
 //!      (list, get), `proxy` (start, stop, status), `app` (restart, logs over the run
-//!      socket), `status`, `switch`, `trust`, `doctor` (read-only checks with hints),
+//!      socket), `status`, `switch`, `trust`, `hosts`, `doctor` (read-only checks with hints),
 //!      `prune` (apps whose `portok run` is gone), `clean` (undo everything), `generate`
 //!      (completions and man pages from the clap definitions).
 //! 2. The processes that run for a while.
-//!    - [`run`] (`run.rs`: `portok run`, name inference, route ownership, the run socket):
+//!    - `run` (`run.rs`: a `Plan` carried out: route ownership, the run socket):
 //!      `supervisor` (one actor over the app's N instances, 1 by default: events and the
 //!      loop), `supervisor/deploy` (start, rolling redeploy, switch, rollback window,
 //!      drain), `supervisor/exits` (rollback, crash page, restart back-off, failed start),
@@ -31,7 +32,7 @@
 //!      daemon's own changes applied in memory then persisted, its own writes not re-read), `switch` (health-gated switch of an alias route with drain and
 //!      auto-rollback).
 //!    - [`probe`]: readiness (does the app answer on its port?).
-//!    - [`hosts`]: portok's block in /etc/hosts (`portok hosts`, and `--sync-hosts`).
+//!    - [`hosts`]: portok's block in /etc/hosts (for `portok hosts` and `--sync-hosts`).
 //! 3. The proxy, the hot path: [`proxy`] (`proxy.rs`: `Ctx`, accept loops, one task per
 //!    connection, drain and graceful stop) with `sniff` (TLS or plain), `conn` (HTTP/1 vs
 //!    h2, the h2 preface, header and idle deadlines), `tls` (rustls, the SNI resolver that
@@ -57,7 +58,7 @@
 //!    - [`ca`]: the local CA and per-host leaf certificates (rcgen); [`trust`] and
 //!      `trust/nss`: the system store and NSS databases.
 //!    - [`names`]: app names -> `NAME.localhost`, validation, Host normalisation.
-//!    - [`state`]: the state directory: paths, permissions, pid liveness.
+//!    - [`state`]: the state directory: paths, permissions, the proxy port.
 //!    - [`config`]: the project's settings (portok.toml, Cargo metadata, package.json).
 //!    - [`project`]: the project around a folder for naming (workspaces, git worktrees).
 //! 5. Small utilities: `fsutil` (files written whole: temp, fsync, rename), [`sys`] (what

@@ -1,7 +1,8 @@
-//! `portok run NAME -- CMD` (and `portok NAME CMD`): register the route, start the app
-//! with PORT injected, watch the source, and redeploy with zero downtime. The generations
-//! themselves are owned by [`supervisor`]; this module is the command around it: name
-//! inference, route ownership, the app's control socket (`portok restart`, `portok logs`).
+//! What `portok run` does once the command line is settled ([`Plan`], from cmd/run.rs):
+//! register the route, start the app with PORT injected, watch the source, and redeploy
+//! with zero downtime. The instances themselves are owned by [`supervisor`]; this module
+//! is what surrounds it: route ownership and the app's run socket (`portok restart`,
+//! `portok logs`).
 
 pub mod child;
 mod daemon_link;
@@ -9,11 +10,10 @@ mod ports;
 pub mod supervisor;
 pub mod watch;
 
-use crate::cli::RunArgs;
 use crate::control::{self, AppReply, AppRequest};
 use crate::daemon;
 use crate::routes::{store, unix_now, Route, RouteState};
-use crate::state::{self, StateDir};
+use crate::state::StateDir;
 use crate::sys::pid_alive;
 use crate::ui::say;
 use anyhow::Context as _;
@@ -31,53 +31,29 @@ pub enum RunError {
     Store(#[from] store::StoreError),
 }
 
-pub fn main(mut args: RunArgs) -> anyhow::Result<i32> {
-    let cwd = std::env::current_dir().context("reading the current folder")?;
-    // Flags win over the project's settings, which win over inference.
-    let config = crate::config::load(&cwd)?;
-    for w in &config.warnings {
-        say(&format!("warning: {w}"));
-    }
-    args.fill_from(&config);
-    if args.command.is_empty() {
-        return Err(crate::ui::UsageError(
-            "no command to run: give it after `--` (`portok run -- cargo run`), or set `command` in portok.toml".into(),
-        )
-        .into());
-    }
-    let instances = args.instances();
-    if instances == 0 {
-        return Err(crate::ui::UsageError(
-            "--instances must be at least 1 (it is how many copies of the app run)".into(),
-        )
-        .into());
-    }
-    if instances > 1 && args.app_port.is_some() {
-        return Err(crate::ui::UsageError(
-            "--app-port cannot be combined with --instances: each instance needs its own port (leave --app-port out and portok picks them)".into(),
-        )
-        .into());
-    }
-    if std::env::var("PORTOK").is_ok_and(|v| v == "0") {
-        return run_plain(&args.command);
-    }
-    let state = StateDir::from_env()?;
-    let proxy_port = state::proxy_port(None)?;
-    let (name, hostname) = crate::project::app_name(
-        &cwd,
-        args.name.as_deref(),
-        config.name.as_deref(),
-        !args.no_worktree,
-    )?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    rt.block_on(run(args, state, proxy_port, cwd, name, hostname))
+/// What `portok run` was asked to do, settled by the command line and the project's
+/// settings (cmd/run.rs).
+pub struct Plan {
+    pub command: Vec<String>,
+    pub cwd: PathBuf,
+    pub name: String,
+    pub hostname: String,
+    pub instances: usize,
+    /// Take the name over from another live `portok run`.
+    pub force: bool,
+    /// What to watch for changes; None when the app is not redeployed on changes.
+    pub watch: Option<WatchPlan>,
+    pub opts: Options,
+}
+
+pub struct WatchPlan {
+    pub roots: Vec<PathBuf>,
+    pub ignore: Vec<String>,
+    pub debounce: Duration,
 }
 
 /// `PORTOK=0`: run the command as is, no proxy.
-fn run_plain(command: &[String]) -> anyhow::Result<i32> {
+pub fn run_plain(command: &[String]) -> anyhow::Result<i32> {
     let argv = child::argv(command);
     let status = std::process::Command::new(&argv[0])
         .args(&argv[1..])
@@ -86,14 +62,19 @@ fn run_plain(command: &[String]) -> anyhow::Result<i32> {
     Ok(status.code().unwrap_or(1))
 }
 
-async fn run(
-    args: RunArgs,
-    state: StateDir,
-    proxy_port: u16,
-    cwd: PathBuf,
-    name: String,
-    hostname: String,
-) -> anyhow::Result<i32> {
+/// Register the route, start the app and supervise it until a signal (or, without
+/// watching, until it exits). Returns the exit code.
+pub async fn run(plan: Plan, state: StateDir, proxy_port: u16) -> anyhow::Result<i32> {
+    let Plan {
+        command,
+        cwd,
+        name,
+        hostname,
+        instances,
+        force,
+        watch,
+        opts,
+    } = plan;
     let status = {
         let state = state.clone();
         let opts = daemon::StartOptions {
@@ -103,30 +84,13 @@ async fn run(
         tokio::task::spawn_blocking(move || daemon::start(&state, &opts)).await??
     };
     let url_port = status.status().port;
-    let kill_timeout = secs(args.kill_timeout());
-    take_name(&state, &hostname, args.force, kill_timeout).await?;
+    take_name(&state, &hostname, force, opts.kill_timeout).await?;
 
-    let instances = args.instances() as usize;
-    let first_port = match args.app_port {
+    let first_port = match opts.fixed_port {
         Some(p) => p,
         None => ports::pick_port(&state, &[])?,
     };
-    let self_reloading = child::hot_reloads_itself(&args.command);
-    let watching = !args.no_watch && (!self_reloading || !args.watch.is_empty());
-    let opts = Options {
-        health: args.health.clone(),
-        ready_timeout: secs(args.ready_timeout()),
-        hold: args.hold(),
-        rollback_window: secs(args.rollback_window()),
-        drain: secs(args.drain()),
-        kill_timeout,
-        fixed_port: args.app_port,
-        watching,
-        reload: args.reload,
-        tcp: args.tcp,
-        proxy_protocol: args.proxy_protocol,
-    };
-    if let Some(listen) = args.tcp {
+    if let Some(listen) = opts.tcp {
         let (state, host) = (state.clone(), hostname.clone());
         tokio::task::spawn_blocking(move || {
             crate::proxy::tcp::check_listen_port(&state, &host, listen, proxy_port, first_port)
@@ -136,24 +100,13 @@ async fn run(
     // A pool registers its route itself, once it has picked its instances' ports.
     if instances == 1 {
         let (state, host) = (state.clone(), hostname.clone());
-        let hold = args.hold();
-        let reload = args.reload;
-        let (tcp, proxy_protocol) = (args.tcp, args.proxy_protocol);
+        let route = opts.route(&host, first_port, 1, RouteState::Starting, Vec::new());
         tokio::task::spawn_blocking(move || {
-            let route = Route {
-                hold: Some(hold),
-                reload,
-                tcp,
-                proxy_protocol,
-                ..app_route(&host, first_port, 1, RouteState::Starting)
-            };
             register(&state, route)?;
             daemon::ensure_and_reload(&state, proxy_port)?;
             Ok::<_, anyhow::Error>(())
         })
         .await??;
-    }
-    if instances == 1 {
         say(&format!(
             "{name} -> http://{hostname}:{url_port} (https too), starting on port {first_port}..."
         ));
@@ -162,29 +115,18 @@ async fn run(
             "{name} -> http://{hostname}:{url_port} (https too), a pool of {instances} instances"
         ));
     }
-    if args.app_port.is_some() {
+    if opts.fixed_port.is_some() {
         say(
             "--app-port is fixed, so redeploys stop the old generation before starting the new one",
         );
     }
-    let changes = if watching {
-        let roots: Vec<PathBuf> = if args.watch.is_empty() {
-            vec![cwd.clone()]
-        } else {
-            args.watch.iter().map(|p| cwd.join(p)).collect()
-        };
-        let filter = watch::Filter::new(&roots, &args.ignore, state.root())?;
-        let (watcher, rx) = watch::spawn(roots, filter, Duration::from_millis(args.debounce()))?;
-        // The watcher lives as long as this function.
-        Some((watcher, rx))
-    } else {
-        if self_reloading && !args.no_watch {
-            say("this dev server reloads itself, so portok does not watch files (pass --watch PATH to redeploy on changes anyway)");
+    // The watcher lives as long as this function.
+    let (changes, _watcher) = match watch {
+        Some(w) => {
+            let filter = watch::Filter::new(&w.roots, &w.ignore, state.root())?;
+            let (watcher, rx) = watch::spawn(w.roots, filter, w.debounce)?;
+            (Some(rx), Some(watcher))
         }
-        None
-    };
-    let (changes_rx, _watcher) = match changes {
-        Some((w, rx)) => (Some(rx), Some(w)),
         None => (None, None),
     };
     let (control_tx, control_rx) = mpsc::channel(8);
@@ -192,23 +134,19 @@ async fn run(
     let server = serve_run_socket(&sock_path, control_tx).await?;
     let ca = crate::ca::ca_pem_path(state.root());
     let launch = child::Launch {
-        command: args.command.clone(),
-        name: name.clone(),
-        hostname: hostname.clone(),
+        command,
+        name,
+        hostname,
         proxy_port: url_port,
         ca_pem: ca.exists().then_some(ca),
     };
     // A pool picks its instances' ports as it starts them.
     let announced = (instances == 1).then_some(first_port);
     let sup = Supervisor::new(launch, state.clone(), opts, instances, announced, cwd);
-    let code = sup.run(changes_rx, control_rx).await;
+    let code = sup.run(changes, control_rx).await;
     server.abort();
     let _ = std::fs::remove_file(&sock_path);
     Ok(code)
-}
-
-fn secs(s: f64) -> Duration {
-    Duration::from_secs_f64(s.max(0.0))
 }
 
 /// Refuse a name another live `portok run` owns, or (with --force) stop that owner first.

@@ -1,0 +1,100 @@
+//! `portok run NAME -- CMD` (and `portok NAME CMD`): settle what to run from the flags, the
+//! project's settings and inference, then hand it to [`crate::run`].
+
+use crate::cli::RunArgs;
+use crate::run::{self, supervisor::Options, Plan, WatchPlan};
+use crate::state::{self, StateDir};
+use crate::ui::{say, UsageError};
+use anyhow::Context as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub fn main(mut args: RunArgs) -> anyhow::Result<i32> {
+    let cwd = std::env::current_dir().context("reading the current folder")?;
+    // Flags win over the project's settings, which win over inference.
+    let config = crate::config::load(&cwd)?;
+    for w in &config.warnings {
+        say(&format!("warning: {w}"));
+    }
+    args.fill_from(&config);
+    if args.command.is_empty() {
+        return Err(UsageError(
+            "no command to run: give it after `--` (`portok run -- cargo run`), or set `command` in portok.toml".into(),
+        )
+        .into());
+    }
+    let instances = args.instances();
+    if instances == 0 {
+        return Err(UsageError(
+            "--instances must be at least 1 (it is how many copies of the app run)".into(),
+        )
+        .into());
+    }
+    if instances > 1 && args.app_port.is_some() {
+        return Err(UsageError(
+            "--app-port cannot be combined with --instances: each instance needs its own port (leave --app-port out and portok picks them)".into(),
+        )
+        .into());
+    }
+    if std::env::var("PORTOK").is_ok_and(|v| v == "0") {
+        return run::run_plain(&args.command);
+    }
+    let state = StateDir::from_env()?;
+    let proxy_port = state::proxy_port(None)?;
+    let (name, hostname) = crate::project::app_name(
+        &cwd,
+        args.name.as_deref(),
+        config.name.as_deref(),
+        !args.no_worktree,
+    )?;
+    let plan = plan(args, cwd, name, hostname);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run::run(plan, state, proxy_port))
+}
+
+fn plan(args: RunArgs, cwd: PathBuf, name: String, hostname: String) -> Plan {
+    let self_reloading = run::child::hot_reloads_itself(&args.command);
+    let watching = !args.no_watch && (!self_reloading || !args.watch.is_empty());
+    if self_reloading && !watching && !args.no_watch {
+        say("this dev server reloads itself, so portok does not watch files (pass --watch PATH to redeploy on changes anyway)");
+    }
+    let watch = watching.then(|| WatchPlan {
+        roots: if args.watch.is_empty() {
+            vec![cwd.clone()]
+        } else {
+            args.watch.iter().map(|p| cwd.join(p)).collect()
+        },
+        ignore: args.ignore.clone(),
+        debounce: Duration::from_millis(args.debounce()),
+    });
+    let opts = Options {
+        health: args.health.clone(),
+        ready_timeout: secs(args.ready_timeout()),
+        hold: args.hold(),
+        rollback_window: secs(args.rollback_window()),
+        drain: secs(args.drain()),
+        kill_timeout: secs(args.kill_timeout()),
+        fixed_port: args.app_port,
+        watching,
+        reload: args.reload,
+        tcp: args.tcp,
+        proxy_protocol: args.proxy_protocol,
+    };
+    Plan {
+        instances: args.instances() as usize,
+        command: args.command,
+        cwd,
+        name,
+        hostname,
+        force: args.force,
+        watch,
+        opts,
+    }
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
