@@ -387,6 +387,12 @@ impl RouteTable {
     }
 
     /// Routes sorted by host name, for pages and status.
+    /// Every route's host name, in order.
+    pub fn hostnames(&self) -> Vec<String> {
+        let live = self.sorted();
+        live.iter().map(|l| l.route.hostname.clone()).collect()
+    }
+
     pub fn sorted(&self) -> Vec<&LiveRoute> {
         let mut v: Vec<_> = self.by_host.values().collect();
         v.sort_by(|a, b| a.route.hostname.cmp(&b.route.hostname));

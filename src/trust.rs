@@ -251,14 +251,21 @@ pub fn check(ca_pem: &Path, opts: &TrustOptions) -> bool {
     check_on(ca_pem, opts, Platform::current())
 }
 
-fn trust_on(ca_pem: &Path, opts: &TrustOptions, platform: Platform) -> TrustReport {
-    let mut report = TrustReport::default();
-    let ca = match CaFile::read(ca_pem) {
-        Ok(ca) => ca,
+/// The CA certificate to (un)install; a failure is the report's first line.
+fn read_ca<'a>(ca_pem: &'a Path, report: &mut TrustReport) -> Option<CaFile<'a>> {
+    match CaFile::read(ca_pem) {
+        Ok(ca) => Some(ca),
         Err(err) => {
             report.failed("read local CA", err, "");
-            return report;
+            None
         }
+    }
+}
+
+fn trust_on(ca_pem: &Path, opts: &TrustOptions, platform: Platform) -> TrustReport {
+    let mut report = TrustReport::default();
+    let Some(ca) = read_ca(ca_pem, &mut report) else {
+        return report;
     };
     if platform.macos {
         macos_trust(&ca, opts, platform, &mut report);
@@ -273,12 +280,8 @@ fn trust_on(ca_pem: &Path, opts: &TrustOptions, platform: Platform) -> TrustRepo
 
 fn untrust_on(ca_pem: &Path, opts: &TrustOptions, platform: Platform) -> TrustReport {
     let mut report = TrustReport::default();
-    let ca = match CaFile::read(ca_pem) {
-        Ok(ca) => ca,
-        Err(err) => {
-            report.failed("read local CA", err, "");
-            return report;
-        }
+    let Some(ca) = read_ca(ca_pem, &mut report) else {
+        return report;
     };
     if platform.macos {
         macos_untrust(&ca, opts, platform, &mut report);

@@ -68,14 +68,7 @@ pub async fn handle(
             ),
         },
         (&Method::GET, ["metrics"]) => {
-            let hosts: Vec<String> = d
-                .ctx
-                .routes
-                .load()
-                .sorted()
-                .iter()
-                .map(|l| l.route.hostname.clone())
-                .collect();
+            let hosts = d.ctx.routes.load().hostnames();
             let mut text = d.ctx.metrics.prometheus(&hosts);
             text.push_str(&tcp_metrics(d));
             text.push_str(&instance_metrics(d));

@@ -289,14 +289,7 @@ impl Daemon {
     async fn reload(&self) -> Vec<crate::proxy::tcp::TcpError> {
         self.shared.reload_routes().await;
         if self.sync_hosts {
-            let names: Vec<String> = self
-                .ctx
-                .routes
-                .load()
-                .sorted()
-                .iter()
-                .map(|l| l.route.hostname.clone())
-                .collect();
+            let names = self.ctx.routes.load().hostnames();
             let path = crate::hosts::hosts_path();
             // Writes only when the block changes; with no routes it removes the block.
             if let Ok(Err(e)) =
