@@ -3,6 +3,11 @@
 //! The CA lives in the state directory as `ca.pem` (public, 0644) and `ca-key.pem`
 //! (secret, 0600). Once created it is never overwritten: users trust it in their
 //! browsers and system store, so silently replacing it would break every install.
+//!
+//! A new CA carries a critical NameConstraints extension: it may vouch only for
+//! `localhost` and names under it, the loopback addresses, and the suffixes it was made
+//! for. Whoever reads `ca-key.pem` still cannot mint a certificate for a real site that a
+//! browser accepts. CAs made before that keep working, unconstrained ([`Ca::permitted`]).
 
 use std::fs;
 use std::io;
@@ -11,8 +16,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration as StdDuration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    NameConstraints, SanType, SerialNumber, PKCS_ECDSA_P256_SHA256,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -104,6 +110,8 @@ pub struct Ca {
     /// Owns the CA `KeyPair`.
     issuer: Issuer<'static, KeyPair>,
     fingerprint: String,
+    /// The DNS names it may vouch for (each with the names under it); None: any.
+    permitted: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for Ca {
@@ -132,6 +140,34 @@ impl Ca {
         }
     }
 
+    /// A new CA in place of the current one, which is kept beside it as `ca.pem.old-TIME`
+    /// and `ca-key.pem.old-TIME`; the leaves it signed (the `certs` cache) are dropped.
+    /// Returns the new CA and where the old one went.
+    pub fn renew(state_dir: &Path) -> Result<(Ca, Option<PathBuf>), CaError> {
+        let cert_path = ca_pem_path(state_dir);
+        let key_path = ca_key_path(state_dir);
+        let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+        let mut kept = None;
+        for path in [&cert_path, &key_path] {
+            if exists(path)? {
+                let aside = path.with_file_name(format!(
+                    "{}.old-{stamp}",
+                    path.file_name().unwrap_or_default().to_string_lossy()
+                ));
+                fs::rename(path, &aside).map_err(|e| CaError::io(path, e))?;
+                if path == &cert_path {
+                    kept = Some(aside);
+                }
+            }
+        }
+        let certs = state_dir.join("certs");
+        match fs::remove_dir_all(&certs) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(CaError::io(&certs, e)),
+            _ => {}
+        }
+        Ok((Self::create(state_dir, &cert_path, &key_path)?, kept))
+    }
+
     fn load(cert_path: &Path, key_path: &Path) -> Result<Ca, CaError> {
         let cert_pem = fs::read_to_string(cert_path).map_err(|e| CaError::io(cert_path, e))?;
         let key_pem = fs::read_to_string(key_path).map_err(|e| CaError::io(key_path, e))?;
@@ -151,17 +187,22 @@ impl Ca {
         let issuer = Issuer::from_ca_cert_der(&cert_der, key).map_err(|e| {
             CaError::broken(cert_path, "not a usable CA certificate", Some(Box::new(e)))
         })?;
-        Ok(Self::assemble(cert_der, issuer))
+        let permitted = permitted_dns(&cert_der).map_err(|why| {
+            CaError::broken(
+                cert_path,
+                format!("unreadable name constraints: {why}"),
+                None,
+            )
+        })?;
+        Ok(Self::assemble(cert_der, issuer, permitted))
     }
 
     fn create(state_dir: &Path, cert_path: &Path, key_path: &Path) -> Result<Ca, CaError> {
         fs::create_dir_all(state_dir).map_err(|e| CaError::io(state_dir, e))?;
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let params = ca_params(&format!(
-            "{}@{}",
-            crate::sys::user_name(),
-            crate::sys::host_name()
-        ));
+        let permitted = vec!["localhost".to_string()];
+        let owner = format!("{}@{}", crate::sys::user_name(), crate::sys::host_name());
+        let params = ca_params(&owner, &permitted);
         let cert = params.self_signed(&key)?;
         let cert_pem = cert.pem();
 
@@ -182,7 +223,7 @@ impl Ca {
         }
         tracing::info!(path = %cert_path.display(), "created local CA");
         let issuer = Issuer::new(params, key);
-        Ok(Self::assemble(cert.der().clone(), issuer))
+        Ok(Self::assemble(cert.der().clone(), issuer, Some(permitted)))
     }
 
     /// The key exists; a concurrent creator links the cert right after it,
@@ -201,13 +242,36 @@ impl Ca {
         ))
     }
 
-    fn assemble(cert_der: CertificateDer<'static>, issuer: Issuer<'static, KeyPair>) -> Ca {
+    fn assemble(
+        cert_der: CertificateDer<'static>,
+        issuer: Issuer<'static, KeyPair>,
+        permitted: Option<Vec<String>>,
+    ) -> Ca {
         let fingerprint = sha256_hex(&cert_der);
         Ca {
             cert_der,
             issuer,
             fingerprint,
+            permitted,
         }
+    }
+
+    /// The DNS names this CA may vouch for (each with every name under it), or None for
+    /// a CA made before portok constrained them, which browsers let vouch for any name.
+    pub fn permitted(&self) -> Option<&[String]> {
+        self.permitted.as_deref()
+    }
+
+    /// Whether a browser accepts a leaf from this CA for `host` (a DNS name).
+    pub fn covers(&self, host: &str) -> bool {
+        self.permitted.as_ref().is_none_or(|p| {
+            p.iter().any(|base| {
+                host == base
+                    || host
+                        .strip_suffix(base.as_str())
+                        .is_some_and(|rest| rest.ends_with('.'))
+            })
+        })
     }
 
     pub fn cert_der(&self) -> &CertificateDer<'static> {
@@ -251,7 +315,9 @@ impl Ca {
     }
 }
 
-fn ca_params(owner: &str) -> CertificateParams {
+/// `dns`: the names (and the names under them) the CA may vouch for, besides 127.0.0.0/8
+/// and ::1.
+fn ca_params(owner: &str, dns: &[String]) -> CertificateParams {
     let now = OffsetDateTime::now_utc();
     let mut params = CertificateParams::default();
     params.not_before = now - Duration::days(BACKDATE_DAYS);
@@ -268,7 +334,38 @@ fn ca_params(owner: &str) -> CertificateParams {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
+    let mut permitted: Vec<GeneralSubtree> = dns
+        .iter()
+        .map(|d| GeneralSubtree::DnsName(d.clone()))
+        .collect();
+    permitted.push(GeneralSubtree::IpAddress(CidrSubnet::from_v4_prefix(
+        [127, 0, 0, 0],
+        8,
+    )));
+    permitted.push(GeneralSubtree::IpAddress(CidrSubnet::from_v6_prefix(
+        std::net::Ipv6Addr::LOCALHOST.octets(),
+        128,
+    )));
+    params.name_constraints = Some(NameConstraints {
+        permitted_subtrees: permitted,
+        excluded_subtrees: Vec::new(),
+    });
     params
+}
+
+/// The DNS names a CA certificate's NameConstraints permit; None when it has none.
+fn permitted_dns(cert_der: &CertificateDer<'_>) -> Result<Option<Vec<String>>, String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).map_err(|e| e.to_string())?;
+    let Some(ext) = cert.name_constraints().map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let subtrees = ext.value.permitted_subtrees.iter().flatten();
+    let dns = subtrees.filter_map(|s| match &s.base {
+        GeneralName::DNSName(d) => Some(d.trim_start_matches('.').to_ascii_lowercase()),
+        _ => None,
+    });
+    Ok(Some(dns.collect()))
 }
 
 fn leaf_params(
@@ -443,5 +540,76 @@ mod tests {
             sha256_hex(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    fn verify(ca: &Ca, leaf: &Leaf, name: &str) -> Result<(), rustls::Error> {
+        use rustls::client::danger::ServerCertVerifier;
+        use rustls::pki_types::{ServerName, UnixTime};
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.cert_der().clone()).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            provider,
+        )
+        .build()
+        .unwrap();
+        let server = ServerName::try_from(name.to_string()).unwrap();
+        verifier
+            .verify_server_cert(&leaf.cert_der, &[], &server, &[], UnixTime::now())
+            .map(|_| ())
+    }
+
+    #[test]
+    fn a_new_ca_vouches_only_for_loopback_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(dir.path()).unwrap();
+        assert_eq!(ca.permitted(), Some(&["localhost".to_string()][..]));
+        let again = Ca::load_or_create(dir.path()).unwrap();
+        assert_eq!(again.permitted(), ca.permitted(), "read back from ca.pem");
+        assert!(ca.covers("localhost") && ca.covers("app.localhost"));
+        assert!(!ca.covers("example.com") && !ca.covers("evillocalhost"));
+
+        // Even signed with the CA's own key, a leaf for a real site is refused.
+        let forged = ca.issue_leaf(&["example.com".into()]).unwrap();
+        let err = verify(&ca, &forged, "example.com").unwrap_err();
+        assert!(format!("{err:?}").contains("NameConstraint"), "{err:?}");
+        let good = ca.issue_leaf(&["app.localhost".into()]).unwrap();
+        verify(&ca, &good, "app.localhost").unwrap();
+
+        // OpenSSL agrees.
+        let pem = |name: &str, leaf: &Leaf| {
+            let p = dir.path().join(name);
+            fs::write(&p, &leaf.cert_pem).unwrap();
+            p
+        };
+        let openssl = |leaf: &Path| {
+            std::process::Command::new("openssl")
+                .arg("verify")
+                .arg("-CAfile")
+                .arg(ca_pem_path(dir.path()))
+                .arg(leaf)
+                .output()
+                .expect("openssl is needed for this test")
+        };
+        let out = openssl(&pem("forged.pem", &forged));
+        assert!(!out.status.success());
+        let said = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("subtree violation"), "{said}");
+        assert!(openssl(&pem("good.pem", &good)).status.success());
+    }
+
+    #[test]
+    fn a_ca_made_before_constraints_still_loads_and_vouches_for_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = ca_params("old", &[]);
+        params.name_constraints = None;
+        let cert = params.self_signed(&key).unwrap();
+        fs::write(ca_key_path(dir.path()), key.serialize_pem()).unwrap();
+        fs::write(ca_pem_path(dir.path()), cert.pem()).unwrap();
+        let ca = Ca::load_or_create(dir.path()).unwrap();
+        assert_eq!(ca.permitted(), None);
+        assert!(ca.covers("example.com"));
     }
 }

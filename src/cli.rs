@@ -105,6 +105,10 @@ pub enum Command {
         /// Only check: exit 0 when the CA is trusted, 1 otherwise
         #[arg(long)]
         check: bool,
+        /// Make a new CA (the old one is untrusted and kept aside), then trust it: for a CA
+        /// made before portok constrained its CAs to local names
+        #[arg(long, conflicts_with = "check")]
+        renew: bool,
     },
     /// Remove what `portok trust` installed
     #[command(after_help = "Example:\n  sudo portok untrust")]

@@ -73,7 +73,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             lines,
             follow,
         } => logs(&name, lines, follow),
-        Command::Trust { check } => trust(check),
+        Command::Trust { check, renew } => trust(check, renew),
         Command::Status { name, json } => status(name.as_deref(), json),
         Command::Switch {
             name,

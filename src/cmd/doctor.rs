@@ -427,8 +427,16 @@ fn ca(state: &StateDir) -> Finding {
     }
     // Both files exist, so this only reads them: it checks the PEM, the key and that they
     // belong together.
-    if let Err(e) = crate::ca::Ca::load_or_create(state.root()) {
-        return fail(C, chain(&e), regen);
+    let ca = match crate::ca::Ca::load_or_create(state.root()) {
+        Ok(ca) => ca,
+        Err(e) => return fail(C, chain(&e), regen),
+    };
+    if ca.permitted().is_none() {
+        return warn(
+            C,
+            format!("{} is unconstrained (made before portok limited its CAs to local names): whoever reads ca-key.pem can make certificates for any site, which this machine then trusts", pem.display()),
+            "`sudo portok trust --renew` makes a CA that can vouch only for local names and trusts it instead",
+        );
     }
     let opts = crate::trust::TrustOptions::for_current_user();
     if crate::trust::check(&pem, &opts) {

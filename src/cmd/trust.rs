@@ -2,13 +2,15 @@
 
 use super::*;
 
-pub(super) fn trust(check: bool) -> anyhow::Result<i32> {
+pub(super) fn trust(check: bool, renew: bool) -> anyhow::Result<i32> {
     let state = StateDir::from_env()?;
     state.ensure()?;
-    let ca = crate::ca::Ca::load_or_create(state.root())?;
-    let _ = ca;
     let pem = crate::ca::ca_pem_path(state.root());
     let opts = crate::trust::TrustOptions::for_current_user();
+    if renew {
+        return renew_ca(&state, &pem, &opts);
+    }
+    crate::ca::Ca::load_or_create(state.root())?;
     if check {
         let ok = crate::trust::check(&pem, &opts);
         eprintln!(
@@ -28,5 +30,32 @@ pub(super) fn untrust() -> anyhow::Result<i32> {
     let pem = crate::ca::ca_pem_path(state.root());
     let report = crate::trust::untrust(&pem, &crate::trust::TrustOptions::for_current_user());
     print!("{report}");
+    Ok(if report.ok() { 0 } else { 1 })
+}
+
+/// `portok trust --renew`: take the old CA out of the trust stores, make a new one (with
+/// the name constraints of a new CA) and trust that.
+fn renew_ca(
+    state: &StateDir,
+    pem: &std::path::Path,
+    opts: &crate::trust::TrustOptions,
+) -> anyhow::Result<i32> {
+    if pem.exists() {
+        print!("{}", crate::trust::untrust(pem, opts));
+    }
+    let (ca, old) = crate::ca::Ca::renew(state.root())?;
+    if let Some(old) = old {
+        crate::ui::say(&format!("the old CA is kept as {}", old.display()));
+    }
+    let names = ca.permitted().unwrap_or_default().join(", ");
+    crate::ui::say(&format!(
+        "new local CA {}: it vouches only for {names} (and names under them), 127.0.0.0/8 and ::1",
+        pem.display()
+    ));
+    let report = crate::trust::trust(pem, opts);
+    print!("{report}");
+    if control::status(state).is_some() {
+        crate::ui::say("the daemon still serves certificates from the old CA: restart it with `portok proxy stop && portok proxy start`");
+    }
     Ok(if report.ok() { 0 } else { 1 })
 }

@@ -35,6 +35,8 @@ const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 pub enum TlsError {
     #[error(transparent)]
     Ca(#[from] CaError),
+    #[error("the local CA cannot vouch for {name} (its name constraints leave it out); `sudo portok trust --renew` makes a CA for the names portok serves now")]
+    NotCovered { name: String },
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -263,6 +265,9 @@ impl LeafResolver {
         // Another handshake may have done the work while we waited.
         if let Some(key) = self.cached(name) {
             return Ok(key);
+        }
+        if !self.ca.covers(name) {
+            return Err(TlsError::NotCovered { name: name.into() });
         }
         let leaf = match self.load_from_disk(name) {
             Some(leaf) => leaf,

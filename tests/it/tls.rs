@@ -429,3 +429,63 @@ async fn trust_installs_checks_and_untrusts_under_a_test_root() {
     );
     assert_eq!(p.run(&["trust", "--check"]).status.code(), Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unconstrained_ca_is_flagged_and_trust_renew_replaces_it_with_a_constrained_one() {
+    let p = Portok::new();
+    let anchors = p
+        .dir
+        .path()
+        .join("trust-root/usr/local/share/ca-certificates");
+    std::fs::create_dir_all(&anchors).unwrap();
+    // A CA as portok made them before: no name constraints.
+    std::fs::create_dir_all(p.state()).unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let old = params.self_signed(&key).unwrap();
+    std::fs::write(p.state().join("ca-key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(p.state().join("ca.pem"), old.pem()).unwrap();
+    assert!(p.run(&["trust"]).status.success());
+
+    let doctor = |p: &Portok| {
+        let out = p.run(&["doctor"]);
+        String::from_utf8_lossy(&out.stdout).to_string() + &stderr(&out)
+    };
+    let said = doctor(&p);
+    assert!(
+        said.contains("unconstrained") && said.contains("portok trust --renew"),
+        "{said}"
+    );
+
+    let out = p.run(&["trust", "--renew"]);
+    let report = String::from_utf8_lossy(&out.stdout).to_string() + &stderr(&out);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("vouches only for localhost"), "{report}");
+    let new_pem = std::fs::read(p.state().join("ca.pem")).unwrap();
+    assert_ne!(new_pem, old.pem().into_bytes());
+    let kept: Vec<_> = std::fs::read_dir(p.state())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with("ca.pem.old-") || n.starts_with("ca-key.pem.old-"))
+        .collect();
+    assert_eq!(kept.len(), 2, "the old CA is kept aside: {kept:?}");
+    // Only the new CA is trusted now.
+    let installed: Vec<_> = std::fs::read_dir(&anchors).unwrap().flatten().collect();
+    assert_eq!(installed.len(), 1);
+    assert_eq!(std::fs::read(installed[0].path()).unwrap(), new_pem);
+    let text = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(p.state().join("ca.pem"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("Name Constraints: critical"), "{text}");
+    assert!(text.contains("DNS:localhost"), "{text}");
+    assert!(!doctor(&p).contains("unconstrained"));
+}
