@@ -123,13 +123,14 @@ impl std::fmt::Debug for Ca {
 }
 
 impl Ca {
-    /// Loads the CA from `state_dir`, creating it on first use.
-    pub fn load_or_create(state_dir: &Path) -> Result<Ca, CaError> {
+    /// Loads the CA from `state_dir`, creating it on first use: then it may vouch for
+    /// names under `localhost` and under `tlds` (the custom TLDs served now).
+    pub fn load_or_create(state_dir: &Path, tlds: &[String]) -> Result<Ca, CaError> {
         let cert_path = ca_pem_path(state_dir);
         let key_path = ca_key_path(state_dir);
         match (exists(&cert_path)?, exists(&key_path)?) {
             (true, true) => Self::load(&cert_path, &key_path),
-            (false, false) => Self::create(state_dir, &cert_path, &key_path),
+            (false, false) => Self::create(state_dir, &cert_path, &key_path, tlds),
             (true, false) => Err(CaError::broken(
                 &key_path,
                 format!("missing although {} exists", cert_path.display()),
@@ -143,7 +144,7 @@ impl Ca {
     /// A new CA in place of the current one, which is kept beside it as `ca.pem.old-TIME`
     /// and `ca-key.pem.old-TIME`; the leaves it signed (the `certs` cache) are dropped.
     /// Returns the new CA and where the old one went.
-    pub fn renew(state_dir: &Path) -> Result<(Ca, Option<PathBuf>), CaError> {
+    pub fn renew(state_dir: &Path, tlds: &[String]) -> Result<(Ca, Option<PathBuf>), CaError> {
         let cert_path = ca_pem_path(state_dir);
         let key_path = ca_key_path(state_dir);
         let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -165,7 +166,7 @@ impl Ca {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(CaError::io(&certs, e)),
             _ => {}
         }
-        Ok((Self::create(state_dir, &cert_path, &key_path)?, kept))
+        Ok((Self::create(state_dir, &cert_path, &key_path, tlds)?, kept))
     }
 
     fn load(cert_path: &Path, key_path: &Path) -> Result<Ca, CaError> {
@@ -197,10 +198,16 @@ impl Ca {
         Ok(Self::assemble(cert_der, issuer, permitted))
     }
 
-    fn create(state_dir: &Path, cert_path: &Path, key_path: &Path) -> Result<Ca, CaError> {
+    fn create(
+        state_dir: &Path,
+        cert_path: &Path,
+        key_path: &Path,
+        tlds: &[String],
+    ) -> Result<Ca, CaError> {
         fs::create_dir_all(state_dir).map_err(|e| CaError::io(state_dir, e))?;
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let permitted = vec!["localhost".to_string()];
+        let mut permitted = vec!["localhost".to_string()];
+        permitted.extend(tlds.iter().cloned());
         let owner = format!("{}@{}", crate::sys::user_name(), crate::sys::host_name());
         let params = ca_params(&owner, &permitted);
         let cert = params.self_signed(&key)?;
@@ -450,7 +457,7 @@ mod tests {
     #[test]
     fn creates_ca_with_modes_and_reuses_it() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = Ca::load_or_create(dir.path()).unwrap();
+        let ca = Ca::load_or_create(dir.path(), &[]).unwrap();
         assert_eq!(mode(&ca_pem_path(dir.path())), 0o644);
         assert_eq!(mode(&ca_key_path(dir.path())), 0o600);
         assert_eq!(ca.fingerprint().len(), 64);
@@ -458,7 +465,7 @@ mod tests {
         let pem = fs::read_to_string(ca_pem_path(dir.path())).unwrap();
         assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
 
-        let again = Ca::load_or_create(dir.path()).unwrap();
+        let again = Ca::load_or_create(dir.path(), &[]).unwrap();
         assert_eq!(ca.cert_der(), again.cert_der());
         assert_eq!(ca.fingerprint(), again.fingerprint());
         assert_eq!(ca.key().public_key_raw(), again.key().public_key_raw());
@@ -469,11 +476,11 @@ mod tests {
     #[test]
     fn broken_ca_is_reported_and_not_overwritten() {
         let dir = tempfile::tempdir().unwrap();
-        Ca::load_or_create(dir.path()).unwrap();
+        Ca::load_or_create(dir.path(), &[]).unwrap();
         let cert_path = ca_pem_path(dir.path());
         fs::write(&cert_path, "garbage").unwrap();
 
-        let err = Ca::load_or_create(dir.path()).unwrap_err();
+        let err = Ca::load_or_create(dir.path(), &[]).unwrap_err();
         assert!(matches!(&err, CaError::Broken { path, .. } if *path == cert_path));
         assert_eq!(fs::read_to_string(&cert_path).unwrap(), "garbage");
     }
@@ -482,7 +489,7 @@ mod tests {
     fn half_a_ca_is_broken() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(ca_key_path(dir.path()), "x").unwrap();
-        let err = Ca::load_or_create(dir.path()).unwrap_err();
+        let err = Ca::load_or_create(dir.path(), &[]).unwrap_err();
         assert!(matches!(err, CaError::Broken { .. }), "{err}");
         assert!(!ca_pem_path(dir.path()).exists());
     }
@@ -491,10 +498,10 @@ mod tests {
     fn mismatched_key_is_broken() {
         let a = tempfile::tempdir().unwrap();
         let b = tempfile::tempdir().unwrap();
-        Ca::load_or_create(a.path()).unwrap();
-        Ca::load_or_create(b.path()).unwrap();
+        Ca::load_or_create(a.path(), &[]).unwrap();
+        Ca::load_or_create(b.path(), &[]).unwrap();
         fs::copy(ca_key_path(b.path()), ca_key_path(a.path())).unwrap();
-        let err = Ca::load_or_create(a.path()).unwrap_err();
+        let err = Ca::load_or_create(a.path(), &[]).unwrap_err();
         assert!(
             matches!(
                 &err,
@@ -510,7 +517,7 @@ mod tests {
     #[test]
     fn leaf_has_requested_validity() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = Ca::load_or_create(dir.path()).unwrap();
+        let ca = Ca::load_or_create(dir.path(), &[]).unwrap();
         let leaf = ca
             .issue_leaf(&["a.localhost".into(), "127.0.0.1".into()])
             .unwrap();
@@ -527,7 +534,7 @@ mod tests {
         let threads: Vec<_> = (0..8)
             .map(|_| {
                 let path = path.clone();
-                std::thread::spawn(move || Ca::load_or_create(&path).unwrap())
+                std::thread::spawn(move || Ca::load_or_create(&path, &[]).unwrap())
             })
             .collect();
         let cas: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
@@ -563,9 +570,9 @@ mod tests {
     #[test]
     fn a_new_ca_vouches_only_for_loopback_names() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = Ca::load_or_create(dir.path()).unwrap();
+        let ca = Ca::load_or_create(dir.path(), &[]).unwrap();
         assert_eq!(ca.permitted(), Some(&["localhost".to_string()][..]));
-        let again = Ca::load_or_create(dir.path()).unwrap();
+        let again = Ca::load_or_create(dir.path(), &[]).unwrap();
         assert_eq!(again.permitted(), ca.permitted(), "read back from ca.pem");
         assert!(ca.covers("localhost") && ca.covers("app.localhost"));
         assert!(!ca.covers("example.com") && !ca.covers("evillocalhost"));
@@ -608,7 +615,7 @@ mod tests {
         let cert = params.self_signed(&key).unwrap();
         fs::write(ca_key_path(dir.path()), key.serialize_pem()).unwrap();
         fs::write(ca_pem_path(dir.path()), cert.pem()).unwrap();
-        let ca = Ca::load_or_create(dir.path()).unwrap();
+        let ca = Ca::load_or_create(dir.path(), &[]).unwrap();
         assert_eq!(ca.permitted(), None);
         assert!(ca.covers("example.com"));
     }

@@ -207,6 +207,15 @@ pub struct StartArgs {
     /// Keep /etc/hosts entries for every route while the daemon runs (see `portok hosts`)
     #[arg(long, env = "PORTOK_SYNC_HOSTS")]
     pub sync_hosts: bool,
+    /// Also serve names under this suffix (repeatable, or PORTOK_TLD=test,dev.example.com):
+    /// with `--tld test`, `portok run api --tld test` serves https://api.test
+    #[arg(
+        long = "tld",
+        value_name = "SUFFIX",
+        env = "PORTOK_TLD",
+        value_delimiter = ','
+    )]
+    pub tlds: Vec<String>,
 }
 
 thread_local! {
@@ -362,6 +371,10 @@ pub struct RunArgs {
     /// Take the name from another running `portok run` (it is stopped)
     #[arg(long)]
     pub force: bool,
+    /// Register the name under this suffix instead of .localhost (`--tld test`: NAME.test);
+    /// the proxy serves it (`proxy start --tld test`, or PORTOK_TLD)
+    #[arg(long, value_name = "SUFFIX")]
+    pub tld: Option<String>,
     /// Fixed app port instead of a random one in 4000-4999 (redeploys then stop before starting)
     #[arg(long, env = "PORTOK_APP_PORT", value_name = "N")]
     pub app_port: Option<u16>,
@@ -519,6 +532,14 @@ pub struct DaemonArgs {
     /// with PORTOK_SYNC_HOSTS=1 in its environment gets it from there)
     #[arg(long, env = "PORTOK_SYNC_HOSTS")]
     pub sync_hosts: bool,
+    /// Suffixes served besides .localhost
+    #[arg(
+        long = "tld",
+        value_name = "SUFFIX",
+        env = "PORTOK_TLD",
+        value_delimiter = ','
+    )]
+    pub tlds: Vec<String>,
 }
 
 #[cfg(test)]

@@ -62,6 +62,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 redirect_https: args.tls.redirect_https,
                 metrics: !args.limits.no_metrics,
                 sync_hosts: args.sync_hosts,
+                tlds: checked_tlds(&args.tlds)?,
             };
             runtime::main(state, config)?;
             Ok(0)
@@ -179,4 +180,27 @@ fn external_run_args(args: Vec<std::ffi::OsString>) -> anyhow::Result<RunArgs> {
         Ok(r) => Ok(r.run),
         Err(e) => Err(UsageError(e.to_string().trim_end().to_string()).into()),
     }
+}
+
+/// The custom TLDs from `--tld`/PORTOK_TLD, checked ([`names::check_tld`]), without repeats
+/// or `localhost` (always served).
+pub(crate) fn checked_tlds(raw: &[String]) -> Result<Vec<String>, NameError> {
+    let mut tlds: Vec<String> = Vec::new();
+    for t in raw.iter().filter(|t| !t.trim().is_empty()) {
+        let tld = names::check_tld(t)?;
+        if tld != names::LOCALHOST && !tlds.contains(&tld) {
+            tlds.push(tld);
+        }
+    }
+    Ok(tlds)
+}
+
+/// The custom TLDs portok serves: the running daemon's, else PORTOK_TLD's.
+pub(crate) fn served_tlds(state: &StateDir) -> Result<Vec<String>, NameError> {
+    if let Some(status) = control::status(state) {
+        return Ok(status.tlds);
+    }
+    let env = std::env::var("PORTOK_TLD").unwrap_or_default();
+    let raw: Vec<String> = env.split(',').map(String::from).collect();
+    checked_tlds(&raw)
 }

@@ -92,6 +92,9 @@ pub struct DaemonStatus {
     pub routes: usize,
     pub tls: bool,
     pub listening: Vec<String>,
+    /// Suffixes served besides .localhost (`--tld`).
+    #[serde(default)]
+    pub tlds: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,5 +1,6 @@
 //! App names and host names: `api` and `api.shop` become `api.localhost` and
-//! `api.shop.localhost`. Validation happens before anything is written.
+//! `api.shop.localhost`, or `api.test` under a custom TLD (`--tld test`). Validation
+//! happens before anything is written.
 
 /// The daemon's own host: dashboard, admin API and metrics.
 pub const ADMIN_HOST: &str = "portok.localhost";
@@ -41,6 +42,63 @@ pub enum NameError {
     Reserved { name: String },
     #[error("{name:?} is too long: a host name is at most 253 characters")]
     TooLong { name: String },
+    #[error("--tld {tld:?} cannot be used: {why}")]
+    BadTld { tld: String, why: String },
+}
+
+/// The suffix every portok name has unless a custom TLD is chosen.
+pub const LOCALHOST: &str = "localhost";
+
+/// Check a custom TLD (`--tld test`, `PORTOK_TLD=test,dev.example.com`) and return it
+/// lowercased. Refused: invalid labels, `local` (mDNS), and public suffixes such as `com`,
+/// `dev` or `co.uk`, under which names belong to the internet. A domain below a public
+/// suffix (`dev.example.com`) is the user's own choice and allowed.
+pub fn check_tld(raw: &str) -> Result<String, NameError> {
+    let tld = raw.trim_matches('.').to_ascii_lowercase();
+    let bad = |why: String| NameError::BadTld {
+        tld: raw.to_string(),
+        why,
+    };
+    if tld.is_empty() {
+        return Err(bad("it is empty".into()));
+    }
+    for label in tld.split('.') {
+        check_label(raw, label).map_err(|e| bad(e.to_string()))?;
+    }
+    if tld == "local" || tld.ends_with(".local") {
+        return Err(bad(
+            "`.local` is for mDNS (Bonjour, Avahi): names there are announced on the network, not served by portok".into(),
+        ));
+    }
+    if let Some(suffix) = psl::suffix(tld.as_bytes()) {
+        if suffix.is_known() && suffix.as_bytes() == tld.as_bytes() {
+            return Err(bad(format!(
+                "`.{tld}` is a public suffix (a real-world TLD): names under it belong to the internet. Use `test`, or a domain you own such as `dev.example.com`"
+            )));
+        }
+    }
+    Ok(tld)
+}
+
+/// `name` under `tld` (`localhost` or one [`check_tld`] accepted): `api` -> `api.test`.
+/// A name that already ends in `.tld` is taken as is.
+pub fn hostname_in(name: &str, tld: &str) -> Result<String, NameError> {
+    if tld == LOCALHOST {
+        return hostname_for(name);
+    }
+    let lower = name.trim_end_matches('.').to_ascii_lowercase();
+    let bare = lower
+        .strip_suffix(&format!(".{tld}"))
+        .unwrap_or(if lower == tld { "" } else { &lower });
+    // The same rules as for .localhost names.
+    let checked = hostname_for(bare)?;
+    let host = format!("{}.{tld}", short_name(&checked));
+    if host.len() > 253 {
+        return Err(NameError::TooLong {
+            name: name.to_string(),
+        });
+    }
+    Ok(host)
 }
 
 /// Turn a user-given name into the full host name (`NAME.localhost`), lowercased.
@@ -166,5 +224,48 @@ mod tests {
         assert_eq!(normalize_host("myapp.localhost."), "myapp.localhost");
         assert_eq!(normalize_host("[::1]:1355"), "::1");
         assert_eq!(normalize_host("a.localhost"), "a.localhost");
+    }
+
+    #[test]
+    fn custom_tlds_are_checked_and_public_suffixes_refused() {
+        assert_eq!(check_tld("test").unwrap(), "test");
+        assert_eq!(check_tld(".Dev.Example.com.").unwrap(), "dev.example.com");
+        for bad in [
+            "com",
+            "dev",
+            "co.uk",
+            "github.io",
+            "local",
+            "x.local",
+            "a_b",
+            "",
+            "-x",
+        ] {
+            assert!(
+                matches!(check_tld(bad), Err(NameError::BadTld { .. })),
+                "{bad} was accepted"
+            );
+        }
+        let why = check_tld("dev").unwrap_err().to_string();
+        assert!(
+            why.contains("public suffix") && why.contains("`test`"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn names_under_a_custom_tld() {
+        assert_eq!(hostname_in("api", "test").unwrap(), "api.test");
+        assert_eq!(
+            hostname_in("API.shop.test", "test").unwrap(),
+            "api.shop.test"
+        );
+        assert_eq!(hostname_in("api", "localhost").unwrap(), "api.localhost");
+        assert!(hostname_in("portok", "test").is_err());
+        assert!(hostname_in("a_b", "test").is_err());
+        assert_eq!(
+            hostname_in("web", "dev.example.com").unwrap(),
+            "web.dev.example.com"
+        );
     }
 }

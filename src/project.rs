@@ -17,12 +17,13 @@ const DEFAULT_BRANCHES: &[&str] = &["main", "master"];
 
 /// The app name for `cwd`: `explicit` (a NAME argument), else `configured` (portok.toml),
 /// else inferred; then the worktree prefix unless `worktree` is false. Returns the name as
-/// given to the user and its host name.
+/// given to the user and its host name under `tld` (`localhost`, or a checked custom TLD).
 pub fn app_name(
     cwd: &Path,
     explicit: Option<&str>,
     configured: Option<&str>,
     worktree: bool,
+    tld: &str,
 ) -> Result<(String, String), NameError> {
     let base = match explicit.or(configured) {
         Some(n) => names::short_name(&names::hostname_for(n)?).to_string(),
@@ -32,7 +33,7 @@ pub fn app_name(
         Some(prefix) => format!("{prefix}.{base}"),
         None => base,
     };
-    let host = names::hostname_for(&name)?;
+    let host = names::hostname_in(&name, tld)?;
     Ok((name, host))
 }
 

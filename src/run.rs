@@ -27,6 +27,8 @@ use tokio::sync::{mpsc, oneshot};
 pub enum RunError {
     #[error("{host} is already run by portok (pid {pid}); stop that one, or pass --force to take it over")]
     Owned { host: String, pid: u32 },
+    #[error("the running proxy does not serve .{tld} names: restart it with that TLD (`portok proxy stop && portok proxy start --tld {tld}`, or PORTOK_TLD={tld} in the environment of the first `portok run`)")]
+    TldNotServed { tld: String },
     #[error(transparent)]
     Store(#[from] store::StoreError),
 }
@@ -38,6 +40,8 @@ pub struct Plan {
     pub cwd: PathBuf,
     pub name: String,
     pub hostname: String,
+    /// The custom TLD the name is under (None: .localhost); the daemon must serve it.
+    pub tld: Option<String>,
     pub instances: usize,
     /// Take the name over from another live `portok run`.
     pub force: bool,
@@ -70,6 +74,7 @@ pub async fn run(plan: Plan, state: StateDir, proxy_port: u16) -> anyhow::Result
         cwd,
         name,
         hostname,
+        tld,
         instances,
         force,
         watch,
@@ -77,12 +82,20 @@ pub async fn run(plan: Plan, state: StateDir, proxy_port: u16) -> anyhow::Result
     } = plan;
     let status = {
         let state = state.clone();
+        // A daemon started here serves the TLD too.
+        let extra_args = tld
+            .iter()
+            .flat_map(|t| ["--tld".into(), t.clone()])
+            .collect();
         let opts = daemon::StartOptions {
             port: proxy_port,
-            ..Default::default()
+            extra_args,
         };
         tokio::task::spawn_blocking(move || daemon::start(&state, &opts)).await??
     };
+    if let Some(tld) = tld.filter(|t| !status.status().tlds.contains(t)) {
+        return Err(RunError::TldNotServed { tld }.into());
+    }
     let url_port = status.status().port;
     take_name(&state, &hostname, force, opts.kill_timeout).await?;
 

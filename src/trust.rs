@@ -536,7 +536,7 @@ mod tests {
     fn fixture(anchor_dir: &str) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
-        Ca::load_or_create(&state).unwrap();
+        Ca::load_or_create(&state, &[]).unwrap();
         let root = dir.path().join("root");
         fs::create_dir_all(root.join(anchor_dir)).unwrap();
         let home = dir.path().join("home");

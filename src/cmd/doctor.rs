@@ -91,6 +91,9 @@ pub fn main() -> anyhow::Result<i32> {
     report(port(daemon.as_ref()));
     report(ca(&state));
     report(resolution(&routes, &crate::hosts::hosts_path()));
+    if let Some(f) = custom_names(&routes, &crate::hosts::hosts_path()) {
+        report(f);
+    }
     report(finding);
     report(orphans(&routes));
     report(file_watch(&cwd));
@@ -427,7 +430,7 @@ fn ca(state: &StateDir) -> Finding {
     }
     // Both files exist, so this only reads them: it checks the PEM, the key and that they
     // belong together.
-    let ca = match crate::ca::Ca::load_or_create(state.root()) {
+    let ca = match crate::ca::Ca::load_or_create(state.root(), &[]) {
         Ok(ca) => ca,
         Err(e) => return fail(C, chain(&e), regen),
     };
@@ -436,6 +439,23 @@ fn ca(state: &StateDir) -> Finding {
             C,
             format!("{} is unconstrained (made before portok limited its CAs to local names): whoever reads ca-key.pem can make certificates for any site, which this machine then trusts", pem.display()),
             "`sudo portok trust --renew` makes a CA that can vouch only for local names and trusts it instead",
+        );
+    }
+    let tlds = crate::cmd::served_tlds(state).unwrap_or_default();
+    let uncovered: Vec<&String> = tlds
+        .iter()
+        .filter(|t| !ca.covers(&format!("x.{t}")))
+        .collect();
+    if !uncovered.is_empty() {
+        let list = uncovered
+            .iter()
+            .map(|t| format!(".{t}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return fail(
+            C,
+            format!("the CA cannot vouch for {list} (it was made before that TLD was added): https fails for those names"),
+            "`sudo portok trust --renew` makes a CA for every TLD served now, then restart the daemon (`portok proxy stop && portok proxy start`)",
         );
     }
     let opts = crate::trust::TrustOptions::for_current_user();
@@ -530,6 +550,41 @@ fn resolution(routes: &[Route], hosts: &Path) -> Finding {
             }
         }
     }
+}
+
+/// Names under a custom TLD (`--tld`) resolve only through the hosts file.
+fn custom_names(routes: &[Route], hosts: &Path) -> Option<Finding> {
+    const C: &str = "custom TLD";
+    let custom: Vec<&str> = routes
+        .iter()
+        .map(|r| r.hostname.as_str())
+        .filter(|h| !h.ends_with(".localhost") && h.contains('.'))
+        .collect();
+    if custom.is_empty() {
+        return None;
+    }
+    let block = crate::hosts::block_names(hosts).unwrap_or_default();
+    let unresolved: Vec<&str> = custom
+        .iter()
+        .copied()
+        .filter(|h| !block.iter().any(|b| b == h))
+        .filter(|h| {
+            resolve(h, Duration::from_secs(2)).is_none_or(|a| !a.iter().all(|a| a.is_loopback()))
+        })
+        .collect();
+    Some(if unresolved.is_empty() {
+        ok(C, format!("{} resolve to loopback", custom.join(", ")))
+    } else {
+        fail(
+            C,
+            format!(
+                "{} do not resolve to loopback: names under a custom TLD need entries in {}, which the daemon writes only when it may",
+                unresolved.join(", "),
+                hosts.display()
+            ),
+            "`sudo portok hosts sync` adds them (again after new routes), or run the daemon where it may write the hosts file",
+        )
+    })
 }
 
 fn orphans(routes: &[Route]) -> Finding {

@@ -94,7 +94,13 @@ pub(super) fn get(name: Option<&str>, https: bool, no_worktree: bool) -> anyhow:
             config.name
         }
     };
-    let (_, host) = crate::project::app_name(&cwd, name, configured.as_deref(), !no_worktree)?;
+    let (_, host) = crate::project::app_name(
+        &cwd,
+        name,
+        configured.as_deref(),
+        !no_worktree,
+        crate::names::LOCALHOST,
+    )?;
     let scheme = if https { "https" } else { "http" };
     println!("{scheme}://{host}:{}", url_port(&state)?);
     Ok(0)

@@ -49,6 +49,7 @@ pub(super) fn proxy(cmd: ProxyCmd) -> anyhow::Result<i32> {
 
 pub(super) fn proxy_start(state: &StateDir, args: &StartArgs) -> anyhow::Result<i32> {
     let port = state::proxy_port(args.port)?;
+    let tlds = super::checked_tlds(&args.tlds)?;
     let mut extra_args = Vec::new();
     if let (Some(cert), Some(key)) = (&args.tls.cert, &args.tls.key) {
         // Check here too, so a bad file is reported before anything is started.
@@ -67,6 +68,9 @@ pub(super) fn proxy_start(state: &StateDir, args: &StartArgs) -> anyhow::Result<
     if args.sync_hosts {
         extra_args.push("--sync-hosts".into());
     }
+    for tld in &tlds {
+        extra_args.extend(["--tld".into(), tld.clone()]);
+    }
     let opts = StartOptions { port, extra_args };
     match daemon::start(state, &opts)? {
         Started::Now(s) => eprintln!(
@@ -80,6 +84,17 @@ pub(super) fn proxy_start(state: &StateDir, args: &StartArgs) -> anyhow::Result<
             );
             if s.port != port {
                 eprintln!("portok: note: it listens on {}, not {port}; `portok proxy stop` first to change the port", s.port);
+            }
+            let missing: Vec<&String> = tlds.iter().filter(|t| !s.tlds.contains(t)).collect();
+            if !missing.is_empty() {
+                eprintln!(
+                    "portok: note: it does not serve .{}; `portok proxy stop` first to add a TLD",
+                    missing
+                        .iter()
+                        .map(|t| t.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", .")
+                );
             }
         }
     }

@@ -39,6 +39,10 @@ pub fn main(mut args: RunArgs) -> anyhow::Result<i32> {
     if std::env::var("PORTOK").is_ok_and(|v| v == "0") {
         return run::run_plain(&args.command);
     }
+    let tld = match &args.tld {
+        Some(t) => Some(crate::names::check_tld(t)?).filter(|t| t != crate::names::LOCALHOST),
+        None => None,
+    };
     let state = StateDir::from_env()?;
     let proxy_port = state::proxy_port(None)?;
     let (name, hostname) = crate::project::app_name(
@@ -46,8 +50,10 @@ pub fn main(mut args: RunArgs) -> anyhow::Result<i32> {
         args.name.as_deref(),
         config.name.as_deref(),
         !args.no_worktree,
+        tld.as_deref().unwrap_or(crate::names::LOCALHOST),
     )?;
-    let plan = plan(args, cwd, name, hostname);
+    let mut plan = plan(args, cwd, name, hostname);
+    plan.tld = tld;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -84,6 +90,7 @@ fn plan(args: RunArgs, cwd: PathBuf, name: String, hostname: String) -> Plan {
         proxy_protocol: args.proxy_protocol,
     };
     Plan {
+        tld: None,
         instances: args.instances() as usize,
         command: args.command,
         cwd,

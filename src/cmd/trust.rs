@@ -10,7 +10,7 @@ pub(super) fn trust(check: bool, renew: bool) -> anyhow::Result<i32> {
     if renew {
         return renew_ca(&state, &pem, &opts);
     }
-    crate::ca::Ca::load_or_create(state.root())?;
+    crate::ca::Ca::load_or_create(state.root(), &super::served_tlds(&state)?)?;
     if check {
         let ok = crate::trust::check(&pem, &opts);
         eprintln!(
@@ -43,7 +43,7 @@ fn renew_ca(
     if pem.exists() {
         print!("{}", crate::trust::untrust(pem, opts));
     }
-    let (ca, old) = crate::ca::Ca::renew(state.root())?;
+    let (ca, old) = crate::ca::Ca::renew(state.root(), &super::served_tlds(state)?)?;
     if let Some(old) = old {
         crate::ui::say(&format!("the old CA is kept as {}", old.display()));
     }

@@ -474,6 +474,7 @@ pub fn status(d: &DaemonState) -> Status {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone(),
+        tlds: d.tlds.clone(),
         dashboard: format!("http://{HOST}:{}/", d.ctx.port),
         totals: Totals {
             requests: total,

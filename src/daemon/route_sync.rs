@@ -178,7 +178,7 @@ mod tests {
         write(&state, |r| r.push(Route::alias("a.localhost".into(), 1000)));
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let ctx = Ctx::new(state.clone(), 1, Limits::default(), None, metrics);
-        let d = Arc::new(DaemonState::new(Arc::new(ctx), "t".into()));
+        let d = Arc::new(DaemonState::new(Arc::new(ctx), "t".into(), Vec::new()));
         assert!(d.routes_changed_on_disk(), "nothing read yet");
         d.reload_routes().await;
         assert_eq!(port_of(&d, "a.localhost"), Some(1000));

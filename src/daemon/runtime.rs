@@ -32,6 +32,8 @@ pub struct DaemonConfig {
     /// Keep the hosts file's portok block in step with the routes, and remove it at
     /// shutdown (`--sync-hosts` / `PORTOK_SYNC_HOSTS=1`; see `crate::hosts`).
     pub sync_hosts: bool,
+    /// Suffixes served besides .localhost (`--tld`, checked).
+    pub tlds: Vec<String>,
 }
 
 /// Where the daemon's certificates come from.
@@ -132,7 +134,7 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
         .map(|a| a.to_string())
         .collect();
     let tls = match &config.tls {
-        TlsSource::LocalCa => crate::proxy::tls::server_config(state.root()),
+        TlsSource::LocalCa => crate::proxy::tls::server_config(state.root(), &config.tlds),
         TlsSource::Files { cert, key } => crate::proxy::tls::server_config_from_files(cert, key),
     };
     let tls = match tls {
@@ -164,7 +166,7 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
     ctx.redirect_https = config.redirect_https;
     ctx.metrics_enabled = config.metrics;
     let ctx = Arc::new(ctx);
-    let shared = Arc::new(DaemonState::new(ctx.clone(), token));
+    let shared = Arc::new(DaemonState::new(ctx.clone(), token, config.tlds.clone()));
     let _ = ctx
         .pages
         .set(Arc::new(crate::daemon::admin::Pages(shared.clone())));
@@ -228,7 +230,7 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
     }
     tasks.abort_all();
     daemon.ctx.tcp.stop_all();
-    if daemon.sync_hosts {
+    if daemon.sync_hosts || !daemon.shared.tlds.is_empty() {
         if let Err(e) = crate::hosts::remove_block(&crate::hosts::hosts_path()) {
             warn!(error = %e, "cannot remove portok's hosts block");
         }
@@ -288,8 +290,14 @@ impl Daemon {
     /// ports that could not be bound, for the writer that asked.
     async fn reload(&self) -> Vec<crate::proxy::tcp::TcpError> {
         self.shared.reload_routes().await;
-        if self.sync_hosts {
-            let names = self.ctx.routes.load().hostnames();
+        // Names under a custom TLD resolve only through the hosts file, so their entries
+        // are kept in step without --sync-hosts (which adds every name).
+        let tlds = &self.shared.tlds;
+        if self.sync_hosts || !tlds.is_empty() {
+            let mut names = self.ctx.routes.load().hostnames();
+            if !self.sync_hosts {
+                names.retain(|n| tlds.iter().any(|t| n.ends_with(&format!(".{t}"))));
+            }
             let path = crate::hosts::hosts_path();
             // Writes only when the block changes; with no routes it removes the block.
             if let Ok(Err(e)) =

@@ -23,10 +23,12 @@ pub struct DaemonState {
     pub last_failure: Mutex<HashMap<String, AppEvent>>,
     /// Which version of routes.json the table holds, and the daemon's own writes to it.
     pub route_sync: super::route_sync::RouteSync,
+    /// Suffixes served besides .localhost (`--tld`).
+    pub tlds: Vec<String>,
 }
 
 impl DaemonState {
-    pub fn new(ctx: Arc<Ctx>, admin_token: String) -> Self {
+    pub fn new(ctx: Arc<Ctx>, admin_token: String, tlds: Vec<String>) -> Self {
         DaemonState {
             ctx,
             started: Instant::now(),
@@ -36,6 +38,7 @@ impl DaemonState {
             events: tokio::sync::broadcast::channel(256).0,
             last_failure: Mutex::new(HashMap::new()),
             route_sync: Default::default(),
+            tlds,
         }
     }
 }

@@ -17,6 +17,9 @@ pub struct Status {
     pub uptime_secs: u64,
     pub tls: bool,
     pub listening: Vec<String>,
+    /// Suffixes served besides .localhost (`--tld`).
+    #[serde(default)]
+    pub tlds: Vec<String>,
     pub dashboard: String,
     pub totals: Totals,
     pub routes: Vec<RouteStatus>,
@@ -33,6 +36,7 @@ impl Status {
             routes: self.routes.len(),
             tls: self.tls,
             listening: self.listening.clone(),
+            tlds: self.tlds.clone(),
         }
     }
 }

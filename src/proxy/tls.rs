@@ -78,10 +78,11 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Server config that issues `*.localhost` certificates from the CA in `state_dir`.
-pub fn server_config(state_dir: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    let ca = Arc::new(Ca::load_or_create(state_dir)?);
-    let resolver = LeafResolver::new(ca, state_dir)?;
+/// Server config that issues certificates for names under `localhost` and `tlds` from the
+/// CA in `state_dir`.
+pub fn server_config(state_dir: &Path, tlds: &[String]) -> Result<Arc<ServerConfig>, TlsError> {
+    let ca = Arc::new(Ca::load_or_create(state_dir, tlds)?);
+    let resolver = LeafResolver::new(ca, state_dir, tlds)?;
     server_config_with_resolver(Arc::new(resolver))
 }
 
@@ -185,6 +186,8 @@ pub struct LeafResolver {
     /// Serialises issuance so concurrent handshakes for a new name make one leaf.
     issue_lock: Mutex<()>,
     issued: AtomicUsize,
+    /// Suffixes served besides localhost.
+    tlds: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -210,7 +213,7 @@ impl ResolvesServerCert for LeafResolver {
 
 impl LeafResolver {
     /// Leaves are cached in `<state_dir>/certs`.
-    pub fn new(ca: Arc<Ca>, state_dir: &Path) -> Result<Self, TlsError> {
+    pub fn new(ca: Arc<Ca>, state_dir: &Path, tlds: &[String]) -> Result<Self, TlsError> {
         let provider = provider();
         let mut roots = RootCertStore::empty();
         roots.add(ca.cert_der().clone()).map_err(TlsError::CaRoot)?;
@@ -225,6 +228,7 @@ impl LeafResolver {
             cache: RwLock::new(HashMap::new()),
             issue_lock: Mutex::new(()),
             issued: AtomicUsize::new(0),
+            tlds: tlds.to_vec(),
         })
     }
 
@@ -237,7 +241,7 @@ impl LeafResolver {
     /// The certificate for an SNI name (`None` = no SNI), or `None` to refuse
     /// the handshake: the CA must never sign a real-world name.
     pub fn resolve_name(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        let name = cache_key(sni)?;
+        let name = cache_key(sni, &self.tlds)?;
         if let Some(key) = self.cached(&name) {
             return Some(key);
         }
@@ -342,7 +346,7 @@ impl LeafResolver {
     }
 
     fn issue(&self, name: &str) -> Result<CachedLeaf, TlsError> {
-        let leaf = self.ca.issue_leaf(&sans_for(name))?;
+        let leaf = self.ca.issue_leaf(&sans_for(name, &self.tlds))?;
         self.issued.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%name, "issued leaf certificate");
         let key = CertifiedKey::from_der(
@@ -406,12 +410,12 @@ fn server_name_for(name: &str) -> Result<ServerName<'static>, rustls::Error> {
 
 /// The cache key (and file stem) for an SNI value, or `None` for names we
 /// refuse: anything outside `.localhost` or not a plain hostname.
-fn cache_key(sni: Option<&str>) -> Option<String> {
+fn cache_key(sni: Option<&str>, tlds: &[String]) -> Option<String> {
     let Some(sni) = sni else {
         return Some("localhost".to_string());
     };
     let name = sni.strip_suffix('.').unwrap_or(sni).to_ascii_lowercase();
-    let local = name == "localhost" || name.ends_with(".localhost");
+    let local = name == "localhost" || name.ends_with(".localhost") || under_tld(&name, tlds);
     (local && is_hostname(&name)).then_some(name)
 }
 
@@ -430,14 +434,24 @@ fn is_hostname(name: &str) -> bool {
         })
 }
 
-/// SANs for a cache key. `x.y.localhost` also gets `*.y.localhost`, but
-/// never `*.localhost`, which browsers reject as too broad.
-fn sans_for(name: &str) -> Vec<String> {
+/// A name under one of the custom TLDs (not the TLD itself).
+fn under_tld(name: &str, tlds: &[String]) -> bool {
+    tlds.iter().any(|t| {
+        name.strip_suffix(t.as_str())
+            .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.'))
+    })
+}
+
+/// SANs for a cache key. `x.y.localhost` also gets `*.y.localhost`, but never
+/// `*.localhost` (or `*.TLD`), which browsers reject as too broad.
+fn sans_for(name: &str, tlds: &[String]) -> Vec<String> {
     if name == "localhost" {
         return LOCALHOST_NAMES.iter().map(|n| n.to_string()).collect();
     }
     match name.split_once('.') {
-        Some((_, parent)) if parent != "localhost" => vec![name.to_string(), format!("*.{parent}")],
+        Some((_, parent)) if parent != "localhost" && !tlds.iter().any(|t| t == parent) => {
+            vec![name.to_string(), format!("*.{parent}")]
+        }
         _ => vec![name.to_string()],
     }
 }
@@ -454,8 +468,8 @@ mod tests {
     }
 
     fn fresh_resolver(state: &Path) -> LeafResolver {
-        let ca = Arc::new(Ca::load_or_create(state).unwrap());
-        LeafResolver::new(ca, state).unwrap()
+        let ca = Arc::new(Ca::load_or_create(state, &[]).unwrap());
+        LeafResolver::new(ca, state, &[]).unwrap()
     }
 
     /// Verifies `key` against a trust store holding only ca.pem, like a client would.
@@ -474,9 +488,9 @@ mod tests {
 
     #[test]
     fn names_and_sans() {
-        assert_eq!(cache_key(None).as_deref(), Some("localhost"));
+        assert_eq!(cache_key(None, &[]).as_deref(), Some("localhost"));
         assert_eq!(
-            cache_key(Some("MyApp.LocalHost.")).as_deref(),
+            cache_key(Some("MyApp.LocalHost."), &[]).as_deref(),
             Some("myapp.localhost")
         );
         for bad in [
@@ -491,14 +505,27 @@ mod tests {
             "a_b.localhost",
             "*.x.localhost",
         ] {
-            assert_eq!(cache_key(Some(bad)), None, "{bad}");
+            assert_eq!(cache_key(Some(bad), &[]), None, "{bad}");
         }
-        assert_eq!(sans_for("myapp.localhost"), ["myapp.localhost"]);
+        assert_eq!(sans_for("myapp.localhost", &[]), ["myapp.localhost"]);
         assert_eq!(
-            sans_for("a.b.localhost"),
+            sans_for("a.b.localhost", &[]),
             ["a.b.localhost", "*.b.localhost"]
         );
-        assert_eq!(sans_for("localhost"), ["localhost", "127.0.0.1", "::1"]);
+        assert_eq!(
+            sans_for("localhost", &[]),
+            ["localhost", "127.0.0.1", "::1"]
+        );
+        let test = ["test".to_string()];
+        assert_eq!(
+            cache_key(Some("Api.Test"), &test).as_deref(),
+            Some("api.test")
+        );
+        assert_eq!(cache_key(Some("test"), &test), None, "the TLD itself");
+        assert_eq!(cache_key(Some("api.test"), &[]), None, "not served");
+        assert_eq!(cache_key(Some("example.com"), &test), None);
+        assert_eq!(sans_for("api.test", &test), ["api.test"], "never *.test");
+        assert_eq!(sans_for("a.b.test", &test), ["a.b.test", "*.b.test"]);
     }
 
     #[test]
@@ -651,7 +678,7 @@ mod tests {
     #[tokio::test]
     async fn real_handshakes() {
         let dir = tempfile::tempdir().unwrap();
-        let server = server_config(dir.path()).unwrap();
+        let server = server_config(dir.path(), &[]).unwrap();
         let client = client_config(dir.path());
         for name in ["myapp.localhost", "a.b.myapp.localhost", "127.0.0.1", "::1"] {
             let alpn = handshake(server.clone(), client.clone(), name)
@@ -665,7 +692,7 @@ mod tests {
     #[tokio::test]
     async fn config_from_user_files() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = Ca::load_or_create(dir.path()).unwrap();
+        let ca = Ca::load_or_create(dir.path(), &[]).unwrap();
         let leaf = ca.issue_leaf(&["custom.localhost".to_string()]).unwrap();
         let other = ca.issue_leaf(&["other.localhost".to_string()]).unwrap();
         let cert = dir.path().join("cert.pem");

@@ -489,3 +489,96 @@ async fn an_unconstrained_ca_is_flagged_and_trust_renew_replaces_it_with_a_const
     assert!(text.contains("DNS:localhost"), "{text}");
     assert!(!doctor(&p).contains("unconstrained"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_custom_tld_is_served_over_https_from_a_ca_constrained_to_it() {
+    let p = Portok::new();
+    // Public suffixes, mDNS's .local and bad labels: exit 2, nothing written.
+    for bad in ["com", "dev", "co.uk", "local", "a_b"] {
+        let out = p.run(&["proxy", "start", "--tld", bad]);
+        assert_eq!(out.status.code(), Some(2), "--tld {bad}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("--tld \"{bad}\"")),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(!p.state().join("ca.pem").exists(), "nothing written");
+    assert!(p.run(&["proxy", "status"]).status.code() != Some(0));
+
+    std::fs::write(p.hosts_file(), "127.0.0.1 localhost\n").unwrap();
+    p.ok(&["proxy", "start", "--tld", "test"]);
+    let dir = project(&p);
+    let app = p.spawn_app(&dir, &["run", "api", "--tld", "test", "--", &app_script()]);
+    app.wait_for("api ready in", Duration::from_secs(30)).await;
+    assert!(
+        app.text()
+            .contains(&format!("api -> http://api.test:{}", p.port)),
+        "{}",
+        app.text()
+    );
+
+    // https://api.test verifies against portok's CA, which may vouch for .test only.
+    let tls = tls_connect(&p, "api.test", &[b"http/1.1"]).await.unwrap();
+    let (status, body) = h1_get(tls, "api.test", "/").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("version 1"), "{body}");
+    let text = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(p.state().join("ca.pem"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("DNS:localhost") && text.contains("DNS:test"),
+        "{text}"
+    );
+    assert!(!text.contains("DNS:com"), "{text}");
+    // No certificate for a name outside localhost and the served TLDs.
+    assert!(tls_connect(&p, "api.example", &[b"http/1.1"])
+        .await
+        .is_err());
+
+    // The name resolves through the hosts file, kept in step by the daemon.
+    let hosts = std::fs::read_to_string(p.hosts_file()).unwrap();
+    assert!(
+        hosts.contains("127.0.0.1 api.test") && hosts.starts_with("127.0.0.1 localhost\n"),
+        "{hosts}"
+    );
+    let status = p.ok(&["status", "--json"]);
+    assert!(status.contains("\"tlds\""), "{status}");
+    let doctor = |p: &Portok| String::from_utf8_lossy(&p.run(&["doctor"]).stdout).to_string();
+    assert!(
+        doctor(&p).contains("api.test resolve to loopback"),
+        "{}",
+        doctor(&p)
+    );
+    std::fs::write(p.hosts_file(), "127.0.0.1 localhost\n").unwrap();
+    assert!(
+        doctor(&p).contains("api.test do not resolve"),
+        "{}",
+        doctor(&p)
+    );
+
+    // A TLD the running daemon does not serve is refused with the way out.
+    let out = p.run(&["run", "other", "--tld", "example", "--", "true"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("does not serve .example") && stderr(&out).contains("--tld example"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A TLD added after the CA was made: the CA cannot vouch for it, and doctor says so.
+    drop(app);
+    p.ok(&["proxy", "stop"]);
+    p.ok(&["proxy", "start", "--tld", "test", "--tld", "example"]);
+    let said = doctor(&p);
+    assert!(
+        said.contains("cannot vouch for .example") && said.contains("trust --renew"),
+        "{said}"
+    );
+    assert!(tls_connect(&p, "web.example", &[b"http/1.1"])
+        .await
+        .is_err());
+}
