@@ -139,6 +139,9 @@ pub enum Command {
     /// to loopback (Safari, some Linux setups)
     #[command(subcommand)]
     Hosts(HostsCmd),
+    /// Start the proxy at login: a systemd user unit (Linux) or a launchd agent (macOS)
+    #[command(subcommand)]
+    Service(ServiceCmd),
     /// Print a shell completion script
     #[command(
         after_help = "Examples:\n  portok completions bash > ~/.local/share/bash-completion/completions/portok\n  portok completions zsh > ~/.zfunc/_portok\n  portok completions fish > ~/.config/fish/completions/portok.fish"
@@ -162,6 +165,19 @@ pub enum Command {
     /// `portok NAME CMD...`: run CMD as app NAME.
     #[command(external_subcommand)]
     External(Vec<OsString>),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCmd {
+    /// Write the unit (~/.config/systemd/user/portok.service) and enable and start it when a
+    /// user manager runs; the environment (PORTOK_PORT, PORTOK_STATE_DIR, PORTOK_TLD...) is
+    /// passed through
+    #[command(after_help = "Example:\n  PORTOK_TLD=test portok service install")]
+    Install,
+    /// Stop, disable and remove exactly what install wrote
+    Uninstall,
+    /// Installed, enabled, running, and which binary it starts
+    Status,
 }
 
 #[derive(Debug, Subcommand)]

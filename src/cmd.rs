@@ -23,6 +23,7 @@ mod list;
 mod proxy;
 pub(crate) mod prune;
 mod run;
+mod service;
 mod status;
 mod switch;
 mod trust;
@@ -107,6 +108,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Prune { force } => crate::cmd::prune::main(force),
         Command::Clean { yes } => crate::cmd::clean::main(yes),
         Command::Hosts(cmd) => hosts::main(cmd),
+        Command::Service(cmd) => service::main(cmd),
         Command::Completions { shell } => crate::cmd::generate::completions(shell),
         Command::Man { dir } => crate::cmd::generate::man(dir.as_deref()),
         Command::External(args) => run::main(external_run_args(args)?),

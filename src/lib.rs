@@ -86,6 +86,7 @@ pub(crate) mod project;
 pub mod proxy;
 pub mod routes;
 pub(crate) mod run;
+pub(crate) mod service;
 pub(crate) mod state;
 pub(crate) mod sys;
 pub(crate) mod trust;

@@ -24,6 +24,7 @@ pub const RESERVED: &[&str] = &[
     "prune",
     "clean",
     "hosts",
+    "service",
     "completions",
     "man",
 ];

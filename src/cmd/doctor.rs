@@ -94,6 +94,7 @@ pub fn main() -> anyhow::Result<i32> {
     if let Some(f) = custom_names(&routes, &crate::hosts::hosts_path()) {
         report(f);
     }
+    report(service_check());
     report(finding);
     report(orphans(&routes));
     report(file_watch(&cwd));
@@ -585,6 +586,48 @@ fn custom_names(routes: &[Route], hosts: &Path) -> Option<Finding> {
             "`sudo portok hosts sync` adds them (again after new routes), or run the daemon where it may write the hosts file",
         )
     })
+}
+
+/// The login service (`portok service install`), if any: does it start a portok that exists?
+fn service_check() -> Finding {
+    use crate::service::{self, Installed};
+    const C: &str = "service";
+    let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) else {
+        return ok(C, "no HOME, so no login service to check");
+    };
+    let path = service::unit_path(Path::new(&home));
+    match service::installed(&path) {
+        Ok(Installed::No) => ok(
+            C,
+            "not installed (optional: `portok service install` starts the proxy at login)",
+        ),
+        Ok(Installed::NotOurs) => warn(
+            C,
+            format!("{} exists but was not written by portok", path.display()),
+            "portok leaves it alone; remove it if it is stale",
+        ),
+        Ok(Installed::Ours(text)) => match service::binary_of(&text) {
+            Some(bin) if !bin.exists() => fail(
+                C,
+                format!(
+                    "{} starts {}, which does not exist (moved or uninstalled)",
+                    path.display(),
+                    bin.display()
+                ),
+                "`portok service install` points it at this portok",
+            ),
+            Some(bin) => ok(
+                C,
+                format!("{} starts {} at login", path.display(), bin.display()),
+            ),
+            None => fail(
+                C,
+                format!("{} has no command to start", path.display()),
+                "`portok service install` writes it again",
+            ),
+        },
+        Err(e) => fail(C, chain(&e), "check the file's permissions"),
+    }
 }
 
 fn orphans(routes: &[Route]) -> Finding {

@@ -827,3 +827,125 @@ fn completions_for_every_shell_and_man_pages() {
         assert!(help.contains("Example"), "{cmd:?}: {help}");
     }
 }
+
+#[test]
+fn service_install_writes_a_unit_that_verifies_and_uninstall_removes_exactly_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = Portok::new();
+    // A stand-in for `systemctl`: a user manager that answers, logging what it is asked.
+    let log = p.dir.path().join("systemctl.log");
+    let fake = p.dir.path().join("systemctl");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> {}\ncase \"$2\" in is-enabled) echo enabled;; is-active) echo active;; esac\nexit 0\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let service = |args: &[&str]| {
+        p.command()
+            .env("PORTOK_SYSTEMCTL", &fake)
+            .env("PORTOK_TLD", "test")
+            .arg("service")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let unit = p.home().join(".config/systemd/user/portok.service");
+
+    let out = service(&["install"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&unit).unwrap();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_portok"));
+    assert!(
+        text.contains(&format!(
+            "ExecStart={} __daemon --port {}\n",
+            bin.display(),
+            p.port
+        )),
+        "{text}"
+    );
+    assert!(text.contains("Restart=on-failure"), "{text}");
+    assert!(text.contains(&format!("Environment=PORTOK_PORT={}\n", p.port)));
+    assert!(text.contains("Environment=PORTOK_TLD=test\n"), "{text}");
+    assert!(text.contains(&format!(
+        "Environment=PORTOK_STATE_DIR={}\n",
+        p.state().display()
+    )));
+    let verify = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze (package systemd) is needed for this test");
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let asked = std::fs::read_to_string(&log).unwrap();
+    for call in [
+        "--user daemon-reload",
+        "--user enable portok.service",
+        "--user start portok.service",
+    ] {
+        assert!(asked.contains(call), "{call}: {asked}");
+    }
+
+    // Twice: the same unit, nothing rewritten.
+    let out = service(&["install"]);
+    assert!(
+        stderr(&out).contains("already installed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&unit).unwrap(), text);
+    let out = service(&["status"]);
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("starts: {}", bin.display())),
+        "{said}"
+    );
+    assert!(said.contains("enabled: enabled; running: active"), "{said}");
+
+    let doctor = String::from_utf8_lossy(&p.run(&["doctor"]).stdout).to_string();
+    assert!(doctor.contains("portok.service starts"), "{doctor}");
+
+    let out = service(&["uninstall"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!unit.exists());
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("--user disable --now portok.service"));
+    assert_eq!(service(&["status"]).status.code(), Some(1));
+
+    // A unit portok did not write is left alone.
+    std::fs::write(&unit, "[Service]\nExecStart=/bin/true\n").unwrap();
+    for args in [&["uninstall"][..], &["install"][..]] {
+        let out = service(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&out).contains("not written by portok"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(&unit).unwrap(),
+        "[Service]\nExecStart=/bin/true\n"
+    );
+
+    // Without a user manager, install writes the unit and says how to enable it.
+    std::fs::remove_file(&unit).unwrap();
+    let out = p
+        .command()
+        .env("PORTOK_SYSTEMCTL", "")
+        .args(["service", "install"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(stderr(&out).contains("systemctl --user enable --now portok"));
+    assert!(unit.exists());
+}

@@ -1,0 +1,169 @@
+//! `portok service install | uninstall | status`: the daemon started at login by the
+//! user's service manager (systemd user unit on Linux, launchd agent on macOS).
+
+use crate::cli::ServiceCmd;
+use crate::service::{self, Installed, Launch};
+use crate::state::{self, StateDir};
+use crate::ui::say;
+use std::path::PathBuf;
+use std::process::Command;
+
+const UNIT: &str = "portok.service";
+
+pub fn main(cmd: ServiceCmd) -> anyhow::Result<i32> {
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .ok_or(service::ServiceError::NoHome)?;
+    let path = service::unit_path(&home);
+    match cmd {
+        ServiceCmd::Install => install(&path),
+        ServiceCmd::Uninstall => uninstall(&path),
+        ServiceCmd::Status => status(&path),
+    }
+}
+
+fn install(path: &std::path::Path) -> anyhow::Result<i32> {
+    let state = StateDir::from_env()?;
+    let port = state::proxy_port(None)?;
+    // Checked now, so the service does not fail at every login.
+    super::checked_tlds(
+        &std::env::var("PORTOK_TLD")
+            .map(|v| vec![v])
+            .unwrap_or_default(),
+    )?;
+    let launch = Launch::current(port)?;
+    if service::write(path, &service::unit_text(&launch))? {
+        say(&format!(
+            "wrote {} (starts {} on port {port})",
+            path.display(),
+            launch.binary.display()
+        ));
+    } else {
+        say(&format!("{} is already installed", path.display()));
+    }
+    if cfg!(target_os = "macos") {
+        say(&format!(
+            "launchd starts it at the next login; now: `launchctl bootstrap gui/$(id -u) {}`",
+            path.display()
+        ));
+        return Ok(0);
+    }
+    let Some(systemctl) = user_manager() else {
+        say("no systemd user manager runs here, so nothing is enabled yet: after logging in with one, `systemctl --user enable --now portok`; `loginctl enable-linger $USER` starts it at boot without a login");
+        return Ok(0);
+    };
+    systemctl.run(&["daemon-reload"])?;
+    systemctl.run(&["enable", UNIT])?;
+    if let Some(s) = crate::control::status(&state) {
+        say(&format!("enabled; a proxy already runs (pid {}), so the service starts it from the next login (or now: `portok proxy stop && systemctl --user start portok`)", s.pid));
+    } else {
+        systemctl.run(&["start", UNIT])?;
+        say("enabled and started: `systemctl --user status portok` shows it, `journalctl --user -u portok` its log");
+    }
+    Ok(0)
+}
+
+fn uninstall(path: &std::path::Path) -> anyhow::Result<i32> {
+    if let Installed::Ours(_) = service::installed(path)? {
+        if let Some(systemctl) = user_manager() {
+            // A unit that was never enabled or started is not an error here.
+            let _ = systemctl.run(&["disable", "--now", UNIT]);
+        }
+    }
+    if service::remove(path)? {
+        if let Some(systemctl) = user_manager() {
+            systemctl.run(&["daemon-reload"])?;
+        }
+        say(&format!("removed {}", path.display()));
+    } else {
+        say(&format!(
+            "nothing to remove: {} does not exist",
+            path.display()
+        ));
+    }
+    Ok(0)
+}
+
+fn status(path: &std::path::Path) -> anyhow::Result<i32> {
+    let text = match service::installed(path)? {
+        Installed::No => {
+            say(&format!(
+                "not installed ({} does not exist); `portok service install` starts the proxy at login",
+                path.display()
+            ));
+            return Ok(1);
+        }
+        Installed::NotOurs => {
+            say(&format!(
+                "{} exists but was not written by portok",
+                path.display()
+            ));
+            return Ok(1);
+        }
+        Installed::Ours(text) => text,
+    };
+    say(&format!("installed: {}", path.display()));
+    if let Some(bin) = service::binary_of(&text) {
+        let here = std::env::current_exe().ok();
+        let note = if !bin.exists() {
+            " (missing: run `portok service install` again)"
+        } else if here.as_deref() != Some(bin.as_path()) {
+            " (not this portok; `portok service install` points it here)"
+        } else {
+            ""
+        };
+        say(&format!("starts: {}{note}", bin.display()));
+    }
+    if let Some(systemctl) = user_manager() {
+        let enabled = systemctl.ask(&["is-enabled", UNIT]);
+        let active = systemctl.ask(&["is-active", UNIT]);
+        say(&format!("enabled: {enabled}; running: {active}"));
+    } else if !cfg!(target_os = "macos") {
+        say("no systemd user manager runs here, so it is not running under one");
+    }
+    Ok(0)
+}
+
+/// `systemctl --user`, when a user manager answers (`PORTOK_SYSTEMCTL` names another
+/// program: the tests use a stand-in; empty means none).
+struct Systemctl(String);
+
+fn user_manager() -> Option<Systemctl> {
+    let program = std::env::var("PORTOK_SYSTEMCTL").unwrap_or_else(|_| "systemctl".into());
+    if program.is_empty() {
+        return None;
+    }
+    let s = Systemctl(program);
+    s.call(&["show-environment"])
+        .ok()
+        .filter(|o| o.status.success())?;
+    Some(s)
+}
+
+impl Systemctl {
+    fn call(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
+        Command::new(&self.0).arg("--user").args(args).output()
+    }
+
+    fn run(&self, args: &[&str]) -> anyhow::Result<()> {
+        let out = self.call(args)?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "`systemctl --user {}` failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// The one-word answer of `is-enabled` / `is-active`.
+    fn ask(&self, args: &[&str]) -> String {
+        self.call(args)
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "unknown".into())
+    }
+}
