@@ -142,6 +142,9 @@ pub enum Command {
     /// Start the proxy at login: a systemd user unit (Linux) or a launchd agent (macOS)
     #[command(subcommand)]
     Service(ServiceCmd),
+    /// URLs without :1355: send loopback ports 443 and 80 to the daemon (one root step)
+    #[command(subcommand)]
+    Ports(PortsCmd),
     /// Print a shell completion script
     #[command(
         after_help = "Examples:\n  portok completions bash > ~/.local/share/bash-completion/completions/portok\n  portok completions zsh > ~/.zfunc/_portok\n  portok completions fish > ~/.config/fish/completions/portok.fish"
@@ -168,6 +171,20 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum PortsCmd {
+    /// Redirect 127.0.0.1 and ::1 ports 443 and 80 to the daemon's port (nftables, loaded
+    /// now and at boot); the daemon keeps running as you
+    #[command(after_help = "Example:\n  sudo portok ports enable")]
+    Enable,
+    /// Remove exactly what enable added
+    #[command(after_help = "Example:\n  sudo portok ports disable")]
+    Disable,
+    /// on, off, installed but not working, or installed for another port
+    #[command(after_help = "Example:\n  portok ports status")]
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ServiceCmd {
     /// Write the unit (~/.config/systemd/user/portok.service) and enable and start it when a
     /// user manager runs; the environment (PORTOK_PORT, PORTOK_STATE_DIR, PORTOK_TLD...) is
@@ -175,8 +192,10 @@ pub enum ServiceCmd {
     #[command(after_help = "Example:\n  PORTOK_TLD=test portok service install")]
     Install,
     /// Stop, disable and remove exactly what install wrote
+    #[command(after_help = "Example:\n  portok service uninstall")]
     Uninstall,
     /// Installed, enabled, running, and which binary it starts
+    #[command(after_help = "Example:\n  portok service status")]
     Status,
 }
 

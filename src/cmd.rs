@@ -20,6 +20,7 @@ pub(crate) mod doctor;
 pub(crate) mod generate;
 mod hosts;
 mod list;
+mod ports;
 mod proxy;
 pub(crate) mod prune;
 mod run;
@@ -109,6 +110,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Clean { yes } => crate::cmd::clean::main(yes),
         Command::Hosts(cmd) => hosts::main(cmd),
         Command::Service(cmd) => service::main(cmd),
+        Command::Ports(cmd) => ports::main(cmd),
         Command::Completions { shell } => crate::cmd::generate::completions(shell),
         Command::Man { dir } => crate::cmd::generate::man(dir.as_deref()),
         Command::External(args) => run::main(external_run_args(args)?),
@@ -121,6 +123,21 @@ fn url_port(state: &StateDir) -> anyhow::Result<u16> {
         Some(p) => Ok(p),
         None => Ok(state::proxy_port(None)?),
     }
+}
+
+/// How to write route URLs: as the running daemon says (no port once `portok ports
+/// enable` works), else with the port it will use.
+fn url_base(state: &StateDir) -> anyhow::Result<names::UrlBase> {
+    Ok(match control::status(state) {
+        Some(s) => names::UrlBase {
+            port: s.port,
+            clean: s.clean_urls,
+        },
+        None => names::UrlBase {
+            port: url_port(state)?,
+            clean: false,
+        },
+    })
 }
 
 /// The daemon logs to stderr, which `proxy start` points at proxy.log.

@@ -95,6 +95,9 @@ pub struct DaemonStatus {
     /// Suffixes served besides .localhost (`--tld`).
     #[serde(default)]
     pub tlds: Vec<String>,
+    /// Loopback ports 80 and 443 reach this daemon (`portok ports enable`): URLs need no port.
+    #[serde(default)]
+    pub clean_urls: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

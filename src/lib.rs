@@ -10,7 +10,8 @@
 //!    - [`cmd`] (`cmd.rs`: dispatch and exit codes), one file per command: `run` (flags,
 //!      project settings and inference settled into a `run::Plan`), `alias`, `list`
 //!      (list, get), `proxy` (start, stop, status), `app` (restart, logs over the run
-//!      socket), `status`, `switch`, `trust`, `hosts`, `doctor` (read-only checks with hints),
+//!      socket), `status`, `switch`, `trust`, `hosts`, `service`, `ports`, `doctor` (read-only
+//!      checks with hints),
 //!      `prune` (apps whose `portok run` is gone), `clean` (undo everything), `generate`
 //!      (completions and man pages from the clap definitions).
 //! 2. The processes that run for a while.
@@ -33,6 +34,9 @@
 //!      auto-rollback).
 //!    - [`probe`]: readiness (does the app answer on its port?).
 //!    - [`hosts`]: portok's block in /etc/hosts (for `portok hosts` and `--sync-hosts`).
+//!    - `service`: the login unit (systemd user unit, launchd agent) portok writes.
+//!    - `ports`: the loopback-only nftables redirect of ports 80 and 443 to the daemon,
+//!      its boot unit, and whether it works.
 //! 3. The proxy, the hot path: [`proxy`] (`proxy.rs`: `Ctx`, accept loops, one task per
 //!    connection, drain and graceful stop) with `sniff` (TLS or plain), `conn` (HTTP/1 vs
 //!    h2, the h2 preface, header and idle deadlines), `tls` (rustls, the SNI resolver that
@@ -81,6 +85,7 @@ pub(crate) mod fsutil;
 pub(crate) mod hosts;
 pub mod metrics;
 pub mod names;
+pub(crate) mod ports;
 pub(crate) mod probe;
 pub(crate) mod project;
 pub mod proxy;

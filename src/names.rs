@@ -25,6 +25,7 @@ pub const RESERVED: &[&str] = &[
     "clean",
     "hosts",
     "service",
+    "ports",
     "completions",
     "man",
 ];
@@ -45,6 +46,34 @@ pub enum NameError {
     TooLong { name: String },
     #[error("--tld {tld:?} cannot be used: {why}")]
     BadTld { tld: String, why: String },
+}
+
+/// How route URLs are written: `http://NAME:PORT`, or, once `portok ports enable` sends
+/// loopback 80 and 443 to the daemon and that works, `https://NAME` with no port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UrlBase {
+    pub port: u16,
+    pub clean: bool,
+}
+
+impl UrlBase {
+    /// The URL a user opens.
+    pub fn url(&self, host: &str) -> String {
+        if self.clean {
+            format!("https://{host}")
+        } else {
+            format!("http://{host}:{}", self.port)
+        }
+    }
+
+    /// The same over `scheme` (http or https).
+    pub fn with_scheme(&self, scheme: &str, host: &str) -> String {
+        if self.clean {
+            format!("{scheme}://{host}")
+        } else {
+            format!("{scheme}://{host}:{}", self.port)
+        }
+    }
 }
 
 /// The suffix every portok name has unless a custom TLD is chosen.

@@ -96,7 +96,12 @@ pub async fn run(plan: Plan, state: StateDir, proxy_port: u16) -> anyhow::Result
     if let Some(tld) = tld.filter(|t| !status.status().tlds.contains(t)) {
         return Err(RunError::TldNotServed { tld }.into());
     }
-    let url_port = status.status().port;
+    let base = crate::names::UrlBase {
+        port: status.status().port,
+        clean: status.status().clean_urls,
+    };
+    let url = base.url(&hostname);
+    let also = if base.clean { "http too" } else { "https too" };
     take_name(&state, &hostname, force, opts.kill_timeout).await?;
 
     let first_port = match opts.fixed_port {
@@ -121,11 +126,11 @@ pub async fn run(plan: Plan, state: StateDir, proxy_port: u16) -> anyhow::Result
         })
         .await??;
         say(&format!(
-            "{name} -> http://{hostname}:{url_port} (https too), starting on port {first_port}..."
+            "{name} -> {url} ({also}), starting on port {first_port}..."
         ));
     } else {
         say(&format!(
-            "{name} -> http://{hostname}:{url_port} (https too), a pool of {instances} instances"
+            "{name} -> {url} ({also}), a pool of {instances} instances"
         ));
     }
     if opts.fixed_port.is_some() {
@@ -150,7 +155,8 @@ pub async fn run(plan: Plan, state: StateDir, proxy_port: u16) -> anyhow::Result
         command,
         name,
         hostname,
-        proxy_port: url_port,
+        proxy_port: base.port,
+        url,
         ca_pem: ca.exists().then_some(ca),
     };
     // A pool picks its instances' ports as it starts them.

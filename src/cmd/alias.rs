@@ -78,7 +78,11 @@ pub(super) fn alias(args: AliasArgs) -> anyhow::Result<i32> {
             eprintln!("portok: {host}: tcp 127.0.0.1:{listen} -> 127.0.0.1:{port}");
         }
         None => {
-            println!("http://{host}:{}", status.port);
+            let base = crate::names::UrlBase {
+                port: status.port,
+                clean: status.clean_urls,
+            };
+            println!("{}", base.url(&host));
             eprintln!("portok: {host} -> 127.0.0.1:{port}");
         }
     }

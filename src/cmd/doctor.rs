@@ -95,6 +95,7 @@ pub fn main() -> anyhow::Result<i32> {
         report(f);
     }
     report(service_check());
+    report(ports_check(daemon.as_ref()));
     report(finding);
     report(orphans(&routes));
     report(file_watch(&cwd));
@@ -586,6 +587,42 @@ fn custom_names(routes: &[Route], hosts: &Path) -> Option<Finding> {
             "`sudo portok hosts sync` adds them (again after new routes), or run the daemon where it may write the hosts file",
         )
     })
+}
+
+/// `portok ports enable`: off, on, installed but not loaded, or installed for another port.
+fn ports_check(daemon: Option<&DaemonStatus>) -> Finding {
+    use crate::ports::{self, Paths, State};
+    const C: &str = "ports 80/443";
+    let paths = Paths::system();
+    let Some(d) = daemon else {
+        return match ports::state(&paths, 0, || false) {
+            State::Off => ok(
+                C,
+                "not enabled: URLs carry the daemon's port (`sudo portok ports enable` drops it)",
+            ),
+            _ => ok(
+                C,
+                format!(
+                    "installed ({}); checked once the daemon runs",
+                    paths.rules.display()
+                ),
+            ),
+        };
+    };
+    match ports::state(&paths, d.port, || d.clean_urls) {
+        State::Off => ok(C, "not enabled: URLs carry the daemon's port (`sudo portok ports enable` drops it)"),
+        State::On => ok(C, format!("loopback 443 and 80 reach the daemon on port {}", d.port)),
+        State::NotLoaded => fail(
+            C,
+            format!("installed ({}) but loopback port 80 does not reach the daemon: the rules are not loaded", paths.rules.display()),
+            "`sudo portok ports enable` loads them again (and at boot through portok-ports.service)",
+        ),
+        State::Stale { rules_to } => fail(
+            C,
+            format!("the loopback redirect goes to port {rules_to}, but the daemon listens on {}", d.port),
+            "`sudo portok ports enable` points it at the daemon's port",
+        ),
+    }
 }
 
 /// The login service (`portok service install`), if any: does it start a portok that exists?

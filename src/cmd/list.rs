@@ -21,12 +21,12 @@ pub(super) struct ListEntry<'a> {
 pub(super) fn list(json: bool) -> anyhow::Result<i32> {
     let state = StateDir::from_env()?;
     let routes = store::load(&state)?;
-    let port = url_port(&state)?;
+    let base = url_base(&state)?;
     let entries: Vec<ListEntry> = routes
         .iter()
         .map(|r: &Route| ListEntry {
             hostname: &r.hostname,
-            url: format!("http://{}:{port}", r.hostname),
+            url: base.url(&r.hostname),
             port: r.port,
             ports: r.upstream_ports(),
             instances: r.instances,
@@ -102,6 +102,6 @@ pub(super) fn get(name: Option<&str>, https: bool, no_worktree: bool) -> anyhow:
         crate::names::LOCALHOST,
     )?;
     let scheme = if https { "https" } else { "http" };
-    println!("{scheme}://{host}:{}", url_port(&state)?);
+    println!("{}", url_base(&state)?.with_scheme(scheme, &host));
     Ok(0)
 }

@@ -388,8 +388,8 @@ pub fn route_status(d: &DaemonState, live: &LiveRoute) -> RouteStatus {
     RouteStatus {
         name: short_name(&r.hostname).to_string(),
         hostname: r.hostname.clone(),
-        url: format!("http://{}:{}", r.hostname, d.ctx.port),
-        https_url: format!("https://{}:{}", r.hostname, d.ctx.port),
+        url: d.url_base().url(&r.hostname),
+        https_url: d.url_base().with_scheme("https", &r.hostname),
         kind: r.kind().to_string(),
         state: r.state.unwrap_or(RouteState::Live),
         generation: r.generation,
@@ -475,7 +475,8 @@ pub fn status(d: &DaemonState) -> Status {
             .unwrap_or_else(|e| e.into_inner())
             .clone(),
         tlds: d.tlds.clone(),
-        dashboard: format!("http://{HOST}:{}/", d.ctx.port),
+        clean_urls: d.url_base().clean,
+        dashboard: format!("{}/", d.url_base().url(HOST)),
         totals: Totals {
             requests: total,
             inflight,

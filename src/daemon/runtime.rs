@@ -198,6 +198,7 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
     tasks.spawn(control_loop(control, daemon.clone()));
     tasks.spawn(sweep_loop(daemon.clone()));
     tasks.spawn(watch_loop(daemon.clone()));
+    tasks.spawn(ports_loop(daemon.clone()));
     tasks.spawn(signal_loop(daemon.shutdown.clone()));
     tasks.spawn(metrics_loop(daemon.clone()));
 
@@ -533,6 +534,56 @@ async fn watch_loop(daemon: Arc<Daemon>) {
             daemon.reload().await;
         }
     }
+}
+
+/// Whether loopback ports 80 and 443 reach this daemon (`portok ports enable`), checked at
+/// start and every few seconds while the rules are installed, so route URLs drop the port
+/// exactly while that works.
+async fn ports_loop(daemon: Arc<Daemon>) {
+    let paths = crate::ports::Paths::system();
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = daemon.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let port = daemon.ctx.port;
+        let installed = tokio::task::spawn_blocking({
+            let paths = paths.clone();
+            move || crate::ports::state(&paths, port, || true) == crate::ports::State::On
+        })
+        .await
+        .unwrap_or(false);
+        let on = installed && reaches_me(80).await;
+        daemon
+            .shared
+            .clean_urls
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Does a request to 127.0.0.1:`port` for the daemon's own host reach this process?
+async fn reaches_me(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        let req = format!(
+            "GET /api/status HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            crate::names::ADMIN_HOST
+        );
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = Vec::new();
+        (&mut s).take(1 << 20).read_to_end(&mut buf).await.ok()?;
+        let at = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let v: serde_json::Value = serde_json::from_slice(&buf[at + 4..]).ok()?;
+        Some(v["pid"] == std::process::id())
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), attempt).await,
+        Ok(Some(true))
+    )
 }
 
 async fn signal_loop(shutdown: CancellationToken) {

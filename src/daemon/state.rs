@@ -25,6 +25,8 @@ pub struct DaemonState {
     pub route_sync: super::route_sync::RouteSync,
     /// Suffixes served besides .localhost (`--tld`).
     pub tlds: Vec<String>,
+    /// Loopback ports 80 and 443 reach this daemon (checked every few seconds).
+    pub clean_urls: std::sync::atomic::AtomicBool,
 }
 
 impl DaemonState {
@@ -39,6 +41,7 @@ impl DaemonState {
             last_failure: Mutex::new(HashMap::new()),
             route_sync: Default::default(),
             tlds,
+            clean_urls: Default::default(),
         }
     }
 }
@@ -89,4 +92,14 @@ pub struct AppEvent {
     pub message: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tail: Vec<String>,
+}
+
+impl DaemonState {
+    /// How the daemon writes route URLs.
+    pub fn url_base(&self) -> crate::names::UrlBase {
+        crate::names::UrlBase {
+            port: self.ctx.port,
+            clean: self.clean_urls.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
 }

@@ -20,6 +20,9 @@ pub struct Status {
     /// Suffixes served besides .localhost (`--tld`).
     #[serde(default)]
     pub tlds: Vec<String>,
+    /// Loopback ports 80 and 443 reach this daemon (`portok ports enable`).
+    #[serde(default)]
+    pub clean_urls: bool,
     pub dashboard: String,
     pub totals: Totals,
     pub routes: Vec<RouteStatus>,
@@ -37,6 +40,7 @@ impl Status {
             tls: self.tls,
             listening: self.listening.clone(),
             tlds: self.tlds.clone(),
+            clean_urls: self.clean_urls,
         }
     }
 }

@@ -90,7 +90,7 @@ async fn route(
                 _ => reload::not_found(),
             })
         }
-        Decision::RedirectHttps => return Ok(redirect_to_https(&host, ctx.port, &req)),
+        Decision::RedirectHttps => return Ok(redirect_to_https(&host, &req)),
     };
     let Target {
         mut backend,
@@ -371,14 +371,27 @@ async fn read_ahead(mut body: Incoming) -> Result<ReadAhead, hyper::Error> {
     Ok(ReadAhead::Whole(got.freeze()))
 }
 
-/// `--redirect-https`: a browser's plain-HTTP navigation goes to the same URL over https.
-fn redirect_to_https(host: &str, port: u16, req: &Request<Incoming>) -> Response<ProxyBody> {
+/// `--redirect-https`: a browser's plain-HTTP navigation goes to the same URL over https:
+/// `http://NAME:1355/x` to `https://NAME:1355/x` (TLS is sniffed on the same port), and
+/// `http://NAME/x` (port 80, through `portok ports enable`) to `https://NAME/x`.
+fn redirect_to_https(host: &str, req: &Request<Incoming>) -> Response<ProxyBody> {
     let pq = req
         .uri()
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    let location = format!("https://{host}:{port}{pq}");
+    let given = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .unwrap_or_default();
+    let port = given
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .map(|p| format!(":{p}"))
+        .unwrap_or_default();
+    let location = format!("https://{host}{port}{pq}");
     let mut resp = Response::new(ProxyBody::empty());
     *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
     if let Ok(v) = HeaderValue::from_str(&location) {

@@ -21,6 +21,8 @@ pub struct Launch {
     pub name: String,
     pub hostname: String,
     pub proxy_port: u16,
+    /// The app's URL through portok (PORTOK_URL).
+    pub url: String,
     pub ca_pem: Option<std::path::PathBuf>,
 }
 
@@ -130,10 +132,7 @@ impl Generation {
         cmd.args(&argv[1..])
             .env("PORT", port.to_string())
             .env("HOST", "127.0.0.1")
-            .env(
-                "PORTOK_URL",
-                format!("http://{}:{}", launch.hostname, launch.proxy_port),
-            )
+            .env("PORTOK_URL", &launch.url)
             .env("PORTOK_NAME", &launch.name)
             .env("PORTOK_GENERATION", n.to_string())
             .env("PORTOK_INSTANCE", instance.unwrap_or(0).to_string())

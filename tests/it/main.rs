@@ -11,6 +11,7 @@ mod hardening;
 mod observe;
 mod pipeline;
 mod pool;
+mod ports;
 mod proxy;
 mod reload;
 mod run;

@@ -390,12 +390,18 @@ async fn redirect_https_sends_browsers_to_https() {
     let b = backend("b").await;
     p.ok(&["proxy", "start", "--redirect-https"]);
     p.ok(&["alias", "web", &b.port.to_string()]);
-    let r = get_html(p.addr(), "web.localhost", "/x?y=1").await;
+    // A browser sends the port it used: https on the same port (TLS is sniffed there).
+    let with_port = format!("web.localhost:{}", p.port);
+    let r = get_html(p.addr(), &with_port, "/x?y=1").await;
     assert_eq!(r.status, 308);
     assert_eq!(
         r.headers["location"],
         format!("https://web.localhost:{}/x?y=1", p.port)
     );
+    // No port: it came to port 80 (`portok ports enable`), so https on 443.
+    let r = get_html(p.addr(), "web.localhost", "/x?y=1").await;
+    assert_eq!(r.status, 308);
+    assert_eq!(r.headers["location"], "https://web.localhost/x?y=1");
     // Non-browser clients are not redirected.
     assert_eq!(get(p.addr(), "web.localhost", "/").await.status, 200);
 }
