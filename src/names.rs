@@ -66,6 +66,15 @@ impl UrlBase {
         }
     }
 
+    /// `NAME:PORT`, or `NAME` when ports 80 and 443 reach the daemon.
+    pub fn authority(&self, host: &str) -> String {
+        if self.clean {
+            host.to_string()
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+
     /// The same over `scheme` (http or https).
     pub fn with_scheme(&self, scheme: &str, host: &str) -> String {
         if self.clean {

@@ -82,6 +82,9 @@ pub trait DaemonPages: Send + Sync {
     >;
 
     fn app_events(&self, host: &str) -> http::Response<forward::ProxyBody>;
+
+    /// How the daemon writes route URLs (no port once `portok ports enable` works).
+    fn url_base(&self) -> crate::names::UrlBase;
 }
 
 /// Everything a connection task needs. Shared by all connections; the route table is

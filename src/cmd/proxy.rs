@@ -72,7 +72,16 @@ pub(super) fn proxy_start(state: &StateDir, args: &StartArgs) -> anyhow::Result<
         extra_args.extend(["--tld".into(), tld.clone()]);
     }
     let opts = StartOptions { port, extra_args };
-    match daemon::start(state, &opts)? {
+    let started = daemon::start(state, &opts)?;
+    // The CA's name constraints were fixed when it was made.
+    if args.tls.cert.is_none() && !tlds.is_empty() {
+        if let Ok(ca) = crate::ca::Ca::load_or_create(state.root(), &[]) {
+            for tld in tlds.iter().filter(|t| !ca.covers(&format!("x.{t}"))) {
+                eprintln!("portok: warning: the local CA was made before .{tld} was served and cannot vouch for it, so https for names under .{tld} fails: `sudo portok trust --renew` makes a CA for every TLD served now (then `portok proxy stop && portok proxy start`)");
+            }
+        }
+    }
+    match started {
         Started::Now(s) => eprintln!(
             "portok: proxy listening on http://localhost:{} (pid {})",
             s.port, s.pid

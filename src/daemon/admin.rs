@@ -36,6 +36,10 @@ impl crate::proxy::DaemonPages for Pages {
     fn app_events(&self, host: &str) -> Response<ProxyBody> {
         app_events(&self.0, host)
     }
+
+    fn url_base(&self) -> crate::names::UrlBase {
+        self.0.url_base()
+    }
 }
 
 /// Failed token attempts allowed per client per minute before 429.

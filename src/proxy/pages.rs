@@ -91,13 +91,18 @@ fn describe(err: &ProxyError, ctx: &Ctx) -> (String, String, String) {
                 detail.push_str("<p>No apps are registered yet.</p>");
             } else {
                 detail.push_str("<h2>Live apps</h2><ul>");
+                let base = ctx.pages.get().map(|p| p.url_base());
+                let base = base.unwrap_or(crate::names::UrlBase {
+                    port: ctx.port,
+                    clean: false,
+                });
                 for live in table.sorted() {
                     let h = escape(&live.route.hostname);
                     let _ = write!(
                         detail,
-                        "<li><a href=\"//{h}:{port}/\">{h}</a> &rarr; port {}</li>",
+                        "<li><a href=\"//{}/\">{h}</a> &rarr; port {}</li>",
+                        base.authority(&h),
                         live.route.port,
-                        port = ctx.port
                     );
                 }
                 detail.push_str("</ul>");

@@ -578,7 +578,18 @@ async fn a_custom_tld_is_served_over_https_from_a_ca_constrained_to_it() {
     // A TLD added after the CA was made: the CA cannot vouch for it, and doctor says so.
     drop(app);
     p.ok(&["proxy", "stop"]);
-    p.ok(&["proxy", "start", "--tld", "test", "--tld", "example"]);
+    let out = p.run(&["proxy", "start", "--tld", "test", "--tld", "example"]);
+    assert!(out.status.success());
+    assert!(
+        stderr(&out).contains("cannot vouch for it") && stderr(&out).contains(".example"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !stderr(&out).contains(".test was served"),
+        "{}",
+        stderr(&out)
+    );
     let said = doctor(&p);
     assert!(
         said.contains("cannot vouch for .example") && said.contains("trust --renew"),
