@@ -219,6 +219,11 @@ pub(crate) fn served_tlds(state: &StateDir) -> Result<Vec<String>, NameError> {
     if let Some(status) = control::status(state) {
         return Ok(status.tlds);
     }
+    env_tlds()
+}
+
+/// PORTOK_TLD (comma-separated), checked.
+pub(crate) fn env_tlds() -> Result<Vec<String>, NameError> {
     let env = std::env::var("PORTOK_TLD").unwrap_or_default();
     let raw: Vec<String> = env.split(',').map(String::from).collect();
     checked_tlds(&raw)

@@ -67,13 +67,12 @@ pub fn terminate_group(pgid: i32, grace: Duration) {
 /// Is this pid a live process? Zombies count as dead: a killed `portok run` whose parent
 /// has not reaped it yet no longer owns anything.
 pub fn pid_alive(pid: u32) -> bool {
-    let Ok(raw) = i32::try_from(pid) else {
+    let Some(raw) = i32::try_from(pid).ok().filter(|&p| p > 0) else {
         return false;
     };
     // SAFETY: signal 0 only checks that the process exists and may be signalled.
     let rc = unsafe { libc::kill(raw, 0) };
-    if pid == 0 || (rc != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EPERM))
-    {
+    if rc != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EPERM) {
         return false;
     }
     // A process the system will not describe to us still exists.

@@ -27,11 +27,7 @@ fn install(path: &std::path::Path) -> anyhow::Result<i32> {
     let state = StateDir::from_env()?;
     let port = state::proxy_port(None)?;
     // Checked now, so the service does not fail at every login.
-    super::checked_tlds(
-        &std::env::var("PORTOK_TLD")
-            .map(|v| vec![v])
-            .unwrap_or_default(),
-    )?;
+    super::env_tlds()?;
     let launch = Launch::current(port)?;
     if service::write(path, &service::unit_text(&launch))? {
         say(&format!(

@@ -847,7 +847,7 @@ fn service_install_writes_a_unit_that_verifies_and_uninstall_removes_exactly_it(
     let service = |args: &[&str]| {
         p.command()
             .env("PORTOK_SYSTEMCTL", &fake)
-            .env("PORTOK_TLD", "test")
+            .env("PORTOK_TLD", "test,dev.example.com")
             .arg("service")
             .args(args)
             .output()
@@ -869,7 +869,10 @@ fn service_install_writes_a_unit_that_verifies_and_uninstall_removes_exactly_it(
     );
     assert!(text.contains("Restart=on-failure"), "{text}");
     assert!(text.contains(&format!("Environment=PORTOK_PORT={}\n", p.port)));
-    assert!(text.contains("Environment=PORTOK_TLD=test\n"), "{text}");
+    assert!(
+        text.contains("Environment=PORTOK_TLD=test,dev.example.com\n"),
+        "{text}"
+    );
     assert!(text.contains(&format!(
         "Environment=PORTOK_STATE_DIR={}\n",
         p.state().display()
