@@ -44,6 +44,12 @@ export PORTOK_SYSTEM_ROOT={root} PORTOK_SYSTEMCTL= PORTOK_STATE_DIR={state} HOME
 as_user() {{ setpriv --reuid={NOBODY} --regid={NOBODY} --clear-groups "$@"; }}
 echo "== status before"; {portok} ports status; echo "rc=$?"
 echo "== enable as nobody"; as_user {portok} ports enable; echo "rc=$?"
+echo "== taken"
+python3 -m http.server 80 --bind 127.0.0.1 >/dev/null 2>&1 &
+TAKEN=$!
+for i in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:80/ && break; sleep 0.1; done
+{portok} ports enable; echo "rc=$?"
+kill $TAKEN; wait $TAKEN 2>/dev/null
 as_user {portok} proxy start --redirect-https || exit 20
 PORT={backend} HELLO_VERSION=ports {hello} >/dev/null 2>&1 &
 as_user {portok} alias myapp {backend} || exit 21
@@ -90,6 +96,13 @@ exit 0
     let not_root = part("enable as nobody");
     assert!(
         not_root.contains("needs root: `sudo portok ports enable`") && not_root.contains("rc=1"),
+        "{text}"
+    );
+    let taken = part("taken");
+    assert!(
+        taken.contains("port 80 on loopback is taken by python3")
+            && taken.contains("(pid")
+            && taken.contains("rc=1"),
         "{text}"
     );
     assert!(part("enable").contains("rc=0"), "{text}");
