@@ -114,21 +114,6 @@ fn write(path: &Path, text: &str) -> Result<(), PortsError> {
     crate::fsutil::write_atomic(path, text.as_bytes(), 0o644).map_err(err)
 }
 
-/// The system's service manager, when one runs (`PORTOK_SYSTEMCTL` names a stand-in for
-/// tests; empty means none).
-fn systemctl(args: &[&str]) -> Option<bool> {
-    let program = std::env::var("PORTOK_SYSTEMCTL").unwrap_or_else(|_| "systemctl".into());
-    if program.is_empty() || (program == "systemctl" && !Path::new("/run/systemd/system").exists())
-    {
-        return None;
-    }
-    Command::new(program)
-        .args(args)
-        .output()
-        .ok()
-        .map(|o| o.status.success())
-}
-
 /// What `enable` did, for the user.
 pub struct Enabled {
     pub rules: PathBuf,
@@ -168,8 +153,10 @@ pub fn enable(to: u16, paths: &Paths) -> Result<Enabled, PortsError> {
         });
     }
     write(&paths.unit, &unit(&paths.rules, &nft))?;
-    let at_boot = systemctl(&["daemon-reload"]).is_some()
-        && systemctl(&["enable", "portok-ports.service"]) == Some(true);
+    let systemd = crate::service::Systemctl::find(false);
+    let at_boot = systemd.is_some_and(|s| {
+        s.run(&["daemon-reload"]).is_ok() && s.run(&["enable", "portok-ports.service"]).is_ok()
+    });
     Ok(Enabled {
         rules: paths.rules.clone(),
         at_boot,
@@ -184,7 +171,9 @@ pub fn disable(paths: &Paths) -> Result<bool, PortsError> {
     let had_rules = ours(&paths.rules)?.is_some();
     let had_unit = ours(&paths.unit)?.is_some();
     if had_unit {
-        let _ = systemctl(&["disable", "portok-ports.service"]);
+        if let Some(s) = crate::service::Systemctl::find(false) {
+            let _ = s.run(&["disable", "portok-ports.service"]);
+        }
     }
     let mut live = false;
     if let Some(nft) = nft() {
@@ -204,7 +193,9 @@ pub fn disable(paths: &Paths) -> Result<bool, PortsError> {
         }
     }
     if had_unit {
-        let _ = systemctl(&["daemon-reload"]);
+        if let Some(s) = crate::service::Systemctl::find(false) {
+            let _ = s.run(&["daemon-reload"]);
+        }
     }
     Ok(had_rules || had_unit || live)
 }

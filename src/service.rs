@@ -215,6 +215,60 @@ pub fn binary_of(text: &str) -> Option<PathBuf> {
     )
 }
 
+/// `systemctl`, for the user's manager (`--user`) or the system's, when one runs.
+/// `PORTOK_SYSTEMCTL` names another program (the tests use a stand-in); empty means none.
+pub struct Systemctl {
+    program: String,
+    user: bool,
+}
+
+impl Systemctl {
+    pub fn find(user: bool) -> Option<Systemctl> {
+        let program = std::env::var("PORTOK_SYSTEMCTL").unwrap_or_else(|_| "systemctl".into());
+        if program.is_empty() {
+            return None;
+        }
+        let s = Systemctl { program, user };
+        let runs = if user {
+            s.call(&["show-environment"])
+                .is_ok_and(|o| o.status.success())
+        } else {
+            s.program != "systemctl" || Path::new("/run/systemd/system").exists()
+        };
+        runs.then_some(s)
+    }
+
+    fn call(&self, args: &[&str]) -> io::Result<std::process::Output> {
+        let mut cmd = std::process::Command::new(&self.program);
+        if self.user {
+            cmd.arg("--user");
+        }
+        cmd.args(args).output()
+    }
+
+    pub fn run(&self, args: &[&str]) -> anyhow::Result<()> {
+        let out = self.call(args)?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "`systemctl{} {}` failed: {}",
+                if self.user { " --user" } else { "" },
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// The one-word answer of `is-enabled` / `is-active`.
+    pub fn ask(&self, args: &[&str]) -> String {
+        self.call(args)
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "unknown".into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,11 +2,10 @@
 //! user's service manager (systemd user unit on Linux, launchd agent on macOS).
 
 use crate::cli::ServiceCmd;
-use crate::service::{self, Installed, Launch};
+use crate::service::{self, Installed, Launch, Systemctl};
 use crate::state::{self, StateDir};
 use crate::ui::say;
 use std::path::PathBuf;
-use std::process::Command;
 
 const UNIT: &str = "portok.service";
 
@@ -45,7 +44,7 @@ fn install(path: &std::path::Path) -> anyhow::Result<i32> {
         ));
         return Ok(0);
     }
-    let Some(systemctl) = user_manager() else {
+    let Some(systemctl) = Systemctl::find(true) else {
         say("no systemd user manager runs here, so nothing is enabled yet: after logging in with one, `systemctl --user enable --now portok`; `loginctl enable-linger $USER` starts it at boot without a login");
         return Ok(0);
     };
@@ -62,13 +61,13 @@ fn install(path: &std::path::Path) -> anyhow::Result<i32> {
 
 fn uninstall(path: &std::path::Path) -> anyhow::Result<i32> {
     if let Installed::Ours(_) = service::installed(path)? {
-        if let Some(systemctl) = user_manager() {
+        if let Some(systemctl) = Systemctl::find(true) {
             // A unit that was never enabled or started is not an error here.
             let _ = systemctl.run(&["disable", "--now", UNIT]);
         }
     }
     if service::remove(path)? {
-        if let Some(systemctl) = user_manager() {
+        if let Some(systemctl) = Systemctl::find(true) {
             systemctl.run(&["daemon-reload"])?;
         }
         say(&format!("removed {}", path.display()));
@@ -111,7 +110,7 @@ fn status(path: &std::path::Path) -> anyhow::Result<i32> {
         };
         say(&format!("starts: {}{note}", bin.display()));
     }
-    if let Some(systemctl) = user_manager() {
+    if let Some(systemctl) = Systemctl::find(true) {
         let enabled = systemctl.ask(&["is-enabled", UNIT]);
         let active = systemctl.ask(&["is-active", UNIT]);
         say(&format!("enabled: {enabled}; running: {active}"));
@@ -119,47 +118,4 @@ fn status(path: &std::path::Path) -> anyhow::Result<i32> {
         say("no systemd user manager runs here, so it is not running under one");
     }
     Ok(0)
-}
-
-/// `systemctl --user`, when a user manager answers (`PORTOK_SYSTEMCTL` names another
-/// program: the tests use a stand-in; empty means none).
-struct Systemctl(String);
-
-fn user_manager() -> Option<Systemctl> {
-    let program = std::env::var("PORTOK_SYSTEMCTL").unwrap_or_else(|_| "systemctl".into());
-    if program.is_empty() {
-        return None;
-    }
-    let s = Systemctl(program);
-    s.call(&["show-environment"])
-        .ok()
-        .filter(|o| o.status.success())?;
-    Some(s)
-}
-
-impl Systemctl {
-    fn call(&self, args: &[&str]) -> std::io::Result<std::process::Output> {
-        Command::new(&self.0).arg("--user").args(args).output()
-    }
-
-    fn run(&self, args: &[&str]) -> anyhow::Result<()> {
-        let out = self.call(args)?;
-        if !out.status.success() {
-            anyhow::bail!(
-                "`systemctl --user {}` failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(())
-    }
-
-    /// The one-word answer of `is-enabled` / `is-active`.
-    fn ask(&self, args: &[&str]) -> String {
-        self.call(args)
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .ok()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "unknown".into())
-    }
 }
