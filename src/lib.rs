@@ -11,7 +11,7 @@
 //!      project settings and inference settled into a `run::Plan`), `alias`, `list`
 //!      (list, get), `proxy` (start, stop, status), `app` (restart, logs over the run
 //!      socket), `status`, `switch`, `trust`, `hosts`, `service`, `ports`, `doctor` (read-only
-//!      checks with hints),
+//!      checks with hints; `doctor/installed`: what portok put outside its state dir),
 //!      `prune` (apps whose `portok run` is gone), `clean` (undo everything), `generate`
 //!      (completions and man pages from the clap definitions).
 //! 2. The processes that run for a while.
