@@ -100,8 +100,14 @@ pub async fn run(plan: Plan, state: StateDir, proxy_port: u16) -> anyhow::Result
         port: status.status().port,
         clean: status.status().clean_urls,
     };
-    let url = base.url(&hostname);
-    let also = if base.clean { "http too" } else { "https too" };
+    // A TCP app is reached on its own port, not through a URL.
+    let (url, also) = match opts.tcp {
+        Some(listen) => (format!("tcp 127.0.0.1:{listen}"), "not HTTP"),
+        None => (
+            base.url(&hostname),
+            if base.clean { "http too" } else { "https too" },
+        ),
+    };
     take_name(&state, &hostname, force, opts.kill_timeout).await?;
 
     let first_port = match opts.fixed_port {
@@ -154,9 +160,9 @@ pub async fn run(plan: Plan, state: StateDir, proxy_port: u16) -> anyhow::Result
     let launch = child::Launch {
         command,
         name,
+        url: base.url(&hostname),
         hostname,
         proxy_port: base.port,
-        url,
         ca_pem: ca.exists().then_some(ca),
     };
     // A pool picks its instances' ports as it starts them.

@@ -214,9 +214,36 @@ impl Drop for OpenGuard {
     }
 }
 
+/// A connection that arrives while the app is starting waits, up to the route's hold (30 s
+/// by default), until the app is live, as an HTTP request is held; it is not reset. None
+/// when the route is gone or crashed, or the hold ran out.
+async fn backend_when_ready(ctx: &Ctx, host: &str) -> Option<(Arc<super::Backend>, bool)> {
+    let mut until = None;
+    loop {
+        let notified = ctx.changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(found) = ctx.pick_tcp_backend(host, None) {
+            return Some(found);
+        }
+        let hold = {
+            let table = ctx.routes.load();
+            let live = table.lookup(host).filter(|l| l.route.hostname == host)?;
+            if !live.route.is_starting() {
+                return None;
+            }
+            live.route.hold.unwrap_or(30)
+        };
+        let until = *until.get_or_insert_with(|| {
+            tokio::time::Instant::now() + std::time::Duration::from_secs(hold)
+        });
+        tokio::time::timeout_at(until, notified).await.ok()?;
+    }
+}
+
 async fn relay(client: TcpStream, peer: SocketAddr, ctx: &Ctx, host: &str) -> io::Result<()> {
-    let Some((mut backend, proxy_protocol)) = ctx.pick_tcp_backend(host, None) else {
-        return Ok(()); // route gone or app not ready: close
+    let Some((mut backend, proxy_protocol)) = backend_when_ready(ctx, host).await else {
+        return Ok(()); // route gone, app crashed, or still not ready after the hold: close
     };
     let stats = ctx.tcp.stats(host);
     stats.open.fetch_add(1, Relaxed);

@@ -321,3 +321,41 @@ async fn a_tcp_app_redeployed_five_times_under_load_loses_no_byte() {
     assert!(app.text().contains("generation 6 ready"), "{}", app.text());
     let _ = started;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_during_a_tcp_apps_cold_start_is_held_until_it_is_ready() {
+    let p = Portok::new();
+    let dir = project(&p);
+    std::fs::write(dir.join("echo.py"), ECHO_APP).unwrap();
+    let listen = free_port();
+    let app = p.spawn_app(
+        &dir,
+        &[
+            "run",
+            "slowdb",
+            "--tcp",
+            &listen.to_string(),
+            "--",
+            "sh",
+            "-c",
+            "sleep 2; exec python3 echo.py",
+        ],
+    );
+    app.wait_for("starting on port", Duration::from_secs(30))
+        .await;
+    let text = app.text();
+    assert!(
+        text.contains(&format!("slowdb -> tcp 127.0.0.1:{listen} (not HTTP)")),
+        "a TCP app is announced by its port, not a URL: {text}"
+    );
+    assert!(!text.contains("http://slowdb.localhost"), "{text}");
+    // The listener is up before the app: this connection waits instead of being reset.
+    let started = std::time::Instant::now();
+    assert_eq!(roundtrip(listen, b"early").await, b"early");
+    assert!(
+        started.elapsed() > Duration::from_millis(500),
+        "it was held for the cold start"
+    );
+    app.wait_for("slowdb ready in", Duration::from_secs(30))
+        .await;
+}
