@@ -218,6 +218,10 @@ impl Drop for OpenGuard {
 /// by default), until the app is live, as an HTTP request is held; it is not reset. None
 /// when the route is gone or crashed, or the hold ran out.
 async fn backend_when_ready(ctx: &Ctx, host: &str) -> Option<(Arc<super::Backend>, bool)> {
+    // Only a held connection registers for wake-ups (Notify takes a lock).
+    if let Some(found) = ctx.pick_tcp_backend(host, None) {
+        return Some(found);
+    }
     let mut until = None;
     loop {
         let notified = ctx.changed.notified();
