@@ -272,12 +272,8 @@ impl Ca {
     /// Whether a browser accepts a leaf from this CA for `host` (a DNS name).
     pub fn covers(&self, host: &str) -> bool {
         self.permitted.as_ref().is_none_or(|p| {
-            p.iter().any(|base| {
-                host == base
-                    || host
-                        .strip_suffix(base.as_str())
-                        .is_some_and(|rest| rest.ends_with('.'))
-            })
+            p.iter()
+                .any(|base| host == base || crate::names::is_under(host, base))
         })
     }
 

@@ -119,6 +119,14 @@ pub fn check_tld(raw: &str) -> Result<String, NameError> {
     Ok(tld)
 }
 
+/// Whether `name` is a name under `suffix` (`api.test` under `test`; not `test` itself,
+/// nor `contest`).
+pub fn is_under(name: &str, suffix: &str) -> bool {
+    name.strip_suffix(suffix)
+        .and_then(|rest| rest.strip_suffix('.'))
+        .is_some_and(|label| !label.is_empty())
+}
+
 /// `name` under `tld` (`localhost` or one [`check_tld`] accepted): `api` -> `api.test`.
 /// A name that already ends in `.tld` is taken as is.
 pub fn hostname_in(name: &str, tld: &str) -> Result<String, NameError> {
@@ -306,5 +314,12 @@ mod tests {
             hostname_in("web", "dev.example.com").unwrap(),
             "web.dev.example.com"
         );
+    }
+
+    #[test]
+    fn names_under_a_suffix() {
+        assert!(is_under("api.test", "test") && is_under("a.b.test", "test"));
+        assert!(!is_under("test", "test") && !is_under("contest", "test"));
+        assert!(!is_under(".test", "test"));
     }
 }

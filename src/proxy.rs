@@ -238,7 +238,6 @@ impl Ctx {
         Some((backend.clone(), live.route.proxy_protocol))
     }
 
-    /// Requests and tunnels in flight to `port`, live or retired.
     /// Wait until nothing is in flight to `port` (live or retired instances) or `deadline`
     /// passes; what is still in flight then.
     pub async fn drained(&self, port: u16, deadline: tokio::time::Instant) -> usize {
@@ -278,6 +277,7 @@ impl Ctx {
         }
     }
 
+    /// Requests and tunnels in flight to `port`, live or retired.
     pub fn inflight(&self, port: u16) -> usize {
         use std::sync::atomic::Ordering::Relaxed;
         self.every_backend()

@@ -297,7 +297,7 @@ impl Daemon {
         if self.sync_hosts || !tlds.is_empty() {
             let mut names = self.ctx.routes.load().hostnames();
             if !self.sync_hosts {
-                names.retain(|n| tlds.iter().any(|t| n.ends_with(&format!(".{t}"))));
+                names.retain(|n| tlds.iter().any(|t| crate::names::is_under(n, t)));
             }
             let path = crate::hosts::hosts_path();
             // Writes only when the block changes; with no routes it removes the block.

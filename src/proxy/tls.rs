@@ -436,10 +436,7 @@ fn is_hostname(name: &str) -> bool {
 
 /// A name under one of the custom TLDs (not the TLD itself).
 fn under_tld(name: &str, tlds: &[String]) -> bool {
-    tlds.iter().any(|t| {
-        name.strip_suffix(t.as_str())
-            .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.'))
-    })
+    tlds.iter().any(|t| crate::names::is_under(name, t))
 }
 
 /// SANs for a cache key. `x.y.localhost` also gets `*.y.localhost`, but never
