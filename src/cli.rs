@@ -49,6 +49,45 @@ pub enum Command {
         after_help = "Examples:\n  portok run myapp -- cargo run\n  portok myapp cargo run                (the same)\n  portok run -- npm run dev             (name from package.json)\n  portok run api --health /health --drain 30 -- ./server"
     )]
     Run(RunArgs),
+    /// Start the project's apps ([apps.NAME] in portok.toml) in dependency order, with
+    /// their output in one stream; Ctrl-C stops them in reverse order
+    #[command(
+        after_help = "Examples:\n  portok up                 every app of ./portok.toml\n  portok up web             web and the apps it depends on\n  portok up -d              in the background; `portok down` stops it"
+    )]
+    Up {
+        /// Only these apps (and what they depend on)
+        names: Vec<String>,
+        /// Detach: keep running after the terminal closes (output in a log file)
+        #[arg(short = 'd', long)]
+        detach: bool,
+        /// Set by `up -d` for the process it starts
+        #[arg(long, hide = true)]
+        detached: bool,
+    },
+    /// Stop the project's apps started by `portok up` (all, or the ones named)
+    #[command(after_help = "Examples:\n  portok down\n  portok down docs")]
+    Down {
+        /// Only these apps
+        names: Vec<String>,
+    },
+    /// The project's apps: state, URL, port(s), pid and uptime
+    #[command(after_help = "Example:\n  portok ps")]
+    Ps {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register a lazy app without a portok.toml: it starts on its first request, stops
+    /// when idle, and is kept across restarts until `portok remove`
+    #[command(
+        after_help = "Examples:\n  portok add blog --dir ~/src/blog -- hugo server --port '$PORT'\n  portok add api --idle-stop 5m -- cargo run"
+    )]
+    Add(AddArgs),
+    /// Forget an app registered with `portok add` (and stop it)
+    #[command(after_help = "Example:\n  portok remove blog")]
+    Remove {
+        /// App name
+        name: String,
+    },
     /// Redeploy a running app now (zero downtime); exit 1 with the reason if it fails
     #[command(after_help = "Example:\n  portok restart myapp")]
     Restart {
@@ -460,9 +499,55 @@ pub struct RunArgs {
     /// Time between SIGTERM and SIGKILL when stopping a generation [default: 5]
     #[arg(long, value_name = "SECS")]
     pub kill_timeout: Option<f64>,
+    /// Run the app NAME of portok.toml's [apps.NAME] tables, with its settings and in its dir
+    #[arg(long, value_name = "NAME")]
+    pub app: Option<String>,
+    /// Start the app on the first request instead of now, and stop it when idle
+    #[arg(long)]
+    pub lazy: bool,
+    /// With --lazy: stop after this long with no request (90, 30s, 15m, 1h) [default: 15m]
+    #[arg(long, value_name = "DURATION", value_parser = crate::ui::parse_duration)]
+    pub idle_stop: Option<std::time::Duration>,
+    /// Set an environment variable for the app (repeatable)
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
     /// The command and its arguments (default: portok.toml's `command`)
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// App name (NAME.localhost)
+    pub name: String,
+    /// The folder the app runs in [default: the current folder]
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<std::path::PathBuf>,
+    /// Stop after this long with no request (90, 30s, 15m, 1h) [default: 15m]
+    #[arg(long, value_name = "DURATION", value_parser = crate::ui::parse_duration)]
+    pub idle_stop: Option<std::time::Duration>,
+    /// Ready only when this path answers 2xx/3xx
+    #[arg(long, value_name = "PATH")]
+    pub health: Option<String>,
+    /// How long non-browser requests wait for the app to start [default: 30]
+    #[arg(long, value_name = "SECS")]
+    pub hold: Option<u64>,
+    /// Set an environment variable for the app (repeatable)
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// Redeploy on changes while it runs (off by default for added apps)
+    #[arg(long)]
+    pub watch: bool,
+    /// The command and its arguments
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
 }
 
 impl RunArgs {
@@ -492,6 +577,19 @@ impl RunArgs {
         self.reload |= config.reload.unwrap_or(false);
         self.tcp = self.tcp.or(config.tcp);
         self.instances = self.instances.or(config.instances);
+        self.lazy |= config.lazy.unwrap_or(false);
+        self.idle_stop = self.idle_stop.or(config.idle_stop);
+        // The flags' variables win: they come last.
+        let flags = std::mem::take(&mut self.env);
+        self.env = config.env.iter().cloned().chain(flags).collect();
+    }
+
+    /// How long a lazy app may sit idle; None when it is not lazy.
+    pub fn idle_stop(&self) -> Option<std::time::Duration> {
+        (self.lazy || self.idle_stop.is_some()).then(|| {
+            self.idle_stop
+                .unwrap_or(std::time::Duration::from_secs(15 * 60))
+        })
     }
 
     pub fn ready_timeout(&self) -> f64 {
@@ -529,6 +627,12 @@ pub const RUN_VALUE_FLAGS: &[&str] = &[
     "--rollback-window",
     "--drain",
     "--kill-timeout",
+    "--tld",
+    "--tcp",
+    "--instances",
+    "--app",
+    "--idle-stop",
+    "--env",
 ];
 
 #[derive(Debug, Args)]

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 pub use crate::ui::UsageError;
 
+mod added;
 mod alias;
 mod app;
 pub(crate) mod clean;
@@ -28,6 +29,7 @@ mod service;
 mod status;
 mod switch;
 mod trust;
+mod up;
 
 use alias::alias;
 use app::{logs, restart};
@@ -70,6 +72,15 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Run(args) => run::main(args),
+        Command::Up {
+            names,
+            detach,
+            detached,
+        } => up::up(names, detach, detached),
+        Command::Down { names } => up::down(names),
+        Command::Ps { json } => up::ps(json),
+        Command::Add(args) => added::add(args),
+        Command::Remove { name } => added::remove(&name),
         Command::Restart { name } => restart(&name),
         Command::Logs {
             name,

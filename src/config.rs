@@ -7,6 +7,9 @@
 //! unknown key is a warning (a typo must not stop the app); a wrong type or value is an
 //! error naming the file, the key and what it should be.
 
+mod apps;
+
+pub use apps::order;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -27,7 +30,14 @@ pub const KEYS: &[&str] = &[
     "reload",
     "instances",
     "tcp",
+    "lazy",
+    "idle_stop",
+    "env",
+    "apps",
 ];
+
+/// Keys only an app of `[apps.NAME]` has.
+pub const APP_KEYS: &[&str] = &["dir", "depends_on"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -49,6 +59,8 @@ pub enum ConfigError {
         key: String,
         why: String,
     },
+    #[error("{file}: the apps depend on each other in a cycle ({cycle}); remove one of those `depends_on` entries")]
+    Cycle { file: String, cycle: String },
 }
 
 /// What the project's settings say; None where they say nothing.
@@ -75,14 +87,38 @@ pub struct Config {
     pub reload: Option<bool>,
     /// Generations served side by side (another issue acts on it).
     pub instances: Option<u32>,
-    /// A raw TCP port to forward (another issue acts on it).
+    /// A raw TCP port to forward.
     pub tcp: Option<u16>,
+    /// Start on the first request (`lazy = true`); stop after `idle_stop` without one.
+    pub lazy: Option<bool>,
+    pub idle_stop: Option<std::time::Duration>,
+    /// Extra environment for the app.
+    pub env: Vec<(String, String)>,
+    /// `[apps.NAME]`: the folder the app runs in, relative to the project.
+    pub dir: Option<PathBuf>,
+    /// `[apps.NAME]`: apps that must be ready before this one starts.
+    pub depends_on: Vec<String>,
+    /// The project's apps (`[apps.NAME]` or `[[app]]`), in the file's order.
+    pub apps: Vec<App>,
     /// Unknown keys and shadowed sources, for the caller to print.
     pub warnings: Vec<String>,
 }
 
+/// One of the project's apps: its name (the table's key) and its settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct App {
+    pub name: String,
+    pub config: Config,
+}
+
 /// Read the settings of the project in `dir`. No settings is not an error.
 pub fn load(dir: &Path) -> Result<Config, ConfigError> {
+    let config = load_file(dir)?;
+    apps::check(&config, dir)?;
+    Ok(config)
+}
+
+fn load_file(dir: &Path) -> Result<Config, ConfigError> {
     let portok_toml = dir.join("portok.toml");
     let cargo = read_cargo_table(dir);
     let npm = read_npm_key(dir);
@@ -170,6 +206,11 @@ fn kind(v: &Value) -> &'static str {
 
 /// Checks one file's settings. `file` is how messages name it.
 pub fn parse(file: &str, value: &Value) -> Result<Config, ConfigError> {
+    parse_table(file, value, false)
+}
+
+/// `app`: the table is one of `[apps.NAME]`, which may also say `dir` and `depends_on`.
+fn parse_table(file: &str, value: &Value, app: bool) -> Result<Config, ConfigError> {
     let Value::Object(map) = value else {
         return Err(ConfigError::Type {
             file: file.into(),
@@ -279,9 +320,49 @@ pub fn parse(file: &str, value: &Value) -> Result<Config, ConfigError> {
                 c.instances = Some(n as u32);
             }
             "reload" => c.reload = Some(v.as_bool().ok_or_else(|| ty("true or false"))?),
+            "lazy" => c.lazy = Some(v.as_bool().ok_or_else(|| ty("true or false"))?),
+            "idle_stop" => {
+                let d = match v {
+                    Value::String(s) => crate::ui::parse_duration(s).map_err(bad)?,
+                    _ => std::time::Duration::from_secs(int(86_400 * 30)?),
+                };
+                if d.is_zero() {
+                    return Err(bad(
+                        "is 0; give how long an app may sit idle, e.g. \"15m\"".into()
+                    ));
+                }
+                c.idle_stop = Some(d);
+            }
+            "env" => {
+                let Value::Object(vars) = v else {
+                    return Err(ty("a table of NAME = \"value\""));
+                };
+                for (k, val) in vars {
+                    let val = match val {
+                        Value::String(s) => s.clone(),
+                        Value::Number(n) => n.to_string(),
+                        Value::Bool(b) => b.to_string(),
+                        other => {
+                            return Err(bad(format!(
+                                "has {k} = {}; give a string, a number or a boolean",
+                                kind(other)
+                            )))
+                        }
+                    };
+                    c.env.push((k.clone(), val));
+                }
+            }
+            "apps" | "app" if !app => c.apps = apps::parse(file, v)?,
+            "dir" if app => c.dir = Some(PathBuf::from(string()?)),
+            "depends_on" if app => c.depends_on = strings("an app name or a list of app names")?,
             _ => c.warnings.push(format!(
                 "{file}: unknown key `{raw_key}` is ignored (known keys: {})",
-                KEYS.join(", ")
+                if app {
+                    [KEYS, APP_KEYS].concat()
+                } else {
+                    KEYS.to_vec()
+                }
+                .join(", ")
             )),
         }
     }

@@ -176,15 +176,27 @@ pub enum AppRequest {
     Restart,
     /// The app's last output lines.
     Logs { lines: usize },
+    /// From the daemon: a request arrived for this lazy app, which is idle; start it.
+    Wake,
+    /// From the daemon: this lazy app had no request for its idle_stop; stop it.
+    Idle,
 }
 
 /// A `portok run`'s answer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum AppReply {
-    Redeployed { message: String },
-    Failed { message: String },
-    Logs { lines: Vec<String> },
+    Redeployed {
+        message: String,
+    },
+    Failed {
+        message: String,
+    },
+    Logs {
+        lines: Vec<String>,
+    },
+    /// A `wake` or `idle` was taken in.
+    Noted,
 }
 
 /// The app's run socket, where `portok restart` and `portok logs` reach its supervisor.

@@ -3,6 +3,7 @@
 //! The running daemon itself is [`runtime`].
 
 pub mod admin;
+mod lazy;
 mod route_sync;
 pub mod runtime;
 pub mod state;

@@ -75,6 +75,7 @@
 
 // The binary (main.rs) needs the command line; the fuzz targets and tests reach the
 // parsers they exercise (names, sniff, routes, metrics). The rest is the crate's own.
+pub(crate) mod added;
 pub(crate) mod ca;
 pub mod cli;
 pub mod cmd;
@@ -96,5 +97,6 @@ pub(crate) mod state;
 pub(crate) mod sys;
 pub(crate) mod trust;
 pub(crate) mod ui;
+pub(crate) mod up;
 
 pub use sys::default_sigpipe;

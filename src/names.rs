@@ -28,6 +28,11 @@ pub const RESERVED: &[&str] = &[
     "ports",
     "completions",
     "man",
+    "up",
+    "down",
+    "ps",
+    "add",
+    "remove",
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

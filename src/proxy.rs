@@ -85,6 +85,9 @@ pub trait DaemonPages: Send + Sync {
 
     /// How the daemon writes route URLs (no port once `portok ports enable` works).
     fn url_base(&self) -> crate::names::UrlBase;
+
+    /// A request or connection arrived for the idle lazy app `host`: have it started.
+    fn wake(&self, host: &str);
 }
 
 /// Everything a connection task needs. Shared by all connections; the route table is
@@ -195,6 +198,13 @@ pub struct CrashInfo {
 }
 
 impl Ctx {
+    /// Have the idle lazy app `host` started (the daemon asks its `portok run`).
+    pub fn wake(&self, host: &str) {
+        if let Some(pages) = self.pages.get() {
+            pages.wake(host);
+        }
+    }
+
     /// Swap in a new table, remember the backends it dropped, and wake held requests.
     pub fn install(&self, table: RouteTable) {
         // A route that is no longer crashed no longer needs its crash report.

@@ -49,6 +49,10 @@ pub struct Route {
     /// How many instances the pool runs when all are up (`--instances N`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instances: Option<u32>,
+    /// A lazy app (`--lazy`): the daemon asks its `portok run` to stop it after this many
+    /// seconds with no request, and to start it again on the next one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_stop: Option<u64>,
 }
 
 /// Where an app is: written by its `portok run`, read by the proxy (hold, crash page),
@@ -63,6 +67,8 @@ pub enum RouteState {
     Restarting,
     /// The app exited and nothing serves: the crash page.
     Crashed,
+    /// A lazy app that is not running: the first request starts it (and is held meanwhile).
+    Idle,
     /// A state a newer portok wrote: the route still loads (as if live).
     #[serde(other)]
     Unknown,
@@ -75,6 +81,7 @@ impl RouteState {
             RouteState::Live => "live",
             RouteState::Restarting => "restarting",
             RouteState::Crashed => "crashed",
+            RouteState::Idle => "idle",
             RouteState::Unknown => "unknown",
         }
     }
@@ -102,11 +109,17 @@ impl Route {
             proxy_protocol: false,
             ports: Vec::new(),
             instances: None,
+            idle_stop: None,
         }
     }
 
+    /// No generation answers yet (starting, or a lazy app not started): requests are held.
     pub fn is_starting(&self) -> bool {
-        self.state == Some(RouteState::Starting)
+        matches!(self.state, Some(RouteState::Starting | RouteState::Idle))
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.state == Some(RouteState::Idle)
     }
 
     pub fn is_crashed(&self) -> bool {
@@ -439,6 +452,7 @@ mod tests {
             (RouteState::Live, "live"),
             (RouteState::Restarting, "restarting"),
             (RouteState::Crashed, "crashed"),
+            (RouteState::Idle, "idle"),
         ] {
             assert_eq!(
                 serde_json::to_string(&state).unwrap(),

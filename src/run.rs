@@ -48,6 +48,7 @@ pub struct Plan {
     /// What to watch for changes; None when the app is not redeployed on changes.
     pub watch: Option<WatchPlan>,
     pub opts: Options,
+    pub env: Vec<(String, String)>,
 }
 
 pub struct WatchPlan {
@@ -79,6 +80,7 @@ pub async fn run(plan: Plan, state: StateDir, proxy_port: u16) -> anyhow::Result
         force,
         watch,
         opts,
+        env,
     } = plan;
     let status = {
         let state = state.clone();
@@ -124,16 +126,27 @@ pub async fn run(plan: Plan, state: StateDir, proxy_port: u16) -> anyhow::Result
     // A pool registers its route itself, once it has picked its instances' ports.
     if instances == 1 {
         let (state, host) = (state.clone(), hostname.clone());
-        let route = opts.route(&host, first_port, 1, RouteState::Starting, Vec::new());
+        let state_now = if opts.idle_stop.is_some() {
+            RouteState::Idle
+        } else {
+            RouteState::Starting
+        };
+        let route = opts.route(&host, first_port, 1, state_now, Vec::new());
         tokio::task::spawn_blocking(move || {
             register(&state, route)?;
             daemon::ensure_and_reload(&state, proxy_port)?;
             Ok::<_, anyhow::Error>(())
         })
         .await??;
-        say(&format!(
-            "{name} -> {url} ({also}), starting on port {first_port}..."
-        ));
+        match opts.idle_stop {
+            Some(after) => say(&format!(
+                "{name} -> {url} ({also}), lazy: starts on the first request, stops after {} without one",
+                crate::ui::duration(after.as_secs())
+            )),
+            None => say(&format!(
+                "{name} -> {url} ({also}), starting on port {first_port}..."
+            )),
+        }
     } else {
         say(&format!(
             "{name} -> {url} ({also}), a pool of {instances} instances"
@@ -164,6 +177,7 @@ pub async fn run(plan: Plan, state: StateDir, proxy_port: u16) -> anyhow::Result
         hostname,
         proxy_port: base.port,
         ca_pem: ca.exists().then_some(ca),
+        env,
     };
     // A pool picks its instances' ports as it starts them.
     let announced = (instances == 1).then_some(first_port);
@@ -314,6 +328,14 @@ async fn answer(line: &str, tx: &mpsc::Sender<Control>) -> AppReply {
             AppReply::Logs {
                 lines: rrx.await.unwrap_or_default(),
             }
+        }
+        Ok(AppRequest::Wake) => {
+            let _ = tx.send(Control::Wake).await;
+            AppReply::Noted
+        }
+        Ok(AppRequest::Idle) => {
+            let _ = tx.send(Control::Idle).await;
+            AppReply::Noted
         }
         Err(e) => failed(&format!("not a request portok run understands: {e}")),
     }

@@ -28,8 +28,59 @@ pub fn duration(secs: u64) -> String {
     }
 }
 
+/// A duration as a user writes it: `90` (seconds), `3s`, `15m`, `1h30m`, `2d`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{text:?} is not a duration; write it like 90, 30s, 15m or 1h30m");
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    let (mut total, mut num) = (0u64, String::new());
+    for c in t.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        total = total.saturating_add(n.saturating_mul(unit));
+        num.clear();
+    }
+    if !num.is_empty() || t.is_empty() {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs(total))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations_parse_as_written() {
+        use std::time::Duration;
+        for (text, secs) in [
+            ("90", 90),
+            ("3s", 3),
+            ("15m", 900),
+            ("1h30m", 5400),
+            ("2d", 172800),
+        ] {
+            assert_eq!(
+                super::parse_duration(text),
+                Ok(Duration::from_secs(secs)),
+                "{text}"
+            );
+        }
+        for bad in ["", "m", "15x", "1.5m", "10m5"] {
+            assert!(super::parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn durations_show_their_two_largest_units() {
         let cases = [

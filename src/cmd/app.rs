@@ -20,8 +20,8 @@ pub(super) fn restart(name: &str) -> anyhow::Result<i32> {
             eprintln!("portok: redeploy of {host} failed: {message}");
             Ok(1)
         }
-        AppReply::Logs { .. } => Err(anyhow::anyhow!(
-            "{host}'s portok run answered a restart with logs; is it a different portok version?"
+        other => Err(anyhow::anyhow!(
+            "{host}'s portok run answered a restart with {other:?}; is it a different portok version?"
         )),
     }
 }
@@ -34,9 +34,9 @@ pub(super) fn logs(name: &str, lines: usize, follow: bool) -> anyhow::Result<i32
         |lines: usize| match control::ask_app(&state, &host, &AppRequest::Logs { lines }, timeout)?
         {
             AppReply::Logs { lines } => Ok(lines),
-            AppReply::Failed { message } | AppReply::Redeployed { message } => Err(
-                anyhow::anyhow!("{host}'s portok run did not give its logs: {message}"),
-            ),
+            other => Err(anyhow::anyhow!(
+                "{host}'s portok run did not give its logs: {other:?}"
+            )),
         };
     let mut last: Vec<String> = ask(lines)?;
     for l in &last {

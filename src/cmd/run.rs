@@ -10,11 +10,28 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub fn main(mut args: RunArgs) -> anyhow::Result<i32> {
-    let cwd = std::env::current_dir().context("reading the current folder")?;
+    let project = std::env::current_dir().context("reading the current folder")?;
     // Flags win over the project's settings, which win over inference.
-    let config = crate::config::load(&cwd)?;
+    let mut config = crate::config::load(&project)?;
     for w in &config.warnings {
         say(&format!("warning: {w}"));
+    }
+    // `--app NAME`: one of the project's apps, in its own folder, named after its table.
+    let mut cwd = project.clone();
+    if let Some(app) = &args.app {
+        let found = crate::config::order(&config, std::slice::from_ref(app))?;
+        let app = found.last().expect("order returns the app asked for");
+        for w in &app.config.warnings {
+            say(&format!("warning: {w}"));
+        }
+        if let Some(dir) = &app.config.dir {
+            cwd = project.join(dir);
+        }
+        let name = app.config.name.clone().unwrap_or_else(|| app.name.clone());
+        config = crate::config::Config {
+            name: Some(name),
+            ..app.config.clone()
+        };
     }
     args.fill_from(&config);
     if args.command.is_empty() {
@@ -88,6 +105,7 @@ fn plan(args: RunArgs, cwd: PathBuf, name: String, hostname: String) -> Plan {
         reload: args.reload,
         tcp: args.tcp,
         proxy_protocol: args.proxy_protocol,
+        idle_stop: args.idle_stop(),
     };
     Plan {
         tld: None,
@@ -99,6 +117,7 @@ fn plan(args: RunArgs, cwd: PathBuf, name: String, hostname: String) -> Plan {
         force: args.force,
         watch,
         opts,
+        env: args.env,
     }
 }
 

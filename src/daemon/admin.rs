@@ -40,6 +40,10 @@ impl crate::proxy::DaemonPages for Pages {
     fn url_base(&self) -> crate::names::UrlBase {
         self.0.url_base()
     }
+
+    fn wake(&self, host: &str) {
+        super::lazy::wake(&self.0, host)
+    }
 }
 
 /// Failed token attempts allowed per client per minute before 429.
@@ -260,9 +264,9 @@ async fn restart(d: &DaemonState, name: &str) -> Response<ProxyBody> {
         Ok(Ok(crate::control::AppReply::Failed { message })) => {
             json_response(StatusCode::CONFLICT, json!({"ok": false, "error": message}))
         }
-        Ok(Ok(crate::control::AppReply::Logs { .. })) => json_response(
+        Ok(Ok(other)) => json_response(
             StatusCode::INTERNAL_SERVER_ERROR,
-            json!({"ok": false, "error": "the app's portok run answered with logs"}),
+            json!({"ok": false, "error": format!("the app's portok run answered a restart with {other:?}")}),
         ),
         Ok(Err(e)) => json_response(
             StatusCode::CONFLICT,

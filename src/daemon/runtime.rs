@@ -201,6 +201,14 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
     tasks.spawn(ports_loop(daemon.clone()));
     tasks.spawn(signal_loop(daemon.shutdown.clone()));
     tasks.spawn(metrics_loop(daemon.clone()));
+    {
+        let state = state.clone();
+        tasks.spawn(async move { ensure_added_owners(&state).await });
+    }
+    tasks.spawn(super::lazy::idle_loop(
+        shared.clone(),
+        daemon.shutdown.clone(),
+    ));
 
     daemon.shutdown.cancelled().await;
     let grace = *daemon.stop_grace.lock().unwrap_or_else(|e| e.into_inner());
@@ -488,7 +496,21 @@ async fn sweep_loop(daemon: Arc<Daemon>) {
         if dead {
             // reload() stops the dead owner's app and drops its route.
             daemon.reload().await;
+            ensure_added_owners(&daemon.state).await;
         }
+    }
+}
+
+/// Apps added with `portok add` whose `portok run` is gone (at the daemon's start, or
+/// killed) get a new one.
+async fn ensure_added_owners(state: &StateDir) {
+    let state = state.clone();
+    match tokio::task::spawn_blocking(move || crate::added::ensure_owners(&state)).await {
+        Ok(Ok(started)) if !started.is_empty() => {
+            info!(apps = ?started, "started the portok run of added apps")
+        }
+        Ok(Err(e)) => warn!(error = %e, "cannot start the added apps"),
+        _ => {}
     }
 }
 

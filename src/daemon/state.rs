@@ -27,6 +27,8 @@ pub struct DaemonState {
     pub tlds: Vec<String>,
     /// Loopback ports 80 and 443 reach this daemon (checked every few seconds).
     pub clean_urls: std::sync::atomic::AtomicBool,
+    /// Lazy apps asked to start, and when (see `lazy::wake`).
+    pub woken: Mutex<HashMap<String, Instant>>,
 }
 
 impl DaemonState {
@@ -42,6 +44,7 @@ impl DaemonState {
             route_sync: Default::default(),
             tlds,
             clean_urls: Default::default(),
+            woken: Mutex::new(HashMap::new()),
         }
     }
 }

@@ -90,6 +90,9 @@ pub fn decide(
         });
     }
     if route.is_starting() {
+        if route.is_idle() {
+            ctx.wake(&route.hostname);
+        }
         // A browser gets a page that refreshes itself; other clients wait for the app.
         if ask.html {
             return Err(ProxyError::Starting { host: host.into() });

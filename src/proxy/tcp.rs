@@ -236,6 +236,9 @@ async fn backend_when_ready(ctx: &Ctx, host: &str) -> Option<(Arc<super::Backend
             if !live.route.is_starting() {
                 return None;
             }
+            if live.route.is_idle() {
+                ctx.wake(host);
+            }
             live.route.hold.unwrap_or(30)
         };
         let until = *until.get_or_insert_with(|| {

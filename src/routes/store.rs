@@ -175,6 +175,16 @@ where
     Ok((out, notes))
 }
 
+/// Run `f` holding routes.lock: the one lock of the state dir, also for apps.json.
+pub fn locked<T>(state: &StateDir, f: impl FnOnce() -> T) -> Result<T, StoreError> {
+    state.ensure().map_err(|e| StoreError::Io {
+        path: state.root().to_path_buf(),
+        source: io::Error::other(e),
+    })?;
+    let _lock = Lock::acquire(state, lock_wait())?;
+    Ok(f())
+}
+
 /// The table, whole or not at all (fsutil: temp file, fsync, rename, fsync of the folder).
 fn write_atomic(path: &Path, routes: &[Route]) -> Result<(), StoreError> {
     let mut json = serde_json::to_vec_pretty(routes).map_err(|e| StoreError::Io {

@@ -24,6 +24,8 @@ pub struct Launch {
     /// The app's URL through portok (PORTOK_URL).
     pub url: String,
     pub ca_pem: Option<std::path::PathBuf>,
+    /// `--env` and the settings' `env`, set after portok's own variables.
+    pub env: Vec<(String, String)>,
 }
 
 pub type Output = Arc<Mutex<VecDeque<String>>>;
@@ -137,6 +139,7 @@ impl Generation {
             .env("PORTOK_GENERATION", n.to_string())
             .env("PORTOK_INSTANCE", instance.unwrap_or(0).to_string())
             .env("__VITE_ADDITIONAL_SERVER_ALLOWED_HOSTS", ".localhost")
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -261,14 +264,14 @@ where
             Ok(_) => {}
         }
         if !tag.is_empty() {
-            let _ = to.write_all(tag.as_bytes()).await;
+            // One write per line, so instances sharing the terminal do not mix tags.
+            line.splice(0..0, tag.bytes());
         }
         let _ = to.write_all(&line).await;
         let _ = to.flush().await;
-        let text = format!(
-            "{tag}{}",
-            String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r'])
-        );
+        let text = String::from_utf8_lossy(&line)
+            .trim_end_matches(['\n', '\r'])
+            .to_string();
         let mut keep = keep.lock().unwrap_or_else(|e| e.into_inner());
         if keep.len() == KEEP_LINES {
             keep.pop_front();

@@ -16,6 +16,7 @@
 
 mod deploy;
 mod exits;
+mod lazy;
 mod route;
 mod slots;
 
@@ -47,6 +48,8 @@ pub struct Options {
     /// `--tcp LISTEN`: a TCP app; ready means it accepts a connection (unless --health).
     pub tcp: Option<u16>,
     pub proxy_protocol: bool,
+    /// `--lazy`: start on the first request, stop after this long with none.
+    pub idle_stop: Option<Duration>,
 }
 
 impl Options {
@@ -65,6 +68,7 @@ impl Options {
             reload: self.reload,
             tcp: self.tcp,
             proxy_protocol: self.proxy_protocol,
+            idle_stop: self.idle_stop.map(|d| d.as_secs().max(1)),
             ..super::app_route(host, port, n, state)
         }
     }
@@ -91,6 +95,10 @@ pub(super) type Probed = (u32, bool);
 pub enum Control {
     Restart(Waiter),
     Logs(usize, oneshot::Sender<Vec<String>>),
+    /// A lazy app got a request while idle (from the daemon).
+    Wake,
+    /// A lazy app had no request for its idle_stop (from the daemon).
+    Idle,
 }
 
 enum Event {
@@ -128,6 +136,8 @@ pub struct Supervisor {
     written: Option<(Vec<u16>, crate::routes::RouteState)>,
     /// A pool's "ready: N instances" was said once.
     announced: bool,
+    /// A lazy app with nothing running: the route is idle until a request wakes it.
+    idle: bool,
 }
 
 impl Supervisor {
@@ -156,6 +166,7 @@ impl Supervisor {
             stopping: tokio::task::JoinSet::new(),
             written: None,
             announced: false,
+            idle: false,
         }
     }
 
@@ -186,7 +197,9 @@ impl Supervisor {
                 return 1;
             }
         };
-        if let Err(e) = self.start_all(None).await {
+        if self.opts.idle_stop.is_some() {
+            self.go_idle(None).await;
+        } else if let Err(e) = self.start_all(None).await {
             say(&e.to_string());
             self.shutdown().await;
             return 1;
@@ -221,10 +234,30 @@ impl Supervisor {
             };
             let exit = match event {
                 Event::Signal(code) => Some(code),
+                // An idle app starts from the current source when it is woken.
+                Event::Changed(_) if self.idle => None,
                 Event::Changed(path) => {
                     let shown = path.strip_prefix(&self.cwd).unwrap_or(&path).display();
                     let reason = format!("change in {shown}");
                     self.redeploy(reason, Vec::new()).await;
+                    None
+                }
+                Event::Control(Control::Restart(reply)) if self.idle => {
+                    let _ = reply.send(
+                        self.wake("restart requested")
+                            .await
+                            .map(|_| "the app was idle; it is starting".to_string()),
+                    );
+                    None
+                }
+                Event::Control(Control::Wake) => {
+                    if self.idle {
+                        let _ = self.wake("a request arrived").await;
+                    }
+                    None
+                }
+                Event::Control(Control::Idle) => {
+                    self.go_idle(Some(Instant::now())).await;
                     None
                 }
                 Event::Control(Control::Restart(reply)) => {

@@ -17,3 +17,4 @@ mod reload;
 mod run;
 mod tcp;
 mod tls;
+mod up;

@@ -155,7 +155,7 @@ async fn loop_missing_host_and_dead_app_pages() {
     let b = backend("b").await;
     p.ok(&["alias", "web", &b.port.to_string()]);
     let dead_port = free_port();
-    p.ok(&["alias", "down", &dead_port.to_string()]);
+    p.ok(&["alias", "gone", &dead_port.to_string()]);
 
     let r = request(
         p.addr(),
@@ -170,7 +170,7 @@ async fn loop_missing_host_and_dead_app_pages() {
     assert_eq!(r.status, 508);
     assert!(r.text().contains("loop"), "{}", r.text());
 
-    let r = get(p.addr(), "down.localhost", "/").await;
+    let r = get(p.addr(), "gone.localhost", "/").await;
     assert_eq!(r.status, 502);
     assert!(
         r.text().contains(&format!("127.0.0.1:{dead_port}")),

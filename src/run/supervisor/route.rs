@@ -108,7 +108,7 @@ impl Supervisor {
 
     /// Write our route and wait until the daemon has applied it. A pool's route lists its
     /// ports; a single instance's route is the plain one-port route.
-    async fn write_route(
+    pub(super) async fn write_route(
         &mut self,
         ports: Vec<u16>,
         route_state: RouteState,
