@@ -79,7 +79,7 @@ pub enum Command {
     /// Register a lazy app without a portok.toml: it starts on its first request, stops
     /// when idle, and is kept across restarts until `portok remove`
     #[command(
-        after_help = "Examples:\n  portok add blog --dir ~/src/blog -- hugo server --port '$PORT'\n  portok add api --idle-stop 5m -- cargo run"
+        after_help = "Examples:\n  portok add blog --dir ~/src/blog -- sh -c 'hugo server --port $PORT'\n  portok add api --idle-stop 5m -- cargo run"
     )]
     Add(AddArgs),
     /// Forget an app registered with `portok add` (and stop it)

@@ -12,15 +12,20 @@
 //!      (list, get), `proxy` (start, stop, status), `app` (restart, logs over the run
 //!      socket), `status`, `switch`, `trust`, `hosts`, `service`, `ports`, `doctor` (read-only
 //!      checks with hints; `doctor/installed`: what portok put outside its state dir),
-//!      `prune` (apps whose `portok run` is gone), `clean` (undo everything), `generate`
+//!      `prune` (apps whose `portok run` is gone), `up` (up, down, ps), `added` (add, remove), `clean` (undo everything), `generate`
 //!      (completions and man pages from the clap definitions).
 //! 2. The processes that run for a while.
+//!    - `up` (`up.rs`: `portok up`, one `portok run --app NAME` child per app in dependency
+//!      order, output merged under `name |` prefixes, stopped in reverse order), `up/record`
+//!      (what a running `portok up` leaves for `down` and `ps`). It starts `run`s; it does not
+//!      import their insides beyond `child::describe_exit`.
 //!    - `run` (`run.rs`: a `Plan` carried out: route ownership, the run socket):
 //!      `supervisor` (one actor over the app's N instances, 1 by default: events and the
 //!      loop), `supervisor/deploy` (start, rolling redeploy, switch, rollback window,
 //!      drain), `supervisor/exits` (rollback, crash page, restart back-off, failed start),
 //!      `supervisor/route` (what the route says, process groups, redeploy reports),
-//!      `supervisor/slots` (slots, instances, back-off), `child` (spawn, env, process
+//!      `supervisor/slots` (slots, instances, back-off), `supervisor/lazy` (a lazy app's
+//!      wake and idle stop), `child` (spawn, env, process
 //!      groups, output), `watch` (notify + ignore, debounce), `daemon_link`
 //!      (what a run tells the daemon, and the watchdog), `ports` (each generation's port).
 //!    - [`daemon`] (`daemon.rs`: start/stop/status of the detached daemon): `runtime` (the
@@ -31,7 +36,8 @@
 //!      `admin/dashboard.html`), `status` (the one status type of the API, the dashboard and
 //!      `portok status`), `route_sync` (the table and routes.json in step: re-reads, the
 //!      daemon's own changes applied in memory then persisted, its own writes not re-read), `switch` (health-gated switch of an alias route with drain and
-//!      auto-rollback).
+//!      auto-rollback), `lazy` (waking an idle lazy app's `portok run`, and asking a live one
+//!      to stop after its idle_stop).
 //!    - [`probe`]: readiness (does the app answer on its port?).
 //!    - [`hosts`]: portok's block in /etc/hosts (for `portok hosts` and `--sync-hosts`).
 //!    - `service`: the login unit (systemd user unit, launchd agent) portok writes.
@@ -63,7 +69,9 @@
 //!      `trust/nss`: the system store and NSS databases.
 //!    - [`names`]: app names -> `NAME.localhost`, validation, Host normalisation.
 //!    - [`state`]: the state directory: paths, permissions, the proxy port.
-//!    - [`config`]: the project's settings (portok.toml, Cargo metadata, package.json).
+//!    - [`config`]: the project's settings (portok.toml, Cargo metadata, package.json);
+//!      `config/apps`: its `[apps.NAME]` and their start order.
+//!    - `added`: apps registered with `portok add` (apps.json) and how their owner starts.
 //!    - [`project`]: the project around a folder for naming (workspaces, git worktrees).
 //! 5. Small utilities: `fsutil` (files written whole: temp, fsync, rename), [`sys`] (what
 //!    portok asks of the OS: signals, ids, process facts through sysinfo, resource limits;

@@ -25,8 +25,13 @@ use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("{host} is already run by portok (pid {pid}); stop that one, or pass --force to take it over")]
-    Owned { host: String, pid: u32 },
+    #[error("{host} is already run by portok (pid {pid}{place}); stop that one, or pass --force to take it over")]
+    Owned {
+        host: String,
+        pid: u32,
+        /// ", in FOLDER": where the owner runs, so two projects with one name are told apart.
+        place: String,
+    },
     #[error("the running proxy does not serve .{tld} names: restart it with that TLD (`portok proxy stop && portok proxy start --tld {tld}`, or PORTOK_TLD={tld} in the environment of the first `portok run`)")]
     TldNotServed { tld: String },
     #[error(transparent)]
@@ -201,11 +206,7 @@ async fn take_name(
         .find(|r| r.hostname == hostname && r.pid != 0 && r.pid != me && pid_alive(r.pid));
     let Some(owner) = owner else { return Ok(()) };
     if !force {
-        return Err(RunError::Owned {
-            host: hostname.into(),
-            pid: owner.pid,
-        }
-        .into());
+        return Err(owned(hostname, owner.pid).into());
     }
     say(&format!(
         "--force: stopping the portok run (pid {}) that owns {hostname}",
@@ -224,6 +225,19 @@ async fn take_name(
     Ok(())
 }
 
+/// The error for `host` owned by the `portok run` `pid`, naming where that one runs.
+pub fn owned(host: &str, pid: u32) -> RunError {
+    let place = crate::sys::process(pid)
+        .and_then(|p| p.cwd)
+        .map(|d| format!(", in {}", d.display()))
+        .unwrap_or_default();
+    RunError::Owned {
+        host: host.into(),
+        pid,
+        place,
+    }
+}
+
 /// Write (or update) this process's route (`route.pid` is ours), keeping its `since`.
 pub fn register(state: &StateDir, mut route: Route) -> Result<(), RunError> {
     let me = route.pid;
@@ -232,10 +246,7 @@ pub fn register(state: &StateDir, mut route: Route) -> Result<(), RunError> {
             .iter()
             .find(|r| r.hostname == route.hostname && r.pid != me && r.pid != 0 && pid_alive(r.pid))
         {
-            return Err(RunError::Owned {
-                host: route.hostname.clone(),
-                pid: r.pid,
-            });
+            return Err(owned(&route.hostname, r.pid));
         }
         route.since = routes
             .iter()

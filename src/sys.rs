@@ -84,6 +84,8 @@ pub fn pid_alive(pid: u32) -> bool {
 pub struct Process {
     pub cmd: Vec<String>,
     pub zombie: bool,
+    /// The folder it runs in, when the system says.
+    pub cwd: Option<std::path::PathBuf>,
 }
 
 /// The process `pid`, if there is one we may look at.
@@ -91,7 +93,9 @@ pub fn process(pid: u32) -> Option<Process> {
     use sysinfo::{ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, UpdateKind};
     let mut sys = sysinfo::System::new().ok()?;
     let pid = sysinfo::Pid::from_u32(pid);
-    let kind = ProcessRefreshKind::nothing().with_cmd(UpdateKind::Always);
+    let kind = ProcessRefreshKind::nothing()
+        .with_cmd(UpdateKind::Always)
+        .with_cwd(UpdateKind::Always);
     sys.refresh_processes_specifics(ProcessesToUpdate::Some(&[pid]), true, kind);
     let p = sys.process(pid)?;
     Some(Process {
@@ -101,6 +105,7 @@ pub fn process(pid: u32) -> Option<Process> {
             .map(|a| a.to_string_lossy().into_owned())
             .collect(),
         zombie: matches!(p.status(), ProcessStatus::Zombie | ProcessStatus::Dead),
+        cwd: p.cwd().map(|c| c.to_path_buf()),
     })
 }
 

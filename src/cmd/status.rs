@@ -66,6 +66,12 @@ pub(super) fn status(name: Option<&str>, json: bool) -> anyhow::Result<i32> {
             opt(r.p50_ms.map(|v| v.to_string())),
             opt(r.p99_ms.map(|v| v.to_string())),
         );
+        if let Some(secs) = r.idle_stop {
+            println!(
+                "    lazy: starts on a request, stops after {} without one",
+                crate::ui::duration(secs)
+            );
+        }
         if let Some(n) = r.instances {
             let each: Vec<String> = r
                 .backends

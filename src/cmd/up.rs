@@ -76,6 +76,17 @@ pub(super) fn up(names: Vec<String>, detach: bool, detached: bool) -> anyhow::Re
                 .join(", ")
         );
     }
+    // A name another project's app (or a `portok run`) serves is refused before anything
+    // starts, naming where that one runs.
+    let routes = store::load(&state)?;
+    for app in &apps {
+        if let Some(r) = routes
+            .iter()
+            .find(|r| r.hostname == app.hostname && r.pid != 0)
+        {
+            return Err(crate::run::owned(&r.hostname, r.pid).into());
+        }
+    }
     let log = record::log_path(&state, &project);
     if detach {
         return detach_up(&state, &project, &names, &apps, &log);

@@ -414,6 +414,7 @@ pub fn route_status(d: &DaemonState, live: &LiveRoute) -> RouteStatus {
             })
             .collect(),
         pid: r.pid,
+        idle_stop: r.idle_stop,
         uptime_secs: r.since.map(|t| unix_now().saturating_sub(t)),
         requests: s.total(),
         inflight: s.inflight.load(Relaxed).max(0),
@@ -607,7 +608,10 @@ fn render_rows(status: &Status) -> String {
             st = r.state.as_str(),
             url = escape(&r.url),
             name = escape(&r.hostname),
-            kind = escape(&r.kind),
+            kind = match r.idle_stop {
+                Some(_) => format!("lazy {}", escape(&r.kind)),
+                None => escape(&r.kind),
+            },
             port = ports_text(r),
             pid = r.pid,
             gen = r.generation.map(|g| g.to_string()).unwrap_or_else(dash),

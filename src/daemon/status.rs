@@ -86,6 +86,9 @@ pub struct RouteStatus {
     pub switches: VecDeque<SwitchRecord>,
     pub crash: Option<CrashInfo>,
     pub tcp: Option<TcpStatus>,
+    /// A lazy app: stopped after this many seconds without a request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_stop: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

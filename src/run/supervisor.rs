@@ -50,6 +50,10 @@ pub struct Options {
     pub proxy_protocol: bool,
     /// `--lazy`: start on the first request, stop after this long with none.
     pub idle_stop: Option<Duration>,
+    /// An instance that crashes (or never answers) is started again after a back-off,
+    /// single or pooled, with the crash page meanwhile: apps of `portok up` and lazy apps,
+    /// which no terminal watches.
+    pub restart_crashed: bool,
 }
 
 impl Options {

@@ -86,6 +86,30 @@ async fn up_starts_a_project_in_order_and_a_lazy_app_on_its_first_request() {
             .any(|l| l.starts_with("api") && l.contains("live")),
         "{ps}"
     );
+    // Each app's output is also where `portok logs` finds it.
+    let logs = p.ok(&["logs", "api", "-n", "5"]);
+    assert!(logs.contains("hello: listening"), "{logs}");
+    // status and the dashboard show it idle and lazy, beside the live apps.
+    let status: serde_json::Value = serde_json::from_str(&p.ok(&["status", "--json"])).unwrap();
+    let routes = status["routes"].as_array().unwrap();
+    let docs = routes
+        .iter()
+        .find(|r| r["hostname"] == "docs.localhost")
+        .unwrap();
+    assert_eq!(
+        (docs["state"].as_str(), docs["idle_stop"].as_u64()),
+        (Some("idle"), Some(3))
+    );
+    let page = admin(&p, "GET", "/", None).await.text();
+    assert!(page.contains("lazy app"), "{page}");
+    assert!(
+        page.contains("<span class=\"badge idle\">idle</span>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<span class=\"badge live\">live</span>"),
+        "{page}"
+    );
 
     // The first requests start it; every one of them is answered by it.
     let first: Vec<Reply> =
@@ -374,4 +398,101 @@ async fn an_added_app_starts_on_demand_survives_a_daemon_restart_and_is_removed(
         "{}",
         stderr(&out)
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_that_crashes_on_every_start_backs_off_and_shows_its_output() {
+    let p = Portok::new();
+    let dir = p.dir.path().join("crashy");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("portok.toml"),
+        "[apps.bad]\ncommand = \"echo 'boom: no database'; exit 3\"\nwatch = false\n",
+    )
+    .unwrap();
+    let up = p.spawn_app(&dir, &["up"]);
+    up.wait_for("starting it again", LONG).await;
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let crashes = up.text().matches("starting it again").count();
+    // 0.25 s, 0.5 s, 1 s, 2 s...: a handful in 3 s, not a spin.
+    assert!(
+        (2..=6).contains(&crashes),
+        "{crashes} restarts in {:?}:\n{}",
+        started.elapsed(),
+        up.text()
+    );
+    let page = get_html(p.addr(), "bad.localhost", "/").await;
+    assert_eq!(page.status, 502, "{}", page.text());
+    assert!(page.text().contains("boom: no database"), "{}", page.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_project_with_the_same_app_name_is_refused_with_the_owners_path() {
+    let p = Portok::new();
+    let first = three_apps(&p);
+    let app = p.spawn_app(&first, &["run", "--app", "api"]);
+    app.wait_for("api ready in", LONG).await;
+    let second = p.dir.path().join("other");
+    std::fs::create_dir_all(&second).unwrap();
+    std::fs::write(
+        second.join("portok.toml"),
+        format!("[apps.api]\ncommand = \"{}\"\n", hello_bin().display()),
+    )
+    .unwrap();
+    let out = p.command().arg("up").current_dir(&second).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let want = format!(
+        "api.localhost is already run by portok (pid {}, in {})",
+        app.pid(),
+        first.display()
+    );
+    assert!(stderr(&out).contains(&want), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tcp_connection_to_an_idle_lazy_app_starts_it_and_is_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let p = Portok::new();
+    let dir = project(&p);
+    let listen = free_port();
+    let hello = hello_bin();
+    let app = p.spawn_app(
+        &dir,
+        &[
+            "run",
+            "db",
+            "--tcp",
+            &listen.to_string(),
+            "--lazy",
+            "--no-watch",
+            "--",
+            hello.to_str().unwrap(),
+        ],
+    );
+    app.wait_for("idle: the first request starts it", LONG)
+        .await;
+    assert!(
+        app.text()
+            .contains(&format!("db -> tcp 127.0.0.1:{listen}")),
+        "{}",
+        app.text()
+    );
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", listen))
+        .await
+        .unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\nHost: db\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(LONG, s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    assert!(
+        text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200"),
+        "{text}"
+    );
+    assert!(text.contains("generation 1"), "{text}");
 }

@@ -60,11 +60,15 @@ impl Supervisor {
         if self.slots[slot].kept.is_some() {
             return self.roll_back(slot, inst, why).await;
         }
-        if self.single() && inst.ready {
+        let restart = self.opts.restart_crashed;
+        if self.single() && inst.ready && !restart {
             return self.crashed_live(inst, why, status).await;
         }
-        // Out of the rotation at once.
-        self.sync_route().await;
+        // Out of the rotation at once (a single instance's route shows the crash page
+        // below instead).
+        if !self.single() {
+            self.sync_route().await;
+        }
         inst.gen.flush_output().await;
         let tail = inst.gen.tail(50);
         let up_for = inst.gen.started.elapsed();
@@ -72,10 +76,24 @@ impl Supervisor {
         // Whatever is left of its process group.
         inst.gen.stop(self.opts.kill_timeout).await;
         let anyone_ready = !self.ready_ports().is_empty();
-        if !was_ready && !anyone_ready && !self.any_ever_ready() {
+        if !restart && !was_ready && !anyone_ready && !self.any_ever_ready() {
             return self.start_failed(slot, inst, why, status, tail).await;
         }
         let delay = self.slots[slot].crashed(up_for, Instant::now());
+        if self.single() {
+            let (port, n) = (inst.gen.port, inst.gen.n);
+            say(&format!(
+                "generation {n} {why}; starting it again in {:.1}s (the crash page shows meanwhile)",
+                delay.as_secs_f64()
+            ));
+            for line in tail.iter().skip(tail.len().saturating_sub(5)) {
+                say(&format!("  | {line}"));
+            }
+            self.last_tail = tail.clone();
+            self.mark_crashed(port, n, format!("generation {n} {why}"), tail)
+                .await;
+            return None;
+        }
         say(&format!(
             "instance {slot} (port {}, generation {}) {why}; out of rotation, starting it again in {:.1}s ({} serving)",
             inst.gen.port,
