@@ -106,6 +106,23 @@ pub enum Command {
         #[arg(short = 'f', long)]
         follow: bool,
     },
+    /// The requests an app got (the inspector's last ones), one line each, like an access log
+    #[command(
+        after_help = "Examples:\n  portok inspect api -f\n  portok inspect api --json | jq 'select(.status >= 500)'"
+    )]
+    Inspect {
+        /// App name
+        name: String,
+        /// Keep printing requests as they come
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// One JSON object per request, with its headers
+        #[arg(long)]
+        json: bool,
+        /// Show Authorization, Cookie and Set-Cookie values (hidden by default)
+        #[arg(long)]
+        show_secrets: bool,
+    },
     /// Routes with their state, counters and last redeploy (what the dashboard shows)
     #[command(after_help = "Examples:\n  portok status\n  portok status myapp --json")]
     Status {
@@ -329,6 +346,12 @@ pub struct LimitArgs {
     /// Do not count requests per route (only to measure what counting costs)
     #[arg(long)]
     pub no_metrics: bool,
+    /// Keep no requests for the inspector (to measure what it costs)
+    #[arg(long)]
+    pub no_inspect: bool,
+    /// Requests the inspector keeps per route
+    #[arg(long, value_name = "N", default_value_t = crate::inspect::DEFAULT_CAPACITY)]
+    pub inspect_capacity: usize,
 }
 
 impl LimitArgs {
@@ -380,6 +403,15 @@ impl LimitArgs {
         if self.no_metrics {
             v.push("--no-metrics".into());
         }
+        if self.no_inspect {
+            v.push("--no-inspect".into());
+        }
+        if self.inspect_capacity != crate::inspect::DEFAULT_CAPACITY {
+            v.extend([
+                "--inspect-capacity".into(),
+                self.inspect_capacity.to_string(),
+            ]);
+        }
         v
     }
 
@@ -408,6 +440,8 @@ impl From<&crate::proxy::Limits> for LimitArgs {
             max_connections: l.max_connections,
             max_inflight: l.max_inflight,
             no_metrics: false,
+            no_inspect: false,
+            inspect_capacity: crate::inspect::DEFAULT_CAPACITY,
         }
     }
 }
@@ -511,6 +545,9 @@ pub struct RunArgs {
     /// Set an environment variable for the app (repeatable)
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
+    /// The request inspector keeps the first 64 KiB of each request and response body
+    #[arg(long)]
+    pub inspect_bodies: bool,
     /// The command and its arguments (default: portok.toml's `command`)
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -578,6 +615,7 @@ impl RunArgs {
         self.tcp = self.tcp.or(config.tcp);
         self.instances = self.instances.or(config.instances);
         self.lazy |= config.lazy.unwrap_or(false);
+        self.inspect_bodies |= config.inspect_bodies.unwrap_or(false);
         self.idle_stop = self.idle_stop.or(config.idle_stop);
         // The flags' variables win: they come last.
         let flags = std::mem::take(&mut self.env);

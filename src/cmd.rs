@@ -20,6 +20,7 @@ pub(crate) mod clean;
 pub(crate) mod doctor;
 pub(crate) mod generate;
 mod hosts;
+mod inspect;
 mod list;
 mod ports;
 mod proxy;
@@ -65,6 +66,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 tls,
                 redirect_https: args.tls.redirect_https,
                 metrics: !args.limits.no_metrics,
+                inspect_capacity: if args.limits.no_inspect {
+                    0
+                } else {
+                    args.limits.inspect_capacity
+                },
                 sync_hosts: args.sync_hosts,
                 tlds: checked_tlds(&args.tlds)?,
             };
@@ -81,6 +87,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Ps { json } => up::ps(json),
         Command::Add(args) => added::add(args),
         Command::Remove { name } => added::remove(&name),
+        Command::Inspect {
+            name,
+            follow,
+            json,
+            show_secrets,
+        } => inspect::main(&name, follow, json, show_secrets),
         Command::Restart { name } => restart(&name),
         Command::Logs {
             name,

@@ -33,6 +33,7 @@ pub const KEYS: &[&str] = &[
     "lazy",
     "idle_stop",
     "env",
+    "inspect_bodies",
     "apps",
 ];
 
@@ -94,6 +95,8 @@ pub struct Config {
     pub idle_stop: Option<std::time::Duration>,
     /// Extra environment for the app.
     pub env: Vec<(String, String)>,
+    /// The inspector keeps bodies.
+    pub inspect_bodies: Option<bool>,
     /// `[apps.NAME]`: the folder the app runs in, relative to the project.
     pub dir: Option<PathBuf>,
     /// `[apps.NAME]`: apps that must be ready before this one starts.
@@ -321,6 +324,9 @@ fn parse_table(file: &str, value: &Value, app: bool) -> Result<Config, ConfigErr
             }
             "reload" => c.reload = Some(v.as_bool().ok_or_else(|| ty("true or false"))?),
             "lazy" => c.lazy = Some(v.as_bool().ok_or_else(|| ty("true or false"))?),
+            "inspect_bodies" => {
+                c.inspect_bodies = Some(v.as_bool().ok_or_else(|| ty("true or false"))?)
+            }
             "idle_stop" => {
                 let d = match v {
                     Value::String(s) => crate::ui::parse_duration(s).map_err(bad)?,

@@ -54,6 +54,14 @@ pub enum Request {
         hostname: String,
         request: SwitchRequest,
     },
+    /// The inspector's requests of a route after id `after` (`portok inspect`).
+    Requests {
+        name: String,
+        #[serde(default)]
+        after: u64,
+        #[serde(default)]
+        secrets: bool,
+    },
 }
 
 /// `portok switch` / `POST /api/routes/NAME/switch`: move an alias route to `port` once
@@ -180,6 +188,10 @@ pub enum AppRequest {
     Wake,
     /// From the daemon: this lazy app had no request for its idle_stop; stop it.
     Idle,
+    /// Serve the generation kept for the rollback window again.
+    Rollback,
+    /// Stop the app and end its `portok run`.
+    Stop,
 }
 
 /// A `portok run`'s answer.
@@ -198,6 +210,9 @@ pub enum AppReply {
     /// A `wake` or `idle` was taken in.
     Noted,
 }
+
+/// How many lines of output a `portok run` keeps per generation (what `logs` can give).
+pub const LOG_LINES: usize = 200;
 
 /// The app's run socket, where `portok restart` and `portok logs` reach its supervisor.
 pub fn app_socket(state: &StateDir, hostname: &str) -> PathBuf {

@@ -92,6 +92,7 @@ pub(crate) mod control;
 pub(crate) mod daemon;
 pub(crate) mod fsutil;
 pub(crate) mod hosts;
+pub mod inspect;
 pub mod metrics;
 pub mod names;
 pub(crate) mod ports;

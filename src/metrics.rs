@@ -3,6 +3,8 @@
 //! once-a-second sampler for rolling requests/s, redeploy and switch history, Prometheus
 //! text, and persistence in `stats.json` so the numbers survive a daemon restart.
 
+pub mod timeline;
+
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
@@ -14,6 +16,30 @@ use std::time::Duration;
 pub const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// Approximate quantile of a histogram over [`BUCKETS`] (linear within a bucket), in
+/// seconds.
+pub fn quantile_of(counts: &[u64], q: f64) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = q * total as f64;
+    let mut seen = 0u64;
+    for (i, &c) in counts.iter().enumerate() {
+        if c > 0 && (seen + c) as f64 >= rank {
+            let lo = if i == 0 { 0.0 } else { BUCKETS[i - 1] };
+            let hi = BUCKETS
+                .get(i)
+                .copied()
+                .unwrap_or(BUCKETS[BUCKETS.len() - 1] * 2.0);
+            let within = (rank - seen as f64) / c as f64;
+            return Some(lo + (hi - lo) * within.clamp(0.0, 1.0));
+        }
+        seen += c;
+    }
+    None
+}
 
 /// How many redeploy and switch records each route keeps.
 const HISTORY: usize = 20;
@@ -33,6 +59,10 @@ pub struct RouteStats {
     pub rps_bits: AtomicU64,
     last_total: AtomicU64,
     pub history: Mutex<History>,
+    /// Per second and per minute, taken by the sampler.
+    pub timeline: Mutex<timeline::Timeline>,
+    /// The inspector's last requests, made on the first one.
+    pub inspect: crate::inspect::Slot,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -139,25 +169,7 @@ impl RouteStats {
     /// Approximate quantile from the histogram (linear within a bucket), in seconds.
     pub fn quantile(&self, q: f64) -> Option<f64> {
         let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let rank = q * total as f64;
-        let mut seen = 0u64;
-        for (i, &c) in counts.iter().enumerate() {
-            if c > 0 && (seen + c) as f64 >= rank {
-                let lo = if i == 0 { 0.0 } else { BUCKETS[i - 1] };
-                let hi = BUCKETS
-                    .get(i)
-                    .copied()
-                    .unwrap_or(BUCKETS[BUCKETS.len() - 1] * 2.0);
-                let within = (rank - seen as f64) / c as f64;
-                return Some(lo + (hi - lo) * within.clamp(0.0, 1.0));
-            }
-            seen += c;
-        }
-        None
+        quantile_of(&counts, q)
     }
 
     pub fn record_redeploy(&self, rec: RedeployRecord) {
@@ -210,6 +222,14 @@ impl RouteStats {
 }
 
 impl RequestMeter {
+    pub fn stats(&self) -> &Arc<RouteStats> {
+        &self.stats
+    }
+
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.start.elapsed()
+    }
+
     /// The response (or error page) went out with this status.
     pub fn finish(self, status: u16, upstream_error: bool) {
         let s = &self.stats;
@@ -288,13 +308,19 @@ impl Metrics {
         self.next_switch_id.fetch_add(1, Relaxed) + 1
     }
 
-    /// Update every route's rolling requests/s; called once per `interval`.
+    /// Update every route's rolling requests/s and its timeline; called once per
+    /// `interval` (a second).
     pub fn sample(&self, interval: Duration) {
+        let now = crate::routes::unix_now();
         for (_, s) in self.all() {
             let total = s.total();
             let last = s.last_total.swap(total, Relaxed);
             let rps = total.saturating_sub(last) as f64 / interval.as_secs_f64();
             s.rps_bits.store(rps.to_bits(), Relaxed);
+            s.timeline
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .sample(&s, now);
         }
     }
 

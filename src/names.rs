@@ -33,6 +33,7 @@ pub const RESERVED: &[&str] = &[
     "ps",
     "add",
     "remove",
+    "inspect",
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

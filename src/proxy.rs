@@ -2,6 +2,7 @@
 //! plain decided by the first byte, then hyper (HTTP/1.1 + HTTP/2, upgrades on).
 
 pub(crate) mod app_body;
+pub(crate) mod capture;
 pub(crate) mod chunked;
 pub(crate) mod conn;
 pub(crate) mod decide;
@@ -105,6 +106,8 @@ pub struct Ctx {
     pub metrics: Arc<Metrics>,
     /// `proxy start --no-metrics` turns per-request counting off (to measure its cost).
     pub metrics_enabled: bool,
+    /// Requests the inspector keeps per route (0: the inspector is off, `--no-inspect`).
+    pub inspect_capacity: usize,
     pub state: StateDir,
     /// TCP routes' listeners and counters.
     pub tcp: crate::proxy::tcp::TcpRoutes,
@@ -155,6 +158,7 @@ impl Ctx {
             crashes: Mutex::new(HashMap::new()),
             metrics,
             metrics_enabled: true,
+            inspect_capacity: crate::inspect::DEFAULT_CAPACITY,
             state,
             tcp: Default::default(),
             port,
@@ -211,6 +215,13 @@ impl Ctx {
         {
             let mut crashes = self.crashes.lock().unwrap_or_else(|e| e.into_inner());
             crashes.retain(|host, _| table.lookup(host).is_some_and(|l| l.route.is_crashed()));
+        }
+        if self.inspect_capacity > 0 {
+            for live in table.sorted().iter().filter(|l| l.route.inspect_bodies) {
+                let ring = live.stats.inspect.get_or_init(self.inspect_capacity);
+                ring.bodies
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         let old = self.routes.swap(Arc::new(table));
         let new = self.routes.load();

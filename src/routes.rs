@@ -53,6 +53,9 @@ pub struct Route {
     /// seconds with no request, and to start it again on the next one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_stop: Option<u64>,
+    /// The inspector keeps this app's request and response bodies (`--inspect-bodies`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inspect_bodies: bool,
 }
 
 /// Where an app is: written by its `portok run`, read by the proxy (hold, crash page),
@@ -110,6 +113,7 @@ impl Route {
             ports: Vec::new(),
             instances: None,
             idle_stop: None,
+            inspect_bodies: false,
         }
     }
 

@@ -313,6 +313,25 @@ async fn serve_run_socket(
     }))
 }
 
+/// Send `make(waiter)` to the supervisor and answer with how it went.
+async fn outcome(tx: &mpsc::Sender<Control>, make: fn(supervisor::Waiter) -> Control) -> AppReply {
+    let (rtx, rrx) = oneshot::channel();
+    if tx.send(make(rtx)).await.is_err() {
+        return AppReply::Failed {
+            message: "the app is shutting down".into(),
+        };
+    }
+    match rrx.await {
+        Ok(Ok(message)) => AppReply::Redeployed { message },
+        Ok(Err(e)) => AppReply::Failed {
+            message: e.to_string(),
+        },
+        Err(_) => AppReply::Failed {
+            message: "the request was abandoned".into(),
+        },
+    }
+}
+
 async fn answer(line: &str, tx: &mpsc::Sender<Control>) -> AppReply {
     let failed = |message: &str| AppReply::Failed {
         message: message.into(),
@@ -340,6 +359,8 @@ async fn answer(line: &str, tx: &mpsc::Sender<Control>) -> AppReply {
                 lines: rrx.await.unwrap_or_default(),
             }
         }
+        Ok(AppRequest::Rollback) => outcome(tx, Control::Rollback).await,
+        Ok(AppRequest::Stop) => outcome(tx, Control::Stop).await,
         Ok(AppRequest::Wake) => {
             let _ = tx.send(Control::Wake).await;
             AppReply::Noted

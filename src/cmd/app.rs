@@ -47,7 +47,7 @@ pub(super) fn logs(name: &str, lines: usize, follow: bool) -> anyhow::Result<i32
     }
     loop {
         std::thread::sleep(std::time::Duration::from_millis(300));
-        let now: Vec<String> = match ask(crate::run::child::KEEP_LINES) {
+        let now: Vec<String> = match ask(control::LOG_LINES) {
             Ok(lines) => lines,
             Err(_) => return Ok(0),
         };

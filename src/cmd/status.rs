@@ -66,6 +66,15 @@ pub(super) fn status(name: Option<&str>, json: bool) -> anyhow::Result<i32> {
             opt(r.p50_ms.map(|v| v.to_string())),
             opt(r.p99_ms.map(|v| v.to_string())),
         );
+        if let Some(i) = &r.inspector {
+            println!(
+                "    inspector: {} of {} requests kept{}, {} KiB",
+                i.requests,
+                i.capacity,
+                if i.bodies { " with bodies" } else { "" },
+                i.memory_bytes.div_ceil(1024)
+            );
+        }
         if let Some(secs) = r.idle_stop {
             println!(
                 "    lazy: starts on a request, stops after {} without one",

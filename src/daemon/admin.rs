@@ -19,6 +19,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod app;
+mod history;
+pub(crate) mod inspect;
+mod pages;
+
 pub const HOST: &str = crate::names::ADMIN_HOST;
 
 /// The daemon's pages, as the proxy reaches them ([`crate::proxy::DaemonPages`]).
@@ -63,18 +68,91 @@ pub async fn handle(
     }
     let path = req.uri().path().to_string();
     let method = req.method().clone();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let param = |key: &str| param(&query, key);
+    let secrets = param("secrets").is_some_and(|v| v == "1" || v == "true");
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let not_found = |name: &str| {
+        json_response(
+            StatusCode::NOT_FOUND,
+            json!({"error": format!("no route named {name}")}),
+        )
+    };
     match (&method, segments.as_slice()) {
-        (&Method::GET, [""]) => html_response(dashboard(d)),
+        (&Method::GET, [""]) => html_response(pages::dashboard(d)),
+        (&Method::GET, ["rows"]) => html_response(pages::rows(d, &status(d))),
+        (&Method::GET, ["style.css"]) => {
+            let mut r = Response::new(ProxyBody::full(pages::STYLE));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/css"));
+            r
+        }
+        (&Method::GET, ["routes", name]) => match route_status_by_name(d, name) {
+            Some(r) => {
+                let log = app::tail(d, &r.hostname, 100).await;
+                html_response(pages::route_page(d, &r, &log))
+            }
+            None => not_found(name),
+        },
+        (&Method::GET, ["routes", name, "charts"]) => match hostname_of(d, name) {
+            Some(host) => html_response(pages::charts(d, &host)),
+            None => not_found(name),
+        },
+        (&Method::GET, ["inspect", name]) => match inspect::list(d, name, 0, false) {
+            Ok(list) => {
+                let bodies = inspect::ring(d, name)
+                    .ok()
+                    .and_then(|(_, s)| s)
+                    .and_then(|s| s.inspect.get().map(|r| r.bodies.load(Relaxed)))
+                    .unwrap_or(false);
+                html_response(pages::inspect_page(d, name, &list, bodies))
+            }
+            Err(e) => inspect::error_response(&e),
+        },
         (&Method::GET, ["api", "status"]) => json_response(StatusCode::OK, json!(status(d))),
         (&Method::GET, ["api", "events"]) => events(d, None),
         (&Method::GET, ["api", "routes", name]) => match route_status_by_name(d, name) {
             Some(r) => json_response(StatusCode::OK, json!(r)),
-            None => json_response(
-                StatusCode::NOT_FOUND,
-                json!({"error": format!("no route named {name}")}),
-            ),
+            None => not_found(name),
         },
+        (&Method::GET, ["api", "routes", name, "history"]) => {
+            let Some(host) = hostname_of(d, name) else {
+                return not_found(name);
+            };
+            match history::window(param("window").as_deref()) {
+                Ok(secs) => {
+                    let stats = d.ctx.metrics.route(&host);
+                    json_response(StatusCode::OK, history::history_json(&stats, &host, secs))
+                }
+                Err(e) => json_response(StatusCode::BAD_REQUEST, json!({"error": e})),
+            }
+        }
+        (&Method::GET, ["api", "routes", name, "logs"]) => match hostname_of(d, name) {
+            Some(host) => app::follow(d, host),
+            None => not_found(name),
+        },
+        (&Method::GET, ["api", "routes", name, "requests"]) => {
+            let after = param("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+            match inspect::list(d, name, after, secrets) {
+                Ok(list) => json_response(StatusCode::OK, Value::Array(list)),
+                Err(e) => inspect::error_response(&e),
+            }
+        }
+        (&Method::GET, ["api", "routes", name, "requests", "stream"]) => {
+            inspect::stream(d, name, secrets).unwrap_or_else(|e| inspect::error_response(&e))
+        }
+        (&Method::GET, ["api", "routes", name, "requests", id]) => {
+            let Ok(id) = id.parse::<u64>() else {
+                return json_response(
+                    StatusCode::NOT_FOUND,
+                    json!({"error": format!("{id:?} is not a request id")}),
+                );
+            };
+            match inspect::one(d, name, id, secrets) {
+                Ok(v) => json_response(StatusCode::OK, v),
+                Err(e) => inspect::error_response(&e),
+            }
+        }
         (&Method::GET, ["metrics"]) => {
             let hosts = d.ctx.routes.load().hostnames();
             let mut text = d.ctx.metrics.prometheus(&hosts);
@@ -87,14 +165,48 @@ pub async fn handle(
             );
             r
         }
+        (&Method::POST, ["api", "routes", name, "requests", id, "replay"]) => {
+            if let Err(resp) = authorize(d, &req, conn) {
+                return *resp;
+            }
+            let Ok(id) = id.parse::<u64>() else {
+                return json_response(
+                    StatusCode::NOT_FOUND,
+                    json!({"error": format!("{id:?} is not a request id")}),
+                );
+            };
+            match inspect::replay(d, name, id).await {
+                Ok(v) => json_response(StatusCode::OK, v),
+                Err(e) => inspect::error_response(&e),
+            }
+        }
         (&Method::POST, ["api", "routes", name, action]) => {
             if let Err(resp) = authorize(d, &req, conn) {
                 return *resp;
             }
+            let Some(host) = hostname_of(d, name) else {
+                return not_found(name);
+            };
             let name = name.to_string();
+            use crate::control::AppRequest;
             match *action {
-                "restart" => restart(d, &name).await,
-                "switch" => switch(d, &name, req.uri().query().unwrap_or("")).await,
+                "restart" => app::action(d, host, AppRequest::Restart).await,
+                "rollback" => app::action(d, host, AppRequest::Rollback).await,
+                "stop" => app::action(d, host, AppRequest::Stop).await,
+                "switch" => switch(d, &name, &query).await,
+                "inspect-bodies" => {
+                    let on = param("on").is_some_and(|v| v == "1" || v == "true");
+                    let ring = d
+                        .ctx
+                        .metrics
+                        .route(&host)
+                        .inspect
+                        .get_or_init(d.ctx.inspect_capacity.max(1))
+                        .bodies
+                        .swap(on, Relaxed);
+                    let _ = ring;
+                    json_response(StatusCode::OK, json!({"ok": true, "bodies": on}))
+                }
                 _ => json_response(
                     StatusCode::NOT_FOUND,
                     json!({"error": format!("unknown action {action}")}),
@@ -106,6 +218,48 @@ pub async fn handle(
             json!({"error": format!("nothing at {method} {path}")}),
         ),
     }
+}
+
+/// A query parameter's value (percent-decoding is not needed for the values used here).
+fn param(query: &str, key: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.to_string())
+}
+
+/// The host name of the route `name` names: a host name as given, the name under
+/// .localhost, or a route whose short name it is (a custom TLD's).
+fn hostname_of(d: &DaemonState, name: &str) -> Option<String> {
+    let table = d.ctx.routes.load();
+    let routes = table.sorted();
+    let by = |host: &str| {
+        routes
+            .iter()
+            .find(|l| l.route.hostname == host)
+            .map(|l| l.route.hostname.clone())
+    };
+    by(name)
+        .or_else(|| crate::names::hostname_for(name).ok().and_then(|h| by(&h)))
+        .or_else(|| {
+            routes
+                .iter()
+                .find(|l| short_name(&l.route.hostname) == name)
+                .map(|l| l.route.hostname.clone())
+        })
+}
+
+/// A server-sent events response fed by `rx`.
+fn sse_response(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::Channel(rx));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 /// Prometheus lines for each instance of a pool (`portok run --instances N`).
@@ -203,6 +357,15 @@ fn authorize(
     req: &Request<Incoming>,
     conn: ConnInfo,
 ) -> Result<(), Box<Response<ProxyBody>>> {
+    // A page of another origin can make a browser send a request here, though not read
+    // the answer; it is refused whatever token it guesses. (The token itself is only in
+    // pages served to loopback clients on this exact host, which other origins cannot read.)
+    if let Some(why) = cross_origin(req.headers()) {
+        return Err(Box::new(json_response(
+            StatusCode::FORBIDDEN,
+            json!({"error": why}),
+        )));
+    }
     let ip = conn.peer.ip();
     let mut failures = d.admin_failures.lock().unwrap_or_else(|e| e.into_inner());
     let now = Instant::now();
@@ -237,46 +400,40 @@ fn authorize(
     }
 }
 
+/// Why a request comes from another site's page: its Origin is not the dashboard's, or
+/// the browser says it is cross-site. None for the dashboard's own pages and for clients
+/// that are not browsers (curl sends neither header).
+fn cross_origin(headers: &http::HeaderMap) -> Option<&'static str> {
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let o = origin.to_str().unwrap_or("");
+        let host = o
+            .strip_prefix("http://")
+            .or_else(|| o.strip_prefix("https://"))
+            .unwrap_or("");
+        let host = host.rsplit_once(':').map_or(host, |(h, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        });
+        if host != HOST {
+            return Some("requests from other sites' pages cannot use the admin API");
+        }
+    }
+    match headers.get("sec-fetch-site").map(|v| v.as_bytes()) {
+        Some(b"cross-site") | Some(b"same-site") => {
+            Some("requests from other sites' pages cannot use the admin API")
+        }
+        _ => None,
+    }
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn restart(d: &DaemonState, name: &str) -> Response<ProxyBody> {
-    let Ok(host) = crate::names::hostname_for(name) else {
-        return json_response(
-            StatusCode::BAD_REQUEST,
-            json!({"error": format!("{name:?} is not a valid name")}),
-        );
-    };
-    let state = d.ctx.state.clone();
-    let answer = tokio::task::spawn_blocking(move || {
-        let restart = crate::control::AppRequest::Restart;
-        crate::control::ask_app(&state, &host, &restart, Duration::from_secs(3600))
-    })
-    .await;
-    match answer {
-        Ok(Ok(crate::control::AppReply::Redeployed { message })) => {
-            json_response(StatusCode::OK, json!({"ok": true, "message": message}))
-        }
-        Ok(Ok(crate::control::AppReply::Failed { message })) => {
-            json_response(StatusCode::CONFLICT, json!({"ok": false, "error": message}))
-        }
-        Ok(Ok(other)) => json_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            json!({"ok": false, "error": format!("the app's portok run answered a restart with {other:?}")}),
-        ),
-        Ok(Err(e)) => json_response(
-            StatusCode::CONFLICT,
-            json!({"ok": false, "error": format!("{e:#}")}),
-        ),
-        Err(e) => json_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            json!({"ok": false, "error": e.to_string()}),
-        ),
-    }
 }
 
 async fn switch(d: &Arc<DaemonState>, name: &str, query: &str) -> Response<ProxyBody> {
@@ -368,15 +525,6 @@ fn ms(v: Option<f64>) -> Option<f64> {
     v.map(|s| (s * 1e5).round() / 100.0)
 }
 
-/// "4001" or, for a pool, "4001, 4002, 4003 (3 of 3 instances)".
-fn ports_text(r: &RouteStatus) -> String {
-    let ports: Vec<String> = r.ports.iter().map(|p| p.to_string()).collect();
-    match r.instances {
-        Some(n) => format!("{} ({} of {n} instances)", ports.join(", "), ports.len()),
-        None => r.port.to_string(),
-    }
-}
-
 /// One route as the API, `portok status` and the dashboard show it.
 pub fn route_status(d: &DaemonState, live: &LiveRoute) -> RouteStatus {
     let r = &live.route;
@@ -415,6 +563,20 @@ pub fn route_status(d: &DaemonState, live: &LiveRoute) -> RouteStatus {
             .collect(),
         pid: r.pid,
         idle_stop: r.idle_stop,
+        inspector: s.inspect.get().map(|ring| {
+            let (requests, bytes) = ring.usage();
+            let timeline = s
+                .timeline
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .memory();
+            crate::daemon::status::InspectorStatus {
+                requests,
+                capacity: ring.capacity(),
+                memory_bytes: bytes + timeline,
+                bodies: ring.bodies.load(Relaxed),
+            }
+        }),
         uptime_secs: r.since.map(|t| unix_now().saturating_sub(t)),
         requests: s.total(),
         inflight: s.inflight.load(Relaxed).max(0),
@@ -452,7 +614,7 @@ pub fn route_status(d: &DaemonState, live: &LiveRoute) -> RouteStatus {
 }
 
 fn route_status_by_name(d: &DaemonState, name: &str) -> Option<RouteStatus> {
-    let host = crate::names::hostname_for(name).ok()?;
+    let host = hostname_of(d, name)?;
     let table = d.ctx.routes.load();
     let live = table
         .sorted()
@@ -548,14 +710,7 @@ fn events_with(
             }
         }
     });
-    let mut r = Response::new(ProxyBody::Channel(rx));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+    sse_response(rx)
 }
 
 /// `/__portok/events` on an app's host: that app's events only, starting with a failure
@@ -569,72 +724,3 @@ pub fn app_events(d: &Arc<DaemonState>, host: &str) -> Response<ProxyBody> {
         .cloned();
     events_with(d, Some(host.to_string()), standing)
 }
-
-fn dashboard(d: &DaemonState) -> String {
-    let status = status(d);
-    let rows = render_rows(&status);
-    let data = serde_json::to_string(&status)
-        .unwrap_or_default()
-        .replace("</", "<\\/");
-    DASHBOARD
-        .replace("{{ROWS}}", &rows)
-        .replace("{{VERSION}}", env!("CARGO_PKG_VERSION"))
-        .replace("{{PORT}}", &d.ctx.port.to_string())
-        .replace("{{DATA}}", &data)
-}
-
-/// The routes table, rendered on the server so the page reads without JavaScript. The
-/// script re-renders the same markup from the event stream.
-fn render_rows(status: &Status) -> String {
-    use crate::proxy::pages::escape;
-    if status.routes.is_empty() {
-        return "<tr><td colspan=\"8\" class=\"empty\">No apps yet. Start one with <code>portok myapp cargo run</code> or <code>portok alias api 8080</code>.</td></tr>".into();
-    }
-    let dash = || "-".to_string();
-    let mut out = String::new();
-    for r in &status.routes {
-        let last = match &r.last_redeploy {
-            Some(d) => format!(
-                "{} ({}, {} ms)",
-                d.outcome.as_str(),
-                escape(&d.reason),
-                d.millis
-            ),
-            None => dash(),
-        };
-        let f = |v: Option<f64>| v.map(|v| format!("{v}")).unwrap_or_else(dash);
-        out.push_str(&format!(
-            "<tr class=\"st-{st}\"><td><a href=\"{url}\">{name}</a><div class=\"sub\">{kind} · port {port} · pid {pid} · gen {gen}</div></td><td><span class=\"badge {st}\">{st}</span></td><td>{req}<div class=\"sub\">2xx {c2} · 4xx {c4} · 5xx {c5}</div></td><td>{inflight}</td><td>{rps}</td><td>{p50} / {p99}</td><td>{up}</td><td>{last}</td></tr>",
-            st = r.state.as_str(),
-            url = escape(&r.url),
-            name = escape(&r.hostname),
-            kind = match r.idle_stop {
-                Some(_) => format!("lazy {}", escape(&r.kind)),
-                None => escape(&r.kind),
-            },
-            port = ports_text(r),
-            pid = r.pid,
-            gen = r.generation.map(|g| g.to_string()).unwrap_or_else(dash),
-            req = r.requests,
-            c2 = r.responses.success,
-            c4 = r.responses.client_error,
-            c5 = r.responses.server_error,
-            inflight = r.inflight,
-            rps = f(Some(r.rps)),
-            p50 = f(r.p50_ms),
-            p99 = f(r.p99_ms),
-            up = r.uptime_secs.map(crate::ui::duration).unwrap_or_else(dash),
-        ));
-        if let Some(crash) = &r.crash {
-            let tail: Vec<String> = crash.tail.iter().map(|l| escape(l)).collect();
-            out.push_str(&format!(
-                "<tr class=\"crash\"><td colspan=\"8\"><b>{}</b><pre>{}</pre></td></tr>",
-                escape(&crash.message),
-                tail.join("\n")
-            ));
-        }
-    }
-    out
-}
-
-const DASHBOARD: &str = include_str!("admin/dashboard.html");

@@ -29,6 +29,8 @@ pub struct DaemonConfig {
     pub redirect_https: bool,
     /// Per-request counting (on unless `--no-metrics`).
     pub metrics: bool,
+    /// Requests the inspector keeps per route (0: `--no-inspect`).
+    pub inspect_capacity: usize,
     /// Keep the hosts file's portok block in step with the routes, and remove it at
     /// shutdown (`--sync-hosts` / `PORTOK_SYNC_HOSTS=1`; see `crate::hosts`).
     pub sync_hosts: bool,
@@ -165,6 +167,7 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
     );
     ctx.redirect_https = config.redirect_https;
     ctx.metrics_enabled = config.metrics;
+    ctx.inspect_capacity = config.inspect_capacity;
     let ctx = Arc::new(ctx);
     let shared = Arc::new(DaemonState::new(ctx.clone(), token, config.tlds.clone()));
     let _ = ctx
@@ -430,6 +433,17 @@ async fn handle_control(req: Request, daemon: &Daemon) -> Reply {
             });
             Reply::ok()
         }
+        Request::Requests {
+            name,
+            after,
+            secrets,
+        } => match crate::daemon::admin::inspect::list(&daemon.shared, &name, after, secrets) {
+            Ok(list) => Reply {
+                data: Some(serde_json::Value::Array(list)),
+                ..Reply::ok()
+            },
+            Err(e) => Reply::error(e.to_string()),
+        },
         Request::Detail => Reply {
             data: serde_json::to_value(crate::daemon::admin::status(&daemon.shared)).ok(),
             ..Reply::ok()

@@ -89,6 +89,18 @@ pub struct RouteStatus {
     /// A lazy app: stopped after this many seconds without a request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_stop: Option<u64>,
+    /// What the request inspector holds for the route (None: no request yet, or off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inspector: Option<InspectorStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InspectorStatus {
+    pub requests: usize,
+    pub capacity: usize,
+    /// Bytes its kept requests and their buffers take, with the timeline's.
+    pub memory_bytes: usize,
+    pub bodies: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -71,6 +71,7 @@ where
         peer_ip: info.peer.ip(),
         up: None,
         half_closed: false,
+        rec: crate::inspect::Record::default(),
     };
     let outcome = conn.serve(io, info, ctx, watch).await;
     if let Some(up) = conn.up.take() {
@@ -92,6 +93,9 @@ struct Conn {
     up: Option<Upstream>,
     /// The client ended its side after pipelining requests: answer them, then close.
     half_closed: bool,
+    /// The inspector's record of the current request; its buffers go round the route's
+    /// ring and come back (see `inspect::Ring::push`).
+    rec: crate::inspect::Record,
 }
 
 /// Facts about a request that the relay needs once its upstream head is written.
@@ -110,6 +114,8 @@ struct Plan {
     pool: bool,
     /// For an error page: the client accepts HTML.
     html: bool,
+    /// The inspector keeps this request (`rec` holds its request head).
+    capture: bool,
 }
 
 enum Step {
@@ -224,7 +230,8 @@ impl Conn {
         let Ok(Decision::Forward(target)) = decide(ctx, &ask, &mut meter) else {
             return None;
         };
-        if target.navigation {
+        // Bodies are kept only through hyper's path (the body is teed there).
+        if target.navigation || meter.as_ref().is_some_and(super::capture::bodies_wanted) {
             return None;
         }
         self.host.clear();
@@ -252,6 +259,23 @@ impl Conn {
             },
         };
         request_head::write(out, &outbound, request_head::parsed_lines(req.headers));
+        let capture = match &meter {
+            Some(m) if ctx.inspect_capacity > 0 => {
+                let v = crate::inspect::Version::Http11;
+                super::capture::begin(&mut self.rec, m, ctx.inspect_capacity, &info, v);
+                true
+            }
+            _ => false,
+        };
+        if capture {
+            let body_len = facts.length.unwrap_or(0);
+            super::capture::request(
+                &mut self.rec,
+                out,
+                head_len as u64 + body_len,
+                &target.backend,
+            );
+        }
         Some(Plan {
             backend: target.backend,
             meter,
@@ -263,6 +287,7 @@ impl Conn {
             idempotent: decide::idempotent(method),
             html: facts.html,
             pool: target.pool,
+            capture,
         })
     }
 
@@ -370,6 +395,10 @@ impl Conn {
         // The client's response head, and as much of the body as came with it.
         self.out.clear();
         response_head::write_app_head(&mut self.out, &head, &rbuf.0, &framing, plan.close);
+        if plan.capture {
+            super::capture::response(&mut self.rec, &self.out);
+        }
+        let mut bytes_out = self.out.len() as u64;
         let first = &rbuf.0[head.len..head.filled];
         let mut reusable = head.keep_alive;
         let mut body_end = false;
@@ -397,6 +426,9 @@ impl Conn {
                     self.out.extend_from_slice(first);
                     let _ = write_client(io, &self.out).await;
                     if let Some(m) = plan.meter {
+                        if plan.capture {
+                            super::capture::push(&mut self.rec, &m, status, self.out.len() as u64);
+                        }
                         m.finish(status, true);
                     }
                     exchange.complete();
@@ -424,6 +456,7 @@ impl Conn {
                     &mut framing,
                     &mut self.out,
                     watch,
+                    &mut bytes_out,
                 )
                 .await
             }
@@ -431,6 +464,9 @@ impl Conn {
         };
         drop(guard);
         if let Some(m) = plan.meter {
+            if plan.capture {
+                super::capture::push(&mut self.rec, &m, status, bytes_out);
+            }
             m.finish(status, false);
         }
         exchange.complete();
@@ -486,11 +522,16 @@ impl Conn {
         };
         tracing::debug!(peer = %self.peer_ip, error = %err, "answered with an error page");
         let page = pages::error_page(&err, ctx, plan.html);
-        if let Some(m) = plan.meter {
-            m.finish(page.status().as_u16(), true);
-        }
+        let status = page.status().as_u16();
         self.out.clear();
         response_head::write_page(&mut self.out, page, plan.close, plan.head_method);
+        if let Some(m) = plan.meter {
+            if plan.capture {
+                super::capture::response(&mut self.rec, super::capture::head_of(&self.out));
+                super::capture::push(&mut self.rec, &m, status, self.out.len() as u64);
+            }
+            m.finish(status, true);
+        }
         let step = match write_client(io, &self.out).await {
             Ok(()) if !plan.close => Step::Next,
             _ => Step::Close,
@@ -608,6 +649,7 @@ async fn relay_body<I: AsyncRead + AsyncWrite + RawTcp + Unpin>(
     framing: &mut Framing,
     out: &mut Vec<u8>,
     client: (&mut BytesMut, usize, &mut bool),
+    bytes_out: &mut u64,
 ) -> io::Result<bool> {
     let (client_buf, cap, half_closed) = client;
     if let Framing::Length(left) = framing {
@@ -624,6 +666,7 @@ async fn relay_body<I: AsyncRead + AsyncWrite + RawTcp + Unpin>(
                     }
                 };
                 *left -= moved;
+                *bytes_out += moved;
                 if *left > 0 {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -651,6 +694,7 @@ async fn relay_body<I: AsyncRead + AsyncWrite + RawTcp + Unpin>(
             }
         };
         let got = &buf[..n];
+        *bytes_out += n as u64;
         match framing {
             Framing::None => return Ok(true),
             Framing::Length(left) => {

@@ -57,6 +57,8 @@ pub enum ProxyBody {
     Channel(tokio::sync::mpsc::Receiver<Bytes>),
     /// Read straight off the app's connection ([`super::upstream::send`]).
     App(super::app_body::AppBody),
+    /// Any of these, with its first bytes kept for the inspector.
+    Tee(Box<super::capture::Tee>),
 }
 
 impl ProxyBody {
@@ -86,6 +88,7 @@ impl Body for ProxyBody {
                 .map(|f| f.map(|f| f.map_err(BodyError::from))),
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ProxyBody::Channel(rx) => rx.poll_recv(cx).map(|d| d.map(|d| Ok(Frame::data(d)))),
+            ProxyBody::Tee(tee) => Pin::new(&mut **tee).poll_frame(cx),
         }
     }
 
@@ -94,6 +97,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(d) => d.is_none(),
             ProxyBody::Channel(_) => false,
             ProxyBody::App(body) => body.is_end_stream(),
+            ProxyBody::Tee(tee) => tee.is_end_stream(),
         }
     }
 
@@ -102,6 +106,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Channel(_) | ProxyBody::App(_) => SizeHint::default(),
+            ProxyBody::Tee(tee) => tee.size_hint(),
         }
     }
 }

@@ -7,7 +7,7 @@ use super::decide::{decide, Ask, Decision, Resend, Target};
 use super::error::ProxyError;
 use super::forward::{self, ForwardError, ProxyBody, HOPS_HEADER};
 use super::request_head::{self, BodyFraming, Hop};
-use super::{pages, reload, response_head, upstream, ConnInfo, Ctx};
+use super::{capture, pages, reload, response_head, upstream, ConnInfo, Ctx};
 use crate::names::normalize_host;
 use crate::routes::Backend;
 use bytes::Bytes;
@@ -25,23 +25,44 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let wants_html = pages::wants_html(req.headers());
     let mut meter = None;
-    let mut resp = match route(&ctx, req, conn, wants_html, &mut meter).await {
+    let mut rec = None;
+    let mut upstream = false;
+    let mut resp = match route(&ctx, req, conn, wants_html, &mut meter, &mut rec).await {
         Ok(resp) => resp,
         Err(err) => {
             debug!(peer = %conn.peer, error = %err, "answered with an error page");
-            let upstream = matches!(err, ProxyError::Upstream { .. });
-            let page = pages::error_page(&err, &ctx, wants_html);
-            if let Some(m) = meter.take() {
-                m.finish(page.status().as_u16(), upstream);
-            }
-            page
+            upstream = matches!(err, ProxyError::Upstream { .. });
+            pages::error_page(&err, &ctx, wants_html)
         }
     };
-    if let Some(m) = meter {
-        m.finish(resp.status().as_u16(), false);
-    }
     response_head::tag(resp.headers_mut());
+    if let Some(m) = meter {
+        let status = resp.status().as_u16();
+        if let Some(rec) = rec {
+            inspect(rec, &m, &mut resp);
+        }
+        m.finish(status, upstream);
+    }
     Ok(resp)
+}
+
+/// The inspector's record of a request through hyper: into the ring now, or when its body
+/// has gone through when bodies are kept.
+fn inspect(
+    mut rec: Box<crate::inspect::Record>,
+    meter: &crate::metrics::RequestMeter,
+    resp: &mut Response<ProxyBody>,
+) {
+    let status = resp.status().as_u16();
+    let bytes_out = capture::response_parts(&mut rec, resp);
+    if capture::bodies_wanted(meter) && !http_body::Body::is_end_stream(resp.body()) {
+        let head = (rec.heads.len() - rec.split) as u64;
+        let body = std::mem::replace(resp.body_mut(), ProxyBody::empty());
+        let tee = capture::Tee::new(body, rec, meter, status, head);
+        *resp.body_mut() = ProxyBody::Tee(Box::new(tee));
+    } else {
+        capture::push_boxed(rec, meter, status, bytes_out);
+    }
 }
 
 async fn route(
@@ -50,6 +71,7 @@ async fn route(
     conn: ConnInfo,
     wants_html: bool,
     meter: &mut Option<crate::metrics::RequestMeter>,
+    rec: &mut Option<Box<crate::inspect::Record>>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let host_value = routed_host(&req)?;
     let raw_host = host_value.to_str().map_err(|_| ProxyError::MissingHost)?;
@@ -97,6 +119,16 @@ async fn route(
         navigation,
         pool,
     } = target;
+    let bodies = match meter {
+        Some(m) if ctx.inspect_capacity > 0 => {
+            let mut r = capture::take();
+            let v = capture::version(req.version());
+            capture::begin(&mut r, m, ctx.inspect_capacity, &conn, v);
+            *rec = Some(r);
+            capture::bodies_wanted(m)
+        }
+        _ => false,
+    };
     if navigation {
         reload::prepare_navigation(req.headers_mut());
     }
@@ -134,6 +166,9 @@ async fn route(
             &extra,
             hop,
         );
+        if let Some(r) = rec {
+            capture::request(r, &head, head.len() as u64, &backend);
+        }
         return upgrade(ctx, req, head, &backend)
             .await
             .map_err(upstream_err);
@@ -148,6 +183,9 @@ async fn route(
             &[],
             hop,
         );
+        if let Some(r) = rec {
+            capture::request(r, &head, head.len() as u64, &backend);
+        }
         return upgrade(ctx, req, head, &backend)
             .await
             .map_err(upstream_err);
@@ -196,6 +234,14 @@ async fn route(
                 None => BodyFraming::Chunked,
             };
             let mut head = head_for(framing);
+            if let Some(r) = rec {
+                let total = content_length();
+                let size = head.len() as u64 + total.unwrap_or(0);
+                capture::request(r, &head, size, &backend);
+                if bodies {
+                    r.request_body = Some(capture::body(&first, total));
+                }
+            }
             if framing == BodyFraming::Chunked {
                 super::chunked::push_chunk(&mut head, &first);
             } else {
@@ -221,6 +267,13 @@ async fn route(
                 n => BodyFraming::Length(n as u64),
             };
             let mut head = head_for(framing);
+            if let Some(r) = rec {
+                let size = (head.len() + data.len()) as u64;
+                capture::request(r, &head, size, &backend);
+                if bodies && !data.is_empty() {
+                    r.request_body = Some(capture::body(&data, Some(data.len() as u64)));
+                }
+            }
             head.extend_from_slice(&data);
             let with_body = !data.is_empty();
             let (head, method) = (&head, &method);

@@ -45,7 +45,8 @@ pub fn inject(resp: &mut Response<ProxyBody>) {
             page.extend_from_slice(TAG);
             *data = Some(page.into());
         }
-        ProxyBody::Channel(_) => return,
+        // Tee wraps a body only after this ran (see handler::handle).
+        ProxyBody::Channel(_) | ProxyBody::Tee(_) => return,
     }
     let headers = resp.headers_mut();
     if let Some(len) = headers

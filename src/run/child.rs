@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// Lines kept per generation.
-pub const KEEP_LINES: usize = 200;
+pub const KEEP_LINES: usize = crate::control::LOG_LINES;
 
 /// What every generation is started with.
 #[derive(Debug, Clone)]

@@ -54,6 +54,8 @@ pub struct Options {
     /// single or pooled, with the crash page meanwhile: apps of `portok up` and lazy apps,
     /// which no terminal watches.
     pub restart_crashed: bool,
+    /// `--inspect-bodies`: the inspector keeps this app's bodies.
+    pub inspect_bodies: bool,
 }
 
 impl Options {
@@ -73,6 +75,7 @@ impl Options {
             tcp: self.tcp,
             proxy_protocol: self.proxy_protocol,
             idle_stop: self.idle_stop.map(|d| d.as_secs().max(1)),
+            inspect_bodies: self.inspect_bodies,
             ..super::app_route(host, port, n, state)
         }
     }
@@ -89,9 +92,11 @@ pub enum SuperviseError {
     NotReady { who: String, why: String },
     #[error("cannot install signal handlers: {0}")]
     Signals(String),
+    #[error("no earlier generation is kept to roll back to ({why})")]
+    NothingKept { why: String },
 }
 
-pub(super) type Waiter = oneshot::Sender<Result<String, SuperviseError>>;
+pub type Waiter = oneshot::Sender<Result<String, SuperviseError>>;
 /// A probe's result: (pid, answered in time).
 pub(super) type Probed = (u32, bool);
 
@@ -99,6 +104,10 @@ pub(super) type Probed = (u32, bool);
 pub enum Control {
     Restart(Waiter),
     Logs(usize, oneshot::Sender<Vec<String>>),
+    /// Serve the kept generation again (the dashboard's button).
+    Rollback(Waiter),
+    /// Stop everything and end (the dashboard's button).
+    Stop(Waiter),
     /// A lazy app got a request while idle (from the daemon).
     Wake,
     /// A lazy app had no request for its idle_stop (from the daemon).
@@ -253,6 +262,15 @@ impl Supervisor {
                             .map(|_| "the app was idle; it is starting".to_string()),
                     );
                     None
+                }
+                Event::Control(Control::Rollback(reply)) => {
+                    let _ = reply.send(self.roll_back_now().await);
+                    None
+                }
+                Event::Control(Control::Stop(reply)) => {
+                    let _ = reply.send(Ok(format!("stopping {}", self.launch.name)));
+                    say("stop requested from the dashboard");
+                    Some(0)
                 }
                 Event::Control(Control::Wake) => {
                     if self.idle {

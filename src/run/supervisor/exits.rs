@@ -148,6 +148,43 @@ impl Supervisor {
         None
     }
 
+    /// The dashboard's "roll back": the generation kept for the rollback window serves
+    /// again, and the one that replaced it drains and stops.
+    pub(super) async fn roll_back_now(&mut self) -> Result<String, SuperviseError> {
+        let window = self.opts.rollback_window.as_secs_f64();
+        let Some(slot) = self.slots.iter().position(|s| s.kept.is_some()) else {
+            let why = if self.single() {
+                format!("the previous generation is kept for {window}s after a switch (--rollback-window), and that time is over")
+            } else {
+                "a pool keeps no previous generation".into()
+            };
+            return Err(SuperviseError::NothingKept { why });
+        };
+        let kept = self.slots[slot].kept.take().expect("found above");
+        let (back_n, back_port) = (kept.inst.gen.n, kept.inst.gen.port);
+        let current = self.slots[slot].running.replace(kept.inst);
+        self.sync_route().await;
+        let message = match current {
+            Some(cur) => {
+                let n = cur.gen.n;
+                self.retire(cur, Instant::now());
+                format!("rolled back to generation {back_n} (port {back_port}); generation {n} drains and stops")
+            }
+            None => format!("rolled back to generation {back_n} (port {back_port})"),
+        };
+        say(&message);
+        self.report(
+            RedeployOutcome::RolledBack,
+            back_n,
+            "roll back requested",
+            std::time::Duration::ZERO,
+            Some(message.clone()),
+            Vec::new(),
+        )
+        .await;
+        Ok(message)
+    }
+
     /// A single instance that was serving exited on its own: without watching, `portok
     /// run` exits with it; otherwise the crash page shows until the next change.
     async fn crashed_live(

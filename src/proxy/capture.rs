@@ -1,0 +1,230 @@
+//! What each front-end tells the inspector about a request (see [`crate::inspect`]): the
+//! head the app received, the head the client received, sizes, timing and who served it.
+//! Both front-ends fill a [`Record`] with these few calls, so a request looks the same in
+//! the inspector whichever path it took. Only copies of heads already written are made.
+
+use super::ConnInfo;
+use crate::inspect::{Record, Version};
+use crate::metrics::RequestMeter;
+use crate::routes::Backend;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A request is being captured; its route's ring exists from here on.
+pub fn begin(
+    rec: &mut Record,
+    meter: &RequestMeter,
+    capacity: usize,
+    info: &ConnInfo,
+    version: Version,
+) {
+    meter.stats().inspect.get_or_init(capacity);
+    rec.time_ms = now_ms();
+    rec.client = Some(info.peer.ip());
+    rec.tls = info.tls;
+    rec.version = version;
+    rec.heads.clear();
+    rec.split = 0;
+    rec.request_body = None;
+    rec.response_body = None;
+}
+
+/// The request head as written for the app (`head` holds nothing else), the request's
+/// size on the client's side, and the instance it went to.
+pub fn request(rec: &mut Record, head: &[u8], bytes_in: u64, backend: &Backend) {
+    rec.heads.extend_from_slice(head);
+    rec.split = rec.heads.len();
+    rec.bytes_in = bytes_in;
+    rec.generation = backend.generation;
+    rec.port = backend.port;
+}
+
+/// The response head as written for the client.
+pub fn response(rec: &mut Record, head: &[u8]) {
+    rec.heads.truncate(rec.split);
+    rec.heads.extend_from_slice(head);
+}
+
+/// The head of a response written whole (head and body) into `out`.
+pub fn head_of(out: &[u8]) -> &[u8] {
+    let end = out.windows(4).position(|w| w == b"\r\n\r\n");
+    &out[..end.map_or(out.len(), |i| i + 4)]
+}
+
+/// The request is over (its response went out): into the route's ring. `rec` comes back
+/// cleared, with buffers to reuse.
+pub fn push(rec: &mut Record, meter: &RequestMeter, status: u16, bytes_out: u64) {
+    let Some(ring) = meter.stats().inspect.get() else {
+        return;
+    };
+    rec.status = status;
+    rec.duration_us = meter.elapsed().as_micros() as u64;
+    rec.bytes_out = bytes_out;
+    ring.push(rec);
+}
+
+thread_local! {
+    /// Records (and their buffers) handed back by the rings, for hyper's requests to reuse.
+    /// Boxed: the box itself is reused too, as hyper's requests hold their record boxed.
+    #[allow(clippy::vec_box)]
+    static SPARE: std::cell::RefCell<Vec<Box<Record>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A record for a request through hyper (from this thread's spares when it has one).
+pub fn take() -> Box<Record> {
+    SPARE.with(|s| s.borrow_mut().pop()).unwrap_or_default()
+}
+
+fn give(rec: Box<Record>) {
+    SPARE.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < 16 {
+            s.push(rec);
+        }
+    });
+}
+
+/// A request through hyper is over: into the ring, and the record's buffers back to the
+/// spares.
+pub fn push_boxed(mut rec: Box<Record>, meter: &RequestMeter, status: u16, bytes_out: u64) {
+    push(&mut rec, meter, status, bytes_out);
+    give(rec);
+}
+
+/// The version as the inspector shows it.
+pub fn version(v: http::Version) -> Version {
+    match v {
+        http::Version::HTTP_2 => Version::H2,
+        http::Version::HTTP_10 | http::Version::HTTP_09 => Version::Http10,
+        _ => Version::Http11,
+    }
+}
+
+/// A response of hyper's path, as HTTP/1 text (that is how every head is kept). Its size
+/// on the wire, as far as the head tells.
+pub fn response_parts(rec: &mut Record, resp: &http::Response<super::forward::ProxyBody>) -> u64 {
+    use std::io::Write as _;
+    rec.heads.truncate(rec.split);
+    let start = rec.heads.len();
+    let status = resp.status();
+    let _ = write!(
+        rec.heads,
+        "{:?} {} {}\r\n",
+        resp.version(),
+        status.as_str(),
+        status.canonical_reason().unwrap_or("")
+    );
+    for (name, value) in resp.headers() {
+        rec.heads.extend_from_slice(name.as_str().as_bytes());
+        rec.heads.extend_from_slice(b": ");
+        rec.heads.extend_from_slice(value.as_bytes());
+        rec.heads.extend_from_slice(b"\r\n");
+    }
+    rec.heads.extend_from_slice(b"\r\n");
+    let length = http_body::Body::size_hint(resp.body()).exact().or_else(|| {
+        resp.headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+    });
+    (rec.heads.len() - start) as u64 + length.unwrap_or(0)
+}
+
+/// The first [`crate::inspect::BODY_CAP`] bytes of `data`, of a body `total` bytes long.
+pub fn body(data: &[u8], total: Option<u64>) -> crate::inspect::Body {
+    crate::inspect::Body {
+        bytes: data[..data.len().min(crate::inspect::BODY_CAP)].to_vec(),
+        total,
+    }
+}
+
+/// Whether the route wants bodies kept (its ring exists and body capture is on).
+pub fn bodies_wanted(meter: &RequestMeter) -> bool {
+    meter
+        .stats()
+        .inspect
+        .get()
+        .is_some_and(|r| r.bodies.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// A response body passed through while its first bytes are kept; the record goes into
+/// the ring when the body ends (or the client stops reading).
+pub struct Tee {
+    inner: super::forward::ProxyBody,
+    rec: Option<Box<Record>>,
+    stats: std::sync::Arc<crate::metrics::RouteStats>,
+    seen: u64,
+    head_bytes: u64,
+}
+
+impl Tee {
+    pub fn new(
+        inner: super::forward::ProxyBody,
+        mut rec: Box<Record>,
+        meter: &RequestMeter,
+        status: u16,
+        head_bytes: u64,
+    ) -> Self {
+        rec.status = status;
+        rec.duration_us = meter.elapsed().as_micros() as u64;
+        rec.response_body = Some(crate::inspect::Body::default());
+        Tee {
+            inner,
+            rec: Some(rec),
+            stats: meter.stats().clone(),
+            seen: 0,
+            head_bytes,
+        }
+    }
+}
+
+impl http_body::Body for Tee {
+    type Data = bytes::Bytes;
+    type Error = super::forward::BodyError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                let len = data.len();
+                if let Some(b) = self.rec.as_mut().and_then(|r| r.response_body.as_mut()) {
+                    let room = crate::inspect::BODY_CAP.saturating_sub(b.bytes.len());
+                    b.bytes.extend_from_slice(&data[..len.min(room)]);
+                }
+                self.seen += len as u64;
+            }
+        }
+        if let std::task::Poll::Ready(None) = &polled {
+            let seen = self.seen;
+            if let Some(b) = self.rec.as_mut().and_then(|r| r.response_body.as_mut()) {
+                b.total = Some(seen);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Tee {
+    fn drop(&mut self) {
+        if let (Some(mut rec), Some(ring)) = (self.rec.take(), self.stats.inspect.get()) {
+            rec.bytes_out = self.head_bytes + self.seen;
+            ring.push(&mut rec);
+            give(rec);
+        }
+    }
+}
