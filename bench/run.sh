@@ -17,6 +17,9 @@
 #                 examples/bench_backend, which serves the same body)
 #   portok        portok daemon, plain HTTP/1.1 keep-alive
 #   portok_tls    portok daemon, HTTPS HTTP/1.1 (wrk https://, TLS 1.3)
+#   portok_ni, portok_h2_ni  a second portok daemon started with --no-inspect, plain HTTP/1.1
+#                 and HTTPS h2 (what the request inspector costs: compare with portok, portok_h2;
+#                 in TARGETS by default)
 #   portok_h2     portok daemon, HTTPS h2 (h2load -c$H2_CONNS -m$H2_STREAMS: 50 streams in flight,
 #                 like wrk's 50 connections)
 #   nginx         nginx 1 worker reverse proxy, upstream keepalive 64       (needs nginx)
@@ -106,7 +109,7 @@ HOSTHDR=myapp.localhost
 if [[ -n $SCENARIOS_ONLY ]]; then
   TARGETS=${TARGETS:-"direct portok"}
 else
-  TARGETS=${TARGETS:-"direct portok nginx portless portok_tls nginx_tls portless_tls portok_h2"}
+  TARGETS=${TARGETS:-"direct portok portok_ni nginx portless portok_tls nginx_tls portless_tls portok_h2 portok_h2_ni"}
 fi
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 OUTDIR=${OUTDIR:-$ROOT/bench/results/raw/$STAMP-$PIN_MODE$( ((QUICK)) && echo -quick || true)$([[ -n $SCENARIOS_ONLY ]] && echo -scenarios || true)}
@@ -114,7 +117,7 @@ RESULTS=$ROOT/bench/results
 export H2_CONNS H2_STREAMS THREADS
 
 P_BACKEND=18180; P_NGINX=18181; P_PL=18182; P_PORTOK=18184; P_CLI=18185; P_STREAM=18186
-P_NGINX_STREAM=18187
+P_NGINX_STREAM=18187; P_PORTOK_NI=18188
 P_NGINX_TLS=18543; P_PL_TLS=18544
 
 case $PIN_MODE in
@@ -163,7 +166,7 @@ declare -a ACTIVE=() SKIPPED=()
 skip() { SKIPPED+=("$1: $2"); }
 for t in $TARGETS; do
   case $t in
-    direct|portok|portok_tls|portok_h2) ACTIVE+=("$t") ;;
+    direct|portok|portok_tls|portok_h2|portok_ni|portok_h2_ni) ACTIVE+=("$t") ;;
     nginx) if have nginx; then ACTIVE+=("$t"); else skip "$t" "nginx not installed (apt-get install -y nginx)"; fi ;;
     nginx_tls)
       if ! have nginx; then skip "$t" "nginx not installed (apt-get install -y nginx)"
@@ -197,19 +200,20 @@ if [[ ${NO_BUILD:-0} != 1 ]]; then
 fi
 
 # ------------------------------------------------------------------ work dir, processes
-for p in $P_BACKEND $P_NGINX $P_PL $P_PORTOK $P_CLI $P_STREAM $P_NGINX_TLS $P_PL_TLS; do
+for p in $P_BACKEND $P_NGINX $P_PL $P_PORTOK $P_CLI $P_STREAM $P_NGINX_TLS $P_PL_TLS $P_PORTOK_NI; do
   if port_busy "$p"; then echo "run.sh: 127.0.0.1:$p is in use; stop whatever is there first" >&2; exit 1; fi
 done
 WORK=$(mktemp -d /tmp/portok-bench.XXXXXX)
 mkdir -p "$OUTDIR" "$WORK"/{tmp,home,pl,pl_tls}
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 declare -a STARTED=()
-PK_MAIN="$WORK/portok"; PK_CLI="$WORK/portok-cli"
+PK_MAIN="$WORK/portok"; PK_CLI="$WORK/portok-cli"; PK_NI="$WORK/portok-ni"
 pk() { local sd=$1; shift; PORTOK_STATE_DIR="$sd" HOME="$WORK/home" "$BIN_PORTOK" "$@"; }
 cleanup() {
   set +e
   PORTOK_PORT=$P_PORTOK pk "$PK_MAIN" proxy stop >/dev/null 2>&1
   PORTOK_PORT=$P_CLI pk "$PK_CLI" proxy stop >/dev/null 2>&1
+  PORTOK_PORT=$P_PORTOK_NI pk "$PK_NI" proxy stop >/dev/null 2>&1
   local pid
   for pid in "${STARTED[@]}"; do kill -TERM "$pid" 2>/dev/null; done
   for pid in "${STARTED[@]}"; do
@@ -290,6 +294,14 @@ PORTOK_PID=$(cat "$PK_MAIN/proxy.pid")
 PK_RSS_FRESH=$(rss_kib "$PORTOK_PID")
 pk "$PK_MAIN" alias myapp $P_BACKEND >/dev/null 2>&1
 pk "$PK_MAIN" alias stream $P_STREAM >/dev/null 2>&1
+# the same daemon without the request inspector
+if is_active portok_ni || is_active portok_h2_ni; then
+  ${PIN_SRV[@]+"${PIN_SRV[@]}"} env PORTOK_PORT=$P_PORTOK_NI PORTOK_STATE_DIR="$PK_NI" HOME="$WORK/home" \
+    "$BIN_PORTOK" proxy start --no-inspect > "$WORK/portok-ni-start.log" 2>&1 ||
+    { cat "$WORK/portok-ni-start.log" >&2; exit 1; }
+  PORTOK_NI_PID=$(cat "$PK_NI/proxy.pid")
+  PORTOK_PORT=$P_PORTOK_NI pk "$PK_NI" alias myapp $P_BACKEND >/dev/null 2>&1
+fi
 
 # nginx proxy (+TLS)
 if is_active nginx || is_active nginx_tls; then
@@ -356,6 +368,7 @@ start_portless() { # target statedir port tls
 declare -A PIDS_OF=() URL_OF=() TOOL_OF=()
 PIDS_OF[direct]=$BACKEND_PIDS
 PIDS_OF[portok]=$PORTOK_PID; PIDS_OF[portok_tls]=$PORTOK_PID; PIDS_OF[portok_h2]=$PORTOK_PID
+PIDS_OF[portok_ni]=${PORTOK_NI_PID:-}; PIDS_OF[portok_h2_ni]=${PORTOK_NI_PID:-}
 is_active portless && start_portless portless "$WORK/pl" $P_PL 0
 is_active portless_tls && start_portless portless_tls "$WORK/pl_tls" $P_PL_TLS 1
 if is_active nginx || is_active nginx_tls; then
@@ -373,14 +386,16 @@ URL_OF=(
   [portok]="http://127.0.0.1:$P_PORTOK/"
   [portok_tls]="https://$TLS_HOST:$P_PORTOK/"
   [portok_h2]="https://$TLS_HOST:$P_PORTOK/"
+  [portok_ni]="http://127.0.0.1:$P_PORTOK_NI/"
+  [portok_h2_ni]="https://$TLS_HOST:$P_PORTOK_NI/"
   [nginx]="http://127.0.0.1:$P_NGINX/"
   [nginx_tls]="https://$TLS_HOST:$P_NGINX_TLS/"
   [portless]="http://127.0.0.1:$P_PL/"
   [portless_tls]="https://$TLS_HOST:$P_PL_TLS/"
 )
-[[ $LG_H2 == bench_load_h2 ]] && URL_OF[portok_h2]="https://$HOSTHDR:$P_PORTOK/"
+[[ $LG_H2 == bench_load_h2 ]] && URL_OF[portok_h2]="https://$HOSTHDR:$P_PORTOK/" && URL_OF[portok_h2_ni]="https://$HOSTHDR:$P_PORTOK_NI/"
 for t in "${ACTIVE[@]}"; do TOOL_OF[$t]=$LG_H1; done
-TOOL_OF[portok_h2]=$LG_H2
+TOOL_OF[portok_h2]=$LG_H2; TOOL_OF[portok_h2_ni]=$LG_H2
 
 # ------------------------------------------------------------------ environment record
 PORTOK_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -422,10 +437,11 @@ cp "$WORK"/*.conf "$OUTDIR/" 2>/dev/null || true
 : > "$OUTDIR/preflight.txt"
 preflight() {
   local t=$1 out url=${URL_OF[$1]}
-  if [[ $t == portok_h2 ]]; then
+  if [[ $t == portok_h2 || $t == portok_h2_ni ]]; then
+    local hp=${url##*:}; hp=${hp%/}
     if have curl; then
-      out=$(curl -sk --http2 --max-time 5 --resolve "$HOSTHDR:$P_PORTOK:127.0.0.1" -D - \
-        "https://$HOSTHDR:$P_PORTOK/" || true)
+      out=$(curl -sk --http2 --max-time 5 --resolve "$HOSTHDR:$hp:127.0.0.1" -D - \
+        "https://$HOSTHDR:$hp/" || true)
       { echo "### $t (curl --http2)"; echo "$out"; echo; } >> "$OUTDIR/preflight.txt"
       grep -q "^HTTP/2 200" <<<"$out" && grep -qF "$BENCH_BODY" <<<"$out" && return 0
       echo "PREFLIGHT FAILED for $t:" >&2; head -20 <<<"$out" >&2; return 1
@@ -453,7 +469,7 @@ echo "== preflight OK"
 
 echo "target,rss_idle_kib" > "$OUTDIR/rss_idle.csv"
 for t in "${ACTIVE[@]}"; do
-  [[ $t == portok_tls || $t == portok_h2 || $t == nginx_tls ]] && continue
+  [[ $t == portok_tls || $t == portok_h2 || $t == portok_h2_ni || $t == nginx_tls ]] && continue
   # shellcheck disable=SC2086
   echo "$t,$(rss_kib ${PIDS_OF[$t]})" >> "$OUTDIR/rss_idle.csv"
 done
@@ -499,7 +515,7 @@ done
 sleep 3
 echo "target,rss_idle_after_kib" > "$OUTDIR/rss_idle_after.csv"
 for t in "${ACTIVE[@]}"; do
-  [[ $t == portok_tls || $t == portok_h2 || $t == nginx_tls ]] && continue
+  [[ $t == portok_tls || $t == portok_h2 || $t == portok_h2_ni || $t == nginx_tls ]] && continue
   # shellcheck disable=SC2086
   echo "$t,$(rss_kib ${PIDS_OF[$t]})" >> "$OUTDIR/rss_idle_after.csv"
 done

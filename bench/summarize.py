@@ -20,13 +20,16 @@ LABEL = {
     "portok": "portok, HTTP/1.1",
     "portok_tls": "portok, HTTPS HTTP/1.1",
     "portok_h2": "portok, HTTPS h2",
+    "portok_ni": "portok --no-inspect, HTTP/1.1",
+    "portok_h2_ni": "portok --no-inspect, HTTPS h2",
     "nginx": "nginx proxy, HTTP/1.1",
     "nginx_tls": "nginx, HTTPS HTTP/1.1",
     "portless": "portless, HTTP/1.1",
     "portless_tls": "portless, HTTPS HTTP/1.1",
 }
 # the same mode of the peer the ratio columns compare against
-NGINX_PEER = {"portok": "nginx", "portok_tls": "nginx_tls", "portok_h2": "nginx_tls"}
+NGINX_PEER = {"portok": "nginx", "portok_tls": "nginx_tls", "portok_h2": "nginx_tls",
+              "portok_ni": "nginx", "portok_h2_ni": "nginx_tls"}
 PORTLESS_PEER = {"portok": "portless", "portok_tls": "portless_tls", "portok_h2": "portless_tls"}
 
 
@@ -86,7 +89,8 @@ def contenders(raw, env):
         by_round.setdefault(r["round"], {})[r["target"]] = r
     idle = read_csv_map(os.path.join(raw, "rss_idle.csv"), "rss_idle_kib")
     idle_after = read_csv_map(os.path.join(raw, "rss_idle_after.csv"), "rss_idle_after_kib")
-    for tls, plain in (("portok_tls", "portok"), ("portok_h2", "portok"), ("nginx_tls", "nginx")):
+    for tls, plain in (("portok_tls", "portok"), ("portok_h2", "portok"), ("portok_h2_ni", "portok_ni"),
+                       ("nginx_tls", "nginx")):
         if plain in idle:
             idle[tls] = idle[plain]
         if plain in idle_after:
@@ -202,6 +206,15 @@ def targets(c, s, env):
     add("HTTPS h2 rps vs HTTPS h1", h2["rps"] / h1tls["rps"] if h2 and h1tls else None, ">= 1.0",
         (h2["rps"] >= h1tls["rps"]) if h2 and h1tls else None, "x",
         f"h2 {h2['rps']:,.0f} vs h1 {h1tls['rps']:,.0f} rps" if h2 and h1tls else "")
+    # what the request inspector costs: the same daemon with --no-inspect beside it
+    for on, off, label in (("portok", "portok_ni", "h1"), ("portok_h2", "portok_h2_ni", "h2")):
+        a, b = c.get(on), c.get(off)
+        add(f"inspector on vs off, {label} rps", a["rps"] / b["rps"] if a and b else None, ">= 0.97",
+            (a["rps"] / b["rps"] >= 0.97) if a and b else None, "x",
+            f"{a['rps']:,.0f} vs {b['rps']:,.0f} rps" if a and b else "")
+        d = (a["cpu_us_per_req"] - b["cpu_us_per_req"]) if a and b and a.get("cpu_us_per_req") and b.get("cpu_us_per_req") else None
+        add(f"inspector on vs off, {label} CPU/req added", d, "<= 1.0", None if d is None else d <= 1.0, "us",
+            f"{a['cpu_us_per_req']:.2f} vs {b['cpu_us_per_req']:.2f} us" if d is not None else "")
     st, sn = s.get("stream"), s.get("stream-nginx")
     for d in ("download", "upload"):
         v = g(st, d, "share_of_direct")
