@@ -217,6 +217,11 @@ impl RouteStats {
         s.sum_micros.store(saved.sum_micros, Relaxed);
         s.last_total.store(s.total(), Relaxed);
         *s.history.lock().unwrap_or_else(|e| e.into_inner()) = saved.history.clone();
+        // The timeline counts what happens from now, not the restored totals.
+        s.timeline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .start_at(&s);
         s
     }
 }

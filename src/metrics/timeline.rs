@@ -67,12 +67,21 @@ fn push(q: &mut VecDeque<Point>, cap: usize, p: Point) {
 }
 
 impl Timeline {
+    /// Count from the counters as they are now (stats restored at the daemon's start).
+    pub fn start_at(&mut self, stats: &RouteStats) {
+        self.last = Some(read(stats));
+    }
+
     /// Take the second that ended at `now` (unix seconds) from the route's counters.
+    ///
+    /// The first sample counts from zero: a route's stats start at zero, unless restored
+    /// from stats.json, which sets the starting point with [`Timeline::start_at`].
     pub fn sample(&mut self, stats: &RouteStats, now: u64) {
         let (cum, hist) = read(stats);
-        let Some((prev, prev_hist)) = self.last.replace((cum, hist)) else {
-            return;
-        };
+        let (prev, prev_hist) = self
+            .last
+            .replace((cum, hist))
+            .unwrap_or((Point::default(), [0; BUCKETS.len() + 1]));
         let mut p = Point {
             t: now.saturating_sub(1),
             by_class: std::array::from_fn(|i| cum.by_class[i].wrapping_sub(prev.by_class[i])),
@@ -154,6 +163,15 @@ mod tests {
     fn seconds_and_minutes_are_differences_in_fixed_memory() {
         let stats = RouteStats::default();
         let mut t = Timeline::default();
+        stats.by_class[1].fetch_add(5, Relaxed);
+        t.sample(&stats, 1000);
+        assert_eq!(
+            t.window(900).1[0].by_class[1],
+            5,
+            "the first second counts from zero"
+        );
+        t = Timeline::default();
+        t.start_at(&stats);
         t.sample(&stats, 1000);
         for s in 1001..=1000 + 2000 {
             stats.by_class[1].fetch_add(3, Relaxed);

@@ -8,6 +8,7 @@ mod dx;
 mod fast;
 mod fuzz_regressions;
 mod hardening;
+mod inspect;
 mod observe;
 mod pipeline;
 mod pool;

@@ -911,10 +911,46 @@ impl Browser {
 
     /// Evaluate a JavaScript expression in the page; its value as JSON (null on errors).
     pub async fn eval(&mut self, expr: &str) -> serde_json::Value {
+        let params = serde_json::json!({"expression": expr, "returnByValue": true});
+        self.call("Runtime.evaluate", params).await["result"]["value"].clone()
+    }
+
+    /// Load `url` in the page and wait until it has loaded.
+    pub async fn navigate(&mut self, url: &str) {
+        self.call("Page.navigate", serde_json::json!({"url": url}))
+            .await;
+        self.wait_until(
+            "document.readyState",
+            Duration::from_secs(30),
+            "the page to load",
+            |v| v == "complete",
+        )
+        .await;
+    }
+
+    /// A PNG of the page as it is shown, `width` pixels wide.
+    pub async fn screenshot(&mut self, width: u32, height: u32) -> Vec<u8> {
+        use base64::Engine as _;
+        let metrics = serde_json::json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false});
+        self.call("Emulation.setDeviceMetricsOverride", metrics)
+            .await;
+        let shot = self
+            .call(
+                "Page.captureScreenshot",
+                serde_json::json!({"format": "png"}),
+            )
+            .await;
+        base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap_or(""))
+            .expect("a base64 screenshot")
+    }
+
+    /// One DevTools call; its result.
+    pub async fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
         use futures_util::{SinkExt, StreamExt};
         self.next_id += 1;
         let id = self.next_id;
-        let msg = serde_json::json!({"id": id, "method": "Runtime.evaluate", "params": {"expression": expr, "returnByValue": true}});
+        let msg = serde_json::json!({"id": id, "method": method, "params": params});
         self.ws
             .send(tokio_tungstenite::tungstenite::Message::text(
                 msg.to_string(),
@@ -932,7 +968,7 @@ impl Browser {
             };
             let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
             if v["id"] == id {
-                return v["result"]["result"]["value"].clone();
+                return v["result"].clone();
             }
         }
     }
