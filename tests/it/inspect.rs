@@ -401,3 +401,46 @@ async fn the_dashboard_route_page_and_inspector_work_in_chromium() {
     .await;
     keep_screenshot(&p, "inspector.png", &b.screenshot(1280, 900).await);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_to_a_route_that_is_not_live_is_refused() {
+    let p = Portok::new();
+    let dir = project(&p);
+    let hello = hello_bin();
+    let app = p.spawn_app(
+        &dir,
+        &[
+            "run",
+            "lz",
+            "--lazy",
+            "--idle-stop",
+            "1s",
+            "--no-watch",
+            "--",
+            hello.to_str().unwrap(),
+        ],
+    );
+    app.wait_for("the first request starts it", LONG).await;
+    assert_eq!(get(p.addr(), "lz.localhost", "/").await.status, 200);
+    app.wait_for("stopping (idle)", LONG).await;
+    wait_for(LONG, "the route to be idle", || {
+        (route_of(&p, "lz.localhost")?["state"] == "idle").then_some(())
+    })
+    .await;
+    let r = admin(
+        &p,
+        "POST",
+        "/api/routes/lz/requests/1/replay",
+        Some(&token(&p)),
+    )
+    .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(
+        json(&r)["error"]
+            .as_str()
+            .unwrap()
+            .contains("lz is not live (idle)"),
+        "{}",
+        r.text()
+    );
+}
