@@ -235,6 +235,10 @@ impl RequestMeter {
         self.start.elapsed()
     }
 
+    pub fn started(&self) -> std::time::Instant {
+        self.start
+    }
+
     /// The response (or error page) went out with this status.
     pub fn finish(self, status: u16, upstream_error: bool) {
         let s = &self.stats;

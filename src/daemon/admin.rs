@@ -196,15 +196,13 @@ pub async fn handle(
                 "switch" => switch(d, &name, &query).await,
                 "inspect-bodies" => {
                     let on = param("on").is_some_and(|v| v == "1" || v == "true");
-                    let ring = d
-                        .ctx
+                    d.ctx
                         .metrics
                         .route(&host)
                         .inspect
                         .get_or_init(d.ctx.inspect_capacity.max(1))
                         .bodies
-                        .swap(on, Relaxed);
-                    let _ = ring;
+                        .store(on, Relaxed);
                     json_response(StatusCode::OK, json!({"ok": true, "bodies": on}))
                 }
                 _ => json_response(

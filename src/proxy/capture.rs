@@ -8,10 +8,20 @@ use crate::inspect::{Record, Version};
 use crate::metrics::RequestMeter;
 use crate::routes::Backend;
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+/// Unix milliseconds of `at`: from one reading of the wall clock, so a request costs no
+/// call to it (the meter's start instant is at hand anyway).
+fn unix_ms(at: std::time::Instant) -> u64 {
+    static BASE: std::sync::OnceLock<(std::time::Instant, u64)> = std::sync::OnceLock::new();
+    let (base, base_ms) = *BASE.get_or_init(|| {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        (std::time::Instant::now(), ms)
+    });
+    match at.checked_duration_since(base) {
+        Some(d) => base_ms + d.as_millis() as u64,
+        None => base_ms.saturating_sub(base.duration_since(at).as_millis() as u64),
+    }
 }
 
 /// A request is being captured; its route's ring exists from here on.
@@ -23,7 +33,7 @@ pub fn begin(
     version: Version,
 ) {
     meter.stats().inspect.get_or_init(capacity);
-    rec.time_ms = now_ms();
+    rec.time_ms = unix_ms(meter.started());
     rec.client = Some(info.peer.ip());
     rec.tls = info.tls;
     rec.version = version;

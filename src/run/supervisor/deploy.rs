@@ -254,12 +254,18 @@ impl Supervisor {
             say(&format!("{msg}; rolled out in {:.1}s", took.as_secs_f64()));
             msg
         };
+        // The steps' timing for the dashboard: start -> ready -> switched, then the drain.
+        let detail = format!(
+            "{msg}; ready and switched {:.1}s after its start; the previous generation drains (up to {}s) and stops",
+            took.as_secs_f64(),
+            self.opts.drain.as_secs()
+        );
         self.report(
             RedeployOutcome::Ok,
             r.gen,
             &r.reason,
             took,
-            None,
+            Some(detail),
             Vec::new(),
         )
         .await;
