@@ -82,6 +82,19 @@ pub enum Command {
         after_help = "Examples:\n  portok add blog --dir ~/src/blog -- sh -c 'hugo server --port $PORT'\n  portok add api --idle-stop 5m -- cargo run"
     )]
     Add(AddArgs),
+    /// Make an app reachable from other machines (the proxy must run with --lan): as
+    /// NAME.local, and at this machine's address when it is the only one shared
+    #[command(after_help = "Example:\n  portok proxy start --lan && portok share web")]
+    Share {
+        /// App name
+        name: String,
+    },
+    /// Stop sharing an app with other machines
+    #[command(after_help = "Example:\n  portok unshare web")]
+    Unshare {
+        /// App name
+        name: String,
+    },
     /// Forget an app registered with `portok add` (and stop it)
     #[command(after_help = "Example:\n  portok remove blog")]
     Remove {
@@ -307,6 +320,38 @@ pub struct StartArgs {
         value_delimiter = ','
     )]
     pub tlds: Vec<String>,
+    #[command(flatten)]
+    pub lan: LanArgs,
+}
+
+/// Sharing with other machines.
+#[derive(Debug, Args, Clone, Default)]
+pub struct LanArgs {
+    /// Also listen on this machine's network addresses, for the routes shared with
+    /// `portok share NAME` (no other route, and not the dashboard, answers there)
+    #[arg(long, env = "PORTOK_LAN", value_parser = clap::builder::FalseyValueParser::new())]
+    pub lan: bool,
+    /// Only this interface's addresses (repeatable; implies --lan)
+    #[arg(long, value_name = "NAME")]
+    pub lan_interface: Vec<String>,
+}
+
+impl LanArgs {
+    /// None: loopback only; Some(interfaces): --lan (every interface when empty).
+    pub fn interfaces(&self) -> Option<Vec<String>> {
+        (self.lan || !self.lan_interface.is_empty()).then(|| self.lan_interface.clone())
+    }
+
+    pub fn to_args(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.lan {
+            v.push("--lan".into());
+        }
+        for i in &self.lan_interface {
+            v.extend(["--lan-interface".into(), i.clone()]);
+        }
+        v
+    }
 }
 
 thread_local! {
@@ -548,6 +593,9 @@ pub struct RunArgs {
     /// The request inspector keeps the first 64 KiB of each request and response body
     #[arg(long)]
     pub inspect_bodies: bool,
+    /// Reachable from other machines when the proxy runs with --lan (see `portok share`)
+    #[arg(long)]
+    pub share: bool,
     /// The command and its arguments (default: portok.toml's `command`)
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -616,6 +664,7 @@ impl RunArgs {
         self.instances = self.instances.or(config.instances);
         self.lazy |= config.lazy.unwrap_or(false);
         self.inspect_bodies |= config.inspect_bodies.unwrap_or(false);
+        self.share |= config.share.unwrap_or(false);
         self.idle_stop = self.idle_stop.or(config.idle_stop);
         // The flags' variables win: they come last.
         let flags = std::mem::take(&mut self.env);
@@ -695,6 +744,9 @@ pub struct AliasArgs {
     /// TCP routes: send a PROXY protocol v1 header first, so the app sees the client's address
     #[arg(long, requires = "tcp")]
     pub proxy_protocol: bool,
+    /// Reachable from other machines when the proxy runs with --lan (see `portok share`)
+    #[arg(long)]
+    pub share: bool,
 }
 
 #[derive(Debug, Args)]
@@ -717,6 +769,8 @@ pub struct DaemonArgs {
         value_delimiter = ','
     )]
     pub tlds: Vec<String>,
+    #[command(flatten)]
+    pub lan: LanArgs,
 }
 
 #[cfg(test)]

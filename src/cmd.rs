@@ -27,6 +27,7 @@ mod proxy;
 pub(crate) mod prune;
 mod run;
 mod service;
+mod share;
 mod status;
 mod switch;
 mod trust;
@@ -73,6 +74,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 },
                 sync_hosts: args.sync_hosts,
                 tlds: checked_tlds(&args.tlds)?,
+                lan: args.lan.interfaces(),
             };
             runtime::main(state, config)?;
             Ok(0)
@@ -87,6 +89,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Ps { json } => up::ps(json),
         Command::Add(args) => added::add(args),
         Command::Remove { name } => added::remove(&name),
+        Command::Share { name } => share::share(&name, true),
+        Command::Unshare { name } => share::share(&name, false),
         Command::Inspect {
             name,
             follow,

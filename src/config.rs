@@ -34,6 +34,7 @@ pub const KEYS: &[&str] = &[
     "idle_stop",
     "env",
     "inspect_bodies",
+    "share",
     "apps",
 ];
 
@@ -97,6 +98,8 @@ pub struct Config {
     pub env: Vec<(String, String)>,
     /// The inspector keeps bodies.
     pub inspect_bodies: Option<bool>,
+    /// Reachable from the LAN (`--share`).
+    pub share: Option<bool>,
     /// `[apps.NAME]`: the folder the app runs in, relative to the project.
     pub dir: Option<PathBuf>,
     /// `[apps.NAME]`: apps that must be ready before this one starts.
@@ -324,6 +327,7 @@ fn parse_table(file: &str, value: &Value, app: bool) -> Result<Config, ConfigErr
             }
             "reload" => c.reload = Some(v.as_bool().ok_or_else(|| ty("true or false"))?),
             "lazy" => c.lazy = Some(v.as_bool().ok_or_else(|| ty("true or false"))?),
+            "share" => c.share = Some(v.as_bool().ok_or_else(|| ty("true or false"))?),
             "inspect_bodies" => {
                 c.inspect_bodies = Some(v.as_bool().ok_or_else(|| ty("true or false"))?)
             }

@@ -34,6 +34,8 @@ pub const RESERVED: &[&str] = &[
     "add",
     "remove",
     "inspect",
+    "share",
+    "unshare",
 ];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

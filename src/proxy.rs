@@ -10,6 +10,7 @@ pub(crate) mod error;
 pub(crate) mod fast;
 pub(crate) mod forward;
 pub(crate) mod handler;
+pub(crate) mod lan;
 pub(crate) mod pages;
 pub(crate) mod reload;
 pub(crate) mod request_head;

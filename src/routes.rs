@@ -56,6 +56,9 @@ pub struct Route {
     /// The inspector keeps this app's request and response bodies (`--inspect-bodies`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub inspect_bodies: bool,
+    /// Reachable from the LAN when the daemon listens there (`portok share NAME`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub share: bool,
 }
 
 /// Where an app is: written by its `portok run`, read by the proxy (hold, crash page),
@@ -114,6 +117,7 @@ impl Route {
             instances: None,
             idle_stop: None,
             inspect_bodies: false,
+            share: false,
         }
     }
 

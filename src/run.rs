@@ -248,11 +248,14 @@ pub fn register(state: &StateDir, mut route: Route) -> Result<(), RunError> {
         {
             return Err(owned(&route.hostname, r.pid));
         }
-        route.since = routes
+        let mine = routes
             .iter()
-            .find(|r| r.hostname == route.hostname && r.pid == me)
-            .and_then(|r| r.since)
-            .or_else(|| Some(unix_now()));
+            .find(|r| r.hostname == route.hostname && r.pid == me);
+        route.since = mine.and_then(|r| r.since).or_else(|| Some(unix_now()));
+        // `portok share` / `unshare` since the first registration win over --share.
+        if let Some(r) = mine {
+            route.share = r.share;
+        }
         routes.retain(|r| r.hostname != route.hostname);
         routes.push(route);
         Ok(())

@@ -315,6 +315,51 @@ pub fn trim_memory() {
     }
 }
 
+/// The machine's addresses that are not loopback, with their interface's name: IPv4, and
+/// IPv6 other than link-local (which needs a scope to bind). Empty when the system will not
+/// say.
+pub fn interface_addresses() -> Vec<(String, std::net::IpAddr)> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let mut out = Vec::new();
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list it allocates, freed below with
+    // freeifaddrs; each node is read only while the list is alive, and `ifa_addr` is checked
+    // for null and read as the family it says it is.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return out;
+        }
+        let mut node = list;
+        while !node.is_null() {
+            let ifa = &*node;
+            node = ifa.ifa_next;
+            if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+                continue;
+            }
+            let name = std::ffi::CStr::from_ptr(ifa.ifa_name)
+                .to_string_lossy()
+                .into_owned();
+            let ip = match (*ifa.ifa_addr).sa_family as i32 {
+                libc::AF_INET => {
+                    let a = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                    IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)))
+                }
+                libc::AF_INET6 => {
+                    let a = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                    IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr))
+                }
+                _ => continue,
+            };
+            let link_local = matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
+            if !ip.is_loopback() && !link_local && !ip.is_unspecified() {
+                out.push((name, ip));
+            }
+        }
+        libc::freeifaddrs(list);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

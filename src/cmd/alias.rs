@@ -53,6 +53,7 @@ pub(super) fn alias(args: AliasArgs) -> anyhow::Result<i32> {
             reload: args.reload,
             tcp: args.tcp,
             proxy_protocol: args.proxy_protocol,
+            share: args.share,
             ..Route::alias(host.clone(), port)
         });
         Ok(())

@@ -16,6 +16,8 @@ pub(super) struct ListEntry<'a> {
     kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     state: Option<RouteState>,
+    /// Reachable from other machines when the proxy listens on the LAN.
+    shared: bool,
 }
 
 pub(super) fn list(json: bool) -> anyhow::Result<i32> {
@@ -33,6 +35,7 @@ pub(super) fn list(json: bool) -> anyhow::Result<i32> {
             pid: r.pid,
             kind: r.kind(),
             state: r.state,
+            shared: r.share,
         })
         .collect();
     if json {
@@ -70,6 +73,11 @@ pub(super) fn list(json: bool) -> anyhow::Result<i32> {
             (Some(s), Some(n)) => format!("{s} (pool of {n})"),
             (Some(s), None) => s.to_string(),
             (None, _) => "-".into(),
+        };
+        let state = if e.shared {
+            format!("{state}, shared on the LAN")
+        } else {
+            state
         };
         println!(
             "{:<w$}  {:>pw$}  {:>7}  {:<5}  {state}",

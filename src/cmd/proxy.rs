@@ -71,6 +71,7 @@ pub(super) fn proxy_start(state: &StateDir, args: &StartArgs) -> anyhow::Result<
     for tld in &tlds {
         extra_args.extend(["--tld".into(), tld.clone()]);
     }
+    extra_args.extend(args.lan.to_args());
     let opts = StartOptions { port, extra_args };
     let started = daemon::start(state, &opts)?;
     // The CA's name constraints were fixed when it was made.
@@ -82,10 +83,23 @@ pub(super) fn proxy_start(state: &StateDir, args: &StartArgs) -> anyhow::Result<
         }
     }
     match started {
-        Started::Now(s) => eprintln!(
-            "portok: proxy listening on http://localhost:{} (pid {})",
-            s.port, s.pid
-        ),
+        Started::Now(s) => {
+            eprintln!(
+                "portok: proxy listening on http://localhost:{} (pid {})",
+                s.port, s.pid
+            );
+            if args.lan.interfaces().is_some() {
+                let lan = lan_addresses(&s.listening);
+                if lan.is_empty() {
+                    eprintln!("portok: --lan: this machine has no network address besides loopback (or none on the interfaces named), so it serves loopback only");
+                } else {
+                    eprintln!(
+                        "portok: also on the LAN at {}, for the routes you share (`portok share NAME`); nothing else answers there",
+                        lan.iter().map(|a| format!("http://{a}")).collect::<Vec<_>>().join(", ")
+                    );
+                }
+            }
+        }
         Started::Already(s) => {
             eprintln!(
                 "portok: proxy already running on http://localhost:{} (pid {})",
@@ -93,6 +107,9 @@ pub(super) fn proxy_start(state: &StateDir, args: &StartArgs) -> anyhow::Result<
             );
             if s.port != port {
                 eprintln!("portok: note: it listens on {}, not {port}; `portok proxy stop` first to change the port", s.port);
+            }
+            if args.lan.interfaces().is_some() && lan_addresses(&s.listening).is_empty() {
+                eprintln!("portok: note: it does not listen on the LAN; `portok proxy stop` first, then `portok proxy start --lan`");
             }
             let missing: Vec<&String> = tlds.iter().filter(|t| !s.tlds.contains(t)).collect();
             if !missing.is_empty() {
@@ -108,4 +125,16 @@ pub(super) fn proxy_start(state: &StateDir, args: &StartArgs) -> anyhow::Result<
         }
     }
     Ok(0)
+}
+
+/// The listening addresses that are not loopback (`--lan`).
+pub(super) fn lan_addresses(listening: &[String]) -> Vec<String> {
+    listening
+        .iter()
+        .filter(|a| {
+            a.parse::<std::net::SocketAddr>()
+                .is_ok_and(|sa| !crate::proxy::lan::is_local(sa.ip()))
+        })
+        .cloned()
+        .collect()
 }

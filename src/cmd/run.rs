@@ -108,6 +108,7 @@ fn plan(args: RunArgs, cwd: PathBuf, name: String, hostname: String) -> Plan {
         idle_stop: args.idle_stop(),
         restart_crashed: args.app.is_some() || args.idle_stop().is_some(),
         inspect_bodies: args.inspect_bodies,
+        share: args.share,
     };
     Plan {
         tld: None,

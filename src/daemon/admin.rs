@@ -60,7 +60,7 @@ pub async fn handle(
     req: Request<Incoming>,
     conn: ConnInfo,
 ) -> Response<ProxyBody> {
-    if !is_loopback(conn.peer.ip()) {
+    if !crate::proxy::lan::is_local(conn.peer.ip()) {
         return json_response(
             StatusCode::FORBIDDEN,
             json!({"error": "the dashboard answers loopback clients only"}),
@@ -340,15 +340,6 @@ fn tcp_metrics(d: &DaemonState) -> String {
     out
 }
 
-fn is_loopback(ip: std::net::IpAddr) -> bool {
-    match ip {
-        std::net::IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
-        ip => ip.is_loopback(),
-    }
-}
-
 /// Token check in constant time, with a per-client limit on failures.
 fn authorize(
     d: &DaemonState,
@@ -561,6 +552,7 @@ pub fn route_status(d: &DaemonState, live: &LiveRoute) -> RouteStatus {
             .collect(),
         pid: r.pid,
         idle_stop: r.idle_stop,
+        shared: r.share,
         inspector: s.inspect.get().map(|ring| {
             let (requests, bytes) = ring.usage();
             let timeline = s

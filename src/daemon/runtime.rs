@@ -36,6 +36,9 @@ pub struct DaemonConfig {
     pub sync_hosts: bool,
     /// Suffixes served besides .localhost (`--tld`, checked).
     pub tlds: Vec<String>,
+    /// `--lan`: also listen on these interfaces' addresses (all when empty) for shared
+    /// routes; None: loopback only.
+    pub lan: Option<Vec<String>>,
 }
 
 /// Where the daemon's certificates come from.
@@ -123,13 +126,16 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
         announce(crate::daemon::ALREADY_RUNNING);
         return Ok(());
     }
-    let listeners = match bind_listeners(config.port) {
+    let mut listeners = match bind_listeners(config.port) {
         Ok(l) => l,
         Err(e) => {
             announce(&format!("error: {e}"));
             return Err(e.into());
         }
     };
+    if let Some(interfaces) = &config.lan {
+        listeners.extend(bind_lan(config.port, interfaces));
+    }
     let listening: Vec<String> = listeners
         .iter()
         .filter_map(|l| l.local_addr().ok())
@@ -261,6 +267,32 @@ fn write_pid_files(state: &StateDir, pid_file: &std::fs::File, port: u16) -> any
     std::fs::write(state.port_file(), format!("{port}\n"))
         .with_context(|| format!("writing {}", state.port_file().display()))?;
     Ok(())
+}
+
+/// `--lan`: the machine's other addresses (those of `interfaces` when named), each bound
+/// on its own, never a wildcard. One that cannot be bound is logged and left out: loopback
+/// keeps working whatever happens here.
+fn bind_lan(port: u16, interfaces: &[String]) -> Vec<TcpListener> {
+    let addrs: Vec<_> = crate::sys::interface_addresses()
+        .into_iter()
+        .filter(|(name, _)| interfaces.is_empty() || interfaces.contains(name))
+        .collect();
+    if addrs.is_empty() {
+        warn!(
+            ?interfaces,
+            "--lan: no address besides loopback; serving loopback only"
+        );
+    }
+    addrs
+        .into_iter()
+        .filter_map(|(name, ip)| match bind_one(SocketAddr::new(ip, port)) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                warn!(interface = name, error = %e, "--lan: cannot listen there");
+                None
+            }
+        })
+        .collect()
 }
 
 /// 127.0.0.1 always; ::1 too where the machine has IPv6. Never a wildcard address.

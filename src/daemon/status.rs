@@ -89,6 +89,9 @@ pub struct RouteStatus {
     /// A lazy app: stopped after this many seconds without a request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_stop: Option<u64>,
+    /// Reachable from other machines when the daemon listens on the LAN.
+    #[serde(default)]
+    pub shared: bool,
     /// What the request inspector holds for the route (None: no request yet, or off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inspector: Option<InspectorStatus>,

@@ -26,6 +26,9 @@ pub struct Ask<'a> {
     /// The value of portok's hop counter.
     pub hops: u32,
     pub tls: bool,
+    /// The client is not on this machine (it came in over a `--lan` listener): it may reach
+    /// shared routes only.
+    pub lan: bool,
 }
 
 /// What to do with a request (an error page is the `Err` of [`decide`]).
@@ -67,12 +70,17 @@ pub fn decide(
             hops: ask.hops,
         });
     }
-    if host == crate::names::ADMIN_HOST {
-        return Ok(Decision::Admin);
-    }
     let table = ctx.routes.load();
-    let Some(live) = table.lookup(host) else {
-        return Err(ProxyError::NoRoute { host: host.into() });
+    let live = if ask.lan {
+        super::lan::shared_route(&table, host)
+            .ok_or_else(|| ProxyError::NotShared { host: host.into() })?
+    } else {
+        if host == crate::names::ADMIN_HOST {
+            return Ok(Decision::Admin);
+        }
+        table
+            .lookup(host)
+            .ok_or_else(|| ProxyError::NoRoute { host: host.into() })?
     };
     if ctx.metrics_enabled && meter.is_none() {
         *meter = Some(live.stats.start());

@@ -14,6 +14,9 @@ pub enum ProxyError {
     ClientBody(String),
     #[error("no app registered for {host}")]
     NoRoute { host: String },
+    /// A client on the LAN asked for a name that is not shared (or for portok's own).
+    #[error("{host} is not shared on this network")]
+    NotShared { host: String },
     #[error("{host} looped through portok {hops} times")]
     Loop { host: String, hops: u32 },
     #[error("{host} is starting")]
@@ -39,7 +42,7 @@ impl ProxyError {
         match self {
             ProxyError::MissingHost => StatusCode::BAD_REQUEST,
             ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
-            ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::NoRoute { .. } | ProxyError::NotShared { .. } => StatusCode::NOT_FOUND,
             ProxyError::Loop { .. } => StatusCode::LOOP_DETECTED,
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Starting { .. } => StatusCode::SERVICE_UNAVAILABLE,

@@ -223,6 +223,7 @@ impl Conn {
             upgrade: false,
             hops: facts.hops,
             tls: info.tls,
+            lan: !super::lan::is_local(info.peer.ip()),
         };
         // Anything but a plain forward (a page, a held request, a live-reload page load)
         // is hyper's, which decides again the same way.

@@ -91,6 +91,7 @@ async fn route(
             || req.method() == http::Method::CONNECT,
         hops,
         tls: conn.tls,
+        lan: !super::lan::is_local(conn.peer.ip()),
     };
     let target = match decide(ctx, &ask, meter)? {
         Decision::Forward(target) => target,

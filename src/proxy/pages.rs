@@ -80,6 +80,15 @@ fn describe(err: &ProxyError, ctx: &Ctx) -> (String, String, String) {
             format!("portok: the request body is malformed or was cut off ({why}); nothing was sent to the app"),
             format!("<p>The request body is malformed or was cut off ({}); nothing was sent to the app.</p>", escape(why)),
         ),
+        // Says nothing about what else runs here: the client is on another machine.
+        ProxyError::NotShared { host } => (
+            "404 Not Found".into(),
+            format!("portok: {host} is not shared on this network"),
+            format!(
+                "<p><b>{}</b> is not shared on this network. Its owner can share it with <code>portok share NAME</code>.</p>",
+                escape(host)
+            ),
+        ),
         ProxyError::NoRoute { host } => {
             let name = host.strip_suffix(".localhost").unwrap_or(host);
             let mut detail = format!(

@@ -56,6 +56,8 @@ pub struct Options {
     pub restart_crashed: bool,
     /// `--inspect-bodies`: the inspector keeps this app's bodies.
     pub inspect_bodies: bool,
+    /// `--share`: the route starts shared (`portok share`/`unshare` change it later).
+    pub share: bool,
 }
 
 impl Options {
@@ -76,6 +78,7 @@ impl Options {
             proxy_protocol: self.proxy_protocol,
             idle_stop: self.idle_stop.map(|d| d.as_secs().max(1)),
             inspect_bodies: self.inspect_bodies,
+            share: self.share,
             ..super::app_route(host, port, n, state)
         }
     }

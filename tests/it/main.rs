@@ -9,6 +9,7 @@ mod fast;
 mod fuzz_regressions;
 mod hardening;
 mod inspect;
+mod lan;
 mod observe;
 mod pipeline;
 mod pool;

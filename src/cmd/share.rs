@@ -1,0 +1,46 @@
+//! `portok share NAME` / `portok unshare NAME`: whether other machines reach a route when
+//! the proxy listens on the LAN (`proxy start --lan`).
+
+use super::*;
+use crate::ui::UsageError;
+
+pub(super) fn share(name: &str, on: bool) -> anyhow::Result<i32> {
+    let state = StateDir::from_env()?;
+    let wanted = names::hostname_for(name)?;
+    let host = store::update::<_, anyhow::Error>(&state, |routes| {
+        // The name as given, or the route whose short name it is (a custom TLD's).
+        let route = routes
+            .iter_mut()
+            .find(|r| r.hostname == wanted || names::short_name(&r.hostname) == name)
+            .ok_or_else(|| {
+                UsageError(format!(
+                    "there is no route named {name} to {}; `portok list` shows the routes",
+                    if on { "share" } else { "unshare" }
+                ))
+            })?;
+        route.share = on;
+        Ok(route.hostname.clone())
+    })?
+    .0;
+    daemon::reload_if_running(&state)?;
+    let short = names::short_name(&host);
+    if !on {
+        eprintln!("portok: {short} is no longer shared; other machines get 404 for it");
+        return Ok(0);
+    }
+    let lan = control::status(&state)
+        .map(|s| super::proxy::lan_addresses(&s.listening))
+        .unwrap_or_default();
+    if lan.is_empty() {
+        eprintln!("portok: {short} is shared, but the proxy does not listen on the LAN: `portok proxy stop && portok proxy start --lan`");
+        return Ok(0);
+    }
+    eprintln!(
+        "portok: {short} is shared on the LAN: {} serves it while it is the only shared app; with Host {short}.local it is served whatever else is shared",
+        lan.iter()
+            .map(|a| format!("http://{a}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(0)
+}
