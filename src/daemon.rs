@@ -4,6 +4,7 @@
 
 pub mod admin;
 mod lazy;
+mod mdns;
 mod route_sync;
 pub mod runtime;
 pub mod state;

@@ -35,12 +35,43 @@ pub(super) fn share(name: &str, on: bool) -> anyhow::Result<i32> {
         eprintln!("portok: {short} is shared, but the proxy does not listen on the LAN: `portok proxy stop && portok proxy start --lan`");
         return Ok(0);
     }
-    eprintln!(
-        "portok: {short} is shared on the LAN: {} serves it while it is the only shared app; with Host {short}.local it is served whatever else is shared",
-        lan.iter()
-            .map(|a| format!("http://{a}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    // Its name on the network, once the daemon has announced it.
+    let mut named = None;
+    for _ in 0..30 {
+        named = lan_url(&state, &host);
+        if named.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let by_address = lan
+        .iter()
+        .map(|a| format!("http://{a}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match named {
+        Some(url) => eprintln!(
+            "portok: {short} is shared on the LAN at {url} (announced over mDNS), and at {by_address} while it is the only shared app"
+        ),
+        None => eprintln!(
+            "portok: {short} is shared on the LAN at {by_address} while it is the only shared app (its .local name is not announced: see `portok proxy status` and proxy.log)"
+        ),
+    }
     Ok(0)
+}
+
+/// The route's URL on the LAN, as the daemon announced it.
+fn lan_url(state: &StateDir, host: &str) -> Option<String> {
+    let reply = control::call(
+        state,
+        &control::Request::Detail,
+        std::time::Duration::from_secs(2),
+    )
+    .ok()?;
+    let status: Status = serde_json::from_value(reply.data?).ok()?;
+    status
+        .routes
+        .into_iter()
+        .find(|r| r.hostname == host)
+        .and_then(|r| r.lan_url)
 }

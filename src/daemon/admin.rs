@@ -553,6 +553,12 @@ pub fn route_status(d: &DaemonState, live: &LiveRoute) -> RouteStatus {
         pid: r.pid,
         idle_stop: r.idle_stop,
         shared: r.share,
+        lan_url: d
+            .lan_names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&r.hostname)
+            .map(|n| format!("http://{}:{}", n.trim_end_matches('.'), d.ctx.port)),
         inspector: s.inspect.get().map(|ring| {
             let (requests, bytes) = ring.usage();
             let timeline = s

@@ -141,6 +141,12 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
         .filter_map(|l| l.local_addr().ok())
         .map(|a| a.to_string())
         .collect();
+    let lan_ips: Vec<std::net::IpAddr> = listening
+        .iter()
+        .filter_map(|a| a.parse::<SocketAddr>().ok())
+        .map(|a| a.ip())
+        .filter(|ip| !crate::proxy::lan::is_local(*ip))
+        .collect();
     let tls = match &config.tls {
         TlsSource::LocalCa => crate::proxy::tls::server_config(state.root(), &config.tlds),
         TlsSource::Files { cert, key } => crate::proxy::tls::server_config_from_files(cert, key),
@@ -214,6 +220,12 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
         let state = state.clone();
         tasks.spawn(async move { ensure_added_owners(&state).await });
     }
+    tasks.spawn(super::mdns::announce_loop(
+        shared.clone(),
+        lan_ips,
+        config.port,
+        daemon.shutdown.clone(),
+    ));
     tasks.spawn(super::lazy::idle_loop(
         shared.clone(),
         daemon.shutdown.clone(),

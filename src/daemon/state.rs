@@ -29,6 +29,9 @@ pub struct DaemonState {
     pub clean_urls: std::sync::atomic::AtomicBool,
     /// Lazy apps asked to start, and when (see `lazy::wake`).
     pub woken: Mutex<HashMap<String, Instant>>,
+    /// `--lan`: each shared route's name on the network (`web.local.`, or the one mDNS
+    /// probing left it, `web-2.local.`).
+    pub lan_names: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl DaemonState {
@@ -45,6 +48,7 @@ impl DaemonState {
             tlds,
             clean_urls: Default::default(),
             woken: Mutex::new(HashMap::new()),
+            lan_names: Default::default(),
         }
     }
 }

@@ -92,6 +92,9 @@ pub struct RouteStatus {
     /// Reachable from other machines when the daemon listens on the LAN.
     #[serde(default)]
     pub shared: bool,
+    /// Its URL on the LAN (`http://web.local:1355`), once announced over mDNS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lan_url: Option<String>,
     /// What the request inspector holds for the route (None: no request yet, or off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inspector: Option<InspectorStatus>,

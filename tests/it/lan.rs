@@ -31,6 +31,9 @@ fn a_shared_route_answers_lan_clients_and_nothing_else_does() {
             "apt-get install iproute2 curl; run as root",
         );
     }
+    let Some(python) = zeroconf_python() else {
+        return missing("python3 with the zeroconf package", "apt-get install python3 python3-venv (the test makes a venv and installs zeroconf from PyPI)");
+    };
     let p = Portok::new();
     let tag = std::process::id() % 100_000;
     let (a, b) = (format!("pk{tag}a"), format!("pk{tag}b"));
@@ -61,10 +64,19 @@ echo "== api"; code -H 'Host: portok.localhost' http://10.211.0.1:{port}/api/sta
 echo "== page"; in_b curl -s --max-time 5 -H 'Host: secret.local' http://10.211.0.1:{port}/
 echo
 echo "== garbage"; in_b bash -c 'exec 3<>/dev/tcp/10.211.0.1/{port}; printf "NOT HTTP AT ALL\r\n\r\n" >&3; head -c 12 <&3'; echo
+resolve() {{ in_b {python} -c '
+from zeroconf import Zeroconf
+zc = Zeroconf(interfaces=["10.211.0.2"])
+info = zc.get_service_info("_http._tcp.local.", "web._http._tcp.local.", timeout=4000)
+print("found", info.server, info.parsed_addresses(), info.port) if info else print("none")
+zc.close()'; }}
+echo "== mdns"; resolve
+echo "== status"; in_a {portok} status --json | grep lan_url
 echo "== loopback"; in_a curl -s -o /dev/null --max-time 5 -w '%{{http_code}}' -H 'Host: secret.localhost' http://127.0.0.1:{port}/; echo
 echo "== list"; in_a {portok} list
 echo "== unshare"; in_a {portok} unshare web 2>&1
 echo "== after"; code -H 'Host: web.local' http://10.211.0.1:{port}/
+echo "== mdns after"; resolve
 echo "== share nope"; in_a {portok} share nope 2>&1; echo "rc=$?"
 in_a {portok} proxy stop >/dev/null 2>&1
 kill %1 2>/dev/null
@@ -74,6 +86,7 @@ exit 0
         home = p.home().display(),
         portok = BIN,
         hello = hello_bin().display(),
+        python = python.display(),
     );
     let out = Command::new("bash").args(["-c", &script]).output().unwrap();
     let text =
@@ -111,6 +124,21 @@ exit 0
         "the page names no other app: {text}"
     );
     assert!(part("garbage").starts_with("HTTP/1.1 400"), "{text}");
+    // Announced over mDNS and resolved by a resolver portok does not write.
+    assert_eq!(
+        part("mdns"),
+        format!("found web.local. ['10.211.0.1'] {port}"),
+        "{text}"
+    );
+    assert!(
+        part("status").contains(&format!("\"lan_url\": \"http://web.local:{port}\"")),
+        "{text}"
+    );
+    assert_eq!(
+        part("mdns after"),
+        "none",
+        "unsharing withdraws the name: {text}"
+    );
     assert!(
         part("list")
             .lines()

@@ -615,6 +615,33 @@ impl Drop for RunningApp {
     }
 }
 
+/// A Python with the `zeroconf` package (an mDNS resolver portok does not write), in a
+/// venv kept in the test cache; None when it cannot be made (no python3 or no PyPI).
+pub fn zeroconf_python() -> Option<PathBuf> {
+    let venv = test_cache().join("venv-zeroconf");
+    let python = venv.join("bin/python");
+    let works = |p: &Path| {
+        Command::new(p)
+            .args(["-c", "import zeroconf"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if works(&python) {
+        return Some(python);
+    }
+    let _ = std::fs::remove_dir_all(&venv);
+    let made = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "zeroconf==0.154.0"])
+            .status()
+            .is_ok_and(|s| s.success());
+    (made && works(&python)).then_some(python)
+}
+
 /// A project folder for `portok run` tests: a version file the app reads at start.
 pub fn project(p: &Portok) -> PathBuf {
     let dir = p.dir.path().join("project");
