@@ -288,7 +288,6 @@ impl Ca {
 
     /// Lowercase hex SHA-256 of the CA certificate DER (same value as
     /// `openssl x509 -noout -fingerprint -sha256`, without colons).
-    #[cfg(test)]
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
     }
@@ -349,6 +348,23 @@ fn ca_params(owner: &str, dns: &[String]) -> CertificateParams {
         std::net::Ipv6Addr::LOCALHOST.octets(),
         128,
     )));
+    // A CA for LAN sharing may also vouch for private network addresses.
+    if dns.iter().any(|d| d == crate::names::LAN_TLD) {
+        for (net, bits) in [
+            ([10, 0, 0, 0], 8),
+            ([172, 16, 0, 0], 12),
+            ([192, 168, 0, 0], 16),
+        ] {
+            permitted.push(GeneralSubtree::IpAddress(CidrSubnet::from_v4_prefix(
+                net, bits,
+            )));
+        }
+        let mut ula = [0u8; 16];
+        ula[0] = 0xfc;
+        permitted.push(GeneralSubtree::IpAddress(CidrSubnet::from_v6_prefix(
+            ula, 7,
+        )));
+    }
     params.name_constraints = Some(NameConstraints {
         permitted_subtrees: permitted,
         excluded_subtrees: Vec::new(),

@@ -99,6 +99,7 @@ pub(crate) mod ports;
 pub(crate) mod probe;
 pub(crate) mod project;
 pub mod proxy;
+pub(crate) mod qr;
 pub mod routes;
 pub(crate) mod run;
 pub(crate) mod service;

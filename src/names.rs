@@ -6,6 +6,9 @@
 pub const ADMIN_HOST: &str = "portok.localhost";
 
 /// Names portok keeps for itself: its command words, and `portok` for the daemon's own pages.
+/// The suffix of names on the LAN (mDNS), served besides the TLDs with `proxy start --lan`.
+pub const LAN_TLD: &str = "local";
+
 pub const RESERVED: &[&str] = &[
     "portok",
     "proxy",

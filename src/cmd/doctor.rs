@@ -97,6 +97,9 @@ pub fn main() -> anyhow::Result<i32> {
     }
     report(installed::service_check());
     report(installed::ports_check(daemon.as_ref()));
+    if let Some(f) = installed::lan_check(daemon.as_ref(), &routes) {
+        report(f);
+    }
     report(finding);
     report(orphans(&routes));
     report(file_watch(&cwd));

@@ -75,9 +75,13 @@ pub(super) fn proxy_start(state: &StateDir, args: &StartArgs) -> anyhow::Result<
     let opts = StartOptions { port, extra_args };
     let started = daemon::start(state, &opts)?;
     // The CA's name constraints were fixed when it was made.
-    if args.tls.cert.is_none() && !tlds.is_empty() {
+    let mut ca_names = tlds.clone();
+    if args.lan.interfaces().is_some() {
+        ca_names.push(crate::names::LAN_TLD.to_string());
+    }
+    if args.tls.cert.is_none() && !ca_names.is_empty() {
         if let Ok(ca) = crate::ca::Ca::load_or_create(state.root(), &[]) {
-            for tld in tlds.iter().filter(|t| !ca.covers(&format!("x.{t}"))) {
+            for tld in ca_names.iter().filter(|t| !ca.covers(&format!("x.{t}"))) {
                 eprintln!("portok: warning: the local CA was made before .{tld} was served and cannot vouch for it, so https for names under .{tld} fails: `sudo portok trust --renew` makes a CA for every TLD served now (then `portok proxy stop && portok proxy start`)");
             }
         }

@@ -49,13 +49,27 @@ pub(super) fn share(name: &str, on: bool) -> anyhow::Result<i32> {
         .map(|a| format!("http://{a}"))
         .collect::<Vec<_>>()
         .join(", ");
-    match named {
+    match &named {
         Some(url) => eprintln!(
             "portok: {short} is shared on the LAN at {url} (announced over mDNS), and at {by_address} while it is the only shared app"
         ),
         None => eprintln!(
             "portok: {short} is shared on the LAN at {by_address} while it is the only shared app (its .local name is not announced: see `portok proxy status` and proxy.log)"
         ),
+    }
+    // How a phone trusts the CA (for https), and the code to open the app.
+    let first = &lan[0];
+    if let Ok(ca) = crate::ca::Ca::load_or_create(state.root(), &[]) {
+        eprintln!(
+            "portok: for https on a phone, install the CA from http://{first}{} (SHA-256 fingerprint {}) and trust it",
+            crate::proxy::lan::CA_PATH,
+            ca.fingerprint()
+        );
+    }
+    let open = named.unwrap_or_else(|| format!("http://{first}/"));
+    if let Some(code) = crate::qr::text(&open) {
+        eprintln!("portok: scan to open {open}:");
+        eprintln!("{code}");
     }
     Ok(0)
 }

@@ -194,6 +194,19 @@ pub async fn handle(
                 "rollback" => app::action(d, host, AppRequest::Rollback).await,
                 "stop" => app::action(d, host, AppRequest::Stop).await,
                 "switch" => switch(d, &name, &query).await,
+                "share" | "unshare" => {
+                    let on = *action == "share";
+                    let h = host.clone();
+                    d.change_routes(move |routes| {
+                        routes
+                            .iter_mut()
+                            .find(|r| r.hostname == h && r.share != on)
+                            .map(|r| r.share = on)
+                            .is_some()
+                    })
+                    .await;
+                    json_response(StatusCode::OK, json!({"ok": true, "shared": on}))
+                }
                 "inspect-bodies" => {
                     let on = param("on").is_some_and(|v| v == "1" || v == "true");
                     d.ctx

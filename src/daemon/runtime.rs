@@ -148,7 +148,14 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
         .filter(|ip| !crate::proxy::lan::is_local(*ip))
         .collect();
     let tls = match &config.tls {
-        TlsSource::LocalCa => crate::proxy::tls::server_config(state.root(), &config.tlds),
+        TlsSource::LocalCa => {
+            // On the LAN, shared routes are also NAME.local: the CA covers .local then.
+            let mut names = config.tlds.clone();
+            if config.lan.is_some() {
+                names.push(crate::names::LAN_TLD.to_string());
+            }
+            crate::proxy::tls::server_config(state.root(), &names)
+        }
         TlsSource::Files { cert, key } => crate::proxy::tls::server_config_from_files(cert, key),
     };
     let tls = match tls {

@@ -37,6 +37,8 @@ pub enum Decision {
     Forward(Target),
     /// The dashboard and admin API on `portok.localhost`.
     Admin,
+    /// `/__portok/ca.pem` for a LAN client while a route is shared: the CA to trust.
+    CaFile,
     /// `/__portok/*` on an app with live reload: portok's script and event stream.
     LiveReload,
     /// `--redirect-https`: a browser's plain-HTTP page load goes to https.
@@ -71,6 +73,9 @@ pub fn decide(
         });
     }
     let table = ctx.routes.load();
+    if ask.lan && ask.path == super::lan::CA_PATH && table.sorted().iter().any(|l| l.route.share) {
+        return Ok(Decision::CaFile);
+    }
     let live = if ask.lan {
         super::lan::shared_route(&table, host)
             .ok_or_else(|| ProxyError::NotShared { host: host.into() })?

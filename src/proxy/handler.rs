@@ -114,6 +114,7 @@ async fn route(
             })
         }
         Decision::RedirectHttps => return Ok(redirect_to_https(&host, &req)),
+        Decision::CaFile => return Ok(super::lan::ca_file(ctx)),
     };
     let Target {
         mut backend,

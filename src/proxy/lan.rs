@@ -4,6 +4,20 @@
 //! pages. Every other rule (limits, deadlines, the pipeline) is the same for them.
 
 use crate::routes::{LiveRoute, RouteTable};
+
+/// Where a phone gets the CA (`portok share` prints it), while some route is shared.
+pub const CA_PATH: &str = "/__portok/ca.pem";
+
+/// The CA certificate, as a download.
+pub fn ca_file(ctx: &super::Ctx) -> http::Response<super::forward::ProxyBody> {
+    let pem = std::fs::read(crate::ca::ca_pem_path(ctx.state.root())).unwrap_or_default();
+    let mut r = http::Response::new(super::forward::ProxyBody::full(pem));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/x-x509-ca-cert"),
+    );
+    r
+}
 use std::net::IpAddr;
 
 /// Loopback, IPv4 or IPv6 (an IPv4-mapped one too): this machine.

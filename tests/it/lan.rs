@@ -57,6 +57,8 @@ code() {{ in_b curl -s -o /dev/null --max-time 5 -w '%{{http_code}}' "$@"; echo;
 echo "== web.local"; code -H 'Host: web.local' http://10.211.0.1:{port}/
 echo "== own name"; code -H 'Host: web.localhost' http://10.211.0.1:{port}/
 echo "== by address"; code http://10.211.0.1:{port}/
+echo "== https"; code --cacert {state}/ca.pem --resolve web.local:{port}:10.211.0.1 https://web.local:{port}/
+echo "== https secret"; code --cacert {state}/ca.pem --resolve secret.local:{port}:10.211.0.1 https://secret.local:{port}/
 echo "== secret.local"; code -H 'Host: secret.local' http://10.211.0.1:{port}/
 echo "== secret.localhost"; code -H 'Host: secret.localhost' http://10.211.0.1:{port}/
 echo "== dashboard"; code -H 'Host: portok.localhost' http://10.211.0.1:{port}/
@@ -72,12 +74,19 @@ print("found", info.server, info.parsed_addresses(), info.port) if info else pri
 zc.close()'; }}
 echo "== mdns"; resolve
 echo "== status"; in_a {portok} status --json | grep lan_url
+echo "== ca"; in_b curl -s --max-time 5 http://10.211.0.1:{port}/__portok/ca.pem | cmp - {state}/ca.pem && echo same
+echo "== rows"; in_a curl -s --max-time 5 -H 'Host: portok.localhost' http://127.0.0.1:{port}/rows | grep -o 'shared on the LAN: <a href="http://web.local:{port}">\|data-unshare="web"\|<svg' | sort -u
 echo "== loopback"; in_a curl -s -o /dev/null --max-time 5 -w '%{{http_code}}' -H 'Host: secret.localhost' http://127.0.0.1:{port}/; echo
 echo "== list"; in_a {portok} list
+echo "== doctor"; in_a {portok} doctor | grep -A1 ' lan '
 echo "== unshare"; in_a {portok} unshare web 2>&1
 echo "== after"; code -H 'Host: web.local' http://10.211.0.1:{port}/
 echo "== mdns after"; resolve
 echo "== share nope"; in_a {portok} share nope 2>&1; echo "rc=$?"
+echo "== share again"; in_a {portok} share web 2>&1
+echo "== no ca"; in_a {portok} unshare web >/dev/null 2>&1; code http://10.211.0.1:{port}/__portok/ca.pem
+echo "== api share"; in_a curl -s -XPOST --max-time 5 -H 'Host: portok.localhost' -H "x-portok-token: $(cat {state}/admin.token)" http://127.0.0.1:{port}/api/routes/web/share; echo
+echo "== after api share"; code -H 'Host: web.local' http://10.211.0.1:{port}/
 in_a {portok} proxy stop >/dev/null 2>&1
 kill %1 2>/dev/null
 exit 0
@@ -109,6 +118,8 @@ exit 0
         ("web.local", "200"),
         ("own name", "200"),
         ("by address", "200"),
+        ("https", "200"),
+        ("https secret", "404"),
         ("secret.local", "404"),
         ("secret.localhost", "404"),
         ("dashboard", "404"),
@@ -149,6 +160,44 @@ exit 0
         part("unshare").contains("web is no longer shared"),
         "{text}"
     );
+    assert!(
+        part("doctor").contains("sharing web on 10.211.0.1:"),
+        "{text}"
+    );
+    assert_eq!(
+        part("ca"),
+        "same",
+        "the CA file, while a route is shared: {text}"
+    );
+    let rows = part("rows");
+    for want in [
+        "shared on the LAN: <a href=\"http://web.local",
+        "data-unshare=\"web\"",
+        "<svg",
+    ] {
+        assert!(rows.contains(want), "dashboard row lacks {want}: {text}");
+    }
+    let again = part("share again");
+    assert!(
+        again.contains(&format!("is shared on the LAN at http://web.local:{port}")),
+        "{text}"
+    );
+    assert!(
+        again.contains("SHA-256 fingerprint")
+            && again.contains(&format!("http://10.211.0.1:{port}/__portok/ca.pem")),
+        "{text}"
+    );
+    assert!(
+        again.contains("scan to open") && again.contains('█'),
+        "a QR code: {text}"
+    );
+    assert_eq!(
+        part("no ca"),
+        "404",
+        "no CA file while nothing is shared: {text}"
+    );
+    assert!(part("api share").contains("\"shared\": true"), "{text}");
+    assert_eq!(part("after api share"), "200", "{text}");
     let nope = part("share nope");
     assert!(
         nope.contains("there is no route named nope") && nope.contains("rc=2"),

@@ -119,3 +119,35 @@ pub(super) fn service_check() -> Finding {
         Err(e) => fail(C, chain(&e), "check the file's permissions"),
     }
 }
+
+/// `proxy start --lan` with nothing shared: listening on the network for nothing. None
+/// when the daemon does not listen on the LAN.
+pub(super) fn lan_check(
+    daemon: Option<&crate::control::DaemonStatus>,
+    routes: &[crate::routes::Route],
+) -> Option<Finding> {
+    let lan = crate::cmd::proxy::lan_addresses(&daemon?.listening);
+    if lan.is_empty() {
+        return None;
+    }
+    let shared: Vec<&str> = routes
+        .iter()
+        .filter(|r| r.share)
+        .map(|r| crate::names::short_name(&r.hostname))
+        .collect();
+    Some(if shared.is_empty() {
+        warn(
+            "lan",
+            format!(
+                "the proxy listens on the LAN ({}) but shares no route",
+                lan.join(", ")
+            ),
+            "share one with `portok share NAME`, or restart the proxy without --lan",
+        )
+    } else {
+        ok(
+            "lan",
+            format!("sharing {} on {}", shared.join(", "), lan.join(", ")),
+        )
+    })
+}

@@ -30,6 +30,7 @@ pub fn dashboard(d: &DaemonState) -> String {
         .unwrap_or_default()
         .replace("</", "<\\/");
     DASHBOARD
+        .replace("{{TOKEN}}", &d.admin_token)
         .replace("{{ROWS}}", &rows)
         .replace("{{VERSION}}", env!("CARGO_PKG_VERSION"))
         .replace("{{PORT}}", &d.ctx.port.to_string())
@@ -55,8 +56,9 @@ pub fn rows(d: &DaemonState, status: &Status) -> String {
         };
         let f = |v: Option<f64>| v.map(|v| format!("{v}")).unwrap_or_else(dash);
         out.push_str(&format!(
-            "<tr class=\"st-{st}\"><td><a href=\"{url}\">{name}</a><div class=\"sub\">{kind} · port {port} · pid {pid} · gen {gen}</div><div class=\"links\"><a href=\"/routes/{short}\">details</a><a href=\"/inspect/{short}\">inspect</a></div></td><td><span class=\"badge {st}\">{st}</span></td><td>{req}<div class=\"sub\">2xx {c2} · 4xx {c4} · 5xx {c5}</div></td><td>{inflight}</td><td>{rps}</td><td>{p50} / {p99}</td><td>{up}</td><td>{spark}</td><td>{last}</td></tr>",
+            "<tr class=\"st-{st}\"><td><a href=\"{url}\">{name}</a><div class=\"sub\">{kind} · port {port} · pid {pid} · gen {gen}</div><div class=\"links\"><a href=\"/routes/{short}\">details</a><a href=\"/inspect/{short}\">inspect</a></div>{lan}</td><td><span class=\"badge {st}\">{st}</span></td><td>{req}<div class=\"sub\">2xx {c2} · 4xx {c4} · 5xx {c5}</div></td><td>{inflight}</td><td>{rps}</td><td>{p50} / {p99}</td><td>{up}</td><td>{spark}</td><td>{last}</td></tr>",
             short = escape(&r.name),
+            lan = shared(r),
             spark = d
                 .ctx
                 .metrics
@@ -93,6 +95,22 @@ pub fn rows(d: &DaemonState, status: &Status) -> String {
         }
     }
     out
+}
+
+/// A shared route's line: its LAN URL, a QR code of it, and the unshare button.
+fn shared(r: &RouteStatus) -> String {
+    if !r.shared {
+        return String::new();
+    }
+    let url = r.lan_url.clone().unwrap_or_default();
+    let qr = crate::qr::svg(&url, 96)
+        .filter(|_| !url.is_empty())
+        .unwrap_or_default();
+    format!(
+        "<div class=\"sub shared\">shared on the LAN{} <button data-unshare=\"{}\">unshare</button></div>{qr}",
+        if url.is_empty() { String::new() } else { format!(": <a href=\"{0}\">{0}</a>", escape(&url)) },
+        escape(&r.name)
+    )
 }
 
 /// A string as a JavaScript literal inside a page.
