@@ -243,10 +243,21 @@ pub(crate) fn checked_tlds(raw: &[String]) -> Result<Vec<String>, NameError> {
 
 /// The custom TLDs portok serves: the running daemon's, else PORTOK_TLD's.
 pub(crate) fn served_tlds(state: &StateDir) -> Result<Vec<String>, NameError> {
-    if let Some(status) = control::status(state) {
-        return Ok(status.tlds);
+    // With LAN sharing on, `.local` is served too (the CA must cover it).
+    let (mut tlds, lan) = match control::status(state) {
+        Some(status) => {
+            let lan = !proxy::lan_addresses(&status.listening).is_empty();
+            (status.tlds, lan)
+        }
+        None => (
+            env_tlds()?,
+            std::env::var("PORTOK_LAN").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false")),
+        ),
+    };
+    if lan {
+        tlds.push(names::LAN_TLD.to_string());
     }
-    env_tlds()
+    Ok(tlds)
 }
 
 /// PORTOK_TLD (comma-separated), checked.

@@ -211,6 +211,18 @@ fn check_label(name: &str, label: &str) -> Result<(), NameError> {
 }
 
 /// The short name of a host: `api.shop.localhost` -> `api.shop`.
+/// A route's name on the LAN, the NAME of `NAME.local`: its host name without
+/// `.localhost` or the custom TLD it is under (`api.shop.localhost` -> `api.shop`,
+/// `api.test` -> `api`).
+pub fn lan_label<'a>(hostname: &'a str, tlds: &[String]) -> &'a str {
+    if let Some(s) = hostname.strip_suffix(".localhost") {
+        return s;
+    }
+    tlds.iter()
+        .find_map(|t| hostname.strip_suffix(t.as_str())?.strip_suffix('.'))
+        .unwrap_or(hostname)
+}
+
 pub fn short_name(hostname: &str) -> &str {
     hostname.strip_suffix(".localhost").unwrap_or(hostname)
 }

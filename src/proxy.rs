@@ -109,6 +109,8 @@ pub struct Ctx {
     pub metrics_enabled: bool,
     /// Requests the inspector keeps per route (0: the inspector is off, `--no-inspect`).
     pub inspect_capacity: usize,
+    /// Suffixes served besides .localhost (`--tld`): a LAN client's `api.local` is `api.test`.
+    pub tlds: Vec<String>,
     pub state: StateDir,
     /// TCP routes' listeners and counters.
     pub tcp: crate::proxy::tcp::TcpRoutes,
@@ -160,6 +162,7 @@ impl Ctx {
             metrics,
             metrics_enabled: true,
             inspect_capacity: crate::inspect::DEFAULT_CAPACITY,
+            tlds: Vec::new(),
             state,
             tcp: Default::default(),
             port,

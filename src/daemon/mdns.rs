@@ -16,14 +16,8 @@ use tracing::{info, warn};
 const SERVICE: &str = "_http._tcp.local.";
 
 /// The `.local` host name a route is announced under (before any conflict suffix).
-pub fn local_name(hostname: &str) -> String {
-    let short = crate::names::short_name(hostname);
-    // A custom TLD's name loses its suffix too: api.test -> api.local.
-    let short = short
-        .rsplit_once('.')
-        .filter(|_| !hostname.ends_with(".localhost"))
-        .map_or(short, |(s, _)| s);
-    format!("{short}.local.")
+pub fn local_name(hostname: &str, tlds: &[String]) -> String {
+    format!("{}.local.", crate::names::lan_label(hostname, tlds))
 }
 
 /// Follow the route table: announce what is shared, withdraw what is not any more.
@@ -98,7 +92,7 @@ pub async fn announce_loop(
             .filter(|h| !announced.contains_key(*h))
             .collect();
         for host in new {
-            let name = local_name(host);
+            let name = local_name(host, &d.tlds);
             let instance = name.trim_end_matches(".local.").to_string();
             let info = ServiceInfo::new(
                 SERVICE,
@@ -143,8 +137,16 @@ pub async fn announce_loop(
 mod tests {
     #[test]
     fn local_names() {
-        assert_eq!(super::local_name("web.localhost"), "web.local.");
-        assert_eq!(super::local_name("api.shop.localhost"), "api.shop.local.");
-        assert_eq!(super::local_name("api.test"), "api.local.");
+        let tlds = ["test".to_string(), "dev.example.com".to_string()];
+        assert_eq!(super::local_name("web.localhost", &tlds), "web.local.");
+        assert_eq!(
+            super::local_name("api.shop.localhost", &tlds),
+            "api.shop.local."
+        );
+        assert_eq!(super::local_name("api.test", &tlds), "api.local.");
+        assert_eq!(
+            super::local_name("api.dev.example.com", &tlds),
+            "api.local."
+        );
     }
 }

@@ -187,6 +187,7 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
     ctx.redirect_https = config.redirect_https;
     ctx.metrics_enabled = config.metrics;
     ctx.inspect_capacity = config.inspect_capacity;
+    ctx.tlds = config.tlds.clone();
     let ctx = Arc::new(ctx);
     let shared = Arc::new(DaemonState::new(ctx.clone(), token, config.tlds.clone()));
     let _ = ctx

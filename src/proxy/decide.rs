@@ -77,7 +77,7 @@ pub fn decide(
         return Ok(Decision::CaFile);
     }
     let live = if ask.lan {
-        super::lan::shared_route(&table, host)
+        super::lan::shared_route(&table, host, &ctx.tlds)
             .ok_or_else(|| ProxyError::NotShared { host: host.into() })?
     } else {
         if host == crate::names::ADMIN_HOST {

@@ -31,7 +31,11 @@ pub fn is_local(ip: IpAddr) -> bool {
 }
 
 /// The shared route a LAN client's Host names, if any.
-pub fn shared_route<'t>(table: &'t RouteTable, host: &str) -> Option<&'t LiveRoute> {
+pub fn shared_route<'t>(
+    table: &'t RouteTable,
+    host: &str,
+    tlds: &[String],
+) -> Option<&'t LiveRoute> {
     let shared = |l: &&LiveRoute| l.route.share;
     if host.parse::<IpAddr>().is_ok() || host.starts_with('[') {
         // By address: only when that cannot mean two apps.
@@ -48,5 +52,5 @@ pub fn shared_route<'t>(table: &'t RouteTable, host: &str) -> Option<&'t LiveRou
     table
         .sorted()
         .into_iter()
-        .find(|l| l.route.share && crate::names::short_name(&l.route.hostname) == name)
+        .find(|l| l.route.share && crate::names::lan_label(&l.route.hostname, tlds) == name)
 }

@@ -204,3 +204,51 @@ exit 0
         "{text}"
     );
 }
+
+#[test]
+fn lan_mode_without_a_network_says_so_and_serves_loopback() {
+    if !can_make_namespaces() {
+        return missing(
+            "root, ip and curl (network namespaces)",
+            "apt-get install iproute2 curl; run as root",
+        );
+    }
+    let p = Portok::new();
+    let app_port = free_port();
+    // A namespace of its own with only loopback in it.
+    let script = format!(
+        r#"
+ip link set lo up
+export PORTOK_STATE_DIR={state} HOME={home} PORTOK_PORT={port} NO_COLOR=1
+PORT={app_port} {hello} >/dev/null 2>&1 &
+echo "== start"; {portok} proxy start --lan 2>&1
+{portok} alias web {app_port} --share >/dev/null 2>&1
+echo "== loopback"; curl -s -o /dev/null --max-time 5 -w '%{{http_code}}' -H 'Host: web.localhost' http://127.0.0.1:{port}/; echo
+echo "== share"; {portok} share web 2>&1
+{portok} proxy stop >/dev/null 2>&1
+kill %1 2>/dev/null
+exit 0
+"#,
+        state = p.state().display(),
+        home = p.home().display(),
+        port = p.port,
+        portok = BIN,
+        hello = hello_bin().display(),
+    );
+    let out = Command::new("unshare")
+        .args(["--net", "bash", "-c", &script])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("--lan: this machine has no network address besides loopback"),
+        "{text}"
+    );
+    assert!(text.contains("== loopback\n200"), "{text}");
+    assert!(
+        text.contains("the proxy does not listen on the LAN"),
+        "{text}"
+    );
+}
