@@ -154,7 +154,7 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
             if config.lan.is_some() {
                 names.push(crate::names::LAN_TLD.to_string());
             }
-            crate::proxy::tls::server_config(state.root(), &names)
+            crate::proxy::tls::server_config(state.root(), &names, &lan_ips)
         }
         TlsSource::Files { cert, key } => crate::proxy::tls::server_config_from_files(cert, key),
     };

@@ -80,10 +80,30 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// Server config that issues certificates for names under `localhost` and `tlds` from the
 /// CA in `state_dir`.
-pub fn server_config(state_dir: &Path, tlds: &[String]) -> Result<Arc<ServerConfig>, TlsError> {
+/// `lan_ips`: the addresses the daemon listens on besides loopback (`--lan`): the
+/// certificate for no SNI (a client that connects by address) and `.local` names cover the
+/// private ones among them.
+pub fn server_config(
+    state_dir: &Path,
+    tlds: &[String],
+    lan_ips: &[std::net::IpAddr],
+) -> Result<Arc<ServerConfig>, TlsError> {
     let ca = Arc::new(Ca::load_or_create(state_dir, tlds)?);
-    let resolver = LeafResolver::new(ca, state_dir, tlds)?;
+    let mut resolver = LeafResolver::new(ca, state_dir, tlds)?;
+    resolver.lan_ips = lan_ips
+        .iter()
+        .filter(|ip| private(ip))
+        .map(|ip| ip.to_string())
+        .collect();
     server_config_with_resolver(Arc::new(resolver))
+}
+
+/// The addresses a LAN CA may vouch for (see `ca::ca_params`).
+fn private(ip: &std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_private(),
+        std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xfe00) == 0xfc00,
+    }
 }
 
 /// Like [`server_config`], for callers that keep a handle on the resolver.
@@ -188,6 +208,8 @@ pub struct LeafResolver {
     issued: AtomicUsize,
     /// Suffixes served besides localhost.
     tlds: Vec<String>,
+    /// Private LAN addresses (`--lan`): also in the no-SNI and `.local` leaves.
+    lan_ips: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -229,6 +251,7 @@ impl LeafResolver {
             issue_lock: Mutex::new(()),
             issued: AtomicUsize::new(0),
             tlds: tlds.to_vec(),
+            lan_ips: Vec::new(),
         })
     }
 
@@ -273,7 +296,11 @@ impl LeafResolver {
         if !self.ca.covers(name) {
             return Err(TlsError::NotCovered { name: name.into() });
         }
-        let leaf = match self.load_from_disk(name) {
+        // A leaf that carries this run's LAN addresses is made afresh: they may have changed.
+        let leaf = match self
+            .load_from_disk(name)
+            .filter(|_| !self.with_lan_ips(name))
+        {
             Some(leaf) => leaf,
             None => self.issue(name)?,
         };
@@ -345,8 +372,21 @@ impl LeafResolver {
         Ok(())
     }
 
+    /// The leaves that also name the LAN addresses: no SNI, and `.local` names; only from a
+    /// CA made for the LAN, whose constraints permit private addresses (an older CA's leaf
+    /// with them would fail even on loopback).
+    fn with_lan_ips(&self, name: &str) -> bool {
+        !self.lan_ips.is_empty()
+            && (name == "localhost" || crate::names::is_under(name, crate::names::LAN_TLD))
+            && self.ca.covers("x.local")
+    }
+
     fn issue(&self, name: &str) -> Result<CachedLeaf, TlsError> {
-        let leaf = self.ca.issue_leaf(&sans_for(name, &self.tlds))?;
+        let mut sans = sans_for(name, &self.tlds);
+        if self.with_lan_ips(name) {
+            sans.extend(self.lan_ips.iter().cloned());
+        }
+        let leaf = self.ca.issue_leaf(&sans)?;
         self.issued.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%name, "issued leaf certificate");
         let key = CertifiedKey::from_der(
@@ -675,7 +715,7 @@ mod tests {
     #[tokio::test]
     async fn real_handshakes() {
         let dir = tempfile::tempdir().unwrap();
-        let server = server_config(dir.path(), &[]).unwrap();
+        let server = server_config(dir.path(), &[], &[]).unwrap();
         let client = client_config(dir.path());
         for name in ["myapp.localhost", "a.b.myapp.localhost", "127.0.0.1", "::1"] {
             let alpn = handshake(server.clone(), client.clone(), name)

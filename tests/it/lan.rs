@@ -58,6 +58,7 @@ echo "== web.local"; code -H 'Host: web.local' http://10.211.0.1:{port}/
 echo "== own name"; code -H 'Host: web.localhost' http://10.211.0.1:{port}/
 echo "== by address"; code http://10.211.0.1:{port}/
 echo "== https"; code --cacert {state}/ca.pem --resolve web.local:{port}:10.211.0.1 https://web.local:{port}/
+echo "== https by address"; code --cacert {state}/ca.pem https://10.211.0.1:{port}/
 echo "== https secret"; code --cacert {state}/ca.pem --resolve secret.local:{port}:10.211.0.1 https://secret.local:{port}/
 echo "== secret.local"; code -H 'Host: secret.local' http://10.211.0.1:{port}/
 echo "== secret.localhost"; code -H 'Host: secret.localhost' http://10.211.0.1:{port}/
@@ -119,6 +120,7 @@ exit 0
         ("own name", "200"),
         ("by address", "200"),
         ("https", "200"),
+        ("https by address", "200"),
         ("https secret", "404"),
         ("secret.local", "404"),
         ("secret.localhost", "404"),
