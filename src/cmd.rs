@@ -41,6 +41,11 @@ use status::status;
 use switch::switch;
 use trust::{trust, untrust};
 
+/// How `main` prints an error: with its causes, each said once.
+pub fn error_text(err: &anyhow::Error) -> String {
+    crate::ui::join_causes(err.chain().map(|c| c.to_string()))
+}
+
 pub fn exit_code(err: &anyhow::Error) -> i32 {
     if err.downcast_ref::<NameError>().is_some()
         || err.downcast_ref::<UsageError>().is_some()

@@ -12,7 +12,8 @@
 //!      (list, get), `proxy` (start, stop, status), `app` (restart, logs over the run
 //!      socket), `status`, `switch`, `trust`, `hosts`, `service`, `ports`, `doctor` (read-only
 //!      checks with hints; `doctor/installed`: what portok put outside its state dir),
-//!      `prune` (apps whose `portok run` is gone), `up` (up, down, ps), `added` (add, remove), `clean` (undo everything), `generate`
+//!      `prune` (apps whose `portok run` is gone), `up` (up, down, ps), `added` (add, remove), `inspect` (the
+//!      inspector in the terminal), `share` (share, unshare), `clean` (undo everything), `generate`
 //!      (completions and man pages from the clap definitions).
 //! 2. The processes that run for a while.
 //!    - `up` (`up.rs`: `portok up`, one `portok run --app NAME` child per app in dependency
@@ -32,8 +33,12 @@
 //!      daemon process: listeners, control server, route reloads, stale sweep, graceful
 //!      stop), `state` (the daemon's own facts beside the proxy's context: events, the
 //!      dashboard's token, where it listens), `admin` (its own host `portok.localhost`:
-//!      dashboard, JSON API, events, Prometheus metrics, token-checked restart and switch;
-//!      `admin/dashboard.html`), `status` (the one status type of the API, the dashboard and
+//!      dashboard, JSON API, events, Prometheus metrics, token-checked actions; `admin/pages`
+//!      (the dashboard, a route's page and the inspector, rendered on the server, with
+//!      `dashboard.html`, `route.html`, `inspect.html`, `style.css`), `admin/history` (the
+//!      history API and SVG charts), `admin/inspect` (the inspector's JSON views, SSE stream
+//!      and replay), `admin/app` (restart, roll back, stop and the log tail over the app's
+//!      run socket)), `mdns` (shared routes announced as NAME.local with `--lan`), `status` (the one status type of the API, the dashboard and
 //!      `portok status`), `route_sync` (the table and routes.json in step: re-reads, the
 //!      daemon's own changes applied in memory then persisted, its own writes not re-read), `switch` (health-gated switch of an alias route with drain and
 //!      auto-rollback), `lazy` (waking an idle lazy app's `portok run`, and asking a live one
@@ -51,7 +56,9 @@
 //!    routing decision both front-ends act on, and the resend policy), `error` (what can fail
 //!    -> status codes), `request_head` (the one writer of the request heads apps receive),
 //!    `response_head` (the one filter of the response heads clients receive), `upstream`
-//!    (kept app connections, the app's response head, requests with bodies), `app_body` (a
+//!    (kept app connections, the app's response head, requests with bodies), `capture` (what
+//!    both front-ends tell the request inspector), `lan` (what clients on other machines may
+//!    reach, `--lan`), `app_body` (a
 //!    response body read off the app's connection), `chunked` (chunked coding), `forward`
 //!    (loopback dialing, response bodies, upgrades), `streams` (an h2 connection's streams in
 //!    its own task), `reload` (live-reload injection), `pages` (404/502/508/400/starting/
@@ -64,7 +71,9 @@
 //!    - [`control`]: the control socket and the per-app run socket: one codec, typed
 //!      messages.
 //!    - [`metrics`]: per-route counters and histograms (atomics on the hot path), redeploy
-//!      and switch history with typed outcomes, Prometheus text, stats.json.
+//!      and switch history with typed outcomes, Prometheus text, stats.json;
+//!      `metrics/timeline`: per-second and per-minute points for the charts.
+//!    - [`inspect`]: the request inspector's ring of recent requests per route.
 //!    - [`ca`]: the local CA and per-host leaf certificates (rcgen); [`trust`] and
 //!      `trust/nss`: the system store and NSS databases.
 //!    - [`names`]: app names -> `NAME.localhost`, validation, Host normalisation.
@@ -78,7 +87,7 @@
 //!    every `unsafe` libc call, with why it is sound), `sys/linux` (/proc: port owners,
 //!    sysctls), `sys/splice` (Linux: socket -> pipe -> socket moves for TCP routes and large
 //!    bodies; `sys/splice_none` elsewhere), `ui` (`portok:` lines, durations, the usage
-//!    error that exits 2). Linux-only code is behind `cfg` there alone; `.ci/check-macos`
+//!    error that exits 2), `qr` (QR codes of URLs). Linux-only code is behind `cfg` there alone; `.ci/check-macos`
 //!    checks the crate for macOS.
 
 // The binary (main.rs) needs the command line; the fuzz targets and tests reach the

@@ -17,7 +17,7 @@ fn main() {
     let code = match cmd::dispatch(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", cmd::error_text(&err));
             cmd::exit_code(&err)
         }
     };

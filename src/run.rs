@@ -6,6 +6,7 @@
 
 pub mod child;
 mod daemon_link;
+mod flags;
 mod ports;
 pub mod supervisor;
 pub mod watch;

@@ -13,6 +13,21 @@ pub fn say(msg: &str) {
     }
 }
 
+/// An error and its causes as one line, `outer: inner: innermost`, leaving out a cause the
+/// text already says (many errors put their source in their own message).
+pub fn join_causes(texts: impl IntoIterator<Item = String>) -> String {
+    let mut out = String::new();
+    for t in texts {
+        if out.is_empty() {
+            out = t;
+        } else if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+    }
+    out
+}
+
 /// A mistake in how a command was called: exit 2, like clap's own usage errors.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -60,6 +75,20 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_cause_already_said_is_not_repeated() {
+        let texts = [
+            "cannot read or write /s/routes.json: No space left on device (os error 28)",
+            "No space left on device (os error 28)",
+        ];
+        assert_eq!(super::join_causes(texts.map(String::from)), texts[0]);
+        let texts = ["starting the daemon", "permission denied"];
+        assert_eq!(
+            super::join_causes(texts.map(String::from)),
+            "starting the daemon: permission denied"
+        );
+    }
+
     #[test]
     fn durations_parse_as_written() {
         use std::time::Duration;

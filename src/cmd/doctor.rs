@@ -114,14 +114,8 @@ pub fn main() -> anyhow::Result<i32> {
 
 /// An error with its causes, as `main` prints them: "outer: inner: innermost".
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
+    let causes = std::iter::successors(Some(e), |e| e.source()).map(|e| e.to_string());
+    crate::ui::join_causes(causes)
 }
 
 fn me() -> u32 {

@@ -58,44 +58,7 @@ pub fn argv(command: &[String]) -> Vec<String> {
     }
 }
 
-/// Frameworks that ignore $PORT get `--port N` (and Vite `--strictPort`) and
-/// `--host 127.0.0.1`, unless already given. Wrappers such as npx are looked through.
-pub fn inject_framework_flags(argv: &mut Vec<String>, port: u16) {
-    const NEEDS_FLAGS: &[&str] = &["vite", "astro", "ng", "react-router", "rsbuild", "expo"];
-    const WRAPPERS: &[&str] = &["npx", "pnpm", "pnpx", "yarn", "bunx", "bun"];
-    let mut i = 0;
-    while i < argv.len() {
-        let word = basename(&argv[i]);
-        if WRAPPERS.contains(&word) || matches!(word, "exec" | "dlx" | "x" | "run") {
-            i += 1;
-            continue;
-        }
-        break;
-    }
-    let Some(tool) = argv.get(i).map(|s| basename(s).to_string()) else {
-        return;
-    };
-    if !NEEDS_FLAGS.contains(&tool.as_str()) {
-        return;
-    }
-    let has = |argv: &[String], flag: &str| {
-        argv.iter()
-            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
-    };
-    if !has(argv, "--port") {
-        argv.push("--port".into());
-        argv.push(port.to_string());
-    }
-    if tool == "vite" && !has(argv, "--strictPort") {
-        argv.push("--strictPort".into());
-    }
-    if !has(argv, "--host") {
-        argv.push("--host".into());
-        argv.push("127.0.0.1".into());
-    }
-}
-
-fn basename(s: &str) -> &str {
+pub(super) fn basename(s: &str) -> &str {
     s.rsplit('/').next().unwrap_or(s)
 }
 
@@ -129,7 +92,7 @@ impl Generation {
         instance: Option<usize>,
     ) -> io::Result<Generation> {
         let mut argv = argv(&launch.command);
-        inject_framework_flags(&mut argv, port);
+        super::flags::inject(&mut argv, port);
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
             .env("PORT", port.to_string())
@@ -303,30 +266,6 @@ mod tests {
         assert_eq!(argv(&v(&["cargo", "run"])), v(&["cargo", "run"]));
         assert_eq!(argv(&v(&["cargo run && x"]))[..2], v(&["sh", "-c"]));
         assert_eq!(argv(&v(&["./server"])), v(&["./server"]));
-    }
-
-    #[test]
-    fn framework_flags() {
-        let mut a = v(&["npx", "vite"]);
-        inject_framework_flags(&mut a, 4100);
-        assert_eq!(
-            a,
-            v(&[
-                "npx",
-                "vite",
-                "--port",
-                "4100",
-                "--strictPort",
-                "--host",
-                "127.0.0.1"
-            ])
-        );
-        let mut a = v(&["astro", "dev", "--port=1"]);
-        inject_framework_flags(&mut a, 4100);
-        assert_eq!(a, v(&["astro", "dev", "--port=1", "--host", "127.0.0.1"]));
-        let mut a = v(&["cargo", "run"]);
-        inject_framework_flags(&mut a, 4100);
-        assert_eq!(a, v(&["cargo", "run"]));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod anyapp;
 mod devservers;
 mod dx;
 mod fast;
