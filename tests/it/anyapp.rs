@@ -47,3 +47,53 @@ fn an_invalid_routes_json_is_reported_with_its_cause_once() {
     let cause = "invalid type: integer `1`, expected a string";
     assert_eq!(err.matches(cause).count(), 1, "{err}");
 }
+
+/// A server hard-wired to one port cannot run beside its next generation: a redeploy holds
+/// new requests, lets the ones in flight finish, stops it, starts the next; none fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn redeploys_of_a_fixed_port_app_under_load_fail_no_request() {
+    let p = Portok::new();
+    let dir = project(&p);
+    let fixed = free_port().to_string();
+    let app = p.spawn_app(
+        &dir,
+        &[
+            "run",
+            "fx",
+            "--app-port",
+            &fixed,
+            "--drain",
+            "30",
+            "--",
+            &app_script(),
+        ],
+    );
+    app.wait_for("fx ready in", LONG).await;
+    let addr = p.addr();
+    let load = Load::start(addr, "fx.localhost", 4);
+    for round in 2..=4u32 {
+        // A request in flight when the redeploy starts finishes on the old generation.
+        let slow = tokio::spawn(async move { get(addr, "fx.localhost", "/slow?ms=800").await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        std::fs::write(dir.join("version.txt"), round.to_string()).unwrap();
+        app.wait_for(&format!("(generation {round}, pid"), LONG)
+            .await;
+        let slow = slow.await.unwrap();
+        assert_eq!(slow.status, 200, "{}", slow.text());
+        assert!(
+            slow.text().contains(&format!("generation {}", round - 1)),
+            "{}",
+            slow.text()
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (ok, _, failures) = load.stop().await;
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    assert!(ok > 50, "load ran: {ok}");
+    assert!(
+        app.text()
+            .contains("holding new requests, draining generation 1"),
+        "{}",
+        app.text()
+    );
+}

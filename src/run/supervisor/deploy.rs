@@ -146,12 +146,17 @@ impl Supervisor {
         self.rollout = Some(Rollout::new(self.gen, reason.clone(), waiters));
         if self.opts.fixed_port.is_some() {
             // Two generations cannot share a fixed port: stop, then start.
+            // New requests are held from the route change on (as for a cold start), the
+            // ones in flight finish first (up to --drain), then the old one stops: no
+            // request fails, it only waits.
             if let Some(mut live) = self.slots[0].running.take() {
                 say(&format!(
-                    "{reason} -> stopping generation {} first (--app-port is fixed, so this redeploy is not zero-downtime)",
-                    live.gen.n
+                    "{reason} -> --app-port is fixed: holding new requests, draining generation {} and stopping it before starting generation {}",
+                    live.gen.n, self.gen
                 ));
                 self.sync_route().await;
+                let until = Instant::now() + self.opts.drain;
+                daemon_link::drain(&self.state, live.gen.port, until).await;
                 live.gen.stop(self.opts.kill_timeout).await;
             }
         }
