@@ -14,25 +14,6 @@ pub async fn ready(port: u16, host: &str, health: Option<&str>, tcp: bool) -> bo
     }
 }
 
-/// Probe every 50 ms until the app is [`ready`] (true) or `deadline` passes (false).
-pub async fn until_ready(
-    port: u16,
-    host: &str,
-    health: Option<&str>,
-    tcp: bool,
-    deadline: std::time::Instant,
-) -> bool {
-    loop {
-        if ready(port, host, health, tcp).await {
-            return true;
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Something accepts connections on the port.
 async fn accepts(port: u16) -> bool {
     crate::proxy::forward::connect_loopback(port, Duration::from_millis(500))

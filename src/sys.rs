@@ -109,6 +109,20 @@ pub fn process(pid: u32) -> Option<Process> {
     })
 }
 
+/// The TCP ports the processes of group `pgid` (an app's generation) listen on, sorted;
+/// empty where the system does not say (only Linux's /proc does, here).
+pub fn group_listening_ports(pgid: i32) -> Vec<u16> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::group_listening_ports(pgid)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pgid;
+        Vec::new()
+    }
+}
+
 /// Who listens on TCP `port` on this machine, as "name (pid N)"; best effort (another
 /// user's processes are not readable), and only where the system says (Linux's /proc).
 pub fn port_holder(port: u16) -> Option<String> {

@@ -15,6 +15,7 @@
 //! and what the route says in [`route`].
 
 mod deploy;
+mod discover;
 mod exits;
 mod lazy;
 mod route;
@@ -101,7 +102,7 @@ pub enum SuperviseError {
 
 pub type Waiter = oneshot::Sender<Result<String, SuperviseError>>;
 /// A probe's result: (pid, answered in time).
-pub(super) type Probed = (u32, bool);
+pub(super) type Probed = (u32, slots::Probe);
 
 /// Requests from `portok restart` / `portok logs` (through the app's run socket).
 pub enum Control {
@@ -123,8 +124,8 @@ enum Event {
     Control(Control),
     /// A child exited (or the periodic check): look at every instance.
     Reap,
-    /// An instance's probe finished: (pid, answered in time).
-    Probed(u32, bool),
+    /// An instance's probe found something: (pid, what).
+    Probed(u32, slots::Probe),
     RestartDue,
     RollbackWindowOver,
     /// Time to check that the daemon is still there.
@@ -242,7 +243,7 @@ impl Supervisor {
                 Some(c) = control.recv() => Event::Control(c),
                 _ = sigchld.recv() => Event::Reap,
                 _ = reap.tick() => Event::Reap,
-                Some((pid, ok)) = self.probes.1.recv() => Event::Probed(pid, ok),
+                Some((pid, found)) = self.probes.1.recv() => Event::Probed(pid, found),
                 _ = sleep_until(restart_at) => Event::RestartDue,
                 _ = sleep_until(window_ends) => Event::RollbackWindowOver,
                 Some(_) = self.stopping.join_next(), if !self.stopping.is_empty() => continue,
@@ -294,7 +295,7 @@ impl Supervisor {
                     None
                 }
                 Event::Reap => self.reap().await,
-                Event::Probed(pid, ok) => self.probed(pid, ok).await,
+                Event::Probed(pid, found) => self.found(pid, found).await,
                 Event::RestartDue => {
                     self.restart_due().await;
                     None

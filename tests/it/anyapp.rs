@@ -97,3 +97,66 @@ async fn redeploys_of_a_fixed_port_app_under_load_fail_no_request() {
         app.text()
     );
 }
+
+/// A server with its port written in its command: portok finds where it listens and
+/// serves that, and says so once.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_that_ignores_port_is_found_where_it_listens() {
+    if std::process::Command::new("python3")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        return missing("python3", "apt-get install python3");
+    }
+    let p = Portok::new();
+    let dir = project(&p);
+    std::fs::write(dir.join("index.html"), "<h1>fixed</h1>").unwrap();
+    let fixed = free_port();
+    let app = p.spawn_app(
+        &dir,
+        &[
+            "run",
+            "hw",
+            "--no-watch",
+            "--",
+            "python3",
+            "-m",
+            "http.server",
+            &fixed.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ],
+    );
+    app.wait_for("hw ready in", LONG).await;
+    assert!(
+        app.text()
+            .contains(&format!("hw listens on port {fixed}, not on PORT")),
+        "{}",
+        app.text()
+    );
+    assert_eq!(
+        app.text().matches("not on PORT").count(),
+        1,
+        "{}",
+        app.text()
+    );
+    let r = get(p.addr(), "hw.localhost", "/").await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("fixed"), "{}", r.text());
+    let list: serde_json::Value = serde_json::from_str(&p.ok(&["list", "--json"])).unwrap();
+    assert_eq!(list[0]["port"], fixed, "list shows the port served: {list}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_that_never_listens_is_said_early() {
+    let p = Portok::new();
+    let dir = project(&p);
+    let app = p.spawn_app(&dir, &["run", "nap", "--no-watch", "--", "sleep", "60"]);
+    app.wait_for(
+        "no process of the app listens on any port 5s after its start",
+        LONG,
+    )
+    .await;
+    assert!(!app.text().contains("nap ready"), "{}", app.text());
+}

@@ -94,6 +94,8 @@ impl Supervisor {
             self.launch.hostname.clone(),
             self.opts.health.clone(),
             self.opts.tcp.is_some(),
+            // A pool's instances cannot share one port an app chose itself.
+            self.single(),
             Instant::now() + self.opts.ready_timeout,
             self.probes.0.clone(),
         ));

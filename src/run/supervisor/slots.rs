@@ -103,18 +103,69 @@ pub(super) fn backoff(crashes: u32) -> Duration {
         .min(MAX_BACKOFF)
 }
 
-/// Probe one instance until it answers or the deadline passes, then say which.
+/// What probing an instance found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// It answers on this port: PORT, or (`discover`) the one it listens on instead.
+    Ready(u16),
+    /// Nothing of it listens on any port yet (said once, after [`SILENT_AFTER`]).
+    NoPortYet,
+    /// The deadline passed.
+    TimedOut,
+}
+
+/// How long a starting app may listen nowhere before portok says so.
+pub(super) const SILENT_AFTER: Duration = Duration::from_secs(5);
+
+/// Probe one instance until it answers or the deadline passes, then say which. With
+/// `discover`, the ports its process group listens on are looked at too (at most 10 times
+/// a second, only while it starts): an app that ignores PORT and answers elsewhere is
+/// found there.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn probe_until(
     pid: u32,
     port: u16,
     host: String,
     health: Option<String>,
     tcp: bool,
+    discover: bool,
     deadline: Instant,
     tx: mpsc::Sender<Probed>,
 ) {
-    let ready = probe::until_ready(port, &host, health.as_deref(), tcp, deadline).await;
-    let _ = tx.send((pid, ready)).await;
+    let started = Instant::now();
+    let mut silent_said = false;
+    let mut looked = started;
+    loop {
+        if probe::ready(port, &host, health.as_deref(), tcp).await {
+            let _ = tx.send((pid, Probe::Ready(port))).await;
+            return;
+        }
+        if discover && !tcp && looked.elapsed() >= Duration::from_millis(100) {
+            looked = Instant::now();
+            let pgid = pid as i32;
+            let ports =
+                tokio::task::spawn_blocking(move || crate::sys::group_listening_ports(pgid))
+                    .await
+                    .unwrap_or_default();
+            if !ports.contains(&port) {
+                for p in ports.iter().copied() {
+                    if probe::ready(p, &host, health.as_deref(), false).await {
+                        let _ = tx.send((pid, Probe::Ready(p))).await;
+                        return;
+                    }
+                }
+            }
+            if ports.is_empty() && !silent_said && started.elapsed() >= SILENT_AFTER {
+                silent_said = true;
+                let _ = tx.send((pid, Probe::NoPortYet)).await;
+            }
+        }
+        if Instant::now() >= deadline {
+            let _ = tx.send((pid, Probe::TimedOut)).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,60 @@
+//! Apps that ignore PORT: what the probe found besides "ready" ([`Probe`]). An instance
+//! that answers on a port of its own choosing is served there, and said once; from then on
+//! that port is fixed, so redeploys stop the old generation (drained) before starting the
+//! next. An instance that listens nowhere after a few seconds is said once too.
+
+use super::slots::{Probe, SILENT_AFTER};
+use super::Supervisor;
+use crate::ui::say;
+
+impl Supervisor {
+    pub(super) async fn found(&mut self, pid: u32, found: Probe) -> Option<i32> {
+        match found {
+            Probe::TimedOut => self.probed(pid, false).await,
+            Probe::NoPortYet => {
+                self.silent(pid);
+                None
+            }
+            Probe::Ready(port) => {
+                self.adopt_port(pid, port);
+                self.probed(pid, true).await
+            }
+        }
+    }
+
+    /// The instance of `pid`, running or starting as a replacement.
+    fn gen_of(&mut self, pid: u32) -> Option<&mut crate::run::child::Generation> {
+        if let Some(slot) = self.slot_of(pid) {
+            return self.slots[slot].running.as_mut().map(|i| &mut i.gen);
+        }
+        let next = self.rollout.as_mut()?.next.as_mut()?;
+        (next.1.gen.pid == pid).then_some(&mut next.1.gen)
+    }
+
+    fn adopt_port(&mut self, pid: u32, port: u16) {
+        let name = self.launch.name.clone();
+        let Some(g) = self.gen_of(pid) else { return };
+        if g.port == port {
+            return;
+        }
+        let asked = g.port;
+        g.port = port;
+        self.opts.fixed_port = Some(port);
+        say(&format!(
+            "{name} listens on port {port}, not on PORT ({asked}): it ignores PORT, so portok serves port {port}. Redeploys now hold requests while the old generation stops; for redeploys side by side, give it the port, e.g. `python3 -m http.server $PORT`, `flask run --port $PORT`, `uvicorn app:app --port $PORT`"
+        ));
+    }
+
+    fn silent(&mut self, pid: u32) {
+        let Some(g) = self.gen_of(pid) else { return };
+        let (n, port) = (g.n, g.port);
+        let tail = g.tail(5);
+        say(&format!(
+            "generation {n}: no process of the app listens on any port {}s after its start (it should listen on PORT={port}); is the command a server, and did it start?",
+            SILENT_AFTER.as_secs()
+        ));
+        for line in tail {
+            say(&format!("  | {line}"));
+        }
+    }
+}
