@@ -35,9 +35,13 @@ impl Supervisor {
     pub(super) fn not_ready_why(&self) -> String {
         let health = self.opts.health.as_deref();
         let health = health.map(|h| format!(" {h} with 2xx/3xx"));
+        let what = match (self.opts.tcp, health) {
+            (Some(_), None) => "accept a connection".to_string(),
+            (_, health) => format!("answer HTTP{}", health.unwrap_or_default()),
+        };
         format!(
-            "did not answer{} within the ready timeout",
-            health.unwrap_or_default()
+            "did not {what} within {}s (--ready-timeout; its last output is below)",
+            self.opts.ready_timeout.as_secs()
         )
     }
 
