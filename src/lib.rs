@@ -26,7 +26,9 @@
 //!      drain), `supervisor/exits` (rollback, crash page, restart back-off, failed start),
 //!      `supervisor/route` (what the route says, process groups, redeploy reports),
 //!      `supervisor/slots` (slots, instances, back-off), `supervisor/lazy` (a lazy app's
-//!      wake and idle stop), `child` (spawn, env, process
+//!      wake and idle stop), `supervisor/discover` (an app that ignores PORT found where it
+//!      listens; one that listens nowhere said early), `flags` (how each dev server is told
+//!      the port), `child` (spawn, env, process
 //!      groups, output), `watch` (notify + ignore, debounce), `daemon_link`
 //!      (what a run tells the daemon, and the watchdog), `ports` (each generation's port).
 //!    - [`daemon`] (`daemon.rs`: start/stop/status of the detached daemon): `runtime` (the

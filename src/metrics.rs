@@ -320,7 +320,7 @@ impl Metrics {
     /// Update every route's rolling requests/s and its timeline; called once per
     /// `interval` (a second).
     pub fn sample(&self, interval: Duration) {
-        let now = crate::routes::unix_now();
+        let now = crate::sys::unix_now();
         for (_, s) in self.all() {
             let total = s.total();
             let last = s.last_total.swap(total, Relaxed);

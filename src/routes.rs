@@ -152,12 +152,7 @@ impl Route {
     }
 }
 
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use crate::sys::unix_now;
 
 /// A live upstream: one port of one route. Counters are shared across table swaps for
 /// the same (host, port), so in-flight counts survive a reload and drain can wait on them.

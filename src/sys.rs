@@ -64,6 +64,13 @@ pub fn terminate_group(pgid: i32, grace: Duration) {
     });
 }
 
+/// The wall clock in Unix seconds (0 if the clock is before 1970).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Is this pid a live process? Zombies count as dead: a killed `portok run` whose parent
 /// has not reaped it yet no longer owns anything.
 pub fn pid_alive(pid: u32) -> bool {
