@@ -117,17 +117,21 @@ pub fn version(v: http::Version) -> Version {
 /// A response of hyper's path, as HTTP/1 text (that is how every head is kept). Its size
 /// on the wire, as far as the head tells.
 pub fn response_parts(rec: &mut Record, resp: &http::Response<super::forward::ProxyBody>) -> u64 {
-    use std::io::Write as _;
     rec.heads.truncate(rec.split);
     let start = rec.heads.len();
     let status = resp.status();
-    let _ = write!(
-        rec.heads,
-        "{:?} {} {}\r\n",
-        resp.version(),
-        status.as_str(),
-        status.canonical_reason().unwrap_or("")
-    );
+    // Written piece by piece (no formatting machinery: this runs for every request).
+    let version: &[u8] = match resp.version() {
+        http::Version::HTTP_2 => b"HTTP/2 ",
+        http::Version::HTTP_10 => b"HTTP/1.0 ",
+        _ => b"HTTP/1.1 ",
+    };
+    rec.heads.extend_from_slice(version);
+    rec.heads.extend_from_slice(status.as_str().as_bytes());
+    rec.heads.push(b' ');
+    rec.heads
+        .extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    rec.heads.extend_from_slice(b"\r\n");
     for (name, value) in resp.headers() {
         rec.heads.extend_from_slice(name.as_str().as_bytes());
         rec.heads.extend_from_slice(b": ");
