@@ -64,6 +64,22 @@ pub fn terminate_group(pgid: i32, grace: Duration) {
     });
 }
 
+/// SIGTERM each of `pids`, then wait until every one has ended or `within` passes;
+/// whether they all ended.
+pub fn terminate_and_wait(pids: &[u32], within: Duration) -> bool {
+    for pid in pids {
+        signal_pid(*pid, Signal::Term);
+    }
+    let until = std::time::Instant::now() + within;
+    while pids.iter().any(|p| pid_alive(*p)) {
+        if std::time::Instant::now() > until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
 /// The wall clock in Unix seconds (0 if the clock is before 1970).
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()

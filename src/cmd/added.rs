@@ -156,18 +156,11 @@ fn stop_owner(state: &StateDir, app: &Added) -> anyhow::Result<()> {
     if app.owner != 0 && crate::sys::pid_alive(app.owner) {
         pids.push(app.owner);
     }
-    for pid in &pids {
-        crate::sys::signal_pid(*pid, crate::sys::Signal::Term);
-    }
-    let until = Instant::now() + Duration::from_secs(60);
-    while pids.iter().any(|p| crate::sys::pid_alive(*p)) {
-        if Instant::now() > until {
-            bail!(
-                "the portok run of {} did not stop within 60s; `portok prune --force` kills it",
-                app.name
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    if !crate::sys::terminate_and_wait(&pids, Duration::from_secs(60)) {
+        bail!(
+            "the portok run of {} did not stop within 60s; `portok prune --force` kills it",
+            app.name
+        );
     }
     Ok(())
 }

@@ -254,15 +254,8 @@ pub(super) fn down(names: Vec<String>) -> anyhow::Result<i32> {
     }
     let mut pids: Vec<u32> = targets.iter().map(|(_, p)| *p).collect();
     pids.extend(&ups);
-    for pid in &pids {
-        crate::sys::signal_pid(*pid, crate::sys::Signal::Term);
-    }
-    let until = Instant::now() + Duration::from_secs(120);
-    while pids.iter().any(|p| crate::sys::pid_alive(*p)) {
-        if Instant::now() > until {
-            bail!("some apps did not stop within 120s; `portok prune --force` kills what is left");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    if !crate::sys::terminate_and_wait(&pids, Duration::from_secs(120)) {
+        bail!("some apps did not stop within 120s; `portok prune --force` kills what is left");
     }
     let stopped: Vec<String> = if names.is_empty() {
         records
