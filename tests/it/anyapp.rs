@@ -2,6 +2,7 @@
 //! and errors that say their cause once.
 
 use crate::support::*;
+use std::path::Path;
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(30);
@@ -159,4 +160,70 @@ async fn an_app_that_never_listens_is_said_early() {
     )
     .await;
     assert!(!app.text().contains("nap ready"), "{}", app.text());
+}
+
+/// Each real Python dev server, run as its docs say with no port given, is told the port
+/// (and loopback) by portok and served through the proxy.
+async fn a_python_dev_server_is_served(name: &str, files: &[(&str, &str)], cmd: &[&str]) {
+    let Some(python) = dev_servers_python() else {
+        return missing(
+            "a venv with flask, uvicorn and django",
+            "python3 -m venv (apt-get install python3-venv) and PyPI",
+        );
+    };
+    let p = Portok::new();
+    let dir = project(&p);
+    for (file, text) in files {
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+    // As after `source .venv/bin/activate`.
+    let bin = python.parent().unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let mut args = vec!["run", name, "--no-watch", "--"];
+    args.extend(cmd);
+    let app = p.spawn_app_env(&dir, &args, &[("PATH", Path::new(&path))]);
+    app.wait_for(&format!("{name} ready in"), LONG).await;
+    let r = get(p.addr(), &format!("{name}.localhost"), "/").await;
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), app.text());
+    assert!(r.text().contains("served by"), "{}", r.text());
+    assert!(
+        !app.text().contains("not on PORT"),
+        "told, not found: {}",
+        app.text()
+    );
+    let port = route_of(&p, &format!("{name}.localhost")).unwrap()["port"]
+        .as_u64()
+        .unwrap();
+    let listeners = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let loopback = format!("0100007F:{port:04X}");
+    assert!(
+        listeners.contains(&loopback),
+        "{name} listens on 127.0.0.1:{port} only"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flask_run_is_told_the_port_and_served() {
+    let app = "from flask import Flask\napp = Flask(__name__)\n\n@app.route('/')\ndef index():\n    return 'served by flask'\n";
+    a_python_dev_server_is_served("fl", &[("app.py", app)], &["flask", "--app", "app", "run"])
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uvicorn_is_told_the_port_and_served() {
+    let app = "async def app(scope, receive, send):\n    assert scope['type'] == 'http'\n    await send({'type': 'http.response.start', 'status': 200, 'headers': [(b'content-type', b'text/plain')]})\n    await send({'type': 'http.response.body', 'body': b'served by uvicorn'})\n";
+    a_python_dev_server_is_served("uv", &[("main.py", app)], &["uvicorn", "main:app"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn djangos_runserver_is_told_the_port_and_served() {
+    // The smallest Django project: one settings module with one view.
+    let site = "from django.http import HttpResponse\nfrom django.urls import path\n\nDEBUG = True\nSECRET_KEY = 'test'\nROOT_URLCONF = 'site_conf'\nALLOWED_HOSTS = []\nINSTALLED_APPS = []\nurlpatterns = [path('', lambda request: HttpResponse('served by django'))]\n";
+    let manage = "import os, sys\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'site_conf')\nfrom django.core.management import execute_from_command_line\nexecute_from_command_line(sys.argv)\n";
+    a_python_dev_server_is_served(
+        "dj",
+        &[("site_conf.py", site), ("manage.py", manage)],
+        &["python", "manage.py", "runserver"],
+    )
+    .await;
 }

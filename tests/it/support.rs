@@ -618,14 +618,33 @@ impl Drop for RunningApp {
 /// A Python with the `zeroconf` package (an mDNS resolver portok does not write), in a
 /// venv kept in the test cache; None when it cannot be made (no python3 or no PyPI).
 pub fn zeroconf_python() -> Option<PathBuf> {
-    let venv = test_cache().join("venv-zeroconf");
+    python_venv("venv-zeroconf", &["zeroconf==0.154.0"], "import zeroconf")
+}
+
+/// Python with the dev servers that ignore PORT (Flask, uvicorn, Django), from PyPI.
+pub fn dev_servers_python() -> Option<PathBuf> {
+    python_venv(
+        "venv-dev-servers",
+        &["flask==3.1.3", "uvicorn==0.55.0", "django==5.2.19"],
+        "import flask, uvicorn, django",
+    )
+}
+
+/// A virtual environment in the test cache with `packages` installed, made once: under a
+/// lock, since tests run as parallel processes. None when venv or pip fails.
+fn python_venv(name: &str, packages: &[&str], check: &str) -> Option<PathBuf> {
+    use fs4::fs_std::FileExt;
+    let venv = test_cache().join(name);
     let python = venv.join("bin/python");
     let works = |p: &Path| {
         Command::new(p)
-            .args(["-c", "import zeroconf"])
+            .args(["-c", check])
             .output()
             .is_ok_and(|o| o.status.success())
     };
+    std::fs::create_dir_all(test_cache()).ok()?;
+    let lock = std::fs::File::create(test_cache().join(format!("{name}.lock"))).ok()?;
+    FileExt::lock_exclusive(&lock).ok()?;
     if works(&python) {
         return Some(python);
     }
@@ -636,7 +655,8 @@ pub fn zeroconf_python() -> Option<PathBuf> {
         .status()
         .is_ok_and(|s| s.success())
         && Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", "zeroconf==0.154.0"])
+            .args(["install", "-q"])
+            .args(packages)
             .status()
             .is_ok_and(|s| s.success());
     (made && works(&python)).then_some(python)
