@@ -84,15 +84,27 @@ thread_local! {
     static SPARE: std::cell::RefCell<Vec<Box<Record>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// Spares kept per thread: as many as HTTP/2 clients commonly have in flight on one
+/// connection (h2load -m50, browsers 100), so a busy connection allocates none.
+const SPARES: usize = 64;
+
+/// Room for a typical request head and response head together, so a new record's buffer
+/// does not grow step by step.
+const HEADS_ROOM: usize = 512;
+
 /// A record for a request through hyper (from this thread's spares when it has one).
 pub fn take() -> Box<Record> {
-    SPARE.with(|s| s.borrow_mut().pop()).unwrap_or_default()
+    SPARE.with(|s| s.borrow_mut().pop()).unwrap_or_else(|| {
+        let mut rec = Box::<Record>::default();
+        rec.heads.reserve(HEADS_ROOM);
+        rec
+    })
 }
 
 fn give(rec: Box<Record>) {
     SPARE.with(|s| {
         let mut s = s.borrow_mut();
-        if s.len() < 16 {
+        if s.len() < SPARES {
             s.push(rec);
         }
     });
