@@ -18,7 +18,7 @@ pub enum AddedError {
         path: PathBuf,
         source: serde_json::Error,
     },
-    #[error("cannot read or write {path}: {source}")]
+    #[error("cannot read or write {path}: {source}{}", crate::fsutil::what_to_do(.source, .path))]
     Io {
         path: PathBuf,
         source: std::io::Error,

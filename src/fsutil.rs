@@ -8,6 +8,24 @@ use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+/// What a user can do about `e`, an I/O error on `path`: said after the error in its
+/// message ("" when nothing general helps).
+pub fn what_to_do(e: &io::Error, path: &Path) -> String {
+    let dir = path.parent().unwrap_or(path).display();
+    match e.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+            format!("; free some space on the disk that holds {dir}, then try again")
+        }
+        io::ErrorKind::PermissionDenied => format!(
+            "; make {dir} writable for you (`ls -ld {dir}` shows who may write), or point PORTOK_STATE_DIR at a folder of your own"
+        ),
+        io::ErrorKind::ReadOnlyFilesystem => format!(
+            "; {dir} is on a read-only file system: point PORTOK_STATE_DIR at a writable folder"
+        ),
+        _ => String::new(),
+    }
+}
+
 /// Replace `path` with `data`, mode `mode` exactly (whatever the umask).
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     write_atomic_owned(path, data, mode, None)

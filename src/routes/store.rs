@@ -31,7 +31,7 @@ pub enum StoreError {
         path: PathBuf,
         source: serde_json::Error,
     },
-    #[error("cannot read or write {path}: {source}")]
+    #[error("cannot read or write {path}: {source}{}", crate::fsutil::what_to_do(.source, .path))]
     Io { path: PathBuf, source: io::Error },
     #[error("routes are locked by another portok process{holder} for over {waited:?}; is it hung? (lock file: {path})")]
     LockTimeout {

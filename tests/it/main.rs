@@ -6,6 +6,7 @@ mod support;
 mod anyapp;
 mod devservers;
 mod dx;
+mod errors;
 mod fast;
 mod fuzz_regressions;
 mod hardening;
