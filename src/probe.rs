@@ -21,6 +21,10 @@ async fn accepts(port: u16) -> bool {
         .is_ok()
 }
 
+/// How long, and how much, of an answer's body a probe reads before it closes.
+const DRAIN_FOR: Duration = Duration::from_millis(250);
+const DRAIN_MAX: usize = 1 << 20;
+
 /// One probe: connect, send a GET, read the status line. Without a health path any status
 /// counts (the server is up); with one, only 2xx and 3xx do.
 pub async fn check(port: u16, host: &str, health: Option<&str>) -> bool {
@@ -41,6 +45,19 @@ pub async fn check(port: u16, host: &str, health: Option<&str>) -> bool {
             }
             got += n;
         }
+        // The rest of the answer is read (briefly, and bounded) before closing: cut off by
+        // a reset, a dev server prints its own error for a request it served fine.
+        let drain = async {
+            let mut sink = [0u8; 4096];
+            let mut total = 0;
+            while total < DRAIN_MAX {
+                match stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_FOR, drain).await;
         Ok::<_, std::io::Error>(status_of(&buf[..got]))
     };
     match tokio::time::timeout(Duration::from_secs(2), attempt).await {

@@ -13,13 +13,51 @@ const WRAPPERS: &[&str] = &[
     "pipenv", "bundle", "python", "python3", "-m",
 ];
 
+/// The tools [`inject`] tells the port.
+const TOOLS: &[&str] = &[
+    "vite",
+    "astro",
+    "ng",
+    "react-router",
+    "rsbuild",
+    "expo",
+    "http.server",
+    "flask",
+    "uvicorn",
+    "gunicorn",
+    "manage.py",
+    "django-admin",
+    "rails",
+    "rackup",
+    "hugo",
+    "mkdocs",
+    "php",
+];
+
+/// Where the tool is in `argv` (past the wrappers), and its name.
+fn tool_of(argv: &[String]) -> Option<(usize, String)> {
+    let i = argv.iter().position(|a| !WRAPPERS.contains(&basename(a)))?;
+    Some((i, basename(&argv[i]).to_string()))
+}
+
+/// For an app found listening on a port of its own: how to let it run beside its next
+/// generation instead.
+pub fn port_fix(name: &str, command: &[String]) -> String {
+    let words: Vec<String> = match command {
+        [one] => one.split_whitespace().map(String::from).collect(),
+        many => many.to_vec(),
+    };
+    match tool_of(&words) {
+        Some((_, tool)) if TOOLS.contains(&tool.as_str()) => format!(
+            "leave the port out of the command, and portok tells {tool} one (on 127.0.0.1)"
+        ),
+        _ => format!("make the app listen on $PORT (portok sets it), or pass it in the command, e.g. `portok run {name} -- sh -c 'server --port $PORT'`"),
+    }
+}
+
 /// What to add for the tool at `argv[i]`, given the port.
 pub fn inject(argv: &mut Vec<String>, port: u16) {
-    let mut i = 0;
-    while i < argv.len() && WRAPPERS.contains(&basename(&argv[i])) {
-        i += 1;
-    }
-    let Some(tool) = argv.get(i).map(|s| basename(s).to_string()) else {
+    let Some((i, tool)) = tool_of(argv) else {
         return;
     };
     let rest = &argv[i + 1..];
@@ -122,6 +160,14 @@ mod tests {
         let mut a: Vec<String> = cmd.split(' ').map(String::from).collect();
         super::inject(&mut a, 4100);
         a.join(" ")
+    }
+
+    #[test]
+    fn the_fix_for_a_found_port_names_the_tool_when_portok_knows_it() {
+        let fix = |cmd: &str| super::port_fix("app", &[cmd.to_string()]);
+        assert!(fix("python3 -m http.server 8000").contains("portok tells http.server one"));
+        assert!(fix("bundle exec rails server -p 3000").contains("tells rails one"));
+        assert!(fix("./server --listen 9000").contains("make the app listen on $PORT"));
     }
 
     #[test]

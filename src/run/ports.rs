@@ -27,6 +27,49 @@ pub fn pick_port(state: &StateDir, exclude: &[u16]) -> std::io::Result<u16> {
     ))
 }
 
+/// Another portok app holds a port this one wants.
+#[derive(Debug, Clone)]
+pub struct Taken {
+    pub port: u16,
+    pub hostname: String,
+    pub pid: u32,
+}
+
+impl std::fmt::Display for Taken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "port {} is taken by the portok app {} (pid {}): stop that app, or give this one another port",
+            self.port, self.hostname, self.pid
+        )
+    }
+}
+
+/// Another portok app (not `own_host`) whose instances listen on `port`, if any.
+pub fn taken(state: &StateDir, port: u16, own_host: &str) -> Option<Taken> {
+    held_by_others(state, own_host)
+        .into_iter()
+        .find(|t| t.port == port)
+}
+
+/// Every port the other portok apps (not `own_host`) listen on. Aliases do not count:
+/// they point at a port, they do not hold it.
+pub fn held_by_others(state: &StateDir, own_host: &str) -> Vec<Taken> {
+    let routes = store::load(state).unwrap_or_default();
+    let apps = routes
+        .into_iter()
+        .filter(|r| r.pid != 0 && r.hostname != own_host);
+    apps.flat_map(|r| {
+        let ports = std::iter::once(r.port).chain(r.ports.clone());
+        ports.map(move |port| Taken {
+            port,
+            hostname: r.hostname.clone(),
+            pid: r.pid,
+        })
+    })
+    .collect()
+}
+
 fn port_free(port: u16) -> bool {
     let v4 = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
     // Where there is no IPv6, only the v4 check counts.

@@ -155,6 +155,9 @@ pub struct Supervisor {
     announced: bool,
     /// A lazy app with nothing running: the route is idle until a request wakes it.
     idle: bool,
+    /// A fixed-port redeploy stopped this serving generation to free the port: if the one
+    /// started in its place fails, the command is started once more.
+    stopped_in_place: Option<u64>,
 }
 
 impl Supervisor {
@@ -184,6 +187,7 @@ impl Supervisor {
             written: None,
             announced: false,
             idle: false,
+            stopped_in_place: None,
         }
     }
 

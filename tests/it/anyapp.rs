@@ -214,3 +214,146 @@ async fn djangos_runserver_is_told_the_port_and_served() {
     )
     .await;
 }
+
+/// A server with its port written in its command, that fails its start when `fail_next`
+/// exists (and removes it), like a start that hits a passing problem.
+const HARD_WIRED: &str = r#"
+import http.server, os, sys
+port, fail_next = int(sys.argv[1]), sys.argv[2]
+version = open('version.txt').read().strip()
+if os.path.exists(fail_next):
+    os.remove(fail_next)
+    print('cannot start: simulated failure', flush=True)
+    sys.exit(3)
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = f'version {version}'.encode()
+        self.send_response(200)
+        self.send_header('content-length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(('127.0.0.1', port), H).serve_forever()
+"#;
+
+/// A hard-wired server portok had to find: an edit redeploys it in place under a request
+/// loop with no failed request, and when the generation started in place fails, the command
+/// starts once more and serves, again with no failed request.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_found_port_app_redeploys_in_place_and_starts_again_when_the_new_one_fails() {
+    if std::process::Command::new("python3")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        return missing("python3", "apt-get install python3");
+    }
+    let p = Portok::new();
+    let dir = project(&p);
+    std::fs::write(dir.join("server.py"), HARD_WIRED).unwrap();
+    let fail_next = p.dir.path().join("fail-next");
+    let fixed = free_port().to_string();
+    let app = p.spawn_app(
+        &dir,
+        &[
+            "run",
+            "hw",
+            "--",
+            "python3",
+            "server.py",
+            &fixed,
+            fail_next.to_str().unwrap(),
+        ],
+    );
+    app.wait_for("hw ready in", LONG).await;
+    assert!(
+        app.text()
+            .contains(&format!("hw listens on port {fixed}, not on PORT")),
+        "{}",
+        app.text()
+    );
+    let load = Load::start(p.addr(), "hw.localhost", 4);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::write(dir.join("version.txt"), "2").unwrap();
+    app.wait_for("(generation 2, pid", LONG).await;
+    let r = get(p.addr(), "hw.localhost", "/").await;
+    assert_eq!(r.text(), "version 2");
+    // The next start fails once: the command starts again and serves.
+    std::fs::write(&fail_next, "").unwrap();
+    std::fs::write(dir.join("version.txt"), "3").unwrap();
+    app.wait_for("starting the command again as generation 4", LONG)
+        .await;
+    app.wait_for("(generation 4, pid", LONG).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (ok, _, failures) = load.stop().await;
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    assert!(ok > 50, "load ran: {ok}");
+    let r = get(p.addr(), "hw.localhost", "/").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "version 3");
+    let text = app.text();
+    assert!(text.contains("cannot start: simulated failure"), "{text}");
+    assert!(
+        text.contains("holding new requests, draining generation 1"),
+        "{text}"
+    );
+}
+
+/// A port another portok app holds: a server hard-wired to it fails with "address in use",
+/// and portok names the app that holds it; `--app-port` with that port is refused before
+/// anything starts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_port_held_by_another_portok_app_is_named() {
+    if std::process::Command::new("python3")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        return missing("python3", "apt-get install python3");
+    }
+    let p = Portok::new();
+    let dir = project(&p);
+    let fixed = free_port().to_string();
+    let server = [
+        "python3",
+        "-m",
+        "http.server",
+        &fixed,
+        "--bind",
+        "127.0.0.1",
+    ];
+    let mut args = vec!["run", "first", "--no-watch", "--"];
+    args.extend(server);
+    let first = p.spawn_app(&dir, &args);
+    first.wait_for("first ready in", LONG).await;
+
+    let mut args = vec!["run", "second", "--no-watch", "--"];
+    args.extend(server);
+    let out = p.command().args(&args).current_dir(&dir).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("Address already in use"), "{err}");
+    let named = format!("port {fixed} is taken by the portok app first.localhost (pid ");
+    assert!(err.contains(&named), "{err}");
+
+    let out = p
+        .command()
+        .args([
+            "run",
+            "third",
+            "--no-watch",
+            "--app-port",
+            &fixed,
+            "--",
+            "sleep",
+            "30",
+        ])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains(&named), "{err}");
+    assert!(get(p.addr(), "first.localhost", "/").await.status == 200);
+}

@@ -4,7 +4,7 @@
 
 use super::super::child::Generation;
 use super::super::daemon_link;
-use super::super::ports::pick_port;
+use super::super::ports::{pick_port, taken};
 use super::slots::{probe_until, Instance, Kept, ProbeTask, Rollout, Slot};
 use super::{join_ports, SuperviseError, Supervisor, Waiter};
 use crate::metrics::RedeployOutcome;
@@ -78,7 +78,17 @@ impl Supervisor {
     pub(super) fn spawn(&mut self, index: usize, gen: u64) -> Result<Instance, SuperviseError> {
         let who = self.who(index, gen);
         let port = match (self.opts.fixed_port, self.first_port.take()) {
-            (Some(port), _) | (None, Some(port)) => port,
+            (Some(port), _) => {
+                // Named before the app fails on it with a bare "address in use".
+                if let Some(t) = taken(&self.state, port, &self.launch.hostname) {
+                    return Err(SuperviseError::NoPort {
+                        who,
+                        reason: t.to_string(),
+                    });
+                }
+                port
+            }
+            (None, Some(port)) => port,
             (None, None) => pick_port(&self.state, &self.ports_in_use()).map_err(|e| {
                 SuperviseError::NoPort {
                     who: who.clone(),
@@ -164,6 +174,7 @@ impl Supervisor {
                 let until = Instant::now() + self.opts.drain;
                 daemon_link::drain(&self.state, live.gen.port, until).await;
                 live.gen.stop(self.opts.kill_timeout).await;
+                self.stopped_in_place = Some(live.gen.n);
             }
         }
         for slot in 0..self.slots.len() {
@@ -306,9 +317,7 @@ impl Supervisor {
                 self.slots.len()
             ));
         }
-        for line in tail.iter().skip(tail.len().saturating_sub(10)) {
-            say(&format!("  | {line}"));
-        }
+        self.say_output(&tail, 10);
         // Recorded before anyone waiting hears back, so `portok restart` returning means
         // the status already shows it.
         let detail = Some(err.to_string());
@@ -365,6 +374,7 @@ impl Supervisor {
         }
         let inst = self.slots[slot].running.as_mut()?;
         inst.ready = true;
+        self.stopped_in_place = None;
         let (port, n, pid) = (inst.gen.port, inst.gen.n, inst.gen.pid);
         let took = inst.gen.started.elapsed().as_secs_f64();
         self.crashed = false;

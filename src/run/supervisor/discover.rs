@@ -5,6 +5,7 @@
 
 use super::slots::{Probe, SILENT_AFTER};
 use super::Supervisor;
+use crate::run::ports::held_by_others;
 use crate::ui::say;
 
 impl Supervisor {
@@ -40,8 +41,9 @@ impl Supervisor {
         let asked = g.port;
         g.port = port;
         self.opts.fixed_port = Some(port);
+        let fix = crate::run::flags::port_fix(&name, &self.launch.command);
         say(&format!(
-            "{name} listens on port {port}, not on PORT ({asked}): it ignores PORT, so portok serves port {port}. Redeploys now hold requests while the old generation stops; for redeploys side by side, give it the port, e.g. `python3 -m http.server $PORT`, `flask run --port $PORT`, `uvicorn app:app --port $PORT`"
+            "{name} listens on port {port}, not on PORT ({asked}): it ignores PORT, so portok serves port {port}. Redeploys now hold requests while the old generation stops; for redeploys side by side, {fix}"
         ));
     }
 
@@ -53,8 +55,35 @@ impl Supervisor {
             "generation {n}: no process of the app listens on any port {}s after its start (it should listen on PORT={port}); is the command a server, and did it start?",
             SILENT_AFTER.as_secs()
         ));
-        for line in tail {
+        self.say_output(&tail, 5);
+    }
+
+    /// The last `n` lines of an instance's output, and, when they say a port is in use and
+    /// another portok app serves a port they (or the command) name, which app that is.
+    pub(super) fn say_output(&self, tail: &[String], n: usize) {
+        for line in tail.iter().skip(tail.len().saturating_sub(n)) {
             say(&format!("  | {line}"));
         }
+        if let Some(clash) = self.port_clash(tail) {
+            say(&clash);
+        }
+    }
+
+    fn port_clash(&self, tail: &[String]) -> Option<String> {
+        let in_use = tail.iter().any(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("in use") || l.contains("eaddrinuse")
+        });
+        if !in_use {
+            return None;
+        }
+        let held = held_by_others(&self.state, &self.launch.hostname);
+        let mut words = tail
+            .iter()
+            .chain(self.launch.command.iter())
+            .flat_map(|l| l.split(|c: char| !c.is_ascii_digit()))
+            .filter_map(|w| w.parse::<u16>().ok());
+        let taken = words.find_map(|port| held.iter().find(|t| t.port == port))?;
+        Some(taken.to_string())
     }
 }

@@ -60,6 +60,11 @@ impl Supervisor {
         if self.slots[slot].kept.is_some() {
             return self.roll_back(slot, inst, why).await;
         }
+        if !inst.ready {
+            if let Some(prev) = self.stopped_in_place.take() {
+                return self.start_again_in_place(slot, inst, why, prev).await;
+            }
+        }
         let restart = self.opts.restart_crashed;
         if self.single() && inst.ready && !restart {
             return self.crashed_live(inst, why, status).await;
@@ -86,9 +91,7 @@ impl Supervisor {
                 "generation {n} {why}; starting it again in {:.1}s (the crash page shows meanwhile)",
                 delay.as_secs_f64()
             ));
-            for line in tail.iter().skip(tail.len().saturating_sub(5)) {
-                say(&format!("  | {line}"));
-            }
+            self.say_output(&tail, 5);
             self.last_tail = tail.clone();
             self.mark_crashed(port, n, format!("generation {n} {why}"), tail)
                 .await;
@@ -101,10 +104,45 @@ impl Supervisor {
             delay.as_secs_f64(),
             self.ready_ports().len()
         ));
-        for line in tail.iter().skip(tail.len().saturating_sub(5)) {
-            say(&format!("  | {line}"));
-        }
+        self.say_output(&tail, 5);
         self.last_tail = tail;
+        None
+    }
+
+    /// The generation started in place of one a fixed-port redeploy stopped has failed:
+    /// the redeploy is reported failed, and the command starts once more so the site
+    /// serves again (requests stay held meanwhile). If that fails too, the crash page shows.
+    async fn start_again_in_place(
+        &mut self,
+        slot: usize,
+        mut dead: Instance,
+        why: String,
+        prev: u64,
+    ) -> Option<i32> {
+        dead.gen.flush_output().await;
+        let tail = dead.gen.tail(50);
+        dead.gen.stop(self.opts.kill_timeout).await;
+        let err = SuperviseError::NotReady {
+            who: self.who(slot, dead.gen.n),
+            why,
+        };
+        self.fail_rollout(err, tail).await;
+        self.gen += 1;
+        match self.spawn(slot, self.gen) {
+            Ok(inst) => {
+                say(&format!(
+                    "generation {prev} was stopped to free port {}: starting the command again as generation {} so the site serves again (requests are held meanwhile)",
+                    inst.gen.port, self.gen
+                ));
+                self.slots[slot].running = Some(inst);
+                self.sync_route().await;
+                self.update_pgids().await;
+            }
+            Err(e) => {
+                say(&e.to_string());
+                self.crashed = true;
+            }
+        }
         None
     }
 
@@ -232,9 +270,7 @@ impl Supervisor {
         } else {
             say(&format!("{err}; stopping the pool"));
         }
-        for line in tail.iter().skip(tail.len().saturating_sub(10)) {
-            say(&format!("  | {line}"));
-        }
+        self.say_output(&tail, 10);
         let mut gens = Vec::new();
         for s in &mut self.slots {
             s.restart_at = None;
