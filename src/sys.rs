@@ -132,8 +132,8 @@ pub fn process(pid: u32) -> Option<Process> {
     })
 }
 
-/// The TCP ports the processes of group `pgid` (an app's generation) listen on, sorted;
-/// empty where the system does not say (only Linux's /proc does, here).
+/// The TCP ports the processes of group `pgid` (an app's generation) listen on, sorted:
+/// from Linux's /proc, elsewhere (macOS) from `lsof`; empty when neither says.
 pub fn group_listening_ports(pgid: i32) -> Vec<u16> {
     #[cfg(target_os = "linux")]
     {
@@ -141,9 +141,37 @@ pub fn group_listening_ports(pgid: i32) -> Vec<u16> {
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = pgid;
-        Vec::new()
+        lsof_listening_ports(pgid)
     }
+}
+
+/// `lsof -a -g PGID -iTCP -sTCP:LISTEN`, which every macOS has: one `nADDR:PORT` line per
+/// listening socket with `-Fn`.
+#[cfg(any(not(target_os = "linux"), test))]
+fn lsof_listening_ports(pgid: i32) -> Vec<u16> {
+    let out = std::process::Command::new("lsof")
+        .args([
+            "-nP",
+            "-a",
+            "-g",
+            &pgid.to_string(),
+            "-iTCP",
+            "-sTCP:LISTEN",
+            "-Fn",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output();
+    let Ok(out) = out else { return Vec::new() };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut ports: Vec<u16> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix('n'))
+        .filter_map(|name| name.rsplit(':').next()?.parse().ok())
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
 }
 
 /// Who listens on TCP `port` on this machine, as "name (pid N)"; best effort (another
@@ -435,6 +463,36 @@ mod tests {
         assert!(me.cmd[0].contains("portok"), "{me:?}");
         assert!(!me.cmd.is_empty());
         assert!(process(u32::MAX - 1).is_none());
+    }
+
+    /// /proc (Linux) and lsof (macOS, also on Linux) find the same listening port of a
+    /// process group, and nothing of a group that listens nowhere.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_groups_listening_ports_are_found_by_proc_and_by_lsof() {
+        use std::io::BufRead;
+        let script = "import socket, sys, time\ns = socket.socket()\ns.bind(('127.0.0.1', 0))\ns.listen()\nprint(s.getsockname()[1], flush=True)\ntime.sleep(30)";
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .process_group(0)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line.trim().parse().unwrap();
+        let pgid = child.id() as i32;
+        assert_eq!(linux::group_listening_ports(pgid), vec![port]);
+        assert_eq!(
+            lsof_listening_ports(pgid),
+            vec![port],
+            "lsof (apt-get install lsof)"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(lsof_listening_ports(pgid), Vec::<u16>::new());
     }
 
     #[cfg(target_os = "linux")]
