@@ -126,7 +126,8 @@ impl Supervisor {
             who: self.who(slot, dead.gen.n),
             why,
         };
-        self.fail_rollout(err, tail).await;
+        let message = err.to_string();
+        self.fail_rollout(err, tail.clone()).await;
         self.gen += 1;
         match self.spawn(slot, self.gen) {
             Ok(inst) => {
@@ -141,6 +142,8 @@ impl Supervisor {
             Err(e) => {
                 say(&e.to_string());
                 self.crashed = true;
+                let (port, n) = (dead.gen.port, dead.gen.n);
+                self.mark_crashed(port, n, message, tail).await;
             }
         }
         None
