@@ -357,3 +357,53 @@ async fn a_port_held_by_another_portok_app_is_named() {
     assert!(err.contains(&named), "{err}");
     assert!(get(p.addr(), "first.localhost", "/").await.status == 200);
 }
+
+/// An app that listens on two ports of its own: the one that answers HTTP is served, not
+/// the one that only accepts (here the lower one, looked at first).
+#[tokio::test(flavor = "multi_thread")]
+async fn of_several_ports_the_one_that_answers_http_is_served() {
+    if std::process::Command::new("python3")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        return missing("python3", "apt-get install python3");
+    }
+    let p = Portok::new();
+    let dir = project(&p);
+    let (a, b) = (free_port(), free_port());
+    let (silent, http) = (a.min(b), a.max(b));
+    let script = format!(
+        "import socket, http.server\n\
+         s = socket.socket()\n\
+         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('127.0.0.1', {silent}))\n\
+         s.listen()\n\
+         class H(http.server.BaseHTTPRequestHandler):\n\
+         \x20   def do_GET(self):\n\
+         \x20       self.send_response(200)\n\
+         \x20       self.send_header('content-length', '4')\n\
+         \x20       self.end_headers()\n\
+         \x20       self.wfile.write(b'http')\n\
+         http.server.HTTPServer(('127.0.0.1', {http}), H).serve_forever()\n"
+    );
+    std::fs::write(dir.join("two.py"), script).unwrap();
+    let app = p.spawn_app(
+        &dir,
+        &["run", "two", "--no-watch", "--", "python3", "two.py"],
+    );
+    app.wait_for("two ready in", LONG).await;
+    assert!(
+        app.text()
+            .contains(&format!("two listens on port {http}, not on PORT")),
+        "{}",
+        app.text()
+    );
+    let r = get(p.addr(), "two.localhost", "/").await;
+    assert_eq!((r.status, r.text()), (200, "http".to_string()));
+    let status: serde_json::Value = serde_json::from_str(&p.ok(&["status", "--json"])).unwrap();
+    assert!(
+        status.to_string().contains(&format!("\"port\":{http}")),
+        "{status}"
+    );
+}

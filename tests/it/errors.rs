@@ -4,7 +4,7 @@
 use crate::support::*;
 use std::process::Command;
 
-/// Each cause of an error once, and the routes that were there still there.
+/// The error says `cause` exactly once.
 fn assert_said_once(err: &str, cause: &str) {
     assert_eq!(err.matches(cause).count(), 1, "cause said once: {err}");
 }
