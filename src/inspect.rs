@@ -39,8 +39,8 @@ pub struct Body {
 #[derive(Debug, Clone, Default)]
 pub struct Record {
     pub id: u64,
-    /// Unix time in milliseconds, when the request arrived.
-    pub time_ms: u64,
+    /// When the request arrived (made a wall-clock time only when viewed: [`Record::time_ms`]).
+    pub arrived: Option<std::time::Instant>,
     /// Until the response head went out.
     pub duration_us: u64,
     pub status: u16,
@@ -61,11 +61,31 @@ pub struct Record {
 }
 
 impl Record {
+    /// Unix time in milliseconds, when the request arrived (0 for a slot never written).
+    pub fn time_ms(&self) -> u64 {
+        self.arrived.map_or(0, unix_ms)
+    }
+
     pub fn request_head(&self) -> &[u8] {
         &self.heads[..self.split.min(self.heads.len())]
     }
     pub fn response_head(&self) -> &[u8] {
         &self.heads[self.split.min(self.heads.len())..]
+    }
+}
+
+/// Unix milliseconds of `at`, from one reading of the wall clock for the process.
+fn unix_ms(at: std::time::Instant) -> u64 {
+    static BASE: OnceLock<(std::time::Instant, u64)> = OnceLock::new();
+    let (base, base_ms) = *BASE.get_or_init(|| {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        (std::time::Instant::now(), ms)
+    });
+    match at.checked_duration_since(base) {
+        Some(d) => base_ms + d.as_millis() as u64,
+        None => base_ms.saturating_sub(base.duration_since(at).as_millis() as u64),
     }
 }
 

@@ -241,13 +241,19 @@ impl RequestMeter {
 
     /// The response (or error page) went out with this status.
     pub fn finish(self, status: u16, upstream_error: bool) {
+        let took = self.start.elapsed();
+        self.finish_after(status, upstream_error, took);
+    }
+
+    /// [`RequestMeter::finish`] with the time taken already read (the inspector reads it too).
+    pub fn finish_after(self, status: u16, upstream_error: bool, took: std::time::Duration) {
         let s = &self.stats;
         let class = (status / 100).clamp(1, 5) as usize - 1;
         s.by_class[class].fetch_add(1, Relaxed);
         if upstream_error {
             s.upstream_errors.fetch_add(1, Relaxed);
         }
-        let secs = self.start.elapsed().as_secs_f64();
+        let secs = took.as_secs_f64();
         let bucket = BUCKETS
             .iter()
             .position(|&b| secs <= b)

@@ -7,22 +7,7 @@ use super::ConnInfo;
 use crate::inspect::{Record, Version};
 use crate::metrics::RequestMeter;
 use crate::routes::Backend;
-
-/// Unix milliseconds of `at`: from one reading of the wall clock, so a request costs no
-/// call to it (the meter's start instant is at hand anyway).
-fn unix_ms(at: std::time::Instant) -> u64 {
-    static BASE: std::sync::OnceLock<(std::time::Instant, u64)> = std::sync::OnceLock::new();
-    let (base, base_ms) = *BASE.get_or_init(|| {
-        let ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        (std::time::Instant::now(), ms)
-    });
-    match at.checked_duration_since(base) {
-        Some(d) => base_ms + d.as_millis() as u64,
-        None => base_ms.saturating_sub(base.duration_since(at).as_millis() as u64),
-    }
-}
+use std::time::Duration;
 
 /// A request is being captured; its route's ring exists from here on.
 pub fn begin(
@@ -33,7 +18,7 @@ pub fn begin(
     version: Version,
 ) {
     meter.stats().inspect.get_or_init(capacity);
-    rec.time_ms = unix_ms(meter.started());
+    rec.arrived = Some(meter.started());
     rec.client = Some(info.peer.ip());
     rec.tls = info.tls;
     rec.version = version;
@@ -65,14 +50,30 @@ pub fn head_of(out: &[u8]) -> &[u8] {
     &out[..end.map_or(out.len(), |i| i + 4)]
 }
 
-/// The request is over (its response went out): into the route's ring. `rec` comes back
-/// cleared, with buffers to reuse.
-pub fn push(rec: &mut Record, meter: &RequestMeter, status: u16, bytes_out: u64) {
+/// The request is over (its response went out): its meter is finished and, when `rec` is
+/// being captured, the record goes into the route's ring (and comes back cleared, with
+/// buffers to reuse); one reading of the clock serves both.
+pub fn done(
+    rec: Option<&mut Record>,
+    meter: RequestMeter,
+    status: u16,
+    bytes_out: u64,
+    upstream_error: bool,
+) {
+    let took = meter.elapsed();
+    if let Some(rec) = rec {
+        push(rec, &meter, status, bytes_out, took);
+    }
+    meter.finish_after(status, upstream_error, took);
+}
+
+/// Into the route's ring; `rec` comes back cleared, with buffers to reuse.
+fn push(rec: &mut Record, meter: &RequestMeter, status: u16, bytes_out: u64, took: Duration) {
     let Some(ring) = meter.stats().inspect.get() else {
         return;
     };
     rec.status = status;
-    rec.duration_us = meter.elapsed().as_micros() as u64;
+    rec.duration_us = took.as_micros() as u64;
     rec.bytes_out = bytes_out;
     ring.push(rec);
 }
@@ -112,8 +113,14 @@ fn give(rec: Box<Record>) {
 
 /// A request through hyper is over: into the ring, and the record's buffers back to the
 /// spares.
-pub fn push_boxed(mut rec: Box<Record>, meter: &RequestMeter, status: u16, bytes_out: u64) {
-    push(&mut rec, meter, status, bytes_out);
+pub fn push_boxed(
+    mut rec: Box<Record>,
+    meter: &RequestMeter,
+    status: u16,
+    bytes_out: u64,
+    took: Duration,
+) {
+    push(&mut rec, meter, status, bytes_out, took);
     give(rec);
 }
 
@@ -194,9 +201,10 @@ impl Tee {
         meter: &RequestMeter,
         status: u16,
         head_bytes: u64,
+        took: Duration,
     ) -> Self {
         rec.status = status;
-        rec.duration_us = meter.elapsed().as_micros() as u64;
+        rec.duration_us = took.as_micros() as u64;
         rec.response_body = Some(crate::inspect::Body::default());
         Tee {
             inner,

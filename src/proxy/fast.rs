@@ -427,10 +427,8 @@ impl Conn {
                     self.out.extend_from_slice(first);
                     let _ = write_client(io, &self.out).await;
                     if let Some(m) = plan.meter {
-                        if plan.capture {
-                            super::capture::push(&mut self.rec, &m, status, self.out.len() as u64);
-                        }
-                        m.finish(status, true);
+                        let rec = plan.capture.then_some(&mut self.rec);
+                        super::capture::done(rec, m, status, self.out.len() as u64, true);
                     }
                     exchange.complete();
                     return Ok(Step::Close);
@@ -465,10 +463,8 @@ impl Conn {
         };
         drop(guard);
         if let Some(m) = plan.meter {
-            if plan.capture {
-                super::capture::push(&mut self.rec, &m, status, bytes_out);
-            }
-            m.finish(status, false);
+            let rec = plan.capture.then_some(&mut self.rec);
+            super::capture::done(rec, m, status, bytes_out, false);
         }
         exchange.complete();
         match relayed {
@@ -529,9 +525,9 @@ impl Conn {
         if let Some(m) = plan.meter {
             if plan.capture {
                 super::capture::response(&mut self.rec, super::capture::head_of(&self.out));
-                super::capture::push(&mut self.rec, &m, status, self.out.len() as u64);
             }
-            m.finish(status, true);
+            let rec = plan.capture.then_some(&mut self.rec);
+            super::capture::done(rec, m, status, self.out.len() as u64, true);
         }
         let step = match write_client(io, &self.out).await {
             Ok(()) if !plan.close => Step::Next,

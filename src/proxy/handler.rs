@@ -38,10 +38,11 @@ pub async fn handle(
     response_head::tag(resp.headers_mut());
     if let Some(m) = meter {
         let status = resp.status().as_u16();
+        let took = m.elapsed();
         if let Some(rec) = rec {
-            inspect(rec, &m, &mut resp);
+            inspect(rec, &m, &mut resp, took);
         }
-        m.finish(status, upstream);
+        m.finish_after(status, upstream, took);
     }
     Ok(resp)
 }
@@ -52,16 +53,17 @@ fn inspect(
     mut rec: Box<crate::inspect::Record>,
     meter: &crate::metrics::RequestMeter,
     resp: &mut Response<ProxyBody>,
+    took: std::time::Duration,
 ) {
     let status = resp.status().as_u16();
     let bytes_out = capture::response_parts(&mut rec, resp);
     if capture::bodies_wanted(meter) && !http_body::Body::is_end_stream(resp.body()) {
         let head = (rec.heads.len() - rec.split) as u64;
         let body = std::mem::replace(resp.body_mut(), ProxyBody::empty());
-        let tee = capture::Tee::new(body, rec, meter, status, head);
+        let tee = capture::Tee::new(body, rec, meter, status, head, took);
         *resp.body_mut() = ProxyBody::Tee(Box::new(tee));
     } else {
-        capture::push_boxed(rec, meter, status, bytes_out);
+        capture::push_boxed(rec, meter, status, bytes_out, took);
     }
 }
 

@@ -164,8 +164,8 @@ pub fn record_json(r: &Record, secrets: bool) -> Value {
     let path = line.next().unwrap_or("");
     json!({
         "id": r.id,
-        "time": time_text(r.time_ms),
-        "time_ms": r.time_ms,
+        "time": time_text(r.time_ms()),
+        "time_ms": r.time_ms(),
         "method": method,
         "path": path,
         "status": r.status,
