@@ -234,6 +234,11 @@ mod tests {
             ("hugo build", "hugo build"),
         ] {
             assert_eq!(after(cmd), want, "{cmd}");
+            // A tool told the port here is one `port_fix` names (TOOLS lists each).
+            if want != cmd {
+                let fix = super::port_fix("app", &[cmd.to_string()]);
+                assert!(fix.contains("portok tells"), "{cmd}: {fix}");
+            }
         }
     }
 }
