@@ -3,9 +3,10 @@
 //! allocates nothing. The proxy writes a slot when a request's response head goes out;
 //! viewers (the dashboard, `portok inspect`) copy slots out and do all the parsing.
 //!
-//! What is kept of a request is what the app received (the request head portok wrote,
-//! with its forwarding headers) and what the client received (the response head), as
-//! HTTP/1 text, and with body capture on, the first [`BODY_CAP`] bytes of each body.
+//! What is kept of a request is the app's side of it: the request head portok wrote for
+//! the app (with its forwarding headers) and the response head the app wrote (portok's own
+//! when portok answered), as HTTP/1 text, and with body capture on, the first [`BODY_CAP`]
+//! bytes of each body.
 
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -52,7 +53,7 @@ pub struct Record {
     pub tls: bool,
     pub generation: u64,
     pub port: u16,
-    /// The request head the app received, then the response head the client received.
+    /// The request head the app received, then the response head the app wrote.
     pub heads: Vec<u8>,
     /// Where the response head starts in `heads`.
     pub split: usize,

@@ -1,5 +1,6 @@
 //! What each front-end tells the inspector about a request (see [`crate::inspect`]): the
-//! head the app received, the head the client received, sizes, timing and who served it.
+//! head the app received, the head the app answered with (or portok's own, when portok
+//! answered), sizes, timing and who served it.
 //! Both front-ends fill a [`Record`] with these few calls, so a request looks the same in
 //! the inspector whichever path it took. Only copies of heads already written are made.
 
@@ -38,7 +39,9 @@ pub fn request(rec: &mut Record, head: &[u8], bytes_in: u64, backend: &Backend) 
     rec.port = backend.port;
 }
 
-/// The response head as written for the client.
+/// The response head: the app's as it wrote it, or the one portok wrote when it answered
+/// itself. The app's is kept rather than the client's, so a request shows the same
+/// whichever front-end it came through and costs one copy on each.
 pub fn response(rec: &mut Record, head: &[u8]) {
     rec.heads.truncate(rec.split);
     rec.heads.extend_from_slice(head);
@@ -133,13 +136,25 @@ pub fn version(v: http::Version) -> Version {
     }
 }
 
-/// A response of hyper's path, as HTTP/1 text (that is how every head is kept). Its size
-/// on the wire, as far as the head tells.
+/// The size of a response of hyper's path on the wire, as far as its head tells; the head
+/// itself goes into `rec` here, as HTTP/1 text (that is how every head is kept), unless
+/// the app's was kept on the way ([`response`]).
 pub fn response_parts(rec: &mut Record, resp: &http::Response<super::forward::ProxyBody>) -> u64 {
-    rec.heads.truncate(rec.split);
-    let start = rec.heads.len();
+    let length = http_body::Body::size_hint(resp.body()).exact().or_else(|| {
+        resp.headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+    });
+    if rec.heads.len() == rec.split {
+        write_head(rec, resp);
+    }
+    (rec.heads.len() - rec.split) as u64 + length.unwrap_or(0)
+}
+
+/// A response portok made itself (a page, an upgrade's answer), as HTTP/1 text.
+fn write_head(rec: &mut Record, resp: &http::Response<super::forward::ProxyBody>) {
     let status = resp.status();
-    // Written piece by piece (no formatting machinery: this runs for every request).
     let version: &[u8] = match resp.version() {
         http::Version::HTTP_2 => b"HTTP/2 ",
         http::Version::HTTP_10 => b"HTTP/1.0 ",
@@ -158,13 +173,6 @@ pub fn response_parts(rec: &mut Record, resp: &http::Response<super::forward::Pr
         rec.heads.extend_from_slice(b"\r\n");
     }
     rec.heads.extend_from_slice(b"\r\n");
-    let length = http_body::Body::size_hint(resp.body()).exact().or_else(|| {
-        resp.headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok())
-    });
-    (rec.heads.len() - start) as u64 + length.unwrap_or(0)
 }
 
 /// The first [`crate::inspect::BODY_CAP`] bytes of `data`, of a body `total` bytes long.

@@ -397,7 +397,7 @@ impl Conn {
         self.out.clear();
         response_head::write_app_head(&mut self.out, &head, &rbuf.0, &framing, plan.close);
         if plan.capture {
-            super::capture::response(&mut self.rec, &self.out);
+            super::capture::response(&mut self.rec, &rbuf.0[..head.len]);
         }
         let mut bytes_out = self.out.len() as u64;
         let first = &rbuf.0[head.len..head.filled];

@@ -262,6 +262,7 @@ async fn route(
                 asked,
                 &backend,
                 ctx.limits.connect,
+                rec.as_deref_mut(),
             );
             ctx.in_turn(&backend, exchange).await
         }
@@ -280,13 +281,11 @@ async fn route(
             }
             head.extend_from_slice(&data);
             let with_body = !data.is_empty();
-            let (head, method) = (&head, &method);
-            let send = |backend: Arc<Backend>| async move {
-                send_raw(ctx, head, method, wants_trailers, with_body, &backend).await
-            };
             let mut resend = Resend::new(pool, method.is_idempotent());
             loop {
-                let sent = send(backend.clone()).await;
+                let r = rec.as_deref_mut();
+                let sent =
+                    send_raw(ctx, &head, &method, wants_trailers, with_body, &backend, r).await;
                 let failed = match &sent {
                     Err(e) => e.failed(),
                     Ok(_) => None,
@@ -393,14 +392,16 @@ async fn send_raw(
     trailers: bool,
     with_body: bool,
     backend: &Arc<Backend>,
+    rec: Option<&mut crate::inspect::Record>,
 ) -> Result<Response<ProxyBody>, ForwardError> {
     let timeout = ctx.limits.connect;
-    match upstream::Upstream::idle(backend).filter(|_| !with_body) {
-        Some(kept) => upstream::send(head, method, trailers, backend, Some(kept), timeout).await,
-        None => {
-            let exchange = upstream::send(head, method, trailers, backend, None, timeout);
-            ctx.in_turn(backend, exchange).await
-        }
+    let kept = upstream::Upstream::idle(backend).filter(|_| !with_body);
+    let reused = kept.is_some();
+    let send = upstream::send(head, method, trailers, backend, kept, timeout, rec);
+    if reused {
+        send.await
+    } else {
+        ctx.in_turn(backend, send).await
     }
 }
 

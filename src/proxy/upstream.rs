@@ -4,9 +4,11 @@
 //! are kept per thread and taken only when an answer is there.
 
 use super::app_body::AppBody;
+use super::capture;
 use super::chunked::{push_chunk, ChunkDecoder};
 use super::forward::{self, ForwardError, ProxyBody};
 use super::response_head::{self, Filter};
+use crate::inspect::Record;
 use crate::routes::{Backend, InflightGuard};
 use bytes::{Bytes, BytesMut};
 use std::cell::RefCell;
@@ -357,6 +359,7 @@ pub(super) async fn send(
     backend: &Arc<Backend>,
     mut kept: Option<Upstream>,
     connect_timeout: Duration,
+    rec: Option<&mut Record>,
 ) -> Result<http::Response<ProxyBody>, ForwardError> {
     let idempotent = method.is_idempotent();
     let asked = Asked {
@@ -383,7 +386,7 @@ pub(super) async fn send(
             Err(e) => return Err(ForwardError::Exchange(Box::new(e))),
         }
     };
-    respond(up, parsed, spare, asked, guard)
+    respond(up, parsed, spare, asked, guard, rec)
 }
 
 /// A request whose body is too long to hold: `head` (with the body's first bytes, framed)
@@ -397,6 +400,7 @@ pub(super) async fn send_streaming(
     asked: Asked,
     backend: &Arc<Backend>,
     connect_timeout: Duration,
+    rec: Option<&mut Record>,
 ) -> Result<http::Response<ProxyBody>, ForwardError> {
     use http_body_util::BodyExt as _;
     let guard = backend.enter();
@@ -430,7 +434,7 @@ pub(super) async fn send_streaming(
     let parsed = read_response_head(&mut up.stream, &mut spare)
         .await
         .map_err(|e| ForwardError::Exchange(Box::new(e)))?;
-    respond(up, parsed, spare, asked, guard)
+    respond(up, parsed, spare, asked, guard, rec)
 }
 
 /// The app's switch to another protocol (WebSocket), or its answer when it did not switch.
@@ -464,7 +468,7 @@ pub(super) async fn upgrade(
     };
     let parsed = answer.map_err(|e| ForwardError::Exchange(Box::new(e)))?;
     if parsed.status != 101 {
-        return respond(up, parsed, spare, Asked::default(), guard)
+        return respond(up, parsed, spare, Asked::default(), guard, None)
             .map(|r| Upgrade::Refused(Box::new(r)));
     }
     let buf = &spare.0;
@@ -494,13 +498,18 @@ pub(super) async fn upgrade(
 
 /// The client's response from the app's parsed head: the head and a body that came whole
 /// with it copied out at once, a longer body streamed off the connection ([`AppBody`]).
+/// The app's head goes into `rec` as the app wrote it.
 fn respond(
     up: Upstream,
     parsed: ResponseHead,
     spare: SpareBuf,
     asked: Asked,
     guard: InflightGuard,
+    rec: Option<&mut Record>,
 ) -> Result<http::Response<ProxyBody>, ForwardError> {
+    if let Some(rec) = rec {
+        capture::response(rec, &spare.0[..parsed.len]);
+    }
     let head_method = asked.head_method;
     let mut framing = if head_method || parsed.no_body() {
         Framing::None

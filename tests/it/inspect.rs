@@ -238,6 +238,49 @@ async fn the_inspector_keeps_requests_masks_secrets_and_replays_them() {
     assert_eq!(r.status, 404, "{}", r.text());
 }
 
+/// The inspector shows the app's side of a request: the head it received and the head it
+/// answered with, the same over HTTP/1.1 (the fast path) and HTTP/2 (hyper's front-end).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_shows_the_apps_answer_whichever_front_end_it_took() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let p = Portok::new();
+    let b = backend("shop").await;
+    p.ok(&["alias", "shop", &b.port.to_string()]);
+    assert_eq!(get(p.addr(), "shop.localhost", "/same").await.status, 200);
+    let stream = tokio::net::TcpStream::connect(p.addr()).await.unwrap();
+    let (mut h2, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get(format!("http://shop.localhost:{}/same", p.port))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = h2.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().contains_key("x-portok"));
+
+    let list = wait_for(LONG, "both requests in the inspector", || {
+        let l = inspect_json(&p, &[]);
+        (l.len() == 2).then_some(l)
+    })
+    .await;
+    assert_eq!(list[0]["version"], "HTTP/1.1");
+    assert_eq!(list[1]["version"], "HTTP/2");
+    let names = |r: &Value| -> Vec<String> {
+        r["response_headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h[0].as_str().unwrap().to_ascii_lowercase())
+            .collect()
+    };
+    let (h1, h2) = (names(&list[0]), names(&list[1]));
+    assert!(!h1.is_empty(), "{}", list[0]);
+    assert_eq!(h1, h2, "the same answer, the same head");
+    assert!(!h1.iter().any(|n| n == "x-portok"), "portok's tag: {h1:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn inspect_follow_streams_lines_and_history_fills_up() {
     let p = Portok::new();
