@@ -8,7 +8,8 @@
 # Method (the same as /work/shared/bench/baseline.sh, so figures compare with RESULTS.md):
 # wrk -t1 -c50 -d10s --latency -H 'Host: myapp.localhost'; servers (backend + proxy) pinned to
 # CPU 0 with taskset and the load generator to CPU 1 (PIN_MODE=split); rounds interleaved
-# (direct portok nginx portless portok_tls nginx_tls portless_tls portok_h2, then again);
+# (direct portok nginx portless portok_tls nginx_tls portless_tls portok_h2, then the same in
+# reverse order, and so on);
 # medians over rounds; ratios are per-round ratios (median); proxy CPU us/req = utime+stime
 # delta of the proxy's processes (/proc/PID/stat) / requests completed; RSS from VmRSS.
 #
@@ -502,8 +503,14 @@ echo "== warm-up ($WARMUP each)"
 for t in "${ACTIVE[@]}"; do run_one "$t" "$WARMUP" "$OUTDIR/warmup-$t.out"; rm -f "$OUTDIR/warmup-$t.out.log"; sleep 1; done
 
 echo "round,target,tool,rps,p50_ms,p99_ms,requests,bad,rss_max_kib,proxy_ticks,backend_ticks,backend_accepts" > "$OUTDIR/runs.csv"
+# Even rounds run the contenders in reverse order, so a machine that speeds up or slows
+# down during a round weighs on both sides of each ratio alike.
 for r in $(seq 1 "$ROUNDS"); do
-  for t in "${ACTIVE[@]}"; do
+  ORDER=("${ACTIVE[@]}")
+  if (( r % 2 == 0 )); then
+    ORDER=(); for (( i = ${#ACTIVE[@]} - 1; i >= 0; i-- )); do ORDER+=("${ACTIVE[$i]}"); done
+  fi
+  for t in "${ORDER[@]}"; do
     f="$OUTDIR/r$r-$t.out"
     run_one "$t" "$DURATION" "$f"
     read -r rps p50 p99 req bad <<<"$(parse_load "${TOOL_OF[$t]}" "$f")"
