@@ -494,6 +494,29 @@ run_one() { # target duration outfile -> RUN_META
   RUN_META="$(cat "$maxf"),$((p1 - p0)),$((b1 - b0)),$acc"
 }
 
+# The inspector's cost, each pair loaded at once: both daemons share the servers' core, so
+# whatever else the machine does falls on both alike, and the one whose requests cost more
+# serves fewer in its half. Same tools and connections as a contender's run.
+PAIRS=()
+is_active portok && is_active portok_ni && PAIRS+=("portok portok_ni")
+is_active portok_h2 && is_active portok_h2_ni && PAIRS+=("portok_h2 portok_h2_ni")
+run_together() { # round on off
+  local r=$1 a=$2 b=$3 ja jb ta0 tb0 ta1 tb1 t
+  # shellcheck disable=SC2086
+  ta0=$(cpu_ticks ${PIDS_OF[$a]}); tb0=$(cpu_ticks ${PIDS_OF[$b]})
+  run_load "${TOOL_OF[$a]}" "${URL_OF[$a]}" "$HOSTHDR" "$DURATION" "$CONNS" "$OUTDIR/r$r-together-$a.out" & ja=$!
+  run_load "${TOOL_OF[$b]}" "${URL_OF[$b]}" "$HOSTHDR" "$DURATION" "$CONNS" "$OUTDIR/r$r-together-$b.out" & jb=$!
+  wait "$ja" "$jb"
+  # shellcheck disable=SC2086
+  ta1=$(cpu_ticks ${PIDS_OF[$a]}); tb1=$(cpu_ticks ${PIDS_OF[$b]})
+  for t in "$a,$((ta1 - ta0))" "$b,$((tb1 - tb0))"; do
+    read -r rps _ _ req bad <<<"$(parse_load "${TOOL_OF[${t%,*}]}" "$OUTDIR/r$r-together-${t%,*}.out")"
+    echo "$r,${t%,*},$rps,$req,$bad,${t#*,}" >> "$OUTDIR/together.csv"
+    printf 'round %s %-13s %10.0f req/s  (loaded together with %s)  failed %s\n' "$r" "${t%,*}" "$rps" \
+      "$([[ ${t%,*} == "$a" ]] && echo "$b" || echo "$a")" "$bad"
+  done
+}
+
 if (( ${WAIT_QUIET:-0} > 0 )); then
   wait_quiet "$WAIT_QUIET" 10 || true
 fi
@@ -503,6 +526,7 @@ echo "== warm-up ($WARMUP each)"
 for t in "${ACTIVE[@]}"; do run_one "$t" "$WARMUP" "$OUTDIR/warmup-$t.out"; rm -f "$OUTDIR/warmup-$t.out.log"; sleep 1; done
 
 echo "round,target,tool,rps,p50_ms,p99_ms,requests,bad,rss_max_kib,proxy_ticks,backend_ticks,backend_accepts" > "$OUTDIR/runs.csv"
+(( ${#PAIRS[@]} )) && echo "round,target,rps,requests,bad,proxy_ticks" > "$OUTDIR/together.csv"
 # Even rounds run the contenders in reverse order, so a machine that speeds up or slows
 # down during a round weighs on both sides of each ratio alike.
 for r in $(seq 1 "$ROUNDS"); do
@@ -516,6 +540,11 @@ for r in $(seq 1 "$ROUNDS"); do
     read -r rps p50 p99 req bad <<<"$(parse_load "${TOOL_OF[$t]}" "$f")"
     echo "$r,$t,${TOOL_OF[$t]},$rps,$p50,$p99,$req,$bad,$RUN_META" >> "$OUTDIR/runs.csv"
     printf 'round %s %-13s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  failed %s\n' "$r" "$t" "$rps" "$p50" "$p99" "$bad"
+    sleep "$COOLDOWN"
+  done
+  for pair in "${PAIRS[@]}"; do
+    # shellcheck disable=SC2086
+    run_together "$r" $pair
     sleep "$COOLDOWN"
   done
 done
