@@ -20,7 +20,8 @@
 #   portok_tls    portok daemon, HTTPS HTTP/1.1 (wrk https://, TLS 1.3)
 #   portok_ni, portok_h2_ni  a second portok daemon started with --no-inspect, plain HTTP/1.1
 #                 and HTTPS h2 (what the request inspector costs: compare with portok, portok_h2;
-#                 in TARGETS by default)
+#                 in TARGETS by default). Each round also ends with each pair loaded together
+#                 (together.csv), on which the inspector's targets are judged.
 #   portok_h2     portok daemon, HTTPS h2 (h2load -c$H2_CONNS -m$H2_STREAMS: 50 streams in flight,
 #                 like wrk's 50 connections)
 #   nginx         nginx 1 worker reverse proxy, upstream keepalive 64       (needs nginx)
