@@ -103,21 +103,10 @@ def contenders(raw, env):
         mine = [r for r in runs if r["target"] == t]
 
         def per_round(peer):
-            v = []
-            for r in mine:
-                p = by_round[r["round"]].get(peer)
-                if p and p["rps"] > 0:
-                    v.append(r["rps"] / p["rps"])
-            return med(v)
+            return med(paired(by_round.values(), t, peer)[0])
 
         def cpu_added(peer):
-            v = []
-            for r in mine:
-                p = by_round[r["round"]].get(peer)
-                if p and p["requests"] > 0 and r["requests"] > 0:
-                    v.append((r["proxy_ticks"] / r["requests"] - p["proxy_ticks"] / p["requests"])
-                             / CLK_TCK * 1e6)
-            return med(v)
+            return med(paired(by_round.values(), t, peer)[1])
 
         def us_per_req(key):
             v = [r[key] / CLK_TCK * 1e6 / r["requests"] for r in mine if r["requests"] > 0]
@@ -152,6 +141,21 @@ def contenders(raw, env):
     return out
 
 
+def paired(rounds, a, b):
+    """Within each round (a dict of target -> run): a's requests/s over b's, and the CPU
+    microseconds a spent per request beyond b. Rounds missing either are left out."""
+    ratios, added = [], []
+    for rnd in rounds:
+        x, y = rnd.get(a), rnd.get(b)
+        if not x or not y or y["rps"] <= 0:
+            continue
+        ratios.append(x["rps"] / y["rps"])
+        if x["requests"] > 0 and y["requests"] > 0:
+            added.append((x["proxy_ticks"] / x["requests"] - y["proxy_ticks"] / y["requests"])
+                         / CLK_TCK * 1e6)
+    return ratios, added
+
+
 def together(raw):
     """The inspector's pairs loaded at once (run.sh's together.csv): per round, on/off
     requests/s and CPU per request added; the medians over rounds."""
@@ -167,14 +171,7 @@ def together(raw):
                                                           ("rps", "requests", "bad", "proxy_ticks")}
     out = {}
     for on, off in INSPECT_OFF.items():
-        ratios, added = [], []
-        for rnd in by_round.values():
-            a, b = rnd.get(on), rnd.get(off)
-            if not a or not b or b["rps"] <= 0 or a["requests"] <= 0 or b["requests"] <= 0:
-                continue
-            ratios.append(a["rps"] / b["rps"])
-            added.append((a["proxy_ticks"] / a["requests"] - b["proxy_ticks"] / b["requests"])
-                         / CLK_TCK * 1e6)
+        ratios, added = paired(by_round.values(), on, off)
         if ratios:
             out[on] = {"rounds": len(ratios), "ratio": med(ratios), "ratio_min": min(ratios),
                        "ratio_max": max(ratios), "cpu_us_added": med(added),
