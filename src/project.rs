@@ -9,6 +9,9 @@
 //!
 //! Only files are read; git itself is not run.
 
+pub mod detect;
+pub mod scripts;
+
 use crate::names::{self, NameError};
 use std::path::{Path, PathBuf};
 
@@ -92,7 +95,7 @@ fn read_toml(path: &Path) -> Option<toml::Table> {
     std::fs::read_to_string(path).ok()?.parse().ok()
 }
 
-fn read_json(path: &Path) -> Option<serde_json::Value> {
+pub(crate) fn read_json(path: &Path) -> Option<serde_json::Value> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
@@ -188,27 +191,11 @@ fn npm_workspace(dir: &Path) -> Option<String> {
     }
     for root in dir.ancestors().skip(1) {
         let pkg = read_json(&root.join("package.json"));
-        let globs = match std::fs::read_to_string(root.join("pnpm-workspace.yaml")) {
-            Ok(yaml) => pnpm_packages(&yaml),
-            Err(_) => match pkg.as_ref().and_then(|p| p.get("workspaces")) {
-                Some(w) => w
-                    .as_array()
-                    .or_else(|| w.get("packages").and_then(|p| p.as_array()))
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().map(String::from))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                None => continue,
-            },
+        let Some(globs) = workspace_globs(root) else {
+            continue;
         };
         let rel = relative(dir, root)?;
-        let (exclude, include): (Vec<&String>, Vec<&String>) =
-            globs.iter().partition(|g| g.starts_with('!'));
-        let member = include.iter().any(|g| glob_match(g, &rel))
-            && !exclude.iter().any(|g| glob_match(&g[1..], &rel));
-        if !member {
+        if !is_member(&globs, &rel) {
             return None;
         }
         let name = pkg
@@ -219,6 +206,34 @@ fn npm_workspace(dir: &Path) -> Option<String> {
         return Some(name.unwrap_or_else(|| folder_name(root)));
     }
     None
+}
+
+/// The member globs of the npm/yarn/pnpm workspace rooted at `root` (pnpm-workspace.yaml's
+/// `packages`, else package.json's `workspaces`); None when `root` is no workspace root.
+pub(crate) fn workspace_globs(root: &Path) -> Option<Vec<String>> {
+    if let Ok(yaml) = std::fs::read_to_string(root.join("pnpm-workspace.yaml")) {
+        return Some(pnpm_packages(&yaml));
+    }
+    let w = read_json(&root.join("package.json"))?
+        .get("workspaces")?
+        .clone();
+    Some(
+        w.as_array()
+            .or_else(|| w.get("packages").and_then(|p| p.as_array()))
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    )
+}
+
+/// Whether the folder at `rel` (relative to the workspace root) is one of `globs`.
+pub(crate) fn is_member(globs: &[String], rel: &str) -> bool {
+    let (exclude, include): (Vec<&String>, Vec<&String>) =
+        globs.iter().partition(|g| g.starts_with('!'));
+    include.iter().any(|g| glob_match(g, rel)) && !exclude.iter().any(|g| glob_match(&g[1..], rel))
 }
 
 /// The `packages:` list of a pnpm-workspace.yaml. A tiny reader for this one shape

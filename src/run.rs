@@ -7,8 +7,10 @@
 pub mod child;
 mod daemon_link;
 mod flags;
+mod loop_guard;
 mod ports;
 pub mod supervisor;
+pub mod tool;
 pub mod watch;
 
 use crate::control::{self, AppReply, AppRequest};
@@ -42,7 +44,8 @@ pub enum RunError {
 /// What `portok run` was asked to do, settled by the command line and the project's
 /// settings (cmd/run.rs).
 pub struct Plan {
-    pub command: Vec<String>,
+    /// The command, understood: the tool it runs and who restarts it.
+    pub tool: tool::Understood,
     pub cwd: PathBuf,
     pub name: String,
     pub hostname: String,
@@ -61,6 +64,8 @@ pub struct WatchPlan {
     pub roots: Vec<PathBuf>,
     pub ignore: Vec<String>,
     pub debounce: Duration,
+    /// Watch what apps and dev tools write too (`--watch-all`).
+    pub all: bool,
 }
 
 /// `PORTOK=0`: run the command as is, no proxy.
@@ -77,7 +82,7 @@ pub fn run_plain(command: &[String]) -> anyhow::Result<i32> {
 /// watching, until it exits). Returns the exit code.
 pub async fn run(plan: Plan, state: StateDir, proxy_port: u16) -> anyhow::Result<i32> {
     let Plan {
-        command,
+        tool,
         cwd,
         name,
         hostname,
@@ -158,26 +163,30 @@ pub async fn run(plan: Plan, state: StateDir, proxy_port: u16) -> anyhow::Result
             "{name} -> {url} ({also}), a pool of {instances} instances"
         ));
     }
-    if opts.fixed_port.is_some() {
-        say(
-            "--app-port is fixed, so redeploys stop the old generation before starting the new one",
-        );
+    if let Some(port) = opts.fixed_port {
+        say(&format!(
+            "--app-port {port}: two generations cannot share it, so redeploys stop the old generation before starting the new one"
+        ));
     }
     // The watcher lives as long as this function.
-    let (changes, _watcher) = match watch {
+    let learned = watch::Learned::default();
+    let (changes, _watcher, guard) = match watch {
         Some(w) => {
-            let filter = watch::Filter::new(&w.roots, &w.ignore, state.root())?;
+            let filter =
+                watch::Filter::new(&w.roots, &w.ignore, state.root(), w.all, learned.clone())?;
             let (watcher, rx) = watch::spawn(w.roots, filter, w.debounce)?;
-            (Some(rx), Some(watcher))
+            let guard = loop_guard::LoopGuard::new(w.debounce, learned);
+            (Some(rx), Some(watcher), Some(guard))
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     let (control_tx, control_rx) = mpsc::channel(8);
     let sock_path = control::app_socket(&state, &hostname);
     let server = serve_run_socket(&sock_path, control_tx).await?;
     let ca = crate::ca::ca_pem_path(state.root());
     let launch = child::Launch {
-        command,
+        command: tool.command.clone(),
+        tool,
         name,
         url: base.url(&hostname),
         hostname,
@@ -188,7 +197,7 @@ pub async fn run(plan: Plan, state: StateDir, proxy_port: u16) -> anyhow::Result
     // A pool picks its instances' ports as it starts them.
     let announced = (instances == 1).then_some(first_port);
     let sup = Supervisor::new(launch, state.clone(), opts, instances, announced, cwd);
-    let code = sup.run(changes, control_rx).await;
+    let code = sup.run(changes, guard, control_rx).await;
     server.abort();
     let _ = std::fs::remove_file(&sock_path);
     Ok(code)

@@ -80,6 +80,25 @@ pub fn terminate_and_wait(pids: &[u32], within: Duration) -> bool {
     true
 }
 
+/// The regular files portok's stdout and stderr write to, as (device, inode): a redirect
+/// like `portok run ... > out.log` into the watched folder.
+pub fn own_output_files() -> Vec<(u64, u64)> {
+    let mut files = Vec::new();
+    for fd in [1, 2] {
+        // SAFETY: fstat only writes the struct it is given.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(fd, &mut st) } == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFREG
+        {
+            #[allow(clippy::unnecessary_cast)]
+            let id = (st.st_dev as u64, st.st_ino as u64);
+            if !files.contains(&id) {
+                files.push(id);
+            }
+        }
+    }
+    files
+}
+
 /// The wall clock in Unix seconds (0 if the clock is before 1970).
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()

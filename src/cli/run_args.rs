@@ -42,6 +42,10 @@ pub struct RunArgs {
     /// Do not watch files; exit when the app exits
     #[arg(long)]
     pub no_watch: bool,
+    /// Also redeploy for what apps and dev tools write (logs, databases, __pycache__,
+    /// dist, .next...), which portok skips by default
+    #[arg(long)]
+    pub watch_all: bool,
     /// Quiet period that merges a burst of file events [default: 300]
     #[arg(long, value_name = "MS")]
     pub debounce: Option<u64>,

@@ -2,6 +2,7 @@
 //! project's settings and inference, then hand it to [`crate::run`].
 
 use crate::cli::RunArgs;
+use crate::run::tool::{Restarter, Understood};
 use crate::run::{self, supervisor::Options, Plan, WatchPlan};
 use crate::state::{self, StateDir};
 use crate::ui::{say, UsageError};
@@ -34,12 +35,14 @@ pub fn main(mut args: RunArgs) -> anyhow::Result<i32> {
         };
     }
     args.fill_from(&config);
-    if args.command.is_empty() {
-        return Err(UsageError(
-            "no command to run: give it after `--` (`portok run -- cargo run`), or set `command` in portok.toml".into(),
-        )
-        .into());
-    }
+    // `portok run` alone: what the project declares (package.json's dev script...).
+    let chosen = if args.command.is_empty() {
+        let found = crate::project::detect::detect(&cwd).map_err(|e| UsageError(e.to_string()))?;
+        args.command = found.command;
+        Some(found.why)
+    } else {
+        None
+    };
     let instances = args.instances();
     if instances == 0 {
         return Err(UsageError(
@@ -69,7 +72,9 @@ pub fn main(mut args: RunArgs) -> anyhow::Result<i32> {
         !args.no_worktree,
         tld.as_deref().unwrap_or(crate::names::LOCALHOST),
     )?;
-    let mut plan = plan(args, cwd, name, hostname);
+    let tool = run::tool::understand(&args.command, &cwd);
+    say_what_runs(&args.command, chosen.as_deref(), &tool);
+    let mut plan = plan(args, tool, cwd, name, hostname);
     plan.tld = tld;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -78,11 +83,29 @@ pub fn main(mut args: RunArgs) -> anyhow::Result<i32> {
     rt.block_on(run::run(plan, state, proxy_port))
 }
 
-fn plan(args: RunArgs, cwd: PathBuf, name: String, hostname: String) -> Plan {
-    let self_reloading = run::child::hot_reloads_itself(&args.command);
-    let watching = !args.no_watch && (!self_reloading || !args.watch.is_empty());
-    if self_reloading && !watching && !args.no_watch {
-        say("this dev server reloads itself, so portok does not watch files (pass --watch PATH to redeploy on changes anyway)");
+/// One line on what runs when portok chose it or read it from a package script, e.g.
+/// `running "npm run dev" (package.json's dev script; it runs `vite`)`.
+fn say_what_runs(command: &[String], chosen: Option<&str>, tool: &Understood) {
+    let shown = command.join(" ");
+    match (chosen, tool.script_note()) {
+        (Some(why), Some(note)) => say(&format!("running \"{shown}\" ({why}; {note})")),
+        (Some(why), None) => say(&format!("running \"{shown}\" ({why})")),
+        (None, Some(note)) => say(&format!("\"{shown}\": {note}")),
+        (None, None) => {}
+    }
+}
+
+fn plan(args: RunArgs, tool: Understood, cwd: PathBuf, name: String, hostname: String) -> Plan {
+    // One restarter: portok watches only when the app does not restart itself.
+    let portok_restarts = matches!(
+        tool.restarter,
+        Restarter::Portok | Restarter::TurnedOff { .. }
+    );
+    let watching = !args.no_watch && (portok_restarts || !args.watch.is_empty());
+    if !args.no_watch {
+        if let Some(note) = tool.restarter_note() {
+            say(&note);
+        }
     }
     let watch = watching.then(|| WatchPlan {
         roots: if args.watch.is_empty() {
@@ -92,6 +115,7 @@ fn plan(args: RunArgs, cwd: PathBuf, name: String, hostname: String) -> Plan {
         },
         ignore: args.ignore.clone(),
         debounce: Duration::from_millis(args.debounce()),
+        all: args.watch_all,
     });
     let opts = Options {
         health: args.health.clone(),
@@ -113,7 +137,7 @@ fn plan(args: RunArgs, cwd: PathBuf, name: String, hostname: String) -> Plan {
     Plan {
         tld: None,
         instances: args.instances() as usize,
-        command: args.command,
+        tool,
         cwd,
         name,
         hostname,

@@ -18,6 +18,8 @@ pub const KEEP_LINES: usize = crate::control::LOG_LINES;
 #[derive(Debug, Clone)]
 pub struct Launch {
     pub command: Vec<String>,
+    /// What the command runs and how its port reaches it.
+    pub tool: super::tool::Understood,
     pub name: String,
     pub hostname: String,
     pub proxy_port: u16,
@@ -62,26 +64,6 @@ pub(super) fn basename(s: &str) -> &str {
     s.rsplit('/').next().unwrap_or(s)
 }
 
-/// Dev servers that reload themselves: portok does not restart them on file changes.
-pub fn hot_reloads_itself(command: &[String]) -> bool {
-    let words: Vec<&str> = command
-        .iter()
-        .flat_map(|a| a.split_whitespace())
-        .map(basename)
-        .collect();
-    let pair = |a: &str, b: &str| words.windows(2).any(|w| w[0] == a && w[1] == b);
-    words.contains(&"vite")
-        || pair("next", "dev")
-        || pair("astro", "dev")
-        || pair("nuxt", "dev")
-        || pair("nuxi", "dev")
-        || pair("react-router", "dev")
-        || pair("rsbuild", "dev")
-        || pair("ng", "serve")
-        || pair("expo", "start")
-        || pair("remix", "dev")
-}
-
 impl Generation {
     /// `instance`: the instance's index in a pool (its output lines are tagged `[i]`);
     /// None for a single instance (PORTOK_INSTANCE=0).
@@ -92,7 +74,7 @@ impl Generation {
         instance: Option<usize>,
     ) -> io::Result<Generation> {
         let mut argv = argv(&launch.command);
-        super::flags::inject(&mut argv, port);
+        super::flags::inject(&mut argv, &launch.tool, port);
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
             .env("PORT", port.to_string())
@@ -266,13 +248,5 @@ mod tests {
         assert_eq!(argv(&v(&["cargo", "run"])), v(&["cargo", "run"]));
         assert_eq!(argv(&v(&["cargo run && x"]))[..2], v(&["sh", "-c"]));
         assert_eq!(argv(&v(&["./server"])), v(&["./server"]));
-    }
-
-    #[test]
-    fn detects_self_reloading_dev_servers() {
-        assert!(hot_reloads_itself(&v(&["npx", "vite"])));
-        assert!(hot_reloads_itself(&v(&["next", "dev"])));
-        assert!(!hot_reloads_itself(&v(&["cargo", "run"])));
-        assert!(!hot_reloads_itself(&v(&["next", "start"])));
     }
 }

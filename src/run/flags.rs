@@ -5,13 +5,7 @@
 //! is left alone. Wrappers (npx, `python -m`, `uv run`, `bundle exec`...) are looked
 //! through.
 
-use super::child::basename;
-
-/// Words in front of the tool itself.
-const WRAPPERS: &[&str] = &[
-    "npx", "pnpm", "pnpx", "yarn", "bunx", "bun", "exec", "dlx", "x", "run", "uv", "poetry",
-    "pipenv", "bundle", "python", "python3", "-m",
-];
+use super::tool::{self, tool_of, Via};
 
 /// The tools [`inject`] tells the port.
 const TOOLS: &[&str] = &[
@@ -34,32 +28,68 @@ const TOOLS: &[&str] = &[
     "php",
 ];
 
-/// Where the tool is in `argv` (past the wrappers), and its name.
-fn tool_of(argv: &[String]) -> Option<(usize, String)> {
-    let i = argv.iter().position(|a| !WRAPPERS.contains(&basename(a)))?;
-    Some((i, basename(&argv[i]).to_string()))
-}
-
 /// For an app found listening on a port of its own: how to let it run beside its next
-/// generation instead.
-pub fn port_fix(name: &str, command: &[String]) -> String {
-    let words: Vec<String> = match command {
-        [one] => one.split_whitespace().map(String::from).collect(),
-        many => many.to_vec(),
+/// generation instead, in the words of the command the user gave.
+pub fn port_fix(name: &str, u: &tool::Understood) -> String {
+    let known = tool_of(&u.tool).filter(|(_, t)| TOOLS.contains(&t.as_str()));
+    let script = match &u.script {
+        Some(crate::project::scripts::Script::Tool { chain, manager, .. }) => {
+            Some((chain.clone(), manager.name()))
+        }
+        _ => None,
     };
-    match tool_of(&words) {
-        Some((_, tool)) if TOOLS.contains(&tool.as_str()) => format!(
+    match (known, &u.via, script) {
+        (Some((_, tool)), Via::Direct, _) => format!(
             "leave the port out of the command, and portok tells {tool} one (on 127.0.0.1)"
+        ),
+        (Some((_, tool)), Via::Script { .. }, Some((chain, _))) => format!(
+            "leave the port out of package.json's {:?} script, and portok tells {tool} one (on 127.0.0.1)",
+            chain.last().cloned().unwrap_or_default()
+        ),
+        (Some((_, tool)), Via::Unreachable, Some((chain, pm))) => format!(
+            "portok cannot pass {tool} its port through package.json's scripts ({}): run the last one directly (`portok run {name} -- {pm} run {}`), or write `--port $PORT` into it",
+            chain.join(" -> "),
+            chain.last().cloned().unwrap_or_default()
         ),
         _ => format!("make the app listen on $PORT (portok sets it), or pass it in the command, e.g. `portok run {name} -- sh -c 'server --port $PORT'`"),
     }
 }
 
-/// What to add for the tool at `argv[i]`, given the port.
-pub fn inject(argv: &mut Vec<String>, port: u16) {
-    let Some((i, tool)) = tool_of(argv) else {
-        return;
-    };
+/// Tell the tool its port: on its own command line, or through the package script.
+pub fn inject(argv: &mut Vec<String>, u: &tool::Understood, port: u16) {
+    match u.via {
+        Via::Direct => {
+            if let Some(edit) = flags_for(argv, port) {
+                edit.apply(argv);
+            }
+        }
+        Via::Script { dashdash } => {
+            if let Some(Edit::Append(add)) = flags_for(&u.tool, port) {
+                tool::append(argv, &add, dashdash);
+            }
+        }
+        Via::Unreachable => {}
+    }
+}
+
+/// What tells a tool its port: flags appended, or an address put in after a word.
+enum Edit {
+    Append(Vec<String>),
+    Insert(usize, String),
+}
+
+impl Edit {
+    fn apply(self, argv: &mut Vec<String>) {
+        match self {
+            Edit::Append(add) => argv.extend(add),
+            Edit::Insert(at, word) => argv.insert(at, word),
+        }
+    }
+}
+
+/// What to add for the tool `argv` runs, given the port; None when it is told already.
+fn flags_for(argv: &[String], port: u16) -> Option<Edit> {
+    let (i, tool) = tool_of(argv)?;
     let rest = &argv[i + 1..];
     let has = |flags: &[&str]| {
         rest.iter().any(|a| {
@@ -132,14 +162,13 @@ pub fn inject(argv: &mut Vec<String>, port: u16) {
         // php -S with no address after it
         "php" => match rest.iter().position(|a| a == "-S") {
             Some(at) if rest.get(at + 1).is_none_or(|a| a.starts_with('-')) => {
-                argv.insert(i + 1 + at + 1, addr);
-                return;
+                return Some(Edit::Insert(i + 1 + at + 1, addr));
             }
             _ => Vec::new(),
         },
         _ => Vec::new(),
     };
-    argv.extend(add);
+    (!add.is_empty()).then_some(Edit::Append(add))
 }
 
 /// `PORT_FLAG N` and `HOST_FLAG 127.0.0.1`, each unless one of its spellings is given.
@@ -156,18 +185,45 @@ fn both(has: &dyn Fn(&[&str]) -> bool, port: &[&str], p: &str, host: &[&str]) ->
 
 #[cfg(test)]
 mod tests {
+    use super::super::tool::understand;
+
     fn after(cmd: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("package.json"),
+            r#"{"scripts": {"dev": "vite", "fixed": "vite --port 3000", "serve": "npm run dev"}}"#,
+        )
+        .unwrap();
         let mut a: Vec<String> = cmd.split(' ').map(String::from).collect();
-        super::inject(&mut a, 4100);
+        let u = understand(&a, dir.path());
+        super::inject(&mut a, &u, 4100);
         a.join(" ")
+    }
+
+    fn fix(cmd: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("package.json"),
+            r#"{"scripts": {"dev": "vite", "fixed": "vite --port 3000", "serve": "npm run dev"}}"#,
+        )
+        .unwrap();
+        let words: Vec<String> = cmd.split(' ').map(String::from).collect();
+        super::port_fix("app", &understand(&words, dir.path()))
     }
 
     #[test]
     fn the_fix_for_a_found_port_names_the_tool_when_portok_knows_it() {
-        let fix = |cmd: &str| super::port_fix("app", &[cmd.to_string()]);
         assert!(fix("python3 -m http.server 8000").contains("portok tells http.server one"));
         assert!(fix("bundle exec rails server -p 3000").contains("tells rails one"));
         assert!(fix("./server --listen 9000").contains("make the app listen on $PORT"));
+        // A nested `npm run` would take the flags as npm's own: none are added, and the fix
+        // says why in the user's terms.
+        assert_eq!(after("npm run serve"), "npm run serve");
+        assert!(
+            fix("npm run serve").contains("cannot pass vite its port"),
+            "{}",
+            fix("npm run serve")
+        );
     }
 
     #[test]
@@ -230,13 +286,34 @@ mod tests {
             ("php -S -t public", "php -S 127.0.0.1:4100 -t public"),
             ("php -S localhost:8000", "php -S localhost:8000"),
             ("cargo run", "cargo run"),
+            // Package scripts: the way each manager passes arguments.
+            (
+                "npm run dev",
+                "npm run dev -- --port 4100 --strictPort --host 127.0.0.1",
+            ),
+            (
+                "pnpm dev",
+                "pnpm dev --port 4100 --strictPort --host 127.0.0.1",
+            ),
+            (
+                "yarn dev",
+                "yarn dev --port 4100 --strictPort --host 127.0.0.1",
+            ),
+            (
+                "bun run dev",
+                "bun run dev --port 4100 --strictPort --host 127.0.0.1",
+            ),
+            (
+                "npm run fixed",
+                "npm run fixed -- --strictPort --host 127.0.0.1",
+            ),
             ("flask routes", "flask routes"),
             ("hugo build", "hugo build"),
         ] {
             assert_eq!(after(cmd), want, "{cmd}");
             // A tool told the port here is one `port_fix` names (TOOLS lists each).
             if want != cmd {
-                let fix = super::port_fix("app", &[cmd.to_string()]);
+                let fix = fix(cmd);
                 assert!(fix.contains("portok tells"), "{cmd}: {fix}");
             }
         }

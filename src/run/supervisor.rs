@@ -120,7 +120,7 @@ pub enum Control {
 
 enum Event {
     Signal(i32),
-    Changed(PathBuf),
+    Changed(Vec<PathBuf>),
     Control(Control),
     /// A child exited (or the periodic check): look at every instance.
     Reap,
@@ -199,7 +199,8 @@ impl Supervisor {
     /// Run until a signal (or, without watching, until the app exits). Returns the exit code.
     pub async fn run(
         mut self,
-        mut changes: Option<mpsc::Receiver<PathBuf>>,
+        mut changes: Option<mpsc::Receiver<Vec<PathBuf>>>,
+        mut guard: Option<super::loop_guard::LoopGuard>,
         mut control: mpsc::Receiver<Control>,
     ) -> i32 {
         use tokio::signal::unix::{signal, SignalKind};
@@ -243,7 +244,7 @@ impl Supervisor {
                 _ = sigint.recv() => Event::Signal(130),
                 _ = sigterm.recv() => Event::Signal(143),
                 _ = sighup.recv() => Event::Signal(129),
-                Some(path) = super::watch::next_change(&mut changes) => Event::Changed(path),
+                Some(paths) = super::watch::next_change(&mut changes) => Event::Changed(paths),
                 Some(c) = control.recv() => Event::Control(c),
                 _ = sigchld.recv() => Event::Reap,
                 _ = reap.tick() => Event::Reap,
@@ -257,10 +258,16 @@ impl Supervisor {
                 Event::Signal(code) => Some(code),
                 // An idle app starts from the current source when it is woken.
                 Event::Changed(_) if self.idle => None,
-                Event::Changed(path) => {
-                    let shown = path.strip_prefix(&self.cwd).unwrap_or(&path).display();
-                    let reason = format!("change in {shown}");
+                Event::Changed(paths) => {
+                    let since_start = self.newest_start().map(|t| t.elapsed());
+                    let reason = format!("change in {}", self.shown(&paths));
                     self.redeploy(reason, Vec::new()).await;
+                    if let Some(caught) = guard
+                        .as_mut()
+                        .and_then(|g| g.redeployed(&paths, since_start))
+                    {
+                        self.caught_loop(&caught);
+                    }
                     None
                 }
                 Event::Control(Control::Restart(reply)) if self.idle => {
@@ -318,6 +325,53 @@ impl Supervisor {
                 return code;
             }
         }
+    }
+
+    /// When the newest generation started (a rollout's new one, else the running one).
+    fn newest_start(&self) -> Option<Instant> {
+        let next = self
+            .rollout
+            .as_ref()
+            .and_then(|r| r.next.as_ref())
+            .map(|(_, i)| i.gen.started);
+        let running = self
+            .slots
+            .iter()
+            .filter_map(|s| s.running.as_ref())
+            .map(|i| i.gen.started);
+        next.into_iter().chain(running).max()
+    }
+
+    /// Changed paths as the user knows them: relative to the project, the first few.
+    fn shown(&self, paths: &[PathBuf]) -> String {
+        let rel: Vec<String> = paths
+            .iter()
+            .take(3)
+            .map(|p| p.strip_prefix(&self.cwd).unwrap_or(p).display().to_string())
+            .collect();
+        match paths.len() {
+            n if n > 3 => format!("{} and {} more", rel.join(", "), n - 3),
+            _ => rel.join(", "),
+        }
+    }
+
+    fn caught_loop(&self, paths: &[PathBuf]) {
+        let ignores: Vec<String> = paths
+            .iter()
+            .map(|p| {
+                format!(
+                    "--ignore {:?}",
+                    p.strip_prefix(&self.cwd).unwrap_or(p).display().to_string()
+                )
+            })
+            .collect();
+        say(&format!(
+            "{} changed within {}s of each of the last {} starts, so the app writes it itself: portok no longer redeploys for it (to make this permanent, pass {})",
+            self.shown(paths),
+            super::loop_guard::WITHIN.as_secs(),
+            super::loop_guard::TRIPS,
+            ignores.join(" ")
+        ));
     }
 
     /// The last `n` lines the app wrote: the running instances', or the last dead one's.

@@ -491,9 +491,7 @@ async fn a_fixed_app_port_redeploys_by_stopping_then_starting() {
     app.wait_for_n("web ready in", 2, LONG).await;
     let text = app.text();
     assert!(
-        text.contains(
-            "--app-port is fixed: holding new requests, draining generation 1 and stopping it"
-        ),
+        text.contains("is fixed: holding new requests, draining generation 1 and stopping it"),
         "{text}"
     );
     let r = body_of(&p, "web.localhost").await;

@@ -167,8 +167,8 @@ impl Supervisor {
             // request fails, it only waits.
             if let Some(mut live) = self.slots[0].running.take() {
                 say(&format!(
-                    "{reason} -> --app-port is fixed: holding new requests, draining generation {} and stopping it before starting generation {}",
-                    live.gen.n, self.gen
+                    "{reason} -> the app's port {} is fixed: holding new requests, draining generation {} and stopping it before starting generation {}",
+                    live.gen.port, live.gen.n, self.gen
                 ));
                 self.sync_route().await;
                 let until = Instant::now() + self.opts.drain;
