@@ -73,7 +73,9 @@ pub fn main(mut args: RunArgs) -> anyhow::Result<i32> {
         tld.as_deref().unwrap_or(crate::names::LOCALHOST),
     )?;
     let tool = run::tool::understand(&args.command, &cwd);
-    say_what_runs(&args.command, chosen.as_deref(), &tool);
+    if let Some(line) = tool.describe(&args.command, chosen.as_deref()) {
+        say(&line);
+    }
     let mut plan = plan(args, tool, cwd, name, hostname);
     plan.tld = tld;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -81,18 +83,6 @@ pub fn main(mut args: RunArgs) -> anyhow::Result<i32> {
         .build()
         .context("starting the async runtime")?;
     rt.block_on(run::run(plan, state, proxy_port))
-}
-
-/// One line on what runs when portok chose it or read it from a package script, e.g.
-/// `running "npm run dev" (package.json's dev script; it runs `vite`)`.
-fn say_what_runs(command: &[String], chosen: Option<&str>, tool: &Understood) {
-    let shown = command.join(" ");
-    match (chosen, tool.script_note()) {
-        (Some(why), Some(note)) => say(&format!("running \"{shown}\" ({why}; {note})")),
-        (Some(why), None) => say(&format!("running \"{shown}\" ({why})")),
-        (None, Some(note)) => say(&format!("\"{shown}\": {note}")),
-        (None, None) => {}
-    }
 }
 
 fn plan(args: RunArgs, tool: Understood, cwd: PathBuf, name: String, hostname: String) -> Plan {

@@ -10,6 +10,7 @@ use super::tool::{self, tool_of, Via};
 /// The tools [`inject`] tells the port.
 const TOOLS: &[&str] = &[
     "vite",
+    "next",
     "astro",
     "ng",
     "react-router",
@@ -117,6 +118,10 @@ fn flags_for(argv: &[String], port: u16) -> Option<Edit> {
                 v.extend(["--host".into(), "127.0.0.1".into()]);
             }
             v
+        }
+        // Next reads PORT, but binds every interface unless told the host.
+        "next" if matches!(sub, Some("dev" | "start")) => {
+            both(&has, &["--port", "-p"], &p, &["--hostname", "-H"])
         }
         // python3 -m http.server [PORT] [--bind ADDR]
         "http.server" => {
@@ -286,6 +291,11 @@ mod tests {
             ("php -S -t public", "php -S 127.0.0.1:4100 -t public"),
             ("php -S localhost:8000", "php -S localhost:8000"),
             ("cargo run", "cargo run"),
+            (
+                "npx next dev",
+                "npx next dev --port 4100 --hostname 127.0.0.1",
+            ),
+            ("next build", "next build"),
             // Package scripts: the way each manager passes arguments.
             (
                 "npm run dev",

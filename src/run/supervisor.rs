@@ -259,13 +259,14 @@ impl Supervisor {
                 // An idle app starts from the current source when it is woken.
                 Event::Changed(_) if self.idle => None,
                 Event::Changed(paths) => {
+                    // Judged before the redeploy: the generation it starts writes at once.
                     let since_start = self.newest_start().map(|t| t.elapsed());
+                    let caught = guard
+                        .as_mut()
+                        .and_then(|g| g.redeployed(&paths, since_start));
                     let reason = format!("change in {}", self.shown(&paths));
                     self.redeploy(reason, Vec::new()).await;
-                    if let Some(caught) = guard
-                        .as_mut()
-                        .and_then(|g| g.redeployed(&paths, since_start))
-                    {
+                    if let Some(caught) = caught {
                         self.caught_loop(&caught);
                     }
                     None

@@ -49,32 +49,46 @@ pub struct Understood {
 }
 
 impl Understood {
-    /// "package.json's dev script; it runs vite", for the line that says what runs.
-    pub fn script_note(&self) -> Option<String> {
-        match self.script.as_ref()? {
+    /// One line on the script read, when the command runs one: `"npm run dev" runs `vite`
+    /// (package.json's "dev" script)`; `chosen` says why portok chose the command itself.
+    pub fn describe(&self, given: &[String], chosen: Option<&str>) -> Option<String> {
+        let shown = given.join(" ");
+        let script = match &self.script {
+            None => return chosen.map(|why| format!("running \"{shown}\" ({why})")),
+            Some(s) => s,
+        };
+        let note = match script {
             Script::Tool { chain, tool, .. } => {
-                let via: Vec<String> = chain.iter().map(|c| format!("{c:?}")).collect();
-                Some(format!(
-                    "package.json's {} script runs `{}`",
-                    via.join(" -> "),
-                    tool.join(" ")
-                ))
+                let names: Vec<String> = chain.iter().map(|c| format!("{c:?}")).collect();
+                let scripts = if names.len() > 1 { "scripts" } else { "script" };
+                let runs = format!("runs `{}`", tool.join(" "));
+                return Some(match chosen {
+                    Some(why) => format!("running \"{shown}\" ({why}; it {runs})"),
+                    None => format!(
+                        "\"{shown}\" {runs} (package.json's {} {scripts})",
+                        names.join(" -> ")
+                    ),
+                });
             }
             Script::Opaque {
                 script, text, why, ..
-            } => Some(format!(
+            } => format!(
                 "package.json's {script:?} script ({text}) is too complex to read: {why}; portok finds the port the app listens on instead"
-            )),
+            ),
             Script::Missing {
                 script,
                 package_json,
                 manager,
-            } => Some(format!(
+            } => format!(
                 "{} has no {script:?} script; `{} run` lists the ones it has",
                 package_json.display(),
                 manager.name()
-            )),
-        }
+            ),
+        };
+        Some(match chosen {
+            Some(why) => format!("running \"{shown}\" ({why}); {note}"),
+            None => format!("\"{shown}\": {note}"),
+        })
     }
 
     /// What to say about restarts, once, when portok does not do them all by itself.

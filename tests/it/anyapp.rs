@@ -164,8 +164,7 @@ async fn a_python_dev_server_is_served(name: &str, files: &[(&str, &str)], cmd: 
         std::fs::write(dir.join(file), text).unwrap();
     }
     // As after `source .venv/bin/activate`.
-    let bin = python.parent().unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let path = path_with(python.parent().unwrap());
     let mut args = vec!["run", name, "--no-watch", "--"];
     args.extend(cmd);
     let app = p.spawn_app_env(&dir, &args, &[("PATH", Path::new(&path))]);
@@ -181,10 +180,8 @@ async fn a_python_dev_server_is_served(name: &str, files: &[(&str, &str)], cmd: 
     let port = route_of(&p, &format!("{name}.localhost")).unwrap()["port"]
         .as_u64()
         .unwrap();
-    let listeners = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    let loopback = format!("0100007F:{port:04X}");
     assert!(
-        listeners.contains(&loopback),
+        listens_on_loopback(port as u16),
         "{name} listens on 127.0.0.1:{port} only"
     );
 }

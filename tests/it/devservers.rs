@@ -7,6 +7,7 @@ use crate::tls::tls_connect;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::path::Path;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -37,8 +38,10 @@ async fn vite_serves_and_its_hmr_socket_connects_on_every_path_and_in_chromium()
         return missing("npm", "install Node.js 20.19+ with npm");
     };
     let p = Portok::new();
-    let app = p.spawn_app(&dir, &["web", "npx", "vite"]);
+    // As the project's README says: its package.json's dev script is `vite`.
+    let app = p.spawn_app(&dir, &["web", "npm", "run", "dev"]);
     app.wait_for("web ready in", Duration::from_secs(120)).await;
+    told_the_port(&p, "web.localhost", &app);
     let host = format!("web.localhost:{}", p.port);
 
     // Vite's client script carries the token its HMR socket must present.
@@ -105,7 +108,24 @@ async fn vite_serves_and_its_hmr_socket_connects_on_every_path_and_in_chromium()
     .await;
     assert!(first_message(&mut ws).await.contains("connected"));
 
-    // Chromium, trusting portok's CA through its NSS database, over https.
+    vite_edit_reaches_the_page(&p, &dir, &host, &app).await;
+}
+
+/// The dev server listens on the port portok chose (the route's), on loopback: it was told
+/// it through the package script, not found on a port of its own.
+fn told_the_port(p: &Portok, host: &str, app: &RunningApp) {
+    let port = route_of(p, host).unwrap()["port"].as_u64().unwrap() as u16;
+    assert!(
+        listens_on_loopback(port),
+        "{host}: nothing on 127.0.0.1:{port}\n{}",
+        app.text()
+    );
+    assert!(!app.text().contains("listens on port"), "{}", app.text());
+}
+
+/// Chromium, trusting portok's CA, opens the page over https (h2); an edit of message.js
+/// reaches it through Vite's HMR: no reload, and no second generation.
+async fn vite_edit_reaches_the_page(p: &Portok, dir: &Path, host: &str, app: &RunningApp) {
     let home = p.dir.path().join("chromium-home");
     if !nssdb_trusting(&home, &p.state().join("ca.pem")) {
         return missing("certutil", "apt-get install libnss3-tools");
@@ -140,6 +160,29 @@ async fn vite_serves_and_its_hmr_socket_connects_on_every_path_and_in_chromium()
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn vite_started_with_pnpm_dev_keeps_its_hmr() {
+    let Some(dir) = npm_fixture_as("vite", Some("pnpm")) else {
+        return missing("npm", "install Node.js 20.19+ with npm");
+    };
+    let Some(pnpm) = pnpm_bin() else {
+        return missing("pnpm", "npm install -g pnpm");
+    };
+    std::fs::write(
+        dir.join("message.js"),
+        "export const message = 'before edit';\n",
+    )
+    .unwrap();
+    let p = Portok::new();
+    let path = path_with(&pnpm);
+    let app = p.spawn_app_env(&dir, &["web", "pnpm", "dev"], &[("PATH", Path::new(&path))]);
+    app.wait_for("web ready in", Duration::from_secs(120)).await;
+    assert!(app.text().contains("runs `vite`"), "{}", app.text());
+    told_the_port(&p, "web.localhost", &app);
+    let host = format!("web.localhost:{}", p.port);
+    vite_edit_reaches_the_page(&p, &dir, &host, &app).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn next_renders_in_chromium_and_an_edit_arrives_over_its_hmr_socket() {
     let Some(dir) = npm_fixture("next") else {
         return missing("npm", "install Node.js 20.9+ with npm");
@@ -149,9 +192,11 @@ async fn next_renders_in_chromium_and_an_edit_arrives_over_its_hmr_socket() {
         "'use client';\n\nexport default function Message() {\n  return 'before edit';\n}\n",
     );
     let p = Portok::new();
-    let app = p.spawn_app(&dir, &["site", "npx", "next", "dev"]);
+    // As the project's README says: its package.json's dev script is `next dev`.
+    let app = p.spawn_app(&dir, &["site", "npm", "run", "dev"]);
     app.wait_for("site ready in", Duration::from_secs(180))
         .await;
+    told_the_port(&p, "site.localhost", &app);
     let host = format!("site.localhost:{}", p.port);
 
     // Next's HMR socket (`/_next/hmr` since Next 16; `/_next/webpack-hmr` before) through
@@ -164,6 +209,39 @@ async fn next_renders_in_chromium_and_an_edit_arrives_over_its_hmr_socket() {
     assert!(!first_message(&mut ws).await.is_empty());
     drop(ws);
 
+    next_edits_reach_the_page(&p, &dir, &host, &app).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn next_started_with_pnpm_dev_keeps_its_hmr() {
+    let Some(dir) = npm_fixture_as("next", Some("pnpm")) else {
+        return missing("npm", "install Node.js 20.9+ with npm");
+    };
+    let Some(pnpm) = pnpm_bin() else {
+        return missing("pnpm", "npm install -g pnpm");
+    };
+    let _ = std::fs::write(
+        dir.join("app/message.js"),
+        "'use client';\n\nexport default function Message() {\n  return 'before edit';\n}\n",
+    );
+    let p = Portok::new();
+    let path = path_with(&pnpm);
+    let app = p.spawn_app_env(
+        &dir,
+        &["site", "pnpm", "dev"],
+        &[("PATH", Path::new(&path))],
+    );
+    app.wait_for("site ready in", Duration::from_secs(180))
+        .await;
+    assert!(app.text().contains("runs `next dev`"), "{}", app.text());
+    told_the_port(&p, "site.localhost", &app);
+    let host = format!("site.localhost:{}", p.port);
+    next_edits_reach_the_page(&p, &dir, &host, &app).await;
+}
+
+/// Chromium opens Next's page over https; edits of app/message.js reach it over HMR with
+/// the page's state kept, and portok starts no second generation.
+async fn next_edits_reach_the_page(p: &Portok, dir: &Path, host: &str, app: &RunningApp) {
     let home = p.dir.path().join("chromium-home");
     if !nssdb_trusting(&home, &p.state().join("ca.pem")) {
         return missing("certutil", "apt-get install libnss3-tools");

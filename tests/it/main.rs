@@ -4,6 +4,7 @@
 mod support;
 
 mod anyapp;
+mod devcmd;
 mod devservers;
 mod dx;
 mod errors;

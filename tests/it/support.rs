@@ -548,6 +548,34 @@ impl Portok {
     }
 }
 
+impl Portok {
+    /// [`Portok::spawn_app`] with portok's stdout and stderr redirected to `file`, as in
+    /// `portok run ... > file 2>&1`; the output is read back from the file.
+    pub fn spawn_app_into(&self, cwd: &Path, args: &[&str], file: &Path) -> RunningApp {
+        let out = std::fs::File::create(file).unwrap();
+        let child = self
+            .command()
+            .args(args)
+            .current_dir(cwd)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("spawning portok run");
+        let output = Arc::new(std::sync::Mutex::new(String::new()));
+        let (keep, file) = (Arc::downgrade(&output), file.to_path_buf());
+        std::thread::spawn(move || {
+            // Until the RunningApp is dropped.
+            while let Some(output) = keep.upgrade() {
+                let text = std::fs::read_to_string(&file).unwrap_or_default();
+                *output.lock().unwrap() = text;
+                drop(output);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        RunningApp { child, output }
+    }
+}
+
 impl RunningApp {
     pub fn text(&self) -> String {
         self.output.lock().unwrap().clone()
@@ -803,6 +831,13 @@ pub fn nssdb_trusting(home: &Path, ca_pem: &Path) -> bool {
 /// cache folder kept between runs and keyed by the lock file, so the registry is asked once.
 /// The fixture's own files are copied in afresh each time. None when npm is missing.
 pub fn npm_fixture(name: &str) -> Option<PathBuf> {
+    npm_fixture_as(name, None)
+}
+
+/// [`npm_fixture`], in a folder of its own named `copy`, for a test that edits files while
+/// another test runs the same fixture. Its node_modules are hard links to the first's.
+pub fn npm_fixture_as(name: &str, copy: Option<&str>) -> Option<PathBuf> {
+    use fs4::fs_std::FileExt;
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name);
@@ -810,21 +845,90 @@ pub fn npm_fixture(name: &str) -> Option<PathBuf> {
     let key = lock.iter().fold(0xcbf29ce484222325u64, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
     });
-    let dir = test_cache().join(format!("npm-{name}-{key:016x}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    copy_tree(&src, &dir);
-    if !dir.join("node_modules/.package-lock.json").exists() {
+    let base = test_cache().join(format!("npm-{name}-{key:016x}"));
+    std::fs::create_dir_all(&base).unwrap();
+    // Tests run as parallel processes: one installs, the others wait.
+    let guard = std::fs::File::create(base.with_extension("lock")).unwrap();
+    FileExt::lock_exclusive(&guard).unwrap();
+    copy_tree(&src, &base);
+    if !base.join("node_modules/.package-lock.json").exists() {
         let status = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&dir)
+            .current_dir(&base)
             .stdin(Stdio::null())
             .status();
         match status {
             Err(_) => return None,
-            Ok(s) => assert!(s.success(), "npm ci in {} failed", dir.display()),
+            Ok(s) => assert!(s.success(), "npm ci in {} failed", base.display()),
         }
     }
+    let Some(copy) = copy else {
+        return Some(base);
+    };
+    let dir = test_cache().join(format!("npm-{name}-{key:016x}-{copy}"));
+    if !dir.join("node_modules/.package-lock.json").exists() {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let linked = Command::new("cp")
+            .arg("-al")
+            .arg(base.join("node_modules"))
+            .arg(dir.join("node_modules"))
+            .status()
+            .unwrap();
+        assert!(linked.success(), "cp -al into {}", dir.display());
+        // The dev server's own caches stay each copy's own.
+        let _ = std::fs::remove_dir_all(dir.join("node_modules/.vite"));
+        let _ = std::fs::remove_dir_all(dir.join("node_modules/.cache"));
+    }
+    copy_tree(&src, &dir);
     Some(dir)
+}
+
+/// The folder with pnpm's command, installed from the npm registry into the test cache
+/// once (under a lock). None when npm is missing.
+pub fn pnpm_bin() -> Option<PathBuf> {
+    use fs4::fs_std::FileExt;
+    const VERSION: &str = "10.34.8";
+    let prefix = test_cache().join(format!("pnpm-{VERSION}"));
+    let bin = prefix.join("node_modules/.bin");
+    std::fs::create_dir_all(test_cache()).ok()?;
+    let guard = std::fs::File::create(prefix.with_extension("lock")).ok()?;
+    FileExt::lock_exclusive(&guard).ok()?;
+    if !bin.join("pnpm").exists() {
+        let status = Command::new("npm")
+            .args([
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+                "--prefix",
+            ])
+            .arg(&prefix)
+            .arg(format!("pnpm@{VERSION}"))
+            .stdin(Stdio::null())
+            .status()
+            .ok()?;
+        assert!(status.success(), "npm install pnpm@{VERSION} failed");
+    }
+    Some(bin)
+}
+
+/// PATH with `dir` in front, as after installing a tool there.
+pub fn path_with(dir: &Path) -> String {
+    format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// Whether something listens on 127.0.0.1:`port` (from /proc/net/tcp).
+pub fn listens_on_loopback(port: u16) -> bool {
+    let listeners = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let loopback = format!("0100007F:{port:04X}");
+    listeners
+        .lines()
+        .any(|l| l.contains(&loopback) && l.split_whitespace().nth(3) == Some("0A"))
 }
 
 /// Where tests keep what is slow to fetch or build between runs (npm packages, the axum
