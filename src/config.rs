@@ -19,6 +19,7 @@ pub const KEYS: &[&str] = &[
     "command",
     "health",
     "watch",
+    "watch_all",
     "ignore",
     "debounce",
     "drain",
@@ -98,6 +99,8 @@ pub struct Config {
     pub env: Vec<(String, String)>,
     /// The inspector keeps bodies.
     pub inspect_bodies: Option<bool>,
+    /// Also redeploy for what apps and dev tools write (`--watch-all`).
+    pub watch_all: Option<bool>,
     /// Reachable from the LAN (`--share`).
     pub share: Option<bool>,
     /// `[apps.NAME]`: the folder the app runs in, relative to the project.
@@ -328,6 +331,7 @@ fn parse_table(file: &str, value: &Value, app: bool) -> Result<Config, ConfigErr
             "reload" => c.reload = Some(v.as_bool().ok_or_else(|| ty("true or false"))?),
             "lazy" => c.lazy = Some(v.as_bool().ok_or_else(|| ty("true or false"))?),
             "share" => c.share = Some(v.as_bool().ok_or_else(|| ty("true or false"))?),
+            "watch_all" => c.watch_all = Some(v.as_bool().ok_or_else(|| ty("true or false"))?),
             "inspect_bodies" => {
                 c.inspect_bodies = Some(v.as_bool().ok_or_else(|| ty("true or false"))?)
             }

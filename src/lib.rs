@@ -27,9 +27,11 @@
 //!      `supervisor/route` (what the route says, process groups, redeploy reports),
 //!      `supervisor/slots` (slots, instances, back-off), `supervisor/lazy` (a lazy app's
 //!      wake and idle stop), `supervisor/discover` (an app that ignores PORT found where it
-//!      listens; one that listens nowhere said early), `flags` (how each dev server is told
-//!      the port), `child` (spawn, env, process
-//!      groups, output), `watch` (notify + ignore, debounce), `daemon_link`
+//!      listens; one that listens nowhere said early), `tool` (what a command runs, through
+//!      package scripts, and who restarts it: HMR kept, a self-restarter switched off),
+//!      `flags` (how each dev server is told the port), `child` (spawn, env, process
+//!      groups, output), `watch` (notify + ignore, default skips, debounce), `loop_guard`
+//!      (paths an app writes on every start stop being watched), `daemon_link`
 //!      (what a run tells the daemon, and the watchdog), `ports` (each generation's port).
 //!    - [`daemon`] (`daemon.rs`: start/stop/status of the detached daemon): `runtime` (the
 //!      daemon process: listeners, control server, route reloads, stale sweep, graceful
@@ -83,7 +85,9 @@
 //!    - [`config`]: the project's settings (portok.toml, Cargo metadata, package.json);
 //!      `config/apps`: its `[apps.NAME]` and their start order.
 //!    - `added`: apps registered with `portok add` (apps.json) and how their owner starts.
-//!    - [`project`]: the project around a folder for naming (workspaces, git worktrees).
+//!    - [`project`]: the project around a folder for naming (workspaces, git worktrees);
+//!      `project/scripts` (what `npm run dev`, `pnpm dev`... run, read from package.json),
+//!      `project/detect` (what `portok run` alone runs).
 //! 5. Small utilities: `fsutil` (files written whole: temp, fsync, rename), [`sys`] (what
 //!    portok asks of the OS: signals, ids, process facts through sysinfo, resource limits;
 //!    every `unsafe` libc call, with why it is sound), `sys/linux` (/proc: port owners,

@@ -162,6 +162,7 @@ impl RunArgs {
         self.lazy |= config.lazy.unwrap_or(false);
         self.inspect_bodies |= config.inspect_bodies.unwrap_or(false);
         self.share |= config.share.unwrap_or(false);
+        self.watch_all |= config.watch_all.unwrap_or(false);
         self.idle_stop = self.idle_stop.or(config.idle_stop);
         // The flags' variables win: they come last.
         let flags = std::mem::take(&mut self.env);

@@ -190,8 +190,8 @@ fn words(command: &[String]) -> Vec<String> {
 
 /// Words in front of the tool itself (`npx vite`, `python -m flask`, `uv run uvicorn`).
 pub const WRAPPERS: &[&str] = &[
-    "npx", "pnpm", "pnpx", "yarn", "bunx", "exec", "dlx", "x", "run", "uv", "poetry", "pipenv",
-    "bundle", "python", "python3", "-m",
+    "npx", "pnpm", "pnpx", "yarn", "bun", "bunx", "exec", "dlx", "x", "run", "uv", "poetry",
+    "pipenv", "bundle", "python", "python3", "-m",
 ];
 
 /// Where the tool is in `argv` (past the wrappers), and its name.
@@ -235,6 +235,15 @@ fn turn_off(argv: &mut Vec<String>) -> Restarter {
     if let Some(name) = hmr(&v) {
         return Restarter::Hmr { tool: name.into() };
     }
+    // bun is a wrapper (`bun x vite`) and a runtime: `bun --watch app.ts` restarts itself.
+    if v.first().is_some_and(|b| basename(b) == "bun") && v.iter().any(|a| a == "--watch") {
+        drop_options(&mut v, 1, &["--watch"], &[]);
+        *argv = v;
+        return Restarter::TurnedOff {
+            tool: "bun".into(),
+            how: "runs it without --watch".into(),
+        };
+    }
     let Some((i, tool)) = tool_of(&v) else {
         return Restarter::Portok;
     };
@@ -277,7 +286,7 @@ fn turn_off(argv: &mut Vec<String>) -> Restarter {
                 why: "portok cannot tell what it runs".into(),
             },
         },
-        "node" | "bun" | "deno" if rest.iter().any(|a| a.starts_with("--watch")) => {
+        "node" | "deno" if rest.iter().any(|a| a.starts_with("--watch")) => {
             drop_options(
                 &mut v,
                 i + 1,
@@ -468,6 +477,7 @@ mod tests {
             ("node --watch-path=src --watch server.js", "node server.js"),
             ("tsx watch src/index.ts", "tsx src/index.ts"),
             ("bun --watch run server.ts", "bun run server.ts"),
+            ("bun --watch app.ts", "bun app.ts"),
             ("cargo watch -x run", "cargo run"),
             ("cargo watch -c -x run", "cargo run"),
         ] {
