@@ -44,11 +44,14 @@ pub struct Generation {
     pumps: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Shell syntax that needs `sh -c` when the command is given as one argument.
+/// Shell syntax beyond words separated by spaces.
+pub(super) fn shell_syntax(arg: &str) -> bool {
+    arg.chars().any(|c| "|&;<>()$`\\\"'*?[]#~=%{}\n".contains(c))
+}
+
+/// One argument that needs `sh -c`: shell syntax, or several words.
 fn needs_shell(arg: &str) -> bool {
-    arg.chars()
-        .any(|c| "|&;<>()$`\\\"'*?[]#~=%{}\n".contains(c))
-        || arg.contains(' ')
+    shell_syntax(arg) || arg.contains(' ')
 }
 
 /// The argv to execute: run directly unless the command is one argument with shell syntax

@@ -110,7 +110,9 @@ impl Understood {
 
 /// Read `command` (run in `cwd`): the script it runs, the tool, and who restarts.
 pub fn understand(command: &[String], cwd: &Path) -> Understood {
-    let script = scripts::resolve(command, cwd);
+    // One argument with shell syntax runs under `sh -c` as it is: not read as a script.
+    let shell = matches!(command, [one] if super::child::shell_syntax(one));
+    let script = (!shell).then(|| scripts::resolve(command, cwd)).flatten();
     let (tool, via) = match &script {
         Some(Script::Tool {
             tool,
@@ -136,6 +138,13 @@ pub fn understand(command: &[String], cwd: &Path) -> Understood {
         None => command.to_vec(),
     };
     let restarter = match via {
+        Via::Direct if shell => match turn_off(&mut command.clone()) {
+            Restarter::TurnedOff { tool: name, .. } => Restarter::Itself {
+                tool: name,
+                why: "portok does not rewrite a command that runs under `sh -c`".into(),
+            },
+            r => r,
+        },
         Via::Direct => turn_off(&mut command),
         Via::Script { dashdash } => {
             // Only flags can be added through a script: a restarter that takes a flag.
@@ -547,6 +556,13 @@ mod tests {
         // A switch that is a flag is appended the way the manager passes arguments.
         assert_eq!(u("npm run fl").command, v("npm run fl -- --no-reload"));
         assert_eq!(u("yarn fl").command, v("yarn fl --no-reload"));
+        // One argument: plain words are read as a script, shell syntax runs as it is.
+        let one = |c: &str| understand(&[c.to_string()], dir.path());
+        assert_eq!(one("npm run fl").command, v("npm run fl -- --no-reload"));
+        assert_eq!(one("npm run fl && echo").command, ["npm run fl && echo"]);
+        let sh = one("flask --app app run --debug 2>&1");
+        assert_eq!(sh.command, ["flask --app app run --debug 2>&1"]);
+        assert!(matches!(sh.restarter, Restarter::Itself { .. }));
         // Flags cannot take --reload out of a script, nor reach through a nested npm run.
         for cmd in ["npm run uv", "npm run nm", "pnpm inner"] {
             let x = u(cmd);
