@@ -88,7 +88,7 @@
 //!    - [`project`]: the project around a folder for naming (workspaces, git worktrees);
 //!      `project/scripts` (what `npm run dev`, `pnpm dev`... run, read from package.json),
 //!      `project/detect` (what `portok run` alone runs).
-//! 5. Small utilities: `fsutil` (files written whole: temp, fsync, rename), [`sys`] (what
+//! 5. Small utilities: `cmdline` (command lines as words), `fsutil` (files written whole: temp, fsync, rename), [`sys`] (what
 //!    portok asks of the OS: signals, ids, process facts through sysinfo, resource limits;
 //!    every `unsafe` libc call, with why it is sound), `sys/linux` (/proc: port owners,
 //!    sysctls), `sys/splice` (Linux: socket -> pipe -> socket moves for TCP routes and large
@@ -102,6 +102,7 @@ pub(crate) mod added;
 pub(crate) mod ca;
 pub mod cli;
 pub mod cmd;
+pub(crate) mod cmdline;
 pub(crate) mod config;
 pub(crate) mod control;
 pub(crate) mod daemon;

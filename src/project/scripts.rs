@@ -4,6 +4,7 @@
 //! prefixes (`FOO=1`, `cross-env`, `dotenv --`) to the command that serves, so portok can
 //! treat that tool as if it had been typed directly. Only files are read.
 
+use crate::cmdline::{basename, split_shell_words};
 use std::path::{Path, PathBuf};
 
 /// The package managers whose `run` portok reads.
@@ -174,10 +175,7 @@ fn serial(words: &[String]) -> bool {
 
 /// Read `npm run X -w WS`, `pnpm --filter WS X`, `yarn workspace WS X`, `bun run X`...
 fn read_call(argv: &[String], cwd: &Path) -> Option<Call> {
-    let words: Vec<String> = match argv {
-        [one] => one.split_whitespace().map(String::from).collect(),
-        many => many.to_vec(),
-    };
+    let words = crate::cmdline::words(argv);
     let manager = Manager::of(basename(words.first()?))?;
     let mut dir = cwd.to_path_buf();
     let mut workspace: Option<String> = None;
@@ -374,7 +372,7 @@ fn last_command(text: &str) -> Option<String> {
 /// Split a command into words (with '...' and "..." quoting) and take off what only sets
 /// the environment: `A=1 B=2`, `env A=1`, `cross-env A=1`, `dotenv [-e FILE] --`.
 fn strip_env(command: &str) -> Vec<String> {
-    let mut words = split_words(command);
+    let mut words = split_shell_words(command);
     while let Some(first) = words.first().cloned() {
         let name = basename(&first);
         if is_assignment(&first) {
@@ -424,40 +422,6 @@ fn is_assignment(w: &str) -> bool {
         }
         None => false,
     }
-}
-
-fn split_words(s: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut quote: Option<char> = None;
-    for c in s.chars() {
-        match (quote, c) {
-            (None, '\'' | '"') => {
-                quote = Some(c);
-                in_word = true;
-            }
-            (Some(q), c) if c == q => quote = None,
-            (None, c) if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            (_, c) => {
-                cur.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if in_word {
-        words.push(cur);
-    }
-    words
-}
-
-fn basename(s: &str) -> &str {
-    s.rsplit('/').next().unwrap_or(s)
 }
 
 #[cfg(test)]

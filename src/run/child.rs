@@ -44,27 +44,13 @@ pub struct Generation {
     pumps: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Shell syntax beyond words separated by spaces.
-pub(super) fn shell_syntax(arg: &str) -> bool {
-    arg.chars().any(|c| "|&;<>()$`\\\"'*?[]#~=%{}\n".contains(c))
-}
-
-/// One argument that needs `sh -c`: shell syntax, or several words.
-fn needs_shell(arg: &str) -> bool {
-    shell_syntax(arg) || arg.contains(' ')
-}
-
 /// The argv to execute: run directly unless the command is one argument with shell syntax
 /// (a shell that dies on SIGTERM would hide the real server still draining).
 pub fn argv(command: &[String]) -> Vec<String> {
     match command {
-        [one] if needs_shell(one) => vec!["sh".into(), "-c".into(), one.clone()],
+        [one] if crate::cmdline::needs_shell(one) => vec!["sh".into(), "-c".into(), one.clone()],
         _ => command.to_vec(),
     }
-}
-
-pub(super) fn basename(s: &str) -> &str {
-    s.rsplit('/').next().unwrap_or(s)
 }
 
 impl Generation {

@@ -7,7 +7,7 @@
 //!   blue/green restart, which fails no request, is the only one;
 //! - where neither can be done, portok does not watch.
 
-use super::child::basename;
+use crate::cmdline::{basename, words};
 use crate::project::scripts::{self, Script};
 use std::path::Path;
 
@@ -111,7 +111,7 @@ impl Understood {
 /// Read `command` (run in `cwd`): the script it runs, the tool, and who restarts.
 pub fn understand(command: &[String], cwd: &Path) -> Understood {
     // One argument with shell syntax runs under `sh -c` as it is: not read as a script.
-    let shell = matches!(command, [one] if super::child::shell_syntax(one));
+    let shell = matches!(command, [one] if crate::cmdline::shell_syntax(one));
     let script = (!shell).then(|| scripts::resolve(command, cwd)).flatten();
     let (tool, via) = match &script {
         Some(Script::Tool {
@@ -188,13 +188,6 @@ pub fn append(command: &mut Vec<String>, flags: &[String], dashdash: bool) {
         command.push("--".into());
     }
     command.extend(flags.iter().cloned());
-}
-
-fn words(command: &[String]) -> Vec<String> {
-    match command {
-        [one] => one.split_whitespace().map(String::from).collect(),
-        many => many.to_vec(),
-    }
 }
 
 /// Words in front of the tool itself (`npx vite`, `python -m flask`, `uv run uvicorn`).

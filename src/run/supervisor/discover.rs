@@ -42,12 +42,8 @@ impl Supervisor {
         g.port = port;
         self.opts.fixed_port = Some(port);
         let fix = crate::run::flags::port_fix(&name, &self.launch.tool);
-        // Named as the user knows it: the tool the command (or its script) runs.
-        let who = crate::run::tool::tool_of(&self.launch.tool.tool)
-            .map(|(_, t)| t)
-            .unwrap_or(name);
         say(&format!(
-            "{who} listens on port {port}, not on the port portok gave it ({asked}), so portok serves port {port}. Two generations cannot share that port, so redeploys now hold requests while the old generation stops; for redeploys side by side, {fix}"
+            "{name} listens on port {port}, not on PORT ({asked}), so portok serves port {port}. Two generations cannot share that port, so redeploys now hold requests while the old generation stops; for redeploys side by side, {fix}"
         ));
     }
 
