@@ -240,3 +240,73 @@ async fn djangos_runserver_restarts_once_per_edit() {
     assert!(!text.contains("generation 3"), "{text}");
     assert!(!text.contains("Watching for file changes"), "{text}");
 }
+
+/// `node --watch server.js`: Node's own restarter is switched off (portok runs `node
+/// server.js`), so an edit is one blue/green redeploy by portok under load, none failing.
+#[tokio::test(flavor = "multi_thread")]
+async fn node_watch_restarts_once_per_edit_with_no_failed_request() {
+    if std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return missing("node", "apt-get install nodejs");
+    }
+    let server = "require('http').createServer((req, res) => res.end('version 1')).listen(process.env.PORT, '127.0.0.1');\n";
+    let p = Portok::new();
+    let dir = project(&p);
+    std::fs::write(dir.join("server.js"), server).unwrap();
+    let app = p.spawn_app(&dir, &["nw", "node", "--watch", "server.js"]);
+    app.wait_for("nw ready in", LONG).await;
+    assert!(
+        app.text().contains("runs it without --watch"),
+        "{}",
+        app.text()
+    );
+    let load = Load::start(p.addr(), "nw.localhost", 4);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    std::fs::write(
+        dir.join("server.js"),
+        server.replace("version 1", "version 2"),
+    )
+    .unwrap();
+    app.wait_for("generation 2 ready", LONG).await;
+    assert_eq!(get(p.addr(), "nw.localhost", "/").await.text(), "version 2");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (ok, _, failures) = load.stop().await;
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    assert!(ok > 50, "load ran: {ok}");
+    let text = app.text();
+    assert!(!text.contains("generation 3"), "{text}");
+    assert!(!text.contains("Restarting '"), "node's watcher ran: {text}");
+}
+
+/// `uvicorn main:app --reload`: portok drops `--reload` and restarts on an edit itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn uvicorn_reload_is_dropped_and_an_edit_is_one_redeploy() {
+    let asgi = "async def app(scope, receive, send):\n    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n    await send({'type': 'http.response.body', 'body': b'version 1'})\n";
+    let p = Portok::new();
+    let Some((dir, path)) = python_project(&p, &[("main.py", asgi)]) else {
+        return missing(
+            "a venv with uvicorn",
+            "python3 -m venv (apt-get install python3-venv) and PyPI",
+        );
+    };
+    let app = p.spawn_app_env(
+        &dir,
+        &["uv", "uvicorn", "main:app", "--reload"],
+        &[("PATH", Path::new(&path))],
+    );
+    app.wait_for("uv ready in", LONG).await;
+    assert!(app.text().contains("without --reload"), "{}", app.text());
+    std::fs::write(dir.join("main.py"), asgi.replace("version 1", "version 2")).unwrap();
+    app.wait_for("generation 2 ready", LONG).await;
+    assert_eq!(get(p.addr(), "uv.localhost", "/").await.text(), "version 2");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let text = app.text();
+    assert!(!text.contains("generation 3"), "{text}");
+    assert!(
+        !text.contains("reloader process"),
+        "uvicorn's reloader ran: {text}"
+    );
+}
