@@ -16,7 +16,7 @@ pub async fn ready(port: u16, host: &str, health: Option<&str>, tcp: bool) -> bo
 
 /// Something accepts connections on the port.
 async fn accepts(port: u16) -> bool {
-    crate::proxy::forward::connect_loopback(port, Duration::from_millis(500))
+    crate::proxy::app_conn::connect_loopback(port, Duration::from_millis(500))
         .await
         .is_ok()
 }
@@ -30,7 +30,7 @@ const DRAIN_MAX: usize = 1 << 20;
 pub async fn check(port: u16, host: &str, health: Option<&str>) -> bool {
     let attempt = async {
         let mut stream =
-            crate::proxy::forward::connect_loopback(port, Duration::from_millis(500)).await?;
+            crate::proxy::app_conn::connect_loopback(port, Duration::from_millis(500)).await?;
         let path = health.unwrap_or("/");
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: portok-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n"

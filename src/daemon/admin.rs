@@ -7,7 +7,7 @@ use super::state::{AppEvent, DaemonState};
 use crate::daemon::status::{BackendStatus, Responses, RouteStatus, Status, TcpStatus, Totals};
 use crate::metrics::RouteStats;
 use crate::names::short_name;
-use crate::proxy::forward::ProxyBody;
+use crate::proxy::body::ProxyBody;
 use crate::proxy::ConnInfo;
 use crate::routes::{unix_now, LiveRoute, RouteState};
 use bytes::Bytes;

@@ -1,7 +1,7 @@
 //! A response body read straight off the app's connection, for hyper's front-end: its
 //! framing followed to the end, the connection then handed back to the instance's idle list.
 
-use super::upstream::{Framing, Upstream, CHUNK};
+use super::app_conn::{Framing, Upstream, CHUNK};
 use crate::routes::InflightGuard;
 use bytes::{Buf, Bytes, BytesMut};
 use std::io;

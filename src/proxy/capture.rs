@@ -4,7 +4,7 @@
 //! Both front-ends fill a [`Record`] with these few calls, so a request looks the same in
 //! the inspector whichever path it took. Only copies of heads already written are made.
 
-use super::ConnInfo;
+use super::conn_info::ConnInfo;
 use crate::inspect::{Record, Version};
 use crate::metrics::RequestMeter;
 use crate::routes::Backend;
@@ -139,7 +139,7 @@ pub fn version(v: http::Version) -> Version {
 /// The size of a response of hyper's path on the wire, as far as its head tells; the head
 /// itself goes into `rec` here, as HTTP/1 text (that is how every head is kept), unless
 /// the app's was kept on the way ([`response`]).
-pub fn response_parts(rec: &mut Record, resp: &http::Response<super::forward::ProxyBody>) -> u64 {
+pub fn response_parts(rec: &mut Record, resp: &http::Response<super::body::ProxyBody>) -> u64 {
     let length = http_body::Body::size_hint(resp.body()).exact().or_else(|| {
         resp.headers()
             .get(http::header::CONTENT_LENGTH)
@@ -153,7 +153,7 @@ pub fn response_parts(rec: &mut Record, resp: &http::Response<super::forward::Pr
 }
 
 /// A response portok made itself (a page, an upgrade's answer), as HTTP/1 text.
-fn write_head(rec: &mut Record, resp: &http::Response<super::forward::ProxyBody>) {
+fn write_head(rec: &mut Record, resp: &http::Response<super::body::ProxyBody>) {
     let status = resp.status();
     let version: &[u8] = match resp.version() {
         http::Version::HTTP_2 => b"HTTP/2 ",
@@ -195,7 +195,7 @@ pub fn bodies_wanted(meter: &RequestMeter) -> bool {
 /// A response body passed through while its first bytes are kept; the record goes into
 /// the ring when the body ends (or the client stops reading).
 pub struct Tee {
-    inner: super::forward::ProxyBody,
+    inner: super::body::ProxyBody,
     rec: Option<Box<Record>>,
     stats: std::sync::Arc<crate::metrics::RouteStats>,
     seen: u64,
@@ -204,7 +204,7 @@ pub struct Tee {
 
 impl Tee {
     pub fn new(
-        inner: super::forward::ProxyBody,
+        inner: super::body::ProxyBody,
         mut rec: Box<Record>,
         meter: &RequestMeter,
         status: u16,
@@ -226,7 +226,7 @@ impl Tee {
 
 impl http_body::Body for Tee {
     type Data = bytes::Bytes;
-    type Error = super::forward::BodyError;
+    type Error = super::body::BodyError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,

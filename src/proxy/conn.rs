@@ -8,8 +8,8 @@
 //! after `idle`. A request in progress (a slow upload, a streaming response, an h2 tunnel)
 //! has no deadline at all.
 
-use super::forward::ProxyBody;
-use super::{ConnError, Limits};
+use super::body::ProxyBody;
+use super::ctx::{ConnError, Limits};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::io;
@@ -351,7 +351,7 @@ pub struct Tracked {
 
 impl Body for Tracked {
     type Data = Bytes;
-    type Error = super::forward::BodyError;
+    type Error = super::body::BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -374,7 +374,7 @@ pub async fn drive<C, G>(
     conn: C,
     graceful: G,
     watch: &ConnWatch,
-    ctx: &super::Ctx,
+    ctx: &super::ctx::Ctx,
     peer: SocketAddr,
 ) -> Result<(), ConnError>
 where

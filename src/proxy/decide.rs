@@ -5,10 +5,11 @@
 //! same thing whichever front-end read it. [`Resend`] is the one policy for sending a
 //! request again to another instance of a pool.
 
+use super::ctx::{CrashInfo, Ctx};
 use super::error::ProxyError;
-use super::forward::MAX_HOPS;
+use super::header::MAX_HOPS;
+use super::reload;
 use super::upstream::Failed;
-use super::{reload, CrashInfo, Ctx};
 use crate::metrics::RequestMeter;
 use crate::routes::Backend;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! What can go wrong with a request, and the one mapping from each failure to the status
 //! code the client gets ([`ProxyError::status`]); [`super::pages`] renders it.
 
-use super::forward::ForwardError;
+use super::upstream::ForwardError;
 use http::StatusCode;
 
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +26,7 @@ pub enum ProxyError {
     #[error("{host} crashed: {}", .info.message)]
     Crashed {
         host: String,
-        info: crate::proxy::CrashInfo,
+        info: super::ctx::CrashInfo,
     },
     #[error("{host}: the app on port {port} did not answer: {source}")]
     Upstream {
@@ -55,7 +55,7 @@ impl ProxyError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::forward::ForwardError;
+    use crate::proxy::upstream::ForwardError;
 
     #[test]
     fn each_error_has_its_status() {
@@ -90,7 +90,7 @@ mod tests {
             (
                 ProxyError::Crashed {
                     host: "a".into(),
-                    info: crate::proxy::CrashInfo {
+                    info: crate::proxy::ctx::CrashInfo {
                         message: "exit 1".into(),
                         tail: vec![],
                     },

@@ -16,19 +16,18 @@
 
 mod request;
 
+use super::app_conn::{still_open, Framing, ResponseHead, Upstream};
 use super::chunked::push_chunk;
 use super::conn::{ClientIo, ConnWatch, Exchange, RawTcp};
+use super::ctx::{ConnError, ConnInfo, Ctx};
 use super::decide::{self, decide, Ask, Decision, Resend};
 use super::error::ProxyError;
-use super::forward::ForwardError;
 use super::request_head::{self, BodyFraming, Hop, Outbound};
-use super::upstream::{
-    read_response_head, resend_fresh, still_open, Framing, HeadError, SpareBuf, Upstream,
-};
-use super::{pages, response_head, ConnError, ConnInfo, Ctx};
+use super::upstream::{read_response_head, resend_fresh, ForwardError, HeadError, SpareBuf};
+use super::{pages, response_head};
 use crate::metrics::RequestMeter;
 use crate::names::normalize_host;
-use crate::routes::Backend;
+use crate::routes::{Backend, InflightGuard};
 use bytes::{Buf, Bytes, BytesMut};
 use request::{head_end, plain_uri_byte, RequestFacts};
 use std::io;
@@ -308,85 +307,22 @@ impl Conn {
         let streamed = plan.body_len - buffered as u64;
         self.out.extend_from_slice(&self.buf[plan.head_len..end]);
         let mut rbuf = SpareBuf::new();
-        let mut backend = plan.backend.clone();
-        let mut guard = None;
-        let mut fresh_only = false;
-        // The body is at hand to send again only if it was read whole.
-        let mut resend = Resend::new(plan.pool, plan.idempotent && streamed == 0);
-        // Send, and read the response head. Until the response head is in, a request read
-        // whole stays in `buf`, so the handler can take it over (and retry or explain) when
-        // the app cannot be reached at all.
-        let (mut up, head) = loop {
-            let Ok(mut up) = self.upstream(&backend, fresh_only, ctx).await else {
-                exchange.complete();
-                return Ok(Step::Handoff);
+        let body = Unsent { end, streamed };
+        let (mut up, mut head, guard, plan, exchange) =
+            match self.send(io, plan, body, exchange, ctx, &mut rbuf).await {
+                Sent::Answered {
+                    up,
+                    head,
+                    guard,
+                    plan,
+                    exchange,
+                } => (up, head, guard, plan, exchange),
+                Sent::Over(step) => return step,
             };
-            if up.stream.write_all(&self.out).await.is_err() {
-                if up.reused {
-                    fresh_only = true;
-                    continue;
-                }
-                // The app closed a fresh connection at once: the handler deals with it.
-                exchange.complete();
-                return Ok(Step::Handoff);
-            }
-            // In flight from now: drain waits for it, and a pool sends others elsewhere.
-            if guard.is_none() {
-                guard = Some(backend.enter());
-            }
-            if streamed > 0 {
-                self.buf.advance(end);
-                if send_body(io, &mut up.stream, streamed).await.is_err() {
-                    // Either side may have gone; an upload cut off ends the client connection.
-                    if let Some(m) = plan.meter {
-                        m.finish(502, true);
-                    }
-                    exchange.complete();
-                    return Ok(Step::Close);
-                }
-            }
-            let response = {
-                let (client, buf, half) = (&mut *io, &mut self.buf, &mut self.half_closed);
-                // `buf` still holds this request unless its body was streamed.
-                let mine = if streamed == 0 { end } else { 0 };
-                tokio::select! {
-                    biased;
-                    r = read_response_head(&mut up.stream, &mut rbuf) => r,
-                    _ = client_gone(client, buf, ctx.limits.max_header_bytes, mine, half) => {
-                        // Nobody is waiting for the answer: stop, as hyper does.
-                        drop(exchange);
-                        return Ok(Step::Close);
-                    }
-                }
-            };
-            let err = match response {
-                Ok(head) => break (up, head),
-                Err(e) => e,
-            };
-            if resend_fresh(&up, plan.idempotent && streamed == 0, &err) {
-                fresh_only = true;
-                continue;
-            }
-            let next = err
-                .failed()
-                .and_then(|how| resend.next(ctx, &self.host, &backend, how));
-            let Some(next) = next else {
-                if streamed == 0 {
-                    self.buf.advance(end);
-                }
-                return self
-                    .bad_gateway(io, plan, &backend, err, ctx, exchange)
-                    .await;
-            };
-            backend = next;
-            guard = Some(backend.enter());
-            fresh_only = false;
-        };
         if streamed == 0 {
             // The request is the app's now; the client's next bytes are its next request.
             self.buf.advance(end);
         }
-        let mut head = head;
         let status = head.status;
         let mut framing = if plan.head_method || head.no_body() {
             Framing::None
@@ -401,45 +337,17 @@ impl Conn {
         }
         let mut bytes_out = self.out.len() as u64;
         let first = &rbuf.0[head.len..head.filled];
-        let mut reusable = head.keep_alive;
-        let mut body_end = false;
-        match &mut framing {
-            Framing::None => {
-                body_end = true;
-                reusable &= first.is_empty();
+        let Ok((body_end, reusable)) = first_bytes(&mut self.out, &mut framing, first) else {
+            // A malformed chunk: relayed as it came, and the client connection ends with it.
+            let _ = write_client(io, &self.out).await;
+            if let Some(m) = plan.meter {
+                let rec = plan.capture.then_some(&mut self.rec);
+                super::capture::done(rec, m, status, self.out.len() as u64, true);
             }
-            Framing::Length(left) => {
-                let take = (*left).min(first.len() as u64) as usize;
-                self.out.extend_from_slice(&first[..take]);
-                *left -= take as u64;
-                body_end = *left == 0;
-                reusable &= first.len() == take;
-            }
-            Framing::Chunked(dec) => match dec.feed(first) {
-                Ok(Some(n)) => {
-                    body_end = true;
-                    reusable &= n == first.len();
-                    self.out.extend_from_slice(&first[..n]);
-                }
-                Ok(None) => self.out.extend_from_slice(first),
-                Err(()) => {
-                    // Relayed as it came, and the client connection ends with it.
-                    self.out.extend_from_slice(first);
-                    let _ = write_client(io, &self.out).await;
-                    if let Some(m) = plan.meter {
-                        let rec = plan.capture.then_some(&mut self.rec);
-                        super::capture::done(rec, m, status, self.out.len() as u64, true);
-                    }
-                    exchange.complete();
-                    return Ok(Step::Close);
-                }
-            },
-            Framing::UntilClose => {
-                if !first.is_empty() {
-                    push_chunk(&mut self.out, first);
-                }
-            }
-        }
+            exchange.complete();
+            return Ok(Step::Close);
+        };
+        let reusable = reusable && head.keep_alive;
         let relayed = match write_client(io, &self.out).await {
             Ok(()) if body_end => Ok(true),
             Ok(()) => {
@@ -477,6 +385,104 @@ impl Conn {
             // The client left, or the app broke off its body: the client connection ends
             // (HTTP/1 has no other way to say a body is incomplete).
             Err(_) => Ok(Step::Close),
+        }
+    }
+
+    /// Send the request (head and the body read with it in `out`, then what is `streamed`
+    /// of its body) and read the app's response head into `rbuf`: again on a fresh
+    /// connection when a kept one had closed, or to another instance of a pool that failed
+    /// it. Until the head is in, a request read whole stays in `buf`, so the handler can
+    /// take it over (and retry or explain) when the app cannot be reached at all.
+    async fn send<I>(
+        &mut self,
+        io: &mut ClientIo<I>,
+        plan: Plan,
+        body: Unsent,
+        exchange: Exchange,
+        ctx: &Arc<Ctx>,
+        rbuf: &mut SpareBuf,
+    ) -> Sent
+    where
+        I: AsyncRead + AsyncWrite + RawTcp + Unpin,
+    {
+        let Unsent { end, streamed } = body;
+        let mut backend = plan.backend.clone();
+        let mut guard = None;
+        let mut fresh_only = false;
+        // The body is at hand to send again only if it was read whole.
+        let mut resend = Resend::new(plan.pool, plan.idempotent && streamed == 0);
+        loop {
+            let Ok(mut up) = self.upstream(&backend, fresh_only, ctx).await else {
+                exchange.complete();
+                return Sent::Over(Ok(Step::Handoff));
+            };
+            if up.stream.write_all(&self.out).await.is_err() {
+                if up.reused {
+                    fresh_only = true;
+                    continue;
+                }
+                // The app closed a fresh connection at once: the handler deals with it.
+                exchange.complete();
+                return Sent::Over(Ok(Step::Handoff));
+            }
+            // In flight from now: drain waits for it, and a pool sends others elsewhere.
+            if guard.is_none() {
+                guard = Some(backend.enter());
+            }
+            if streamed > 0 {
+                self.buf.advance(end);
+                if send_body(io, &mut up.stream, streamed).await.is_err() {
+                    // Either side may have gone; an upload cut off ends the client connection.
+                    if let Some(m) = plan.meter {
+                        m.finish(502, true);
+                    }
+                    exchange.complete();
+                    return Sent::Over(Ok(Step::Close));
+                }
+            }
+            let response = {
+                let (client, buf, half) = (&mut *io, &mut self.buf, &mut self.half_closed);
+                // `buf` still holds this request unless its body was streamed.
+                let mine = if streamed == 0 { end } else { 0 };
+                tokio::select! {
+                    biased;
+                    r = read_response_head(&mut up.stream, rbuf) => r,
+                    _ = client_gone(client, buf, ctx.limits.max_header_bytes, mine, half) => {
+                        // Nobody is waiting for the answer: stop, as hyper does.
+                        drop(exchange);
+                        return Sent::Over(Ok(Step::Close));
+                    }
+                }
+            };
+            let err = match response {
+                Ok(head) => {
+                    return Sent::Answered {
+                        up,
+                        head,
+                        guard,
+                        plan,
+                        exchange,
+                    }
+                }
+                Err(e) => e,
+            };
+            if resend_fresh(&up, plan.idempotent && streamed == 0, &err) {
+                fresh_only = true;
+                continue;
+            }
+            let next = err
+                .failed()
+                .and_then(|how| resend.next(ctx, &self.host, &backend, how));
+            let Some(next) = next else {
+                if streamed == 0 {
+                    self.buf.advance(end);
+                }
+                let step = self.bad_gateway(io, plan, &backend, err, ctx, exchange);
+                return Sent::Over(step.await);
+            };
+            backend = next;
+            guard = Some(backend.enter());
+            fresh_only = false;
         }
     }
 
@@ -736,4 +742,58 @@ async fn relay_body<I: AsyncRead + AsyncWrite + RawTcp + Unpin>(
             }
         }
     }
+}
+/// The part of a request's body not yet with its head: `end` is where the request read so
+/// far ends in the client buffer, `streamed` what is still to come from the client.
+struct Unsent {
+    end: usize,
+    streamed: u64,
+}
+
+/// How sending a request ended: the app's response head, or the connection's next step.
+enum Sent {
+    Answered {
+        up: Upstream,
+        head: ResponseHead,
+        guard: Option<InflightGuard>,
+        plan: Plan,
+        exchange: Exchange,
+    },
+    Over(Result<Step, ConnError>),
+}
+
+/// The body's first bytes, read with the app's response head, put after the client's head
+/// in `out` as `framing` delimits them. Returns whether the body ends there, and whether
+/// nothing followed it (so the app connection can be kept); Err for a malformed chunk
+/// (`out` then holds them as they came).
+fn first_bytes(out: &mut Vec<u8>, framing: &mut Framing, first: &[u8]) -> Result<(bool, bool), ()> {
+    Ok(match framing {
+        Framing::None => (true, first.is_empty()),
+        Framing::Length(left) => {
+            let take = (*left).min(first.len() as u64) as usize;
+            out.extend_from_slice(&first[..take]);
+            *left -= take as u64;
+            (*left == 0, first.len() == take)
+        }
+        Framing::Chunked(dec) => match dec.feed(first) {
+            Ok(Some(n)) => {
+                out.extend_from_slice(&first[..n]);
+                (true, n == first.len())
+            }
+            Ok(None) => {
+                out.extend_from_slice(first);
+                (false, true)
+            }
+            Err(()) => {
+                out.extend_from_slice(first);
+                return Err(());
+            }
+        },
+        Framing::UntilClose => {
+            if !first.is_empty() {
+                push_chunk(out, first);
+            }
+            (false, true)
+        }
+    })
 }

@@ -3,11 +3,15 @@
 //! page for its [`ProxyError`]. Upgrades, the HTTP/2 WebSocket bridge and bodies of any
 //! size are sent from here, their heads written by [`super::request_head`].
 
+use super::body::ProxyBody;
+use super::ctx::{ConnInfo, Ctx};
 use super::decide::{decide, Ask, Decision, Resend, Target};
 use super::error::ProxyError;
-use super::forward::{self, ForwardError, ProxyBody, HOPS_HEADER};
+use super::header::HOPS_HEADER;
 use super::request_head::{self, BodyFraming, Hop};
-use super::{capture, pages, reload, response_head, upstream, ConnInfo, Ctx};
+use super::upgrade;
+use super::upstream::ForwardError;
+use super::{capture, pages, reload, response_head, upstream};
 use crate::names::normalize_host;
 use crate::routes::Backend;
 use bytes::Bytes;
@@ -119,7 +123,7 @@ async fn route(
         Decision::CaFile => return Ok(super::lan::ca_file(ctx)),
     };
     let Target {
-        mut backend,
+        backend,
         navigation,
         pool,
     } = target;
@@ -136,64 +140,106 @@ async fn route(
     if navigation {
         reload::prepare_navigation(req.headers_mut());
     }
-    let upstream_err = |source| ProxyError::Upstream {
-        host: host.to_string(),
-        port: backend.port,
-        source,
-    };
     let hop = Hop {
         ip: conn.peer.ip(),
         tls: conn.tls,
         port: ctx.port,
         hops,
     };
-    if req.method() == http::Method::CONNECT {
+    let upstream_err = |backend: &Backend, source| ProxyError::Upstream {
+        host: host.to_string(),
+        port: backend.port,
+        source,
+    };
+    if let Some(head) = upgrade_head(&req, host_value.as_bytes(), hop)? {
+        if let Some(r) = rec {
+            capture::request(r, &head, head.len() as u64, &backend);
+        }
+        return upgrade(ctx, req, head, &backend)
+            .await
+            .map_err(|e| upstream_err(&backend, e));
+    }
+    let sending = Sending {
+        host: &host,
+        host_value: &host_value,
+        hop,
+        pool,
+        bodies,
+    };
+    let (sent, backend) = exchange(ctx, req, sending, backend, rec).await;
+    if let Err(ForwardError::ClientBody(e)) = &sent {
+        return Err(ProxyError::ClientBody(e.to_string()));
+    }
+    let mut resp = sent.map_err(|e| upstream_err(&backend, e))?;
+    if navigation && reload::should_inject(&resp) {
+        reload::inject(&mut resp);
+    }
+    Ok(resp)
+}
+
+/// The head of an upgrade for the app, when the request is one: an HTTP/1.1 Upgrade as the
+/// client sent it, or an HTTP/2 WebSocket (RFC 8441 extended CONNECT) as an HTTP/1.1
+/// Upgrade, so the app need not know h2. Any other CONNECT is refused.
+fn upgrade_head(
+    req: &Request<Incoming>,
+    host: &[u8],
+    hop: Hop,
+) -> Result<Option<Vec<u8>>, ProxyError> {
+    let key;
+    let mut extra: Vec<(&[u8], &[u8])> = Vec::new();
+    let (method, protocol): (&[u8], HeaderValue) = if req.method() == http::Method::CONNECT {
         let Some(protocol) = req.extensions().get::<hyper::ext::Protocol>() else {
             // portok routes by name to apps; it is no forward proxy.
             return Err(ProxyError::BadRequest(
                 "CONNECT is not served: portok is no forward proxy",
             ));
         };
-        // An HTTP/2 WebSocket (RFC 8441): an HTTP/1.1 Upgrade to the app, which need not
-        // know h2.
-        let key = forward::websocket_key();
-        let mut extra: Vec<(&[u8], &[u8])> = vec![(b"sec-websocket-key", key.as_bytes())];
+        key = crate::proxy::header::websocket_key();
+        extra.push((b"sec-websocket-key", key.as_bytes()));
         if !req.headers().contains_key(header::SEC_WEBSOCKET_VERSION) {
             extra.push((b"sec-websocket-version", b"13"));
         }
-        let head = request_head::of_request(
-            &req,
-            b"GET",
-            host_value.as_bytes(),
-            BodyFraming::None,
-            Some(protocol.as_str().as_bytes()),
-            &extra,
-            hop,
-        );
-        if let Some(r) = rec {
-            capture::request(r, &head, head.len() as u64, &backend);
+        let protocol = HeaderValue::from_str(protocol.as_str())
+            .map_err(|_| ProxyError::BadRequest("the :protocol is not a valid token"))?;
+        (b"GET", protocol)
+    } else {
+        match wants_upgrade(req) {
+            Some(proto) => (req.method().as_str().as_bytes(), proto),
+            None => return Ok(None),
         }
-        return upgrade(ctx, req, head, &backend)
-            .await
-            .map_err(upstream_err);
-    }
-    if let Some(proto) = wants_upgrade(&req) {
-        let head = request_head::of_request(
-            &req,
-            req.method().as_str().as_bytes(),
-            host_value.as_bytes(),
-            BodyFraming::None,
-            Some(proto.as_bytes()),
-            &[],
-            hop,
-        );
-        if let Some(r) = rec {
-            capture::request(r, &head, head.len() as u64, &backend);
-        }
-        return upgrade(ctx, req, head, &backend)
-            .await
-            .map_err(upstream_err);
-    }
+    };
+    Ok(Some(request_head::of_request(
+        req,
+        method,
+        host,
+        BodyFraming::None,
+        Some(protocol.as_bytes()),
+        &extra,
+        hop,
+    )))
+}
+
+/// What sending a request to the app needs besides the request and the instance.
+struct Sending<'a> {
+    /// The routed host, normalized (for picking another instance of a pool).
+    host: &'a str,
+    /// The Host the client sent, written to the app as it is.
+    host_value: &'a HeaderValue,
+    hop: Hop,
+    pool: bool,
+    /// The inspector keeps bodies.
+    bodies: bool,
+}
+
+/// Send a request that is no upgrade, its body read ahead first; returns the app's answer
+/// and the instance that gave it (another of a pool when the first failed it).
+async fn exchange(
+    ctx: &Arc<Ctx>,
+    req: Request<Incoming>,
+    s: Sending<'_>,
+    mut backend: Arc<Backend>,
+    rec: &mut Option<Box<crate::inspect::Record>>,
+) -> (Result<Response<ProxyBody>, ForwardError>, Arc<Backend>) {
     let wants_trailers = req
         .headers()
         .get_all(header::TE)
@@ -209,9 +255,10 @@ async fn route(
     let body = if http_body::Body::is_end_stream(&body) {
         ReadAhead::Whole(Bytes::new())
     } else {
-        read_ahead(body)
-            .await
-            .map_err(|e| ProxyError::ClientBody(e.to_string()))?
+        match read_ahead(body).await {
+            Ok(b) => b,
+            Err(e) => return (Err(ForwardError::ClientBody(Box::new(e))), backend),
+        }
     };
     // Looked up only for a body too long to hold (rare).
     let content_length = || {
@@ -224,11 +271,11 @@ async fn route(
         request_head::of_request(
             &req,
             method.as_str().as_bytes(),
-            host_value.as_bytes(),
+            s.host_value.as_bytes(),
             framing,
             None,
             &[],
-            hop,
+            s.hop,
         )
     };
     let sent = match body {
@@ -242,7 +289,7 @@ async fn route(
                 let total = content_length();
                 let size = head.len() as u64 + total.unwrap_or(0);
                 capture::request(r, &head, size, &backend);
-                if bodies {
+                if s.bodies {
                     r.request_body = Some(capture::body(&first, total));
                 }
             }
@@ -275,13 +322,13 @@ async fn route(
             if let Some(r) = rec {
                 let size = (head.len() + data.len()) as u64;
                 capture::request(r, &head, size, &backend);
-                if bodies && !data.is_empty() {
+                if s.bodies && !data.is_empty() {
                     r.request_body = Some(capture::body(&data, Some(data.len() as u64)));
                 }
             }
             head.extend_from_slice(&data);
             let with_body = !data.is_empty();
-            let mut resend = Resend::new(pool, method.is_idempotent());
+            let mut resend = Resend::new(s.pool, method.is_idempotent());
             loop {
                 let r = rec.as_deref_mut();
                 let sent =
@@ -290,26 +337,14 @@ async fn route(
                     Err(e) => e.failed(),
                     Ok(_) => None,
                 };
-                match failed.and_then(|how| resend.next(ctx, &host, &backend, how)) {
+                match failed.and_then(|how| resend.next(ctx, s.host, &backend, how)) {
                     Some(next) => backend = next,
                     None => break sent,
                 }
             }
         }
     };
-    if let Err(ForwardError::ClientBody(e)) = &sent {
-        return Err(ProxyError::ClientBody(e.to_string()));
-    }
-    let upstream_err = |source| ProxyError::Upstream {
-        host: host.to_string(),
-        port: backend.port,
-        source,
-    };
-    let mut resp = sent.map_err(upstream_err)?;
-    if navigation && reload::should_inject(&resp) {
-        reload::inject(&mut resp);
-    }
-    Ok(resp)
+    (sent, backend)
 }
 
 /// A starting app: a request waits (up to `secs`) until the route table says it is live,
@@ -346,7 +381,7 @@ async fn upgrade(
     head: Vec<u8>,
     backend: &Arc<Backend>,
 ) -> Result<Response<ProxyBody>, ForwardError> {
-    let exchange = Box::pin(forward::send_upgrade(
+    let exchange = Box::pin(upgrade::send_upgrade(
         req,
         head,
         backend,
@@ -395,7 +430,7 @@ async fn send_raw(
     rec: Option<&mut crate::inspect::Record>,
 ) -> Result<Response<ProxyBody>, ForwardError> {
     let timeout = ctx.limits.connect;
-    let kept = upstream::Upstream::idle(backend).filter(|_| !with_body);
+    let kept = super::app_conn::Upstream::idle(backend).filter(|_| !with_body);
     let reused = kept.is_some();
     let send = upstream::send(head, method, trailers, backend, kept, timeout, rec);
     if reused {

@@ -9,9 +9,9 @@ use crate::routes::{LiveRoute, RouteTable};
 pub const CA_PATH: &str = "/__portok/ca.pem";
 
 /// The CA certificate, as a download.
-pub fn ca_file(ctx: &super::Ctx) -> http::Response<super::forward::ProxyBody> {
+pub fn ca_file(ctx: &super::ctx::Ctx) -> http::Response<super::body::ProxyBody> {
     let pem = std::fs::read(crate::ca::ca_pem_path(ctx.state.root())).unwrap_or_default();
-    let mut r = http::Response::new(super::forward::ProxyBody::full(pem));
+    let mut r = http::Response::new(super::body::ProxyBody::full(pem));
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/x-x509-ca-cert"),

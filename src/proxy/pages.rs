@@ -1,9 +1,9 @@
 //! Pages the proxy answers itself: HTML for browsers, one short line of text otherwise.
 //! Every name that comes from a request is escaped.
 
+use super::body::ProxyBody;
+use super::ctx::Ctx;
 use super::error::ProxyError;
-use super::forward::ProxyBody;
-use super::Ctx;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::Response;
 use std::fmt::Write;

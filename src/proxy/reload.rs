@@ -3,7 +3,7 @@
 //! `/__portok/events` on the app's own host. The script reloads the page after a
 //! successful redeploy and shows failed builds in an overlay.
 
-use super::forward::ProxyBody;
+use super::body::ProxyBody;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};

@@ -11,7 +11,7 @@
 //! - X-Forwarded-For and Forwarded appended to earlier proxies', the X-Forwarded-* the
 //!   client did not send, and the hop count.
 
-use super::forward::{self, HOPS_HEADER};
+use super::header::{push_header, HOPS_HEADER};
 use std::net::IpAddr;
 
 /// How the request's body reaches the app.
@@ -81,7 +81,7 @@ fn classify(name: &[u8]) -> Line {
         16 if is("x-forwarded-host") => Line::XfHost,
         16 if is("x-forwarded-port") => Line::XfPort,
         17 if is("x-forwarded-proto") => Line::XfProto,
-        _ if forward::is_hop_by_hop(name) => Line::Drop,
+        _ if crate::proxy::header::is_hop_by_hop(name) => Line::Drop,
         _ => Line::Keep,
     }
 }
@@ -115,7 +115,7 @@ where
             value
                 .split(|&b| b == b',')
                 .map(<[u8]>::trim_ascii)
-                .filter(|t| forward::names_a_header(t)),
+                .filter(|t| crate::proxy::header::names_a_header(t)),
         );
     }
     let (mut sent_proto, mut sent_host, mut sent_port) = (false, false, false);
@@ -156,7 +156,7 @@ where
         BodyFraming::None => {}
         BodyFraming::Length(n) => {
             out.extend_from_slice(b"content-length: ");
-            forward::push_decimal(out, n);
+            crate::proxy::header::push_decimal(out, n);
             out.extend_from_slice(b"\r\n");
         }
         BodyFraming::Chunked => push_header(out, b"transfer-encoding", b"chunked"),
@@ -182,14 +182,14 @@ where
         out.extend_from_slice(prev);
         out.extend_from_slice(b", ");
     }
-    forward::push_ip(out, hop.ip);
+    crate::proxy::header::push_ip(out, hop.ip);
     out.extend_from_slice(b"\r\nforwarded: ");
     for prev in earlier(b"forwarded", fwd) {
         out.extend_from_slice(prev);
         out.extend_from_slice(b", ");
     }
     let proto = if hop.tls { "https" } else { "http" };
-    forward::forwarded_element(out, hop.ip, req.host, proto);
+    crate::proxy::header::forwarded_element(out, hop.ip, req.host, proto);
     out.extend_from_slice(b"\r\n");
     if !sent_proto {
         push_header(out, b"x-forwarded-proto", proto.as_bytes());
@@ -199,12 +199,12 @@ where
     }
     if !sent_port {
         out.extend_from_slice(b"x-forwarded-port: ");
-        forward::push_decimal(out, u64::from(hop.port));
+        crate::proxy::header::push_decimal(out, u64::from(hop.port));
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(HOPS_HEADER.as_str().as_bytes());
     out.extend_from_slice(b": ");
-    forward::push_decimal(out, u64::from(hop.hops) + 1);
+    crate::proxy::header::push_decimal(out, u64::from(hop.hops) + 1);
     out.extend_from_slice(b"\r\n\r\n");
 }
 
@@ -232,14 +232,6 @@ type ParsedLines<'h> = std::iter::Map<
     std::slice::Iter<'h, httparse::Header<'h>>,
     fn(&'h httparse::Header<'h>) -> (&'h [u8], &'h [u8]),
 >;
-
-/// One header line of an HTTP/1.1 head.
-pub(super) fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
 
 /// The request's cookies on one line, joined with "; " (RFC 9113 8.2.3: an HTTP/2 client may
 /// split them into fields of their own, and many apps read only one Cookie line).

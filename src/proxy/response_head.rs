@@ -6,9 +6,9 @@
 //! hyper's front-end builds its header map through the same [`Filter`] and tags it with
 //! [`tag`] (hyper adds the Date and the framing).
 
-use super::forward::{self, ProxyBody};
-use super::request_head::push_header;
-use super::upstream::{Framing, ResponseHead, MAX_RESPONSE_HEADERS};
+use super::app_conn::{Framing, ResponseHead, MAX_RESPONSE_HEADERS};
+use super::body::ProxyBody;
+use super::header::push_header;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use std::cell::RefCell;
@@ -56,7 +56,7 @@ impl Filter {
             return true;
         }
         let length = name.eq_ignore_ascii_case("content-length");
-        !(forward::is_hop_by_hop(name.as_bytes())
+        !(crate::proxy::header::is_hop_by_hop(name.as_bytes())
             || name.eq_ignore_ascii_case("x-portok")
             || (length && self.drop_length)
             // `Connection: content-length` must not unframe the body.
@@ -80,7 +80,7 @@ fn names_headers(headers: &[httparse::Header<'_>]) -> bool {
             && h.value
                 .split(|&b| b == b',')
                 .map(<[u8]>::trim_ascii)
-                .any(forward::names_a_header)
+                .any(crate::proxy::header::names_a_header)
     })
 }
 

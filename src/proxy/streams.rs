@@ -10,7 +10,7 @@
 //!
 //! Nothing in a stream blocks the thread (they are the same futures a spawned task would
 //! run), so one connection's streams only ever wait on each other's polls. A tunnel (h2
-//! extended CONNECT) copies in a task of its own (`forward::send_upgrade`); hyper's half that
+//! extended CONNECT) copies in a task of its own (`upgrade::send_upgrade`); hyper's half that
 //! feeds the client's h2 stream is queued here like a stream.
 
 use futures_util::stream::{FuturesUnordered, StreamExt};

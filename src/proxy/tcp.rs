@@ -5,7 +5,7 @@
 //! route table: a new route binds, a removed one stops accepting while its open connections
 //! finish. Counters per route: open connections, bytes in and out.
 
-use super::Ctx;
+use super::ctx::Ctx;
 use crate::sys::splice;
 use std::collections::HashMap;
 use std::io;
@@ -217,7 +217,7 @@ impl Drop for OpenGuard {
 /// A connection that arrives while the app is starting waits, up to the route's hold (30 s
 /// by default), until the app is live, as an HTTP request is held; it is not reset. None
 /// when the route is gone or crashed, or the hold ran out.
-async fn backend_when_ready(ctx: &Ctx, host: &str) -> Option<(Arc<super::Backend>, bool)> {
+async fn backend_when_ready(ctx: &Ctx, host: &str) -> Option<(Arc<crate::routes::Backend>, bool)> {
     // Only a held connection registers for wake-ups (Notify takes a lock).
     if let Some(found) = ctx.pick_tcp_backend(host, None) {
         return Some(found);
@@ -259,7 +259,7 @@ async fn relay(client: TcpStream, peer: SocketAddr, ctx: &Ctx, host: &str) -> io
     // In a pool, an instance that died refuses the connection before anything was sent:
     // the client's connection goes to another instance instead.
     let mut upstream = loop {
-        match super::forward::connect_loopback(backend.port, ctx.limits.connect).await {
+        match super::app_conn::connect_loopback(backend.port, ctx.limits.connect).await {
             Ok(s) => break s,
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 backend.mark_down();

@@ -4,9 +4,10 @@
 //! are kept per thread and taken only when an answer is there.
 
 use super::app_body::AppBody;
+use super::app_conn::{Framing, ResponseHead, Upstream, CHUNK, MAX_RESPONSE_HEADERS};
+use super::body::ProxyBody;
 use super::capture;
 use super::chunked::{push_chunk, ChunkDecoder};
-use super::forward::{self, ForwardError, ProxyBody};
 use super::response_head::{self, Filter};
 use crate::inspect::Record;
 use crate::routes::{Backend, InflightGuard};
@@ -14,130 +15,35 @@ use bytes::{Bytes, BytesMut};
 use std::cell::RefCell;
 use std::io;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Header lines in a response head and its largest size, as hyper's client allows.
-pub(super) const MAX_RESPONSE_HEADERS: usize = 100;
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("connecting to the app failed: {0}")]
+    Connect(io::Error),
+    #[error("the app's HTTP exchange failed: {0}")]
+    Exchange(Box<dyn std::error::Error + Send + Sync>),
+    #[error("the client's request body is malformed or was cut off: {0}")]
+    ClientBody(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ForwardError {
+    /// How the instance failed, when that is why the request failed.
+    pub fn failed(&self) -> Option<Failed> {
+        match self {
+            ForwardError::Connect(_) => Some(Failed::Refused),
+            ForwardError::Exchange(e) => e.downcast_ref::<HeadError>().and_then(HeadError::failed),
+            ForwardError::ClientBody(_) => None,
+        }
+    }
+}
+
 const MAX_RESPONSE_HEAD: usize = 400 * 1024;
-/// Upstream reads: one buffer per request in progress, kept per thread between requests.
-pub(super) const CHUNK: usize = 16 * 1024;
 /// Read buffers kept per thread for the next requests (more are freed): enough for the
 /// requests one thread has in flight at a time under a benchmark's load, little when idle.
 const SPARE_PER_THREAD: usize = 4;
-/// Idle upstream connections kept per app instance once their client connections end.
-const IDLE_PER_BACKEND: usize = 256;
-/// How long an idle upstream connection is kept.
-const IDLE_FOR: Duration = Duration::from_secs(60);
-
-/// A connection to an app instance.
-pub(super) struct Upstream {
-    pub(super) backend: Arc<Backend>,
-    pub(super) stream: TcpStream,
-    /// It carried an earlier request, so the app may have closed it since.
-    pub(super) reused: bool,
-}
-
-impl Upstream {
-    /// An idle connection to the instance that is still open, else a new one.
-    pub(super) async fn get(
-        backend: &Arc<Backend>,
-        fresh_only: bool,
-        connect_timeout: Duration,
-    ) -> io::Result<Upstream> {
-        if !fresh_only {
-            if let Some(up) = Upstream::idle(backend) {
-                return Ok(up);
-            }
-        }
-        let stream = forward::connect_loopback(backend.port, connect_timeout).await?;
-        Ok(Upstream {
-            backend: backend.clone(),
-            stream,
-            reused: false,
-        })
-    }
-
-    /// An idle connection to the instance that is still open.
-    pub(super) fn idle(backend: &Arc<Backend>) -> Option<Upstream> {
-        loop {
-            let idle = backend
-                .idle
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop_back();
-            let (stream, since) = idle?;
-            // Past the idle time (kept by a burst, unused since): closed, not reused.
-            if since.elapsed() <= IDLE_FOR && still_open(&stream) {
-                return Some(Upstream {
-                    backend: backend.clone(),
-                    stream,
-                    reused: true,
-                });
-            }
-        }
-    }
-
-    /// Keep the connection for the instance's next client connection.
-    pub(super) fn release(self) {
-        let now = Instant::now();
-        let mut idle = self.backend.idle.lock().unwrap_or_else(|e| e.into_inner());
-        // The oldest first: closed after IDLE_FOR unused, as hyper's pool did.
-        while idle
-            .front()
-            .is_some_and(|(_, since)| now.duration_since(*since) > IDLE_FOR)
-        {
-            idle.pop_front();
-        }
-        if idle.len() < IDLE_PER_BACKEND {
-            idle.push_back((self.stream, now));
-        }
-    }
-}
-
-/// Whether an idle keep-alive connection is still open, without a system call in the
-/// common case: only when the reactor has seen it readable (the app closed it, or sent
-/// something unasked) is it read to find out.
-pub(super) fn still_open(stream: &TcpStream) -> bool {
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    match stream.poll_read_ready(&mut cx) {
-        Poll::Pending => true,
-        Poll::Ready(Err(_)) => false,
-        Poll::Ready(Ok(())) => {
-            let mut b = [0u8; 1];
-            matches!(stream.try_read(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-        }
-    }
-}
-
-/// How the response body is delimited, as RFC 9112 6.3 reads the app's headers.
-pub(super) enum Framing {
-    None,
-    Length(u64),
-    /// Passed through as it is; the decoder only finds where it ends.
-    Chunked(ChunkDecoder),
-    /// Until the app closes; sent to the client chunked, so its connection stays open.
-    UntilClose,
-}
-
-/// The parts of an app's response head the relay acts on (offsets into the read buffer).
-pub(super) struct ResponseHead {
-    pub(super) status: u16,
-    /// Length of the head in the buffer; the body's first bytes follow it.
-    pub(super) len: usize,
-    /// Bytes in the buffer.
-    pub(super) filled: usize,
-    pub(super) framing: Framing,
-    pub(super) keep_alive: bool,
-}
-
-impl ResponseHead {
-    pub(super) fn no_body(&self) -> bool {
-        self.status == 204 || self.status == 304
-    }
-}
 
 /// How an attempt on an instance failed, as far as sending the request again goes.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -581,13 +487,12 @@ pub(super) struct Asked {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
 
     #[test]
     fn numbers_and_addresses_are_written_as_display_writes_them() {
         for n in [0u64, 7, 10, 255, 1355, 65535, u64::MAX] {
             let mut out = Vec::new();
-            forward::push_decimal(&mut out, n);
+            crate::proxy::header::push_decimal(&mut out, n);
             assert_eq!(out, n.to_string().as_bytes());
         }
         for ip in [
@@ -600,7 +505,7 @@ mod tests {
         ] {
             let ip: std::net::IpAddr = ip.parse().unwrap();
             let mut out = Vec::new();
-            forward::push_ip(&mut out, ip);
+            crate::proxy::header::push_ip(&mut out, ip);
             assert_eq!(out, ip.to_string().as_bytes());
         }
     }

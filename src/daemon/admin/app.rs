@@ -3,7 +3,7 @@
 
 use super::{json_response, DaemonState};
 use crate::control::{self, AppReply, AppRequest};
-use crate::proxy::forward::ProxyBody;
+use crate::proxy::body::ProxyBody;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use serde_json::json;

@@ -4,7 +4,7 @@
 
 use super::{json_response, DaemonState};
 use crate::inspect::{Body, Record, Ring};
-use crate::proxy::forward::ProxyBody;
+use crate::proxy::body::ProxyBody;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use serde_json::{json, Value};
@@ -332,7 +332,7 @@ async fn send(port: u16, head: &[u8], body: &[u8]) -> anyhow::Result<(u16, Value
         }
     }
     let req = req.body(http_body_util::Full::new(Bytes::copy_from_slice(body)))?;
-    let stream = crate::proxy::forward::connect_loopback(port, Duration::from_secs(5)).await?;
+    let stream = crate::proxy::app_conn::connect_loopback(port, Duration::from_secs(5)).await?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);

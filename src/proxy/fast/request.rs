@@ -1,7 +1,7 @@
 //! What the fast path reads from a request head: where it ends, whether its target is
 //! plain, and what its headers say, in one pass; anything unusual is left to hyper.
 
-use crate::proxy::forward;
+use crate::proxy::header;
 
 /// Where a request head ends (just past its blank line), looking from about `from`.
 pub(super) fn head_end(buf: &[u8], from: usize) -> Option<usize> {
@@ -75,7 +75,7 @@ impl<'b> RequestFacts<'b> {
                         return None;
                     }
                 }
-            } else if is(forward::HOPS_HEADER.as_str()) && !hops_seen {
+            } else if is(header::HOPS_HEADER.as_str()) && !hops_seen {
                 hops_seen = true;
                 f.hops = std::str::from_utf8(value)
                     .ok()
