@@ -3,6 +3,10 @@
 #
 #   bash bench/run.sh            full run (5 rounds x 10 s per contender + scenarios; ~15 min)
 #   bash bench/run.sh --quick    1 round x 3 s, no streaming/redeploy/TCP scenarios (~2 min)
+#   bash bench/run.sh --publish  a full run that also writes bench/results/latest.{json,md}, the
+#                                figures the README quotes (without it, a run writes only its
+#                                own folder under bench/results/raw/, so a trial cannot be
+#                                committed over them)
 #   SCENARIOS_ONLY=tcp bash bench/run.sh   only the TCP route scenarios (no load rounds; ~2 min)
 #
 # Method (the same as /work/shared/bench/baseline.sh, so figures compare with RESULTS.md):
@@ -59,7 +63,8 @@
 #     tls-handshake idle-conns idle-conns-tls stream redeploy tcp-stream tcp-echo proxy-start
 #     cli-list; `tcp` = tcp-stream tcp-echo); TARGETS then defaults to "direct portok" (only
 #     the preflight uses them) and the summary goes to $OUTDIR only, not bench/results/latest.*
-# Output: a table on stdout, bench/results/latest.{json,md} and everything raw in $OUTDIR.
+# Output: a table on stdout and everything raw in $OUTDIR (with summary.md and summary.json);
+# with --publish also bench/results/latest.{json,md}.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -67,13 +72,19 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 . "$ROOT/bench/lib.sh"
 
 QUICK=0
+PUBLISH=0
 for a in "$@"; do
   case $a in
     --quick) QUICK=1 ;;
+    --publish) PUBLISH=1 ;;
     -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "run.sh: unknown argument $a (try --help)" >&2; exit 2 ;;
   esac
 done
+if (( QUICK && PUBLISH )); then
+  echo "run.sh: --publish writes the figures the README quotes: a full run only, not --quick" >&2
+  exit 2
+fi
 if (( QUICK )); then
   ROUNDS=${ROUNDS:-1}; DURATION=${DURATION:-3s}; WARMUP=${WARMUP:-1s}; COOLDOWN=${COOLDOWN:-1}
 fi
@@ -647,10 +658,11 @@ fi
 find "$OUTDIR" -name '*.err' -empty -delete
 
 # ------------------------------------------------------------------ summary
-if [[ -n $SCENARIOS_ONLY ]]; then
-  # a partial run: bench/results/latest.* keep the last full run
+if [[ -n $SCENARIOS_ONLY ]] || (( ! PUBLISH )); then
+  # Only --publish writes bench/results/latest.*: they keep the last published full run.
   python3 "$ROOT/bench/summarize.py" "$OUTDIR"
   echo "== raw files and summary (summary.md, summary.json): $OUTDIR"
+  (( PUBLISH )) || echo "== bench/results/latest.* unchanged (bash bench/run.sh --publish writes them)"
 else
   mkdir -p "$RESULTS"
   python3 "$ROOT/bench/summarize.py" "$OUTDIR" "$RESULTS"
