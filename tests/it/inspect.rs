@@ -311,7 +311,7 @@ async fn inspect_follow_streams_lines_and_history_fills_up() {
 }
 
 /// Keeps a page's screenshot: beside the test's files, and in docs/ with
-/// PORTOK_WRITE_DOCS=1 (how the README's pictures are made).
+/// PORTOK_WRITE_DOCS=1 (how the pictures in docs/seeing-traffic.md are made).
 fn keep_screenshot(p: &Portok, name: &str, png: &[u8]) {
     assert!(png.starts_with(b"\x89PNG"), "{name} is not a PNG");
     std::fs::write(p.dir.path().join(name), png).unwrap();

@@ -6,6 +6,7 @@ mod support;
 mod anyapp;
 mod devcmd;
 mod devservers;
+mod docs;
 mod dx;
 mod errors;
 mod fast;

@@ -1,6 +1,6 @@
-//! What the app receives (README "What the app receives"), on every path a request can take:
-//! the fast path, hyper's HTTP/1.1, TLS, HTTP/2, upgrades and the h2 WebSocket bridge, and
-//! what portok refuses before the app sees anything.
+//! What the app receives (docs/reference/routing.md, "What the app receives"), on every path
+//! a request can take: the fast path, hyper's HTTP/1.1, TLS, HTTP/2, upgrades and the h2
+//! WebSocket bridge, and what portok refuses before the app sees anything.
 
 use crate::support::*;
 use crate::tls::tls_connect;
