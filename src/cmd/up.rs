@@ -15,7 +15,7 @@ fn project() -> anyhow::Result<(PathBuf, config::Config)> {
     let config = config::load(&project)?;
     if config.apps.is_empty() {
         bail!(UsageError(format!(
-            "{} has no apps: add an [apps.NAME] table per app to its portok.toml (see the README's \"Many apps\"), or run one app with `portok run`",
+            "{} has no apps: add an [apps.NAME] table per app to its portok.toml (see docs/many-apps.md), or run one app with `portok run`",
             project.display()
         )));
     }

@@ -1,8 +1,8 @@
 //! The one writer of the HTTP/1.1 request heads portok sends to apps. Every path (the
 //! fast path's heads from httparse, the handler's from a header map, upgrades and the
 //! HTTP/2 extended CONNECT bridge) describes its request as an [`Outbound`] and a list of
-//! the client's header lines, and this writes the head by the rules in the README ("What
-//! the app receives"):
+//! the client's header lines, and this writes the head by the rules of "What the app
+//! receives" in docs/reference/routing.md:
 //!
 //! - the target in origin form (`/path?query`, or `*`), never absolute form;
 //! - exactly one `Host`, the host portok routed on, as the client sent it;

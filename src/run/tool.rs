@@ -446,7 +446,7 @@ mod tests {
         (u.command.join(" "), u.restarter)
     }
 
-    /// The README's table of restarters, row by row.
+    /// The table of restarters in docs/running-apps.md, row by row.
     #[test]
     fn each_self_restarting_server_has_one_restarter() {
         for (cmd, runs) in [

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 const ALWAYS_SKIP: &[&str] = &[".git", "target", "node_modules", ".portok"];
 
 /// What apps and dev tools write as they run, skipped unless `--watch-all` (gitignore
-/// syntax). The README's "What is watched" lists the same.
+/// syntax). docs/running-apps.md lists the same.
 pub const GENERATED: &[&str] = &[
     // logs
     "*.log",
