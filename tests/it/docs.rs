@@ -470,3 +470,27 @@ fn a_missing_file_or_heading_is_reported() {
     assert!(problems[1].contains("#nope"), "{problems:#?}");
     assert!(problems[2].contains("#bottom"), "{problems:#?}");
 }
+
+/// ARCHITECTURE.md names files in code spans too (`src/run/tool.rs`): each must exist, it
+/// names at least 20, and it marks its invariants in bold.
+#[test]
+fn architecture_names_real_files_and_bold_invariants() {
+    let root = root();
+    let text = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let mut named: Vec<&str> = text
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| s.starts_with("src/") && (s.ends_with(".rs") || s.ends_with('/')))
+        .collect();
+    named.sort();
+    named.dedup();
+    let missing: Vec<&&str> = named.iter().filter(|p| !root.join(p).exists()).collect();
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md names missing files: {missing:?}"
+    );
+    assert!(named.len() >= 20, "only {} files named", named.len());
+    assert!(text.matches("**Architecture Invariant:").count() >= 5);
+    assert!(text.lines().count() >= 100);
+}
