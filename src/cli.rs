@@ -358,40 +358,12 @@ impl LanArgs {
     }
 }
 
-thread_local! {
-    /// The flags' defaults: [`crate::proxy::Limits::default`], the one place they are set.
-    static DEFAULTS: LimitArgs = LimitArgs::from(&crate::proxy::Limits::default());
-}
-
-/// Deadlines and limits of the daemon.
+/// Deadlines and limits of the daemon: each limit's flag from the proxy's
+/// [`crate::proxy::LIMIT_FLAGS`], and what the metrics and the inspector keep.
 #[derive(Debug, Args, Clone)]
 pub struct LimitArgs {
-    /// Close a connection that has not sent its first byte and finished the TLS handshake
-    /// within this many seconds
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULTS.with(|d| d.handshake_timeout))]
-    pub handshake_timeout: f64,
-    /// A request head (request line + headers) must be complete within this many seconds of
-    /// its first byte (slowloris)
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULTS.with(|d| d.header_timeout))]
-    pub header_timeout: f64,
-    /// Close a keep-alive connection that has had no request in progress for this many
-    /// seconds
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULTS.with(|d| d.idle_timeout))]
-    pub idle_timeout: f64,
-    /// Largest request head (request line + headers) accepted; larger gets 431
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULTS.with(|d| d.max_header_bytes))]
-    pub max_header_bytes: usize,
-    /// Upstream connect timeout (then 502)
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULTS.with(|d| d.connect_timeout))]
-    pub connect_timeout: f64,
-    /// Open client connections at most; more are refused (closed at once)
-    #[arg(long, value_name = "N", default_value_t = DEFAULTS.with(|d| d.max_connections))]
-    pub max_connections: usize,
-    /// Requests opening app connections worked on at once at most, across all apps; more
-    /// wait their turn (a turn ends with the response head or after 1 s). Bounds memory
-    /// under a burst; a request without a body over a kept connection takes none; 0: no limit
-    #[arg(long, value_name = "N", default_value_t = DEFAULTS.with(|d| d.max_inflight))]
-    pub max_inflight: usize,
+    #[command(flatten)]
+    pub limits: LimitFlags,
     /// Do not count requests per route (only to measure what counting costs)
     #[arg(long)]
     pub no_metrics: bool,
@@ -406,49 +378,7 @@ pub struct LimitArgs {
 impl LimitArgs {
     /// As daemon arguments, only where they differ from the defaults.
     pub fn to_args(&self) -> Vec<String> {
-        let d = LimitArgs::default();
-        let mut v = Vec::new();
-        let mut flag = |name: &str, value: String, default: String| {
-            if value != default {
-                v.push(name.to_string());
-                v.push(value);
-            }
-        };
-        flag(
-            "--handshake-timeout",
-            self.handshake_timeout.to_string(),
-            d.handshake_timeout.to_string(),
-        );
-        flag(
-            "--header-timeout",
-            self.header_timeout.to_string(),
-            d.header_timeout.to_string(),
-        );
-        flag(
-            "--idle-timeout",
-            self.idle_timeout.to_string(),
-            d.idle_timeout.to_string(),
-        );
-        flag(
-            "--max-header-bytes",
-            self.max_header_bytes.to_string(),
-            d.max_header_bytes.to_string(),
-        );
-        flag(
-            "--connect-timeout",
-            self.connect_timeout.to_string(),
-            d.connect_timeout.to_string(),
-        );
-        flag(
-            "--max-connections",
-            self.max_connections.to_string(),
-            d.max_connections.to_string(),
-        );
-        flag(
-            "--max-inflight",
-            self.max_inflight.to_string(),
-            d.max_inflight.to_string(),
-        );
+        let mut v = self.limits.to_args();
         if self.no_metrics {
             v.push("--no-metrics".into());
         }
@@ -465,39 +395,65 @@ impl LimitArgs {
     }
 
     pub fn to_limits(&self) -> crate::proxy::Limits {
-        let secs = |s: f64| std::time::Duration::from_secs_f64(s.max(0.1));
-        crate::proxy::Limits {
-            handshake: secs(self.handshake_timeout),
-            header_read: secs(self.header_timeout),
-            idle: secs(self.idle_timeout),
-            connect: secs(self.connect_timeout),
-            max_header_bytes: self.max_header_bytes.max(8192),
-            max_connections: self.max_connections.max(1),
-            max_inflight: self.max_inflight,
-        }
+        (*self.limits.0).clone()
     }
 }
 
-impl From<&crate::proxy::Limits> for LimitArgs {
-    fn from(l: &crate::proxy::Limits) -> Self {
-        LimitArgs {
-            handshake_timeout: l.handshake.as_secs_f64(),
-            header_timeout: l.header_read.as_secs_f64(),
-            idle_timeout: l.idle.as_secs_f64(),
-            max_header_bytes: l.max_header_bytes,
-            connect_timeout: l.connect.as_secs_f64(),
-            max_connections: l.max_connections,
-            max_inflight: l.max_inflight,
-            no_metrics: false,
-            no_inspect: false,
-            inspect_capacity: crate::inspect::DEFAULT_CAPACITY,
-        }
+/// The proxy's limits as flags, built from [`crate::proxy::LIMIT_FLAGS`] (clap's derive
+/// cannot read a table, so these two traits are written out).
+#[derive(Debug, Clone, Default)]
+pub struct LimitFlags(pub Box<crate::proxy::Limits>);
+
+impl LimitFlags {
+    /// `--FLAG VALUE` for each limit that differs from the default.
+    fn to_args(&self) -> Vec<String> {
+        let default = crate::proxy::Limits::default();
+        crate::proxy::LIMIT_FLAGS
+            .iter()
+            .filter(|f| (f.get)(&self.0) != (f.get)(&default))
+            .flat_map(|f| [format!("--{}", f.flag), (f.get)(&self.0)])
+            .collect()
     }
 }
 
-impl Default for LimitArgs {
-    fn default() -> Self {
-        DEFAULTS.with(LimitArgs::clone)
+impl clap::FromArgMatches for LimitFlags {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut flags = LimitFlags::default();
+        flags.update_from_arg_matches(m)?;
+        Ok(flags)
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        for f in &crate::proxy::LIMIT_FLAGS {
+            if let Some(v) = m.get_one::<String>(f.flag) {
+                (f.set)(&mut self.0, v).map_err(|e| {
+                    clap::Error::raw(
+                        clap::error::ErrorKind::InvalidValue,
+                        format!("invalid value for --{}: {e}\n", f.flag),
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl clap::Args for LimitFlags {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let default = crate::proxy::Limits::default();
+        crate::proxy::LIMIT_FLAGS.iter().fold(cmd, |cmd, f| {
+            cmd.arg(
+                clap::Arg::new(f.flag)
+                    .long(f.flag)
+                    .value_name(f.value_name)
+                    .help(f.help)
+                    .default_value((f.get)(&default)),
+            )
+        })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
     }
 }
 
@@ -572,7 +528,11 @@ mod tests {
     /// The flags' defaults are the proxy's: nothing to pass on, and the same limits back.
     #[test]
     fn limit_flags_default_to_the_proxys_limits() {
-        let d = LimitArgs::default();
+        let start = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Proxy(ProxyCmd::Start(start)) => start,
+            _ => panic!("proxy start"),
+        };
+        let d = start(&["portok", "proxy", "start"]).limits;
         assert!(d.to_args().is_empty(), "{:?}", d.to_args());
         let l = d.to_limits();
         let want = crate::proxy::Limits::default();
@@ -588,12 +548,14 @@ mod tests {
                 want.max_inflight
             )
         );
-        let parsed = Cli::try_parse_from(["portok", "proxy", "start", "--max-inflight", "9"]);
-        assert!(parsed.is_ok());
-        let changed = LimitArgs {
-            max_inflight: 9,
-            ..LimitArgs::default()
-        };
+        let changed = start(&["portok", "proxy", "start", "--max-inflight", "9"]).limits;
         assert_eq!(changed.to_args(), ["--max-inflight", "9"]);
+        assert_eq!(changed.to_limits().max_inflight, 9);
+        let bad = Cli::try_parse_from(["portok", "proxy", "start", "--idle-timeout", "soon"]);
+        let err = bad.unwrap_err().to_string();
+        assert!(
+            err.contains("--idle-timeout") && err.contains("seconds"),
+            "{err}"
+        );
     }
 }

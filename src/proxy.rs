@@ -45,4 +45,4 @@ pub(crate) mod upgrade;
 pub(crate) mod upstream;
 
 pub use accept::serve;
-pub use ctx::{ConnError, ConnInfo, CrashInfo, Ctx, DaemonPages, Limits};
+pub use ctx::{ConnError, ConnInfo, CrashInfo, Ctx, DaemonPages, LimitFlag, Limits, LIMIT_FLAGS};

@@ -20,8 +20,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Limits and deadlines. Defaults are nginx/Caddy-like; `proxy start` may change them.
-#[derive(Debug, Clone)]
+/// Limits and deadlines. Defaults are nginx/Caddy-like; `proxy start` may change them, by
+/// the flags of [`LIMIT_FLAGS`].
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// One deadline for sniffing the first byte, the ClientHello and the TLS handshake.
     pub handshake: Duration,
@@ -51,6 +52,111 @@ impl Default for Limits {
             max_inflight: 256,
         }
     }
+}
+
+/// One limit as a flag of `portok proxy start` (and of the daemon it starts).
+pub struct LimitFlag {
+    /// The long flag, without `--`.
+    pub flag: &'static str,
+    pub value_name: &'static str,
+    pub help: &'static str,
+    /// The limit as the flag writes it.
+    pub get: fn(&Limits) -> String,
+    /// Set the limit from the flag's text (raised to its least sensible value).
+    pub set: fn(&mut Limits, &str) -> Result<(), String>,
+}
+
+/// Every limit's flag, once: the command line is built from this table, and the daemon is
+/// handed the ones that differ from [`Limits::default`].
+pub const LIMIT_FLAGS: [LimitFlag; 7] = [
+    LimitFlag {
+        flag: "handshake-timeout",
+        value_name: "SECS",
+        help: "Close a connection that has not sent its first byte and finished the TLS handshake within this many seconds",
+        get: |l| secs(l.handshake),
+        set: |l, v| {
+            l.handshake = parse_secs(v)?;
+            Ok(())
+        },
+    },
+    LimitFlag {
+        flag: "header-timeout",
+        value_name: "SECS",
+        help: "A request head (request line + headers) must be complete within this many seconds of its first byte (slowloris)",
+        get: |l| secs(l.header_read),
+        set: |l, v| {
+            l.header_read = parse_secs(v)?;
+            Ok(())
+        },
+    },
+    LimitFlag {
+        flag: "idle-timeout",
+        value_name: "SECS",
+        help: "Close a keep-alive connection that has had no request in progress for this many seconds",
+        get: |l| secs(l.idle),
+        set: |l, v| {
+            l.idle = parse_secs(v)?;
+            Ok(())
+        },
+    },
+    LimitFlag {
+        flag: "max-header-bytes",
+        value_name: "BYTES",
+        help: "Largest request head (request line + headers) accepted; larger gets 431",
+        get: |l| l.max_header_bytes.to_string(),
+        set: |l, v| {
+            l.max_header_bytes = parse_count(v)?.max(8192);
+            Ok(())
+        },
+    },
+    LimitFlag {
+        flag: "connect-timeout",
+        value_name: "SECS",
+        help: "Upstream connect timeout (then 502)",
+        get: |l| secs(l.connect),
+        set: |l, v| {
+            l.connect = parse_secs(v)?;
+            Ok(())
+        },
+    },
+    LimitFlag {
+        flag: "max-connections",
+        value_name: "N",
+        help: "Open client connections at most; more are refused (closed at once)",
+        get: |l| l.max_connections.to_string(),
+        set: |l, v| {
+            l.max_connections = parse_count(v)?.max(1);
+            Ok(())
+        },
+    },
+    LimitFlag {
+        flag: "max-inflight",
+        value_name: "N",
+        help: "Requests opening app connections worked on at once at most, across all apps; more wait their turn (a turn ends with the response head or after 1 s). Bounds memory under a burst; a request without a body over a kept connection takes none; 0: no limit",
+        get: |l| l.max_inflight.to_string(),
+        set: |l, v| {
+            l.max_inflight = parse_count(v)?;
+            Ok(())
+        },
+    },
+];
+
+fn secs(d: Duration) -> String {
+    d.as_secs_f64().to_string()
+}
+
+/// Seconds, fractions allowed; at least 0.1 (a deadline of 0 would refuse everything).
+fn parse_secs(v: &str) -> Result<Duration, String> {
+    match v.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s.max(0.1))),
+        _ => Err(format!("{v:?} is not a number of seconds (e.g. 30 or 2.5)")),
+    }
+}
+
+fn parse_count(v: &str) -> Result<usize, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| format!("{v:?} is not a whole number"))
 }
 
 /// What the daemon serves itself through the proxy: the dashboard and admin API on
