@@ -88,13 +88,15 @@
 //!    - [`project`]: the project around a folder for naming (workspaces, git worktrees);
 //!      `project/scripts` (what `npm run dev`, `pnpm dev`... run, read from package.json),
 //!      `project/detect` (what `portok run` alone runs).
-//! 5. Small utilities: `cmdline` (command lines as words), `fsutil` (files written whole: temp, fsync, rename), [`sys`] (what
-//!    portok asks of the OS: signals, ids, process facts through sysinfo, resource limits;
-//!    every `unsafe` libc call, with why it is sound), `sys/linux` (/proc: port owners,
-//!    sysctls), `sys/splice` (Linux: socket -> pipe -> socket moves for TCP routes and large
-//!    bodies; `sys/splice_none` elsewhere), `ui` (`portok:` lines, durations, the usage
-//!    error that exits 2), `qr` (QR codes of URLs). Linux-only code is behind `cfg` there alone; `.ci/check-macos`
-//!    checks the crate for macOS.
+//! 5. Small utilities: `cmdline` (command lines as words), `fsutil` (files written whole:
+//!    temp, fsync, rename), `sync` (the one lock helper, `LockExt::locked`: a poisoned mutex
+//!    taken as it is), [`sys`] (what portok asks of the OS: signals, ids, process facts
+//!    through sysinfo, resource limits; every `unsafe` libc call, with why it is sound),
+//!    `sys/linux` (/proc: port owners, sysctls), `sys/splice` (Linux: socket -> pipe ->
+//!    socket moves for TCP routes and large bodies; `sys/splice_none` elsewhere), `ui`
+//!    (`portok:` lines, durations, the usage error that exits 2), `qr` (QR codes of URLs).
+//!    Linux-only code is behind `cfg` there alone; `.ci/check-macos` checks the crate for
+//!    macOS.
 
 // The binary (main.rs) needs the command line; the fuzz targets and tests reach the
 // parsers they exercise (names, sniff, routes, metrics). The rest is the crate's own.
@@ -120,6 +122,7 @@ pub mod routes;
 pub(crate) mod run;
 pub(crate) mod service;
 pub(crate) mod state;
+pub(crate) mod sync;
 pub(crate) mod sys;
 pub(crate) mod trust;
 pub(crate) mod ui;

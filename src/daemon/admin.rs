@@ -10,6 +10,7 @@ use crate::names::short_name;
 use crate::proxy::forward::ProxyBody;
 use crate::proxy::ConnInfo;
 use crate::routes::{unix_now, LiveRoute, RouteState};
+use crate::sync::LockExt;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -369,7 +370,7 @@ fn authorize(
         )));
     }
     let ip = conn.peer.ip();
-    let mut failures = d.admin_failures.lock().unwrap_or_else(|e| e.into_inner());
+    let mut failures = d.admin_failures.locked();
     let now = Instant::now();
     failures.retain(|_, (_, since)| now.duration_since(*since) < FAILURE_WINDOW);
     if failures.get(&ip).is_some_and(|(n, _)| *n >= MAX_FAILURES) {
@@ -531,14 +532,9 @@ fn ms(v: Option<f64>) -> Option<f64> {
 pub fn route_status(d: &DaemonState, live: &LiveRoute) -> RouteStatus {
     let r = &live.route;
     let s: &RouteStats = &live.stats;
-    let hist = s.history.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let hist = s.history.locked().clone();
     let crash = if r.is_crashed() {
-        d.ctx
-            .crashes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&r.hostname)
-            .cloned()
+        d.ctx.crashes.locked().get(&r.hostname).cloned()
     } else {
         None
     };
@@ -568,17 +564,12 @@ pub fn route_status(d: &DaemonState, live: &LiveRoute) -> RouteStatus {
         shared: r.share,
         lan_url: d
             .lan_names
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .locked()
             .get(&r.hostname)
             .map(|n| format!("http://{}:{}", n.trim_end_matches('.'), d.ctx.port)),
         inspector: s.inspect.get().map(|ring| {
             let (requests, bytes) = ring.usage();
-            let timeline = s
-                .timeline
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .memory();
+            let timeline = s.timeline.locked().memory();
             crate::daemon::status::InspectorStatus {
                 requests,
                 capacity: ring.capacity(),
@@ -649,11 +640,7 @@ pub fn status(d: &DaemonState) -> Status {
         port: d.ctx.port,
         uptime_secs: d.started.elapsed().as_secs(),
         tls: d.ctx.tls.is_some(),
-        listening: d
-            .listening
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone(),
+        listening: d.listening.locked().clone(),
         tlds: d.tlds.clone(),
         clean_urls: d.url_base().clean,
         dashboard: format!("{}/", d.url_base().url(HOST)),
@@ -725,11 +712,6 @@ fn events_with(
 /// `/__portok/events` on an app's host: that app's events only, starting with a failure
 /// that still stands (so a page loaded during a broken build shows the overlay).
 pub fn app_events(d: &Arc<DaemonState>, host: &str) -> Response<ProxyBody> {
-    let standing = d
-        .last_failure
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(host)
-        .cloned();
+    let standing = d.last_failure.locked().get(host).cloned();
     events_with(d, Some(host.to_string()), standing)
 }

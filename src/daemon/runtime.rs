@@ -6,6 +6,7 @@ use super::state::{AppEvent, DaemonState, EventKind};
 use crate::control::{DaemonStatus, Reply, Request};
 use crate::metrics::Metrics;
 use crate::proxy::{self, Ctx, Limits};
+use crate::sync::LockExt;
 
 use crate::state::StateDir;
 use crate::sys::pid_alive;
@@ -212,7 +213,7 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
     std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o600))?;
 
     info!(port = config.port, addrs = ?listening, "portok daemon listening");
-    *shared.listening.lock().unwrap_or_else(|e| e.into_inner()) = listening;
+    *shared.listening.locked() = listening;
     write_pid_files(&state, &pid_file, config.port)?;
     announce(crate::daemon::READY);
 
@@ -240,7 +241,7 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
     ));
 
     daemon.shutdown.cancelled().await;
-    let grace = *daemon.stop_grace.lock().unwrap_or_else(|e| e.into_inner());
+    let grace = *daemon.stop_grace.locked();
     info!(
         ?grace,
         "stopping: no new connections; letting requests in flight finish"
@@ -436,8 +437,7 @@ async fn handle_control(req: Request, daemon: &Daemon) -> Reply {
         },
         Request::Shutdown { within_ms } => {
             if let Some(ms) = within_ms {
-                *daemon.stop_grace.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Duration::from_millis(ms);
+                *daemon.stop_grace.locked() = Duration::from_millis(ms);
             }
             let mut stopped = daemon.stopped.subscribe();
             daemon.shutdown.cancel();
@@ -467,7 +467,7 @@ async fn handle_control(req: Request, daemon: &Daemon) -> Reply {
             tail,
         } => {
             {
-                let mut crashes = daemon.ctx.crashes.lock().unwrap_or_else(|e| e.into_inner());
+                let mut crashes = daemon.ctx.crashes.locked();
                 crashes.insert(
                     hostname.clone(),
                     crate::proxy::CrashInfo {
@@ -517,11 +517,7 @@ async fn handle_control(req: Request, daemon: &Daemon) -> Reply {
                 tail,
             };
             {
-                let mut standing = daemon
-                    .shared
-                    .last_failure
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
+                let mut standing = daemon.shared.last_failure.locked();
                 if event.kind == EventKind::Failed {
                     standing.insert(hostname.clone(), event.clone());
                 } else if event.kind == EventKind::Redeployed {
