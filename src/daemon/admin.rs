@@ -4,6 +4,7 @@
 //! No other host name reaches any of this (the handler dispatches on the exact host).
 
 use super::state::{AppEvent, DaemonState};
+use crate::control::DaemonStatus;
 use crate::daemon::status::{BackendStatus, Responses, RouteStatus, Status, TcpStatus, Totals};
 use crate::metrics::RouteStats;
 use crate::names::short_name;
@@ -635,14 +636,17 @@ pub fn status(d: &DaemonState) -> Status {
         .map(|l| l.stats.inflight.load(Relaxed).max(0))
         .sum();
     Status {
-        version: env!("CARGO_PKG_VERSION").into(),
-        pid: std::process::id(),
-        port: d.ctx.port,
-        uptime_secs: d.started.elapsed().as_secs(),
-        tls: d.ctx.tls.is_some(),
-        listening: d.listening.locked().clone(),
-        tlds: d.tlds.clone(),
-        clean_urls: d.url_base().clean,
+        daemon: DaemonStatus {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            port: d.ctx.port,
+            uptime_secs: d.started.elapsed().as_secs(),
+            routes: None,
+            tls: d.ctx.tls.is_some(),
+            listening: d.listening.locked().clone(),
+            tlds: d.tlds.clone(),
+            clean_urls: d.url_base().clean,
+        },
         dashboard: format!("{}/", d.url_base().url(HOST)),
         totals: Totals {
             requests: total,
