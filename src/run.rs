@@ -136,19 +136,13 @@ pub async fn run(plan: Plan, state: StateDir, proxy_port: u16) -> anyhow::Result
     }
     // A pool registers its route itself, once it has picked its instances' ports.
     if instances == 1 {
-        let (state, host) = (state.clone(), hostname.clone());
         let state_now = if opts.idle_stop.is_some() {
             RouteState::Idle
         } else {
             RouteState::Starting
         };
-        let route = opts.route(&host, first_port, 1, state_now, Vec::new());
-        tokio::task::spawn_blocking(move || {
-            register(&state, route)?;
-            daemon::ensure_and_reload(&state, proxy_port)?;
-            Ok::<_, anyhow::Error>(())
-        })
-        .await??;
+        let route = opts.route(&hostname, first_port, 1, state_now, Vec::new());
+        daemon_link::try_publish(&state, proxy_port, route, None).await?;
         match opts.idle_stop {
             Some(after) => say(&format!(
                 "{name} -> {url} ({also}), lazy: starts on the first request, stops after {} without one",
