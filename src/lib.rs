@@ -32,7 +32,7 @@
 //!      `flags` (how each dev server is told the port), `child` (spawn, env, process
 //!      groups, output), `watch` (notify + ignore, default skips, debounce), `loop_guard`
 //!      (paths an app writes on every start stop being watched), `daemon_link`
-//!      (what a run tells the daemon, and the watchdog), `ports` (each generation's port).
+//!      (what a run tells the daemon, and the watchdog), `app_port` (each generation's port).
 //!    - [`daemon`] (`daemon.rs`: start/stop/status of the detached daemon): `runtime` (the
 //!      daemon process: listeners, control server, route reloads, stale sweep, graceful
 //!      stop), `state` (the daemon's own facts beside the proxy's context: events, the
@@ -40,17 +40,17 @@
 //!      dashboard, JSON API, events, Prometheus metrics, token-checked actions; `admin/pages`
 //!      (the dashboard, a route's page and the inspector, rendered on the server, with
 //!      `dashboard.html`, `route.html`, `inspect.html`, `style.css`), `admin/history` (the
-//!      history API and SVG charts), `admin/inspect` (the inspector's JSON views, SSE stream
+//!      history API and SVG charts), `admin/requests` (the inspector's JSON views, SSE stream
 //!      and replay), `admin/app` (restart, roll back, stop and the log tail over the app's
 //!      run socket)), `mdns` (shared routes announced as NAME.local with `--lan`), `status` (the one status type of the API, the dashboard and
-//!      `portok status`), `route_sync` (the table and routes.json in step: re-reads, the
+//!      `portok status`, with control's `DaemonStatus` flattened in), `route_sync` (the table and routes.json in step: re-reads, the
 //!      daemon's own changes applied in memory then persisted, its own writes not re-read), `switch` (health-gated switch of an alias route with drain and
 //!      auto-rollback), `lazy` (waking an idle lazy app's `portok run`, and asking a live one
 //!      to stop after its idle_stop).
 //!    - [`probe`]: readiness (does the app answer on its port?).
 //!    - [`hosts`]: portok's block in /etc/hosts (for `portok hosts` and `--sync-hosts`).
 //!    - `service`: the login unit (systemd user unit, launchd agent) portok writes.
-//!    - `ports`: the loopback-only nftables redirect of ports 80 and 443 to the daemon,
+//!    - `clean_urls`: the loopback-only nftables redirect of ports 80 and 443 to the daemon,
 //!      its boot unit, and whether it works.
 //! 3. The proxy, the hot path: [`proxy`] (`proxy.rs`: `Ctx`, accept loops, one task per
 //!    connection, drain and graceful stop) with `sniff` (TLS or plain), `conn` (HTTP/1 vs
@@ -102,6 +102,7 @@
 // parsers they exercise (names, sniff, routes, metrics). The rest is the crate's own.
 pub(crate) mod added;
 pub(crate) mod ca;
+pub(crate) mod clean_urls;
 pub mod cli;
 pub mod cmd;
 pub(crate) mod cmdline;
@@ -113,7 +114,6 @@ pub(crate) mod hosts;
 pub mod inspect;
 pub mod metrics;
 pub mod names;
-pub(crate) mod ports;
 pub(crate) mod probe;
 pub(crate) mod project;
 pub mod proxy;

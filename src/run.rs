@@ -4,11 +4,11 @@
 //! is what surrounds it: route ownership and the app's run socket (`portok restart`,
 //! `portok logs`).
 
+mod app_port;
 pub mod child;
 mod daemon_link;
 mod flags;
 mod loop_guard;
-mod ports;
 pub mod supervisor;
 pub mod tool;
 pub mod watch;
@@ -125,7 +125,7 @@ pub async fn run(plan: Plan, state: StateDir, proxy_port: u16) -> anyhow::Result
 
     let first_port = match opts.fixed_port {
         Some(p) => p,
-        None => ports::pick_port(&state, &[])?,
+        None => app_port::pick_port(&state, &[])?,
     };
     if let Some(listen) = opts.tcp {
         let (state, host) = (state.clone(), hostname.clone());

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 mod app;
 mod history;
-pub(crate) mod inspect;
 mod pages;
+pub(crate) mod requests;
 
 pub const HOST: &str = crate::names::ADMIN_HOST;
 
@@ -100,16 +100,16 @@ pub async fn handle(
             Some(host) => html_response(pages::charts(d, &host)),
             None => not_found(name),
         },
-        (&Method::GET, ["inspect", name]) => match inspect::list(d, name, 0, false) {
+        (&Method::GET, ["inspect", name]) => match requests::list(d, name, 0, false) {
             Ok(list) => {
-                let bodies = inspect::ring(d, name)
+                let bodies = requests::ring(d, name)
                     .ok()
                     .and_then(|(_, s)| s)
                     .and_then(|s| s.inspect.get().map(|r| r.bodies.load(Relaxed)))
                     .unwrap_or(false);
                 html_response(pages::inspect_page(d, name, &list, bodies))
             }
-            Err(e) => inspect::error_response(&e),
+            Err(e) => requests::error_response(&e),
         },
         (&Method::GET, ["api", "status"]) => json_response(StatusCode::OK, json!(status(d))),
         (&Method::GET, ["api", "events"]) => events(d, None),
@@ -135,13 +135,13 @@ pub async fn handle(
         },
         (&Method::GET, ["api", "routes", name, "requests"]) => {
             let after = param("after").and_then(|a| a.parse().ok()).unwrap_or(0);
-            match inspect::list(d, name, after, secrets) {
+            match requests::list(d, name, after, secrets) {
                 Ok(list) => json_response(StatusCode::OK, Value::Array(list)),
-                Err(e) => inspect::error_response(&e),
+                Err(e) => requests::error_response(&e),
             }
         }
         (&Method::GET, ["api", "routes", name, "requests", "stream"]) => {
-            inspect::stream(d, name, secrets).unwrap_or_else(|e| inspect::error_response(&e))
+            requests::stream(d, name, secrets).unwrap_or_else(|e| requests::error_response(&e))
         }
         (&Method::GET, ["api", "routes", name, "requests", id]) => {
             let Ok(id) = id.parse::<u64>() else {
@@ -150,9 +150,9 @@ pub async fn handle(
                     json!({"error": format!("{id:?} is not a request id")}),
                 );
             };
-            match inspect::one(d, name, id, secrets) {
+            match requests::one(d, name, id, secrets) {
                 Ok(v) => json_response(StatusCode::OK, v),
-                Err(e) => inspect::error_response(&e),
+                Err(e) => requests::error_response(&e),
             }
         }
         (&Method::GET, ["metrics"]) => {
@@ -177,9 +177,9 @@ pub async fn handle(
                     json!({"error": format!("{id:?} is not a request id")}),
                 );
             };
-            match inspect::replay(d, name, id).await {
+            match requests::replay(d, name, id).await {
                 Ok(v) => json_response(StatusCode::OK, v),
-                Err(e) => inspect::error_response(&e),
+                Err(e) => requests::error_response(&e),
             }
         }
         (&Method::POST, ["api", "routes", name, action]) => {

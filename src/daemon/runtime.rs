@@ -489,7 +489,7 @@ async fn handle_control(req: Request, daemon: &Daemon) -> Reply {
             name,
             after,
             secrets,
-        } => match crate::daemon::admin::inspect::list(&daemon.shared, &name, after, secrets) {
+        } => match crate::daemon::admin::requests::list(&daemon.shared, &name, after, secrets) {
             Ok(list) => Reply {
                 data: Some(serde_json::Value::Array(list)),
                 ..Reply::ok()
@@ -624,7 +624,7 @@ async fn watch_loop(daemon: Arc<Daemon>) {
 /// start and every few seconds while the rules are installed, so route URLs drop the port
 /// exactly while that works.
 async fn ports_loop(daemon: Arc<Daemon>) {
-    let paths = crate::ports::Paths::system();
+    let paths = crate::clean_urls::Paths::system();
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
@@ -634,7 +634,7 @@ async fn ports_loop(daemon: Arc<Daemon>) {
         let port = daemon.ctx.port;
         let installed = tokio::task::spawn_blocking({
             let paths = paths.clone();
-            move || crate::ports::state(&paths, port, || true) == crate::ports::State::On
+            move || crate::clean_urls::state(&paths, port, || true) == crate::clean_urls::State::On
         })
         .await
         .unwrap_or(false);

@@ -175,7 +175,7 @@ pub fn route_page(d: &DaemonState, r: &RouteStatus, log: &[String]) -> String {
         .map(|rd| {
             format!(
                 "<tr><td>{}</td><td>{}</td><td><span class=\"badge {o}\">{o}</span></td><td>{}</td><td>{} ms</td><td>{}</td></tr>",
-                super::inspect::time_text(rd.at * 1000),
+                super::requests::time_text(rd.at * 1000),
                 rd.generation,
                 escape(&rd.reason),
                 rd.millis,
