@@ -320,8 +320,13 @@ async fn serve_run_socket(
     }))
 }
 
-/// Send `make(waiter)` to the supervisor and answer with how it went.
-async fn outcome(tx: &mpsc::Sender<Control>, make: fn(supervisor::Waiter) -> Control) -> AppReply {
+/// Send `make(waiter)` to the supervisor and answer with how it went (`abandoned`: what
+/// is said when the supervisor drops the waiter).
+async fn outcome(
+    tx: &mpsc::Sender<Control>,
+    make: fn(supervisor::Waiter) -> Control,
+    abandoned: &str,
+) -> AppReply {
     let (rtx, rrx) = oneshot::channel();
     if tx.send(make(rtx)).await.is_err() {
         return AppReply::Failed {
@@ -334,28 +339,19 @@ async fn outcome(tx: &mpsc::Sender<Control>, make: fn(supervisor::Waiter) -> Con
             message: e.to_string(),
         },
         Err(_) => AppReply::Failed {
-            message: "the request was abandoned".into(),
+            message: abandoned.into(),
         },
     }
 }
 
 async fn answer(line: &str, tx: &mpsc::Sender<Control>) -> AppReply {
+    const ABANDONED: &str = "the request was abandoned";
     let failed = |message: &str| AppReply::Failed {
         message: message.into(),
     };
     match serde_json::from_str::<AppRequest>(line) {
         Ok(AppRequest::Restart) => {
-            let (rtx, rrx) = oneshot::channel();
-            if tx.send(Control::Restart(rtx)).await.is_err() {
-                return failed("the app is shutting down");
-            }
-            match rrx.await {
-                Ok(Ok(message)) => AppReply::Redeployed { message },
-                Ok(Err(e)) => AppReply::Failed {
-                    message: e.to_string(),
-                },
-                Err(_) => failed("the redeploy was abandoned"),
-            }
+            outcome(tx, Control::Restart, "the redeploy was abandoned").await
         }
         Ok(AppRequest::Logs { lines }) => {
             let (rtx, rrx) = oneshot::channel();
@@ -366,8 +362,8 @@ async fn answer(line: &str, tx: &mpsc::Sender<Control>) -> AppReply {
                 lines: rrx.await.unwrap_or_default(),
             }
         }
-        Ok(AppRequest::Rollback) => outcome(tx, Control::Rollback).await,
-        Ok(AppRequest::Stop) => outcome(tx, Control::Stop).await,
+        Ok(AppRequest::Rollback) => outcome(tx, Control::Rollback, ABANDONED).await,
+        Ok(AppRequest::Stop) => outcome(tx, Control::Stop, ABANDONED).await,
         Ok(AppRequest::Wake) => {
             let _ = tx.send(Control::Wake).await;
             AppReply::Noted

@@ -320,9 +320,7 @@ fn sse_response(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response<ProxyBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
     );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+    no_store(r)
 }
 
 /// Prometheus lines for each instance of a pool (`portok run --instances N`).
@@ -552,14 +550,8 @@ async fn switch(d: &Arc<DaemonState>, name: &str, query: &str) -> Response<Proxy
 fn json_response(status: StatusCode, v: Value) -> Response<ProxyBody> {
     let mut body = serde_json::to_vec_pretty(&v).unwrap_or_default();
     body.push(b'\n');
-    let mut r = Response::new(ProxyBody::full(body));
+    let mut r = no_store(text_response(body, "application/json"));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
@@ -571,15 +563,15 @@ fn text_response(body: impl Into<Bytes>, content_type: &'static str) -> Response
     r
 }
 
-fn html_response(body: String) -> Response<ProxyBody> {
-    let mut r = Response::new(ProxyBody::full(body));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
+/// `r`, marked `cache-control: no-store` (pages and JSON that change by the second).
+fn no_store(mut r: Response<ProxyBody>) -> Response<ProxyBody> {
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+fn html_response(body: String) -> Response<ProxyBody> {
+    no_store(text_response(body, "text/html; charset=utf-8"))
 }
 
 /// Seconds as milliseconds with two decimals.
