@@ -5,7 +5,7 @@ mod run_args;
 use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 
-pub use run_args::{AddArgs, RunArgs, RUN_VALUE_FLAGS};
+pub use run_args::{AddArgs, RouteFlags, RunArgs, RUN_VALUE_FLAGS};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -470,7 +470,15 @@ pub struct TlsArgs {
     pub redirect_https: bool,
 }
 
+/// `portok alias`: the route flags are run's ([`RouteFlags`]), four of them worded for an
+/// alias here.
 #[derive(Debug, Args)]
+#[command(
+    mut_arg("force", |a| a.help("Take the name even if a running app owns it")),
+    mut_arg("reload", |a| a.help("Live reload for this alias's HTML pages (see `portok run --reload`)")),
+    mut_arg("tcp", |a| a.help("A TCP route: listen on 127.0.0.1:LISTEN_PORT and relay every connection to PORT")),
+    mut_arg("proxy_protocol", |a| a.help("TCP routes: send a PROXY protocol v1 header first, so the app sees the client's address")),
+)]
 pub struct AliasArgs {
     /// App name: `api` becomes api.localhost
     pub name: String,
@@ -480,21 +488,8 @@ pub struct AliasArgs {
     /// Remove the alias instead
     #[arg(long, conflicts_with = "port")]
     pub remove: bool,
-    /// Take the name even if a running app owns it
-    #[arg(long)]
-    pub force: bool,
-    /// Live reload for this alias's HTML pages (see `portok run --reload`)
-    #[arg(long)]
-    pub reload: bool,
-    /// A TCP route: listen on 127.0.0.1:LISTEN_PORT and relay every connection to PORT
-    #[arg(long, value_name = "LISTEN_PORT")]
-    pub tcp: Option<u16>,
-    /// TCP routes: send a PROXY protocol v1 header first, so the app sees the client's address
-    #[arg(long, requires = "tcp")]
-    pub proxy_protocol: bool,
-    /// Reachable from other machines when the proxy runs with --lan (see `portok share`)
-    #[arg(long)]
-    pub share: bool,
+    #[command(flatten)]
+    pub route: RouteFlags,
 }
 
 #[derive(Debug, Args)]

@@ -233,143 +233,13 @@ fn parse_table(file: &str, value: &Value, app: bool) -> Result<Config, ConfigErr
         ..Config::default()
     };
     for (raw_key, v) in map {
-        let key = normalize_key(raw_key);
-        let ty = |expected| ConfigError::Type {
-            file: file.into(),
-            key: raw_key.clone(),
-            expected,
-            found: kind(v),
+        let s = Setting {
+            file,
+            key: raw_key,
+            v,
         };
-        let bad = |why: String| ConfigError::Value {
-            file: file.into(),
-            key: raw_key.clone(),
-            why,
-        };
-        let string = || v.as_str().map(String::from).ok_or_else(|| ty("a string"));
-        let strings = |expected| match v {
-            Value::String(s) => Ok(vec![s.clone()]),
-            Value::Array(a) => a
-                .iter()
-                .map(|x| x.as_str().map(String::from).ok_or_else(|| ty(expected)))
-                .collect(),
-            _ => Err(ty(expected)),
-        };
-        let int = |max: u64| -> Result<u64, ConfigError> {
-            let n = v.as_u64().ok_or_else(|| ty("a whole number"))?;
-            if n > max {
-                return Err(bad(format!("is {n}, above the maximum of {max}")));
-            }
-            Ok(n)
-        };
-        let secs = || -> Result<f64, ConfigError> {
-            let n = v.as_f64().ok_or_else(|| ty("a number of seconds"))?;
-            if !(0.0..=86_400.0).contains(&n) {
-                return Err(bad(format!("is {n}; give 0 to 86400 seconds")));
-            }
-            Ok(n)
-        };
-        match key.as_str() {
-            "name" => {
-                let n = string()?;
-                crate::names::hostname_for(&n).map_err(|e| bad(format!("is not usable: {e}")))?;
-                c.name = Some(n);
-            }
-            "command" => {
-                let cmd = match v {
-                    Value::String(s) => split_command(s),
-                    _ => strings("a string or a list of strings")?,
-                };
-                if cmd.iter().all(|s| s.trim().is_empty()) {
-                    return Err(bad("is empty; give the command that starts the app".into()));
-                }
-                c.command = Some(cmd);
-            }
-            "health" => {
-                let h = string()?;
-                if !h.starts_with('/') {
-                    return Err(bad(format!("is {h:?}; a health path starts with '/'")));
-                }
-                c.health = Some(h);
-            }
-            "watch" => match v {
-                Value::Bool(false) => c.no_watch = true,
-                Value::Bool(true) => {}
-                _ => {
-                    c.watch = Some(
-                        strings("a path, a list of paths, or false")?
-                            .into_iter()
-                            .map(PathBuf::from)
-                            .collect(),
-                    )
-                }
-            },
-            "ignore" => c.ignore = Some(strings("a glob or a list of globs")?),
-            "debounce" => c.debounce = Some(int(60_000)?),
-            "drain" => c.drain = Some(secs()?),
-            "ready_timeout" => c.ready_timeout = Some(secs()?),
-            "rollback_window" => c.rollback_window = Some(secs()?),
-            "kill_timeout" => c.kill_timeout = Some(secs()?),
-            "hold" => c.hold = Some(int(86_400)?),
-            "app_port" | "tcp" => {
-                let p = int(65_535)?;
-                if p == 0 {
-                    return Err(bad("is 0; give a port from 1 to 65535".into()));
-                }
-                if key == "tcp" {
-                    c.tcp = Some(p as u16);
-                } else {
-                    c.app_port = Some(p as u16);
-                }
-            }
-            "instances" => {
-                let n = int(64)?;
-                if n == 0 {
-                    return Err(bad("is 0; at least one instance runs".into()));
-                }
-                c.instances = Some(n as u32);
-            }
-            "reload" => c.reload = Some(v.as_bool().ok_or_else(|| ty("true or false"))?),
-            "lazy" => c.lazy = Some(v.as_bool().ok_or_else(|| ty("true or false"))?),
-            "share" => c.share = Some(v.as_bool().ok_or_else(|| ty("true or false"))?),
-            "watch_all" => c.watch_all = Some(v.as_bool().ok_or_else(|| ty("true or false"))?),
-            "inspect_bodies" => {
-                c.inspect_bodies = Some(v.as_bool().ok_or_else(|| ty("true or false"))?)
-            }
-            "idle_stop" => {
-                let d = match v {
-                    Value::String(s) => crate::ui::parse_duration(s).map_err(bad)?,
-                    _ => std::time::Duration::from_secs(int(86_400 * 30)?),
-                };
-                if d.is_zero() {
-                    return Err(bad(
-                        "is 0; give how long an app may sit idle, e.g. \"15m\"".into()
-                    ));
-                }
-                c.idle_stop = Some(d);
-            }
-            "env" => {
-                let Value::Object(vars) = v else {
-                    return Err(ty("a table of NAME = \"value\""));
-                };
-                for (k, val) in vars {
-                    let val = match val {
-                        Value::String(s) => s.clone(),
-                        Value::Number(n) => n.to_string(),
-                        Value::Bool(b) => b.to_string(),
-                        other => {
-                            return Err(bad(format!(
-                                "has {k} = {}; give a string, a number or a boolean",
-                                kind(other)
-                            )))
-                        }
-                    };
-                    c.env.push((k.clone(), val));
-                }
-            }
-            "apps" | "app" if !app => c.apps = apps::parse(file, v)?,
-            "dir" if app => c.dir = Some(PathBuf::from(string()?)),
-            "depends_on" if app => c.depends_on = strings("an app name or a list of app names")?,
-            _ => c.warnings.push(format!(
+        if !set(&mut c, &normalize_key(raw_key), &s, app)? {
+            c.warnings.push(format!(
                 "{file}: unknown key `{raw_key}` is ignored (known keys: {})",
                 if app {
                     [KEYS, APP_KEYS].concat()
@@ -377,10 +247,201 @@ fn parse_table(file: &str, value: &Value, app: bool) -> Result<Config, ConfigErr
                     KEYS.to_vec()
                 }
                 .join(", ")
-            )),
+            ));
         }
     }
     Ok(c)
+}
+
+/// Set `key` (normalized) of `c` from `s`; false when it is not a key of this table.
+fn set(c: &mut Config, key: &str, s: &Setting, app: bool) -> Result<bool, ConfigError> {
+    match key {
+        "name" => c.name = Some(s.name()?),
+        "command" => c.command = Some(s.command()?),
+        "health" => c.health = Some(s.health()?),
+        "watch" => match s.v {
+            Value::Bool(false) => c.no_watch = true,
+            Value::Bool(true) => {}
+            _ => {
+                c.watch = Some(
+                    s.strings("a path, a list of paths, or false")?
+                        .into_iter()
+                        .map(PathBuf::from)
+                        .collect(),
+                )
+            }
+        },
+        "ignore" => c.ignore = Some(s.strings("a glob or a list of globs")?),
+        "debounce" => c.debounce = Some(s.int(60_000)?),
+        "drain" => c.drain = Some(s.secs()?),
+        "ready_timeout" => c.ready_timeout = Some(s.secs()?),
+        "rollback_window" => c.rollback_window = Some(s.secs()?),
+        "kill_timeout" => c.kill_timeout = Some(s.secs()?),
+        "hold" => c.hold = Some(s.int(86_400)?),
+        "app_port" => c.app_port = Some(s.port()?),
+        "tcp" => c.tcp = Some(s.port()?),
+        "instances" => c.instances = Some(s.instances()?),
+        "reload" => c.reload = Some(s.boolean()?),
+        "lazy" => c.lazy = Some(s.boolean()?),
+        "share" => c.share = Some(s.boolean()?),
+        "watch_all" => c.watch_all = Some(s.boolean()?),
+        "inspect_bodies" => c.inspect_bodies = Some(s.boolean()?),
+        "idle_stop" => c.idle_stop = Some(s.idle_stop()?),
+        "env" => c.env.extend(s.env()?),
+        "apps" | "app" if !app => c.apps = apps::parse(s.file, s.v)?,
+        "dir" if app => c.dir = Some(PathBuf::from(s.string()?)),
+        "depends_on" if app => c.depends_on = s.strings("an app name or a list of app names")?,
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// One `key = value` of a settings table, and how its errors name it.
+struct Setting<'a> {
+    file: &'a str,
+    /// The key as written.
+    key: &'a str,
+    v: &'a Value,
+}
+
+impl Setting<'_> {
+    /// The value is not of the type `expected`.
+    fn ty(&self, expected: &'static str) -> ConfigError {
+        ConfigError::Type {
+            file: self.file.into(),
+            key: self.key.into(),
+            expected,
+            found: kind(self.v),
+        }
+    }
+
+    /// The value is of the right type, but `why` it will not do.
+    fn bad(&self, why: String) -> ConfigError {
+        ConfigError::Value {
+            file: self.file.into(),
+            key: self.key.into(),
+            why,
+        }
+    }
+
+    fn string(&self) -> Result<String, ConfigError> {
+        self.v
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| self.ty("a string"))
+    }
+
+    /// A string or a list of strings.
+    fn strings(&self, expected: &'static str) -> Result<Vec<String>, ConfigError> {
+        match self.v {
+            Value::String(s) => Ok(vec![s.clone()]),
+            Value::Array(a) => a
+                .iter()
+                .map(|x| {
+                    x.as_str()
+                        .map(String::from)
+                        .ok_or_else(|| self.ty(expected))
+                })
+                .collect(),
+            _ => Err(self.ty(expected)),
+        }
+    }
+
+    fn int(&self, max: u64) -> Result<u64, ConfigError> {
+        let n = self.v.as_u64().ok_or_else(|| self.ty("a whole number"))?;
+        if n > max {
+            return Err(self.bad(format!("is {n}, above the maximum of {max}")));
+        }
+        Ok(n)
+    }
+
+    fn secs(&self) -> Result<f64, ConfigError> {
+        let n = self
+            .v
+            .as_f64()
+            .ok_or_else(|| self.ty("a number of seconds"))?;
+        if !(0.0..=86_400.0).contains(&n) {
+            return Err(self.bad(format!("is {n}; give 0 to 86400 seconds")));
+        }
+        Ok(n)
+    }
+
+    fn boolean(&self) -> Result<bool, ConfigError> {
+        self.v.as_bool().ok_or_else(|| self.ty("true or false"))
+    }
+
+    fn name(&self) -> Result<String, ConfigError> {
+        let n = self.string()?;
+        crate::names::hostname_for(&n).map_err(|e| self.bad(format!("is not usable: {e}")))?;
+        Ok(n)
+    }
+
+    /// A command: a list of words, or one string (split as [`split_command`] does).
+    fn command(&self) -> Result<Vec<String>, ConfigError> {
+        let cmd = match self.v {
+            Value::String(s) => split_command(s),
+            _ => self.strings("a string or a list of strings")?,
+        };
+        if cmd.iter().all(|s| s.trim().is_empty()) {
+            return Err(self.bad("is empty; give the command that starts the app".into()));
+        }
+        Ok(cmd)
+    }
+
+    fn health(&self) -> Result<String, ConfigError> {
+        let h = self.string()?;
+        if !h.starts_with('/') {
+            return Err(self.bad(format!("is {h:?}; a health path starts with '/'")));
+        }
+        Ok(h)
+    }
+
+    /// `app_port` and `tcp`: 1 to 65535.
+    fn port(&self) -> Result<u16, ConfigError> {
+        let p = self.int(65_535)?;
+        if p == 0 {
+            return Err(self.bad("is 0; give a port from 1 to 65535".into()));
+        }
+        Ok(p as u16)
+    }
+
+    fn instances(&self) -> Result<u32, ConfigError> {
+        let n = self.int(64)?;
+        if n == 0 {
+            return Err(self.bad("is 0; at least one instance runs".into()));
+        }
+        Ok(n as u32)
+    }
+
+    /// A duration (`"15m"`) or whole seconds, not 0.
+    fn idle_stop(&self) -> Result<std::time::Duration, ConfigError> {
+        let d = match self.v {
+            Value::String(s) => crate::ui::parse_duration(s).map_err(|e| self.bad(e))?,
+            _ => std::time::Duration::from_secs(self.int(86_400 * 30)?),
+        };
+        if d.is_zero() {
+            return Err(self.bad("is 0; give how long an app may sit idle, e.g. \"15m\"".into()));
+        }
+        Ok(d)
+    }
+
+    /// `NAME = "value"` pairs; numbers and booleans are taken as their text.
+    fn env(&self) -> Result<Vec<(String, String)>, ConfigError> {
+        let Value::Object(vars) = self.v else {
+            return Err(self.ty("a table of NAME = \"value\""));
+        };
+        vars.iter()
+            .map(|(k, val)| match val {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                Value::Number(n) => Ok((k.clone(), n.to_string())),
+                Value::Bool(b) => Ok((k.clone(), b.to_string())),
+                other => Err(self.bad(format!(
+                    "has {k} = {}; give a string, a number or a boolean",
+                    kind(other)
+                ))),
+            })
+            .collect()
+    }
 }
 
 /// A command written as one string: split on spaces when it has no shell syntax (so it is

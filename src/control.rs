@@ -91,13 +91,20 @@ fn default_threshold() -> u32 {
     3
 }
 
+/// The daemon's own facts: the control socket's `status` reply (`portok proxy status`),
+/// and the head of the full status (`daemon::status::Status`, which flattens it) that
+/// `GET /api/status`, the dashboard and `portok status` give. The one place they are
+/// declared; the field order is the JSON's.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DaemonStatus {
     pub version: String,
     pub pid: u32,
     pub port: u16,
     pub uptime_secs: u64,
-    pub routes: usize,
+    /// How many routes it serves, in the `status` reply. None in the full status, which
+    /// lists them instead (there `routes` is the list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<usize>,
     pub tls: bool,
     pub listening: Vec<String>,
     /// Suffixes served besides .localhost (`--tld`).
@@ -106,6 +113,13 @@ pub struct DaemonStatus {
     /// Loopback ports 80 and 443 reach this daemon (`portok ports enable`): URLs need no port.
     #[serde(default)]
     pub clean_urls: bool,
+}
+
+impl DaemonStatus {
+    /// How many routes it serves (0 where the reply did not say).
+    pub fn route_count(&self) -> usize {
+        self.routes.unwrap_or(0)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

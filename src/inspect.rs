@@ -8,6 +8,7 @@
 //! when portok answered), as HTTP/1 text, and with body capture on, the first [`BODY_CAP`]
 //! bytes of each body.
 
+use crate::sync::LockExt;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock};
@@ -121,7 +122,7 @@ impl Ring {
         record.id = id;
         {
             let slot = &self.slots[((id - 1) % self.slots.len() as u64) as usize];
-            let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+            let mut slot = slot.locked();
             std::mem::swap(&mut *slot, record);
         }
         record.heads.clear();
@@ -138,7 +139,7 @@ impl Ring {
             .slots
             .iter()
             .filter_map(|s| {
-                let r = s.lock().unwrap_or_else(|e| e.into_inner());
+                let r = s.locked();
                 (r.id > after).then(|| r.clone())
             })
             .collect();
@@ -151,7 +152,7 @@ impl Ring {
             return None;
         }
         let slot = &self.slots[((id - 1) % self.slots.len() as u64) as usize];
-        let r = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let r = slot.locked();
         (r.id == id).then(|| r.clone())
     }
 
@@ -164,7 +165,7 @@ impl Ring {
         let mut n = 0;
         let mut bytes = self.slots.len() * std::mem::size_of::<Mutex<Record>>();
         for s in self.slots.iter() {
-            let r = s.lock().unwrap_or_else(|e| e.into_inner());
+            let r = s.locked();
             n += (r.id != 0) as usize;
             bytes += r.heads.capacity()
                 + r.request_body.as_ref().map_or(0, |b| b.bytes.capacity())

@@ -32,7 +32,7 @@
 //!      `flags` (how each dev server is told the port), `child` (spawn, env, process
 //!      groups, output), `watch` (notify + ignore, default skips, debounce), `loop_guard`
 //!      (paths an app writes on every start stop being watched), `daemon_link`
-//!      (what a run tells the daemon, and the watchdog), `ports` (each generation's port).
+//!      (what a run tells the daemon, and the watchdog), `app_port` (each generation's port).
 //!    - [`daemon`] (`daemon.rs`: start/stop/status of the detached daemon): `runtime` (the
 //!      daemon process: listeners, control server, route reloads, stale sweep, graceful
 //!      stop), `state` (the daemon's own facts beside the proxy's context: events, the
@@ -40,17 +40,17 @@
 //!      dashboard, JSON API, events, Prometheus metrics, token-checked actions; `admin/pages`
 //!      (the dashboard, a route's page and the inspector, rendered on the server, with
 //!      `dashboard.html`, `route.html`, `inspect.html`, `style.css`), `admin/history` (the
-//!      history API and SVG charts), `admin/inspect` (the inspector's JSON views, SSE stream
+//!      history API and SVG charts), `admin/requests` (the inspector's JSON views, SSE stream
 //!      and replay), `admin/app` (restart, roll back, stop and the log tail over the app's
 //!      run socket)), `mdns` (shared routes announced as NAME.local with `--lan`), `status` (the one status type of the API, the dashboard and
-//!      `portok status`), `route_sync` (the table and routes.json in step: re-reads, the
+//!      `portok status`, with control's `DaemonStatus` flattened in), `route_sync` (the table and routes.json in step: re-reads, the
 //!      daemon's own changes applied in memory then persisted, its own writes not re-read), `switch` (health-gated switch of an alias route with drain and
 //!      auto-rollback), `lazy` (waking an idle lazy app's `portok run`, and asking a live one
 //!      to stop after its idle_stop).
 //!    - [`probe`]: readiness (does the app answer on its port?).
 //!    - [`hosts`]: portok's block in /etc/hosts (for `portok hosts` and `--sync-hosts`).
 //!    - `service`: the login unit (systemd user unit, launchd agent) portok writes.
-//!    - `ports`: the loopback-only nftables redirect of ports 80 and 443 to the daemon,
+//!    - `clean_urls`: the loopback-only nftables redirect of ports 80 and 443 to the daemon,
 //!      its boot unit, and whether it works.
 //! 3. The proxy, the hot path: [`proxy`] (`proxy.rs`: `Ctx`, accept loops, one task per
 //!    connection, drain and graceful stop) with `sniff` (TLS or plain), `conn` (HTTP/1 vs
@@ -88,18 +88,21 @@
 //!    - [`project`]: the project around a folder for naming (workspaces, git worktrees);
 //!      `project/scripts` (what `npm run dev`, `pnpm dev`... run, read from package.json),
 //!      `project/detect` (what `portok run` alone runs).
-//! 5. Small utilities: `cmdline` (command lines as words), `fsutil` (files written whole: temp, fsync, rename), [`sys`] (what
-//!    portok asks of the OS: signals, ids, process facts through sysinfo, resource limits;
-//!    every `unsafe` libc call, with why it is sound), `sys/linux` (/proc: port owners,
-//!    sysctls), `sys/splice` (Linux: socket -> pipe -> socket moves for TCP routes and large
-//!    bodies; `sys/splice_none` elsewhere), `ui` (`portok:` lines, durations, the usage
-//!    error that exits 2), `qr` (QR codes of URLs). Linux-only code is behind `cfg` there alone; `.ci/check-macos`
-//!    checks the crate for macOS.
+//! 5. Small utilities: `cmdline` (command lines as words), `fsutil` (files written whole:
+//!    temp, fsync, rename), `sync` (the one lock helper, `LockExt::locked`: a poisoned mutex
+//!    taken as it is), [`sys`] (what portok asks of the OS: signals, ids, process facts
+//!    through sysinfo, resource limits; every `unsafe` libc call, with why it is sound),
+//!    `sys/linux` (/proc: port owners, sysctls), `sys/splice` (Linux: socket -> pipe ->
+//!    socket moves for TCP routes and large bodies; `sys/splice_none` elsewhere), `ui`
+//!    (`portok:` lines, durations, the usage error that exits 2), `qr` (QR codes of URLs).
+//!    Linux-only code is behind `cfg` there alone; `.ci/check-macos` checks the crate for
+//!    macOS.
 
 // The binary (main.rs) needs the command line; the fuzz targets and tests reach the
 // parsers they exercise (names, sniff, routes, metrics). The rest is the crate's own.
 pub(crate) mod added;
 pub(crate) mod ca;
+pub(crate) mod clean_urls;
 pub mod cli;
 pub mod cmd;
 pub(crate) mod cmdline;
@@ -111,7 +114,6 @@ pub(crate) mod hosts;
 pub mod inspect;
 pub mod metrics;
 pub mod names;
-pub(crate) mod ports;
 pub(crate) mod probe;
 pub(crate) mod project;
 pub mod proxy;
@@ -120,6 +122,7 @@ pub mod routes;
 pub(crate) mod run;
 pub(crate) mod service;
 pub(crate) mod state;
+pub(crate) mod sync;
 pub(crate) mod sys;
 pub(crate) mod trust;
 pub(crate) mod ui;

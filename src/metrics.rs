@@ -5,6 +5,7 @@
 
 pub mod timeline;
 
+use crate::sync::LockExt;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write;
@@ -173,7 +174,7 @@ impl RouteStats {
     }
 
     pub fn record_redeploy(&self, rec: RedeployRecord) {
-        let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let mut h = self.history.locked();
         *h.redeploy_counts
             .entry(rec.outcome.as_str().to_string())
             .or_default() += 1;
@@ -184,7 +185,7 @@ impl RouteStats {
     }
 
     pub fn record_switch(&self, rec: SwitchRecord) {
-        let mut h = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let mut h = self.history.locked();
         if h.switches.len() == HISTORY {
             h.switches.pop_front();
         }
@@ -197,11 +198,7 @@ impl RouteStats {
             upstream_errors: self.upstream_errors.load(Relaxed),
             buckets: self.buckets.iter().map(|b| b.load(Relaxed)).collect(),
             sum_micros: self.sum_micros.load(Relaxed),
-            history: self
-                .history
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            history: self.history.locked().clone(),
         }
     }
 
@@ -216,12 +213,9 @@ impl RouteStats {
         }
         s.sum_micros.store(saved.sum_micros, Relaxed);
         s.last_total.store(s.total(), Relaxed);
-        *s.history.lock().unwrap_or_else(|e| e.into_inner()) = saved.history.clone();
+        *s.history.locked() = saved.history.clone();
         // The timeline counts what happens from now, not the restored totals.
-        s.timeline
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .start_at(&s);
+        s.timeline.locked().start_at(&s);
         s
     }
 }
@@ -300,20 +294,16 @@ struct Saved {
 impl Metrics {
     /// The stats of a host, created on first use.
     pub fn route(&self, host: &str) -> Arc<RouteStats> {
-        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut routes = self.routes.locked();
         routes.entry(host.to_string()).or_default().clone()
     }
 
     pub fn existing(&self, host: &str) -> Option<Arc<RouteStats>> {
-        self.routes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(host)
-            .cloned()
+        self.routes.locked().get(host).cloned()
     }
 
     pub fn all(&self) -> Vec<(String, Arc<RouteStats>)> {
-        let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let routes = self.routes.locked();
         let mut v: Vec<_> = routes.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
@@ -332,10 +322,7 @@ impl Metrics {
             let last = s.last_total.swap(total, Relaxed);
             let rps = total.saturating_sub(last) as f64 / interval.as_secs_f64();
             s.rps_bits.store(rps.to_bits(), Relaxed);
-            s.timeline
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .sample(&s, now);
+            s.timeline.locked().sample(&s, now);
         }
     }
 
@@ -360,7 +347,7 @@ impl Metrics {
         };
         let m = Metrics::default();
         {
-            let mut routes = m.routes.lock().unwrap_or_else(|e| e.into_inner());
+            let mut routes = m.routes.locked();
             for (h, r) in &saved.routes {
                 routes.insert(h.clone(), Arc::new(RouteStats::restore(r)));
             }
@@ -430,7 +417,7 @@ impl Metrics {
         }
         out.push_str("# HELP portok_redeploys_total Redeploys per route and outcome.\n# TYPE portok_redeploys_total counter\n");
         for (h, s) in &routes {
-            let hist = s.history.lock().unwrap_or_else(|e| e.into_inner());
+            let hist = s.history.locked();
             let mut outcomes: Vec<_> = hist.redeploy_counts.iter().collect();
             outcomes.sort();
             for (outcome, n) in outcomes {

@@ -4,11 +4,11 @@
 //! is what surrounds it: route ownership and the app's run socket (`portok restart`,
 //! `portok logs`).
 
+mod app_port;
 pub mod child;
 mod daemon_link;
 mod flags;
 mod loop_guard;
-mod ports;
 pub mod supervisor;
 pub mod tool;
 pub mod watch;
@@ -125,7 +125,7 @@ pub async fn run(plan: Plan, state: StateDir, proxy_port: u16) -> anyhow::Result
 
     let first_port = match opts.fixed_port {
         Some(p) => p,
-        None => ports::pick_port(&state, &[])?,
+        None => app_port::pick_port(&state, &[])?,
     };
     if let Some(listen) = opts.tcp {
         let (state, host) = (state.clone(), hostname.clone());
@@ -136,19 +136,13 @@ pub async fn run(plan: Plan, state: StateDir, proxy_port: u16) -> anyhow::Result
     }
     // A pool registers its route itself, once it has picked its instances' ports.
     if instances == 1 {
-        let (state, host) = (state.clone(), hostname.clone());
         let state_now = if opts.idle_stop.is_some() {
             RouteState::Idle
         } else {
             RouteState::Starting
         };
-        let route = opts.route(&host, first_port, 1, state_now, Vec::new());
-        tokio::task::spawn_blocking(move || {
-            register(&state, route)?;
-            daemon::ensure_and_reload(&state, proxy_port)?;
-            Ok::<_, anyhow::Error>(())
-        })
-        .await??;
+        let route = opts.route(&hostname, first_port, 1, state_now, Vec::new());
+        daemon_link::try_publish(&state, proxy_port, route, None).await?;
         match opts.idle_stop {
             Some(after) => say(&format!(
                 "{name} -> {url} ({also}), lazy: starts on the first request, stops after {} without one",
@@ -326,8 +320,13 @@ async fn serve_run_socket(
     }))
 }
 
-/// Send `make(waiter)` to the supervisor and answer with how it went.
-async fn outcome(tx: &mpsc::Sender<Control>, make: fn(supervisor::Waiter) -> Control) -> AppReply {
+/// Send `make(waiter)` to the supervisor and answer with how it went (`abandoned`: what
+/// is said when the supervisor drops the waiter).
+async fn outcome(
+    tx: &mpsc::Sender<Control>,
+    make: fn(supervisor::Waiter) -> Control,
+    abandoned: &str,
+) -> AppReply {
     let (rtx, rrx) = oneshot::channel();
     if tx.send(make(rtx)).await.is_err() {
         return AppReply::Failed {
@@ -340,28 +339,19 @@ async fn outcome(tx: &mpsc::Sender<Control>, make: fn(supervisor::Waiter) -> Con
             message: e.to_string(),
         },
         Err(_) => AppReply::Failed {
-            message: "the request was abandoned".into(),
+            message: abandoned.into(),
         },
     }
 }
 
 async fn answer(line: &str, tx: &mpsc::Sender<Control>) -> AppReply {
+    const ABANDONED: &str = "the request was abandoned";
     let failed = |message: &str| AppReply::Failed {
         message: message.into(),
     };
     match serde_json::from_str::<AppRequest>(line) {
         Ok(AppRequest::Restart) => {
-            let (rtx, rrx) = oneshot::channel();
-            if tx.send(Control::Restart(rtx)).await.is_err() {
-                return failed("the app is shutting down");
-            }
-            match rrx.await {
-                Ok(Ok(message)) => AppReply::Redeployed { message },
-                Ok(Err(e)) => AppReply::Failed {
-                    message: e.to_string(),
-                },
-                Err(_) => failed("the redeploy was abandoned"),
-            }
+            outcome(tx, Control::Restart, "the redeploy was abandoned").await
         }
         Ok(AppRequest::Logs { lines }) => {
             let (rtx, rrx) = oneshot::channel();
@@ -372,8 +362,8 @@ async fn answer(line: &str, tx: &mpsc::Sender<Control>) -> AppReply {
                 lines: rrx.await.unwrap_or_default(),
             }
         }
-        Ok(AppRequest::Rollback) => outcome(tx, Control::Rollback).await,
-        Ok(AppRequest::Stop) => outcome(tx, Control::Stop).await,
+        Ok(AppRequest::Rollback) => outcome(tx, Control::Rollback, ABANDONED).await,
+        Ok(AppRequest::Stop) => outcome(tx, Control::Stop, ABANDONED).await,
         Ok(AppRequest::Wake) => {
             let _ = tx.send(Control::Wake).await;
             AppReply::Noted

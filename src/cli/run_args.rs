@@ -14,9 +14,6 @@ pub struct RunArgs {
     /// In a linked git worktree, do not put the branch in front of the name
     #[arg(long)]
     pub no_worktree: bool,
-    /// Take the name from another running `portok run` (it is stopped)
-    #[arg(long)]
-    pub force: bool,
     /// Register the name under this suffix instead of .localhost (`--tld test`: NAME.test);
     /// the proxy serves it (`proxy start --tld test`, or PORTOK_TLD)
     #[arg(long, value_name = "SUFFIX")]
@@ -56,17 +53,8 @@ pub struct RunArgs {
     /// Longest wait, from the switch, for the old generation's requests to finish [default: 10]
     #[arg(long, value_name = "SECS")]
     pub drain: Option<f64>,
-    /// Live reload: browsers showing this app's pages reload after each redeploy and show
-    /// failed builds in an overlay
-    #[arg(long)]
-    pub reload: bool,
-    /// A TCP app: the daemon listens on 127.0.0.1:LISTEN_PORT and relays to the live
-    /// generation; ready means it accepts a connection (unless --health)
-    #[arg(long, value_name = "LISTEN_PORT")]
-    pub tcp: Option<u16>,
-    /// TCP apps: send a PROXY protocol v1 header first
-    #[arg(long, requires = "tcp")]
-    pub proxy_protocol: bool,
+    #[command(flatten)]
+    pub route: RouteFlags,
     /// Run N copies of the app (PORTOK_INSTANCE=0..N-1), each on its own port; requests
     /// (and TCP connections) go to the least busy, redeploys replace one at a time
     /// [default: 1]
@@ -90,12 +78,32 @@ pub struct RunArgs {
     /// The request inspector keeps the first 64 KiB of each request and response body
     #[arg(long)]
     pub inspect_bodies: bool,
-    /// Reachable from other machines when the proxy runs with --lan (see `portok share`)
-    #[arg(long)]
-    pub share: bool,
     /// The command and its arguments (default: portok.toml's `command`)
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
+}
+
+/// What a route is, beyond its port: the flags `portok run` and `portok alias` share, declared
+/// once. The help here is run's; [`crate::cli::AliasArgs`] words four of them for an alias.
+#[derive(Debug, Args, Clone)]
+pub struct RouteFlags {
+    /// Take the name from another running `portok run` (it is stopped)
+    #[arg(long)]
+    pub force: bool,
+    /// Live reload: browsers showing this app's pages reload after each redeploy and show
+    /// failed builds in an overlay
+    #[arg(long)]
+    pub reload: bool,
+    /// A TCP app: the daemon listens on 127.0.0.1:LISTEN_PORT and relays to the live
+    /// generation; ready means it accepts a connection (unless --health)
+    #[arg(long, value_name = "LISTEN_PORT")]
+    pub tcp: Option<u16>,
+    /// TCP apps: send a PROXY protocol v1 header first
+    #[arg(long, requires = "tcp")]
+    pub proxy_protocol: bool,
+    /// Reachable from other machines when the proxy runs with --lan (see `portok share`)
+    #[arg(long)]
+    pub share: bool,
 }
 
 #[derive(Debug, Args)]
@@ -156,12 +164,12 @@ impl RunArgs {
         self.kill_timeout = self.kill_timeout.or(config.kill_timeout);
         self.hold = self.hold.or(config.hold);
         self.app_port = self.app_port.or(config.app_port);
-        self.reload |= config.reload.unwrap_or(false);
-        self.tcp = self.tcp.or(config.tcp);
+        self.route.reload |= config.reload.unwrap_or(false);
+        self.route.tcp = self.route.tcp.or(config.tcp);
         self.instances = self.instances.or(config.instances);
         self.lazy |= config.lazy.unwrap_or(false);
         self.inspect_bodies |= config.inspect_bodies.unwrap_or(false);
-        self.share |= config.share.unwrap_or(false);
+        self.route.share |= config.share.unwrap_or(false);
         self.watch_all |= config.watch_all.unwrap_or(false);
         self.idle_stop = self.idle_stop.or(config.idle_stop);
         // The flags' variables win: they come last.
@@ -219,3 +227,27 @@ pub const RUN_VALUE_FLAGS: &[&str] = &[
     "--idle-stop",
     "--env",
 ];
+
+#[cfg(test)]
+mod tests {
+    use clap::Args;
+
+    /// [`super::RUN_VALUE_FLAGS`] is every option of `portok run` that takes a value, the
+    /// flattened route flags' too: `portok NAME --tcp 5432 CMD` must not take 5432 for CMD.
+    #[test]
+    fn run_value_flags_are_the_options_that_take_a_value() {
+        let cmd = super::RunArgs::augment_args(clap::Command::new("run"));
+        let mut taking: Vec<String> = cmd
+            .get_arguments()
+            .filter(|a| !a.is_positional() && a.get_action().takes_values())
+            .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+            .collect();
+        let mut listed: Vec<String> = super::RUN_VALUE_FLAGS
+            .iter()
+            .map(|f| f.to_string())
+            .collect();
+        taking.sort();
+        listed.sort();
+        assert_eq!(taking, listed);
+    }
+}

@@ -36,12 +36,12 @@ pub(super) fn alias(args: AliasArgs) -> anyhow::Result<i32> {
         ));
     }
     let proxy_port = state::proxy_port(None)?;
-    if let Some(listen) = args.tcp {
+    if let Some(listen) = args.route.tcp {
         crate::proxy::tcp::check_listen_port(&state, &host, listen, proxy_port, port)?;
     }
     let ((), notes) = store::update(&state, |routes| {
         if let Some(r) = routes.iter().find(|r| r.hostname == host) {
-            if r.pid != 0 && !args.force {
+            if r.pid != 0 && !args.route.force {
                 return Err(AliasError::Owned {
                     host: host.clone(),
                     pid: r.pid,
@@ -50,10 +50,10 @@ pub(super) fn alias(args: AliasArgs) -> anyhow::Result<i32> {
         }
         routes.retain(|r| r.hostname != host);
         routes.push(Route {
-            reload: args.reload,
-            tcp: args.tcp,
-            proxy_protocol: args.proxy_protocol,
-            share: args.share,
+            reload: args.route.reload,
+            tcp: args.route.tcp,
+            proxy_protocol: args.route.proxy_protocol,
+            share: args.route.share,
             ..Route::alias(host.clone(), port)
         });
         Ok(())
@@ -63,7 +63,7 @@ pub(super) fn alias(args: AliasArgs) -> anyhow::Result<i32> {
         Ok(s) => s,
         Err(e) => {
             // The daemon could not apply it (a TCP port it cannot bind): take it back.
-            if args.tcp.is_some() {
+            if args.route.tcp.is_some() {
                 let _ = store::update::<_, store::StoreError>(&state, |routes| {
                     routes.retain(|r| r.hostname != host);
                     Ok(())
@@ -73,7 +73,7 @@ pub(super) fn alias(args: AliasArgs) -> anyhow::Result<i32> {
             return Err(e.into());
         }
     };
-    match args.tcp {
+    match args.route.tcp {
         Some(listen) => {
             println!("127.0.0.1:{listen}");
             eprintln!("portok: {host}: tcp 127.0.0.1:{listen} -> 127.0.0.1:{port}");

@@ -298,7 +298,7 @@ fn daemon_check(state: &StateDir, status: Option<&DaemonStatus>, routes: &[Route
                 C,
                 format!(
                     "running (pid {}, up {}s, {} routes) and answering on 127.0.0.1:{} (portok {version})",
-                    s.pid, s.uptime_secs, s.routes, s.port
+                    s.pid, s.uptime_secs, s.route_count(), s.port
                 ),
             ),
             Err(e) => fail(

@@ -1,8 +1,8 @@
 //! `portok ports enable | disable | status`: loopback 443 and 80 sent to the daemon, so URLs
 //! need no port.
 
+use crate::clean_urls::{self, Paths, State};
 use crate::cli::PortsCmd;
-use crate::ports::{self, Paths, State};
 use crate::state::{self, StateDir};
 use crate::ui::say;
 
@@ -20,7 +20,7 @@ pub fn main(cmd: PortsCmd) -> anyhow::Result<i32> {
         .map_or_else(|| state::proxy_port(None), Ok)?;
     match cmd {
         PortsCmd::Enable => {
-            let done = ports::enable(port, &paths)?;
+            let done = clean_urls::enable(port, &paths)?;
             say(&format!(
                 "127.0.0.1 and ::1 ports 443 and 80 now go to port {port} ({})",
                 done.rules.display()
@@ -34,7 +34,7 @@ pub fn main(cmd: PortsCmd) -> anyhow::Result<i32> {
             Ok(0)
         }
         PortsCmd::Disable => {
-            if ports::disable(&paths)? {
+            if clean_urls::disable(&paths)? {
                 say("removed the loopback redirect of ports 443 and 80 and its files");
             } else {
                 say("nothing to remove: `portok ports enable` was not run here");
@@ -48,7 +48,7 @@ pub fn main(cmd: PortsCmd) -> anyhow::Result<i32> {
 fn status(state: &StateDir, paths: &Paths, port: u16) -> anyhow::Result<i32> {
     let daemon = crate::control::status(state);
     let reaches = || daemon.as_ref().is_some_and(|s| s.clean_urls);
-    match ports::state(paths, port, reaches) {
+    match clean_urls::state(paths, port, reaches) {
         State::Off => {
             say("off: URLs carry the port; `sudo portok ports enable` sends loopback 443 and 80 to the daemon");
             Ok(1)

@@ -29,8 +29,8 @@ pub(super) fn proxy(cmd: ProxyCmd) -> anyhow::Result<i32> {
                         s.pid,
                         s.port,
                         crate::ui::duration(s.uptime_secs),
-                        s.routes,
-                        if s.routes == 1 { "" } else { "s" },
+                        s.route_count(),
+                        if s.route_count() == 1 { "" } else { "s" },
                         s.listening.join(" and ")
                     );
                 }

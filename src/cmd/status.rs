@@ -40,10 +40,10 @@ pub(super) fn status(name: Option<&str>, json: bool) -> anyhow::Result<i32> {
     if host.is_none() {
         println!(
             "portok {} on port {} (pid {}), up {}, {} requests, dashboard {}",
-            status.version,
-            status.port,
-            status.pid,
-            crate::ui::duration(status.uptime_secs),
+            status.daemon.version,
+            status.daemon.port,
+            status.daemon.pid,
+            crate::ui::duration(status.daemon.uptime_secs),
             status.totals.requests,
             status.dashboard
         );

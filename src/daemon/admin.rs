@@ -4,12 +4,14 @@
 //! No other host name reaches any of this (the handler dispatches on the exact host).
 
 use super::state::{AppEvent, DaemonState};
+use crate::control::DaemonStatus;
 use crate::daemon::status::{BackendStatus, Responses, RouteStatus, Status, TcpStatus, Totals};
 use crate::metrics::RouteStats;
 use crate::names::short_name;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::ConnInfo;
 use crate::routes::{unix_now, LiveRoute, RouteState};
+use crate::sync::LockExt;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -21,8 +23,8 @@ use std::time::{Duration, Instant};
 
 mod app;
 mod history;
-pub(crate) mod inspect;
 mod pages;
+pub(crate) mod requests;
 
 pub const HOST: &str = crate::names::ADMIN_HOST;
 
@@ -55,6 +57,8 @@ impl crate::proxy::DaemonPages for Pages {
 const MAX_FAILURES: u32 = 5;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
+/// Everything under `portok.localhost`, for loopback clients: the pages and `/metrics`
+/// ([`page`]), the JSON API ([`api_get`]), and the token-checked actions ([`post`]).
 pub async fn handle(
     d: &Arc<DaemonState>,
     req: Request<Incoming>,
@@ -69,164 +73,212 @@ pub async fn handle(
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     let query = req.uri().query().unwrap_or("").to_string();
-    let param = |key: &str| param(&query, key);
-    let secrets = param("secrets").is_some_and(|v| v == "1" || v == "true");
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let not_found = |name: &str| {
+    let answer = match (&method, segments.as_slice()) {
+        (&Method::GET, ["api", rest @ ..]) => api_get(d, rest, &query),
+        (&Method::GET, segments) => page(d, segments).await,
+        (&Method::POST, ["api", "routes", name, rest @ ..]) => {
+            post(d, &req, conn, name, rest, &query).await
+        }
+        _ => None,
+    };
+    answer.unwrap_or_else(|| {
         json_response(
             StatusCode::NOT_FOUND,
-            json!({"error": format!("no route named {name}")}),
+            json!({"error": format!("nothing at {method} {path}")}),
         )
-    };
-    match (&method, segments.as_slice()) {
-        (&Method::GET, [""]) => html_response(pages::dashboard(d)),
-        (&Method::GET, ["rows"]) => html_response(pages::rows(d, &status(d))),
-        (&Method::GET, ["style.css"]) => {
-            let mut r = Response::new(ProxyBody::full(pages::STYLE));
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/css"));
-            r
-        }
-        (&Method::GET, ["routes", name]) => match route_status_by_name(d, name) {
+    })
+}
+
+/// The 404 for a route name that names no route.
+fn no_route(name: &str) -> Response<ProxyBody> {
+    json_response(
+        StatusCode::NOT_FOUND,
+        json!({"error": format!("no route named {name}")}),
+    )
+}
+
+/// The 404 for a path segment that is not a request id.
+fn not_a_request_id(id: &str) -> Response<ProxyBody> {
+    json_response(
+        StatusCode::NOT_FOUND,
+        json!({"error": format!("{id:?} is not a request id")}),
+    )
+}
+
+/// A `GET` of a page (rendered on the server), the stylesheet or `/metrics`; None: no
+/// such page.
+async fn page(d: &Arc<DaemonState>, segments: &[&str]) -> Option<Response<ProxyBody>> {
+    Some(match segments {
+        [""] => html_response(pages::dashboard(d)),
+        ["rows"] => html_response(pages::rows(d, &status(d))),
+        ["style.css"] => text_response(pages::STYLE, "text/css"),
+        ["routes", name] => match route_status_by_name(d, name) {
             Some(r) => {
                 let log = app::tail(d, &r.hostname, 100).await;
                 html_response(pages::route_page(d, &r, &log))
             }
-            None => not_found(name),
+            None => no_route(name),
         },
-        (&Method::GET, ["routes", name, "charts"]) => match hostname_of(d, name) {
+        ["routes", name, "charts"] => match hostname_of(d, name) {
             Some(host) => html_response(pages::charts(d, &host)),
-            None => not_found(name),
+            None => no_route(name),
         },
-        (&Method::GET, ["inspect", name]) => match inspect::list(d, name, 0, false) {
-            Ok(list) => {
-                let bodies = inspect::ring(d, name)
-                    .ok()
-                    .and_then(|(_, s)| s)
-                    .and_then(|s| s.inspect.get().map(|r| r.bodies.load(Relaxed)))
-                    .unwrap_or(false);
-                html_response(pages::inspect_page(d, name, &list, bodies))
-            }
-            Err(e) => inspect::error_response(&e),
-        },
-        (&Method::GET, ["api", "status"]) => json_response(StatusCode::OK, json!(status(d))),
-        (&Method::GET, ["api", "events"]) => events(d, None),
-        (&Method::GET, ["api", "routes", name]) => match route_status_by_name(d, name) {
+        ["inspect", name] => inspect_page(d, name),
+        ["metrics"] => text_response(metrics_text(d), "text/plain; version=0.0.4; charset=utf-8"),
+        _ => return None,
+    })
+}
+
+/// The inspector's page of route `name`.
+fn inspect_page(d: &DaemonState, name: &str) -> Response<ProxyBody> {
+    match requests::list(d, name, 0, false) {
+        Ok(list) => {
+            let bodies = requests::ring(d, name)
+                .ok()
+                .and_then(|(_, s)| s)
+                .and_then(|s| s.inspect.get().map(|r| r.bodies.load(Relaxed)))
+                .unwrap_or(false);
+            html_response(pages::inspect_page(d, name, &list, bodies))
+        }
+        Err(e) => requests::error_response(&e),
+    }
+}
+
+/// `/metrics`: the routes' counters, then TCP routes' and pool instances'.
+fn metrics_text(d: &DaemonState) -> String {
+    let hosts = d.ctx.routes.load().hostnames();
+    let mut text = d.ctx.metrics.prometheus(&hosts);
+    text.push_str(&tcp_metrics(d));
+    text.push_str(&instance_metrics(d));
+    text
+}
+
+/// A `GET` under `/api/` (`rest` is the path after it); None: nothing there.
+fn api_get(d: &Arc<DaemonState>, rest: &[&str], query: &str) -> Option<Response<ProxyBody>> {
+    let secrets = param(query, "secrets").is_some_and(|v| v == "1" || v == "true");
+    Some(match rest {
+        ["status"] => json_response(StatusCode::OK, json!(status(d))),
+        ["events"] => events(d, None),
+        ["routes", name] => match route_status_by_name(d, name) {
             Some(r) => json_response(StatusCode::OK, json!(r)),
-            None => not_found(name),
+            None => no_route(name),
         },
-        (&Method::GET, ["api", "routes", name, "history"]) => {
-            let Some(host) = hostname_of(d, name) else {
-                return not_found(name);
-            };
-            match history::window(param("window").as_deref()) {
-                Ok(secs) => {
-                    let stats = d.ctx.metrics.route(&host);
-                    json_response(StatusCode::OK, history::history_json(&stats, &host, secs))
-                }
-                Err(e) => json_response(StatusCode::BAD_REQUEST, json!({"error": e})),
-            }
-        }
-        (&Method::GET, ["api", "routes", name, "logs"]) => match hostname_of(d, name) {
+        ["routes", name, "history"] => route_history(d, name, query),
+        ["routes", name, "logs"] => match hostname_of(d, name) {
             Some(host) => app::follow(d, host),
-            None => not_found(name),
+            None => no_route(name),
         },
-        (&Method::GET, ["api", "routes", name, "requests"]) => {
-            let after = param("after").and_then(|a| a.parse().ok()).unwrap_or(0);
-            match inspect::list(d, name, after, secrets) {
+        ["routes", name, "requests"] => {
+            let after = param(query, "after")
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(0);
+            match requests::list(d, name, after, secrets) {
                 Ok(list) => json_response(StatusCode::OK, Value::Array(list)),
-                Err(e) => inspect::error_response(&e),
+                Err(e) => requests::error_response(&e),
             }
         }
-        (&Method::GET, ["api", "routes", name, "requests", "stream"]) => {
-            inspect::stream(d, name, secrets).unwrap_or_else(|e| inspect::error_response(&e))
+        ["routes", name, "requests", "stream"] => {
+            requests::stream(d, name, secrets).unwrap_or_else(|e| requests::error_response(&e))
         }
-        (&Method::GET, ["api", "routes", name, "requests", id]) => {
-            let Ok(id) = id.parse::<u64>() else {
-                return json_response(
-                    StatusCode::NOT_FOUND,
-                    json!({"error": format!("{id:?} is not a request id")}),
-                );
-            };
-            match inspect::one(d, name, id, secrets) {
+        ["routes", name, "requests", id] => match id.parse::<u64>() {
+            Ok(n) => match requests::one(d, name, n, secrets) {
                 Ok(v) => json_response(StatusCode::OK, v),
-                Err(e) => inspect::error_response(&e),
-            }
+                Err(e) => requests::error_response(&e),
+            },
+            Err(_) => not_a_request_id(id),
+        },
+        _ => return None,
+    })
+}
+
+/// `GET /api/routes/NAME/history?window=...`.
+fn route_history(d: &DaemonState, name: &str, query: &str) -> Response<ProxyBody> {
+    let Some(host) = hostname_of(d, name) else {
+        return no_route(name);
+    };
+    match history::window(param(query, "window").as_deref()) {
+        Ok(secs) => {
+            let stats = d.ctx.metrics.route(&host);
+            json_response(StatusCode::OK, history::history_json(&stats, &host, secs))
         }
-        (&Method::GET, ["metrics"]) => {
-            let hosts = d.ctx.routes.load().hostnames();
-            let mut text = d.ctx.metrics.prometheus(&hosts);
-            text.push_str(&tcp_metrics(d));
-            text.push_str(&instance_metrics(d));
-            let mut r = Response::new(ProxyBody::full(text));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            r
-        }
-        (&Method::POST, ["api", "routes", name, "requests", id, "replay"]) => {
-            if let Err(resp) = authorize(d, &req, conn) {
-                return *resp;
-            }
-            let Ok(id) = id.parse::<u64>() else {
-                return json_response(
-                    StatusCode::NOT_FOUND,
-                    json!({"error": format!("{id:?} is not a request id")}),
-                );
-            };
-            match inspect::replay(d, name, id).await {
+        Err(e) => json_response(StatusCode::BAD_REQUEST, json!({"error": e})),
+    }
+}
+
+/// A `POST /api/routes/NAME/...` (`rest` is the path after NAME), once the token is
+/// checked: replay a request, or an action on the route. None: nothing there.
+async fn post(
+    d: &Arc<DaemonState>,
+    req: &Request<Incoming>,
+    conn: ConnInfo,
+    name: &str,
+    rest: &[&str],
+    query: &str,
+) -> Option<Response<ProxyBody>> {
+    if !matches!(rest, [_] | ["requests", _, "replay"]) {
+        return None;
+    }
+    if let Err(resp) = authorize(d, req, conn) {
+        return Some(*resp);
+    }
+    Some(match rest {
+        ["requests", id, "replay"] => match id.parse::<u64>() {
+            Ok(n) => match requests::replay(d, name, n).await {
                 Ok(v) => json_response(StatusCode::OK, v),
-                Err(e) => inspect::error_response(&e),
-            }
+                Err(e) => requests::error_response(&e),
+            },
+            Err(_) => not_a_request_id(id),
+        },
+        [action] => match hostname_of(d, name) {
+            Some(host) => route_action(d, host, name, action, query).await,
+            None => no_route(name),
+        },
+        _ => return None,
+    })
+}
+
+/// `POST /api/routes/NAME/ACTION`: restart, rollback, stop, switch, share, unshare and
+/// inspect-bodies.
+async fn route_action(
+    d: &Arc<DaemonState>,
+    host: String,
+    name: &str,
+    action: &str,
+    query: &str,
+) -> Response<ProxyBody> {
+    use crate::control::AppRequest;
+    match action {
+        "restart" => app::action(d, host, AppRequest::Restart).await,
+        "rollback" => app::action(d, host, AppRequest::Rollback).await,
+        "stop" => app::action(d, host, AppRequest::Stop).await,
+        "switch" => switch(d, name, query).await,
+        "share" | "unshare" => {
+            let on = action == "share";
+            d.change_routes(move |routes| {
+                routes
+                    .iter_mut()
+                    .find(|r| r.hostname == host && r.share != on)
+                    .map(|r| r.share = on)
+                    .is_some()
+            })
+            .await;
+            json_response(StatusCode::OK, json!({"ok": true, "shared": on}))
         }
-        (&Method::POST, ["api", "routes", name, action]) => {
-            if let Err(resp) = authorize(d, &req, conn) {
-                return *resp;
-            }
-            let Some(host) = hostname_of(d, name) else {
-                return not_found(name);
-            };
-            let name = name.to_string();
-            use crate::control::AppRequest;
-            match *action {
-                "restart" => app::action(d, host, AppRequest::Restart).await,
-                "rollback" => app::action(d, host, AppRequest::Rollback).await,
-                "stop" => app::action(d, host, AppRequest::Stop).await,
-                "switch" => switch(d, &name, &query).await,
-                "share" | "unshare" => {
-                    let on = *action == "share";
-                    let h = host.clone();
-                    d.change_routes(move |routes| {
-                        routes
-                            .iter_mut()
-                            .find(|r| r.hostname == h && r.share != on)
-                            .map(|r| r.share = on)
-                            .is_some()
-                    })
-                    .await;
-                    json_response(StatusCode::OK, json!({"ok": true, "shared": on}))
-                }
-                "inspect-bodies" => {
-                    let on = param("on").is_some_and(|v| v == "1" || v == "true");
-                    d.ctx
-                        .metrics
-                        .route(&host)
-                        .inspect
-                        .get_or_init(d.ctx.inspect_capacity.max(1))
-                        .bodies
-                        .store(on, Relaxed);
-                    json_response(StatusCode::OK, json!({"ok": true, "bodies": on}))
-                }
-                _ => json_response(
-                    StatusCode::NOT_FOUND,
-                    json!({"error": format!("unknown action {action}")}),
-                ),
-            }
+        "inspect-bodies" => {
+            let on = param(query, "on").is_some_and(|v| v == "1" || v == "true");
+            d.ctx
+                .metrics
+                .route(&host)
+                .inspect
+                .get_or_init(d.ctx.inspect_capacity.max(1))
+                .bodies
+                .store(on, Relaxed);
+            json_response(StatusCode::OK, json!({"ok": true, "bodies": on}))
         }
         _ => json_response(
             StatusCode::NOT_FOUND,
-            json!({"error": format!("nothing at {method} {path}")}),
+            json!({"error": format!("unknown action {action}")}),
         ),
     }
 }
@@ -268,9 +320,7 @@ fn sse_response(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response<ProxyBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
     );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+    no_store(r)
 }
 
 /// Prometheus lines for each instance of a pool (`portok run --instances N`).
@@ -369,7 +419,7 @@ fn authorize(
         )));
     }
     let ip = conn.peer.ip();
-    let mut failures = d.admin_failures.lock().unwrap_or_else(|e| e.into_inner());
+    let mut failures = d.admin_failures.locked();
     let now = Instant::now();
     failures.retain(|_, (_, since)| now.duration_since(*since) < FAILURE_WINDOW);
     if failures.get(&ip).is_some_and(|(n, _)| *n >= MAX_FAILURES) {
@@ -500,26 +550,28 @@ async fn switch(d: &Arc<DaemonState>, name: &str, query: &str) -> Response<Proxy
 fn json_response(status: StatusCode, v: Value) -> Response<ProxyBody> {
     let mut body = serde_json::to_vec_pretty(&v).unwrap_or_default();
     body.push(b'\n');
-    let mut r = Response::new(ProxyBody::full(body));
+    let mut r = no_store(text_response(body, "application/json"));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    r
+}
+
+/// A body of type `content_type`, as is (the stylesheet, `/metrics`).
+fn text_response(body: impl Into<Bytes>, content_type: &'static str) -> Response<ProxyBody> {
+    let mut r = Response::new(ProxyBody::full(body));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// `r`, marked `cache-control: no-store` (pages and JSON that change by the second).
+fn no_store(mut r: Response<ProxyBody>) -> Response<ProxyBody> {
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
 fn html_response(body: String) -> Response<ProxyBody> {
-    let mut r = Response::new(ProxyBody::full(body));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+    no_store(text_response(body, "text/html; charset=utf-8"))
 }
 
 /// Seconds as milliseconds with two decimals.
@@ -531,14 +583,9 @@ fn ms(v: Option<f64>) -> Option<f64> {
 pub fn route_status(d: &DaemonState, live: &LiveRoute) -> RouteStatus {
     let r = &live.route;
     let s: &RouteStats = &live.stats;
-    let hist = s.history.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let hist = s.history.locked().clone();
     let crash = if r.is_crashed() {
-        d.ctx
-            .crashes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&r.hostname)
-            .cloned()
+        d.ctx.crashes.locked().get(&r.hostname).cloned()
     } else {
         None
     };
@@ -568,17 +615,12 @@ pub fn route_status(d: &DaemonState, live: &LiveRoute) -> RouteStatus {
         shared: r.share,
         lan_url: d
             .lan_names
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .locked()
             .get(&r.hostname)
             .map(|n| format!("http://{}:{}", n.trim_end_matches('.'), d.ctx.port)),
         inspector: s.inspect.get().map(|ring| {
             let (requests, bytes) = ring.usage();
-            let timeline = s
-                .timeline
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .memory();
+            let timeline = s.timeline.locked().memory();
             crate::daemon::status::InspectorStatus {
                 requests,
                 capacity: ring.capacity(),
@@ -644,18 +686,17 @@ pub fn status(d: &DaemonState) -> Status {
         .map(|l| l.stats.inflight.load(Relaxed).max(0))
         .sum();
     Status {
-        version: env!("CARGO_PKG_VERSION").into(),
-        pid: std::process::id(),
-        port: d.ctx.port,
-        uptime_secs: d.started.elapsed().as_secs(),
-        tls: d.ctx.tls.is_some(),
-        listening: d
-            .listening
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone(),
-        tlds: d.tlds.clone(),
-        clean_urls: d.url_base().clean,
+        daemon: DaemonStatus {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            port: d.ctx.port,
+            uptime_secs: d.started.elapsed().as_secs(),
+            routes: None,
+            tls: d.ctx.tls.is_some(),
+            listening: d.listening.locked().clone(),
+            tlds: d.tlds.clone(),
+            clean_urls: d.url_base().clean,
+        },
         dashboard: format!("{}/", d.url_base().url(HOST)),
         totals: Totals {
             requests: total,
@@ -725,11 +766,6 @@ fn events_with(
 /// `/__portok/events` on an app's host: that app's events only, starting with a failure
 /// that still stands (so a page loaded during a broken build shows the overlay).
 pub fn app_events(d: &Arc<DaemonState>, host: &str) -> Response<ProxyBody> {
-    let standing = d
-        .last_failure
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(host)
-        .cloned();
+    let standing = d.last_failure.locked().get(host).cloned();
     events_with(d, Some(host.to_string()), standing)
 }

@@ -6,6 +6,7 @@
 use super::state::DaemonState;
 use crate::control::{self, AppRequest};
 use crate::routes::RouteState;
+use crate::sync::LockExt;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ const WAKE_AGAIN: Duration = Duration::from_secs(2);
 /// [`WAKE_AGAIN`]); returns at once.
 pub fn wake(d: &DaemonState, host: &str) {
     {
-        let mut woken = d.woken.lock().unwrap_or_else(|e| e.into_inner());
+        let mut woken = d.woken.locked();
         let now = Instant::now();
         if woken.get(host).is_some_and(|t| now < *t + WAKE_AGAIN) {
             return;

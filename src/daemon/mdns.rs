@@ -5,6 +5,7 @@
 //! (`web-2.local`); the name that won is what `portok status` shows.
 
 use super::state::DaemonState;
+use crate::sync::LockExt;
 use mdns_sd::{DaemonEvent, IfKind, ServiceDaemon, ServiceInfo};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -52,7 +53,7 @@ pub async fn announce_loop(
                         to = change.new_name,
                         "mDNS: the name was taken on the network; using another"
                     );
-                    let mut n = names.lock().unwrap_or_else(|e| e.into_inner());
+                    let mut n = names.locked();
                     for v in n.values_mut().filter(|v| **v == change.original) {
                         *v = change.new_name.clone();
                     }
@@ -80,10 +81,7 @@ pub async fn announce_loop(
         {
             if let Some(full) = announced.remove(&host) {
                 let _ = mdns.unregister(&full);
-                d.lan_names
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&host);
+                d.lan_names.locked().remove(&host);
                 info!(host, "mDNS: withdrawn");
             }
         }
@@ -108,10 +106,7 @@ pub async fn announce_loop(
             }) {
                 Ok(full) => {
                     info!(host, name, "mDNS: announced");
-                    d.lan_names
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(host.clone(), name.clone());
+                    d.lan_names.locked().insert(host.clone(), name.clone());
                     announced.insert(host.clone(), full);
                 }
                 Err(e) => warn!(host, error = %e, "mDNS: cannot announce"),

@@ -10,6 +10,7 @@
 
 use super::state::DaemonState;
 use crate::routes::{store, Route, RouteTable};
+use crate::sync::LockExt;
 use crate::sys::pid_alive;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -46,11 +47,11 @@ pub struct RouteSync {
 
 impl RouteSync {
     fn loaded(&self) -> Option<Stamp> {
-        *self.loaded.lock().unwrap_or_else(|e| e.into_inner())
+        *self.loaded.locked()
     }
 
     fn set_loaded(&self, s: Option<Stamp>) {
-        *self.loaded.lock().unwrap_or_else(|e| e.into_inner()) = s;
+        *self.loaded.locked() = s;
     }
 }
 

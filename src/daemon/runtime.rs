@@ -6,6 +6,7 @@ use super::state::{AppEvent, DaemonState, EventKind};
 use crate::control::{DaemonStatus, Reply, Request};
 use crate::metrics::Metrics;
 use crate::proxy::{self, Ctx, Limits};
+use crate::sync::LockExt;
 
 use crate::state::StateDir;
 use crate::sys::pid_alive;
@@ -106,15 +107,48 @@ fn announce(line: &str) {
     crate::sys::stdout_to_null();
 }
 
+/// The daemon's life in steps: take the state dir, listen, set up TLS and the proxy's
+/// context, announce `ready` (a failure before that is announced instead), serve until
+/// told to stop, then stop gracefully.
 async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
-    if let Err(e) = state.ensure() {
-        announce(&format!("error: {e}"));
-        return Err(e.into());
-    }
+    let Some(pid_file) = lock_state_dir(&state)? else {
+        announce(crate::daemon::ALREADY_RUNNING);
+        return Ok(());
+    };
+    let (listeners, listening) =
+        listen(&config).inspect_err(|e| announce(&format!("error: {e}")))?;
+    let lan_ips = lan_ips(&listening);
+    let tls =
+        tls_config(&state, &config, &lan_ips).inspect_err(|e| announce(&format!("error: {e}")))?;
+    let token = admin_token(&state).inspect_err(|e| announce(&format!("error: {e:#}")))?;
+    let daemon = new_daemon(&state, &config, tls, token);
+    daemon.reload().await;
+
+    let sock_path = state.control_socket();
+    let control = bind_control(&sock_path)?;
+    info!(port = config.port, addrs = ?listening, "portok daemon listening");
+    *daemon.shared.listening.locked() = listening;
+    write_pid_files(&state, &pid_file, config.port)?;
+    announce(crate::daemon::READY);
+
+    let tasks = spawn_tasks(&daemon, listeners, control, lan_ips, config.port);
+    daemon.shutdown.cancelled().await;
+    stop(&daemon, tasks).await;
+    let _ = std::fs::remove_file(&sock_path);
+    let _ = std::fs::remove_file(state.port_file());
+    let _ = pid_file.set_len(0);
+    Ok(())
+}
+
+/// Make the state dir (a failure is announced), and take the lock on proxy.pid: one
+/// daemon per state dir, whoever holds it. None: another daemon holds it.
+fn lock_state_dir(state: &StateDir) -> anyhow::Result<Option<std::fs::File>> {
+    state
+        .ensure()
+        .inspect_err(|e| announce(&format!("error: {e}")))?;
     for path in state.secure_files() {
         warn!(path = %path.display(), "a secret file was readable by others; made it 0600");
     }
-    // One daemon per state dir: whoever holds the lock on proxy.pid is it.
     let pid_file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -122,61 +156,69 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
         .truncate(false)
         .open(state.pid_file())
         .with_context(|| format!("opening {}", state.pid_file().display()))?;
-    if !FileExt::try_lock_exclusive(&pid_file).unwrap_or(false) {
-        announce(crate::daemon::ALREADY_RUNNING);
-        return Ok(());
-    }
-    let mut listeners = match bind_listeners(config.port) {
-        Ok(l) => l,
-        Err(e) => {
-            announce(&format!("error: {e}"));
-            return Err(e.into());
-        }
-    };
+    Ok(FileExt::try_lock_exclusive(&pid_file)
+        .unwrap_or(false)
+        .then_some(pid_file))
+}
+
+/// The loopback listeners (and with `--lan`, the machine's other addresses), with the
+/// addresses they listen on.
+fn listen(config: &DaemonConfig) -> Result<(Vec<TcpListener>, Vec<String>), StartError> {
+    let mut listeners = bind_listeners(config.port)?;
     if let Some(interfaces) = &config.lan {
         listeners.extend(bind_lan(config.port, interfaces));
     }
-    let listening: Vec<String> = listeners
+    let listening = listeners
         .iter()
         .filter_map(|l| l.local_addr().ok())
         .map(|a| a.to_string())
         .collect();
-    let lan_ips: Vec<std::net::IpAddr> = listening
+    Ok((listeners, listening))
+}
+
+/// The addresses of `listening` that are not loopback (`--lan`).
+fn lan_ips(listening: &[String]) -> Vec<std::net::IpAddr> {
+    listening
         .iter()
         .filter_map(|a| a.parse::<SocketAddr>().ok())
         .map(|a| a.ip())
         .filter(|ip| !crate::proxy::lan::is_local(*ip))
-        .collect();
-    let tls = match &config.tls {
+        .collect()
+}
+
+/// The TLS server config: leaves from the local CA (for .localhost, the TLDs, and on the
+/// LAN .local and its addresses), or `--cert`/`--key`.
+fn tls_config(
+    state: &StateDir,
+    config: &DaemonConfig,
+    lan_ips: &[std::net::IpAddr],
+) -> Result<Arc<rustls::ServerConfig>, crate::proxy::tls::TlsError> {
+    match &config.tls {
         TlsSource::LocalCa => {
             // On the LAN, shared routes are also NAME.local: the CA covers .local then.
             let mut names = config.tlds.clone();
             if config.lan.is_some() {
                 names.push(crate::names::LAN_TLD.to_string());
             }
-            crate::proxy::tls::server_config(state.root(), &names, &lan_ips)
+            crate::proxy::tls::server_config(state.root(), &names, lan_ips)
         }
         TlsSource::Files { cert, key } => crate::proxy::tls::server_config_from_files(cert, key),
-    };
-    let tls = match tls {
-        Ok(t) => t,
-        Err(e) => {
-            announce(&format!("error: {e}"));
-            return Err(e.into());
-        }
-    };
+    }
+}
+
+/// The proxy's context (with the metrics saved last time) and the daemon's own state
+/// around it.
+fn new_daemon(
+    state: &StateDir,
+    config: &DaemonConfig,
+    tls: Arc<rustls::ServerConfig>,
+    token: String,
+) -> Arc<Daemon> {
     let metrics = Arc::new(
         std::fs::read(state.stats_file())
             .map(|b| Metrics::from_json(&b))
             .unwrap_or_default(),
     );
-    let token = match admin_token(&state) {
-        Ok(t) => t,
-        Err(e) => {
-            announce(&format!("error: {e:#}"));
-            return Err(e);
-        }
-    };
     let mut ctx = Ctx::new(
         state.clone(),
         config.port,
@@ -193,54 +235,67 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
     let _ = ctx
         .pages
         .set(Arc::new(crate::daemon::admin::Pages(shared.clone())));
-    let daemon = Arc::new(Daemon {
+    Arc::new(Daemon {
         state: state.clone(),
         ctx: ctx.clone(),
-        shared: shared.clone(),
+        shared,
         shutdown: ctx.stopping.clone(),
         stop_grace: std::sync::Mutex::new(crate::control::STOP_GRACE),
         stopped: tokio::sync::watch::channel(None).0,
         stop_replied: tokio::sync::Notify::new(),
         sync_hosts: config.sync_hosts,
-    });
-    daemon.reload().await;
+    })
+}
 
-    let sock_path = state.control_socket();
-    let _ = std::fs::remove_file(&sock_path);
-    let control = UnixListener::bind(&sock_path)
+/// The control socket, mode 0600 (one left by a daemon that died is replaced).
+fn bind_control(sock_path: &std::path::Path) -> anyhow::Result<UnixListener> {
+    let _ = std::fs::remove_file(sock_path);
+    let control = UnixListener::bind(sock_path)
         .with_context(|| format!("binding the control socket {}", sock_path.display()))?;
-    std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::set_permissions(sock_path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(control)
+}
 
-    info!(port = config.port, addrs = ?listening, "portok daemon listening");
-    *shared.listening.lock().unwrap_or_else(|e| e.into_inner()) = listening;
-    write_pid_files(&state, &pid_file, config.port)?;
-    announce(crate::daemon::READY);
-
+/// The daemon's tasks: the proxy, the control socket, and the loops that keep routes,
+/// ports, metrics, mDNS and lazy apps in step.
+fn spawn_tasks(
+    daemon: &Arc<Daemon>,
+    listeners: Vec<TcpListener>,
+    control: UnixListener,
+    lan_ips: Vec<std::net::IpAddr>,
+    port: u16,
+) -> tokio::task::JoinSet<()> {
     let mut tasks = tokio::task::JoinSet::new();
-    tasks.spawn(proxy::serve(listeners, ctx, daemon.shutdown.clone()));
+    let shutdown = &daemon.shutdown;
+    tasks.spawn(proxy::serve(
+        listeners,
+        daemon.ctx.clone(),
+        shutdown.clone(),
+    ));
     tasks.spawn(control_loop(control, daemon.clone()));
     tasks.spawn(sweep_loop(daemon.clone()));
     tasks.spawn(watch_loop(daemon.clone()));
     tasks.spawn(ports_loop(daemon.clone()));
-    tasks.spawn(signal_loop(daemon.shutdown.clone()));
+    tasks.spawn(signal_loop(shutdown.clone()));
     tasks.spawn(metrics_loop(daemon.clone()));
-    {
-        let state = state.clone();
-        tasks.spawn(async move { ensure_added_owners(&state).await });
-    }
+    let state = daemon.state.clone();
+    tasks.spawn(async move { ensure_added_owners(&state).await });
+    let shared = &daemon.shared;
     tasks.spawn(super::mdns::announce_loop(
         shared.clone(),
         lan_ips,
-        config.port,
-        daemon.shutdown.clone(),
+        port,
+        shutdown.clone(),
     ));
-    tasks.spawn(super::lazy::idle_loop(
-        shared.clone(),
-        daemon.shutdown.clone(),
-    ));
+    tasks.spawn(super::lazy::idle_loop(shared.clone(), shutdown.clone()));
+    tasks
+}
 
-    daemon.shutdown.cancelled().await;
-    let grace = *daemon.stop_grace.lock().unwrap_or_else(|e| e.into_inner());
+/// The graceful stop, once told to: let requests in flight finish (up to the grace), reply
+/// to a waiting `portok proxy stop`, end the tasks, and leave the hosts file and
+/// stats.json as they should be.
+async fn stop(daemon: &Daemon, mut tasks: tokio::task::JoinSet<()>) {
+    let grace = *daemon.stop_grace.locked();
     info!(
         ?grace,
         "stopping: no new connections; letting requests in flight finish"
@@ -273,11 +328,7 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
             warn!(error = %e, "cannot remove portok's hosts block");
         }
     }
-    save_metrics(&daemon);
-    let _ = std::fs::remove_file(&sock_path);
-    let _ = std::fs::remove_file(state.port_file());
-    let _ = pid_file.set_len(0);
-    Ok(())
+    save_metrics(daemon);
 }
 
 fn write_pid_files(state: &StateDir, pid_file: &std::fs::File, port: u16) -> anyhow::Result<()> {
@@ -436,8 +487,7 @@ async fn handle_control(req: Request, daemon: &Daemon) -> Reply {
         },
         Request::Shutdown { within_ms } => {
             if let Some(ms) = within_ms {
-                *daemon.stop_grace.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Duration::from_millis(ms);
+                *daemon.stop_grace.locked() = Duration::from_millis(ms);
             }
             let mut stopped = daemon.stopped.subscribe();
             daemon.shutdown.cancel();
@@ -467,7 +517,7 @@ async fn handle_control(req: Request, daemon: &Daemon) -> Reply {
             tail,
         } => {
             {
-                let mut crashes = daemon.ctx.crashes.lock().unwrap_or_else(|e| e.into_inner());
+                let mut crashes = daemon.ctx.crashes.locked();
                 crashes.insert(
                     hostname.clone(),
                     crate::proxy::CrashInfo {
@@ -489,7 +539,7 @@ async fn handle_control(req: Request, daemon: &Daemon) -> Reply {
             name,
             after,
             secrets,
-        } => match crate::daemon::admin::inspect::list(&daemon.shared, &name, after, secrets) {
+        } => match crate::daemon::admin::requests::list(&daemon.shared, &name, after, secrets) {
             Ok(list) => Reply {
                 data: Some(serde_json::Value::Array(list)),
                 ..Reply::ok()
@@ -517,11 +567,7 @@ async fn handle_control(req: Request, daemon: &Daemon) -> Reply {
                 tail,
             };
             {
-                let mut standing = daemon
-                    .shared
-                    .last_failure
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
+                let mut standing = daemon.shared.last_failure.locked();
                 if event.kind == EventKind::Failed {
                     standing.insert(hostname.clone(), event.clone());
                 } else if event.kind == EventKind::Redeployed {
@@ -628,7 +674,7 @@ async fn watch_loop(daemon: Arc<Daemon>) {
 /// start and every few seconds while the rules are installed, so route URLs drop the port
 /// exactly while that works.
 async fn ports_loop(daemon: Arc<Daemon>) {
-    let paths = crate::ports::Paths::system();
+    let paths = crate::clean_urls::Paths::system();
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tokio::select! {
@@ -638,7 +684,7 @@ async fn ports_loop(daemon: Arc<Daemon>) {
         let port = daemon.ctx.port;
         let installed = tokio::task::spawn_blocking({
             let paths = paths.clone();
-            move || crate::ports::state(&paths, port, || true) == crate::ports::State::On
+            move || crate::clean_urls::state(&paths, port, || true) == crate::clean_urls::State::On
         })
         .await
         .unwrap_or(false);

@@ -1,6 +1,9 @@
 //! The daemon's status as one serde type: `GET /api/status` and `/api/routes/NAME`, the
 //! dashboard (server-rendered and its SSE snapshots), the control socket's `detail`, and
-//! `portok status`. Built in one place ([`crate::daemon::admin::status`]); its JSON is an interface.
+//! `portok status`. Built in one place ([`crate::daemon::admin::status`]); its JSON is an
+//! interface. The daemon's own facts are [`DaemonStatus`] (control.rs), flattened in, not
+//! copied; the routes' part stays here because it carries the proxy's [`CrashInfo`], and
+//! control.rs sits below the proxy.
 
 use crate::control::DaemonStatus;
 use crate::metrics::{RedeployRecord, SwitchRecord};
@@ -11,18 +14,9 @@ use std::collections::{HashMap, VecDeque};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
-    pub version: String,
-    pub pid: u32,
-    pub port: u16,
-    pub uptime_secs: u64,
-    pub tls: bool,
-    pub listening: Vec<String>,
-    /// Suffixes served besides .localhost (`--tld`).
-    #[serde(default)]
-    pub tlds: Vec<String>,
-    /// Loopback ports 80 and 443 reach this daemon (`portok ports enable`).
-    #[serde(default)]
-    pub clean_urls: bool,
+    /// The daemon's own facts, flattened: the JSON starts with them, as it always has.
+    #[serde(flatten)]
+    pub daemon: DaemonStatus,
     pub dashboard: String,
     pub totals: Totals,
     pub routes: Vec<RouteStatus>,
@@ -32,15 +26,8 @@ impl Status {
     /// The short form the control socket's `status` answers (`portok proxy status`).
     pub fn summary(&self) -> DaemonStatus {
         DaemonStatus {
-            version: self.version.clone(),
-            pid: self.pid,
-            port: self.port,
-            uptime_secs: self.uptime_secs,
-            routes: self.routes.len(),
-            tls: self.tls,
-            listening: self.listening.clone(),
-            tlds: self.tlds.clone(),
-            clean_urls: self.clean_urls,
+            routes: Some(self.routes.len()),
+            ..self.daemon.clone()
         }
     }
 }
@@ -142,4 +129,27 @@ pub struct TcpStatus {
     pub bytes_out: u64,
     pub spliced: u64,
     pub copied: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Status;
+
+    /// `GET /api/status` and `portok status --json` as they were when the daemon's facts
+    /// were still written out here field by field: the flattened facts keep every byte.
+    const FULL: &str = r#"{"version":"0.1.0","pid":42,"port":1355,"uptime_secs":7,"tls":true,"listening":["127.0.0.1:1355","[::1]:1355"],"tlds":["test"],"clean_urls":false,"dashboard":"http://portok.localhost:1355/","totals":{"requests":3,"inflight":0,"connections_open":1,"connections_total":2,"tls_handshakes":0},"routes":[{"name":"web","hostname":"web.localhost","url":"http://web.localhost:1355","https_url":"https://web.localhost:1355","kind":"app","state":"live","generation":1,"port":4000,"ports":[4000],"instances":null,"backends":[{"port":4000,"inflight":0,"requests":3}],"pid":9,"uptime_secs":5,"requests":3,"inflight":0,"responses":{"1xx":0,"2xx":3,"3xx":0,"4xx":0,"5xx":0},"upstream_errors":0,"rps":0.5,"p50_ms":1.5,"p99_ms":null,"last_redeploy":null,"redeploys":[],"redeploy_counts":{},"switches":[],"crash":null,"tcp":null,"shared":false}]}"#;
+
+    /// The control socket's `status` reply (`portok proxy status --json`), likewise.
+    const SUMMARY: &str = r#"{"version":"0.1.0","pid":42,"port":1355,"uptime_secs":7,"routes":1,"tls":true,"listening":["127.0.0.1:1355","[::1]:1355"],"tlds":["test"],"clean_urls":false}"#;
+
+    #[test]
+    fn the_status_json_is_what_it_was() {
+        let status: Status = serde_json::from_str(FULL).unwrap();
+        assert_eq!(status.daemon.routes, None);
+        assert_eq!(serde_json::to_string(&status).unwrap(), FULL);
+        assert_eq!(serde_json::to_string(&status.summary()).unwrap(), SUMMARY);
+        let summary: crate::control::DaemonStatus = serde_json::from_str(SUMMARY).unwrap();
+        assert_eq!(summary.route_count(), 1);
+        assert_eq!(serde_json::to_string(&summary).unwrap(), SUMMARY);
+    }
 }

@@ -2,6 +2,7 @@
 //! parent-death signal set), its environment, and its output, forwarded line by line and
 //! kept in a ring buffer for the crash page and `portok logs`.
 
+use crate::sync::LockExt;
 use crate::sys;
 use std::collections::VecDeque;
 use std::io;
@@ -152,7 +153,7 @@ impl Generation {
     }
 
     pub fn tail(&self, n: usize) -> Vec<String> {
-        let out = self.output.lock().unwrap_or_else(|e| e.into_inner());
+        let out = self.output.locked();
         out.iter()
             .skip(out.len().saturating_sub(n))
             .cloned()
@@ -206,7 +207,7 @@ where
         let text = String::from_utf8_lossy(&line)
             .trim_end_matches(['\n', '\r'])
             .to_string();
-        let mut keep = keep.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keep = keep.locked();
         if keep.len() == KEEP_LINES {
             keep.pop_front();
         }

@@ -18,8 +18,21 @@ pub(super) async fn publish(
     route: Route,
     crash: Option<(String, Vec<String>)>,
 ) {
+    if let Err(e) = try_publish(state, proxy_port, route, crash).await {
+        say(&format!("updating the route failed: {e:#}"));
+    }
+}
+
+/// [`publish`], with the failure returned: the first registration (run.rs) ends
+/// `portok run` on one (a name taken meanwhile, a daemon that cannot start).
+pub(super) async fn try_publish(
+    state: &StateDir,
+    proxy_port: u16,
+    route: Route,
+    crash: Option<(String, Vec<String>)>,
+) -> anyhow::Result<()> {
     let state = state.clone();
-    let result = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         let host = route.hostname.clone();
         super::register(&state, route)?;
         crate::daemon::ensure_and_reload(&state, proxy_port)?;
@@ -31,14 +44,9 @@ pub(super) async fn publish(
             };
             let _ = control::call(&state, &req, Duration::from_secs(5));
         }
-        Ok::<_, anyhow::Error>(())
+        Ok(())
     })
-    .await;
-    match result {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => say(&format!("updating the route failed: {e:#}")),
-        Err(e) => say(&format!("updating the route failed: {e}")),
-    }
+    .await?
 }
 
 /// Remove our route (only if it is still ours).

@@ -192,13 +192,19 @@ fn both(has: &dyn Fn(&[&str]) -> bool, port: &[&str], p: &str, host: &[&str]) ->
 mod tests {
     use super::super::tool::understand;
 
-    fn after(cmd: &str) -> String {
+    /// A project whose package.json has the scripts the tests run.
+    fn project() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("package.json"),
             r#"{"scripts": {"dev": "vite", "fixed": "vite --port 3000", "serve": "npm run dev"}}"#,
         )
         .unwrap();
+        dir
+    }
+
+    fn after(cmd: &str) -> String {
+        let dir = project();
         let mut a: Vec<String> = cmd.split(' ').map(String::from).collect();
         let u = understand(&a, dir.path());
         super::inject(&mut a, &u, 4100);
@@ -206,12 +212,7 @@ mod tests {
     }
 
     fn fix(cmd: &str) -> String {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("package.json"),
-            r#"{"scripts": {"dev": "vite", "fixed": "vite --port 3000", "serve": "npm run dev"}}"#,
-        )
-        .unwrap();
+        let dir = project();
         let words: Vec<String> = cmd.split(' ').map(String::from).collect();
         super::port_fix("app", &understand(&words, dir.path()))
     }

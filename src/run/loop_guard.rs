@@ -4,6 +4,7 @@
 //! generation's start, mean the app writes them itself: they are not watched from then on.
 
 use super::watch::Learned;
+use crate::sync::LockExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -56,10 +57,7 @@ impl LoopGuard {
             return None;
         }
         self.count = 0;
-        self.learned
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(self.last.iter().cloned());
+        self.learned.locked().extend(self.last.iter().cloned());
         Some(std::mem::take(&mut self.last))
     }
 }

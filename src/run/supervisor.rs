@@ -254,78 +254,96 @@ impl Supervisor {
                 Some(_) = self.stopping.join_next(), if !self.stopping.is_empty() => continue,
                 _ = watchdog.tick() => Event::Watchdog,
             };
-            let exit = match event {
-                Event::Signal(code) => Some(code),
-                // An idle app starts from the current source when it is woken.
-                Event::Changed(_) if self.idle => None,
-                Event::Changed(paths) => {
-                    // Judged before the redeploy: the generation it starts writes at once.
-                    let since_start = self.newest_start().map(|t| t.elapsed());
-                    let caught = guard
-                        .as_mut()
-                        .and_then(|g| g.redeployed(&paths, since_start));
-                    let reason = format!("change in {}", self.shown(&paths));
-                    self.redeploy(reason, Vec::new()).await;
-                    if let Some(caught) = caught {
-                        self.caught_loop(&caught);
-                    }
-                    None
-                }
-                Event::Control(Control::Restart(reply)) if self.idle => {
-                    let _ = reply.send(
-                        self.wake("restart requested")
-                            .await
-                            .map(|_| "the app was idle; it is starting".to_string()),
-                    );
-                    None
-                }
-                Event::Control(Control::Rollback(reply)) => {
-                    let _ = reply.send(self.roll_back_now().await);
-                    None
-                }
-                Event::Control(Control::Stop(reply)) => {
-                    let _ = reply.send(Ok(format!("stopping {}", self.launch.name)));
-                    say("stop requested from the dashboard");
-                    Some(0)
-                }
-                Event::Control(Control::Wake) => {
-                    if self.idle {
-                        let _ = self.wake("a request arrived").await;
-                    }
-                    None
-                }
-                Event::Control(Control::Idle) => {
-                    self.go_idle(Some(Instant::now())).await;
-                    None
-                }
-                Event::Control(Control::Restart(reply)) => {
-                    self.redeploy("restart requested".into(), vec![reply]).await;
-                    None
-                }
-                Event::Control(Control::Logs(n, reply)) => {
-                    let _ = reply.send(self.tail(n));
-                    None
-                }
-                Event::Reap => self.reap().await,
-                Event::Probed(pid, found) => self.found(pid, found).await,
-                Event::RestartDue => {
-                    self.restart_due().await;
-                    None
-                }
-                Event::RollbackWindowOver => {
-                    self.window_over();
-                    None
-                }
-                Event::Watchdog => {
-                    self.check_daemon().await;
-                    None
-                }
-            };
+            let exit = self.handle(event, &mut guard).await;
             if let Some(code) = exit {
                 self.shutdown().await;
                 return code;
             }
         }
+    }
+
+    /// Act on one event; Some(exit code) when the supervisor is to stop.
+    async fn handle(
+        &mut self,
+        event: Event,
+        guard: &mut Option<super::loop_guard::LoopGuard>,
+    ) -> Option<i32> {
+        match event {
+            Event::Signal(code) => Some(code),
+            // An idle app starts from the current source when it is woken.
+            Event::Changed(_) if self.idle => None,
+            Event::Changed(paths) => {
+                self.changed(paths, guard).await;
+                None
+            }
+            Event::Control(c) => self.control(c).await,
+            Event::Reap => self.reap().await,
+            Event::Probed(pid, found) => self.found(pid, found).await,
+            Event::RestartDue => {
+                self.restart_due().await;
+                None
+            }
+            Event::RollbackWindowOver => {
+                self.window_over();
+                None
+            }
+            Event::Watchdog => {
+                self.check_daemon().await;
+                None
+            }
+        }
+    }
+
+    /// Files changed: redeploy, and tell the loop guard (which may find that the app
+    /// writes what is watched on every start).
+    async fn changed(
+        &mut self,
+        paths: Vec<PathBuf>,
+        guard: &mut Option<super::loop_guard::LoopGuard>,
+    ) {
+        // Judged before the redeploy: the generation it starts writes at once.
+        let since_start = self.newest_start().map(|t| t.elapsed());
+        let caught = guard
+            .as_mut()
+            .and_then(|g| g.redeployed(&paths, since_start));
+        let reason = format!("change in {}", self.shown(&paths));
+        self.redeploy(reason, Vec::new()).await;
+        if let Some(caught) = caught {
+            self.caught_loop(&caught);
+        }
+    }
+
+    /// A request over the run socket (`portok restart`, `logs`, the dashboard's buttons, the
+    /// daemon's wake and idle); Some(exit code) for a stop.
+    async fn control(&mut self, c: Control) -> Option<i32> {
+        match c {
+            Control::Restart(reply) if self.idle => {
+                let _ = reply.send(
+                    self.wake("restart requested")
+                        .await
+                        .map(|_| "the app was idle; it is starting".to_string()),
+                );
+            }
+            Control::Rollback(reply) => {
+                let _ = reply.send(self.roll_back_now().await);
+            }
+            Control::Stop(reply) => {
+                let _ = reply.send(Ok(format!("stopping {}", self.launch.name)));
+                say("stop requested from the dashboard");
+                return Some(0);
+            }
+            Control::Wake => {
+                if self.idle {
+                    let _ = self.wake("a request arrived").await;
+                }
+            }
+            Control::Idle => self.go_idle(Some(Instant::now())).await,
+            Control::Restart(reply) => self.redeploy("restart requested".into(), vec![reply]).await,
+            Control::Logs(n, reply) => {
+                let _ = reply.send(self.tail(n));
+            }
+        }
+        None
     }
 
     /// When the newest generation started (a rollout's new one, else the running one).

@@ -7,6 +7,7 @@
 //! databases, caches, build output, editor swap files). Paths the loop guard
 //! ([`LoopGuard`]) caught writing on every start are skipped from then on.
 
+use crate::sync::LockExt;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use notify::{EventKind, RecursiveMode, Watcher};
 use std::collections::HashSet;
@@ -144,12 +145,7 @@ impl Filter {
         if path.starts_with(&self.state_dir) {
             return false;
         }
-        if self
-            .learned
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(path)
-        {
+        if self.learned.locked().contains(path) {
             return false;
         }
         if !self.own_output.is_empty() {

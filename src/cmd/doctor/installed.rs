@@ -44,11 +44,11 @@ pub(super) fn custom_names(routes: &[Route], hosts: &Path) -> Option<Finding> {
 
 /// `portok ports enable`: off, on, installed but not loaded, or installed for another port.
 pub(super) fn ports_check(daemon: Option<&DaemonStatus>) -> Finding {
-    use crate::ports::{self, Paths, State};
+    use crate::clean_urls::{self, Paths, State};
     const C: &str = "ports 80/443";
     let paths = Paths::system();
     let Some(d) = daemon else {
-        return match ports::state(&paths, 0, || false) {
+        return match clean_urls::state(&paths, 0, || false) {
             State::Off => ok(
                 C,
                 "not enabled: URLs carry the daemon's port (`sudo portok ports enable` drops it)",
@@ -62,7 +62,7 @@ pub(super) fn ports_check(daemon: Option<&DaemonStatus>) -> Finding {
             ),
         };
     };
-    match ports::state(&paths, d.port, || d.clean_urls) {
+    match clean_urls::state(&paths, d.port, || d.clean_urls) {
         State::Off => ok(C, "not enabled: URLs carry the daemon's port (`sudo portok ports enable` drops it)"),
         State::On => ok(C, format!("loopback 443 and 80 reach the daemon on port {}", d.port)),
         State::NotLoaded => fail(

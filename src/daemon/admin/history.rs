@@ -4,6 +4,7 @@
 
 use crate::metrics::timeline::Point;
 use crate::metrics::RouteStats;
+use crate::sync::LockExt;
 use serde_json::{json, Value};
 
 /// `15m`, `1h`, `24h`... as seconds: at most a day.
@@ -20,7 +21,7 @@ pub fn window(text: Option<&str>) -> Result<u64, String> {
 
 /// Unix seconds of the route's redeploys and switches, with a word for each.
 fn events(stats: &RouteStats) -> Vec<Value> {
-    let h = stats.history.lock().unwrap_or_else(|e| e.into_inner());
+    let h = stats.history.locked();
     let mut v: Vec<Value> = h
         .redeploys
         .iter()
@@ -39,11 +40,7 @@ fn events(stats: &RouteStats) -> Vec<Value> {
 }
 
 pub fn history_json(stats: &RouteStats, host: &str, secs: u64) -> Value {
-    let (resolution, points) = stats
-        .timeline
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .window(secs);
+    let (resolution, points) = stats.timeline.locked().window(secs);
     let from = crate::routes::unix_now().saturating_sub(secs);
     let events: Vec<Value> = events(stats)
         .into_iter()
@@ -107,11 +104,7 @@ pub fn chart(
 
 /// The two sparklines of a route's row: requests/s and p99 over the last 15 minutes.
 pub fn sparklines(stats: &RouteStats) -> String {
-    let (res, points) = stats
-        .timeline
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .window(900);
+    let (res, points) = stats.timeline.locked().window(900);
     let now = crate::routes::unix_now();
     let span = (now.saturating_sub(900), now);
     let marks: Vec<u64> = events(stats)

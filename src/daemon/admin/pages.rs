@@ -7,6 +7,7 @@ use super::history::{chart, rate, sparklines};
 use super::{status, DaemonState};
 use crate::daemon::status::{RouteStatus, Status};
 use crate::proxy::pages::escape;
+use crate::sync::LockExt;
 use serde_json::Value;
 
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -134,7 +135,7 @@ pub fn charts(d: &DaemonState, host: &str) -> String {
         .flatten()
         .filter_map(|e| e["t"].as_u64())
         .collect();
-    let timeline = stats.timeline.lock().unwrap_or_else(|e| e.into_inner());
+    let timeline = stats.timeline.locked();
     let (res, recent) = timeline.window(900);
     let (day_res, day) = timeline.window(86_400);
     drop(timeline);
@@ -174,7 +175,7 @@ pub fn route_page(d: &DaemonState, r: &RouteStatus, log: &[String]) -> String {
         .map(|rd| {
             format!(
                 "<tr><td>{}</td><td>{}</td><td><span class=\"badge {o}\">{o}</span></td><td>{}</td><td>{} ms</td><td>{}</td></tr>",
-                super::inspect::time_text(rd.at * 1000),
+                super::requests::time_text(rd.at * 1000),
                 rd.generation,
                 escape(&rd.reason),
                 rd.millis,

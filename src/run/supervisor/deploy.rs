@@ -4,10 +4,10 @@
 
 use super::super::child::Generation;
 use super::super::daemon_link;
-use super::super::ports::{pick_port, taken};
 use super::slots::{probe_until, Instance, Kept, ProbeTask, Rollout, Slot};
 use super::{join_ports, SuperviseError, Supervisor, Waiter};
 use crate::metrics::RedeployOutcome;
+use crate::run::app_port::{pick_port, taken};
 use crate::ui::say;
 use std::time::Instant;
 

@@ -5,7 +5,7 @@
 
 use super::slots::{Probe, SILENT_AFTER};
 use super::Supervisor;
-use crate::run::ports::held_by_others;
+use crate::run::app_port::held_by_others;
 use crate::ui::say;
 
 impl Supervisor {
