@@ -5,6 +5,7 @@
 
 use super::chunked::ChunkDecoder;
 use crate::routes::Backend;
+use crate::sync::LockExt as _;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -78,11 +79,7 @@ impl Upstream {
     /// An idle connection to the instance that is still open.
     pub(super) fn idle(backend: &Arc<Backend>) -> Option<Upstream> {
         loop {
-            let idle = backend
-                .idle
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop_back();
+            let idle = backend.idle.locked().pop_back();
             let (stream, since) = idle?;
             // Past the idle time (kept by a burst, unused since): closed, not reused.
             if since.elapsed() <= IDLE_FOR && still_open(&stream) {
@@ -98,7 +95,7 @@ impl Upstream {
     /// Keep the connection for the instance's next client connection.
     pub(super) fn release(self) {
         let now = Instant::now();
-        let mut idle = self.backend.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.backend.idle.locked();
         // The oldest first: closed after IDLE_FOR unused, as hyper's pool did.
         while idle
             .front()

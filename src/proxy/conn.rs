@@ -10,6 +10,7 @@
 
 use super::body::ProxyBody;
 use super::ctx::{ConnError, Limits};
+use crate::sync::LockExt as _;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::io;
@@ -474,7 +475,7 @@ const RESET_FLOOD: u32 = 200;
 
 impl ResetMeter {
     fn cancelled(&self) {
-        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = self.window.locked();
         let now = std::time::Instant::now();
         match w.0 {
             Some(start) if now.duration_since(start) < Duration::from_secs(1) => w.1 += 1,

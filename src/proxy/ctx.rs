@@ -11,6 +11,7 @@ use super::streams;
 use crate::metrics::Metrics;
 use crate::routes::{Backend, RouteTable};
 use crate::state::StateDir;
+use crate::sync::LockExt as _;
 use arc_swap::ArcSwap;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::TokioTimer;
@@ -304,7 +305,7 @@ impl Ctx {
     pub fn install(&self, table: RouteTable) {
         // A route that is no longer crashed no longer needs its crash report.
         {
-            let mut crashes = self.crashes.lock().unwrap_or_else(|e| e.into_inner());
+            let mut crashes = self.crashes.locked();
             crashes.retain(|host, _| table.lookup(host).is_some_and(|l| l.route.is_crashed()));
         }
         if self.inspect_capacity > 0 {
@@ -316,7 +317,7 @@ impl Ctx {
         }
         let old = self.routes.swap(Arc::new(table));
         let new = self.routes.load();
-        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        let mut retired = self.retired.locked();
         for b in old.backends() {
             if !new.backends().any(|n| Arc::ptr_eq(n, b)) {
                 retired.push(b.clone());
@@ -403,13 +404,7 @@ impl Ctx {
     /// retired ones still draining.
     fn every_backend(&self) -> Vec<Arc<Backend>> {
         let mut all: Vec<Arc<Backend>> = self.routes.load().backends().cloned().collect();
-        all.extend(
-            self.retired
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .cloned(),
-        );
+        all.extend(self.retired.locked().iter().cloned());
         all
     }
 }

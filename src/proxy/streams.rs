@@ -13,6 +13,7 @@
 //! extended CONNECT) copies in a task of its own (`upgrade::send_upgrade`); hyper's half that
 //! feeds the client's h2 stream is queued here like a stream.
 
+use crate::sync::LockExt as _;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
@@ -49,7 +50,7 @@ struct Queue {
 
 impl LocalStreams {
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+        self.queue.locked()
     }
 }
 

@@ -6,6 +6,7 @@
 //! finish. Counters per route: open connections, bytes in and out.
 
 use super::ctx::Ctx;
+use crate::sync::LockExt as _;
 use crate::sys::splice;
 use std::collections::HashMap;
 use std::io;
@@ -57,16 +58,12 @@ pub struct TcpRoutes {
 
 impl TcpRoutes {
     pub fn stats(&self, host: &str) -> Arc<TcpStats> {
-        let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.stats.locked();
         s.entry(host.to_string()).or_default().clone()
     }
 
     pub fn existing_stats(&self, host: &str) -> Option<Arc<TcpStats>> {
-        self.stats
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(host)
-            .cloned()
+        self.stats.locked().get(host).cloned()
     }
 
     /// Make the listeners match the table: bind new TCP routes, stop removed ones. Returns
@@ -93,7 +90,7 @@ impl TcpRoutes {
             .collect();
         let mut errors = Vec::new();
         let mut closing = Vec::new();
-        let mut listeners = ctx.tcp.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        let mut listeners = ctx.tcp.listeners.locked();
         listeners.retain(|port, l| {
             let keep = wanted.get(port) == Some(&l.host);
             if !keep {
@@ -133,12 +130,7 @@ impl TcpRoutes {
     }
 
     pub fn stop_all(&self) {
-        for l in self
-            .listeners
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-        {
+        for l in self.listeners.locked().values() {
             l.stop.cancel();
         }
     }
