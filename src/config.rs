@@ -20,6 +20,7 @@ pub const KEYS: &[&str] = &[
     "health",
     "watch",
     "watch_all",
+    "upstream",
     "ignore",
     "debounce",
     "drain",
@@ -101,6 +102,8 @@ pub struct Config {
     pub inspect_bodies: Option<bool>,
     /// Also redeploy for what apps and dev tools write (`--watch-all`).
     pub watch_all: Option<bool>,
+    /// How portok speaks to the app (`--upstream`).
+    pub upstream: Option<crate::routes::Upstream>,
     /// Reachable from the LAN (`--share`).
     pub share: Option<bool>,
     /// `[apps.NAME]`: the folder the app runs in, relative to the project.
@@ -285,6 +288,7 @@ fn set(c: &mut Config, key: &str, s: &Setting, app: bool) -> Result<bool, Config
         "lazy" => c.lazy = Some(s.boolean()?),
         "share" => c.share = Some(s.boolean()?),
         "watch_all" => c.watch_all = Some(s.boolean()?),
+        "upstream" => c.upstream = Some(s.upstream()?),
         "inspect_bodies" => c.inspect_bodies = Some(s.boolean()?),
         "idle_stop" => c.idle_stop = Some(s.idle_stop()?),
         "env" => c.env.extend(s.env()?),
@@ -388,10 +392,22 @@ impl Setting<'_> {
         Ok(cmd)
     }
 
+    /// `upstream`: "h2" or "http1".
+    fn upstream(&self) -> Result<crate::routes::Upstream, ConfigError> {
+        let u = self.string()?;
+        crate::routes::Upstream::parse(&u).ok_or_else(|| {
+            self.bad(format!(
+                "is {u:?}; give \"h2\" (an HTTP/2-only app, e.g. gRPC) or \"http1\""
+            ))
+        })
+    }
+
     fn health(&self) -> Result<String, ConfigError> {
         let h = self.string()?;
-        if !h.starts_with('/') {
-            return Err(self.bad(format!("is {h:?}; a health path starts with '/'")));
+        if !h.starts_with('/') && h != crate::probe::GRPC_HEALTH {
+            return Err(self.bad(format!(
+                "is {h:?}; a health path starts with '/' (or \"grpc\" for gRPC's health service)"
+            )));
         }
         Ok(h)
     }

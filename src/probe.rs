@@ -1,17 +1,86 @@
 //! Readiness: does the generation answer HTTP on its own port? Probed directly, not
 //! through the proxy, so a switch happens only when the app itself is ready.
 
+use crate::routes::Upstream;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// `--health grpc`: the standard gRPC health check, answered SERVING.
+pub const GRPC_HEALTH: &str = "grpc";
+
 /// The one readiness rule: a TCP route without a health path is ready when it accepts a
-/// connection; anything else when it answers HTTP ([`check`]).
+/// connection; anything else when it answers HTTP ([`ready_as`]).
 pub async fn ready(port: u16, host: &str, health: Option<&str>, tcp: bool) -> bool {
+    ready_as(port, host, health, tcp, None).await.is_some()
+}
+
+/// [`ready`], and in which protocol the app answered: HTTP/1.1, or HTTP/2 with prior
+/// knowledge when it was `declared` so, or answered the HTTP/1.1 probe with HTTP/2 frames
+/// (a SETTINGS frame, as grpcio does) or by closing, and then completes an HTTP/2
+/// handshake and answers a request.
+pub async fn ready_as(
+    port: u16,
+    host: &str,
+    health: Option<&str>,
+    tcp: bool,
+    declared: Option<Upstream>,
+) -> Option<Upstream> {
     if tcp && health.is_none() {
-        accepts(port).await
-    } else {
-        check(port, host, health).await
+        return accepts(port).await.then_some(Upstream::Http1);
     }
+    if declared == Some(Upstream::H2) || health == Some(GRPC_HEALTH) {
+        return check_h2(port, host, health).await.then_some(Upstream::H2);
+    }
+    match check(port, host, health).await {
+        Answer::Status(ok) => ok.then_some(Upstream::Http1),
+        Answer::NotHttp1 if declared.is_none() => {
+            check_h2(port, host, health).await.then_some(Upstream::H2)
+        }
+        Answer::NotHttp1 | Answer::Nothing => None,
+    }
+}
+
+/// What an HTTP/1.1 probe got back.
+enum Answer {
+    /// A status line: whether it counts as ready.
+    Status(bool),
+    /// HTTP/2 frames, or a close with no answer: maybe an HTTP/2-only app.
+    NotHttp1,
+    /// No connection, or no answer in time.
+    Nothing,
+}
+
+/// An HTTP/2 probe: any answer counts (even UNIMPLEMENTED), but a health path must answer
+/// 2xx/3xx, and `--health grpc` must answer SERVING.
+async fn check_h2(port: u16, host: &str, health: Option<&str>) -> bool {
+    use http_body_util::BodyExt as _;
+    // Without a health path the probe is a gRPC call to no method: a gRPC server answers
+    // it (UNIMPLEMENTED) where it may reset a plain GET.
+    let grpc = health.is_none() || health == Some(GRPC_HEALTH);
+    let path = match health {
+        Some(GRPC_HEALTH) => "/grpc.health.v1.Health/Check",
+        Some(p) => p,
+        None => "/portok.Probe/Ready",
+    };
+    let attempt = async {
+        let resp = crate::proxy::h2_upstream::answers(port, host, path, grpc).await?;
+        if health != Some(GRPC_HEALTH) {
+            let ok = resp.status().is_success() || resp.status().is_redirection();
+            return Some(health.is_none() || ok);
+        }
+        let collected = resp.into_body().collect().await.ok()?;
+        let status_ok = collected
+            .trailers()
+            .and_then(|t| t.get("grpc-status"))
+            .is_some_and(|v| v == "0");
+        // grpc.health.v1.HealthCheckResponse { status: SERVING (1) }, after the 5-byte prefix.
+        let body = collected.to_bytes();
+        Some(status_ok && body.get(5..) == Some(&[0x08, 0x01][..]))
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), attempt).await,
+        Ok(Some(true))
+    )
 }
 
 /// Something accepts connections on the port.
@@ -27,7 +96,7 @@ const DRAIN_MAX: usize = 1 << 20;
 
 /// One probe: connect, send a GET, read the status line. Without a health path any status
 /// counts (the server is up); with one, only 2xx and 3xx do.
-pub async fn check(port: u16, host: &str, health: Option<&str>) -> bool {
+async fn check(port: u16, host: &str, health: Option<&str>) -> Answer {
     let attempt = async {
         let mut stream =
             crate::proxy::app_conn::connect_loopback(port, Duration::from_millis(500)).await?;
@@ -58,12 +127,22 @@ pub async fn check(port: u16, host: &str, health: Option<&str>) -> bool {
             }
         };
         let _ = tokio::time::timeout(DRAIN_FOR, drain).await;
-        Ok::<_, std::io::Error>(status_of(&buf[..got]))
+        Ok::<_, std::io::Error>(match status_of(&buf[..got]) {
+            Some(code) => Answer::Status(health.is_none() || (200..400).contains(&code)),
+            None if got == 0 || http2_frame(&buf[..got]) => Answer::NotHttp1,
+            None => Answer::Nothing,
+        })
     };
     match tokio::time::timeout(Duration::from_secs(2), attempt).await {
-        Ok(Ok(Some(code))) => health.is_none() || (200..400).contains(&code),
-        _ => false,
+        Ok(Ok(answer)) => answer,
+        _ => Answer::Nothing,
     }
+}
+
+/// An HTTP/2 frame header: 3 bytes of length, then the type, SETTINGS (4) or GOAWAY (7),
+/// which is what an HTTP/2-only server sends a client that did not start with the preface.
+fn http2_frame(b: &[u8]) -> bool {
+    b.len() >= 9 && matches!(b[3], 0x04 | 0x07)
 }
 
 fn status_of(head: &[u8]) -> Option<u16> {

@@ -59,6 +59,44 @@ pub struct Route {
     /// Reachable from the LAN when the daemon listens there (`portok share NAME`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub share: bool,
+    /// How portok speaks to the app: HTTP/1.1 (the default) or HTTP/2 with prior knowledge
+    /// (`"h2"`: gRPC and other HTTP/2-only servers).
+    #[serde(default, skip_serializing_if = "Upstream::is_http1")]
+    pub upstream: Upstream,
+}
+
+/// The protocol portok speaks to an app.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Upstream {
+    #[default]
+    #[serde(rename = "http1")]
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c on loopback).
+    H2,
+}
+
+impl Upstream {
+    pub fn is_http1(&self) -> bool {
+        *self == Upstream::Http1
+    }
+
+    /// `--upstream` and portok.toml's `upstream`: "h2" or "http1".
+    pub fn parse(s: &str) -> Option<Upstream> {
+        match s {
+            "h2" | "http2" | "h2c" => Some(Upstream::H2),
+            "http1" | "h1" | "http/1.1" => Some(Upstream::Http1),
+            _ => None,
+        }
+    }
+
+    /// As `list` and `--upstream` write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Upstream::Http1 => "http1",
+            Upstream::H2 => "h2",
+        }
+    }
 }
 
 /// Where an app is: written by its `portok run`, read by the proxy (hold, crash page),
@@ -118,6 +156,7 @@ impl Route {
             idle_stop: None,
             inspect_bodies: false,
             share: false,
+            upstream: Upstream::Http1,
         }
     }
 
@@ -176,6 +215,9 @@ pub struct Backend {
     /// Each with when it went idle; the newest at the back.
     pub idle:
         std::sync::Mutex<std::collections::VecDeque<(tokio::net::TcpStream, std::time::Instant)>>,
+    /// The proxy's HTTP/2 connections to this instance, of a type the proxy owns: kept
+    /// here so they close when the instance has left the table and drained.
+    pub h2_conns: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Backend {
@@ -190,6 +232,7 @@ impl Backend {
             requests: AtomicU64::new(0),
             down_until: AtomicU64::new(0),
             idle: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            h2_conns: std::sync::OnceLock::new(),
         }
     }
 

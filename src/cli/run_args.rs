@@ -21,7 +21,12 @@ pub struct RunArgs {
     /// Fixed app port instead of a random one in 4000-4999 (redeploys then stop before starting)
     #[arg(long, env = "PORTOK_APP_PORT", value_name = "N")]
     pub app_port: Option<u16>,
-    /// Ready only when this path answers 2xx/3xx (default: any HTTP answer on /)
+    /// How portok speaks to the app: h2 (HTTP/2 with prior knowledge: gRPC and other
+    /// HTTP/2-only servers) or http1 [default: http1, or h2 when the app answers only that]
+    #[arg(long, value_name = "PROTOCOL", value_parser = parse_upstream)]
+    pub upstream: Option<crate::routes::Upstream>,
+    /// Ready only when this path answers 2xx/3xx (default: any HTTP answer on /); `grpc`:
+    /// when gRPC's health service answers SERVING
     #[arg(long, value_name = "PATH")]
     pub health: Option<String>,
     /// How long a generation may take to become ready [default: 120]
@@ -133,6 +138,12 @@ pub struct AddArgs {
     pub command: Vec<String>,
 }
 
+fn parse_upstream(s: &str) -> Result<crate::routes::Upstream, String> {
+    crate::routes::Upstream::parse(s).ok_or_else(|| {
+        format!("{s:?} is not a protocol: give h2 (HTTP/2-only apps, e.g. gRPC) or http1")
+    })
+}
+
 fn parse_env(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
@@ -171,6 +182,7 @@ impl RunArgs {
         self.inspect_bodies |= config.inspect_bodies.unwrap_or(false);
         self.route.share |= config.share.unwrap_or(false);
         self.watch_all |= config.watch_all.unwrap_or(false);
+        self.upstream = self.upstream.or(config.upstream);
         self.idle_stop = self.idle_stop.or(config.idle_stop);
         // The flags' variables win: they come last.
         let flags = std::mem::take(&mut self.env);
@@ -226,6 +238,7 @@ pub const RUN_VALUE_FLAGS: &[&str] = &[
     "--app",
     "--idle-stop",
     "--env",
+    "--upstream",
 ];
 
 #[cfg(test)]

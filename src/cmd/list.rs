@@ -18,6 +18,8 @@ pub(super) struct ListEntry<'a> {
     state: Option<RouteState>,
     /// Reachable from other machines when the proxy listens on the LAN.
     shared: bool,
+    /// How portok speaks to the app: `http1`, or `h2` (an HTTP/2-only app such as gRPC).
+    upstream: &'static str,
 }
 
 pub(super) fn list(json: bool) -> anyhow::Result<i32> {
@@ -36,6 +38,7 @@ pub(super) fn list(json: bool) -> anyhow::Result<i32> {
             kind: r.kind(),
             state: r.state,
             shared: r.share,
+            upstream: r.upstream.as_str(),
         })
         .collect();
     if json {

@@ -596,6 +596,7 @@ pub fn route_status(d: &DaemonState, live: &LiveRoute) -> RouteStatus {
         url: d.url_base().url(&r.hostname),
         https_url: d.url_base().with_scheme("https", &r.hostname),
         kind: r.kind().to_string(),
+        upstream: r.upstream.as_str().to_string(),
         state: r.state.unwrap_or(RouteState::Live),
         generation: r.generation,
         port: r.port,

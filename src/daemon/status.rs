@@ -50,6 +50,9 @@ pub struct RouteStatus {
     pub https_url: String,
     /// `app`, `alias` or `tcp`.
     pub kind: String,
+    /// How portok speaks to the app: `http1`, or `h2` (an HTTP/2-only app such as gRPC).
+    #[serde(default)]
+    pub upstream: String,
     pub state: RouteState,
     pub generation: Option<u64>,
     pub port: u16,
@@ -137,7 +140,7 @@ mod tests {
 
     /// `GET /api/status` and `portok status --json` as they were when the daemon's facts
     /// were still written out here field by field: the flattened facts keep every byte.
-    const FULL: &str = r#"{"version":"0.1.0","pid":42,"port":1355,"uptime_secs":7,"tls":true,"listening":["127.0.0.1:1355","[::1]:1355"],"tlds":["test"],"clean_urls":false,"dashboard":"http://portok.localhost:1355/","totals":{"requests":3,"inflight":0,"connections_open":1,"connections_total":2,"tls_handshakes":0},"routes":[{"name":"web","hostname":"web.localhost","url":"http://web.localhost:1355","https_url":"https://web.localhost:1355","kind":"app","state":"live","generation":1,"port":4000,"ports":[4000],"instances":null,"backends":[{"port":4000,"inflight":0,"requests":3}],"pid":9,"uptime_secs":5,"requests":3,"inflight":0,"responses":{"1xx":0,"2xx":3,"3xx":0,"4xx":0,"5xx":0},"upstream_errors":0,"rps":0.5,"p50_ms":1.5,"p99_ms":null,"last_redeploy":null,"redeploys":[],"redeploy_counts":{},"switches":[],"crash":null,"tcp":null,"shared":false}]}"#;
+    const FULL: &str = r#"{"version":"0.1.0","pid":42,"port":1355,"uptime_secs":7,"tls":true,"listening":["127.0.0.1:1355","[::1]:1355"],"tlds":["test"],"clean_urls":false,"dashboard":"http://portok.localhost:1355/","totals":{"requests":3,"inflight":0,"connections_open":1,"connections_total":2,"tls_handshakes":0},"routes":[{"name":"web","hostname":"web.localhost","url":"http://web.localhost:1355","https_url":"https://web.localhost:1355","kind":"app","upstream":"http1","state":"live","generation":1,"port":4000,"ports":[4000],"instances":null,"backends":[{"port":4000,"inflight":0,"requests":3}],"pid":9,"uptime_secs":5,"requests":3,"inflight":0,"responses":{"1xx":0,"2xx":3,"3xx":0,"4xx":0,"5xx":0},"upstream_errors":0,"rps":0.5,"p50_ms":1.5,"p99_ms":null,"last_redeploy":null,"redeploys":[],"redeploy_counts":{},"switches":[],"crash":null,"tcp":null,"shared":false}]}"#;
 
     /// The control socket's `status` reply (`portok proxy status --json`), likewise.
     const SUMMARY: &str = r#"{"version":"0.1.0","pid":42,"port":1355,"uptime_secs":7,"routes":1,"tls":true,"listening":["127.0.0.1:1355","[::1]:1355"],"tlds":["test"],"clean_urls":false}"#;

@@ -17,6 +17,8 @@ pub enum ProxyBody {
     App(super::app_body::AppBody),
     /// Any of these, with its first bytes kept for the inspector.
     Tee(Box<super::capture::Tee>),
+    /// A body streamed frame by frame, trailers included (an HTTP/2 app's).
+    Stream(http_body_util::combinators::UnsyncBoxBody<Bytes, BodyError>),
 }
 
 impl ProxyBody {
@@ -47,6 +49,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ProxyBody::Channel(rx) => rx.poll_recv(cx).map(|d| d.map(|d| Ok(Frame::data(d)))),
             ProxyBody::Tee(tee) => Pin::new(&mut **tee).poll_frame(cx),
+            ProxyBody::Stream(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
@@ -56,6 +59,7 @@ impl Body for ProxyBody {
             ProxyBody::Channel(_) => false,
             ProxyBody::App(body) => body.is_end_stream(),
             ProxyBody::Tee(tee) => tee.is_end_stream(),
+            ProxyBody::Stream(body) => body.is_end_stream(),
         }
     }
 
@@ -65,6 +69,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Channel(_) | ProxyBody::App(_) => SizeHint::default(),
             ProxyBody::Tee(tee) => tee.size_hint(),
+            ProxyBody::Stream(body) => body.size_hint(),
         }
     }
 }

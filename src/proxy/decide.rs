@@ -12,6 +12,7 @@ use super::reload;
 use super::upstream::Failed;
 use crate::metrics::RequestMeter;
 use crate::routes::Backend;
+use crate::sync::LockExt as _;
 use std::sync::Arc;
 
 /// What the decision reads from a request.
@@ -54,6 +55,8 @@ pub struct Target {
     pub navigation: bool,
     /// The route has more than one instance.
     pub pool: bool,
+    /// The app speaks only HTTP/2 ([`super::h2_upstream`]).
+    pub h2: bool,
 }
 
 /// Decide what to do with a request. `meter` is started once the route is known (an error
@@ -93,7 +96,7 @@ pub fn decide(
     }
     let route = &live.route;
     if route.is_crashed() {
-        let crashes = ctx.crashes.lock().unwrap_or_else(|e| e.into_inner());
+        let crashes = ctx.crashes.locked();
         let info = crashes.get(&route.hostname).cloned().unwrap_or(CrashInfo {
             message: "the app exited".into(),
             tail: Vec::new(),
@@ -124,6 +127,7 @@ pub fn decide(
         backend: live.pick().clone(),
         navigation: route.reload && ask.html && !ask.upgrade && (get || ask.method == "HEAD"),
         pool: live.backends.len() > 1,
+        h2: route.upstream == crate::routes::Upstream::H2,
     }))
 }
 

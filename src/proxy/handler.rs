@@ -126,6 +126,7 @@ async fn route(
         backend,
         navigation,
         pool,
+        h2,
     } = target;
     let bodies = match meter {
         Some(m) if ctx.inspect_capacity > 0 => {
@@ -151,6 +152,10 @@ async fn route(
         port: backend.port,
         source,
     };
+    if h2 {
+        let sent = send_h2(ctx, req, &host_value, hop, &backend, rec).await;
+        return sent.map_err(|e| upstream_err(&backend, e));
+    }
     if let Some(head) = upgrade_head(&req, host_value.as_bytes(), hop)? {
         if let Some(r) = rec {
             capture::request(r, &head, head.len() as u64, &backend);
@@ -175,6 +180,25 @@ async fn route(
         reload::inject(&mut resp);
     }
     Ok(resp)
+}
+
+/// To an app that speaks only HTTP/2: the request as it came, its body and trailers
+/// streamed both ways ([`super::h2_upstream`]).
+async fn send_h2(
+    ctx: &Ctx,
+    req: Request<Incoming>,
+    host_value: &HeaderValue,
+    hop: Hop,
+    backend: &Arc<Backend>,
+    rec: &mut Option<Box<crate::inspect::Record>>,
+) -> Result<Response<ProxyBody>, ForwardError> {
+    if let Some(r) = rec {
+        let method = req.method().as_str().as_bytes();
+        let host = host_value.as_bytes();
+        let head = request_head::of_request(&req, method, host, BodyFraming::None, None, &[], hop);
+        capture::request(r, &head, head.len() as u64, backend);
+    }
+    super::h2_upstream::send(req, host_value, hop, backend, ctx.limits.connect).await
 }
 
 /// The head of an upgrade for the app, when the request is one: an HTTP/1.1 Upgrade as the

@@ -46,7 +46,7 @@ pub fn inject(resp: &mut Response<ProxyBody>) {
             *data = Some(page.into());
         }
         // Tee wraps a body only after this ran (see handler::handle).
-        ProxyBody::Channel(_) | ProxyBody::Tee(_) => return,
+        ProxyBody::Channel(_) | ProxyBody::Tee(_) | ProxyBody::Stream(_) => return,
     }
     let headers = resp.headers_mut();
     if let Some(len) = headers

@@ -59,6 +59,9 @@ pub struct Options {
     pub inspect_bodies: bool,
     /// `--share`: the route starts shared (`portok share`/`unshare` change it later).
     pub share: bool,
+    /// How portok speaks to the app: declared (`--upstream`), or found by the probe
+    /// (None until then: HTTP/1.1).
+    pub upstream: Option<crate::routes::Upstream>,
 }
 
 impl Options {
@@ -80,6 +83,7 @@ impl Options {
             idle_stop: self.idle_stop.map(|d| d.as_secs().max(1)),
             inspect_bodies: self.inspect_bodies,
             share: self.share,
+            upstream: self.upstream.unwrap_or_default(),
             ..super::app_route(host, port, n, state)
         }
     }

@@ -11,6 +11,7 @@ mod dx;
 mod errors;
 mod fast;
 mod fuzz_regressions;
+mod grpc;
 mod hardening;
 mod inspect;
 mod lan;

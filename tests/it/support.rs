@@ -658,6 +658,11 @@ pub fn dev_servers_python() -> Option<PathBuf> {
     )
 }
 
+/// Python with grpcio, for the gRPC server and client in tests/fixtures/grpc.
+pub fn grpc_python() -> Option<PathBuf> {
+    python_venv("venv-grpc", &["grpcio==1.85.4"], "import grpc")
+}
+
 /// A virtual environment in the test cache with `packages` installed, made once: under a
 /// lock, since tests run as parallel processes. None when venv or pip fails.
 fn python_venv(name: &str, packages: &[&str], check: &str) -> Option<PathBuf> {

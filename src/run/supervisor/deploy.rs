@@ -108,6 +108,7 @@ impl Supervisor {
             self.launch.hostname.clone(),
             self.opts.health.clone(),
             self.opts.tcp.is_some(),
+            self.opts.upstream,
             // A pool's instances cannot share one port an app chose itself.
             self.single(),
             Instant::now() + self.opts.ready_timeout,

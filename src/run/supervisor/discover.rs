@@ -5,6 +5,7 @@
 
 use super::slots::{Probe, SILENT_AFTER};
 use super::Supervisor;
+use crate::routes::Upstream;
 use crate::run::app_port::held_by_others;
 use crate::ui::say;
 
@@ -16,8 +17,9 @@ impl Supervisor {
                 self.silent(pid);
                 None
             }
-            Probe::Ready(port) => {
+            Probe::Ready(port, upstream) => {
                 self.adopt_port(pid, port);
+                self.adopt_upstream(upstream);
                 self.probed(pid, true).await
             }
         }
@@ -45,6 +47,17 @@ impl Supervisor {
         say(&format!(
             "{name} listens on port {port}, not on PORT ({asked}), so portok serves port {port}. Two generations cannot share that port, so redeploys now hold requests while the old generation stops; for redeploys side by side, {fix}"
         ));
+    }
+
+    /// An app found to speak only HTTP/2 is reached over h2c from now on: said once.
+    fn adopt_upstream(&mut self, upstream: Upstream) {
+        if upstream == Upstream::H2 && self.opts.upstream.is_none() {
+            say(&format!(
+                "{} speaks only HTTP/2 (it answered an HTTP/1.1 request with HTTP/2 frames), so portok reaches it over h2c; gRPC works over https:// and http:// (h2c)",
+                self.launch.name
+            ));
+            self.opts.upstream = Some(Upstream::H2);
+        }
     }
 
     fn silent(&mut self, pid: u32) {

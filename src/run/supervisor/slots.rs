@@ -6,6 +6,7 @@
 use super::super::child::Generation;
 use super::{Probed, Waiter};
 use crate::probe;
+use crate::routes::Upstream;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -106,8 +107,9 @@ pub(super) fn backoff(crashes: u32) -> Duration {
 /// What probing an instance found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Probe {
-    /// It answers on this port: PORT, or (`discover`) the one it listens on instead.
-    Ready(u16),
+    /// It answers on this port (PORT, or with `discover` the one it listens on instead),
+    /// in this protocol.
+    Ready(u16, Upstream),
     /// Nothing of it listens on any port yet (said once, after [`SILENT_AFTER`]).
     NoPortYet,
     /// The deadline passed.
@@ -128,6 +130,7 @@ pub(super) async fn probe_until(
     host: String,
     health: Option<String>,
     tcp: bool,
+    declared: Option<Upstream>,
     discover: bool,
     deadline: Instant,
     tx: mpsc::Sender<Probed>,
@@ -136,8 +139,8 @@ pub(super) async fn probe_until(
     let mut silent_said = false;
     let mut looked = started;
     loop {
-        if probe::ready(port, &host, health.as_deref(), tcp).await {
-            let _ = tx.send((pid, Probe::Ready(port))).await;
+        if let Some(up) = probe::ready_as(port, &host, health.as_deref(), tcp, declared).await {
+            let _ = tx.send((pid, Probe::Ready(port, up))).await;
             return;
         }
         if discover && !tcp && looked.elapsed() >= Duration::from_millis(100) {
@@ -149,8 +152,9 @@ pub(super) async fn probe_until(
                     .unwrap_or_default();
             if !ports.contains(&port) {
                 for p in ports.iter().copied() {
-                    if probe::ready(p, &host, health.as_deref(), false).await {
-                        let _ = tx.send((pid, Probe::Ready(p))).await;
+                    let found = probe::ready_as(p, &host, health.as_deref(), false, declared);
+                    if let Some(up) = found.await {
+                        let _ = tx.send((pid, Probe::Ready(p, up))).await;
                         return;
                     }
                 }
