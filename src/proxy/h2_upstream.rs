@@ -74,8 +74,8 @@ pub(super) async fn send(
     backend: &Arc<Backend>,
     connect_timeout: Duration,
 ) -> Result<Response<ProxyBody>, ForwardError> {
+    let headers = headers_for(&req, host, hop)?;
     let (parts, body) = req.into_parts();
-    let headers = headers_for(&parts, host, hop);
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let uri = Uri::builder()
         .scheme("http")
@@ -108,28 +108,35 @@ pub(super) async fn send(
 /// The request's headers as the app receives them: written by the one writer, read back.
 /// `te: trailers` is sent whatever the client said: portok takes the app's trailers and
 /// passes them on (gRPC servers refuse a call without it). The Host becomes `:authority`.
-fn headers_for(parts: &http::request::Parts, host: &HeaderValue, hop: Hop) -> HeaderMap {
+/// A head that does not read back is an error, never a request without headers.
+fn headers_for(
+    req: &Request<Incoming>,
+    host: &HeaderValue,
+    hop: Hop,
+) -> Result<HeaderMap, ForwardError> {
     let extra: &[(&[u8], &[u8])] = &[(b"te", b"trailers")];
-    let req = Request::from_parts(parts.clone(), ());
+    let method = req.method().as_str().as_bytes();
     let head = request_head::of_request(
-        &req,
-        parts.method.as_str().as_bytes(),
+        req,
+        method,
         host.as_bytes(),
         BodyFraming::None,
         None,
         extra,
         hop,
     );
-    let mut lines = [httparse::EMPTY_HEADER; 128];
+    // The writer keeps at most what hyper accepted from the client, plus its own lines.
+    let mut lines = [httparse::EMPTY_HEADER; 160];
     let mut parsed = httparse::Request::new(&mut lines);
-    let mut map = HeaderMap::new();
-    if parsed.parse(&head).is_err() {
-        return map;
-    }
-    for h in parsed.headers.iter() {
-        if h.name.eq_ignore_ascii_case("host") {
-            continue;
-        }
+    parsed
+        .parse(&head)
+        .map_err(|e| ForwardError::ClientBody(Box::new(e)))?;
+    let mut map = HeaderMap::with_capacity(parsed.headers.len());
+    for h in parsed
+        .headers
+        .iter()
+        .filter(|h| !h.name.eq_ignore_ascii_case("host"))
+    {
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(h.name.as_bytes()),
             HeaderValue::from_bytes(h.value),
@@ -137,7 +144,7 @@ fn headers_for(parts: &http::request::Parts, host: &HeaderValue, hop: Hop) -> He
             map.append(name, value);
         }
     }
-    map
+    Ok(map)
 }
 
 /// A connection with a free stream, else a new one (up to [`MAX_CONNS`]), else the first
