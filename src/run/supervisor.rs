@@ -366,7 +366,15 @@ impl Supervisor {
     }
 
     /// Changed paths as the user knows them: relative to the project, the first few.
+    /// Files an editor or `sed -i` wrote and renamed away in the burst are left out while
+    /// any changed file is still there.
     fn shown(&self, paths: &[PathBuf]) -> String {
+        let there: Vec<&PathBuf> = paths.iter().filter(|p| p.exists()).collect();
+        let paths: Vec<&PathBuf> = if there.is_empty() {
+            paths.iter().collect()
+        } else {
+            there
+        };
         let rel: Vec<String> = paths
             .iter()
             .take(3)
