@@ -12,6 +12,7 @@ mod errors;
 mod fast;
 mod fuzz_regressions;
 mod grpc;
+mod grpc_tonic;
 mod hardening;
 mod inspect;
 mod lan;

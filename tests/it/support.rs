@@ -474,35 +474,36 @@ pub fn exists(p: &Path) -> bool {
     p.exists()
 }
 
-/// The example app, built once (cargo serialises concurrent builds; later ones are no-ops).
+/// The example app, built once.
 pub fn hello_bin() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = PathBuf::from(BIN);
-            let target_profile = exe.parent().unwrap();
-            let hello = target_profile.join("examples/hello");
-            // `cargo nextest run` / `cargo test` build the examples with the tests; running
-            // cargo again from inside a test would rebuild ring and rustls (its environment
-            // differs), and the next test build would rebuild them back.
-            let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hello.rs");
-            let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-            if let (Some(built), Some(src)) = (modified(&hello), modified(&source)) {
-                if built >= src {
-                    return hello;
-                }
-            }
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "--quiet", "--example", "hello"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("running cargo build --example hello");
-            assert!(status.success(), "building examples/hello failed");
-            assert!(hello.exists(), "{} missing", hello.display());
-            hello
-        })
-        .clone()
+    BUILT.get_or_init(|| example_bin("hello")).clone()
+}
+
+/// An example's binary (cargo serialises concurrent builds; later ones are no-ops).
+pub fn example_bin(name: &str) -> PathBuf {
+    let exe = PathBuf::from(BIN);
+    let target_profile = exe.parent().unwrap();
+    let built = target_profile.join("examples").join(name);
+    // `cargo nextest run` / `cargo test` build the examples with the tests; running cargo
+    // again from inside a test would rebuild ring and rustls (its environment differs), and
+    // the next test build would rebuild them back.
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.rs"));
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(b), Some(src)) = (modified(&built), modified(&source)) {
+        if b >= src {
+            return built;
+        }
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "--example", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo build --example {name}: {e}"));
+    assert!(status.success(), "building examples/{name} failed");
+    assert!(built.exists(), "{} missing", built.display());
+    built
 }
 
 /// A `portok run` (or `portok NAME CMD`) running in the background, its stderr collected.

@@ -1,0 +1,301 @@
+//! gRPC with the Rust stack: the tonic server of examples/grpc.rs run as `portok api CMD`,
+//! called by a tonic client through portok over TLS and h2c.
+
+use crate::support::*;
+use futures_util::StreamExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::{Code, Request};
+
+#[path = "../../examples/grpc/channel.rs"]
+mod channel;
+#[path = "../../examples/grpc/echo.rs"]
+#[allow(clippy::all, dead_code)]
+mod echo;
+
+use echo::echo_client::EchoClient;
+use echo::{CountRequest, Msg, SlowRequest};
+
+const LONG: Duration = Duration::from_secs(60);
+const MAX_MESSAGE: usize = 16 << 20;
+
+fn msg(text: &str) -> Msg {
+    Msg {
+        text: text.into(),
+        blob: Vec::new(),
+    }
+}
+
+/// A project folder running the tonic example as `portok api ...` with `flags`.
+async fn tonic_app(p: &Portok, flags: &[&str]) -> (std::path::PathBuf, RunningApp) {
+    let bin = example_bin("grpc");
+    let dir = project(p);
+    let mut args = vec!["api"];
+    args.extend_from_slice(flags);
+    args.push(bin.to_str().unwrap());
+    let app = p.spawn_app(&dir, &args);
+    app.wait_for("api ready in", LONG).await;
+    (dir, app)
+}
+
+async fn client(p: &Portok, tls: bool) -> EchoClient<tonic::transport::Channel> {
+    let ca = p.state().join("ca.pem");
+    let chan = channel::channel(
+        &format!("http://{}", p.addr()),
+        &format!("api.localhost:{}", p.port),
+        tls.then(|| ca.to_str().unwrap()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("connecting (tls {tls}): {e}"));
+    EchoClient::new(chan)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
+
+/// Every kind of call, as a tonic client makes it, with what the app must have seen.
+async fn every_kind_of_call(mut c: EchoClient<tonic::transport::Channel>, tls: bool) {
+    let said = c.say(msg("hi")).await.unwrap().into_inner();
+    assert_eq!(said.text, "v1: hi", "tls {tls}");
+
+    // A server stream of 1,000 messages, in order.
+    let mut stream = c
+        .count(CountRequest { n: 1000 })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut next = 0;
+    while let Some(m) = stream.next().await {
+        assert_eq!(m.unwrap().text, next.to_string(), "tls {tls}");
+        next += 1;
+    }
+    assert_eq!(next, 1000, "tls {tls}");
+
+    // A client stream.
+    let texts = futures_util::stream::iter(["a", "b", "c"].map(msg));
+    let joined = c.collect(texts).await.unwrap().into_inner();
+    assert_eq!(joined.text, "3:a,b,c", "tls {tls}");
+
+    // A bidi stream of 100 echoes, each answered before the next is sent: nothing on the
+    // way waits for the end of the stream.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let outgoing = tokio_stream_of(rx);
+    let mut answers = c.chat(outgoing).await.unwrap().into_inner();
+    for i in 0..100 {
+        tx.send(msg(&format!("e{i}"))).await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(10), answers.next())
+            .await
+            .unwrap_or_else(|_| panic!("echo {i} did not come back before the next was sent"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(answer.text, format!("e{i}"));
+    }
+    drop(tx);
+    assert!(answers.next().await.is_none());
+
+    // NOT_FOUND with its message and trailing metadata.
+    let status = c.find(msg("x")).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "tls {tls}: {status:?}");
+    assert_eq!(status.message(), "no such thing");
+    assert_eq!(status.metadata().get("x-why").unwrap(), "testing");
+
+    // A 5 MiB message each way.
+    let blob = vec![7u8; 5 << 20];
+    let big = c
+        .say(Msg {
+            text: "big".into(),
+            blob: blob.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(big.blob == blob, "tls {tls}: the 5 MiB message changed");
+
+    // The client's deadline reaches the app as grpc-timeout, and one it misses gives
+    // DEADLINE_EXCEEDED.
+    let mut within = Request::new(SlowRequest { ms: 10 });
+    within.set_timeout(Duration::from_secs(30));
+    let text = c.slow(within).await.unwrap().into_inner().text;
+    assert!(
+        text.starts_with("grpc-timeout=") && text != "grpc-timeout=none",
+        "{text}"
+    );
+    // tonic reports a deadline it enforces itself as CANCELLED "Timeout expired" (direct
+    // to the app too); grpcio's DEADLINE_EXCEEDED is checked in grpc.rs.
+    let before = c
+        .cancelled(CountRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .n;
+    let mut late = Request::new(SlowRequest { ms: 3000 });
+    late.set_timeout(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let status = c.slow(late).await.unwrap_err();
+    let code = status.code();
+    assert!(
+        code == Code::DeadlineExceeded
+            || (code == Code::Cancelled && status.message() == "Timeout expired"),
+        "tls {tls}: {status:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A call the client gives up (RST_STREAM) is cancelled in the app too: the late one
+    // above and this one.
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        c.slow(SlowRequest { ms: 10_000 }),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the slow call answered early");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    loop {
+        let now = c
+            .cancelled(CountRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .n;
+        if now >= before + 2 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the app never saw the cancel"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn tokio_stream_of(
+    mut rx: tokio::sync::mpsc::Receiver<Msg>,
+) -> impl futures_util::Stream<Item = Msg> + Send + 'static {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// `portok api examples/grpc` with no flag: unary, a server stream of 1,000, a client
+/// stream, a bidi stream of 100, NOT_FOUND with trailing metadata, 5 MiB messages,
+/// deadlines and cancellation all work over TLS and h2c; `--health grpc` uses the standard
+/// health service; an HTTP/1.1 client gets the answer translated.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tonic_server_answers_every_kind_of_call_through_portok() {
+    let p = Portok::new();
+    let (_dir, app) = tonic_app(&p, &[]).await;
+    assert!(app.text().contains("speaks only HTTP/2"), "{}", app.text());
+    for tls in [false, true] {
+        every_kind_of_call(client(&p, tls).await, tls).await;
+    }
+    let status = p.ok(&["status", "api", "--json"]);
+    assert!(status.contains("\"upstream\": \"h2\""), "{status}");
+
+    // An HTTP/1.1 client (no HTTP/2 at all): Msg{text: "hi"} is 0a 02 68 69.
+    let req = hyper::Request::post("/echo.Echo/Say")
+        .header("host", "api.localhost")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"\0\0\0\0\x04\x0a\x02hi",
+        )))
+        .unwrap();
+    let r = request(p.addr(), req).await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("v1: hi"), "{:?}", r.text());
+
+    // Declared health: ready once grpc.health.v1.Health/Check says SERVING.
+    let bin = example_bin("grpc");
+    let dir2 = project(&p);
+    let health = p.spawn_app(
+        &dir2,
+        &["api2", "--health", "grpc", "--", bin.to_str().unwrap()],
+    );
+    health.wait_for("api2 ready in", LONG).await;
+}
+
+/// An edit redeploys the tonic app under 4 looping clients (2 over TLS, 2 over h2c) with no
+/// failed call; new calls reach generation 2, and a server stream read slowly across the
+/// redeploy gets all of its messages, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tonic_redeploy_under_load_fails_no_call_and_a_stream_crosses_it() {
+    let p = Portok::new();
+    let (dir, app) = tonic_app(&p, &["--drain", "30", "--"]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut loops = Vec::new();
+    for i in 0..4 {
+        let mut c = client(&p, i % 2 == 1).await;
+        let (stop, failed) = (stop.clone(), failed.clone());
+        loops.push(tokio::spawn(async move {
+            let (mut calls, mut last) = (0u64, String::new());
+            while !stop.load(Ordering::SeqCst) {
+                match c.say(msg("x")).await {
+                    Ok(r) => last = r.into_inner().text,
+                    Err(e) => {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                        eprintln!("call failed: {e:?}");
+                    }
+                }
+                calls += 1;
+            }
+            (calls, last)
+        }));
+    }
+    let mut slow_reader = client(&p, true).await;
+    let stream = tokio::spawn(async move {
+        let mut s = slow_reader
+            .count(CountRequest { n: 400 })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut next = 0;
+        while let Some(m) = s.next().await {
+            assert_eq!(m.unwrap().text, next.to_string());
+            next += 1;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        next
+    });
+    // A bidi stream that stays open across the switch: one echo every 10 ms for 3 s.
+    let mut chatter = client(&p, false).await;
+    let chat = tokio::spawn(async move {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let mut answers = chatter
+            .chat(tokio_stream_of(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        for i in 0..300 {
+            tx.send(msg(&i.to_string())).await.unwrap();
+            assert_eq!(answers.next().await.unwrap().unwrap().text, i.to_string());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(tx);
+        assert!(answers.next().await.is_none());
+        300
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    std::fs::write(dir.join("version.txt"), "2").unwrap();
+    app.wait_for("generation 2 ready", LONG).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::SeqCst);
+    for l in loops {
+        let (calls, last) = l.await.unwrap();
+        assert!(calls > 10, "a client made only {calls} calls");
+        assert_eq!(last, "v2: x", "new calls reach generation 2");
+    }
+    assert_eq!(failed.load(Ordering::SeqCst), 0, "{}", app.text());
+    assert_eq!(
+        stream.await.unwrap(),
+        400,
+        "the server stream across the redeploy"
+    );
+    assert_eq!(
+        chat.await.unwrap(),
+        300,
+        "the bidi stream across the redeploy"
+    );
+    assert!(!app.text().contains("generation 3"), "{}", app.text());
+}
