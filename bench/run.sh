@@ -42,6 +42,14 @@
 # doing round trips of each TCP_ECHO_SIZES payload for TCP_ECHO_SECS (after 1 s warm-up), any
 # byte that does not come back as sent fails the scenario.
 #
+# gRPC (issue 30; scenario grpc, not in --quick): the tonic server of examples/grpc.rs, pinned
+# with the servers, reached direct and through `portok alias grpcbench PORT --upstream h2` on the same daemon
+# (h2c to it). Load: `grpc load` (a tonic client: GRPC_CONNS
+# channels x GRPC_STREAMS unary calls in flight) on the load core, for DURATION, in
+# GRPC_ROUNDS rounds interleaved: direct h2c, portok h2c, portok TLS (h2), and nginx's
+# grpc_pass (h2c, 1 worker) when nginx is installed. Bound: through portok at least 0.8 of
+# direct's calls/s (median of per-round ratios).
+#
 # Install what is missing (nothing is installed unless you ask):
 #   apt-get update && apt-get install -y wrk nginx nghttp2-client     (or BENCH_INSTALL=1 bash bench/run.sh)
 #   apt-get install -y hyperfine                                      (optional: CLI timing; else a built-in loop)
@@ -58,9 +66,10 @@
 #   BACKEND=auto|bench_backend (auto: nginx when installed)
 #   WAIT_QUIET=SECS (shared machines: wait up to SECS for CPU use by others to drop below 10%)
 #   TCP_ROUNDS=3 TCP_ECHO_CONNS=100 TCP_ECHO_SIZES="64 16384" TCP_ECHO_SECS=5
+#   GRPC_ROUNDS=3 GRPC_CONNS=1 GRPC_STREAMS=50
 #   PORTOK_NO_SPLICE=1 reaches the daemon: TCP routes then relay with the userspace copy
 #   SCENARIOS_ONLY="NAME..." run only these scenarios and no load rounds (names: route-change
-#     tls-handshake idle-conns idle-conns-tls stream redeploy tcp-stream tcp-echo proxy-start
+#     tls-handshake idle-conns idle-conns-tls stream redeploy tcp-stream tcp-echo grpc proxy-start
 #     cli-list; `tcp` = tcp-stream tcp-echo); TARGETS then defaults to "direct portok" (only
 #     the preflight uses them) and the summary goes to $OUTDIR only, not bench/results/latest.*
 # Output: a table on stdout and everything raw in $OUTDIR (with summary.md and summary.json);
@@ -105,12 +114,15 @@ TCP_ROUNDS=${TCP_ROUNDS:-3}
 TCP_ECHO_CONNS=${TCP_ECHO_CONNS:-100}
 TCP_ECHO_SIZES=${TCP_ECHO_SIZES:-"64 16384"}
 TCP_ECHO_SECS=${TCP_ECHO_SECS:-5}
+GRPC_ROUNDS=${GRPC_ROUNDS:-3}
+GRPC_CONNS=${GRPC_CONNS:-1}
+GRPC_STREAMS=${GRPC_STREAMS:-50}
 _only=""
 for n in ${SCENARIOS_ONLY:-}; do
   case $n in
     tcp) _only+=" tcp-stream tcp-echo" ;;
     stream) _only+=" stream stream-nginx" ;;
-    route-change|tls-handshake|idle-conns|idle-conns-tls|redeploy|tcp-stream|tcp-echo|proxy-start|cli-list)
+    route-change|tls-handshake|idle-conns|idle-conns-tls|redeploy|tcp-stream|tcp-echo|grpc|proxy-start|cli-list)
       _only+=" $n" ;;
     *) echo "run.sh: unknown scenario $n in SCENARIOS_ONLY (see --help)" >&2; exit 2 ;;
   esac
@@ -205,11 +217,11 @@ is_active() { [[ " ${ACTIVE[*]} " == *" $1 "* ]]; }
 # ------------------------------------------------------------------ build
 REL="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 BIN_PORTOK="$REL/portok"; BIN_BACKEND="$REL/examples/bench_backend"
-BIN_LOAD="$REL/examples/bench_load"; BIN_SCEN="$REL/examples/bench_scenarios"
+BIN_LOAD="$REL/examples/bench_load"; BIN_SCEN="$REL/examples/bench_scenarios"; BIN_GRPC="$REL/examples/grpc"
 if [[ ${NO_BUILD:-0} != 1 ]]; then
   echo "== cargo build --release"
   (cd "$ROOT" && cargo build --release --quiet --bin portok --example hello --example bench_backend \
-    --example bench_load --example bench_scenarios)
+    --example bench_load --example bench_scenarios --example grpc)
 fi
 
 # ------------------------------------------------------------------ work dir, processes
@@ -608,6 +620,69 @@ start_tcp_backend() {
   wait_port "$P_TCP"
   echo "tcp_route=tcpbench 127.0.0.1:$P_TCP -> 127.0.0.1:$P_TCP_BACKEND (bench_scenarios tcp-backend)" >> "$OUTDIR/env.txt"
 }
+# gRPC: the tonic example direct and through portok (see the header); scenario-grpc.json.
+grpc_scenario() {
+  want grpc || return 0
+  echo "== scenario grpc"
+  local port r t i order args secs
+  port=$(pick_port) || return 1
+  mkdir -p "$WORK/grpc"
+  (cd "$WORK/grpc" && PORT=$port exec ${PIN_SRV[@]+"${PIN_SRV[@]}"} timeout 3600 "$BIN_GRPC") > "$WORK/grpc.log" 2>&1 &
+  STARTED+=("$!")
+  wait_port "$port" || return 1
+  if ! pk "$PK_MAIN" alias grpcbench "$port" --upstream h2 > "$WORK/grpc-alias.log" 2>&1; then
+    echo "scenario grpc failed: portok alias grpcbench $port --upstream h2: $(cat "$WORK/grpc-alias.log")" >&2
+    return 1
+  fi
+  # The peer: nginx's grpc_pass (h2c both sides), when nginx is installed.
+  local ngport="" targets="direct portok_h2c portok_tls"
+  if have nginx; then
+    ngport=$(pick_port) || return 1
+    cat > "$WORK/nginx-grpc.conf" <<EOF
+daemon off;
+worker_processes 1;
+pid $WORK/nginx-grpc.pid;
+error_log $WORK/nginx-grpc.err;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream grpcapp { server 127.0.0.1:$port; keepalive 16; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:$ngport http2;
+    keepalive_requests 1000000;
+    location / { grpc_pass grpc://grpcapp; }
+  }
+}
+EOF
+    ${PIN_SRV[@]+"${PIN_SRV[@]}"} nginx -c "$WORK/nginx-grpc.conf" -p "$WORK" > "$WORK/nginx-grpc.log" 2>&1 &
+    STARTED+=("$!")
+    wait_port "$ngport" && targets+=" nginx_h2c"
+  fi
+  secs=$(dur_secs "$DURATION")
+  for r in $(seq 1 "$GRPC_ROUNDS"); do
+    order=$targets
+    (( r % 2 == 0 )) && order=$(tr ' ' '\n' <<<"$targets" | tac | tr '\n' ' ')
+    for t in $order; do
+      case $t in
+        nginx_h2c) args=("http://127.0.0.1:$ngport" "grpcbench.localhost:$ngport") ;;
+        direct) args=("http://127.0.0.1:$port" "127.0.0.1:$port") ;;
+        portok_h2c) args=("http://127.0.0.1:$P_PORTOK" "grpcbench.localhost:$P_PORTOK") ;;
+        portok_tls) args=("http://127.0.0.1:$P_PORTOK" "grpcbench.localhost:$P_PORTOK" --ca "$PK_MAIN/ca.pem") ;;
+      esac
+      timeout $(( ${secs%.*} + 60 )) ${PIN_LG[@]+"${PIN_LG[@]}"} "$BIN_GRPC" load "${args[@]}" \
+        -c "$GRPC_CONNS" -m "$GRPC_STREAMS" -d "$secs" > "$OUTDIR/grpc-$t-$r.json" 2> "$OUTDIR/grpc-$t-$r.err" || true
+      sleep "$COOLDOWN"
+    done
+  done
+  pk "$PK_MAIN" alias --remove grpcbench >/dev/null 2>&1 || true
+  if python3 "$ROOT/bench/summarize.py" --grpc "$OUTDIR" "$GRPC_ROUNDS" > "$OUTDIR/scenario-grpc.json"; then
+    cat "$OUTDIR/scenario-grpc.json"
+  else
+    echo "scenario grpc failed: see $OUTDIR/grpc-*.err" >&2
+    mv -f "$OUTDIR/scenario-grpc.json" "$OUTDIR/scenario-grpc.failed.json"
+  fi
+  echo "grpc=examples/grpc (tonic) served on 127.0.0.1:$port; load: grpc load -c $GRPC_CONNS -m $GRPC_STREAMS -d $secs, $GRPC_ROUNDS rounds" >> "$OUTDIR/env.txt"
+}
 if [[ $SCENARIOS == 1 ]]; then
   export PORTOK_STATE_DIR=$PK_MAIN PORTOK_PORT=$P_PORTOK
   scen route-change route-change --portok "$BIN_PORTOK" --port $P_PORTOK --iters 20
@@ -633,6 +708,7 @@ if [[ $SCENARIOS == 1 ]]; then
         --rounds "$TCP_ROUNDS" --portok "$BIN_PORTOK" --name tcpbench
       pk "$PK_MAIN" alias --remove tcpbench >/dev/null 2>&1 || true
     fi
+    grpc_scenario || true
   fi
   # CLI: a separate daemon (own state dir and port)
   if want proxy-start || want cli-list; then

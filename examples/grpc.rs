@@ -185,7 +185,11 @@ fn load_opts(args: &[String]) -> Result<LoadOpts, String> {
             "-c" => o.conns = value.parse().map_err(bad)?,
             "-m" => o.streams = value.parse().map_err(bad)?,
             "-d" => {
-                o.duration = Duration::from_secs(value.trim_end_matches('s').parse().map_err(bad)?)
+                let secs: f64 = value
+                    .trim_end_matches('s')
+                    .parse()
+                    .map_err(|e| format!("-d {value}: {e}"))?;
+                o.duration = Duration::from_secs_f64(secs);
             }
             "--ca" => o.ca = Some(value.clone()),
             _ => return Err(format!("unknown flag {flag}; {usage}")),

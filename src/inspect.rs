@@ -10,8 +10,8 @@
 
 use crate::sync::LockExt;
 use serde::Serialize;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// How much of each body is kept when body capture is on.
 pub const BODY_CAP: usize = 64 * 1024;
@@ -37,6 +37,18 @@ pub struct Body {
     pub total: Option<u64>,
 }
 
+/// What a gRPC call adds to its record: the call's status (from its trailers, or its
+/// headers for a trailers-only answer) and the messages each way.
+#[derive(Debug, Clone, Default)]
+pub struct Grpc {
+    pub status: Option<u16>,
+    pub message: String,
+    /// Counted by the request body on its way to the app, which may end after the record
+    /// is taken over by the response.
+    pub messages_in: Arc<AtomicU32>,
+    pub messages_out: u32,
+}
+
 /// One request. `id` 0 is a slot never written.
 #[derive(Debug, Clone, Default)]
 pub struct Record {
@@ -60,6 +72,8 @@ pub struct Record {
     pub split: usize,
     pub request_body: Option<Body>,
     pub response_body: Option<Body>,
+    /// A gRPC call's view; then `duration_us` runs until the call's end, not its head.
+    pub grpc: Option<Grpc>,
 }
 
 impl Record {
@@ -128,6 +142,7 @@ impl Ring {
         record.heads.clear();
         record.request_body = None;
         record.response_body = None;
+        record.grpc = None;
         if self.viewers.load(Relaxed) > 0 {
             self.pushed.notify_waiters();
         }

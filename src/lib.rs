@@ -20,6 +20,7 @@ pub(crate) mod config;
 pub(crate) mod control;
 pub(crate) mod daemon;
 pub(crate) mod fsutil;
+pub(crate) mod grpc;
 pub(crate) mod hosts;
 pub mod inspect;
 pub mod metrics;

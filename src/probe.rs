@@ -40,6 +40,11 @@ pub async fn ready_as(
     }
 }
 
+/// What portok says, once, on finding an app that speaks only HTTP/2.
+pub fn h2_only_note(name: &str) -> String {
+    format!("{name} speaks only HTTP/2 (it answered an HTTP/1.1 request with HTTP/2 frames), so portok reaches it over h2c; gRPC works over https:// and http:// (h2c)")
+}
+
 /// What an HTTP/1.1 probe got back.
 enum Answer {
     /// A status line: whether it counts as ready.

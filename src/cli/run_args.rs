@@ -21,10 +21,6 @@ pub struct RunArgs {
     /// Fixed app port instead of a random one in 4000-4999 (redeploys then stop before starting)
     #[arg(long, env = "PORTOK_APP_PORT", value_name = "N")]
     pub app_port: Option<u16>,
-    /// How portok speaks to the app: h2 (HTTP/2 with prior knowledge: gRPC and other
-    /// HTTP/2-only servers) or http1 [default: http1, or h2 when the app answers only that]
-    #[arg(long, value_name = "PROTOCOL", value_parser = parse_upstream)]
-    pub upstream: Option<crate::routes::Upstream>,
     /// Ready only when this path answers 2xx/3xx (default: any HTTP answer on /); `grpc`:
     /// when gRPC's health service answers SERVING
     #[arg(long, value_name = "PATH")]
@@ -109,6 +105,10 @@ pub struct RouteFlags {
     /// Reachable from other machines when the proxy runs with --lan (see `portok share`)
     #[arg(long)]
     pub share: bool,
+    /// How portok speaks to the app: h2 (HTTP/2 with prior knowledge: gRPC and other
+    /// HTTP/2-only servers) or http1 [default: http1, or h2 when the app answers only that]
+    #[arg(long, value_name = "PROTOCOL", value_parser = parse_upstream)]
+    pub upstream: Option<crate::routes::Upstream>,
 }
 
 #[derive(Debug, Args)]
@@ -182,7 +182,7 @@ impl RunArgs {
         self.inspect_bodies |= config.inspect_bodies.unwrap_or(false);
         self.route.share |= config.share.unwrap_or(false);
         self.watch_all |= config.watch_all.unwrap_or(false);
-        self.upstream = self.upstream.or(config.upstream);
+        self.route.upstream = self.route.upstream.or(config.upstream);
         self.idle_stop = self.idle_stop.or(config.idle_stop);
         // The flags' variables win: they come last.
         let flags = std::mem::take(&mut self.env);

@@ -54,6 +54,7 @@ pub(super) fn alias(args: AliasArgs) -> anyhow::Result<i32> {
             tcp: args.route.tcp,
             proxy_protocol: args.route.proxy_protocol,
             share: args.route.share,
+            upstream: args.route.upstream.unwrap_or_default(),
             ..Route::alias(host.clone(), port)
         });
         Ok(())

@@ -37,15 +37,24 @@ pub(super) fn main(name: &str, follow: bool, json: bool, secrets: bool) -> anyho
     }
 }
 
-/// `23:45:21.123  GET /path?q=1  200  1.3 ms  109 B in  175 B out  gen 1 :4012`
+/// `23:45:21.123  GET /path?q=1  200  1.3 ms  109 B in  175 B out  gen 1 :4012`; a gRPC
+/// call shows its status and messages: `POST /echo.Echo/Find  200 NOT_FOUND 1→0 msgs ...`.
 fn line(r: &Value) -> String {
     let time = r["time"].as_str().unwrap_or("");
+    let mut status = r["status"].to_string();
+    if let Some(call) = r["grpc"].as_object() {
+        let name = call["status_name"].as_str().unwrap_or("no status");
+        status = format!(
+            "{status} {name} {}→{} msgs",
+            call["messages_in"], call["messages_out"]
+        );
+    }
     format!(
         "{}  {} {}  {}  {:.1} ms  {} B in  {} B out  gen {} :{}",
         time.get(11..23).unwrap_or(time),
         r["method"].as_str().unwrap_or(""),
         r["path"].as_str().unwrap_or(""),
-        r["status"],
+        status,
         r["duration_ms"].as_f64().unwrap_or(0.0),
         r["bytes_in"],
         r["bytes_out"],

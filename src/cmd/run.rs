@@ -123,7 +123,7 @@ fn plan(args: RunArgs, tool: Understood, cwd: PathBuf, name: String, hostname: S
         restart_crashed: args.app.is_some() || args.idle_stop().is_some(),
         inspect_bodies: args.inspect_bodies,
         share: args.route.share,
-        upstream: args.upstream,
+        upstream: args.route.upstream,
     };
     Plan {
         tld: None,

@@ -27,6 +27,79 @@ pub fn begin(
     rec.split = 0;
     rec.request_body = None;
     rec.response_body = None;
+    rec.grpc = None;
+}
+
+/// The request is a gRPC call: its record shows the call. The counter is the request
+/// body's, to count the messages it carries to the app ([`CountedBody`]).
+pub fn grpc_call(rec: &mut Record) -> std::sync::Arc<std::sync::atomic::AtomicU32> {
+    let call = rec.grpc.insert(crate::inspect::Grpc::default());
+    call.messages_in.clone()
+}
+
+/// A gRPC status in `headers` (the trailers, or the headers of a trailers-only answer).
+fn grpc_status(rec: &mut Record, headers: &http::HeaderMap) {
+    let Some(call) = rec.grpc.as_mut() else {
+        return;
+    };
+    if let Some(code) = headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+    {
+        call.status = Some(code);
+        call.message.clear();
+        if let Some(m) = headers.get("grpc-message") {
+            crate::grpc::decode_message(m.as_bytes(), &mut call.message);
+        }
+    }
+}
+
+/// A request body on its way to the app, its gRPC messages counted as they pass.
+pub struct CountedBody<B> {
+    inner: B,
+    counter: crate::grpc::MessageCounter,
+    count: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl<B> CountedBody<B> {
+    pub fn new(inner: B, count: std::sync::Arc<std::sync::atomic::AtomicU32>) -> Self {
+        CountedBody {
+            inner,
+            counter: Default::default(),
+            count,
+        }
+    }
+}
+
+impl<B: http_body::Body<Data = bytes::Bytes> + Unpin> http_body::Body for CountedBody<B> {
+    type Data = bytes::Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                let started = self.counter.feed(data);
+                if started > 0 {
+                    self.count
+                        .fetch_add(started, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// The request head as written for the app (`head` holds nothing else), the request's
@@ -149,6 +222,7 @@ pub fn response_parts(rec: &mut Record, resp: &http::Response<super::body::Proxy
     if rec.heads.len() == rec.split {
         write_head(rec, resp);
     }
+    grpc_status(rec, resp.headers());
     (rec.heads.len() - rec.split) as u64 + length.unwrap_or(0)
 }
 
@@ -192,14 +266,26 @@ pub fn bodies_wanted(meter: &RequestMeter) -> bool {
         .is_some_and(|r| r.bodies.load(std::sync::atomic::Ordering::Relaxed))
 }
 
-/// A response body passed through while its first bytes are kept; the record goes into
-/// the ring when the body ends (or the client stops reading).
+/// A response body passed through while its first bytes are kept (body capture on) or a
+/// gRPC call's messages are counted and its status read from the trailers; the record goes
+/// into the ring when the body ends (or the client stops reading).
 pub struct Tee {
     inner: super::body::ProxyBody,
     rec: Option<Box<Record>>,
     stats: std::sync::Arc<crate::metrics::RouteStats>,
     seen: u64,
     head_bytes: u64,
+    messages: crate::grpc::MessageCounter,
+}
+
+/// Whether a response must go through a [`Tee`] for its record: its body is wanted, or it
+/// answers a gRPC call (whose record is complete only at the end).
+pub fn tee_wanted(
+    rec: &Record,
+    meter: &RequestMeter,
+    resp: &http::Response<super::body::ProxyBody>,
+) -> bool {
+    !http_body::Body::is_end_stream(resp.body()) && (rec.grpc.is_some() || bodies_wanted(meter))
 }
 
 impl Tee {
@@ -213,13 +299,16 @@ impl Tee {
     ) -> Self {
         rec.status = status;
         rec.duration_us = took.as_micros() as u64;
-        rec.response_body = Some(crate::inspect::Body::default());
+        if bodies_wanted(meter) {
+            rec.response_body = Some(crate::inspect::Body::default());
+        }
         Tee {
             inner,
             rec: Some(rec),
             stats: meter.stats().clone(),
             seen: 0,
             head_bytes,
+            messages: Default::default(),
         }
     }
 }
@@ -234,13 +323,21 @@ impl http_body::Body for Tee {
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
         let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
         if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
+            let this = &mut *self;
             if let Some(data) = frame.data_ref() {
                 let len = data.len();
-                if let Some(b) = self.rec.as_mut().and_then(|r| r.response_body.as_mut()) {
-                    let room = crate::inspect::BODY_CAP.saturating_sub(b.bytes.len());
-                    b.bytes.extend_from_slice(&data[..len.min(room)]);
+                if let Some(rec) = this.rec.as_mut() {
+                    if let Some(b) = rec.response_body.as_mut() {
+                        let room = crate::inspect::BODY_CAP.saturating_sub(b.bytes.len());
+                        b.bytes.extend_from_slice(&data[..len.min(room)]);
+                    }
+                    if let Some(call) = rec.grpc.as_mut() {
+                        call.messages_out += this.messages.feed(data);
+                    }
                 }
-                self.seen += len as u64;
+                this.seen += len as u64;
+            } else if let (Some(trailers), Some(rec)) = (frame.trailers_ref(), this.rec.as_mut()) {
+                grpc_status(rec, trailers);
             }
         }
         if let std::task::Poll::Ready(None) = &polled {
@@ -265,6 +362,9 @@ impl Drop for Tee {
     fn drop(&mut self) {
         if let (Some(mut rec), Some(ring)) = (self.rec.take(), self.stats.inspect.get()) {
             rec.bytes_out = self.head_bytes + self.seen;
+            if let (Some(_), Some(arrived)) = (&rec.grpc, rec.arrived) {
+                rec.duration_us = arrived.elapsed().as_micros() as u64;
+            }
             ring.push(&mut rec);
             give(rec);
         }

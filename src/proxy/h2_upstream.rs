@@ -67,13 +67,17 @@ impl http_body::Body for AppStream {
 
 /// Send `req` (from any client: HTTP/1.1, h2 or h2c) to the instance over HTTP/2, its body
 /// streamed, and answer with the app's response, trailers and all.
-pub(super) async fn send(
-    req: Request<Incoming>,
+pub(super) async fn send<B>(
+    req: Request<B>,
     host: &HeaderValue,
     hop: Hop,
     backend: &Arc<Backend>,
     connect_timeout: Duration,
-) -> Result<Response<ProxyBody>, ForwardError> {
+) -> Result<Response<ProxyBody>, ForwardError>
+where
+    B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BodyError>,
+{
     let headers = headers_for(&req, host, hop)?;
     let (parts, body) = req.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -83,7 +87,7 @@ pub(super) async fn send(
         .path_and_query(path)
         .build()
         .map_err(|e| ForwardError::ClientBody(Box::new(e)))?;
-    let mut out = Request::new(body.map_err(BodyError::from).boxed());
+    let mut out = Request::new(body.map_err(Into::into).boxed());
     *out.method_mut() = parts.method;
     *out.uri_mut() = uri;
     *out.version_mut() = Version::HTTP_2;
@@ -109,8 +113,8 @@ pub(super) async fn send(
 /// `te: trailers` is sent whatever the client said: portok takes the app's trailers and
 /// passes them on (gRPC servers refuse a call without it). The Host becomes `:authority`.
 /// A head that does not read back is an error, never a request without headers.
-fn headers_for(
-    req: &Request<Incoming>,
+fn headers_for<B>(
+    req: &Request<B>,
     host: &HeaderValue,
     hop: Hop,
 ) -> Result<HeaderMap, ForwardError> {

@@ -61,7 +61,7 @@ fn inspect(
 ) {
     let status = resp.status().as_u16();
     let bytes_out = capture::response_parts(&mut rec, resp);
-    if capture::bodies_wanted(meter) && !http_body::Body::is_end_stream(resp.body()) {
+    if capture::tee_wanted(&rec, meter, resp) {
         let head = (rec.heads.len() - rec.split) as u64;
         let body = std::mem::replace(resp.body_mut(), ProxyBody::empty());
         let tee = capture::Tee::new(body, rec, meter, status, head, took);
@@ -192,12 +192,22 @@ async fn send_h2(
     backend: &Arc<Backend>,
     rec: &mut Option<Box<crate::inspect::Record>>,
 ) -> Result<Response<ProxyBody>, ForwardError> {
-    if let Some(r) = rec {
-        let method = req.method().as_str().as_bytes();
-        let host = host_value.as_bytes();
-        let head = request_head::of_request(&req, method, host, BodyFraming::None, None, &[], hop);
-        capture::request(r, &head, head.len() as u64, backend);
+    let Some(r) = rec else {
+        return super::h2_upstream::send(req, host_value, hop, backend, ctx.limits.connect).await;
+    };
+    let method = req.method().as_str().as_bytes();
+    let host = host_value.as_bytes();
+    let head = request_head::of_request(&req, method, host, BodyFraming::None, None, &[], hop);
+    capture::request(r, &head, head.len() as u64, backend);
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| crate::grpc::is_call(v.as_bytes()));
+    if !grpc {
+        return super::h2_upstream::send(req, host_value, hop, backend, ctx.limits.connect).await;
     }
+    let count = capture::grpc_call(r);
+    let req = req.map(|b| capture::CountedBody::new(b, count));
     super::h2_upstream::send(req, host_value, hop, backend, ctx.limits.connect).await
 }
 

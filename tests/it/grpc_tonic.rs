@@ -189,6 +189,39 @@ async fn a_tonic_server_answers_every_kind_of_call_through_portok() {
     for tls in [false, true] {
         every_kind_of_call(client(&p, tls).await, tls).await;
     }
+    // The inspector shows each call: method path, grpc-status, messages each way.
+    let calls: Vec<serde_json::Value> = p
+        .ok(&["inspect", "api", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let call = |path: &str| {
+        calls
+            .iter()
+            .find(|c| c["path"] == path)
+            .unwrap_or_else(|| panic!("no {path} in {calls:#?}"))["grpc"]
+            .clone()
+    };
+    let find = call("/echo.Echo/Find");
+    assert_eq!(find["status_name"], "NOT_FOUND", "{find}");
+    assert_eq!(find["message"], "no such thing", "{find}");
+    let count = call("/echo.Echo/Count");
+    assert_eq!(
+        (&count["messages_in"], &count["messages_out"]),
+        (&1.into(), &1000.into()),
+        "{count}"
+    );
+    let chat = call("/echo.Echo/Chat");
+    assert_eq!(
+        (&chat["messages_in"], &chat["messages_out"]),
+        (&100.into(), &100.into()),
+        "{chat}"
+    );
+    assert_eq!(call("/echo.Echo/Collect")["messages_in"], 3);
+    assert_eq!(call("/echo.Echo/Say")["status_name"], "OK");
+    let line = p.ok(&["inspect", "api"]);
+    assert!(line.contains("200 NOT_FOUND 1→0 msgs"), "{line}");
+
     let status = p.ok(&["status", "api", "--json"]);
     assert!(status.contains("\"upstream\": \"h2\""), "{status}");
 
@@ -298,4 +331,30 @@ async fn a_tonic_redeploy_under_load_fails_no_call_and_a_stream_crosses_it() {
         "the bidi stream across the redeploy"
     );
     assert!(!app.text().contains("generation 3"), "{}", app.text());
+}
+
+/// `portok alias api PORT --upstream h2` to a gRPC server portok did not start: reached
+/// over h2c (an alias is never asked anything: the server may count its requests).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alias_to_a_grpc_server_says_h2() {
+    let p = Portok::new();
+    let port = free_port();
+    let mut server = std::process::Command::new(example_bin("grpc"))
+        .env("PORT", port.to_string())
+        .current_dir(project(&p))
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(LONG, "the grpc example to listen", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    })
+    .await;
+    let out = p.run(&["alias", "api", &port.to_string(), "--upstream", "h2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for tls in [false, true] {
+        let said = client(&p, tls).await.say(msg("hi")).await.unwrap();
+        assert_eq!(said.into_inner().text, "v1: hi");
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
 }

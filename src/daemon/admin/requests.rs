@@ -181,6 +181,18 @@ pub fn record_json(r: &Record, secrets: bool) -> Value {
         "response_headers": headers_json(resp, secrets),
         "request_body": body_json(&r.request_body, req),
         "response_body": body_json(&r.response_body, resp),
+        "grpc": r.grpc.as_ref().map(grpc_json),
+    })
+}
+
+/// A gRPC call's status (null while it has none: the call was cut off) and its messages.
+fn grpc_json(call: &crate::inspect::Grpc) -> Value {
+    json!({
+        "status": call.status,
+        "status_name": call.status.map(crate::grpc::status_name),
+        "message": call.message,
+        "messages_in": call.messages_in.load(std::sync::atomic::Ordering::Relaxed),
+        "messages_out": call.messages_out,
     })
 }
 

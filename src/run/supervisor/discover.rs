@@ -52,10 +52,7 @@ impl Supervisor {
     /// An app found to speak only HTTP/2 is reached over h2c from now on: said once.
     fn adopt_upstream(&mut self, upstream: Upstream) {
         if upstream == Upstream::H2 && self.opts.upstream.is_none() {
-            say(&format!(
-                "{} speaks only HTTP/2 (it answered an HTTP/1.1 request with HTTP/2 frames), so portok reaches it over h2c; gRPC works over https:// and http:// (h2c)",
-                self.launch.name
-            ));
+            say(&crate::probe::h2_only_note(&self.launch.name));
             self.opts.upstream = Some(Upstream::H2);
         }
     }
