@@ -218,6 +218,9 @@ pub enum Command {
     /// URLs without :1355: send loopback ports 443 and 80 to the daemon (one root step)
     #[command(subcommand)]
     Ports(PortsCmd),
+    /// Containers as routes: what makes a container trust portok's CA
+    #[command(subcommand)]
+    Docker(DockerCmd),
     /// Print a shell completion script
     #[command(
         after_help = "Examples:\n  portok completions bash > ~/.local/share/bash-completion/completions/portok\n  portok completions zsh > ~/.zfunc/_portok\n  portok completions fish > ~/.config/fish/completions/portok.fish"
@@ -241,6 +244,19 @@ pub enum Command {
     /// `portok NAME CMD...`: run CMD as app NAME.
     #[command(external_subcommand)]
     External(Vec<OsString>),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DockerCmd {
+    /// Print the mount and environment that make a container trust portok's CA
+    #[command(after_help = "Examples:
+  docker run $(portok docker env) node:24 node app.js
+  portok docker env --compose      (for a service in compose.yaml)")]
+    Env {
+        /// As YAML for a Compose service (volumes and environment)
+        #[arg(long)]
+        compose: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -326,6 +342,39 @@ pub struct StartArgs {
     pub tlds: Vec<String>,
     #[command(flatten)]
     pub lan: LanArgs,
+    #[command(flatten)]
+    pub docker: DockerArgs,
+}
+
+/// Containers as routes (see docs/containers.md).
+#[derive(Debug, Args, Clone, Default)]
+pub struct DockerArgs {
+    /// Do not route Docker containers (also PORTOK_DOCKER=0)
+    #[arg(long)]
+    pub no_docker: bool,
+    /// Also route containers with no portok label that are not Compose services, at their
+    /// container name
+    #[arg(long, env = "PORTOK_DOCKER_ALL", value_parser = clap::builder::FalseyValueParser::new())]
+    pub docker_all: bool,
+}
+
+impl DockerArgs {
+    /// Whether the daemon follows the engine: unless `--no-docker` or PORTOK_DOCKER=0.
+    pub fn enabled(&self) -> bool {
+        let env = std::env::var("PORTOK_DOCKER").unwrap_or_default();
+        !self.no_docker && !matches!(env.trim(), "0" | "false" | "no" | "off")
+    }
+
+    pub fn to_args(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.no_docker {
+            v.push("--no-docker".into());
+        }
+        if self.docker_all {
+            v.push("--docker-all".into());
+        }
+        v
+    }
 }
 
 /// Sharing with other machines.
@@ -514,6 +563,8 @@ pub struct DaemonArgs {
     pub tlds: Vec<String>,
     #[command(flatten)]
     pub lan: LanArgs,
+    #[command(flatten)]
+    pub docker: DockerArgs,
 }
 
 #[cfg(test)]

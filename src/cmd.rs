@@ -1,7 +1,9 @@
 //! What each command does. Commands return an exit code or an error; `main` prints the
 //! error once and maps it to an exit code with [`exit_code`].
 
-use crate::cli::{AliasArgs, Cli, Command, ProxyCmd, RunArgs, StartArgs, RUN_VALUE_FLAGS};
+use crate::cli::{
+    AliasArgs, Cli, Command, DockerCmd, ProxyCmd, RunArgs, StartArgs, RUN_VALUE_FLAGS,
+};
 use crate::control::{self, AppReply, AppRequest};
 use crate::daemon::status::{RouteStatus, Status};
 use crate::daemon::{self, runtime, StartOptions, Started};
@@ -17,6 +19,7 @@ mod added;
 mod alias;
 mod app;
 pub(crate) mod clean;
+mod docker;
 pub(crate) mod doctor;
 pub(crate) mod generate;
 mod hosts;
@@ -80,7 +83,16 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                 sync_hosts: args.sync_hosts,
                 tlds: checked_tlds(&args.tlds)?,
                 lan: args.lan.interfaces(),
+                docker: args
+                    .docker
+                    .enabled()
+                    .then_some(crate::daemon::containers::Options {
+                        all: args.docker.docker_all,
+                    }),
             };
+            if config.docker.is_none() {
+                crate::daemon::containers::forget(&state);
+            }
             runtime::main(state, config)?;
             Ok(0)
         }
@@ -143,6 +155,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Hosts(cmd) => hosts::main(cmd),
         Command::Service(cmd) => service::main(cmd),
         Command::Ports(cmd) => ports::main(cmd),
+        Command::Docker(DockerCmd::Env { compose }) => docker::env(compose),
         Command::Completions { shell } => crate::cmd::generate::completions(shell),
         Command::Man { dir } => crate::cmd::generate::man(dir.as_deref()),
         Command::External(args) => run::main(external_run_args(args)?),

@@ -3,6 +3,7 @@
 //! The running daemon itself is [`runtime`].
 
 pub mod admin;
+pub mod containers;
 mod lazy;
 mod mdns;
 mod route_sync;

@@ -19,6 +19,7 @@ pub(crate) mod cmdline;
 pub(crate) mod config;
 pub(crate) mod control;
 pub(crate) mod daemon;
+pub(crate) mod docker;
 pub(crate) mod fsutil;
 pub(crate) mod grpc;
 pub(crate) mod hosts;

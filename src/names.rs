@@ -38,6 +38,7 @@ pub const RESERVED: &[&str] = &[
     "remove",
     "inspect",
     "share",
+    "docker",
     "unshare",
 ];
 
@@ -159,6 +160,18 @@ pub fn hostname_in(name: &str, tld: &str) -> Result<String, NameError> {
     Ok(host)
 }
 
+/// A name as given where the daemon serves `tlds` besides .localhost: one already under a
+/// served TLD (`app.test` with `--tld test`) is taken as it is; any other goes under
+/// .localhost. The one rule for every name a route gets without a `--tld` of its own
+/// (aliases, containers).
+pub fn hostname_served(name: &str, tlds: &[String]) -> Result<String, NameError> {
+    let lower = name.trim_end_matches('.').to_ascii_lowercase();
+    match tlds.iter().find(|tld| is_under(&lower, tld)) {
+        Some(tld) => hostname_in(&lower, tld),
+        None => hostname_for(name),
+    }
+}
+
 /// Turn a user-given name into the full host name (`NAME.localhost`), lowercased.
 pub fn hostname_for(name: &str) -> Result<String, NameError> {
     let lower = name.trim_end_matches('.').to_ascii_lowercase();
@@ -259,6 +272,26 @@ pub fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_under_a_served_tld_is_taken_as_given() {
+        let tlds = vec!["test".to_string(), "dev.example.com".to_string()];
+        assert_eq!(hostname_served("app.test", &tlds).unwrap(), "app.test");
+        assert_eq!(hostname_served("App.Test.", &tlds).unwrap(), "app.test");
+        assert_eq!(
+            hostname_served("a.dev.example.com", &tlds).unwrap(),
+            "a.dev.example.com"
+        );
+        assert_eq!(hostname_served("app", &tlds).unwrap(), "app.localhost");
+        assert_eq!(
+            hostname_served("app.test", &[]).unwrap(),
+            "app.test.localhost"
+        );
+        assert_eq!(
+            hostname_served("contest", &tlds).unwrap(),
+            "contest.localhost"
+        );
+    }
 
     #[test]
     fn accepts_plain_dotted_and_full_names() {

@@ -63,6 +63,26 @@ pub struct Route {
     /// (`"h2"`: gRPC and other HTTP/2-only servers).
     #[serde(default, skip_serializing_if = "Upstream::is_http1")]
     pub upstream: Upstream,
+    /// A container the daemon follows in the Docker engine (`kind: container`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+}
+
+/// Which container a route serves, as `list` and the dashboard show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    /// The Compose project, for a Compose service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+}
+
+impl Container {
+    pub fn short_id(&self) -> &str {
+        &self.id[..self.id.len().min(12)]
+    }
 }
 
 /// The protocol portok speaks to an app.
@@ -157,6 +177,7 @@ impl Route {
             inspect_bodies: false,
             share: false,
             upstream: Upstream::Http1,
+            container: None,
         }
     }
 
@@ -183,10 +204,10 @@ impl Route {
     }
 
     pub fn kind(&self) -> &'static str {
-        if self.pid == 0 {
-            "alias"
-        } else {
-            "app"
+        match (&self.container, self.pid) {
+            (Some(_), _) => "container",
+            (None, 0) => "alias",
+            (None, _) => "app",
         }
     }
 }

@@ -164,6 +164,20 @@ pub fn group_listening_ports(pgid: i32) -> Vec<u16> {
     }
 }
 
+/// The TCP ports process `root` and its descendants listen on, sorted (a container's
+/// processes on the host network); only where the system says (Linux's /proc).
+pub fn tree_listening_ports(root: u32) -> Vec<u16> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::tree_listening_ports(root)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = root;
+        Vec::new()
+    }
+}
+
 /// `lsof -a -g PGID -iTCP -sTCP:LISTEN`, which every macOS has: one `nADDR:PORT` line per
 /// listening socket with `-Fn`.
 #[cfg(any(not(target_os = "linux"), test))]

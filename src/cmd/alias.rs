@@ -14,7 +14,10 @@ pub enum AliasError {
 
 pub(super) fn alias(args: AliasArgs) -> anyhow::Result<i32> {
     let state = StateDir::from_env()?;
-    let host = names::hostname_for(&args.name)?;
+    // A name under a TLD the daemon serves (`app.test` with `--tld test`) is taken as given.
+    let mut tlds = served_tlds(&state)?;
+    tlds.retain(|t| t != names::LAN_TLD);
+    let host = names::hostname_served(&args.name, &tlds)?;
     if args.remove {
         let ((), notes) = store::update(&state, |routes| {
             let before = routes.len();

@@ -14,6 +14,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+mod docker;
 mod installed;
 /// A name that no one registers, to see what the system resolver does with `.localhost`.
 const SAMPLE_HOST: &str = "portok-doctor-check.localhost";
@@ -100,6 +101,7 @@ pub fn main() -> anyhow::Result<i32> {
     if let Some(f) = installed::lan_check(daemon.as_ref(), &routes) {
         report(f);
     }
+    report(docker::check(&state, daemon.as_ref(), &routes));
     report(finding);
     report(orphans(&routes));
     report(file_watch(&cwd));

@@ -20,12 +20,20 @@ pub(super) struct ListEntry<'a> {
     shared: bool,
     /// How portok speaks to the app: `http1`, or `h2` (an HTTP/2-only app such as gRPC).
     upstream: &'static str,
+    /// A container's image, short id and Compose project.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    container_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    project: Option<&'a str>,
 }
 
 pub(super) fn list(json: bool) -> anyhow::Result<i32> {
-    let state = StateDir::from_env()?;
-    let routes = store::load(&state)?;
-    let base = url_base(&state)?;
+    let state_dir = StateDir::from_env()?;
+    let state = &state_dir;
+    let routes = store::load(state)?;
+    let base = url_base(state)?;
     let entries: Vec<ListEntry> = routes
         .iter()
         .map(|r: &Route| ListEntry {
@@ -39,6 +47,9 @@ pub(super) fn list(json: bool) -> anyhow::Result<i32> {
             state: r.state,
             shared: r.share,
             upstream: r.upstream.as_str(),
+            image: r.container.as_ref().map(|c| c.image.as_str()),
+            container_id: r.container.as_ref().map(|c| c.short_id()),
+            project: r.container.as_ref().and_then(|c| c.project.as_deref()),
         })
         .collect();
     if json {
@@ -65,7 +76,7 @@ pub(super) fn list(json: bool) -> anyhow::Result<i32> {
         .collect();
     let pw = ports.iter().map(|p| p.len()).max().unwrap_or(4).max(5);
     println!(
-        "{:<w$}  {:>pw$}  {:>7}  {:<5}  STATE",
+        "{:<w$}  {:>pw$}  {:>7}  {:<9}  STATE",
         "URL", "PORT", "PID", "KIND"
     );
     for (e, ports) in entries.iter().zip(&ports) {
@@ -77,15 +88,21 @@ pub(super) fn list(json: bool) -> anyhow::Result<i32> {
             (Some(s), None) => s.to_string(),
             (None, _) => "-".into(),
         };
-        let state = if e.shared {
+        let mut state = if e.shared {
             format!("{state}, shared on the LAN")
         } else {
             state
         };
+        if let (Some(image), Some(id)) = (e.image, e.container_id) {
+            state = format!("{state} ({image}, {id})");
+        }
         println!(
-            "{:<w$}  {:>pw$}  {:>7}  {:<5}  {state}",
+            "{:<w$}  {:>pw$}  {:>7}  {:<9}  {state}",
             e.url, ports, e.pid, e.kind,
         );
+    }
+    for clash in crate::daemon::containers::clashes(&state_dir) {
+        println!("not served: {clash}");
     }
     Ok(0)
 }

@@ -72,6 +72,7 @@ pub(super) fn proxy_start(state: &StateDir, args: &StartArgs) -> anyhow::Result<
         extra_args.extend(["--tld".into(), tld.clone()]);
     }
     extra_args.extend(args.lan.to_args());
+    extra_args.extend(args.docker.to_args());
     let opts = StartOptions { port, extra_args };
     let started = daemon::start(state, &opts)?;
     // The CA's name constraints were fixed when it was made.

@@ -248,6 +248,18 @@ async fn route_action(
     query: &str,
 ) -> Response<ProxyBody> {
     use crate::control::AppRequest;
+    let container = d
+        .ctx
+        .routes
+        .load()
+        .lookup(&host)
+        .and_then(|l| l.route.container.as_ref().map(|c| c.id.clone()));
+    if let (Some(id), "restart" | "stop") = (&container, action) {
+        return match super::containers::act(d, id, action == "restart").await {
+            Ok(()) => json_response(StatusCode::OK, json!({"ok": true})),
+            Err(e) => json_response(StatusCode::CONFLICT, json!({"ok": false, "error": e})),
+        };
+    }
     match action {
         "restart" => app::action(d, host, AppRequest::Restart).await,
         "rollback" => app::action(d, host, AppRequest::Rollback).await,
@@ -596,6 +608,7 @@ pub fn route_status(d: &DaemonState, live: &LiveRoute) -> RouteStatus {
         url: d.url_base().url(&r.hostname),
         https_url: d.url_base().with_scheme("https", &r.hostname),
         kind: r.kind().to_string(),
+        container: r.container.clone(),
         upstream: r.upstream.as_str().to_string(),
         state: r.state.unwrap_or(RouteState::Live),
         generation: r.generation,

@@ -40,6 +40,8 @@ pub struct DaemonConfig {
     /// `--lan`: also listen on these interfaces' addresses (all when empty) for shared
     /// routes; None: loopback only.
     pub lan: Option<Vec<String>>,
+    /// Follow the Docker engine and serve its containers (None: `--no-docker`).
+    pub docker: Option<super::containers::Options>,
 }
 
 /// Where the daemon's certificates come from.
@@ -131,7 +133,12 @@ async fn run(state: StateDir, config: DaemonConfig) -> anyhow::Result<()> {
     write_pid_files(&state, &pid_file, config.port)?;
     announce(crate::daemon::READY);
 
-    let tasks = spawn_tasks(&daemon, listeners, control, lan_ips, config.port);
+    let mut tasks = spawn_tasks(&daemon, listeners, control, lan_ips, config.port);
+    if let Some(opts) = config.docker {
+        let follow =
+            super::containers::follow(daemon.shared.clone(), opts, daemon.shutdown.clone());
+        tasks.spawn(follow);
+    }
     daemon.shutdown.cancelled().await;
     stop(&daemon, tasks).await;
     let _ = std::fs::remove_file(&sock_path);
@@ -516,23 +523,7 @@ async fn handle_control(req: Request, daemon: &Daemon) -> Reply {
             message,
             tail,
         } => {
-            {
-                let mut crashes = daemon.ctx.crashes.locked();
-                crashes.insert(
-                    hostname.clone(),
-                    crate::proxy::CrashInfo {
-                        message: message.clone(),
-                        tail: tail.clone(),
-                    },
-                );
-            }
-            let _ = daemon.shared.events.send(AppEvent {
-                hostname,
-                kind: EventKind::Crashed,
-                generation: 0,
-                message,
-                tail,
-            });
+            daemon.shared.record_crash(hostname, message, tail);
             Reply::ok()
         }
         Request::Requests {

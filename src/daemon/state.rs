@@ -32,6 +32,8 @@ pub struct DaemonState {
     /// `--lan`: each shared route's name on the network (`web.local.`, or the one mDNS
     /// probing left it, `web-2.local.`).
     pub lan_names: Arc<Mutex<HashMap<String, String>>>,
+    /// The Docker engine while the daemon follows one (see `containers`).
+    pub docker: Mutex<Option<bollard::Docker>>,
 }
 
 impl DaemonState {
@@ -49,7 +51,27 @@ impl DaemonState {
             clean_urls: Default::default(),
             woken: Mutex::new(HashMap::new()),
             lan_names: Default::default(),
+            docker: Mutex::new(None),
         }
+    }
+
+    /// An app or container crashed: its 502 page says why, and dashboards hear of it.
+    pub fn record_crash(&self, hostname: String, message: String, tail: Vec<String>) {
+        use crate::sync::LockExt;
+        self.ctx.crashes.locked().insert(
+            hostname.clone(),
+            crate::proxy::CrashInfo {
+                message: message.clone(),
+                tail: tail.clone(),
+            },
+        );
+        let _ = self.events.send(AppEvent {
+            hostname,
+            kind: EventKind::Crashed,
+            generation: 0,
+            message,
+            tail,
+        });
     }
 }
 

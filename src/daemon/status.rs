@@ -48,8 +48,11 @@ pub struct RouteStatus {
     pub hostname: String,
     pub url: String,
     pub https_url: String,
-    /// `app`, `alias` or `tcp`.
+    /// `app`, `alias` or `container`.
     pub kind: String,
+    /// A container's image, id and Compose project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<crate::routes::Container>,
     /// How portok speaks to the app: `http1`, or `h2` (an HTTP/2-only app such as gRPC).
     #[serde(default)]
     pub upstream: String,

@@ -36,27 +36,71 @@ fn listening_sockets() -> Vec<(u16, String)> {
 
 /// The TCP ports the processes of group `pgid` listen on, sorted.
 pub(super) fn group_listening_ports(pgid: i32) -> Vec<u16> {
+    listening_ports_of(|_, fields| fields.pgrp == pgid)
+}
+
+/// The TCP ports process `root` and its descendants listen on, sorted: a container's
+/// processes, whose group is not the main process's own.
+pub(super) fn tree_listening_ports(root: u32) -> Vec<u16> {
+    let parents = parents();
+    listening_ports_of(|pid, _| {
+        let mut p = pid;
+        // Bounded: a cycle in a racing read of /proc must not loop.
+        for _ in 0..64 {
+            if p == root {
+                return true;
+            }
+            match parents.get(&p) {
+                Some(&parent) if parent != 0 && parent != p => p = parent,
+                _ => return false,
+            }
+        }
+        false
+    })
+}
+
+/// The fields of /proc/PID/stat portok reads: "PID (COMM) STATE PPID PGRP ..."; COMM may
+/// hold spaces.
+struct Stat {
+    ppid: u32,
+    pgrp: i32,
+}
+
+fn stat(pid: u32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut rest = text.rsplit_once(") ")?.1.split_whitespace().skip(1);
+    Some(Stat {
+        ppid: rest.next()?.parse().ok()?,
+        pgrp: rest.next()?.parse().ok()?,
+    })
+}
+
+fn pids() -> Vec<u32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+        .collect()
+}
+
+fn parents() -> std::collections::HashMap<u32, u32> {
+    pids()
+        .into_iter()
+        .filter_map(|pid| Some((pid, stat(pid)?.ppid)))
+        .collect()
+}
+
+/// The TCP ports the processes `pick` selects listen on, sorted.
+fn listening_ports_of(pick: impl Fn(u32, &Stat) -> bool) -> Vec<u16> {
     let sockets = listening_sockets();
     let mut ports = Vec::new();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return ports;
-    };
-    for entry in procs.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        // /proc/PID/stat: "PID (COMM) STATE PPID PGRP ..."; COMM may hold spaces.
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let pgrp = stat
-            .rsplit_once(") ")
-            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
-            .and_then(|g| g.parse::<i32>().ok());
-        if pgrp != Some(pgid) {
+    for pid in pids() {
+        if !stat(pid).is_some_and(|s| pick(pid, &s)) {
             continue;
         }
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
             continue;
         };
         for fd in fds.flatten() {

@@ -6,6 +6,7 @@ mod support;
 mod anyapp;
 mod devcmd;
 mod devservers;
+mod docker;
 mod docs;
 mod dx;
 mod errors;

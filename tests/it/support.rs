@@ -57,6 +57,8 @@ fn has_ipv6() -> bool {
 pub struct Portok {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The Docker engine its daemon follows (None: PORTOK_DOCKER=0).
+    pub docker: Option<String>,
 }
 
 impl Portok {
@@ -69,7 +71,16 @@ impl Portok {
         Portok {
             dir,
             port: free_port(),
+            docker: None,
         }
+    }
+
+    /// A portok that follows the Docker engine at `host` (a test's own dockerd); every
+    /// other test's daemon follows none.
+    pub fn with_docker(host: &str) -> Self {
+        let mut p = Portok::new();
+        p.docker = Some(host.to_string());
+        p
     }
 
     pub fn state(&self) -> PathBuf {
@@ -93,6 +104,10 @@ impl Portok {
             .env_remove("PORTOK_SYNC_HOSTS")
             .env_remove("PORTOK_APP_PORT")
             .stdin(Stdio::null());
+        match &self.docker {
+            Some(host) => c.env("DOCKER_HOST", host).env("PORTOK_DOCKER", "1"),
+            None => c.env_remove("DOCKER_HOST").env("PORTOK_DOCKER", "0"),
+        };
         c
     }
 

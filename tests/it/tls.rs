@@ -49,7 +49,7 @@ pub(crate) async fn tls_connect(
         .map_err(|_| std::io::Error::other("handshake timed out"))?
 }
 
-async fn h1_get(tls: TlsStream<TcpStream>, host: &str, path: &str) -> (u16, String) {
+pub(crate) async fn h1_get(tls: TlsStream<TcpStream>, host: &str, path: &str) -> (u16, String) {
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .unwrap();

@@ -69,9 +69,18 @@ pub fn rows(d: &DaemonState, status: &Status) -> String {
             st = r.state.as_str(),
             url = escape(&r.url),
             name = escape(&r.hostname),
-            kind = match r.idle_stop {
-                Some(_) => format!("lazy {}", escape(&r.kind)),
-                None => escape(&r.kind),
+            kind = match (&r.container, r.idle_stop) {
+                (Some(c), _) => format!(
+                    "container {} · {}{}",
+                    escape(c.short_id()),
+                    escape(&c.image),
+                    c.project
+                        .as_deref()
+                        .map(|p| format!(" · compose {}", escape(p)))
+                        .unwrap_or_default()
+                ),
+                (None, Some(_)) => format!("lazy {}", escape(&r.kind)),
+                (None, None) => escape(&r.kind),
             },
             port = ports_text(r),
             pid = r.pid,
