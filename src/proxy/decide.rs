@@ -53,10 +53,23 @@ pub struct Target {
     pub backend: Arc<Backend>,
     /// A page load of an app with live reload: its HTML gets the reload script.
     pub navigation: bool,
-    /// The route has more than one instance.
-    pub pool: bool,
+    /// What a failed instance leaves the request to try.
+    pub again: Again,
     /// The app speaks only HTTP/2 ([`super::h2_upstream`]).
     pub h2: bool,
+}
+
+/// What a request can try when its instance fails (see [`Resend`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Again {
+    /// One instance: its failure is the answer.
+    Nothing,
+    /// Another instance of the pool.
+    Pool,
+    /// A container: the same route once the engine has restarted it, waiting up to this
+    /// many seconds (the route's hold). The engine stops a container before it says so, so
+    /// a request can meet a closed port while the route still reads live.
+    AfterRestart(u64),
 }
 
 /// Decide what to do with a request. `meter` is started once the route is known (an error
@@ -126,7 +139,11 @@ pub fn decide(
     Ok(Decision::Forward(Target {
         backend: live.pick().clone(),
         navigation: route.reload && ask.html && !ask.upgrade && (get || ask.method == "HEAD"),
-        pool: live.backends.len() > 1,
+        again: match (live.backends.len() > 1, &route.container) {
+            (true, _) => Again::Pool,
+            (false, Some(_)) => Again::AfterRestart(route.hold.unwrap_or(30)),
+            (false, None) => Again::Nothing,
+        },
         h2: route.upstream == crate::routes::Upstream::H2,
     }))
 }
@@ -136,43 +153,85 @@ pub fn decide(
 /// drops a request before answering gets it sent elsewhere once, and only an idempotent
 /// one, so a request that kills instances cannot take down the whole pool.
 pub struct Resend {
-    pool: bool,
+    again: Again,
     idempotent: bool,
     resent_dropped: bool,
 }
 
+/// How long a container route's instance may read live after it refused: the engine's
+/// word that it went down comes within this.
+const GAP: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Resend {
     /// `idempotent`: the method is, and the whole request is still at hand to send again.
-    pub fn new(pool: bool, idempotent: bool) -> Self {
+    pub fn new(again: Again, idempotent: bool) -> Self {
         Resend {
-            pool,
+            again,
             idempotent,
             resent_dropped: false,
         }
     }
 
     /// The instance to try after `failed` one, or None: the failure is the answer.
-    pub fn next(
+    pub async fn next(
         &mut self,
         ctx: &Ctx,
         host: &str,
         failed: &Arc<Backend>,
         how: Failed,
     ) -> Option<Arc<Backend>> {
-        if !self.pool {
+        if self.again == Again::Nothing {
             return None;
         }
         match how {
-            Failed::Refused => failed.mark_down(),
+            Failed::Refused if self.again == Again::Pool => failed.mark_down(),
+            Failed::Refused => {}
             Failed::Dropped if self.idempotent && !self.resent_dropped => {
                 self.resent_dropped = true
             }
             Failed::Dropped => return None,
         }
+        if let Again::AfterRestart(hold) = self.again {
+            // Boxed: a rare path, kept out of every request's future.
+            return Box::pin(after_restart(ctx, host, hold)).await;
+        }
         let table = ctx.routes.load();
         let next = table.lookup(host)?.pick_other(failed)?.clone();
         tracing::debug!(host, port = next.port, "instance failed; trying another");
         Some(next)
+    }
+}
+
+/// A container's port failed: if the engine says within [`GAP`] that the container is down
+/// (its route leaves live), wait up to `hold` seconds for it to be live again.
+async fn after_restart(ctx: &Ctx, host: &str, hold: u64) -> Option<Arc<Backend>> {
+    let start = tokio::time::Instant::now();
+    let mut went_down = false;
+    loop {
+        let notified = ctx.changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        {
+            let table = ctx.routes.load();
+            let live = table.lookup(host)?;
+            match (live.route.is_starting(), went_down) {
+                _ if live.route.is_crashed() => return None,
+                (true, _) => went_down = true,
+                (false, true) => return Some(live.pick().clone()),
+                (false, false) => {}
+            }
+        }
+        let limit = if went_down {
+            std::time::Duration::from_secs(hold)
+        } else {
+            GAP
+        };
+        if tokio::time::timeout_at(start + limit, notified)
+            .await
+            .is_err()
+        {
+            return None;
+        }
     }
 }
 

@@ -105,8 +105,8 @@ struct Plan {
     head_method: bool,
     /// Safe to send again on a fresh connection if a reused one was found closed.
     idempotent: bool,
-    /// The route has more than one instance.
-    pool: bool,
+    /// What a failed instance leaves the request to try.
+    again: decide::Again,
     /// For an error page: the client accepts HTML.
     html: bool,
     /// The inspector keeps this request (`rec` holds its request head).
@@ -286,7 +286,7 @@ impl Conn {
             head_method: method == "HEAD",
             idempotent: decide::idempotent(method),
             html: facts.html,
-            pool: target.pool,
+            again: target.again,
             capture,
         })
     }
@@ -410,7 +410,7 @@ impl Conn {
         let mut guard = None;
         let mut fresh_only = false;
         // The body is at hand to send again only if it was read whole.
-        let mut resend = Resend::new(plan.pool, plan.idempotent && streamed == 0);
+        let mut resend = Resend::new(plan.again, plan.idempotent && streamed == 0);
         loop {
             let Ok(mut up) = self.upstream(&backend, fresh_only, ctx).await else {
                 exchange.complete();
@@ -470,9 +470,10 @@ impl Conn {
                 fresh_only = true;
                 continue;
             }
-            let next = err
-                .failed()
-                .and_then(|how| resend.next(ctx, &self.host, &backend, how));
+            let next = match err.failed() {
+                Some(how) => resend.next(ctx, &self.host, &backend, how).await,
+                None => None,
+            };
             let Some(next) = next else {
                 if streamed == 0 {
                     self.buf.advance(end);

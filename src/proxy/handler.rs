@@ -125,7 +125,7 @@ async fn route(
     let Target {
         backend,
         navigation,
-        pool,
+        again,
         h2,
     } = target;
     let bodies = match meter {
@@ -168,7 +168,7 @@ async fn route(
         host: &host,
         host_value: &host_value,
         hop,
-        pool,
+        again,
         bodies,
     };
     let (sent, backend) = exchange(ctx, req, sending, backend, rec).await;
@@ -260,7 +260,7 @@ struct Sending<'a> {
     /// The Host the client sent, written to the app as it is.
     host_value: &'a HeaderValue,
     hop: Hop,
-    pool: bool,
+    again: super::decide::Again,
     /// The inspector keeps bodies.
     bodies: bool,
 }
@@ -362,7 +362,7 @@ async fn exchange(
             }
             head.extend_from_slice(&data);
             let with_body = !data.is_empty();
-            let mut resend = Resend::new(s.pool, method.is_idempotent());
+            let mut resend = Resend::new(s.again, method.is_idempotent());
             loop {
                 let r = rec.as_deref_mut();
                 let sent =
@@ -371,7 +371,11 @@ async fn exchange(
                     Err(e) => e.failed(),
                     Ok(_) => None,
                 };
-                match failed.and_then(|how| resend.next(ctx, s.host, &backend, how)) {
+                let next = match failed {
+                    Some(how) => resend.next(ctx, s.host, &backend, how).await,
+                    None => None,
+                };
+                match next {
                     Some(next) => backend = next,
                     None => break sent,
                 }

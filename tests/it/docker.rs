@@ -144,7 +144,9 @@ impl Engine {
     /// A container on the host network serving the page on 127.0.0.1:`port`.
     fn run_box(&self, name: &str, port: u16, extra: &[&str]) -> String {
         let listen = format!("127.0.0.1:{port}");
-        let mut args = vec!["run", "-d", "--network", "host", "--name", name];
+        // --init: httpd as the container's first process would ignore SIGTERM, and every
+        // stop and restart would wait out the engine's 10 s.
+        let mut args = vec!["run", "-d", "--init", "--network", "host", "--name", name];
         args.extend_from_slice(extra);
         args.extend_from_slice(&[
             IMAGE,
@@ -266,6 +268,15 @@ async fn a_labelled_container_is_served_and_follows_restart_and_stop() {
         free_port(),
         &["-l", "portok.name=hidden", "-l", "portok.enable=false"],
     );
+
+    // The dashboard's Restart acts through the engine: a new start of the same container.
+    let token = std::fs::read_to_string(p.state().join("admin.token")).unwrap();
+    let started = || engine.ok(&["inspect", "-f", "{{.State.StartedAt}}", "box"]);
+    let before = started();
+    let r = admin(&p, "POST", "/api/routes/box/restart", Some(token.trim())).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_ne!(started(), before, "the engine restarted it");
+    wait_served(&p, "box.localhost", SOON).await;
 
     engine.ok(&["stop", "-t", "1", "box"]);
     wait_for(SOON, "box's route to go", || {
