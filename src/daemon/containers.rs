@@ -39,6 +39,8 @@ const SETTLE: Duration = Duration::from_millis(1500);
 /// How often a starting container (port not answering yet, or HEALTHCHECK `starting`) is
 /// looked at again.
 const RECHECK: Duration = Duration::from_millis(250);
+/// How often containers refused a name are looked at again.
+const RETRY_REFUSED: Duration = Duration::from_secs(2);
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Log lines on a crashed container's page.
@@ -221,6 +223,9 @@ impl Watcher {
         {
             self.look(id).await;
         }
+        // A refused name may free up (an app stops, a recreated container's old route goes).
+        let mut retry = tokio::time::interval(RETRY_REFUSED);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 event = events.next() => match event {
@@ -229,6 +234,12 @@ impl Watcher {
                     None => return "the event stream ended".into(),
                 },
                 Some(id) = self.later_rx.recv() => self.look(&id).await,
+                _ = retry.tick() => {
+                    let refused: Vec<String> = self.refused.keys().cloned().collect();
+                    for id in refused {
+                        self.look(&id).await;
+                    }
+                }
             }
         }
     }
@@ -465,6 +476,10 @@ impl Watcher {
     async fn remove(&mut self, id: &str) {
         self.accept(id);
         self.drop_route(id).await;
+        // Its name may be one a refused container asked for.
+        for other in self.refused.keys() {
+            self.look_after(other.clone(), Duration::ZERO);
+        }
     }
 
     async fn drop_route(&self, id: &str) {

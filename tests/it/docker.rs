@@ -386,6 +386,32 @@ async fn routes_come_back_after_the_engine_restarts() {
     wait_served(&p, "box.localhost", Duration::from_secs(30)).await;
 }
 
+/// A container asking for a name an alias has is refused, and `list` and `doctor` say
+/// why; once the alias is gone the container gets the name.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_an_alias_holds_is_refused_until_it_is_free() {
+    let Some(engine) = Engine::start().await else {
+        return;
+    };
+    let p = Portok::with_docker(&engine.host);
+    p.ok(&["proxy", "start"]);
+    let b = backend("b").await;
+    p.ok(&["alias", "taken", &b.port.to_string()]);
+    engine.run_box("box", free_port(), &["-l", "portok.name=taken"]);
+    let list = wait_for_async(SOON, || async {
+        let text = p.ok(&["list"]);
+        text.contains("not served: container box").then_some(text)
+    })
+    .await;
+    assert!(list.contains("belongs to an alias"), "{list}");
+    let doctor = String::from_utf8_lossy(&p.run(&["doctor"]).stdout).into_owned();
+    assert!(doctor.contains("not served: container box"), "{doctor}");
+    let r = route(&routes(&p), "taken.localhost").cloned().unwrap();
+    assert_eq!(r["kind"], "alias", "the alias keeps its name: {r}");
+    p.ok(&["alias", "--remove", "taken"]);
+    wait_served(&p, "taken.localhost", SOON).await;
+}
+
 /// `portok alias app.test PORT` with the daemon serving `--tld test` serves app.test, not
 /// app.test.localhost: a name under a served TLD is taken as given.
 #[tokio::test(flavor = "multi_thread")]
