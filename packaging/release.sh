@@ -25,7 +25,7 @@ dir=$profile; [[ $profile == dev ]] && dir=debug
 bin="${CARGO_TARGET_DIR:-$root/target}/$target/$dir/portok"
 # Static, and it runs.
 if command -v file >/dev/null; then
-  file "$bin" | grep -q "statically linked" || { echo "release.sh: $bin is not statically linked: $(file "$bin")" >&2; exit 1; }
+  file "$bin" | grep -Eq "statically linked|static-pie linked" || { echo "release.sh: $bin is not statically linked: $(file "$bin")" >&2; exit 1; }
 fi
 got=$("$bin" --version)
 [[ $got == "portok $version" ]] || { echo "release.sh: $bin --version said '$got'" >&2; exit 1; }

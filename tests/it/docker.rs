@@ -440,3 +440,38 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// `portok docker env`: the CA mount and the variables, for `docker run` and for Compose;
+/// with no CA yet, what to do first.
+#[test]
+fn docker_env_prints_the_ca_mount_and_variables() {
+    let p = Portok::new();
+    let out = p.run(&["docker", "env"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("portok proxy start"),
+        "{}",
+        stderr(&out)
+    );
+    p.ok(&["proxy", "start"]);
+    let ca = p.state().join("ca.pem");
+    let line = p.ok(&["docker", "env"]);
+    let target = "/usr/local/share/ca-certificates/portok-ca.crt";
+    assert!(
+        line.contains(&format!("-v {}:{target}:ro", ca.display())),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("-e NODE_EXTRA_CA_CERTS={target}")),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("-e SSL_CERT_FILE={target}")),
+        "{line}"
+    );
+    let yaml = p.ok(&["docker", "env", "--compose"]);
+    assert!(
+        yaml.contains("    volumes:\n") && yaml.contains("      NODE_EXTRA_CA_CERTS: "),
+        "{yaml}"
+    );
+}
