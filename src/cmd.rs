@@ -90,9 +90,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
                         all: args.docker.docker_all,
                     }),
             };
-            if config.docker.is_none() {
-                crate::daemon::containers::forget(&state);
-            }
+            crate::daemon::containers::forget(&state);
             runtime::main(state, config)?;
             Ok(0)
         }

@@ -35,6 +35,8 @@ pub struct Facts {
     pub running: bool,
     /// The HEALTHCHECK says `starting`.
     pub health_starting: bool,
+    /// Down, and its restart policy is bringing it back.
+    pub restarting: bool,
     /// The container's main process on the host (0 when not running).
     pub pid: u32,
     pub exit_code: i64,
@@ -161,6 +163,7 @@ pub fn facts_of(inspect: &serde_json::Value) -> Facts {
         published: published_ports(&inspect["NetworkSettings"]["Ports"]),
         running: state["Running"].as_bool().unwrap_or(false),
         health_starting: state["Health"]["Status"].as_str() == Some("starting"),
+        restarting: state["Restarting"].as_bool().unwrap_or(false),
         pid: state["Pid"].as_u64().unwrap_or(0) as u32,
         exit_code: state["ExitCode"].as_i64().unwrap_or(0),
     }

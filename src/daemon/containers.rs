@@ -41,6 +41,9 @@ const SETTLE: Duration = Duration::from_millis(1500);
 const RECHECK: Duration = Duration::from_millis(250);
 /// How often containers refused a name are looked at again.
 const RETRY_REFUSED: Duration = Duration::from_secs(2);
+/// How long a running container may take to serve HTTP before it is refused (a database
+/// in a Compose project, say), until its next event.
+const GIVE_UP: Duration = Duration::from_secs(60);
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// Log lines on a crashed container's page.
@@ -67,9 +70,14 @@ pub fn report(state: &StateDir) -> Option<Report> {
     serde_json::from_slice(&std::fs::read(report_path(state)).ok()?).ok()
 }
 
-/// A daemon that does not follow the engine leaves no report of an earlier one behind.
+/// A daemon starting: what an earlier one knew of the engine goes (its report, and its
+/// container routes, which a daemon that follows the engine makes again from the engine).
 pub fn forget(state: &StateDir) {
     let _ = std::fs::remove_file(report_path(state));
+    let _ = crate::routes::store::update::<_, crate::routes::store::StoreError>(state, |routes| {
+        routes.retain(|r| r.container.is_none());
+        Ok(())
+    });
 }
 
 /// Containers the running daemon does not serve, and why.
@@ -86,6 +94,12 @@ pub async fn follow(d: Arc<DaemonState>, opts: Options, shutdown: CancellationTo
         from: ep.from.clone(),
         ..Report::default()
     };
+    if let Some(why) = endpoint::not_local(&ep.host) {
+        tracing::info!(endpoint = %ep.host, "not following the Docker engine: {why}");
+        report.engine = format!("not followed: {why}");
+        write_report(&d.ctx.state, &report);
+        return;
+    }
     let mut backoff = BACKOFF_MIN;
     loop {
         let outcome = match connect(&ep.host).await {
@@ -173,6 +187,10 @@ struct Watcher {
     stopped: HashSet<String>,
     /// Containers refused a name, by id: the reason.
     refused: HashMap<String, String>,
+    /// Containers running but not serving yet, since when (given up after [`GIVE_UP`]).
+    starting: HashMap<String, std::time::Instant>,
+    /// Those with a [`RECHECK`] look on its way (one at a time).
+    rechecking: HashSet<String>,
     /// Looks to take later (after [`SETTLE`] or [`RECHECK`]).
     later: tokio::sync::mpsc::UnboundedSender<String>,
     later_rx: tokio::sync::mpsc::UnboundedReceiver<String>,
@@ -187,6 +205,8 @@ impl Watcher {
             opts,
             stopped: HashSet::new(),
             refused: HashMap::new(),
+            starting: HashMap::new(),
+            rechecking: HashSet::new(),
             later,
             later_rx,
         }
@@ -194,11 +214,14 @@ impl Watcher {
 
     async fn run(&mut self) -> End {
         let filters = HashMap::from([("type".to_string(), vec!["container".to_string()])]);
+        // The stream asks the engine only when first polled, after the list: `since` (a
+        // second before it) has the engine replay what happened in between.
+        let since = crate::routes::unix_now().saturating_sub(1);
         let options = bollard::query_parameters::EventsOptions {
             filters: Some(filters),
+            since: Some(since.to_string()),
             ..Default::default()
         };
-        // Subscribed before the list, so a change in between is not missed.
         let mut events = Box::pin(self.engine.events(Some(options)));
         let listed = self
             .engine
@@ -233,7 +256,10 @@ impl Watcher {
                     Some(Err(e)) => return e.to_string(),
                     None => return "the event stream ended".into(),
                 },
-                Some(id) = self.later_rx.recv() => self.look(&id).await,
+                Some(id) = self.later_rx.recv() => {
+                    self.rechecking.remove(&id);
+                    self.look(&id).await;
+                }
                 _ = retry.tick() => {
                     let refused: Vec<String> = self.refused.keys().cloned().collect();
                     for id in refused {
@@ -249,7 +275,8 @@ impl Watcher {
             return;
         };
         match action.as_str() {
-            "die" | "kill" | "oom" => {
+            // Not `kill`: `docker kill -s HUP` (a reload) does not stop the container.
+            "die" => {
                 self.hold(&id).await;
                 self.look_after(id, SETTLE);
             }
@@ -268,6 +295,13 @@ impl Watcher {
         }
     }
 
+    /// A look in [`RECHECK`], unless one is on its way.
+    fn recheck(&mut self, id: &str) {
+        if self.rechecking.insert(id.to_string()) {
+            self.look_after(id.to_string(), RECHECK);
+        }
+    }
+
     fn look_after(&self, id: String, after: Duration) {
         let later = self.later.clone();
         tokio::spawn(async move {
@@ -279,15 +313,31 @@ impl Watcher {
     /// Look at a container and bring its route in line.
     async fn look(&mut self, id: &str) {
         let inspected = self.engine.inspect_container(id, None).await;
-        let facts = match inspected.map(|i| serde_json::to_value(i).map(|v| docker::facts_of(&v))) {
-            Ok(Ok(f)) => f,
-            // Removed, or an answer we cannot read: not served.
-            _ => return self.remove(id).await,
+        let facts = match inspected {
+            Ok(i) => match serde_json::to_value(i) {
+                Ok(v) => docker::facts_of(&v),
+                Err(_) => return self.remove(id).await,
+            },
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return self.remove(id).await,
+            // A busy or restarting engine: the route stays as it is; look again.
+            Err(e) => {
+                tracing::debug!(id, error = %e, "inspecting a container failed; looking again");
+                return self.look_after(id.to_string(), SETTLE);
+            }
         };
         if facts.running {
-            self.serve(facts).await;
-        } else if self.stopped.contains(id) {
+            return self.serve(facts).await;
+        }
+        self.starting.remove(id);
+        self.accept(id);
+        if self.stopped.contains(id) {
             self.remove(id).await;
+        } else if facts.restarting {
+            // Its restart policy is bringing it back: requests wait for it.
+            self.hold(id).await;
+            self.look_after(id.to_string(), SETTLE);
         } else {
             self.crashed(facts).await;
         }
@@ -306,12 +356,19 @@ impl Watcher {
                     .await
             }
         };
+        let since = *self
+            .starting
+            .entry(f.id.clone())
+            .or_insert_with(std::time::Instant::now);
         let port = match self.port_of(&f, &host).await {
             Ok(Some(p)) => p,
-            Ok(None) => {
+            Ok(None) if since.elapsed() < GIVE_UP => {
                 // Nothing listens yet (host network): look again shortly.
-                self.look_after(f.id.clone(), RECHECK);
-                return;
+                return self.recheck(&f.id);
+            }
+            Ok(None) => {
+                let why = "none of its processes listens on a TCP port portok can see; label it portok.port=PORT";
+                return self.refuse(&f, why.into()).await;
             }
             Err(why) => return self.refuse(&f, why).await,
         };
@@ -320,8 +377,15 @@ impl Watcher {
         } else {
             crate::probe::ready_as(port, &host, None, false, None).await
         };
-        if ready.is_none() {
-            self.look_after(f.id.clone(), RECHECK);
+        match ready {
+            Some(_) => {
+                self.starting.remove(&f.id);
+            }
+            None if f.health_starting || since.elapsed() < GIVE_UP => self.recheck(&f.id),
+            None => {
+                let why = format!("port {port} does not answer HTTP (a database?); label it portok.enable=false, or portok.port=PORT for the HTTP one");
+                return self.refuse(&f, why).await;
+            }
         }
         let route = Route {
             state: Some(if ready.is_some() {
@@ -339,12 +403,12 @@ impl Watcher {
             }),
             ..Route::alias(host.clone(), port)
         };
-        let owner = self
-            .d
-            .ctx
-            .routes
-            .load()
-            .lookup(&host)
+        let table = self.d.ctx.routes.load();
+        // The exact name: lookup() would answer a parent's route for a free subdomain.
+        let owner = table
+            .sorted()
+            .into_iter()
+            .find(|l| l.route.hostname == host)
             .filter(|l| l.route.container.as_ref().is_none_or(|c| c.id != f.id))
             .map(|l| match l.route.kind() {
                 "app" => format!("the app of `portok run` (pid {})", l.route.pid),

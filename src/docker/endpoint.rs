@@ -45,6 +45,34 @@ pub fn find(home: Option<&Path>) -> Endpoint {
     }
 }
 
+/// Why an engine at `host` is not followed, or None: a local one. A remote engine's
+/// published ports and processes are another machine's, and portok serves loopback only.
+pub fn not_local(host: &str) -> Option<String> {
+    let Some((scheme, rest)) = host.split_once("://") else {
+        return Some(format!(
+            "{host:?} is not an address portok knows (unix:// or tcp://)"
+        ));
+    };
+    match scheme {
+        "unix" | "npipe" => None,
+        "tcp" | "http" | "https" => {
+            let authority = rest.split('/').next().unwrap_or(rest);
+            let name = match authority.rsplit_once(':') {
+                Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+                None => authority,
+            };
+            let local = name == "localhost"
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            (!local).then(|| format!("it is on another machine ({name}): its containers' ports are not on this machine's loopback"))
+        }
+        other => Some(format!(
+            "portok follows local engines only, not {other}:// ones"
+        )),
+    }
+}
+
 /// A context's engine address: `contexts/meta/SHA256(NAME)/meta.json`'s
 /// `Endpoints.docker.Host`, as the docker CLI stores it.
 fn context_host(config_dir: &Path, name: &str) -> Option<String> {
@@ -58,6 +86,20 @@ fn context_host(config_dir: &Path, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_local_engines_are_followed() {
+        assert_eq!(not_local("unix:///var/run/docker.sock"), None);
+        assert_eq!(not_local("tcp://127.0.0.1:2375"), None);
+        assert_eq!(not_local("tcp://localhost:2375"), None);
+        assert_eq!(not_local("tcp://[::1]:2375"), None);
+        assert!(not_local("tcp://10.0.0.5:2376")
+            .unwrap()
+            .contains("another machine"));
+        assert!(not_local("ssh://me@box")
+            .unwrap()
+            .contains("local engines only"));
+    }
 
     /// A context as `docker context create colima --docker host=unix:///x.sock` stores it.
     #[test]

@@ -156,6 +156,9 @@ pub struct Resend {
     again: Again,
     idempotent: bool,
     resent_dropped: bool,
+    /// A container's restart is waited out once per request: one that keeps failing
+    /// (a flapping container) gets its 502.
+    waited: bool,
 }
 
 /// How long a container route's instance may read live after it refused: the engine's
@@ -169,6 +172,7 @@ impl Resend {
             again,
             idempotent,
             resent_dropped: false,
+            waited: false,
         }
     }
 
@@ -192,6 +196,9 @@ impl Resend {
             Failed::Dropped => return None,
         }
         if let Again::AfterRestart(hold) = self.again {
+            if std::mem::replace(&mut self.waited, true) {
+                return None;
+            }
             // Boxed: a rare path, kept out of every request's future.
             return Box::pin(after_restart(ctx, host, hold)).await;
         }

@@ -4,6 +4,7 @@
 // arguments, exit code and signals. No install scripts: nothing runs at install time.
 "use strict";
 const { spawn } = require("child_process");
+const os = require("os");
 const path = require("path");
 const platforms = require("../platforms.json");
 
@@ -48,7 +49,8 @@ child.on("exit", (code, signal) => {
     // Die of the same signal, so a caller sees what the binary's caller would.
     process.removeAllListeners(signal);
     process.kill(process.pid, signal);
-    return;
+    // A signal node ignores (SIGPIPE) did not end us: exit as a shell reports it.
+    process.exit(128 + (os.constants.signals[signal] || 0));
   }
   process.exit(code === null ? 1 : code);
 });
