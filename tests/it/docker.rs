@@ -410,6 +410,76 @@ async fn a_name_an_alias_holds_is_refused_until_it_is_free() {
     assert_eq!(r["kind"], "alias", "the alias keeps its name: {r}");
     p.ok(&["alias", "--remove", "taken"]);
     wait_served(&p, "taken.localhost", SOON).await;
+
+    // `proxy start --no-docker`: no container is served, and the routes the last daemon
+    // made from the engine are gone; doctor says it is off.
+    p.ok(&["proxy", "stop"]);
+    p.ok(&["proxy", "start", "--no-docker"]);
+    assert!(
+        route(&routes(&p), "taken.localhost").is_none(),
+        "{:?}",
+        routes(&p)
+    );
+    let doctor = String::from_utf8_lossy(&p.run(&["doctor"]).stdout).into_owned();
+    assert!(
+        doctor.contains("off (the proxy runs with --no-docker"),
+        "{doctor}"
+    );
+}
+
+/// While a container's HEALTHCHECK says `starting`, its requests are held, then answered
+/// once it is healthy: never refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_wait_while_the_healthcheck_says_starting() {
+    let Some(engine) = Engine::start().await else {
+        return;
+    };
+    let p = Portok::with_docker(&engine.host);
+    p.ok(&["proxy", "start"]);
+    let port = free_port();
+    // Healthy once /tmp/ok exists, 2 s after the start; httpd serves from the first moment.
+    let script = format!(
+        "/bin/busybox httpd -p 127.0.0.1:{port} -h /www; sleep 2; /bin/busybox touch /tmp/ok; sleep 600"
+    );
+    engine.ok(&[
+        "run",
+        "-d",
+        "--init",
+        "--network",
+        "host",
+        "--name",
+        "healthy",
+        "-l",
+        "portok.name=healthy",
+        "--health-cmd",
+        "/bin/busybox test -f /tmp/ok",
+        "--health-interval",
+        "1s",
+        IMAGE,
+        "/bin/sh",
+        "-c",
+        &script,
+    ]);
+    let list = wait_for_async(SOON, || async {
+        let l = routes(&p);
+        route(&l, "healthy.localhost").is_some().then_some(l)
+    })
+    .await;
+    let r = route(&list, "healthy.localhost").unwrap();
+    assert_eq!(
+        r["state"], "starting",
+        "held while the HEALTHCHECK says starting: {r}"
+    );
+    let started = std::time::Instant::now();
+    assert!(
+        served(&p, "healthy.localhost").await,
+        "a held request is answered"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "answered after {:?}: it was not held",
+        started.elapsed()
+    );
 }
 
 /// `portok alias app.test PORT` with the daemon serving `--tld test` serves app.test, not
