@@ -328,6 +328,10 @@ async fn a_connection_during_a_tcp_apps_cold_start_is_held_until_it_is_ready() {
     let dir = project(&p);
     std::fs::write(dir.join("echo.py"), ECHO_APP).unwrap();
     let listen = free_port();
+    // The app's port is one the system just gave: a port from portok's 4000-4999 could be
+    // taken, during the 2 s the app sleeps, by another test's app, which a TCP readiness
+    // check (it accepts a connection) cannot tell from this one.
+    let app_port = free_port().to_string();
     let app = p.spawn_app(
         &dir,
         &[
@@ -335,6 +339,8 @@ async fn a_connection_during_a_tcp_apps_cold_start_is_held_until_it_is_ready() {
             "slowdb",
             "--tcp",
             &listen.to_string(),
+            "--app-port",
+            &app_port,
             "--",
             "sh",
             "-c",
