@@ -404,16 +404,16 @@ impl Watcher {
             ..Route::alias(host.clone(), port)
         };
         let table = self.d.ctx.routes.load();
-        // The exact name: lookup() would answer a parent's route for a free subdomain.
+        // The exact name: lookup() alone would answer a parent's route for a free subdomain.
         let owner = table
-            .sorted()
-            .into_iter()
-            .find(|l| l.route.hostname == host)
-            .filter(|l| l.route.container.as_ref().is_none_or(|c| c.id != f.id))
-            .map(|l| match l.route.kind() {
-                "app" => format!("the app of `portok run` (pid {})", l.route.pid),
-                "container" => "another container".to_string(),
-                _ => "an alias".to_string(),
+            .lookup(&host)
+            .filter(|l| l.route.hostname == host)
+            .map(|l| &l.route)
+            .filter(|r| r.container.as_ref().is_none_or(|c| c.id != f.id))
+            .map(|r| match (&r.container, r.pid) {
+                (Some(_), _) => "another container".to_string(),
+                (None, 0) => "an alias".to_string(),
+                (None, pid) => format!("the app of `portok run` (pid {pid})"),
             });
         if let Some(owner) = owner {
             let why = format!("{host} belongs to {owner}; give the container another name with the label portok.name=NAME");
