@@ -11,6 +11,26 @@ pub fn is_call(content_type: &[u8]) -> bool {
     }
 }
 
+/// A gRPC-Web call's content-type (`application/grpc-web`, `-web+proto`, `-web-text`,
+/// `-web-text+proto`), taken apart.
+#[derive(Debug, PartialEq, Eq)]
+pub struct WebCall<'a> {
+    /// `-text`: the body is base64.
+    pub text: bool,
+    /// What follows (`+proto`, `;charset=...`, or nothing), the same in the gRPC type.
+    pub rest: &'a [u8],
+}
+
+/// The gRPC-Web call this content-type says a request is, if any.
+pub fn web_call(content_type: &[u8]) -> Option<WebCall<'_>> {
+    let rest = content_type.strip_prefix(b"application/grpc-web")?;
+    let (text, rest) = match rest.strip_prefix(b"-text") {
+        Some(rest) => (true, rest),
+        None => (false, rest),
+    };
+    (rest.is_empty() || rest[0] == b'+' || rest[0] == b';').then_some(WebCall { text, rest })
+}
+
 /// Counts the messages in a body fed to it frame by frame, however the frames cut them.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MessageCounter {
@@ -116,6 +136,23 @@ mod tests {
         assert!(is_call(b"application/grpc;charset=utf-8"));
         assert!(!is_call(b"application/grpc-web"));
         assert!(!is_call(b"application/json"));
+    }
+
+    #[test]
+    fn web_calls_are_told_by_content_type() {
+        let call = |text, rest| Some(WebCall { text, rest });
+        assert_eq!(web_call(b"application/grpc-web"), call(false, &b""[..]));
+        assert_eq!(
+            web_call(b"application/grpc-web+proto"),
+            call(false, &b"+proto"[..])
+        );
+        assert_eq!(web_call(b"application/grpc-web-text"), call(true, &b""[..]));
+        assert_eq!(
+            web_call(b"application/grpc-web-text+proto"),
+            call(true, &b"+proto"[..])
+        );
+        assert_eq!(web_call(b"application/grpc"), None);
+        assert_eq!(web_call(b"application/grpc-webx"), None);
     }
 
     #[test]

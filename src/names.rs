@@ -139,6 +139,19 @@ pub fn is_under(name: &str, suffix: &str) -> bool {
         .is_some_and(|label| !label.is_empty())
 }
 
+/// The host of a browser's `Origin` (`https://web.localhost:1355` -> `web.localhost`,
+/// `http://[::1]:3000` -> `[::1]`); None for `null` and any scheme but http(s).
+pub fn origin_host(origin: &str) -> Option<&str> {
+    let host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))?;
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.is_empty() => h,
+        _ => host,
+    };
+    (!host.is_empty()).then_some(host)
+}
+
 /// `name` under `tld` (`localhost` or one [`check_tld`] accepted): `api` -> `api.test`.
 /// A name that already ends in `.tld` is taken as is.
 pub fn hostname_in(name: &str, tld: &str) -> Result<String, NameError> {
@@ -272,6 +285,23 @@ pub fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_origins_host_is_its_name_without_scheme_or_port() {
+        assert_eq!(
+            origin_host("https://web.localhost:1355"),
+            Some("web.localhost")
+        );
+        assert_eq!(
+            origin_host("http://portok.localhost"),
+            Some("portok.localhost")
+        );
+        assert_eq!(origin_host("http://[::1]:3000"), Some("[::1]"));
+        assert_eq!(origin_host("http://[::1]"), Some("[::1]"));
+        assert_eq!(origin_host("null"), None);
+        assert_eq!(origin_host("file:///x"), None);
+        assert_eq!(origin_host("https://"), None);
+    }
 
     #[test]
     fn a_name_under_a_served_tld_is_taken_as_given() {

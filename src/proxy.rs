@@ -30,6 +30,7 @@ pub(crate) mod ctx;
 pub(crate) mod decide;
 pub(crate) mod error;
 pub(crate) mod fast;
+pub(crate) mod grpc_web;
 pub(crate) mod h2_upstream;
 pub(crate) mod handler;
 pub(crate) mod header;

@@ -469,19 +469,8 @@ fn authorize(
 /// that are not browsers (curl sends neither header).
 fn cross_origin(headers: &http::HeaderMap) -> Option<&'static str> {
     if let Some(origin) = headers.get(header::ORIGIN) {
-        let o = origin.to_str().unwrap_or("");
-        let host = o
-            .strip_prefix("http://")
-            .or_else(|| o.strip_prefix("https://"))
-            .unwrap_or("");
-        let host = host.rsplit_once(':').map_or(host, |(h, p)| {
-            if p.bytes().all(|b| b.is_ascii_digit()) {
-                h
-            } else {
-                host
-            }
-        });
-        if host != HOST {
+        let host = origin.to_str().ok().and_then(crate::names::origin_host);
+        if host != Some(HOST) {
             return Some("requests from other sites' pages cannot use the admin API");
         }
     }

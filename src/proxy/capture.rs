@@ -105,11 +105,16 @@ impl<B: http_body::Body<Data = bytes::Bytes> + Unpin> http_body::Body for Counte
 /// The request head as written for the app (`head` holds nothing else), the request's
 /// size on the client's side, and the instance it went to.
 pub fn request(rec: &mut Record, head: &[u8], bytes_in: u64, backend: &Backend) {
+    answered_here(rec, head, bytes_in);
+    rec.generation = backend.generation;
+    rec.port = backend.port;
+}
+
+/// A request for an app that portok answered itself (a gRPC-Web preflight): no instance.
+pub fn answered_here(rec: &mut Record, head: &[u8], bytes_in: u64) {
     rec.heads.extend_from_slice(head);
     rec.split = rec.heads.len();
     rec.bytes_in = bytes_in;
-    rec.generation = backend.generation;
-    rec.port = backend.port;
 }
 
 /// The response head: the app's as it wrote it, or the one portok wrote when it answered

@@ -48,6 +48,9 @@ pub async fn handle(
         }
         m.finish_after(status, upstream, took);
     }
+    if let Some(answer) = resp.extensions_mut().remove::<super::grpc_web::Answer>() {
+        super::grpc_web::encode(&mut resp, answer);
+    }
     Ok(resp)
 }
 
@@ -153,7 +156,23 @@ async fn route(
         source,
     };
     if h2 {
-        let sent = send_h2(ctx, req, &host_value, hop, &backend, rec).await;
+        if let Some(answer) = super::grpc_web::preflight(&req, &ctx.tlds) {
+            if let Some(r) = rec {
+                let method = req.method().as_str().as_bytes();
+                let host = host_value.as_bytes();
+                let head =
+                    request_head::of_request(&req, method, host, BodyFraming::None, None, &[], hop);
+                capture::answered_here(r, &head, head.len() as u64);
+            }
+            return Ok(answer);
+        }
+        let sent = match super::grpc_web::call_of(&req, &ctx.tlds) {
+            None => send_h2(ctx, req, &host_value, hop, &backend, rec).await,
+            Some(call) => send_grpc_web(ctx, call, req, &host_value, hop, &backend, rec).await,
+        };
+        if let Err(ForwardError::ClientBody(e)) = &sent {
+            return Err(ProxyError::ClientBody(e.to_string()));
+        }
         return sent.map_err(|e| upstream_err(&backend, e));
     }
     if let Some(head) = upgrade_head(&req, host_value.as_bytes(), hop)? {
@@ -184,14 +203,18 @@ async fn route(
 
 /// To an app that speaks only HTTP/2: the request as it came, its body and trailers
 /// streamed both ways ([`super::h2_upstream`]).
-async fn send_h2(
+async fn send_h2<B>(
     ctx: &Ctx,
-    req: Request<Incoming>,
+    req: Request<B>,
     host_value: &HeaderValue,
     hop: Hop,
     backend: &Arc<Backend>,
     rec: &mut Option<Box<crate::inspect::Record>>,
-) -> Result<Response<ProxyBody>, ForwardError> {
+) -> Result<Response<ProxyBody>, ForwardError>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
+    B::Error: Into<super::body::BodyError>,
+{
     let Some(r) = rec else {
         return super::h2_upstream::send(req, host_value, hop, backend, ctx.limits.connect).await;
     };
@@ -209,6 +232,28 @@ async fn send_h2(
     let count = capture::grpc_call(r);
     let req = req.map(|b| capture::CountedBody::new(b, count));
     super::h2_upstream::send(req, host_value, hop, backend, ctx.limits.connect).await
+}
+
+/// A gRPC-Web call, to the app as gRPC ([`super::grpc_web`]). Its answer is encoded by
+/// [`handle`], once the inspector has seen it as gRPC.
+async fn send_grpc_web(
+    ctx: &Ctx,
+    call: super::grpc_web::Call,
+    req: Request<Incoming>,
+    host_value: &HeaderValue,
+    hop: Hop,
+    backend: &Arc<Backend>,
+    rec: &mut Option<Box<crate::inspect::Record>>,
+) -> Result<Response<ProxyBody>, ForwardError> {
+    let (req, answer) = call.into_grpc(req);
+    match send_h2(ctx, req, host_value, hop, backend, rec).await {
+        Ok(mut resp) => {
+            resp.extensions_mut().insert(answer);
+            Ok(resp)
+        }
+        // The app's stream was reset because the client's body did not decode: say so.
+        Err(e) => Err(answer.body_error().map_or(e, ForwardError::ClientBody)),
+    }
 }
 
 /// The head of an upgrade for the app, when the request is one: an HTTP/1.1 Upgrade as the

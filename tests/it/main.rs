@@ -14,6 +14,7 @@ mod fast;
 mod fuzz_regressions;
 mod grpc;
 mod grpc_tonic;
+mod grpc_web;
 mod hardening;
 mod inspect;
 mod lan;
