@@ -5,10 +5,17 @@
 /// Whether a request with this content-type is a gRPC call (`application/grpc`,
 /// `application/grpc+proto`, ...; gRPC-Web's `application/grpc-web` is not).
 pub fn is_call(content_type: &[u8]) -> bool {
-    match content_type.strip_prefix(b"application/grpc") {
-        Some(rest) => rest.is_empty() || rest[0] == b'+' || rest[0] == b';',
-        None => false,
-    }
+    call_suffix(content_type).is_some()
+}
+
+/// What follows `application/grpc` in a gRPC content-type (`+proto`, `;charset=...`, or
+/// nothing); None for any other type.
+pub fn call_suffix(content_type: &[u8]) -> Option<&[u8]> {
+    suffix(content_type.strip_prefix(b"application/grpc")?)
+}
+
+fn suffix(rest: &[u8]) -> Option<&[u8]> {
+    (rest.is_empty() || rest[0] == b'+' || rest[0] == b';').then_some(rest)
 }
 
 /// A gRPC-Web call's content-type (`application/grpc-web`, `-web+proto`, `-web-text`,
@@ -28,7 +35,24 @@ pub fn web_call(content_type: &[u8]) -> Option<WebCall<'_>> {
         Some(rest) => (true, rest),
         None => (false, rest),
     };
-    (rest.is_empty() || rest[0] == b'+' || rest[0] == b';').then_some(WebCall { text, rest })
+    Some(WebCall {
+        text,
+        rest: suffix(rest)?,
+    })
+}
+
+/// `text` as a `grpc-message` carries it: percent-encoded, every byte outside printable
+/// ASCII and `%` itself (the gRPC spec).
+pub fn encode_message(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Counts the messages in a body fed to it frame by frame, however the frames cut them.
@@ -168,6 +192,16 @@ mod tests {
             let n: u32 = body.chunks(cut).map(|chunk| c.feed(chunk)).sum();
             assert_eq!(n, 3, "chunks of {cut}");
         }
+    }
+
+    #[test]
+    fn messages_are_percent_encoded_and_back() {
+        let text = "no such thing \u{2713} 100%\r\n";
+        let encoded = encode_message(text);
+        assert_eq!(encoded, "no such thing %E2%9C%93 100%25%0D%0A");
+        let mut back = String::new();
+        decode_message(encoded.as_bytes(), &mut back);
+        assert_eq!(back, text);
     }
 
     #[test]

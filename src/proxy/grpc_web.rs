@@ -10,7 +10,9 @@
 //!   the daemon's TLDs). A page elsewhere gets 403 with the reason.
 //!
 //! The answer is encoded after the inspector has seen it (in the handler), so the inspector
-//! shows each call as gRPC: its status from the trailers, its messages counted.
+//! shows each call as gRPC: its status from the trailers, its messages counted. An answer
+//! of portok's own (the app is down, the body was not base64) keeps its HTTP status and
+//! text, with the CORS headers that let the page read them.
 
 use super::body::{BodyError, ProxyBody};
 use base64::engine::general_purpose::STANDARD;
@@ -23,9 +25,9 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 
-/// How a gRPC-Web call's answer is to be encoded: kept in the response's extensions from
-/// the request's translation until the handler encodes the answer.
-#[derive(Clone, Debug)]
+/// How a gRPC-Web call's answer is to be encoded: kept by the handler from the request's
+/// translation until it has the answer.
+#[derive(Debug)]
 pub struct Answer {
     text: bool,
     /// Why the request's `-text` body did not decode, if it did not.
@@ -140,14 +142,15 @@ pub fn preflight<B>(req: &Request<B>, tlds: &[String]) -> Option<Response<ProxyB
     Some(resp)
 }
 
-/// The app's answer as gRPC-Web: the content-type, CORS for the page, and the body with
-/// its trailers as the last frame. An answer that is not gRPC (a 502 of portok's own, an
-/// app's HTML) keeps its body.
+/// The answer as gRPC-Web: CORS for the page, and, when it is the app's gRPC answer, the
+/// content-type and the body with its trailers as the last frame. Any other answer (portok's
+/// 502 when the app is down, its 400 for a body that is not base64) keeps its status and
+/// text, which the page can then read.
 pub fn encode(resp: &mut Response<ProxyBody>, answer: Answer) {
     let headers = resp.headers_mut();
     if let Some(origin) = answer.origin {
-        // The page reads every header the app sent (grpc-status and grpc-message in a
-        // trailers-only answer, its own metadata).
+        // The page reads every header the answer has (grpc-status and grpc-message in a
+        // trailers-only answer, the app's own metadata).
         let mut names = String::from("grpc-status, grpc-message, grpc-status-details-bin");
         for name in headers.keys() {
             if !name.as_str().starts_with("grpc-") {
@@ -159,14 +162,17 @@ pub fn encode(resp: &mut Response<ProxyBody>, answer: Answer) {
             headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, names);
         }
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
         headers.append(header::VARY, HeaderValue::from_static("origin"));
     }
-    let grpc_rest = headers
+    let rest = headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.as_bytes().strip_prefix(b"application/grpc"))
-        .filter(|rest| rest.is_empty() || rest[0] == b'+' || rest[0] == b';')
+        .and_then(|v| crate::grpc::call_suffix(v.as_bytes()))
         .map(<[u8]>::to_vec);
-    let Some(rest) = grpc_rest else {
+    let Some(rest) = rest else {
         return;
     };
     let mut web_type = if answer.text {
@@ -322,7 +328,8 @@ struct Encoded {
 }
 
 impl Encoded {
-    /// `data` as it goes to the client.
+    /// `data` as it goes to the client. `-text` holds back what does not fill a group of
+    /// three bytes until `last`, or until the app pauses ([`Self::flush`]).
     fn out(&mut self, data: Bytes, last: bool) -> Bytes {
         let Some(pending) = self.text.as_mut() else {
             return data;
@@ -335,6 +342,14 @@ impl Encoded {
         };
         let raw = pending.split_to(whole);
         STANDARD.encode(&raw).into()
+    }
+
+    /// What `-text` holds back, padded: the app paused, and a message must not wait for the
+    /// next one to reach the page (clients accept padding mid-stream).
+    fn flush(&mut self) -> Option<Bytes> {
+        let pending = self.text.as_mut().filter(|p| !p.is_empty())?;
+        let raw = pending.split();
+        Some(STANDARD.encode(&raw).into())
     }
 }
 
@@ -351,7 +366,16 @@ impl Body for Encoded {
             if me.done {
                 return Poll::Ready(None);
             }
-            match ready!(Pin::new(&mut me.inner).poll_frame(cx)) {
+            let polled = match Pin::new(&mut me.inner).poll_frame(cx) {
+                Poll::Ready(polled) => polled,
+                Poll::Pending => {
+                    return match me.flush() {
+                        Some(out) => Poll::Ready(Some(Ok(Frame::data(out)))),
+                        None => Poll::Pending,
+                    }
+                }
+            };
+            match polled {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         let out = me.out(data, false);
@@ -368,7 +392,18 @@ impl Body for Encoded {
                         return Poll::Ready(Some(Ok(Frame::data(out))));
                     }
                 },
-                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                Some(Err(e)) => {
+                    // The page gets a status, not a cut connection.
+                    me.done = true;
+                    let why = format!("portok: the app's answer broke off: {e}");
+                    let mut trailers = HeaderMap::new();
+                    trailers.insert("grpc-status", HeaderValue::from_static("14"));
+                    if let Ok(m) = HeaderValue::from_str(&crate::grpc::encode_message(&why)) {
+                        trailers.insert("grpc-message", m);
+                    }
+                    let out = me.out(trailer_frame(&trailers), true);
+                    return Poll::Ready(Some(Ok(Frame::data(out))));
+                }
                 None => {
                     // A trailers-only answer (its status in the headers), or an app that
                     // ended without trailers: what is left, padded.
@@ -471,7 +506,7 @@ mod tests {
             assert!(collected.trailers().is_none());
             let bytes = collected.to_bytes();
             let raw = if text {
-                STANDARD.decode(&bytes).unwrap()
+                decode_base64(&bytes).unwrap()
             } else {
                 bytes.to_vec()
             };
@@ -481,6 +516,59 @@ mod tests {
             want.extend_from_slice(lines);
             assert_eq!(raw, want, "text {text}");
         }
+    }
+
+    #[tokio::test]
+    async fn text_reaches_the_page_whole_when_the_app_pauses() {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let mut body = Encoded {
+            inner: ProxyBody::Channel(rx),
+            text: Some(BytesMut::new()),
+            done: false,
+        };
+        // Seven bytes: six encode at once, and the seventh must not wait for more.
+        tx.send(Bytes::from_static(b"\0\0\0\0\x02hi"))
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let frame =
+                futures_util::poll!(std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)));
+            match frame {
+                Poll::Ready(Some(Ok(f))) => got.extend_from_slice(f.data_ref().unwrap()),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            got,
+            b"AAAAAAJo"
+                .iter()
+                .chain(b"aQ==")
+                .copied()
+                .collect::<Vec<u8>>()
+        );
+        assert_eq!(decode_base64(&got).unwrap(), b"\0\0\0\0\x02hi");
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn an_app_that_breaks_off_gives_the_page_a_status() {
+        let app = StreamBody::new(futures_util::stream::iter(vec![
+            Ok::<_, BodyError>(Frame::data(Bytes::from_static(b"\0\0\0\0\x02hi"))),
+            Err("reset".into()),
+        ]));
+        let body = Encoded {
+            inner: ProxyBody::Stream(app.boxed_unsync()),
+            text: None,
+            done: false,
+        };
+        let bytes = body.collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("grpc-status:14\r\n"), "{text:?}");
+        assert!(
+            text.contains("grpc-message:portok: the app's answer broke off: reset"),
+            "{text:?}"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! Built on the h2 crate rather than hyper's client: a request's headers and the body that
 //! came with them go out in one write, from the request's own task. hyper's client hands
 //! each request to its connection task and the body to a task of its own, and wrote the
-//! two apart: one call cost 15% more time (docs/grpc.md has the figures).
+//! two apart: a unary call took about 15% longer (docs/grpc.md has the figures).
 //!
 //! The request head is written by the one writer ([`super::request_head::write`]) and read
 //! back into the header map an h2 request carries, so every rule about request headers is
@@ -45,14 +45,36 @@ const MAX_CONNS: usize = 8;
 const STREAM_WINDOW: u32 = 2 << 20;
 const CONN_WINDOW: u32 = 5 << 20;
 /// A first body chunk up to this size is queued with the request's headers, before h2 has
-/// granted the stream its window (every stream starts with at least 64 KiB): a unary call
-/// goes out in one write. Larger chunks wait for their window.
+/// granted the stream its window: a unary call goes out in one write. (h2 holds it until
+/// the window allows, should the app grant less.) Larger chunks wait for their window.
 const SEND_AHEAD: usize = 16 << 10;
 
 /// The proxy's HTTP/2 connections to one instance. Kept in its [`Backend`], so they close
 /// (GOAWAY) once it has left the route table and its last stream has ended.
 #[derive(Default)]
-struct Conns(Mutex<Vec<Conn>>);
+struct Conns {
+    list: Mutex<Vec<Conn>>,
+    /// One connect at a time: a burst of calls to a fresh instance shares the first
+    /// connection rather than opening one each.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl Conns {
+    /// A connection with a free stream, or the least busy once there are [`MAX_CONNS`];
+    /// None when another should be opened.
+    fn pick(&self) -> Option<Taken> {
+        let mut list = self.list.locked();
+        list.retain(|c| !c.closed.load(Ordering::Relaxed));
+        if let Some(free) = list.iter().find(|c| c.has_room()) {
+            return Some(free.take());
+        }
+        if list.len() < MAX_CONNS {
+            return None;
+        }
+        let least = list.iter().min_by_key(|c| c.open.load(Ordering::Relaxed));
+        least.map(Conn::take)
+    }
+}
 
 /// One HTTP/2 connection to an instance, with the streams portok has open on it.
 #[derive(Clone)]
@@ -76,10 +98,22 @@ impl Conn {
         self.open.load(Ordering::Relaxed) < self.send.current_max_send_streams()
     }
 
-    fn take(&self) -> (h2::client::SendRequest<Bytes>, Slot) {
+    fn take(&self) -> Taken {
         self.open.fetch_add(1, Ordering::Relaxed);
-        (self.send.clone(), Slot(self.open.clone()))
+        Taken {
+            send: self.send.clone(),
+            slot: Slot(self.open.clone()),
+            closed: self.closed.clone(),
+        }
     }
+}
+
+/// A stream's place on a connection, for one request.
+struct Taken {
+    send: h2::client::SendRequest<Bytes>,
+    slot: Slot,
+    /// Set to take the connection out of the pool (it refused a stream: a GOAWAY).
+    closed: Arc<AtomicBool>,
 }
 
 /// An app's response body, holding the instance's in-flight count and the stream's slot
@@ -150,10 +184,26 @@ where
     *out.version_mut() = Version::HTTP_2;
     *out.headers_mut() = headers;
     let guard = backend.enter();
-    let (send, slot) = sender(backend, connect_timeout).await?;
-    let mut send = send.ready().await.map_err(exchange)?;
     let eos = body.is_end_stream();
-    let (response, tx) = send.send_request(out, eos).map_err(exchange)?;
+    // A connection the app has sent GOAWAY on refuses new streams at once, while its open
+    // streams finish: it leaves the pool, and the request (nothing of it sent) goes on a
+    // new one.
+    let mut retried = false;
+    let (response, tx, slot) = loop {
+        let taken = sender(backend, connect_timeout).await?;
+        match taken.send.ready().await {
+            Ok(mut send) => {
+                let (response, tx) = send.send_request(out, eos).map_err(exchange)?;
+                break (response, tx, taken.slot);
+            }
+            Err(e) if !retried => {
+                tracing::debug!(error = %e, "an HTTP/2 connection to an app refused a stream");
+                taken.closed.store(true, Ordering::Relaxed);
+                retried = true;
+            }
+            Err(e) => return Err(exchange(e)),
+        }
+    };
     if !eos {
         // Polled once here: a unary call's body has come with its headers, and goes out
         // with them. Only a body still streaming gets a task of its own.
@@ -293,31 +343,26 @@ fn headers_for<B>(
 
 /// A connection with a free stream (by the app's SETTINGS), else a new one (up to
 /// [`MAX_CONNS`]), else the least busy.
-async fn sender(
-    backend: &Arc<Backend>,
-    connect_timeout: Duration,
-) -> Result<(h2::client::SendRequest<Bytes>, Slot), ForwardError> {
+async fn sender(backend: &Arc<Backend>, connect_timeout: Duration) -> Result<Taken, ForwardError> {
     let conns = backend
         .h2_conns
         .get_or_init(|| Box::new(Conns::default()))
         .downcast_ref::<Conns>()
         .expect("only this module keeps h2 connections");
-    {
-        let mut list = conns.0.locked();
-        list.retain(|c| !c.closed.load(Ordering::Relaxed));
-        if let Some(free) = list.iter().find(|c| c.has_room()) {
-            return Ok(free.take());
-        }
-        if list.len() >= MAX_CONNS {
-            let least = list.iter().min_by_key(|c| c.open.load(Ordering::Relaxed));
-            return Ok(least.expect("MAX_CONNS > 0").take());
-        }
+    if let Some(taken) = conns.pick() {
+        return Ok(taken);
+    }
+    let _one = conns.connecting.lock().await;
+    if let Some(taken) = conns.pick() {
+        return Ok(taken);
     }
     let stream = connect_loopback(backend.port, connect_timeout)
         .await
         .map_err(ForwardError::Connect)?;
     let (send, conn) = h2::client::Builder::new()
         .enable_push(false)
+        // Until the app's SETTINGS say otherwise (hyper's default too).
+        .initial_max_send_streams(100)
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONN_WINDOW)
         .handshake(stream)
@@ -339,7 +384,7 @@ async fn sender(
         closed,
     };
     let taken = conn.take();
-    conns.0.locked().push(conn);
+    conns.list.locked().push(conn);
     Ok(taken)
 }
 

@@ -31,7 +31,8 @@ pub async fn handle(
     let mut meter = None;
     let mut rec = None;
     let mut upstream = false;
-    let mut resp = match route(&ctx, req, conn, wants_html, &mut meter, &mut rec).await {
+    let mut web = None;
+    let mut resp = match route(&ctx, req, conn, wants_html, &mut meter, &mut rec, &mut web).await {
         Ok(resp) => resp,
         Err(err) => {
             debug!(peer = %conn.peer, error = %err, "answered with an error page");
@@ -48,7 +49,7 @@ pub async fn handle(
         }
         m.finish_after(status, upstream, took);
     }
-    if let Some(answer) = resp.extensions_mut().remove::<super::grpc_web::Answer>() {
+    if let Some(answer) = web {
         super::grpc_web::encode(&mut resp, answer);
     }
     Ok(resp)
@@ -81,6 +82,7 @@ async fn route(
     wants_html: bool,
     meter: &mut Option<crate::metrics::RequestMeter>,
     rec: &mut Option<Box<crate::inspect::Record>>,
+    web: &mut Option<super::grpc_web::Answer>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let host_value = routed_host(&req)?;
     let raw_host = host_value.to_str().map_err(|_| ProxyError::MissingHost)?;
@@ -158,17 +160,23 @@ async fn route(
     if h2 {
         if let Some(answer) = super::grpc_web::preflight(&req, &ctx.tlds) {
             if let Some(r) = rec {
-                let method = req.method().as_str().as_bytes();
-                let host = host_value.as_bytes();
-                let head =
-                    request_head::of_request(&req, method, host, BodyFraming::None, None, &[], hop);
+                let head = h2_head(&req, &host_value, hop);
                 capture::answered_here(r, &head, head.len() as u64);
             }
             return Ok(answer);
         }
         let sent = match super::grpc_web::call_of(&req, &ctx.tlds) {
             None => send_h2(ctx, req, &host_value, hop, &backend, rec).await,
-            Some(call) => send_grpc_web(ctx, call, req, &host_value, hop, &backend, rec).await,
+            Some(call) => {
+                let (req, answer) = call.into_grpc(req);
+                let sent = send_h2(ctx, req, &host_value, hop, &backend, rec).await;
+                // The app's stream was reset because the body did not decode: say so.
+                let sent =
+                    sent.map_err(|e| answer.body_error().map_or(e, ForwardError::ClientBody));
+                // Encoded by `handle`, once the inspector has seen the answer as gRPC.
+                *web = Some(answer);
+                sent
+            }
         };
         if let Err(ForwardError::ClientBody(e)) = &sent {
             return Err(ProxyError::ClientBody(e.to_string()));
@@ -218,9 +226,7 @@ where
     let Some(r) = rec else {
         return super::h2_upstream::send(req, host_value, hop, backend, ctx.limits.connect).await;
     };
-    let method = req.method().as_str().as_bytes();
-    let host = host_value.as_bytes();
-    let head = request_head::of_request(&req, method, host, BodyFraming::None, None, &[], hop);
+    let head = h2_head(&req, host_value, hop);
     capture::request(r, &head, head.len() as u64, backend);
     let grpc = req
         .headers()
@@ -234,26 +240,12 @@ where
     super::h2_upstream::send(req, host_value, hop, backend, ctx.limits.connect).await
 }
 
-/// A gRPC-Web call, to the app as gRPC ([`super::grpc_web`]). Its answer is encoded by
-/// [`handle`], once the inspector has seen it as gRPC.
-async fn send_grpc_web(
-    ctx: &Ctx,
-    call: super::grpc_web::Call,
-    req: Request<Incoming>,
-    host_value: &HeaderValue,
-    hop: Hop,
-    backend: &Arc<Backend>,
-    rec: &mut Option<Box<crate::inspect::Record>>,
-) -> Result<Response<ProxyBody>, ForwardError> {
-    let (req, answer) = call.into_grpc(req);
-    match send_h2(ctx, req, host_value, hop, backend, rec).await {
-        Ok(mut resp) => {
-            resp.extensions_mut().insert(answer);
-            Ok(resp)
-        }
-        // The app's stream was reset because the client's body did not decode: say so.
-        Err(e) => Err(answer.body_error().map_or(e, ForwardError::ClientBody)),
-    }
+/// The head of a request to an HTTP/2 app as the inspector records it (the app gets the
+/// same lines as HTTP/2 headers).
+fn h2_head<B>(req: &Request<B>, host_value: &HeaderValue, hop: Hop) -> Vec<u8> {
+    let method = req.method().as_str().as_bytes();
+    let host = host_value.as_bytes();
+    request_head::of_request(req, method, host, BodyFraming::None, None, &[], hop)
 }
 
 /// The head of an upgrade for the app, when the request is one: an HTTP/1.1 Upgrade as the
