@@ -11,6 +11,7 @@
 //! portok finds that by itself. Its answers carry the version in `version.txt` (in the
 //! folder it runs in), so an edit there shows which generation answered. The service is in
 //! examples/grpc/echo.proto; its Rust code is generated and checked in (examples/grpc/echo.rs).
+//! `GRPC_MAX_CONNECTION_AGE_MS=N` closes each connection (GOAWAY) once it is N ms old.
 
 #[path = "grpc/channel.rs"]
 mod channel;
@@ -144,7 +145,15 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     println!("grpc example v{version} on 127.0.0.1:{port}");
-    Server::builder()
+    let mut server = Server::builder();
+    // As grpc-go's MaxConnectionAge: each connection is told to go (GOAWAY) once this old.
+    if let Some(ms) = std::env::var("GRPC_MAX_CONNECTION_AGE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        server = server.max_connection_age(std::time::Duration::from_millis(ms));
+    }
+    server
         .add_service(health)
         .add_service(echo)
         .serve(([127, 0, 0, 1], port).into())

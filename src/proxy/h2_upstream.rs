@@ -169,50 +169,88 @@ where
     B: Body<Data = Bytes> + Send + Sync + Unpin + 'static,
     B::Error: Into<BodyError>,
 {
-    let headers = headers_for(&req, host, hop)?;
     let (parts, body) = req.into_parts();
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    // The client's head, to write the app's from (again, should the app refuse the stream).
+    let client = Request::from_parts(parts, ());
+    let path = client.uri().path_and_query().map_or("/", |p| p.as_str());
     let uri = Uri::builder()
         .scheme("http")
         .authority(host.as_bytes())
         .path_and_query(path)
         .build()
         .map_err(|e| ForwardError::ClientBody(Box::new(e)))?;
-    let mut out = Request::new(());
-    *out.method_mut() = parts.method;
-    *out.uri_mut() = uri;
-    *out.version_mut() = Version::HTTP_2;
-    *out.headers_mut() = headers;
     let guard = backend.enter();
-    let eos = body.is_end_stream();
-    // A connection the app has sent GOAWAY on refuses new streams at once, while its open
-    // streams finish: it leaves the pool, and the request (nothing of it sent) goes on a
-    // new one.
-    let mut retried = false;
-    let (response, tx, slot) = loop {
+    let mut rest = first_of(body)?;
+    // A stream the app refuses (its GOAWAY came first, or REFUSED_STREAM) was never seen by
+    // it: the call goes again on another connection, once, when its body is still at hand.
+    let mut again = true;
+    let (response, slot) = loop {
         let taken = sender(backend, connect_timeout).await?;
-        match taken.send.ready().await {
-            Ok(mut send) => {
-                let (response, tx) = send.send_request(out, eos).map_err(exchange)?;
-                break (response, tx, taken.slot);
-            }
-            Err(e) if !retried => {
+        let mut send = match taken.send.ready().await {
+            Ok(send) => send,
+            Err(e) if again => {
                 tracing::debug!(error = %e, "an HTTP/2 connection to an app refused a stream");
                 taken.closed.store(true, Ordering::Relaxed);
-                retried = true;
+                again = false;
+                continue;
             }
             Err(e) => return Err(exchange(e)),
+        };
+        let mut out = Request::new(());
+        *out.method_mut() = client.method().clone();
+        *out.uri_mut() = uri.clone();
+        *out.version_mut() = Version::HTTP_2;
+        *out.headers_mut() = headers_for(&client, host, hop)?;
+        let eos = matches!(rest, Rest::Nothing) || matches!(&rest, Rest::Kept(f) if f.is_empty());
+        let (response, mut tx) = match send.send_request(out, eos) {
+            Ok(sent) => sent,
+            Err(e) if again && refused(&e) => {
+                taken.closed.store(true, Ordering::Relaxed);
+                again = false;
+                continue;
+            }
+            Err(e) => return Err(exchange(e)),
+        };
+        rest = match rest {
+            Rest::Whole(data) => {
+                // Queued with the headers: one write for both.
+                let _ = tx.send_data(data.clone(), true);
+                Rest::Whole(data)
+            }
+            Rest::Stream(body, first) => {
+                let (kept, keeping) = tokio::sync::oneshot::channel();
+                let mut pump = Box::pin(pump(body, first, tx, kept));
+                if futures_util::poll!(pump.as_mut()).is_pending() {
+                    tokio::spawn(pump);
+                }
+                Rest::Pumped(keeping)
+            }
+            Rest::Kept(frames) => {
+                send_kept(&mut tx, &frames);
+                Rest::Kept(frames)
+            }
+            other => other,
+        };
+        let e = match response.await {
+            Ok(response) => break (response, taken.slot),
+            Err(e) => e,
+        };
+        if !(again && refused(&e)) {
+            return Err(exchange(e));
+        }
+        tracing::debug!(error = %e, "an app refused a stream; sending it again");
+        taken.closed.store(true, Ordering::Relaxed);
+        again = false;
+        if let Rest::Pumped(keeping) = rest {
+            // The client's body is read to its end (it is small, or it is not kept).
+            // Boxed, as the connect below: the future of every request stays small.
+            match Box::pin(tokio::time::timeout(Duration::from_secs(5), keeping)).await {
+                Ok(Ok(Some(frames))) => rest = Rest::Kept(frames),
+                _ => return Err(exchange(e)),
+            }
         }
     };
-    if !eos {
-        // Polled once here: a unary call's body has come with its headers, and goes out
-        // with them. Only a body still streaming gets a task of its own.
-        let mut pump = Box::pin(pump(body, tx));
-        if futures_util::poll!(pump.as_mut()).is_pending() {
-            tokio::spawn(pump);
-        }
-    }
-    let (parts, body) = response.await.map_err(exchange)?.into_parts();
+    let (parts, body) = response.into_parts();
     let body = AppStream {
         body,
         data_done: false,
@@ -225,59 +263,170 @@ where
     ))
 }
 
-fn exchange(e: h2::Error) -> ForwardError {
-    ForwardError::Exchange(Box::new(e))
+/// What of a request's body has come with its headers.
+enum Rest<B> {
+    /// No body.
+    Nothing,
+    /// All of it (a unary call's, as a rule): sent with the headers, kept to send again.
+    Whole(Bytes),
+    /// A body still streaming, with the frame already read, if any.
+    Stream(B, Option<Frame<Bytes>>),
+    /// Being streamed to the app; the body, if it is kept ([`pump`]).
+    Pumped(tokio::sync::oneshot::Receiver<Option<Vec<Kept>>>),
+    /// A streamed body, kept whole: sent again as it came.
+    Kept(Vec<Kept>),
 }
 
-/// The client's body to the app, frame by frame, each chunk within the window the app
-/// grants (so a slow app slows the client), trailers included. A client that fails or
-/// goes away resets the app's stream; a stream the app ends stops it.
-async fn pump<B>(mut body: B, mut tx: h2::SendStream<Bytes>)
+/// The body as far as it has come, without waiting for more.
+fn first_of<B>(mut body: B) -> Result<Rest<B>, ForwardError>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BodyError>,
 {
+    use futures_util::FutureExt as _;
+    if body.is_end_stream() {
+        return Ok(Rest::Nothing);
+    }
+    // Polled with no waker to call: the pump polls again, with its own, when it is not here.
+    Ok(match body.frame().now_or_never() {
+        None => Rest::Stream(body, None),
+        Some(None) => Rest::Nothing,
+        Some(Some(Err(e))) => return Err(ForwardError::ClientBody(e.into())),
+        Some(Some(Ok(frame))) => match frame.into_data() {
+            Ok(data) if body.is_end_stream() && data.len() <= SEND_AHEAD => Rest::Whole(data),
+            Ok(data) => Rest::Stream(body, Some(Frame::data(data))),
+            Err(frame) => Rest::Stream(body, Some(frame)),
+        },
+    })
+}
+
+/// The app did not take the stream: it was never seen, so it may go again.
+fn refused(e: &h2::Error) -> bool {
+    e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote())
+}
+
+fn exchange(e: h2::Error) -> ForwardError {
+    ForwardError::Exchange(Box::new(e))
+}
+
+/// A streamed body is kept while it is this small and the app has not answered, to send
+/// again should the app refuse the stream.
+const KEEP_LIMIT: usize = 64 << 10;
+
+/// A piece of a body kept to send again.
+enum Kept {
+    Data(Bytes),
+    Trailers(HeaderMap),
+}
+
+/// The client's body to the app, frame by frame, each chunk within the window the app
+/// grants (so a slow app slows the client), trailers included. A client that fails or
+/// goes away resets the app's stream. Until the app answers (`kept` is dropped then), a
+/// small body is also kept: when the app refuses the stream, the rest of the body is read
+/// and the whole goes to `kept`, to be sent again.
+async fn pump<B>(
+    mut body: B,
+    mut next: Option<Frame<Bytes>>,
+    mut tx: h2::SendStream<Bytes>,
+    kept: tokio::sync::oneshot::Sender<Option<Vec<Kept>>>,
+) where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BodyError>,
+{
+    let mut keeping = Some((Vec::new(), 0usize));
+    let mut live = true;
     let mut first = true;
     loop {
-        let frame = poll_fn(|cx| {
-            // The app may end the stream while the client has more to say.
-            if tx.poll_reset(cx).is_ready() {
-                return Poll::Ready(None);
+        if kept.is_closed() {
+            keeping = None;
+        }
+        if !live && keeping.is_none() {
+            return;
+        }
+        let frame = match next.take() {
+            Some(frame) => Some(Some(Ok(frame))),
+            None => {
+                poll_fn(|cx| {
+                    // The app may end the stream while the client has more to say.
+                    if live && tx.poll_reset(cx).is_ready() {
+                        return Poll::Ready(None);
+                    }
+                    // The error's cause is the client's; only that it failed matters here.
+                    let frame = std::task::ready!(Pin::new(&mut body).poll_frame(cx));
+                    Poll::Ready(Some(frame.map(|f| f.map_err(drop))))
+                })
+                .await
             }
-            // The error's cause is the client's; only that it failed matters here.
-            let frame = std::task::ready!(Pin::new(&mut body).poll_frame(cx));
-            Poll::Ready(Some(frame.map(|f| f.map_err(drop))))
-        })
-        .await;
+        };
         let frame = match frame {
-            None => return,
+            None => {
+                live = false;
+                continue;
+            }
             Some(None) => {
-                let _ = tx.send_data(Bytes::new(), true);
+                if live {
+                    let _ = tx.send_data(Bytes::new(), true);
+                }
+                let _ = kept.send(keeping.map(|(frames, _)| frames));
                 return;
             }
-            Some(Some(Err(_))) => return tx.send_reset(h2::Reason::CANCEL),
+            Some(Some(Err(_))) => {
+                if live {
+                    tx.send_reset(h2::Reason::CANCEL);
+                }
+                return;
+            }
             Some(Some(Ok(frame))) => frame,
         };
+        let eos = body.is_end_stream();
         match frame.into_data() {
             Ok(data) => {
-                let eos = body.is_end_stream();
-                let sent = if data.is_empty() || (first && data.len() <= SEND_AHEAD) {
-                    tx.send_data(data, eos).is_ok()
-                } else {
-                    send_paced(&mut tx, data, eos).await
-                };
-                first = false;
-                if !sent || eos {
-                    return;
+                if let Some((frames, size)) = &mut keeping {
+                    *size += data.len();
+                    frames.push(Kept::Data(data.clone()));
+                    if *size > KEEP_LIMIT {
+                        keeping = None;
+                    }
                 }
+                if live {
+                    live = if data.is_empty() || (first && data.len() <= SEND_AHEAD) {
+                        tx.send_data(data, eos).is_ok()
+                    } else {
+                        send_paced(&mut tx, data, eos).await
+                    };
+                }
+                first = false;
             }
             Err(frame) => {
-                if let Ok(trailers) = frame.into_trailers() {
-                    let _ = tx.send_trailers(trailers);
-                    return;
+                let Ok(trailers) = frame.into_trailers() else {
+                    continue;
+                };
+                if let Some((frames, _)) = &mut keeping {
+                    frames.push(Kept::Trailers(trailers.clone()));
                 }
+                if live {
+                    let _ = tx.send_trailers(trailers);
+                }
+                let _ = kept.send(keeping.map(|(frames, _)| frames));
+                return;
             }
         }
+        if eos {
+            let _ = kept.send(keeping.map(|(frames, _)| frames));
+            return;
+        }
+    }
+}
+
+/// A kept body, again: it was small, so it goes without pacing (h2 holds what the window
+/// does not yet allow).
+fn send_kept(tx: &mut h2::SendStream<Bytes>, frames: &[Kept]) {
+    for (i, frame) in frames.iter().enumerate() {
+        let last = i + 1 == frames.len();
+        let _ = match frame {
+            Kept::Data(data) => tx.send_data(data.clone(), last),
+            Kept::Trailers(trailers) => tx.send_trailers(trailers.clone()),
+        };
     }
 }
 
@@ -356,7 +505,23 @@ async fn sender(backend: &Arc<Backend>, connect_timeout: Duration) -> Result<Tak
     if let Some(taken) = conns.pick() {
         return Ok(taken);
     }
-    let stream = connect_loopback(backend.port, connect_timeout)
+    let (send, closed) = Box::pin(connect(backend.port, connect_timeout)).await?;
+    let conn = Conn {
+        send,
+        open: Arc::default(),
+        closed,
+    };
+    let taken = conn.take();
+    conns.list.locked().push(conn);
+    Ok(taken)
+}
+
+/// A new HTTP/2 connection to the app, its task spawned; the flag is set when it ends.
+async fn connect(
+    port: u16,
+    connect_timeout: Duration,
+) -> Result<(h2::client::SendRequest<Bytes>, Arc<AtomicBool>), ForwardError> {
+    let stream = connect_loopback(port, connect_timeout)
         .await
         .map_err(ForwardError::Connect)?;
     let (send, conn) = h2::client::Builder::new()
@@ -378,14 +543,7 @@ async fn sender(backend: &Arc<Backend>, connect_timeout: Duration) -> Result<Tak
             closed.store(true, Ordering::Relaxed);
         }
     });
-    let conn = Conn {
-        send,
-        open: Arc::default(),
-        closed,
-    };
-    let taken = conn.take();
-    conns.list.locked().push(conn);
-    Ok(taken)
+    Ok((send, closed))
 }
 
 /// Whether the app on `port` speaks HTTP/2 with prior knowledge: its SETTINGS exchange

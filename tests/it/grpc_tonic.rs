@@ -358,3 +358,41 @@ async fn an_alias_to_a_grpc_server_says_h2() {
     server.kill().unwrap();
     server.wait().unwrap();
 }
+
+/// An app that closes its connections by age (grpc-go's MaxConnectionAge; tonic's
+/// max_connection_age) sends GOAWAY every 200 ms: calls under way finish, and new calls go
+/// on a new connection. Two looping clients fail no call.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_that_closes_its_connections_by_age_fails_no_call() {
+    let p = Portok::new();
+    let bin = example_bin("grpc");
+    let env = [("GRPC_MAX_CONNECTION_AGE_MS", std::path::Path::new("200"))];
+    let app = p.spawn_app_env(&project(&p), &["api", bin.to_str().unwrap()], &env);
+    app.wait_for("api ready in", LONG).await;
+    let mut loops = Vec::new();
+    for tls in [false, true] {
+        let mut c = client(&p, tls).await;
+        loops.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            let until = std::time::Instant::now() + Duration::from_secs(3);
+            while std::time::Instant::now() < until {
+                match c.say(msg("hi")).await {
+                    Ok(_) => ok += 1,
+                    Err(e) => failed.push(format!("{:?} {}", e.code(), e.message())),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    for l in loops {
+        let (ok, failed) = l.await.unwrap();
+        assert!(
+            failed.is_empty(),
+            "{} of {} calls failed: {:?}",
+            failed.len(),
+            ok as usize + failed.len(),
+            &failed[..failed.len().min(5)]
+        );
+        assert!(ok > 100, "only {ok} calls in 3 s");
+    }
+}
