@@ -11,7 +11,8 @@
 //! portok finds that by itself. Its answers carry the version in `version.txt` (in the
 //! folder it runs in), so an edit there shows which generation answered. The service is in
 //! examples/grpc/echo.proto; its Rust code is generated and checked in (examples/grpc/echo.rs).
-//! `GRPC_MAX_CONNECTION_AGE_MS=N` closes each connection (GOAWAY) once it is N ms old.
+//! `GRPC_MAX_CONNECTION_AGE_MS=N` closes each connection (GOAWAY) once it is N ms old;
+//! `GRPC_MAX_STREAMS=N` takes at most N calls at once on a connection.
 
 #[path = "grpc/channel.rs"]
 mod channel;
@@ -152,6 +153,13 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|v| v.parse().ok())
     {
         server = server.max_connection_age(std::time::Duration::from_millis(ms));
+    }
+    // At most this many calls at once on one connection (its SETTINGS say so).
+    if let Some(n) = std::env::var("GRPC_MAX_STREAMS")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    {
+        server = server.max_concurrent_streams(n);
     }
     server
         .add_service(health)

@@ -65,7 +65,11 @@ impl Conns {
     fn pick(&self) -> Option<Taken> {
         let mut list = self.list.locked();
         list.retain(|c| !c.closed.load(Ordering::Relaxed));
-        if let Some(free) = list.iter().find(|c| c.has_room()) {
+        // The app's limit, from the connections whose SETTINGS have come: a new one knows
+        // only h2's default until then.
+        let limit = list.iter().map(|c| c.send.current_max_send_streams()).min();
+        let limit = limit.unwrap_or(usize::MAX);
+        if let Some(free) = list.iter().find(|c| c.open.load(Ordering::Relaxed) < limit) {
             return Some(free.take());
         }
         if list.len() < MAX_CONNS {
@@ -94,10 +98,6 @@ impl Drop for Slot {
 }
 
 impl Conn {
-    fn has_room(&self) -> bool {
-        self.open.load(Ordering::Relaxed) < self.send.current_max_send_streams()
-    }
-
     fn take(&self) -> Taken {
         self.open.fetch_add(1, Ordering::Relaxed);
         Taken {

@@ -396,3 +396,55 @@ async fn an_app_that_closes_its_connections_by_age_fails_no_call() {
         assert!(ok > 100, "only {ok} calls in 3 s");
     }
 }
+
+/// The connections from portok (127.0.0.1, any port) to `port` that are established, read
+/// from /proc/net/tcp (the app's side of each is its local address).
+fn connections_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!("0100007F:{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            // The app's end: local address is its port; state 01 is ESTABLISHED.
+            cols.len() > 3 && cols[1] == local && cols[3] == "01"
+        })
+        .count()
+}
+
+/// An app that takes 2 calls at a time on a connection (its SETTINGS): 6 slow calls at once
+/// go over 3 connections, so none waits for another, and all are answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_past_the_apps_stream_limit_go_on_more_connections() {
+    let p = Portok::new();
+    let bin = example_bin("grpc");
+    let env = [("GRPC_MAX_STREAMS", std::path::Path::new("2"))];
+    let app = p.spawn_app_env(&project(&p), &["api", bin.to_str().unwrap()], &env);
+    app.wait_for("api ready in", LONG).await;
+    let port = route_of(&p, "api.localhost").unwrap()["port"]
+        .as_u64()
+        .unwrap() as u16;
+    // One call first, so the app's SETTINGS have come before the six.
+    let mut c = client(&p, false).await;
+    c.say(msg("hi")).await.unwrap();
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let mut c = c.clone();
+            tokio::spawn(async move { c.slow(SlowRequest { ms: 1500 }).await })
+        })
+        .collect();
+    let mut most = 0;
+    let until = std::time::Instant::now() + Duration::from_millis(1200);
+    while std::time::Instant::now() < until {
+        most = most.max(connections_to(port));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for call in calls {
+        call.await.unwrap().expect("a slow call");
+    }
+    assert!(
+        most >= 3,
+        "portok had {most} connections to the app at most"
+    );
+}

@@ -506,8 +506,10 @@ async fn a_fixed_app_port_redeploys_by_stopping_then_starting() {
 async fn a_change_during_the_first_start_cancels_it_and_the_newest_source_serves() {
     let p = Portok::new();
     let dir = project(&p);
+    // The first start takes 6 s: the change must be seen (a debounce, and a busy machine)
+    // while it is still starting. With 2 s it was not, once in a full run.
     let script = format!(
-        "sleep 2; HELLO_VERSION=$(cat version.txt) exec {}",
+        "sleep 6; HELLO_VERSION=$(cat version.txt) exec {}",
         hello_bin().display()
     );
     let app = p.spawn_app(&dir, &["web", &script]);
