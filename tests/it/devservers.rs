@@ -144,6 +144,15 @@ async fn vite_edit_reaches_the_page(p: &Portok, dir: &Path, host: &str, app: &Ru
         .eval("performance.getEntriesByType('navigation')[0].nextHopProtocol")
         .await;
     assert_eq!(proto, "h2", "the page came over HTTP/2");
+    // Vite's HMR socket is up before the edit: one that is still connecting when it comes
+    // polls, then reloads the page (a CI run failed so, on a busy machine).
+    b.wait_until(
+        "window.hmrConnected === true",
+        Duration::from_secs(30),
+        "Vite's HMR socket",
+        |v| *v == true,
+    )
+    .await;
     // An edit reaches the open page through Vite's HMR: no reload, no portok redeploy.
     std::fs::write(
         dir.join("message.js"),
@@ -155,6 +164,10 @@ async fn vite_edit_reaches_the_page(p: &Portok, dir: &Path, host: &str, app: &Ru
     })
     .await;
     assert_eq!(b.eval("window.loads").await, 1, "no full reload");
+    let how = b
+        .eval("performance.getEntriesByType('navigation')[0].type")
+        .await;
+    assert_eq!(how, "navigate", "the page was not reloaded");
     assert_eq!(b.eval("window.hmrUpdates").await, 1, "one HMR update");
     assert!(!app.text().contains("generation 2"), "{}", app.text());
 }
