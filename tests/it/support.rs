@@ -850,7 +850,8 @@ pub fn nssdb_trusting(home: &Path, ca_pem: &Path) -> bool {
 
 /// An npm project from `tests/fixtures/NAME` with its packages installed (`npm ci`), in a
 /// cache folder kept between runs and keyed by the lock file, so the registry is asked once.
-/// The fixture's own files are copied in afresh each time. None when npm is missing.
+/// The fixture's own files are copied in afresh each time this is called (a copy's
+/// caller leaves them alone). None when npm is missing.
 pub fn npm_fixture(name: &str) -> Option<PathBuf> {
     npm_fixture_as(name, None)
 }
@@ -871,8 +872,13 @@ pub fn npm_fixture_as(name: &str, copy: Option<&str>) -> Option<PathBuf> {
     // Tests run as parallel processes: one installs, the others wait.
     let guard = std::fs::File::create(base.with_extension("lock")).unwrap();
     FileExt::lock_exclusive(&guard).unwrap();
-    copy_tree(&src, &base);
-    if !base.join("node_modules/.package-lock.json").exists() {
+    let installed = base.join("node_modules/.package-lock.json").exists();
+    // A test with a copy leaves the base's sources alone once installed: rewriting them
+    // reverted another test's edit under its running dev server (two CI failures).
+    if copy.is_none() || !installed {
+        copy_tree(&src, &base);
+    }
+    if !installed {
         let status = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
             .current_dir(&base)
