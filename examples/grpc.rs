@@ -93,8 +93,9 @@ impl Echo for Service {
 
     type ChatStream = Answers;
     async fn chat(&self, req: Request<Streaming<Msg>>) -> Result<Response<Answers>, Status> {
-        // Each message is answered as it comes; nothing waits for the end of the stream.
-        let answers = req.into_inner().map(|m| m.map(|m| msg(m.text)));
+        // Each message is answered as it comes, blob and all; nothing waits for the end of
+        // the stream. An answer that cannot go holds the next message back (flow control).
+        let answers = req.into_inner();
         Ok(Response::new(Box::pin(answers)))
     }
 

@@ -151,7 +151,7 @@ pub mod echo_client {
                 .insert(GrpcMethod::new("echo.Echo", "Collect"));
             self.inner.client_streaming(req, path, codec).await
         }
-        /// A bidi stream: answers each message as it comes.
+        /// A bidi stream: answers each message (text and blob) as it comes.
         pub async fn chat(
             &mut self,
             request: impl tonic::IntoStreamingRequest<Message = super::Msg>,
@@ -252,7 +252,7 @@ pub mod echo_server {
                 Item = std::result::Result<super::Msg, tonic::Status>,
             > + std::marker::Send
             + 'static;
-        /// A bidi stream: answers each message as it comes.
+        /// A bidi stream: answers each message (text and blob) as it comes.
         async fn chat(
             &self,
             request: tonic::Request<tonic::Streaming<super::Msg>>,
