@@ -50,8 +50,15 @@ fn msg(text: impl Into<String>) -> Msg {
     }
 }
 
-/// Counts a Slow call that is dropped before it answers: the client went away.
+/// Counts a Slow call dropped before it answers, or a Chat dropped before the client's
+/// stream ended: the client went away.
 struct Unfinished(Option<Arc<AtomicU32>>);
+
+impl Unfinished {
+    fn finished(&mut self) {
+        self.0 = None;
+    }
+}
 
 impl Drop for Unfinished {
     fn drop(&mut self) {
@@ -95,7 +102,12 @@ impl Echo for Service {
     async fn chat(&self, req: Request<Streaming<Msg>>) -> Result<Response<Answers>, Status> {
         // Each message is answered as it comes, blob and all; nothing waits for the end of
         // the stream. An answer that cannot go holds the next message back (flow control).
-        let answers = req.into_inner();
+        let mut unfinished = Unfinished(Some(self.cancelled.clone()));
+        let end = futures_util::stream::poll_fn(move |_| {
+            unfinished.finished();
+            std::task::Poll::Ready(None)
+        });
+        let answers = req.into_inner().chain(end);
         Ok(Response::new(Box::pin(answers)))
     }
 
@@ -116,7 +128,7 @@ impl Echo for Service {
             .to_string();
         let mut unfinished = Unfinished(Some(self.cancelled.clone()));
         tokio::time::sleep(Duration::from_millis(req.into_inner().ms.into())).await;
-        unfinished.0 = None;
+        unfinished.finished();
         Ok(Response::new(msg(format!("grpc-timeout={timeout}"))))
     }
 

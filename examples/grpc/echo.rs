@@ -197,7 +197,7 @@ pub mod echo_client {
                 .insert(GrpcMethod::new("echo.Echo", "Slow"));
             self.inner.unary(req, path, codec).await
         }
-        /// How many Slow calls the clients gave up before they ended.
+        /// How many Slow calls and Chat streams the clients gave up before they ended.
         pub async fn cancelled(
             &mut self,
             request: impl tonic::IntoRequest<super::CountRequest>,
@@ -267,7 +267,7 @@ pub mod echo_server {
             &self,
             request: tonic::Request<super::SlowRequest>,
         ) -> std::result::Result<tonic::Response<super::Msg>, tonic::Status>;
-        /// How many Slow calls the clients gave up before they ended.
+        /// How many Slow calls and Chat streams the clients gave up before they ended.
         async fn cancelled(
             &self,
             request: tonic::Request<super::CountRequest>,

@@ -60,8 +60,8 @@ struct Conns {
 }
 
 impl Conns {
-    /// A connection with a free stream, or the least busy once there are [`MAX_CONNS`];
-    /// None when another should be opened.
+    /// A connection with a free stream and none held back, else None to open another; once
+    /// there are [`MAX_CONNS`], one with a free stream, else the least busy.
     fn pick(&self) -> Option<Taken> {
         let mut list = self.list.locked();
         list.retain(|c| !c.closed.load(Ordering::Relaxed));
@@ -69,14 +69,18 @@ impl Conns {
         // only h2's default until then.
         let limit = list.iter().map(|c| c.send.current_max_send_streams()).min();
         let limit = limit.unwrap_or(usize::MAX);
-        if let Some(free) = list.iter().find(|c| c.open.load(Ordering::Relaxed) < limit) {
-            return Some(free.take());
+        let free = |c: &&Conn| c.open.load(Ordering::Relaxed) < limit;
+        // A stream waiting for the app's window may be waiting for the connection's: the
+        // app's connection window is shared, and tonic's is no larger than one stream's.
+        let unheld = |c: &&Conn| c.held.load(Ordering::Relaxed) == 0;
+        if let Some(conn) = list.iter().filter(free).find(unheld) {
+            return Some(conn.take());
         }
         if list.len() < MAX_CONNS {
             return None;
         }
-        let least = list.iter().min_by_key(|c| c.open.load(Ordering::Relaxed));
-        least.map(Conn::take)
+        let least = || list.iter().min_by_key(|c| c.open.load(Ordering::Relaxed));
+        list.iter().find(free).or_else(least).map(Conn::take)
     }
 }
 
@@ -85,6 +89,8 @@ impl Conns {
 struct Conn {
     send: h2::client::SendRequest<Bytes>,
     open: Arc<AtomicUsize>,
+    /// Streams on it waiting for the app's window ([`send_paced`]).
+    held: Arc<AtomicUsize>,
     closed: Arc<AtomicBool>,
 }
 
@@ -103,6 +109,7 @@ impl Conn {
         Taken {
             send: self.send.clone(),
             slot: Slot(self.open.clone()),
+            held: self.held.clone(),
             closed: self.closed.clone(),
         }
     }
@@ -112,6 +119,7 @@ impl Conn {
 struct Taken {
     send: h2::client::SendRequest<Bytes>,
     slot: Slot,
+    held: Arc<AtomicUsize>,
     /// Set to take the connection out of the pool (it refused a stream: a GOAWAY).
     closed: Arc<AtomicBool>,
 }
@@ -123,7 +131,13 @@ pub struct AppStream {
     data_done: bool,
     _slot: Slot,
     _guard: InflightGuard,
+    _listening: Listening,
 }
+
+/// Held by whoever takes the app's answer (the request's future, then its body): when it
+/// drops (the answer has ended, or the client went away), the [`pump`] resets the app's
+/// stream rather than wait on for window or for the client's body.
+type Listening = tokio::sync::oneshot::Receiver<()>;
 
 impl Body for AppStream {
     type Data = Bytes;
@@ -180,6 +194,8 @@ where
         .build()
         .map_err(|e| ForwardError::ClientBody(Box::new(e)))?;
     let guard = backend.enter();
+    let (listener, listening) = tokio::sync::oneshot::channel();
+    let mut listener = Some(listener);
     let mut rest = first_of(body)?;
     // A stream the app refuses (its GOAWAY came first, or REFUSED_STREAM) was never seen by
     // it: the call goes again on another connection, once, when its body is still at hand.
@@ -219,7 +235,12 @@ where
             }
             Rest::Stream(body, first) => {
                 let (kept, keeping) = tokio::sync::oneshot::channel();
-                let mut pump = Box::pin(pump(body, first, tx, kept));
+                let to = To {
+                    tx,
+                    held: taken.held.clone(),
+                    listener: listener.take().expect("one pump per request"),
+                };
+                let mut pump = Box::pin(pump(body, first, to, kept));
                 if futures_util::poll!(pump.as_mut()).is_pending() {
                     tokio::spawn(pump);
                 }
@@ -256,6 +277,7 @@ where
         data_done: false,
         _slot: slot,
         _guard: guard,
+        _listening: listening,
     };
     Ok(Response::from_parts(
         parts,
@@ -321,13 +343,15 @@ enum Kept {
 
 /// The client's body to the app, frame by frame, each chunk within the window the app
 /// grants (so a slow app slows the client), trailers included. A client that fails or
-/// goes away resets the app's stream. Until the app answers (`kept` is dropped then), a
+/// goes away resets the app's stream, even while the pump waits for window, and so does
+/// an answer that has ended while the client still sends. Until the app answers (`kept`
+/// is dropped then), a
 /// small body is also kept: when the app refuses the stream, the rest of the body is read
 /// and the whole goes to `kept`, to be sent again.
 async fn pump<B>(
     mut body: B,
     mut next: Option<Frame<Bytes>>,
-    mut tx: h2::SendStream<Bytes>,
+    mut to: To,
     kept: tokio::sync::oneshot::Sender<Option<Vec<Kept>>>,
 ) where
     B: Body<Data = Bytes> + Unpin,
@@ -348,7 +372,11 @@ async fn pump<B>(
             None => {
                 poll_fn(|cx| {
                     // The app may end the stream while the client has more to say.
-                    if live && tx.poll_reset(cx).is_ready() {
+                    if live && to.tx.poll_reset(cx).is_ready() {
+                        return Poll::Ready(None);
+                    }
+                    if live && to.listener.poll_closed(cx).is_ready() {
+                        to.tx.send_reset(h2::Reason::CANCEL);
                         return Poll::Ready(None);
                     }
                     // The error's cause is the client's; only that it failed matters here.
@@ -365,14 +393,14 @@ async fn pump<B>(
             }
             Some(None) => {
                 if live {
-                    let _ = tx.send_data(Bytes::new(), true);
+                    let _ = to.tx.send_data(Bytes::new(), true);
                 }
                 let _ = kept.send(keeping.map(|(frames, _)| frames));
                 return;
             }
             Some(Some(Err(_))) => {
                 if live {
-                    tx.send_reset(h2::Reason::CANCEL);
+                    to.tx.send_reset(h2::Reason::CANCEL);
                 }
                 return;
             }
@@ -390,9 +418,9 @@ async fn pump<B>(
                 }
                 if live {
                     live = if data.is_empty() || (first && data.len() <= SEND_AHEAD) {
-                        tx.send_data(data, eos).is_ok()
+                        to.tx.send_data(data, eos).is_ok()
                     } else {
-                        send_paced(&mut tx, data, eos).await
+                        send_paced(&mut to, data, eos).await
                     };
                 }
                 first = false;
@@ -405,7 +433,7 @@ async fn pump<B>(
                     frames.push(Kept::Trailers(trailers.clone()));
                 }
                 if live {
-                    let _ = tx.send_trailers(trailers);
+                    let _ = to.tx.send_trailers(trailers);
                 }
                 let _ = kept.send(keeping.map(|(frames, _)| frames));
                 return;
@@ -430,14 +458,52 @@ fn send_kept(tx: &mut h2::SendStream<Bytes>, frames: &[Kept]) {
     }
 }
 
-/// `data` in pieces as the app's window allows; false once the stream is gone.
-async fn send_paced(tx: &mut h2::SendStream<Bytes>, mut data: Bytes, eos: bool) -> bool {
+/// Where the [`pump`] sends: the app's stream, the count of its connection's streams held
+/// back, and the answer's [`Listening`] end.
+struct To {
+    tx: h2::SendStream<Bytes>,
+    held: Arc<AtomicUsize>,
+    listener: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Counts a stream held back on its connection while it waits.
+struct Held<'a>(&'a AtomicUsize);
+
+impl<'a> Held<'a> {
+    fn on(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Held(count)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// `data` in pieces as the app's window allows; false once the stream is gone, or reset
+/// because no one listens for the answer any more.
+async fn send_paced(to: &mut To, mut data: Bytes, eos: bool) -> bool {
+    let To { tx, held, listener } = to;
     while data.has_remaining() {
         tx.reserve_capacity(data.len());
-        while tx.capacity() == 0 {
-            match poll_fn(|cx| tx.poll_capacity(cx)).await {
-                Some(Ok(_)) => {}
-                _ => return false,
+        if tx.capacity() == 0 {
+            let _held = Held::on(held);
+            while tx.capacity() == 0 {
+                let got = poll_fn(|cx| match listener.poll_closed(cx) {
+                    Poll::Ready(()) => Poll::Ready(None),
+                    Poll::Pending => tx.poll_capacity(cx),
+                })
+                .await;
+                match got {
+                    Some(Ok(_)) => {}
+                    None if listener.is_closed() => {
+                        tx.send_reset(h2::Reason::CANCEL);
+                        return false;
+                    }
+                    _ => return false,
+                }
             }
         }
         let piece = data.split_to(tx.capacity().min(data.len()));
@@ -509,6 +575,7 @@ async fn sender(backend: &Arc<Backend>, connect_timeout: Duration) -> Result<Tak
     let conn = Conn {
         send,
         open: Arc::default(),
+        held: Arc::default(),
         closed,
     };
     let taken = conn.take();

@@ -524,3 +524,77 @@ async fn a_client_that_stops_reading_stops_the_app_and_portok_holds_no_backlog()
         assert_eq!(taken.load(Ordering::SeqCst) as usize, N);
     }
 }
+
+/// A stream the app holds back (it reads nothing more: its echoes wait on a client that
+/// does not read) holds no other client's call back. When the client gives it up, it is
+/// reset at the app too: portok does not keep it open, waiting for window on the client's
+/// behalf.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_resets_a_held_back_stream_resets_it_at_the_app() {
+    let p = Portok::new();
+    let (_dir, _app) = tonic_app(&p, &[]).await;
+    let mut c = client(&p, false).await;
+    let cancelled = |mut c: EchoClient<tonic::transport::Channel>| async move {
+        c.cancelled(CountRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .n
+    };
+    let before = cancelled(c.clone()).await;
+    // A Chat by hand on h2 over h2c, so the test decides when the stream is reset.
+    let tcp = tokio::net::TcpStream::connect(p.addr()).await.unwrap();
+    let (h2, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    let mut h2 = h2.ready().await.unwrap();
+    let req = hyper::Request::post(format!("http://api.localhost:{}/echo.Echo/Chat", p.port))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (_answer, mut tx) = h2.send_request(req, false).unwrap();
+    // Messages of 256 KiB (field 2, the blob), sent as the window allows, until it stays shut.
+    let size = 256usize << 10;
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&((size + 4) as u32).to_be_bytes());
+    framed.extend_from_slice(&[0x12, 0x80, 0x80, 0x10]); // blob: 262,144 bytes (varint)
+    framed.resize(5 + 4 + size, b'x');
+    let framed = bytes::Bytes::from(framed);
+    let mut sent = 0;
+    loop {
+        tx.reserve_capacity(framed.len());
+        let waited = tokio::time::timeout(Duration::from_secs(1), async {
+            while tx.capacity() < framed.len() {
+                futures_util::future::poll_fn(|cx| tx.poll_capacity(cx))
+                    .await
+                    .expect("the stream is open")
+                    .unwrap();
+            }
+        })
+        .await;
+        if waited.is_err() {
+            break;
+        }
+        tx.send_data(framed.clone(), false).unwrap();
+        sent += 1;
+        assert!(sent < 200, "the window never shut");
+    }
+    // The held-back stream holds no other call back: portok's connection to the app has a
+    // stream waiting for window, so other calls go on another.
+    let other = tokio::time::timeout(Duration::from_secs(5), cancelled(c.clone())).await;
+    assert_eq!(
+        other.ok(),
+        Some(before),
+        "another client's call while the stream is held"
+    );
+    tx.send_reset(h2::Reason::CANCEL);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while cancelled(c.clone()).await < before + 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the app's Chat was still open 5 s after the client reset it ({sent} messages sent)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.say(msg("hi")).await.expect("the app goes on");
+}
