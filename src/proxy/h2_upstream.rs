@@ -264,7 +264,7 @@ where
         again = false;
         if let Rest::Pumped(keeping) = rest {
             // The client's body is read to its end (it is small, or it is not kept).
-            // Boxed, as the connect below: the future of every request stays small.
+            // Boxed, as the connect in `sender`: the future of every request stays small.
             match Box::pin(tokio::time::timeout(Duration::from_secs(5), keeping)).await {
                 Ok(Ok(Some(frames))) => rest = Rest::Kept(frames),
                 _ => return Err(exchange(e)),

@@ -598,3 +598,35 @@ async fn a_client_that_resets_a_held_back_stream_resets_it_at_the_app() {
     }
     c.say(msg("hi")).await.expect("the app goes on");
 }
+
+/// Server streams to clients that read none of them fill their windows at portok, which
+/// share portok's connection window to the app: three such streams (each ~100 MB of
+/// messages) leave room for another client's call. (With a 64 KiB connection window the
+/// call waited past 5 s.)
+#[tokio::test(flavor = "multi_thread")]
+async fn server_streams_to_clients_that_do_not_read_hold_no_other_call() {
+    let p = Portok::new();
+    let (_dir, _app) = tonic_app(&p, &[]).await;
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let mut c = client(&p, false).await;
+        let s = c
+            .count(CountRequest { n: 10_000_000 })
+            .await
+            .expect("a server stream")
+            .into_inner();
+        stalled.push((c, s));
+    }
+    // Until the streams stand: the app has filled every window on the way.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut c = client(&p, false).await;
+    let said = tokio::time::timeout(Duration::from_secs(5), c.say(msg("hi"))).await;
+    let said = said.expect("another client's call is answered while 3 streams stand");
+    assert_eq!(said.unwrap().into_inner().text, "v1: hi");
+    // And a stalled stream reads on, in order.
+    let (_, s) = &mut stalled[0];
+    for i in 0..1000 {
+        let m = s.next().await.expect("more").expect("a message");
+        assert_eq!(m.text, i.to_string());
+    }
+}
