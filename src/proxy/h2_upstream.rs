@@ -40,10 +40,13 @@ pub type ReqBody = http_body_util::combinators::BoxBody<Bytes, BodyError>;
 /// Connections per instance at most; past that, a request queues on the least busy one
 /// (h2 opens its stream when the app's limit allows).
 const MAX_CONNS: usize = 8;
-/// Flow-control windows offered to the app, as hyper's client offers them: a 5 MiB message
-/// arrives without a round trip per 64 KiB.
+/// Flow-control windows offered to the app. A stream's, as hyper's client offers it: a
+/// 5 MiB message arrives without a round trip per 64 KiB. The connection's is shared by
+/// its streams, and an answer whose client reads nothing holds up to a stream's window
+/// of it: at 8 streams' worth, seven such answers leave room for the others (hyper's
+/// 5 MiB let four stop the connection).
 const STREAM_WINDOW: u32 = 2 << 20;
-const CONN_WINDOW: u32 = 5 << 20;
+const CONN_WINDOW: u32 = 8 * STREAM_WINDOW;
 /// A first body chunk up to this size is queued with the request's headers, before h2 has
 /// granted the stream its window: a unary call goes out in one write. (h2 holds it until
 /// the window allows, should the app grant less.) Larger chunks wait for their window.
@@ -94,8 +97,16 @@ struct Conn {
     closed: Arc<AtomicBool>,
 }
 
-/// A stream counted open on its connection until it drops (when the response ends).
+/// A stream counted on its connection until it drops: open (until the response ends), or
+/// held back (while it waits for the app's window).
 struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn on(count: &Arc<AtomicUsize>) -> Slot {
+        count.fetch_add(1, Ordering::Relaxed);
+        Slot(count.clone())
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -105,10 +116,9 @@ impl Drop for Slot {
 
 impl Conn {
     fn take(&self) -> Taken {
-        self.open.fetch_add(1, Ordering::Relaxed);
         Taken {
             send: self.send.clone(),
-            slot: Slot(self.open.clone()),
+            slot: Slot::on(&self.open),
             held: self.held.clone(),
             closed: self.closed.clone(),
         }
@@ -131,13 +141,22 @@ pub struct AppStream {
     data_done: bool,
     _slot: Slot,
     _guard: InflightGuard,
-    _listening: Listening,
+    end: AnswerEnd,
 }
 
-/// Held by whoever takes the app's answer (the request's future, then its body): when it
-/// drops (the answer has ended, or the client went away), the [`pump`] resets the app's
-/// stream rather than wait on for window or for the client's body.
-type Listening = tokio::sync::oneshot::Receiver<()>;
+/// The answer's end, held by whoever takes the app's answer (the request's future, then
+/// its body), for the [`pump`] of a streamed request body. An answer that ended says so:
+/// the client's body then goes on to its end. One dropped unfinished means the client went
+/// away: the pump resets the app's stream rather than wait on for window or for the body.
+struct AnswerEnd(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl AnswerEnd {
+    fn ended(&mut self) {
+        if let Some(end) = self.0.take() {
+            let _ = end.send(());
+        }
+    }
+}
 
 impl Body for AppStream {
     type Data = Bytes;
@@ -159,8 +178,14 @@ impl Body for AppStream {
             }
         }
         match std::task::ready!(me.body.poll_trailers(cx)) {
-            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-            Ok(None) => Poll::Ready(None),
+            Ok(Some(trailers)) => {
+                me.end.ended();
+                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+            }
+            Ok(None) => {
+                me.end.ended();
+                Poll::Ready(None)
+            }
             Err(e) => Poll::Ready(Some(Err(e.into()))),
         }
     }
@@ -194,8 +219,7 @@ where
         .build()
         .map_err(|e| ForwardError::ClientBody(Box::new(e)))?;
     let guard = backend.enter();
-    let (listener, listening) = tokio::sync::oneshot::channel();
-    let mut listener = Some(listener);
+    let mut end = AnswerEnd(None);
     let mut rest = first_of(body)?;
     // A stream the app refuses (its GOAWAY came first, or REFUSED_STREAM) was never seen by
     // it: the call goes again on another connection, once, when its body is still at hand.
@@ -235,10 +259,12 @@ where
             }
             Rest::Stream(body, first) => {
                 let (kept, keeping) = tokio::sync::oneshot::channel();
+                let (ended, answer) = tokio::sync::oneshot::channel();
+                end = AnswerEnd(Some(ended));
                 let to = To {
                     tx,
                     held: taken.held.clone(),
-                    listener: listener.take().expect("one pump per request"),
+                    answer: Some(answer),
                 };
                 let mut pump = Box::pin(pump(body, first, to, kept));
                 if futures_util::poll!(pump.as_mut()).is_pending() {
@@ -272,12 +298,16 @@ where
         }
     };
     let (parts, body) = response.into_parts();
+    if body.is_end_stream() {
+        // hyper will not poll a body that is over.
+        end.ended();
+    }
     let body = AppStream {
         body,
         data_done: false,
         _slot: slot,
         _guard: guard,
-        _listening: listening,
+        end,
     };
     Ok(Response::from_parts(
         parts,
@@ -343,11 +373,10 @@ enum Kept {
 
 /// The client's body to the app, frame by frame, each chunk within the window the app
 /// grants (so a slow app slows the client), trailers included. A client that fails or
-/// goes away resets the app's stream, even while the pump waits for window, and so does
-/// an answer that has ended while the client still sends. Until the app answers (`kept`
-/// is dropped then), a
-/// small body is also kept: when the app refuses the stream, the rest of the body is read
-/// and the whole goes to `kept`, to be sent again.
+/// goes away resets the app's stream, even while the pump waits for window (its answer is
+/// dropped unfinished). Until the app answers (`kept` is dropped then), a small body is
+/// also kept: when the app refuses the stream, the rest of the body is read and the whole
+/// goes to `kept`, to be sent again.
 async fn pump<B>(
     mut body: B,
     mut next: Option<Frame<Bytes>>,
@@ -375,8 +404,7 @@ async fn pump<B>(
                     if live && to.tx.poll_reset(cx).is_ready() {
                         return Poll::Ready(None);
                     }
-                    if live && to.listener.poll_closed(cx).is_ready() {
-                        to.tx.send_reset(h2::Reason::CANCEL);
+                    if live && to.poll_abandoned(cx).is_ready() {
                         return Poll::Ready(None);
                     }
                     // The error's cause is the client's; only that it failed matters here.
@@ -459,55 +487,52 @@ fn send_kept(tx: &mut h2::SendStream<Bytes>, frames: &[Kept]) {
 }
 
 /// Where the [`pump`] sends: the app's stream, the count of its connection's streams held
-/// back, and the answer's [`Listening`] end.
+/// back, and word of the answer's end ([`AnswerEnd`]) until it comes.
 struct To {
     tx: h2::SendStream<Bytes>,
     held: Arc<AtomicUsize>,
-    listener: tokio::sync::oneshot::Sender<()>,
+    answer: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
-/// Counts a stream held back on its connection while it waits.
-struct Held<'a>(&'a AtomicUsize);
-
-impl<'a> Held<'a> {
-    fn on(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Held(count)
-    }
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+impl To {
+    /// Ready once the answer was dropped unfinished (the client went away): the app's
+    /// stream is reset. An answer that ended is forgotten.
+    fn poll_abandoned(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(answer) = &mut self.answer else {
+            return Poll::Pending;
+        };
+        let ended = std::task::ready!(std::future::Future::poll(Pin::new(answer), cx));
+        self.answer = None;
+        if ended.is_ok() {
+            return Poll::Pending;
+        }
+        self.tx.send_reset(h2::Reason::CANCEL);
+        Poll::Ready(())
     }
 }
 
 /// `data` in pieces as the app's window allows; false once the stream is gone, or reset
-/// because no one listens for the answer any more.
+/// because the client went away ([`To::poll_abandoned`]).
 async fn send_paced(to: &mut To, mut data: Bytes, eos: bool) -> bool {
-    let To { tx, held, listener } = to;
     while data.has_remaining() {
-        tx.reserve_capacity(data.len());
-        if tx.capacity() == 0 {
-            let _held = Held::on(held);
-            while tx.capacity() == 0 {
-                let got = poll_fn(|cx| match listener.poll_closed(cx) {
-                    Poll::Ready(()) => Poll::Ready(None),
-                    Poll::Pending => tx.poll_capacity(cx),
+        to.tx.reserve_capacity(data.len());
+        if to.tx.capacity() == 0 {
+            let _held = Slot::on(&to.held);
+            while to.tx.capacity() == 0 {
+                let got = poll_fn(|cx| {
+                    if to.poll_abandoned(cx).is_ready() {
+                        return Poll::Ready(None);
+                    }
+                    to.tx.poll_capacity(cx)
                 })
                 .await;
-                match got {
-                    Some(Ok(_)) => {}
-                    None if listener.is_closed() => {
-                        tx.send_reset(h2::Reason::CANCEL);
-                        return false;
-                    }
-                    _ => return false,
+                if !matches!(got, Some(Ok(_))) {
+                    return false;
                 }
             }
         }
-        let piece = data.split_to(tx.capacity().min(data.len()));
-        if tx.send_data(piece, eos && data.is_empty()).is_err() {
+        let piece = data.split_to(to.tx.capacity().min(data.len()));
+        if to.tx.send_data(piece, eos && data.is_empty()).is_err() {
             return false;
         }
     }

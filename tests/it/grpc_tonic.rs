@@ -600,15 +600,15 @@ async fn a_client_that_resets_a_held_back_stream_resets_it_at_the_app() {
 }
 
 /// Server streams to clients that read none of them fill their windows at portok, which
-/// share portok's connection window to the app: three such streams (each ~100 MB of
-/// messages) leave room for another client's call. (With a 64 KiB connection window the
-/// call waited past 5 s.)
+/// share portok's connection window to the app: four such streams (each ~100 MB of
+/// messages) leave room for another client's call. (With the 5 MiB connection window
+/// portok had, the call waited past 5 s behind four such streams; three left room.)
 #[tokio::test(flavor = "multi_thread")]
 async fn server_streams_to_clients_that_do_not_read_hold_no_other_call() {
     let p = Portok::new();
     let (_dir, _app) = tonic_app(&p, &[]).await;
     let mut stalled = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         let mut c = client(&p, false).await;
         let s = c
             .count(CountRequest { n: 10_000_000 })
@@ -618,7 +618,7 @@ async fn server_streams_to_clients_that_do_not_read_hold_no_other_call() {
         stalled.push((c, s));
     }
     // Until the streams stand: the app has filled every window on the way.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let mut c = client(&p, false).await;
     let said = tokio::time::timeout(Duration::from_secs(5), c.say(msg("hi"))).await;
     let said = said.expect("another client's call is answered while 3 streams stand");
