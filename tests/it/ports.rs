@@ -38,6 +38,14 @@ fn ports_enable_serves_https_without_a_port_to_a_daemon_running_as_nobody() {
     std::os::unix::fs::chown(&user_dir, Some(NOBODY), Some(NOBODY)).unwrap();
     let state = user_dir.join("state");
     let root = dir.path().join("root");
+    // The binaries, where nobody can run them: a clone under a private folder (/root, or
+    // mktemp -d) is out of nobody's reach, and the daemon runs its own binary again.
+    let bins = dir.path().join("bin");
+    std::fs::create_dir(&bins).unwrap();
+    let portok = bins.join("portok");
+    let hello = bins.join("hello");
+    std::fs::copy(BIN, &portok).unwrap();
+    std::fs::copy(hello_bin(), &hello).unwrap();
     let port = free_port();
     let backend = free_port();
     let script = format!(
@@ -77,8 +85,8 @@ exit 0
         root = root.display(),
         state = state.display(),
         home = user_dir.display(),
-        portok = BIN,
-        hello = hello_bin().display(),
+        portok = portok.display(),
+        hello = hello.display(),
     );
     let out = Command::new("unshare")
         .args(["--net", "bash", "-c", &script])
