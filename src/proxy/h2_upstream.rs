@@ -171,6 +171,10 @@ impl Body for AppStream {
             match std::task::ready!(me.body.poll_data(cx)) {
                 Some(Ok(data)) => {
                     let _ = me.body.flow_control().release_capacity(data.len());
+                    // hyper polls no further once the body says it is over.
+                    if me.end.0.is_some() && me.body.is_end_stream() {
+                        me.end.ended();
+                    }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
                 Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
