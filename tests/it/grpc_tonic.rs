@@ -29,12 +29,25 @@ fn msg(text: &str) -> Msg {
 
 /// A project folder running the tonic example as `portok api ...` with `flags`.
 async fn tonic_app(p: &Portok, flags: &[&str]) -> (std::path::PathBuf, RunningApp) {
+    tonic_app_env(p, flags, &[]).await
+}
+
+/// [`tonic_app`], with the example's knobs set in its environment.
+async fn tonic_app_env(
+    p: &Portok,
+    flags: &[&str],
+    env: &[(&str, &str)],
+) -> (std::path::PathBuf, RunningApp) {
     let bin = example_bin("grpc");
     let dir = project(p);
     let mut args = vec!["api"];
     args.extend_from_slice(flags);
     args.push(bin.to_str().unwrap());
-    let app = p.spawn_app(&dir, &args);
+    let env: Vec<_> = env
+        .iter()
+        .map(|(k, v)| (*k, std::path::Path::new(v)))
+        .collect();
+    let app = p.spawn_app_env(&dir, &args, &env);
     app.wait_for("api ready in", LONG).await;
     (dir, app)
 }
@@ -365,10 +378,7 @@ async fn an_alias_to_a_grpc_server_says_h2() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_app_that_closes_its_connections_by_age_fails_no_call() {
     let p = Portok::new();
-    let bin = example_bin("grpc");
-    let env = [("GRPC_MAX_CONNECTION_AGE_MS", std::path::Path::new("200"))];
-    let app = p.spawn_app_env(&project(&p), &["api", bin.to_str().unwrap()], &env);
-    app.wait_for("api ready in", LONG).await;
+    let _app = tonic_app_env(&p, &[], &[("GRPC_MAX_CONNECTION_AGE_MS", "200")]).await;
     let mut loops = Vec::new();
     for tls in [false, true] {
         let mut c = client(&p, tls).await;
@@ -418,10 +428,7 @@ fn connections_to(port: u16) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn calls_past_the_apps_stream_limit_go_on_more_connections() {
     let p = Portok::new();
-    let bin = example_bin("grpc");
-    let env = [("GRPC_MAX_STREAMS", std::path::Path::new("2"))];
-    let app = p.spawn_app_env(&project(&p), &["api", bin.to_str().unwrap()], &env);
-    app.wait_for("api ready in", LONG).await;
+    let _app = tonic_app_env(&p, &[], &[("GRPC_MAX_STREAMS", "2")]).await;
     let port = route_of(&p, "api.localhost").unwrap()["port"]
         .as_u64()
         .unwrap() as u16;
