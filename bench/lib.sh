@@ -16,11 +16,15 @@ wait_port() {
   return 1
 }
 
-# A port in 20000-39999 that nothing listens on.
+# A port that nothing listens on, from 20000 up to the ephemeral range (32768 by default):
+# a port in that range can be taken at any time as the local end of an outgoing connection,
+# and a server told to listen there then fails to bind.
 pick_port() {
-  local p _
+  local p _ lo=20000 hi=40000 eph
+  read -r eph _ < /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || eph=0
+  (( eph > lo + 1000 )) && hi=$eph
   for _ in $(seq 1 200); do
-    p=$((20000 + RANDOM % 20000))
+    p=$((lo + RANDOM % (hi - lo)))
     port_busy "$p" || { echo "$p"; return 0; }
   done
   echo "no free port found" >&2

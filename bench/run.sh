@@ -37,7 +37,7 @@
 # TCP routes (issue 7; scenarios tcp-stream and tcp-echo, not in --quick): the backend is
 # `bench_scenarios tcp-backend` (sink, source and echo on one free loopback port, pinned with
 # the servers) and the route `portok alias tcpbench PORT --tcp LISTEN` on the same daemon
-# (LISTEN: a free port in 20000-39999). tcp-stream: STREAM_BYTES each way over one connection,
+# (LISTEN: a free port below the ephemeral range). tcp-stream: STREAM_BYTES each way over one connection,
 # every byte checked, direct vs portok, TCP_ROUNDS rounds; tcp-echo: TCP_ECHO_CONNS connections
 # doing round trips of each TCP_ECHO_SIZES payload for TCP_ECHO_SECS (after 1 s warm-up), any
 # byte that does not come back as sent fails the scenario.
@@ -608,8 +608,8 @@ start_tcp_backend() {
   for _ in $(seq 1 200); do [[ -s $WORK/tcp-backend.port ]] && break; sleep 0.05; done
   read -r P_TCP_BACKEND TCP_BACKEND_PID < "$WORK/tcp-backend.port" || true
   [[ $P_TCP_BACKEND =~ ^[0-9]+$ ]] || { echo "run.sh: tcp-backend did not start: $(tail -3 "$WORK/tcp-backend.log")" >&2; return 1; }
-  # pick_port only sees listeners: a port bound by something else (e.g. the local end of an
-  # outgoing connection, 20000-39999 overlaps the ephemeral range) fails the bind; try another.
+  # pick_port only sees listeners: a port something else takes meanwhile fails the bind;
+  # try another.
   local try
   for try in 1 2 3 4 5; do
     P_TCP=$(pick_port) || return 1
