@@ -6,7 +6,9 @@
 //! - the two front-ends: `fast` (plain HTTP/1.1 relayed without hyper) and `handler`
 //!   (hyper's HTTP/1.1 and h2), which act on one routing decision, `decide`;
 //! - towards the app: `request_head` (the one writer of request heads), `upstream` (the
-//!   exchange), `upgrade` (WebSocket and extended CONNECT tunnels), `tcp` (TCP routes);
+//!   exchange), `h2_upstream` (the exchange with apps that speak only HTTP/2, on the
+//!   connections `h2_conns` keeps), `upgrade` (WebSocket and extended CONNECT tunnels),
+//!   `tcp` (TCP routes);
 //! - back: `app_body` (the body read off the app), `response_head` (the one filter of
 //!   response heads), `capture` (the inspector's records), `pages`, `error`, `reload`, `lan`;
 //! - leaves the rest build on: `ctx` (the shared vocabulary: `Ctx`, `Limits`, `ConnError`),
@@ -31,6 +33,7 @@ pub(crate) mod decide;
 pub(crate) mod error;
 pub(crate) mod fast;
 pub(crate) mod grpc_web;
+pub(crate) mod h2_conns;
 pub(crate) mod h2_upstream;
 pub(crate) mod handler;
 pub(crate) mod header;

@@ -16,10 +16,10 @@
 
 use super::app_conn::connect_loopback;
 use super::body::{BodyError, ProxyBody};
+use super::h2_conns::{exchange, refused, sender, Answers, Slot, Watched};
 use super::request_head::{self, BodyFraming, Hop};
 use super::upstream::ForwardError;
 use crate::routes::{Backend, InflightGuard};
-use crate::sync::LockExt as _;
 use bytes::{Buf as _, Bytes};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, Version};
 use http_body::{Body, Frame};
@@ -29,116 +29,26 @@ use hyper::client::conn::http2::Builder;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// What the probe sends its request with.
 pub type ReqBody = http_body_util::combinators::BoxBody<Bytes, BodyError>;
 
-/// Connections per instance at most; past that, a request queues on the least busy one
-/// (h2 opens its stream when the app's limit allows).
-const MAX_CONNS: usize = 8;
-/// Flow-control windows offered to the app. A stream's, as hyper's client offers it: a
-/// 5 MiB message arrives without a round trip per 64 KiB. The connection's is shared by
-/// its streams, and an answer whose client reads nothing holds up to a stream's window
-/// of it: at 8 streams' worth, seven such answers leave room for the others (hyper's
-/// 5 MiB let four stop the connection).
-const STREAM_WINDOW: u32 = 2 << 20;
-const CONN_WINDOW: u32 = 8 * STREAM_WINDOW;
 /// A first body chunk up to this size is queued with the request's headers, before h2 has
 /// granted the stream its window: a unary call goes out in one write. (h2 holds it until
 /// the window allows, should the app grant less.) Larger chunks wait for their window.
 const SEND_AHEAD: usize = 16 << 10;
-
-/// The proxy's HTTP/2 connections to one instance. Kept in its [`Backend`], so they close
-/// (GOAWAY) once it has left the route table and its last stream has ended.
-#[derive(Default)]
-struct Conns {
-    list: Mutex<Vec<Conn>>,
-    /// One connect at a time: a burst of calls to a fresh instance shares the first
-    /// connection rather than opening one each.
-    connecting: tokio::sync::Mutex<()>,
-}
-
-impl Conns {
-    /// A connection with a free stream and none held back, else None to open another; once
-    /// there are [`MAX_CONNS`], one with a free stream, else the least busy.
-    fn pick(&self) -> Option<Taken> {
-        let mut list = self.list.locked();
-        list.retain(|c| !c.closed.load(Ordering::Relaxed));
-        // The app's limit, from the connections whose SETTINGS have come: a new one knows
-        // only h2's default until then.
-        let limit = list.iter().map(|c| c.send.current_max_send_streams()).min();
-        let limit = limit.unwrap_or(usize::MAX);
-        let free = |c: &&Conn| c.open.load(Ordering::Relaxed) < limit;
-        // A stream waiting for the app's window may be waiting for the connection's: the
-        // app's connection window is shared, and tonic's is no larger than one stream's.
-        let unheld = |c: &&Conn| c.held.load(Ordering::Relaxed) == 0;
-        if let Some(conn) = list.iter().filter(free).find(unheld) {
-            return Some(conn.take());
-        }
-        if list.len() < MAX_CONNS {
-            return None;
-        }
-        let least = || list.iter().min_by_key(|c| c.open.load(Ordering::Relaxed));
-        list.iter().find(free).or_else(least).map(Conn::take)
-    }
-}
-
-/// One HTTP/2 connection to an instance, with the streams portok has open on it.
-#[derive(Clone)]
-struct Conn {
-    send: h2::client::SendRequest<Bytes>,
-    open: Arc<AtomicUsize>,
-    /// Streams on it waiting for the app's window ([`send_paced`]).
-    held: Arc<AtomicUsize>,
-    closed: Arc<AtomicBool>,
-}
-
-/// A stream counted on its connection until it drops: open (until the response ends), or
-/// held back (while it waits for the app's window).
-struct Slot(Arc<AtomicUsize>);
-
-impl Slot {
-    fn on(count: &Arc<AtomicUsize>) -> Slot {
-        count.fetch_add(1, Ordering::Relaxed);
-        Slot(count.clone())
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl Conn {
-    fn take(&self) -> Taken {
-        Taken {
-            send: self.send.clone(),
-            slot: Slot::on(&self.open),
-            held: self.held.clone(),
-            closed: self.closed.clone(),
-        }
-    }
-}
-
-/// A stream's place on a connection, for one request.
-struct Taken {
-    send: h2::client::SendRequest<Bytes>,
-    slot: Slot,
-    held: Arc<AtomicUsize>,
-    /// Set to take the connection out of the pool (it refused a stream: a GOAWAY).
-    closed: Arc<AtomicBool>,
-}
 
 /// An app's response body, holding the instance's in-flight count and the stream's slot
 /// until it ends. Each chunk read gives its window back to the app.
 pub struct AppStream {
     body: h2::RecvStream,
     data_done: bool,
+    /// The connection's answers, until this one is listed there ([`Watch`]).
+    watch: Watch,
     _slot: Slot,
     _guard: InflightGuard,
     end: AnswerEnd,
@@ -171,6 +81,7 @@ impl Body for AppStream {
             match std::task::ready!(me.body.poll_data(cx)) {
                 Some(Ok(data)) => {
                     let _ = me.body.flow_control().release_capacity(data.len());
+                    me.watch.read(&mut me.body);
                     // hyper polls no further once the body says it is over.
                     if me.end.0.is_some() && me.body.is_end_stream() {
                         me.end.ended();
@@ -196,6 +107,29 @@ impl Body for AppStream {
 
     fn is_end_stream(&self) -> bool {
         self.body.is_end_stream()
+    }
+}
+
+/// Where an answer stands towards its connection's [`Answers`]: listed once it has more to
+/// give than its first read took (more waiting after it, or a second read).
+enum Watch {
+    NotRead(Arc<Answers>),
+    ReadOnce(Arc<Answers>),
+    Listed(#[allow(dead_code)] Watched),
+}
+
+impl Watch {
+    fn read(&mut self, body: &mut h2::RecvStream) {
+        let next = match self {
+            Watch::NotRead(answers) if body.flow_control().used_capacity() == 0 => {
+                Watch::ReadOnce(answers.clone())
+            }
+            Watch::NotRead(answers) | Watch::ReadOnce(answers) => {
+                Watch::Listed(answers.watch(body.flow_control().clone()))
+            }
+            Watch::Listed(_) => return,
+        };
+        *self = next;
     }
 }
 
@@ -228,7 +162,7 @@ where
     // A stream the app refuses (its GOAWAY came first, or REFUSED_STREAM) was never seen by
     // it: the call goes again on another connection, once, when its body is still at hand.
     let mut again = true;
-    let (response, slot) = loop {
+    let (response, slot, answers) = loop {
         let taken = sender(backend, connect_timeout).await?;
         let mut send = match taken.send.ready().await {
             Ok(send) => send,
@@ -283,7 +217,7 @@ where
             other => other,
         };
         let e = match response.await {
-            Ok(response) => break (response, taken.slot),
+            Ok(response) => break (response, taken.slot, taken.answers),
             Err(e) => e,
         };
         if !(again && refused(&e)) {
@@ -309,6 +243,7 @@ where
     let body = AppStream {
         body,
         data_done: false,
+        watch: Watch::NotRead(answers),
         _slot: slot,
         _guard: guard,
         end,
@@ -354,15 +289,6 @@ where
             Err(frame) => Rest::Stream(body, Some(frame)),
         },
     })
-}
-
-/// The app did not take the stream: it was never seen, so it may go again.
-fn refused(e: &h2::Error) -> bool {
-    e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote())
-}
-
-fn exchange(e: h2::Error) -> ForwardError {
-    ForwardError::Exchange(Box::new(e))
 }
 
 /// A streamed body is kept while it is this small and the app has not answered, to send
@@ -583,63 +509,6 @@ fn headers_for<B>(
         }
     }
     Ok(map)
-}
-
-/// A connection with a free stream (by the app's SETTINGS), else a new one (up to
-/// [`MAX_CONNS`]), else the least busy.
-async fn sender(backend: &Arc<Backend>, connect_timeout: Duration) -> Result<Taken, ForwardError> {
-    let conns = backend
-        .h2_conns
-        .get_or_init(|| Box::new(Conns::default()))
-        .downcast_ref::<Conns>()
-        .expect("only this module keeps h2 connections");
-    if let Some(taken) = conns.pick() {
-        return Ok(taken);
-    }
-    let _one = conns.connecting.lock().await;
-    if let Some(taken) = conns.pick() {
-        return Ok(taken);
-    }
-    let (send, closed) = Box::pin(connect(backend.port, connect_timeout)).await?;
-    let conn = Conn {
-        send,
-        open: Arc::default(),
-        held: Arc::default(),
-        closed,
-    };
-    let taken = conn.take();
-    conns.list.locked().push(conn);
-    Ok(taken)
-}
-
-/// A new HTTP/2 connection to the app, its task spawned; the flag is set when it ends.
-async fn connect(
-    port: u16,
-    connect_timeout: Duration,
-) -> Result<(h2::client::SendRequest<Bytes>, Arc<AtomicBool>), ForwardError> {
-    let stream = connect_loopback(port, connect_timeout)
-        .await
-        .map_err(ForwardError::Connect)?;
-    let (send, conn) = h2::client::Builder::new()
-        .enable_push(false)
-        // Until the app's SETTINGS say otherwise (hyper's default too).
-        .initial_max_send_streams(100)
-        .initial_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONN_WINDOW)
-        .handshake(stream)
-        .await
-        .map_err(exchange)?;
-    let closed = Arc::new(AtomicBool::new(false));
-    tokio::spawn({
-        let closed = closed.clone();
-        async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "HTTP/2 connection to an app ended");
-            }
-            closed.store(true, Ordering::Relaxed);
-        }
-    });
-    Ok((send, closed))
 }
 
 /// Whether the app on `port` speaks HTTP/2 with prior knowledge: its SETTINGS exchange

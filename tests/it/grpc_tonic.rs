@@ -607,15 +607,18 @@ async fn a_client_that_resets_a_held_back_stream_resets_it_at_the_app() {
 }
 
 /// Server streams to clients that read none of them fill their windows at portok, which
-/// share portok's connection window to the app: four such streams (each ~100 MB of
-/// messages) leave room for another client's call. (With the 5 MiB connection window
-/// portok had, the call waited past 5 s behind four such streams; three left room.)
+/// share portok's connection window to the app (16 MiB, eight streams' windows). Sixteen such
+/// streams (each ~100 MB of messages) leave room for another client's call: a connection
+/// whose answers hold half its window unread takes no new call. (Without that, the call
+/// waited past 5 s in 3 of 3 runs; with the 5 MiB window portok had before, four streams
+/// were enough.)
 #[tokio::test(flavor = "multi_thread")]
 async fn server_streams_to_clients_that_do_not_read_hold_no_other_call() {
+    const STALLED: usize = 16;
     let p = Portok::new();
     let (_dir, _app) = tonic_app(&p, &[]).await;
     let mut stalled = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..STALLED {
         let mut c = client(&p, false).await;
         let s = c
             .count(CountRequest { n: 10_000_000 })
@@ -628,7 +631,7 @@ async fn server_streams_to_clients_that_do_not_read_hold_no_other_call() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut c = client(&p, false).await;
     let said = tokio::time::timeout(Duration::from_secs(5), c.say(msg("hi"))).await;
-    let said = said.expect("another client's call is answered while 3 streams stand");
+    let said = said.expect("another client's call is answered while the streams stand");
     assert_eq!(said.unwrap().into_inner().text, "v1: hi");
     // And a stalled stream reads on, in order.
     let (_, s) = &mut stalled[0];
