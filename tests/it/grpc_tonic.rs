@@ -238,7 +238,58 @@ async fn a_tonic_server_answers_every_kind_of_call_through_portok() {
     let status = p.ok(&["status", "api", "--json"]);
     assert!(status.contains("\"upstream\": \"h2\""), "{status}");
 
-    // An HTTP/1.1 client (no HTTP/2 at all): Msg{text: "hi"} is 0a 02 68 69.
+    an_http1_client_gets_the_answer(&p).await;
+
+    // Declared health: ready once grpc.health.v1.Health/Check says SERVING.
+    let bin = example_bin("grpc");
+    let dir2 = project(&p);
+    let health = p.spawn_app(
+        &dir2,
+        &["api2", "--health", "grpc", "--", bin.to_str().unwrap()],
+    );
+    health.wait_for("api2 ready in", LONG).await;
+}
+
+/// A daemon held to one core (taskset here; a container given one CPU alike) runs on
+/// tokio's single-threaded scheduler, where every task shares the one thread: every kind of
+/// call still passes, over h2c and TLS, and an HTTP/1.1 client still gets its answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_held_to_one_core_answers_every_kind_of_call() {
+    let p = Portok::new();
+    let portok = p.command();
+    let mut start = std::process::Command::new("taskset");
+    start.args(["-c", "0"]).arg(portok.get_program());
+    start.args(["proxy", "start"]);
+    for (k, v) in portok.get_envs() {
+        match v {
+            Some(v) => start.env(k, v),
+            None => start.env_remove(k),
+        };
+    }
+    let out = output_within(start, LONG);
+    assert!(
+        out.status.success(),
+        "taskset -c 0 portok proxy start: {}",
+        stderr(&out)
+    );
+    let pid = p.daemon_pid().expect("a daemon pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().eq(["Cpus_allowed_list:", "0"])),
+        "the daemon is not held to core 0:\n{status}"
+    );
+
+    let (_dir, _app) = tonic_app(&p, &[]).await;
+    for tls in [false, true] {
+        every_kind_of_call(client(&p, tls).await, tls).await;
+    }
+    an_http1_client_gets_the_answer(&p).await;
+}
+
+/// An HTTP/1.1 client (no HTTP/2 at all) calls Say: Msg{text: "hi"} is 0a 02 68 69.
+async fn an_http1_client_gets_the_answer(p: &Portok) {
     let req = hyper::Request::post("/echo.Echo/Say")
         .header("host", "api.localhost")
         .header("content-type", "application/grpc")
@@ -250,15 +301,6 @@ async fn a_tonic_server_answers_every_kind_of_call_through_portok() {
     let r = request(p.addr(), req).await;
     assert_eq!(r.status, 200);
     assert!(r.text().contains("v1: hi"), "{:?}", r.text());
-
-    // Declared health: ready once grpc.health.v1.Health/Check says SERVING.
-    let bin = example_bin("grpc");
-    let dir2 = project(&p);
-    let health = p.spawn_app(
-        &dir2,
-        &["api2", "--health", "grpc", "--", bin.to_str().unwrap()],
-    );
-    health.wait_for("api2 ready in", LONG).await;
 }
 
 /// An edit redeploys the tonic app under 4 looping clients (2 over TLS, 2 over h2c) with no
