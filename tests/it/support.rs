@@ -215,6 +215,20 @@ pub async fn get_html(addr: SocketAddr, host: &str, path: &str) -> Reply {
 }
 
 pub async fn request(addr: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
+    request_or_cut(addr, req).await.expect("body")
+}
+
+/// [`get`], with an answer whose body was cut short (its head came) as an error; anything
+/// that fails before the head still panics.
+pub async fn get_or_cut(addr: SocketAddr, host: &str, path: &str) -> Result<Reply, String> {
+    let req = Request::get(path)
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    request_or_cut(addr, req).await
+}
+
+async fn request_or_cut(addr: SocketAddr, req: Request<Full<Bytes>>) -> Result<Reply, String> {
     let fut = async {
         let stream = TcpStream::connect(addr).await.expect("connect to proxy");
         let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -223,12 +237,16 @@ pub async fn request(addr: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
         tokio::spawn(conn);
         let resp = send.send_request(req).await.expect("request");
         let (parts, body) = resp.into_parts();
-        let body = body.collect().await.expect("body").to_bytes();
-        Reply {
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("{e:?}"))?
+            .to_bytes();
+        Ok(Reply {
             status: parts.status.as_u16(),
             headers: parts.headers,
             body,
-        }
+        })
     };
     tokio::time::timeout(Duration::from_secs(30), fut)
         .await
