@@ -23,9 +23,8 @@ const MAX_CONNS: usize = 8;
 /// Flow-control windows offered to the app. A stream's, as hyper's client offers it: a
 /// 5 MiB message arrives without a round trip per 64 KiB. The connection's is shared by
 /// its streams, and an answer whose client reads nothing holds up to a stream's window
-/// of it: at 8 streams' worth, seven such answers leave room for the others (hyper's
-/// 5 MiB let four stop the connection).
-pub(super) const STREAM_WINDOW: u32 = 2 << 20;
+/// of it (hyper's 5 MiB let four stop the connection; see [`UNREAD_LIMIT`]).
+const STREAM_WINDOW: u32 = 2 << 20;
 const CONN_WINDOW: u32 = 8 * STREAM_WINDOW;
 /// A connection whose answers hold this much unread is spoken for: new calls go on
 /// another, so answers whose clients read nothing never stop every call (eight of them
@@ -43,8 +42,9 @@ pub(super) struct Conns {
 }
 
 impl Conns {
-    /// A connection with a free stream and none held back, else None to open another; once
-    /// there are [`MAX_CONNS`], one with a free stream, else the least busy.
+    /// A connection with a free stream, none held back and its window not spoken for by
+    /// unread answers, else None to open another; once there are [`MAX_CONNS`], one with a
+    /// free stream, else the least busy.
     fn pick(&self) -> Option<Taken> {
         let mut list = self.list.locked();
         list.retain(|c| !c.closed.load(Ordering::Relaxed));
@@ -55,6 +55,7 @@ impl Conns {
         let free = |c: &&Conn| c.open.load(Ordering::Relaxed) < limit;
         // A stream waiting for the app's window may be waiting for the connection's: the
         // app's connection window is shared, and tonic's is no larger than one stream's.
+        // The other way, answers left unread fill portok's.
         let unheld = |c: &&Conn| {
             c.held.load(Ordering::Relaxed) == 0 && !c.answers.unread_at_least(UNREAD_LIMIT)
         };
