@@ -194,14 +194,7 @@ impl Reply {
 /// One HTTP/1.1 request to `addr` with the given Host header (connections to *.localhost
 /// go to 127.0.0.1 directly: glibc may not resolve them).
 pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Reply {
-    request(
-        addr,
-        Request::get(path)
-            .header("host", host)
-            .body(Full::new(Bytes::new()))
-            .unwrap(),
-    )
-    .await
+    get_or_cut(addr, host, path).await.expect("body")
 }
 
 /// A GET as a browser's navigation sends it (`Accept: text/html`).
