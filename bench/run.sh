@@ -44,10 +44,12 @@
 #
 # gRPC (issue 30; scenario grpc, not in --quick): the tonic server of examples/grpc.rs, pinned
 # with the servers, reached direct and through `portok alias grpcbench PORT --upstream h2` on the same daemon
-# (h2c to it). Load: `grpc load` (a tonic client: GRPC_CONNS
-# channels x GRPC_STREAMS unary calls in flight) on the load core, for DURATION, in
-# GRPC_ROUNDS rounds interleaved: direct h2c, portok h2c, portok TLS (h2), and nginx's
-# grpc_pass (h2c, 1 worker) when nginx is installed. Bound: through portok at least 0.8 of
+# (h2c to it). Load: `grpc load` (a tonic client: GRPC_CONNS channels x N unary calls in
+# flight, one pass for each N in GRPC_STREAMS) on the load core, for DURATION, in
+# GRPC_ROUNDS rounds interleaved: direct h2c, portok h2c, portok TLS (h2), nginx's
+# grpc_pass (h2c, 1 worker) when nginx is installed, and the floor: the same h2c bytes
+# through a portok TCP route (`alias grpcrelay PORT --tcp LISTEN`), which parses nothing,
+# so no proxy on the servers' core is cheaper. Bound: through portok at least 0.8 of
 # direct's calls/s (median of per-round ratios).
 #
 # Install what is missing (nothing is installed unless you ask):
@@ -66,7 +68,7 @@
 #   BACKEND=auto|bench_backend (auto: nginx when installed)
 #   WAIT_QUIET=SECS (shared machines: wait up to SECS for CPU use by others to drop below 10%)
 #   TCP_ROUNDS=3 TCP_ECHO_CONNS=100 TCP_ECHO_SIZES="64 16384" TCP_ECHO_SECS=5
-#   GRPC_ROUNDS=3 GRPC_CONNS=1 GRPC_STREAMS=50
+#   GRPC_ROUNDS=3 GRPC_CONNS=1 GRPC_STREAMS="1 50" (calls in flight: one pass for each)
 #   PORTOK_NO_SPLICE=1 reaches the daemon: TCP routes then relay with the userspace copy
 #   SCENARIOS_ONLY="NAME..." run only these scenarios and no load rounds (names: route-change
 #     tls-handshake idle-conns idle-conns-tls stream redeploy tcp-stream tcp-echo grpc proxy-start
@@ -116,7 +118,7 @@ TCP_ECHO_SIZES=${TCP_ECHO_SIZES:-"64 16384"}
 TCP_ECHO_SECS=${TCP_ECHO_SECS:-5}
 GRPC_ROUNDS=${GRPC_ROUNDS:-3}
 GRPC_CONNS=${GRPC_CONNS:-1}
-GRPC_STREAMS=${GRPC_STREAMS:-50}
+GRPC_STREAMS=${GRPC_STREAMS:-"1 50"}
 _only=""
 for n in ${SCENARIOS_ONLY:-}; do
   case $n in
@@ -624,7 +626,7 @@ start_tcp_backend() {
 grpc_scenario() {
   want grpc || return 0
   echo "== scenario grpc"
-  local port r t i order args secs
+  local port rport="" r t m order args secs try
   port=$(pick_port) || return 1
   mkdir -p "$WORK/grpc"
   (cd "$WORK/grpc" && PORT=$port exec ${PIN_SRV[@]+"${PIN_SRV[@]}"} timeout 3600 "$BIN_GRPC") > "$WORK/grpc.log" 2>&1 &
@@ -634,8 +636,19 @@ grpc_scenario() {
     echo "scenario grpc failed: portok alias grpcbench $port --upstream h2: $(cat "$WORK/grpc-alias.log")" >&2
     return 1
   fi
+  local ngport="" targets="direct portok_h2c portok_tls relay_h2c"
+  # The floor: a TCP route relays the h2c bytes as they are. pick_port only sees listeners,
+  # so a port taken meanwhile fails the bind; try another.
+  for try in 1 2 3 4 5; do
+    rport=$(pick_port) || return 1
+    pk "$PK_MAIN" alias grpcrelay "$port" --tcp "$rport" > "$WORK/grpc-relay.log" 2>&1 && break
+    rport=""
+  done
+  if [[ -z $rport ]] || ! wait_port "$rport"; then
+    echo "scenario grpc failed: portok alias grpcrelay $port --tcp: $(cat "$WORK/grpc-relay.log")" >&2
+    return 1
+  fi
   # The peer: nginx's grpc_pass (h2c both sides), when nginx is installed.
-  local ngport="" targets="direct portok_h2c portok_tls"
   if have nginx; then
     ngport=$(pick_port) || return 1
     cat > "$WORK/nginx-grpc.conf" <<EOF
@@ -659,29 +672,34 @@ EOF
     wait_port "$ngport" && targets+=" nginx_h2c"
   fi
   secs=$(dur_secs "$DURATION")
-  for r in $(seq 1 "$GRPC_ROUNDS"); do
-    order=$targets
-    (( r % 2 == 0 )) && order=$(tr ' ' '\n' <<<"$targets" | tac | tr '\n' ' ')
-    for t in $order; do
-      case $t in
-        nginx_h2c) args=("http://127.0.0.1:$ngport" "grpcbench.localhost:$ngport") ;;
-        direct) args=("http://127.0.0.1:$port" "127.0.0.1:$port") ;;
-        portok_h2c) args=("http://127.0.0.1:$P_PORTOK" "grpcbench.localhost:$P_PORTOK") ;;
-        portok_tls) args=("http://127.0.0.1:$P_PORTOK" "grpcbench.localhost:$P_PORTOK" --ca "$PK_MAIN/ca.pem") ;;
-      esac
-      timeout $(( ${secs%.*} + 60 )) ${PIN_LG[@]+"${PIN_LG[@]}"} "$BIN_GRPC" load "${args[@]}" \
-        -c "$GRPC_CONNS" -m "$GRPC_STREAMS" -d "$secs" > "$OUTDIR/grpc-$t-$r.json" 2> "$OUTDIR/grpc-$t-$r.err" || true
-      sleep "$COOLDOWN"
+  for m in $GRPC_STREAMS; do
+    for r in $(seq 1 "$GRPC_ROUNDS"); do
+      order=$targets
+      (( r % 2 == 0 )) && order=$(tr ' ' '\n' <<<"$targets" | tac | tr '\n' ' ')
+      for t in $order; do
+        case $t in
+          nginx_h2c) args=("http://127.0.0.1:$ngport" "grpcbench.localhost:$ngport") ;;
+          direct) args=("http://127.0.0.1:$port" "127.0.0.1:$port") ;;
+          relay_h2c) args=("http://127.0.0.1:$rport" "127.0.0.1:$rport") ;;
+          portok_h2c) args=("http://127.0.0.1:$P_PORTOK" "grpcbench.localhost:$P_PORTOK") ;;
+          portok_tls) args=("http://127.0.0.1:$P_PORTOK" "grpcbench.localhost:$P_PORTOK" --ca "$PK_MAIN/ca.pem") ;;
+        esac
+        timeout $(( ${secs%.*} + 60 )) ${PIN_LG[@]+"${PIN_LG[@]}"} "$BIN_GRPC" load "${args[@]}" \
+          -c "$GRPC_CONNS" -m "$m" -d "$secs" > "$OUTDIR/grpc-m$m-$t-$r.json" 2> "$OUTDIR/grpc-m$m-$t-$r.err" || true
+        sleep "$COOLDOWN"
+      done
     done
   done
   pk "$PK_MAIN" alias --remove grpcbench >/dev/null 2>&1 || true
-  if python3 "$ROOT/bench/summarize.py" --grpc "$OUTDIR" "$GRPC_ROUNDS" > "$OUTDIR/scenario-grpc.json"; then
+  pk "$PK_MAIN" alias --remove grpcrelay >/dev/null 2>&1 || true
+  # shellcheck disable=SC2086 # one argument per level
+  if python3 "$ROOT/bench/summarize.py" --grpc "$OUTDIR" "$GRPC_ROUNDS" $GRPC_STREAMS > "$OUTDIR/scenario-grpc.json"; then
     cat "$OUTDIR/scenario-grpc.json"
   else
     echo "scenario grpc failed: see $OUTDIR/grpc-*.err" >&2
     mv -f "$OUTDIR/scenario-grpc.json" "$OUTDIR/scenario-grpc.failed.json"
   fi
-  echo "grpc=examples/grpc (tonic) served on 127.0.0.1:$port; load: grpc load -c $GRPC_CONNS -m $GRPC_STREAMS -d $secs, $GRPC_ROUNDS rounds" >> "$OUTDIR/env.txt"
+  echo "grpc=examples/grpc (tonic) served on 127.0.0.1:$port; floor: TCP route 127.0.0.1:$rport; load: grpc load -c $GRPC_CONNS -m N (N in: $GRPC_STREAMS) -d $secs, $GRPC_ROUNDS rounds" >> "$OUTDIR/env.txt"
 }
 if [[ $SCENARIOS == 1 ]]; then
   export PORTOK_STATE_DIR=$PK_MAIN PORTOK_PORT=$P_PORTOK
