@@ -50,7 +50,9 @@
 # grpc_pass (h2c, 1 worker) when nginx is installed, and the floor: the same h2c bytes
 # through a portok TCP route (`alias grpcrelay PORT --tcp LISTEN`), which parses nothing,
 # so no proxy on the servers' core is cheaper. Bound: through portok at least 0.8 of
-# direct's calls/s (median of per-round ratios).
+# direct's calls/s (median of per-round ratios). Then, when grpcio is at hand (GRPC_VENV),
+# the Python pair of the tests (tests/fixtures/grpc: server.py, and client.py's loop of one
+# call at a time), direct, portok h2c and portok TLS; bound: at least 0.7 of direct.
 #
 # Install what is missing (nothing is installed unless you ask):
 #   apt-get update && apt-get install -y wrk nginx nghttp2-client     (or BENCH_INSTALL=1 bash bench/run.sh)
@@ -69,6 +71,7 @@
 #   WAIT_QUIET=SECS (shared machines: wait up to SECS for CPU use by others to drop below 10%)
 #   TCP_ROUNDS=3 TCP_ECHO_CONNS=100 TCP_ECHO_SIZES="64 16384" TCP_ECHO_SECS=5
 #   GRPC_ROUNDS=3 GRPC_CONNS=1 GRPC_STREAMS="1 50" (calls in flight: one pass for each)
+#   GRPC_VENV=<test cache>/venv-grpc (grpcio for the Python client; BENCH_INSTALL=1 makes it)
 #   PORTOK_NO_SPLICE=1 reaches the daemon: TCP routes then relay with the userspace copy
 #   SCENARIOS_ONLY="NAME..." run only these scenarios and no load rounds (names: route-change
 #     tls-handshake idle-conns idle-conns-tls stream redeploy tcp-stream tcp-echo grpc proxy-start
@@ -119,6 +122,8 @@ TCP_ECHO_SECS=${TCP_ECHO_SECS:-5}
 GRPC_ROUNDS=${GRPC_ROUNDS:-3}
 GRPC_CONNS=${GRPC_CONNS:-1}
 GRPC_STREAMS=${GRPC_STREAMS:-"1 50"}
+# The venv the tests make for grpcio (tests/it/support.rs test_cache), so both share one.
+GRPC_VENV=${GRPC_VENV:-${PORTOK_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/portok-tests}/venv-grpc}
 _only=""
 for n in ${SCENARIOS_ONLY:-}; do
   case $n in
@@ -159,6 +164,10 @@ have() { command -v "$1" >/dev/null 2>&1; }
 if [[ ${BENCH_INSTALL:-0} == 1 ]]; then
   echo "== BENCH_INSTALL=1: apt-get update && apt-get install -y wrk nginx nghttp2-client"
   apt-get update && apt-get install -y wrk nginx nghttp2-client
+  if ! "$GRPC_VENV/bin/python" -c "import grpc" >/dev/null 2>&1; then
+    echo "== BENCH_INSTALL=1: grpcio in $GRPC_VENV (tests/fixtures/grpc/requirements.txt)"
+    python3 -m venv "$GRPC_VENV" && "$GRPC_VENV/bin/pip" install -q -r "$ROOT/tests/fixtures/grpc/requirements.txt"
+  fi
 fi
 for b in cargo python3; do
   have "$b" || { echo "run.sh: $b is required (python3: apt-get install -y python3)" >&2; exit 2; }
@@ -692,14 +701,56 @@ EOF
   done
   pk "$PK_MAIN" alias --remove grpcbench >/dev/null 2>&1 || true
   pk "$PK_MAIN" alias --remove grpcrelay >/dev/null 2>&1 || true
+  local levels=$GRPC_STREAMS
+  grpc_python "$secs" && levels+=" python"
   # shellcheck disable=SC2086 # one argument per level
-  if python3 "$ROOT/bench/summarize.py" --grpc "$OUTDIR" "$GRPC_ROUNDS" $GRPC_STREAMS > "$OUTDIR/scenario-grpc.json"; then
+  if python3 "$ROOT/bench/summarize.py" --grpc "$OUTDIR" "$GRPC_ROUNDS" $levels > "$OUTDIR/scenario-grpc.json"; then
     cat "$OUTDIR/scenario-grpc.json"
   else
     echo "scenario grpc failed: see $OUTDIR/grpc-*.err" >&2
     mv -f "$OUTDIR/scenario-grpc.json" "$OUTDIR/scenario-grpc.failed.json"
   fi
   echo "grpc=examples/grpc (tonic) served on 127.0.0.1:$port; floor: TCP route 127.0.0.1:$rport; load: grpc load -c $GRPC_CONNS -m N (N in: $GRPC_STREAMS) -d $secs, $GRPC_ROUNDS rounds" >> "$OUTDIR/env.txt"
+}
+# The Python pair (grpcio) of the gRPC scenario: grpc-python-TARGET-ROUND.json. Fails
+# (returns 1, with why) when grpcio is not in GRPC_VENV or the server does not start.
+grpc_python() {
+  local secs=$1 py="$GRPC_VENV/bin/python" port r t order args out
+  local fixture="$ROOT/tests/fixtures/grpc"
+  if ! "$py" -c "import grpc" >/dev/null 2>&1; then
+    echo "scenario grpc: no grpcio in $GRPC_VENV, so no Python client (BENCH_INSTALL=1 makes it," \
+      "or any gRPC test: cargo nextest run grpc)" >&2
+    return 1
+  fi
+  port=$(pick_port) || return 1
+  mkdir -p "$WORK/grpc-python"
+  (cd "$WORK/grpc-python" && PORT=$port exec ${PIN_SRV[@]+"${PIN_SRV[@]}"} timeout 3600 "$py" "$fixture/server.py") \
+    > "$WORK/grpc-python.log" 2>&1 &
+  STARTED+=("$!")
+  if ! wait_port "$port" || ! pk "$PK_MAIN" alias grpcpy "$port" --upstream h2 > "$WORK/grpc-python-alias.log" 2>&1; then
+    echo "scenario grpc: the Python server did not start: $(tail -3 "$WORK/grpc-python.log" "$WORK/grpc-python-alias.log")" >&2
+    return 1
+  fi
+  for r in $(seq 1 "$GRPC_ROUNDS"); do
+    order="direct portok_h2c portok_tls"
+    (( r % 2 == 0 )) && order="portok_tls portok_h2c direct"
+    for t in $order; do
+      case $t in
+        direct) args=("127.0.0.1:$port" "127.0.0.1:$port" -) ;;
+        portok_h2c) args=("127.0.0.1:$P_PORTOK" "grpcpy.localhost:$P_PORTOK" -) ;;
+        portok_tls) args=("127.0.0.1:$P_PORTOK" "grpcpy.localhost:$P_PORTOK" "$PK_MAIN/ca.pem") ;;
+      esac
+      out="$OUTDIR/grpc-python-$t-$r"
+      timeout $(( ${secs%.*} + 60 )) ${PIN_LG[@]+"${PIN_LG[@]}"} "$py" "$fixture/client.py" "${args[@]}" loop "$secs" \
+        > "$out.out" 2>&1 || true
+      # client.py prints "calls N versions [...]" and a "FAIL call: ..." line per failed call.
+      awk -v secs="$secs" '/^calls /{n=$2} /^FAIL /{e++} END{if (n != "") printf "{\"rps\": %.1f, \"errors\": %d, \"p50_ms\": null, \"p99_ms\": null}\n", n/secs, e}' \
+        "$out.out" > "$out.json"
+      sleep "$COOLDOWN"
+    done
+  done
+  pk "$PK_MAIN" alias --remove grpcpy >/dev/null 2>&1 || true
+  echo "grpc_python=tests/fixtures/grpc server.py on 127.0.0.1:$port, client.py loop $secs (one call at a time), $GRPC_ROUNDS rounds" >> "$OUTDIR/env.txt"
 }
 if [[ $SCENARIOS == 1 ]]; then
   export PORTOK_STATE_DIR=$PK_MAIN PORTOK_PORT=$P_PORTOK

@@ -685,9 +685,15 @@ pub fn dev_servers_python() -> Option<PathBuf> {
     )
 }
 
-/// Python with grpcio, for the gRPC server and client in tests/fixtures/grpc.
+/// Python with grpcio, for the gRPC server and client in tests/fixtures/grpc. The pin is in
+/// that folder's requirements.txt, which bench/run.sh installs too.
 pub fn grpc_python() -> Option<PathBuf> {
-    python_venv("venv-grpc", &["grpcio==1.85.4"], "import grpc")
+    let pins: Vec<&str> = include_str!("../fixtures/grpc/requirements.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    python_venv("venv-grpc", &pins, "import grpc")
 }
 
 /// A virtual environment in the test cache with `packages` installed, made once: under a
