@@ -10,9 +10,9 @@
 //! each request to its connection task and the body to a task of its own, and wrote the
 //! two apart: a unary call took about 15% longer (docs/grpc.md has the figures).
 //!
-//! The request head is written by the one writer ([`super::request_head::write`]) and read
-//! back into the header map an h2 request carries, so every rule about request headers is
-//! still kept in one place.
+//! The request's header fields come from the one writer of request heads
+//! ([`super::request_head::write`], into a [`request_head::Map`]), so every rule about
+//! request headers is still kept in one place.
 
 use super::app_conn::connect_loopback;
 use super::body::{BodyError, ProxyBody};
@@ -21,7 +21,7 @@ use super::request_head::{self, BodyFraming, Hop};
 use super::upstream::ForwardError;
 use crate::routes::{Backend, InflightGuard};
 use bytes::{Buf as _, Bytes};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, Version};
+use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
@@ -178,7 +178,7 @@ where
         *out.method_mut() = client.method().clone();
         *out.uri_mut() = uri.clone();
         *out.version_mut() = Version::HTTP_2;
-        *out.headers_mut() = headers_for(&client, host, hop)?;
+        *out.headers_mut() = headers_for(&client, host, hop);
         let eos = matches!(rest, Rest::Nothing) || matches!(&rest, Rest::Kept(f) if f.is_empty());
         let (response, mut tx) = match send.send_request(out, eos) {
             Ok(sent) => sent,
@@ -469,18 +469,13 @@ async fn send_paced(to: &mut To, mut data: Bytes, eos: bool) -> bool {
     true
 }
 
-/// The request's headers as the app receives them: written by the one writer, read back.
+/// The request's header fields as the app receives them, by the one writer's rules.
 /// `te: trailers` is sent whatever the client said: portok takes the app's trailers and
 /// passes them on (gRPC servers refuse a call without it). The Host becomes `:authority`.
-/// A head that does not read back is an error, never a request without headers.
-fn headers_for<B>(
-    req: &Request<B>,
-    host: &HeaderValue,
-    hop: Hop,
-) -> Result<HeaderMap, ForwardError> {
+fn headers_for<B>(req: &Request<B>, host: &HeaderValue, hop: Hop) -> HeaderMap {
     let extra: &[(&[u8], &[u8])] = &[(b"te", b"trailers")];
     let method = req.method().as_str().as_bytes();
-    let head = request_head::of_request(
+    let outbound = request_head::outbound(
         req,
         method,
         host.as_bytes(),
@@ -489,26 +484,10 @@ fn headers_for<B>(
         extra,
         hop,
     );
-    // The writer keeps at most what hyper accepted from the client, plus its own lines.
-    let mut lines = [httparse::EMPTY_HEADER; 160];
-    let mut parsed = httparse::Request::new(&mut lines);
-    parsed
-        .parse(&head)
-        .map_err(|e| ForwardError::ClientBody(Box::new(e)))?;
-    let mut map = HeaderMap::with_capacity(parsed.headers.len());
-    for h in parsed
-        .headers
-        .iter()
-        .filter(|h| !h.name.eq_ignore_ascii_case("host"))
-    {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(h.name.as_bytes()),
-            HeaderValue::from_bytes(h.value),
-        ) {
-            map.append(name, value);
-        }
-    }
-    Ok(map)
+    // The client's fields, and the writer's own: forwarding, hops, te.
+    let mut map = request_head::Map::with_capacity(req.headers().len() + 8);
+    request_head::write(&mut map, &outbound, request_head::map_lines(req.headers()));
+    map.into_map()
 }
 
 /// Whether the app on `port` speaks HTTP/2 with prior knowledge: its SETTINGS exchange

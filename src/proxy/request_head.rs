@@ -1,8 +1,8 @@
-//! The one writer of the HTTP/1.1 request heads portok sends to apps. Every path (the
-//! fast path's heads from httparse, the handler's from a header map, upgrades and the
-//! HTTP/2 extended CONNECT bridge) describes its request as an [`Outbound`] and a list of
-//! the client's header lines, and this writes the head by the rules of "What the app
-//! receives" in docs/reference/routing.md:
+//! The one writer of the request heads portok sends to apps. Every path (the fast path's
+//! heads from httparse, the handler's from a header map, upgrades, the HTTP/2 extended
+//! CONNECT bridge, and requests to apps that speak only HTTP/2) describes its request as an
+//! [`Outbound`] and a list of the client's header lines, and this writes the head by the
+//! rules of "What the app receives" in docs/reference/routing.md:
 //!
 //! - the target in origin form (`/path?query`, or `*`), never absolute form;
 //! - exactly one `Host`, the host portok routed on, as the client sent it;
@@ -10,9 +10,114 @@
 //! - cookies on one line; framing (`Content-Length` or chunked) as the caller decided;
 //! - X-Forwarded-For and Forwarded appended to earlier proxies', the X-Forwarded-* the
 //!   client did not send, and the hop count.
+//!
+//! It writes to a [`Sink`]: bytes for an HTTP/1.1 head, or a header map ([`Map`]) for an
+//! HTTP/2 request, whose request line and Host are its pseudo-headers.
 
 use super::header::{push_header, HOPS_HEADER};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use std::net::IpAddr;
+
+/// Where [`write`] puts the head.
+pub(super) trait Sink {
+    /// The request line and Host (HTTP/1.1). An HTTP/2 request has its own pseudo-headers.
+    fn request_line(&mut self, method: &[u8], target: &[u8], host: &[u8]);
+    /// Begin a header line: its value goes into the buffer given back, then [`Sink::end_line`].
+    fn begin(&mut self, name: &[u8]) -> &mut Vec<u8>;
+    fn end_line(&mut self);
+    fn end_head(&mut self);
+    fn line(&mut self, name: &[u8], value: &[u8]) {
+        self.begin(name).extend_from_slice(value);
+        self.end_line();
+    }
+}
+
+/// The HTTP/1.1 head, as bytes.
+impl Sink for Vec<u8> {
+    fn request_line(&mut self, method: &[u8], target: &[u8], host: &[u8]) {
+        self.extend_from_slice(method);
+        self.push(b' ');
+        match target.first() {
+            Some(b'/') => self.extend_from_slice(target),
+            Some(b'*') if target.len() == 1 => self.push(b'*'),
+            Some(_) => {
+                self.push(b'/');
+                self.extend_from_slice(target);
+            }
+            None => self.push(b'/'),
+        }
+        self.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+        self.extend_from_slice(host);
+        self.extend_from_slice(b"\r\n");
+    }
+
+    fn begin(&mut self, name: &[u8]) -> &mut Vec<u8> {
+        self.extend_from_slice(name);
+        self.extend_from_slice(b": ");
+        self
+    }
+
+    fn end_line(&mut self) {
+        self.extend_from_slice(b"\r\n");
+    }
+
+    fn end_head(&mut self) {
+        self.extend_from_slice(b"\r\n");
+    }
+
+    fn line(&mut self, name: &[u8], value: &[u8]) {
+        push_header(self, name, value);
+    }
+}
+
+/// The header fields of an HTTP/2 request (no Host: the request's `:authority` is it).
+/// A field that is not a valid name or value is left out, as a head that did not parse
+/// would have lost it.
+pub(super) struct Map {
+    map: HeaderMap,
+    name: Option<HeaderName>,
+    value: Vec<u8>,
+}
+
+impl Map {
+    pub(super) fn with_capacity(fields: usize) -> Self {
+        Map {
+            map: HeaderMap::with_capacity(fields),
+            name: None,
+            value: Vec::new(),
+        }
+    }
+
+    pub(super) fn into_map(self) -> HeaderMap {
+        self.map
+    }
+}
+
+impl Sink for Map {
+    fn request_line(&mut self, _method: &[u8], _target: &[u8], _host: &[u8]) {}
+
+    fn begin(&mut self, name: &[u8]) -> &mut Vec<u8> {
+        self.name = HeaderName::from_bytes(name).ok();
+        self.value.clear();
+        &mut self.value
+    }
+
+    fn end_line(&mut self) {
+        if let (Some(name), Ok(value)) = (self.name.take(), HeaderValue::from_bytes(&self.value)) {
+            self.map.append(name, value);
+        }
+    }
+
+    fn end_head(&mut self) {}
+
+    fn line(&mut self, name: &[u8], value: &[u8]) {
+        if let (Ok(name), Ok(value)) =
+            (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+        {
+            self.map.append(name, value);
+        }
+    }
+}
 
 /// How the request's body reaches the app.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,25 +193,13 @@ fn classify(name: &[u8]) -> Line {
 
 /// Write the upstream head for `req` into `out`; `headers()` gives the client's header
 /// lines (again, for each pass).
-pub(super) fn write<'h, I, F>(out: &mut Vec<u8>, req: &Outbound<'_>, headers: F)
+pub(super) fn write<'h, S, I, F>(out: &mut S, req: &Outbound<'_>, headers: F)
 where
+    S: Sink,
     F: Fn() -> I,
     I: Iterator<Item = (&'h [u8], &'h [u8])>,
 {
-    out.extend_from_slice(req.method);
-    out.push(b' ');
-    match req.target.first() {
-        Some(b'/') => out.extend_from_slice(req.target),
-        Some(b'*') if req.target.len() == 1 => out.push(b'*'),
-        Some(_) => {
-            out.push(b'/');
-            out.extend_from_slice(req.target);
-        }
-        None => out.push(b'/'),
-    }
-    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-    out.extend_from_slice(req.host);
-    out.extend_from_slice(b"\r\n");
+    out.request_line(req.method, req.target, req.host);
     // Headers the client's Connection names are hop-by-hop too (rare: only then listed).
     let mut named: Vec<&[u8]> = Vec::new();
     let lines = req.connection.then(&headers).into_iter().flatten();
@@ -131,7 +224,8 @@ where
             Line::Cookie => {
                 if !cookie {
                     cookie = true;
-                    push_cookie_line(out, headers());
+                    push_cookies(out.begin(b"cookie"), headers());
+                    out.end_line();
                 }
                 continue;
             }
@@ -150,23 +244,22 @@ where
             Line::Length if req.framing != BodyFraming::None => continue,
             Line::Length => {}
         }
-        push_header(out, name, value);
+        out.line(name, value);
     }
     match req.framing {
         BodyFraming::None => {}
         BodyFraming::Length(n) => {
-            out.extend_from_slice(b"content-length: ");
-            crate::proxy::header::push_decimal(out, n);
-            out.extend_from_slice(b"\r\n");
+            crate::proxy::header::push_decimal(out.begin(b"content-length"), n);
+            out.end_line();
         }
-        BodyFraming::Chunked => push_header(out, b"transfer-encoding", b"chunked"),
+        BodyFraming::Chunked => out.line(b"transfer-encoding", b"chunked"),
     }
     if let Some(proto) = req.upgrade {
-        push_header(out, b"connection", b"upgrade");
-        push_header(out, b"upgrade", proto);
+        out.line(b"connection", b"upgrade");
+        out.line(b"upgrade", proto);
     }
     for (name, value) in req.extra {
-        push_header(out, name, value);
+        out.line(name, value);
     }
     // What earlier proxies said, read again only when the client sent any.
     let earlier = |want: &'static [u8], sent: bool| {
@@ -177,35 +270,35 @@ where
             .map(|(_, v)| v)
     };
     let hop = &req.hop;
-    out.extend_from_slice(b"x-forwarded-for: ");
+    let value = out.begin(b"x-forwarded-for");
     for prev in earlier(b"x-forwarded-for", xff) {
-        out.extend_from_slice(prev);
-        out.extend_from_slice(b", ");
+        value.extend_from_slice(prev);
+        value.extend_from_slice(b", ");
     }
-    crate::proxy::header::push_ip(out, hop.ip);
-    out.extend_from_slice(b"\r\nforwarded: ");
+    crate::proxy::header::push_ip(value, hop.ip);
+    out.end_line();
+    let value = out.begin(b"forwarded");
     for prev in earlier(b"forwarded", fwd) {
-        out.extend_from_slice(prev);
-        out.extend_from_slice(b", ");
+        value.extend_from_slice(prev);
+        value.extend_from_slice(b", ");
     }
     let proto = if hop.tls { "https" } else { "http" };
-    crate::proxy::header::forwarded_element(out, hop.ip, req.host, proto);
-    out.extend_from_slice(b"\r\n");
+    crate::proxy::header::forwarded_element(value, hop.ip, req.host, proto);
+    out.end_line();
     if !sent_proto {
-        push_header(out, b"x-forwarded-proto", proto.as_bytes());
+        out.line(b"x-forwarded-proto", proto.as_bytes());
     }
     if !sent_host {
-        push_header(out, b"x-forwarded-host", req.host);
+        out.line(b"x-forwarded-host", req.host);
     }
     if !sent_port {
-        out.extend_from_slice(b"x-forwarded-port: ");
-        crate::proxy::header::push_decimal(out, u64::from(hop.port));
-        out.extend_from_slice(b"\r\n");
+        crate::proxy::header::push_decimal(out.begin(b"x-forwarded-port"), u64::from(hop.port));
+        out.end_line();
     }
-    out.extend_from_slice(HOPS_HEADER.as_str().as_bytes());
-    out.extend_from_slice(b": ");
-    crate::proxy::header::push_decimal(out, u64::from(hop.hops) + 1);
-    out.extend_from_slice(b"\r\n\r\n");
+    let value = out.begin(HOPS_HEADER.as_str().as_bytes());
+    crate::proxy::header::push_decimal(value, u64::from(hop.hops) + 1);
+    out.end_line();
+    out.end_head();
 }
 
 /// The header lines of a header map, for [`write`].
@@ -233,10 +326,9 @@ type ParsedLines<'h> = std::iter::Map<
     fn(&'h httparse::Header<'h>) -> (&'h [u8], &'h [u8]),
 >;
 
-/// The request's cookies on one line, joined with "; " (RFC 9113 8.2.3: an HTTP/2 client may
-/// split them into fields of their own, and many apps read only one Cookie line).
-fn push_cookie_line<'h>(out: &mut Vec<u8>, headers: impl Iterator<Item = (&'h [u8], &'h [u8])>) {
-    out.extend_from_slice(b"cookie: ");
+/// The request's cookies as one value, joined with "; " (RFC 9113 8.2.3: an HTTP/2 client
+/// may split them into fields of their own, and many apps read only one Cookie line).
+fn push_cookies<'h>(out: &mut Vec<u8>, headers: impl Iterator<Item = (&'h [u8], &'h [u8])>) {
     let cookies = headers.filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie"));
     for (i, (_, v)) in cookies.enumerate() {
         if i > 0 {
@@ -244,7 +336,6 @@ fn push_cookie_line<'h>(out: &mut Vec<u8>, headers: impl Iterator<Item = (&'h [u
         }
         out.extend_from_slice(v);
     }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// The head for a request hyper parsed (HTTP/1.1 or HTTP/2), sent as `method` (an HTTP/2
@@ -258,8 +349,24 @@ pub(super) fn of_request<B>(
     extra: &[(&[u8], &[u8])],
     hop: Hop,
 ) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    let outbound = outbound(req, method, host, framing, upgrade, extra, hop);
+    write(&mut out, &outbound, map_lines(req.headers()));
+    out
+}
+
+/// What [`write`] needs of a request hyper parsed, besides its header map.
+pub(super) fn outbound<'a, B>(
+    req: &'a http::Request<B>,
+    method: &'a [u8],
+    host: &'a [u8],
+    framing: BodyFraming,
+    upgrade: Option<&'a [u8]>,
+    extra: &'a [(&'a [u8], &'a [u8])],
+    hop: Hop,
+) -> Outbound<'a> {
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let outbound = Outbound {
+    Outbound {
         method,
         target: target.as_bytes(),
         host,
@@ -268,8 +375,5 @@ pub(super) fn of_request<B>(
         extra,
         connection: req.headers().contains_key(http::header::CONNECTION),
         hop,
-    };
-    let mut out = Vec::with_capacity(512);
-    write(&mut out, &outbound, map_lines(req.headers()));
-    out
+    }
 }

@@ -93,6 +93,70 @@ async fn alias_change_is_served_by_the_next_request() {
     }
 }
 
+/// An app that speaks only HTTP/2 gets its header fields by the same rules as an HTTP/1.1
+/// app's head: forwarding appended, hops counted, hop-by-hop fields and those Connection
+/// names dropped, cookies on one field, `te: trailers`, and no Host (`:authority` is it).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_only_app_gets_the_same_forwarding_fields() {
+    let p = Portok::new();
+    let b = backend_h2("h2").await;
+    p.ok(&["alias", "web", &b.port.to_string(), "--upstream", "h2"]);
+    let r = request(
+        p.addr(),
+        hyper::Request::get("/fields?q=1")
+            .header("host", "web.localhost")
+            .header("x-portok-hops", "2")
+            .header("connection", "keep-alive, x-secret")
+            .header("x-secret", "hop-only")
+            .header("keep-alive", "timeout=5")
+            .header("te", "gzip")
+            .header("x-forwarded-for", "10.1.2.3")
+            .header("forwarded", "for=10.1.2.3")
+            .header("x-forwarded-proto", "https")
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .header("x-custom", "kept")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    let body = r.text();
+    assert_eq!(echoed(&body, "backend"), Some("h2"), "{body}");
+    assert_eq!(
+        echoed(&body, "path"),
+        Some("http://web.localhost/fields?q=1"),
+        "{body}"
+    );
+    assert_eq!(echoed(&body, "host"), None, "{body}");
+    assert_eq!(
+        echoed(&body, "x-forwarded-for"),
+        Some("10.1.2.3, 127.0.0.1")
+    );
+    assert_eq!(
+        echoed(&body, "forwarded"),
+        Some("for=10.1.2.3, for=127.0.0.1;host=web.localhost;proto=http")
+    );
+    assert_eq!(
+        echoed(&body, "x-forwarded-proto"),
+        Some("https"),
+        "the client's is kept"
+    );
+    assert_eq!(echoed(&body, "x-forwarded-host"), Some("web.localhost"));
+    assert_eq!(
+        echoed(&body, "x-forwarded-port"),
+        Some(p.port.to_string().as_str())
+    );
+    assert_eq!(echoed(&body, "x-portok-hops"), Some("3"));
+    assert_eq!(echoed(&body, "x-secret"), None, "{body}");
+    assert_eq!(echoed(&body, "keep-alive"), None, "{body}");
+    assert_eq!(echoed(&body, "te"), Some("trailers"), "{body}");
+    assert_eq!(echoed(&body, "cookie"), Some("a=1; b=2"), "{body}");
+    assert_eq!(echoed(&body, "x-custom"), Some("kept"), "{body}");
+    let fields = body.lines().filter(|l| l.contains('=')).count();
+    // backend, path, and the nine fields above.
+    assert_eq!(fields, 11, "no field twice, none left over: {body}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn forwarded_headers_and_hop_counter() {
     let p = Portok::new();

@@ -283,6 +283,15 @@ pub fn pattern(start: u64, len: usize) -> Vec<u8> {
 }
 
 pub async fn backend(name: &'static str) -> Backend {
+    backend_speaking(name, false).await
+}
+
+/// The same backend, speaking only HTTP/2 with prior knowledge (as a gRPC server does).
+pub async fn backend_h2(name: &'static str) -> Backend {
+    backend_speaking(name, true).await
+}
+
+async fn backend_speaking(name: &'static str, h2: bool) -> Backend {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let sse_gate = Arc::new(tokio::sync::Notify::new());
@@ -301,10 +310,17 @@ pub async fn backend(name: &'static str) -> Backend {
                     counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     serve(name, req, gate.clone())
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .with_upgrades()
-                    .await;
+                let io = TokioIo::new(stream);
+                let _ = if h2 {
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(io, svc)
+                        .await
+                } else {
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .with_upgrades()
+                        .await
+                };
             });
         }
     });
