@@ -71,8 +71,8 @@ impl Sink for Vec<u8> {
 }
 
 /// The header fields of an HTTP/2 request (no Host: the request's `:authority` is it).
-/// A field that is not a valid name or value is left out, as a head that did not parse
-/// would have lost it.
+/// Every line comes from a valid header map or from the writer itself, so none should be
+/// invalid; one that is would be left out.
 pub(super) struct Map {
     map: HeaderMap,
     name: Option<HeaderName>,
