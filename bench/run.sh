@@ -620,23 +620,30 @@ start_tcp_backend() {
   for _ in $(seq 1 200); do [[ -s $WORK/tcp-backend.port ]] && break; sleep 0.05; done
   read -r P_TCP_BACKEND TCP_BACKEND_PID < "$WORK/tcp-backend.port" || true
   [[ $P_TCP_BACKEND =~ ^[0-9]+$ ]] || { echo "run.sh: tcp-backend did not start: $(tail -3 "$WORK/tcp-backend.log")" >&2; return 1; }
+  P_TCP=$(tcp_route tcpbench "$P_TCP_BACKEND") || return 1
+  echo "tcp_route=tcpbench 127.0.0.1:$P_TCP -> 127.0.0.1:$P_TCP_BACKEND (bench_scenarios tcp-backend)" >> "$OUTDIR/env.txt"
+}
+# `portok alias NAME BACKEND_PORT --tcp PORT` on a free PORT, answering; prints PORT.
+tcp_route() {
+  local name=$1 backend=$2 port try
   # pick_port only sees listeners: a port something else takes meanwhile fails the bind;
   # try another.
-  local try
   for try in 1 2 3 4 5; do
-    P_TCP=$(pick_port) || return 1
-    pk "$PK_MAIN" alias tcpbench "$P_TCP_BACKEND" --tcp "$P_TCP" > "$WORK/tcp-alias.log" 2>&1 && break
-    echo "run.sh: portok alias tcpbench --tcp $P_TCP failed: $(cat "$WORK/tcp-alias.log")" >&2
-    (( try < 5 )) || return 1
+    port=$(pick_port) || return 1
+    if pk "$PK_MAIN" alias "$name" "$backend" --tcp "$port" > "$WORK/$name-alias.log" 2>&1; then
+      wait_port "$port" >&2 || return 1
+      echo "$port"
+      return 0
+    fi
+    echo "run.sh: portok alias $name --tcp $port failed: $(cat "$WORK/$name-alias.log")" >&2
   done
-  wait_port "$P_TCP"
-  echo "tcp_route=tcpbench 127.0.0.1:$P_TCP -> 127.0.0.1:$P_TCP_BACKEND (bench_scenarios tcp-backend)" >> "$OUTDIR/env.txt"
+  return 1
 }
 # gRPC: the tonic example direct and through portok (see the header); scenario-grpc.json.
 grpc_scenario() {
   want grpc || return 0
   echo "== scenario grpc"
-  local port rport="" r t m order args secs try
+  local port rport r t m order args secs
   port=$(pick_port) || return 1
   mkdir -p "$WORK/grpc"
   (cd "$WORK/grpc" && PORT=$port exec ${PIN_SRV[@]+"${PIN_SRV[@]}"} timeout 3600 "$BIN_GRPC") > "$WORK/grpc.log" 2>&1 &
@@ -647,17 +654,8 @@ grpc_scenario() {
     return 1
   fi
   local ngport="" targets="direct portok_h2c portok_tls relay_h2c"
-  # The floor: a TCP route relays the h2c bytes as they are. pick_port only sees listeners,
-  # so a port taken meanwhile fails the bind; try another.
-  for try in 1 2 3 4 5; do
-    rport=$(pick_port) || return 1
-    pk "$PK_MAIN" alias grpcrelay "$port" --tcp "$rport" > "$WORK/grpc-relay.log" 2>&1 && break
-    rport=""
-  done
-  if [[ -z $rport ]] || ! wait_port "$rport"; then
-    echo "scenario grpc failed: portok alias grpcrelay $port --tcp: $(cat "$WORK/grpc-relay.log")" >&2
-    return 1
-  fi
+  # The floor: a TCP route relays the h2c bytes as they are.
+  rport=$(tcp_route grpcrelay "$port") || { echo "scenario grpc failed: no TCP route for the floor" >&2; return 1; }
   # The peer: nginx's grpc_pass (h2c both sides), when nginx is installed.
   if have nginx; then
     ngport=$(pick_port) || return 1
