@@ -134,6 +134,19 @@ pub async fn run(plan: Plan, state: StateDir, proxy_port: u16) -> anyhow::Result
         })
         .await??;
     }
+    // The watcher lives as long as this function. It is armed before "starting" is said, so
+    // an edit made from then on is seen (before, one made at once could be missed).
+    let learned = watch::Learned::default();
+    let (changes, _watcher, guard) = match watch {
+        Some(w) => {
+            let filter =
+                watch::Filter::new(&w.roots, &w.ignore, state.root(), w.all, learned.clone())?;
+            let (watcher, rx) = watch::spawn(w.roots, filter, w.debounce)?;
+            let guard = loop_guard::LoopGuard::new(w.debounce, learned);
+            (Some(rx), Some(watcher), Some(guard))
+        }
+        None => (None, None, None),
+    };
     // A pool registers its route itself, once it has picked its instances' ports.
     if instances == 1 {
         let state_now = if opts.idle_stop.is_some() {
@@ -162,18 +175,6 @@ pub async fn run(plan: Plan, state: StateDir, proxy_port: u16) -> anyhow::Result
             "--app-port {port}: two generations cannot share it, so redeploys stop the old generation before starting the new one"
         ));
     }
-    // The watcher lives as long as this function.
-    let learned = watch::Learned::default();
-    let (changes, _watcher, guard) = match watch {
-        Some(w) => {
-            let filter =
-                watch::Filter::new(&w.roots, &w.ignore, state.root(), w.all, learned.clone())?;
-            let (watcher, rx) = watch::spawn(w.roots, filter, w.debounce)?;
-            let guard = loop_guard::LoopGuard::new(w.debounce, learned);
-            (Some(rx), Some(watcher), Some(guard))
-        }
-        None => (None, None, None),
-    };
     let (control_tx, control_rx) = mpsc::channel(8);
     let sock_path = control::app_socket(&state, &hostname);
     let server = serve_run_socket(&sock_path, control_tx).await?;
