@@ -137,6 +137,7 @@ impl Watch {
 /// streamed, and answer with the app's response, trailers and all.
 pub(super) async fn send<B>(
     req: Request<B>,
+    fields: HeaderMap,
     host: &HeaderValue,
     hop: Hop,
     backend: &Arc<Backend>,
@@ -162,6 +163,7 @@ where
     // A stream the app refuses (its GOAWAY came first, or REFUSED_STREAM) was never seen by
     // it: the call goes again on another connection, once, when its body is still at hand.
     let mut again = true;
+    let mut fields = Some(fields);
     let (response, slot, answers) = loop {
         let taken = sender(backend, connect_timeout).await?;
         let mut send = match taken.send.ready().await {
@@ -178,7 +180,10 @@ where
         *out.method_mut() = client.method().clone();
         *out.uri_mut() = uri.clone();
         *out.version_mut() = Version::HTTP_2;
-        *out.headers_mut() = headers_for(&client, host, hop);
+        // Written again for a second attempt, from the client's head kept for it.
+        *out.headers_mut() = fields
+            .take()
+            .unwrap_or_else(|| headers_for(&client, host, hop));
         let eos = matches!(rest, Rest::Nothing) || matches!(&rest, Rest::Kept(f) if f.is_empty());
         let (response, mut tx) = match send.send_request(out, eos) {
             Ok(sent) => sent,
@@ -472,8 +477,8 @@ async fn send_paced(to: &mut To, mut data: Bytes, eos: bool) -> bool {
 /// The request's header fields as the app receives them, by the one writer's rules.
 /// `te: trailers` is sent whatever the client said: portok takes the app's trailers and
 /// passes them on (gRPC servers refuse a call without it). The Host becomes `:authority`.
-fn headers_for<B>(req: &Request<B>, host: &HeaderValue, hop: Hop) -> HeaderMap {
-    let extra: &[(&[u8], &[u8])] = &[(b"te", b"trailers")];
+pub(super) fn headers_for<B>(req: &Request<B>, host: &HeaderValue, hop: Hop) -> HeaderMap {
+    let extra: &[(http::HeaderName, &[u8])] = &[(http::header::TE, b"trailers")];
     let method = req.method().as_str().as_bytes();
     let outbound = request_head::outbound(
         req,

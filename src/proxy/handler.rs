@@ -15,7 +15,7 @@ use super::{capture, pages, reload, response_head, upstream};
 use crate::names::normalize_host;
 use crate::routes::Backend;
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::convert::Infallible;
@@ -160,7 +160,8 @@ async fn route(
     if h2 {
         if let Some(answer) = super::grpc_web::preflight(&req, &ctx.tlds) {
             if let Some(r) = rec {
-                let head = h2_head(&req, &host_value, hop);
+                let fields = super::h2_upstream::headers_for(&req, &host_value, hop);
+                let head = h2_head(&req, &host_value, &fields);
                 capture::answered_here(r, &head, head.len() as u64);
             }
             return Ok(answer);
@@ -223,29 +224,31 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + Sync + Unpin + 'static,
     B::Error: Into<super::body::BodyError>,
 {
+    let fields = super::h2_upstream::headers_for(&req, host_value, hop);
+    let connect = ctx.limits.connect;
     let Some(r) = rec else {
-        return super::h2_upstream::send(req, host_value, hop, backend, ctx.limits.connect).await;
+        return super::h2_upstream::send(req, fields, host_value, hop, backend, connect).await;
     };
-    let head = h2_head(&req, host_value, hop);
+    let head = h2_head(&req, host_value, &fields);
     capture::request(r, &head, head.len() as u64, backend);
     let grpc = req
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| crate::grpc::is_call(v.as_bytes()));
     if !grpc {
-        return super::h2_upstream::send(req, host_value, hop, backend, ctx.limits.connect).await;
+        return super::h2_upstream::send(req, fields, host_value, hop, backend, connect).await;
     }
     let count = capture::grpc_call(r);
     let req = req.map(|b| capture::CountedBody::new(b, count));
-    super::h2_upstream::send(req, host_value, hop, backend, ctx.limits.connect).await
+    super::h2_upstream::send(req, fields, host_value, hop, backend, connect).await
 }
 
-/// The head of a request to an HTTP/2 app as the inspector records it (the app gets the
-/// same lines as HTTP/2 headers).
-fn h2_head<B>(req: &Request<B>, host_value: &HeaderValue, hop: Hop) -> Vec<u8> {
+/// The head of a request to an HTTP/2 app as the inspector records it: the `fields` the
+/// app gets ([`super::h2_upstream::headers_for`]), as lines.
+fn h2_head<B>(req: &Request<B>, host_value: &HeaderValue, fields: &HeaderMap) -> Vec<u8> {
     let method = req.method().as_str().as_bytes();
-    let host = host_value.as_bytes();
-    request_head::of_request(req, method, host, BodyFraming::None, None, &[], hop)
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    request_head::record(method, target.as_bytes(), host_value.as_bytes(), fields)
 }
 
 /// The head of an upgrade for the app, when the request is one: an HTTP/1.1 Upgrade as the
@@ -257,7 +260,7 @@ fn upgrade_head(
     hop: Hop,
 ) -> Result<Option<Vec<u8>>, ProxyError> {
     let key;
-    let mut extra: Vec<(&[u8], &[u8])> = Vec::new();
+    let mut extra: Vec<(HeaderName, &[u8])> = Vec::new();
     let (method, protocol): (&[u8], HeaderValue) = if req.method() == http::Method::CONNECT {
         let Some(protocol) = req.extensions().get::<hyper::ext::Protocol>() else {
             // portok routes by name to apps; it is no forward proxy.
@@ -266,9 +269,9 @@ fn upgrade_head(
             ));
         };
         key = crate::proxy::header::websocket_key();
-        extra.push((b"sec-websocket-key", key.as_bytes()));
+        extra.push((header::SEC_WEBSOCKET_KEY, key.as_bytes()));
         if !req.headers().contains_key(header::SEC_WEBSOCKET_VERSION) {
-            extra.push((b"sec-websocket-version", b"13"));
+            extra.push((header::SEC_WEBSOCKET_VERSION, b"13"));
         }
         let protocol = HeaderValue::from_str(protocol.as_str())
             .map_err(|_| ProxyError::BadRequest("the :protocol is not a valid token"))?;

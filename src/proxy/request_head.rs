@@ -15,20 +15,57 @@
 //! HTTP/2 request, whose request line and Host are its pseudo-headers.
 
 use super::header::{push_header, HOPS_HEADER};
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{header, HeaderMap, HeaderName, HeaderValue};
 use std::net::IpAddr;
 
 /// Where [`write`] puts the head.
 pub(super) trait Sink {
     /// The request line and Host (HTTP/1.1). An HTTP/2 request has its own pseudo-headers.
     fn request_line(&mut self, method: &[u8], target: &[u8], host: &[u8]);
-    /// Begin a header line: its value goes into the buffer given back, then [`Sink::end_line`].
-    fn begin(&mut self, name: &[u8]) -> &mut Vec<u8>;
+    /// Begin a line of the writer's own: its value goes into the buffer given back, then
+    /// [`Sink::end_line`].
+    fn begin(&mut self, name: &HeaderName) -> &mut Vec<u8>;
     fn end_line(&mut self);
     fn end_head(&mut self);
-    fn line(&mut self, name: &[u8], value: &[u8]) {
+    fn line(&mut self, name: &HeaderName, value: &[u8]) {
         self.begin(name).extend_from_slice(value);
         self.end_line();
+    }
+    /// A client's line that passes as it came.
+    fn keep<'h>(&mut self, field: impl Field<'h>);
+}
+
+/// A client's header line as the writer reads it: from a header map, or as bytes httparse
+/// found.
+pub(super) trait Field<'h>: Copy {
+    fn name(self) -> &'h [u8];
+    fn value(self) -> &'h [u8];
+    /// The field itself, when it comes from a header map: a [`Map`] keeps it as it is
+    /// (a reference count), where parsing its name and copying its value again took about
+    /// a tenth of an HTTP/2 call's time in portok.
+    fn parsed(self) -> Option<(&'h HeaderName, &'h HeaderValue)> {
+        None
+    }
+}
+
+impl<'h> Field<'h> for (&'h [u8], &'h [u8]) {
+    fn name(self) -> &'h [u8] {
+        self.0
+    }
+    fn value(self) -> &'h [u8] {
+        self.1
+    }
+}
+
+impl<'h> Field<'h> for (&'h HeaderName, &'h HeaderValue) {
+    fn name(self) -> &'h [u8] {
+        self.0.as_str().as_bytes()
+    }
+    fn value(self) -> &'h [u8] {
+        self.1.as_bytes()
+    }
+    fn parsed(self) -> Option<(&'h HeaderName, &'h HeaderValue)> {
+        Some(self)
     }
 }
 
@@ -51,8 +88,8 @@ impl Sink for Vec<u8> {
         self.extend_from_slice(b"\r\n");
     }
 
-    fn begin(&mut self, name: &[u8]) -> &mut Vec<u8> {
-        self.extend_from_slice(name);
+    fn begin(&mut self, name: &HeaderName) -> &mut Vec<u8> {
+        self.extend_from_slice(name.as_str().as_bytes());
         self.extend_from_slice(b": ");
         self
     }
@@ -65,8 +102,12 @@ impl Sink for Vec<u8> {
         self.extend_from_slice(b"\r\n");
     }
 
-    fn line(&mut self, name: &[u8], value: &[u8]) {
-        push_header(self, name, value);
+    fn line(&mut self, name: &HeaderName, value: &[u8]) {
+        push_header(self, name.as_str().as_bytes(), value);
+    }
+
+    fn keep<'h>(&mut self, field: impl Field<'h>) {
+        push_header(self, field.name(), field.value());
     }
 }
 
@@ -96,8 +137,8 @@ impl Map {
 impl Sink for Map {
     fn request_line(&mut self, _method: &[u8], _target: &[u8], _host: &[u8]) {}
 
-    fn begin(&mut self, name: &[u8]) -> &mut Vec<u8> {
-        self.name = HeaderName::from_bytes(name).ok();
+    fn begin(&mut self, name: &HeaderName) -> &mut Vec<u8> {
+        self.name = Some(name.clone());
         self.value.clear();
         &mut self.value
     }
@@ -110,10 +151,19 @@ impl Sink for Map {
 
     fn end_head(&mut self) {}
 
-    fn line(&mut self, name: &[u8], value: &[u8]) {
-        if let (Ok(name), Ok(value)) =
-            (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
-        {
+    fn line(&mut self, name: &HeaderName, value: &[u8]) {
+        if let Ok(value) = HeaderValue::from_bytes(value) {
+            self.map.append(name.clone(), value);
+        }
+    }
+
+    fn keep<'h>(&mut self, field: impl Field<'h>) {
+        if let Some((name, value)) = field.parsed() {
+            self.map.append(name.clone(), value.clone());
+        } else if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(field.name()),
+            HeaderValue::from_bytes(field.value()),
+        ) {
             self.map.append(name, value);
         }
     }
@@ -140,7 +190,7 @@ pub(super) struct Outbound<'a> {
     /// HTTP/2 extended CONNECT).
     pub(super) upgrade: Option<&'a [u8]>,
     /// Lines to add (the Sec-WebSocket-Key an h2 WebSocket lacks).
-    pub(super) extra: &'a [(&'a [u8], &'a [u8])],
+    pub(super) extra: &'a [(HeaderName, &'a [u8])],
     /// The client sent a Connection header that may name headers to drop (never over h2;
     /// the fast path takes no such request): only then are the lines read for it first.
     pub(super) connection: bool,
@@ -157,6 +207,12 @@ pub(super) struct Hop {
     /// `x-portok-hops` as the request came.
     pub(super) hops: u32,
 }
+
+// The names of the writer's own lines: a header map takes them as they are, unparsed.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 
 /// What a client header line is to the writer.
 #[derive(PartialEq, Eq)]
@@ -193,19 +249,21 @@ fn classify(name: &[u8]) -> Line {
 
 /// Write the upstream head for `req` into `out`; `headers()` gives the client's header
 /// lines (again, for each pass).
-pub(super) fn write<'h, S, I, F>(out: &mut S, req: &Outbound<'_>, headers: F)
+pub(super) fn write<'h, S, I, F, L>(out: &mut S, req: &Outbound<'_>, headers: F)
 where
     S: Sink,
     F: Fn() -> I,
-    I: Iterator<Item = (&'h [u8], &'h [u8])>,
+    I: Iterator<Item = L>,
+    L: Field<'h>,
 {
     out.request_line(req.method, req.target, req.host);
     // Headers the client's Connection names are hop-by-hop too (rare: only then listed).
     let mut named: Vec<&[u8]> = Vec::new();
     let lines = req.connection.then(&headers).into_iter().flatten();
-    for (_, value) in lines.filter(|(n, _)| n.eq_ignore_ascii_case(b"connection")) {
+    for field in lines.filter(|f| f.name().eq_ignore_ascii_case(b"connection")) {
         named.extend(
-            value
+            field
+                .value()
                 .split(|&b| b == b',')
                 .map(<[u8]>::trim_ascii)
                 .filter(|t| crate::proxy::header::names_a_header(t)),
@@ -213,7 +271,8 @@ where
     }
     let (mut sent_proto, mut sent_host, mut sent_port) = (false, false, false);
     let (mut xff, mut fwd, mut cookie) = (false, false, false);
-    for (name, value) in headers() {
+    for field in headers() {
+        let name = field.name();
         let line = classify(name);
         if line == Line::Drop || named.iter().any(|t| t.eq_ignore_ascii_case(name)) {
             continue;
@@ -224,7 +283,7 @@ where
             Line::Cookie => {
                 if !cookie {
                     cookie = true;
-                    push_cookies(out.begin(b"cookie"), headers());
+                    push_cookies(out.begin(&header::COOKIE), headers());
                     out.end_line();
                 }
                 continue;
@@ -244,19 +303,19 @@ where
             Line::Length if req.framing != BodyFraming::None => continue,
             Line::Length => {}
         }
-        out.line(name, value);
+        out.keep(field);
     }
     match req.framing {
         BodyFraming::None => {}
         BodyFraming::Length(n) => {
-            crate::proxy::header::push_decimal(out.begin(b"content-length"), n);
+            crate::proxy::header::push_decimal(out.begin(&header::CONTENT_LENGTH), n);
             out.end_line();
         }
-        BodyFraming::Chunked => out.line(b"transfer-encoding", b"chunked"),
+        BodyFraming::Chunked => out.line(&header::TRANSFER_ENCODING, b"chunked"),
     }
     if let Some(proto) = req.upgrade {
-        out.line(b"connection", b"upgrade");
-        out.line(b"upgrade", proto);
+        out.line(&header::CONNECTION, b"upgrade");
+        out.line(&header::UPGRADE, proto);
     }
     for (name, value) in req.extra {
         out.line(name, value);
@@ -266,18 +325,18 @@ where
         sent.then(&headers)
             .into_iter()
             .flatten()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(want))
-            .map(|(_, v)| v)
+            .filter(move |f| f.name().eq_ignore_ascii_case(want))
+            .map(Field::value)
     };
     let hop = &req.hop;
-    let value = out.begin(b"x-forwarded-for");
+    let value = out.begin(&X_FORWARDED_FOR);
     for prev in earlier(b"x-forwarded-for", xff) {
         value.extend_from_slice(prev);
         value.extend_from_slice(b", ");
     }
     crate::proxy::header::push_ip(value, hop.ip);
     out.end_line();
-    let value = out.begin(b"forwarded");
+    let value = out.begin(&header::FORWARDED);
     for prev in earlier(b"forwarded", fwd) {
         value.extend_from_slice(prev);
         value.extend_from_slice(b", ");
@@ -286,33 +345,27 @@ where
     crate::proxy::header::forwarded_element(value, hop.ip, req.host, proto);
     out.end_line();
     if !sent_proto {
-        out.line(b"x-forwarded-proto", proto.as_bytes());
+        out.line(&X_FORWARDED_PROTO, proto.as_bytes());
     }
     if !sent_host {
-        out.line(b"x-forwarded-host", req.host);
+        out.line(&X_FORWARDED_HOST, req.host);
     }
     if !sent_port {
-        crate::proxy::header::push_decimal(out.begin(b"x-forwarded-port"), u64::from(hop.port));
+        crate::proxy::header::push_decimal(out.begin(&X_FORWARDED_PORT), u64::from(hop.port));
         out.end_line();
     }
-    let value = out.begin(HOPS_HEADER.as_str().as_bytes());
+    let value = out.begin(&HOPS_HEADER);
     crate::proxy::header::push_decimal(value, u64::from(hop.hops) + 1);
     out.end_line();
     out.end_head();
 }
 
 /// The header lines of a header map, for [`write`].
-pub(super) fn map_lines<'h>(map: &'h http::HeaderMap) -> impl Fn() -> MapLines<'h> + 'h {
-    move || {
-        map.iter()
-            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
-    }
+pub(super) fn map_lines<'h>(
+    map: &'h http::HeaderMap,
+) -> impl Fn() -> http::header::Iter<'h, HeaderValue> + 'h {
+    move || map.iter()
 }
-
-type MapLines<'h> = std::iter::Map<
-    http::header::Iter<'h, http::HeaderValue>,
-    fn((&'h http::HeaderName, &'h http::HeaderValue)) -> (&'h [u8], &'h [u8]),
->;
 
 /// The header lines httparse found, for [`write`].
 pub(super) fn parsed_lines<'h>(
@@ -328,13 +381,13 @@ type ParsedLines<'h> = std::iter::Map<
 
 /// The request's cookies as one value, joined with "; " (RFC 9113 8.2.3: an HTTP/2 client
 /// may split them into fields of their own, and many apps read only one Cookie line).
-fn push_cookies<'h>(out: &mut Vec<u8>, headers: impl Iterator<Item = (&'h [u8], &'h [u8])>) {
-    let cookies = headers.filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie"));
-    for (i, (_, v)) in cookies.enumerate() {
+fn push_cookies<'h, L: Field<'h>>(out: &mut Vec<u8>, headers: impl Iterator<Item = L>) {
+    let cookies = headers.filter(|f| f.name().eq_ignore_ascii_case(b"cookie"));
+    for (i, field) in cookies.enumerate() {
         if i > 0 {
             out.extend_from_slice(b"; ");
         }
-        out.extend_from_slice(v);
+        out.extend_from_slice(field.value());
     }
 }
 
@@ -346,12 +399,24 @@ pub(super) fn of_request<B>(
     host: &[u8],
     framing: BodyFraming,
     upgrade: Option<&[u8]>,
-    extra: &[(&[u8], &[u8])],
+    extra: &[(HeaderName, &[u8])],
     hop: Hop,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     let outbound = outbound(req, method, host, framing, upgrade, extra, hop);
     write(&mut out, &outbound, map_lines(req.headers()));
+    out
+}
+
+/// The head of an HTTP/2 request as the inspector records it, from the fields [`write`]
+/// put in a [`Map`] (the app gets the same lines, as HTTP/2 headers).
+pub(super) fn record(method: &[u8], target: &[u8], host: &[u8], headers: &HeaderMap) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.request_line(method, target, host);
+    for field in headers {
+        out.keep(field);
+    }
+    out.end_head();
     out
 }
 
@@ -362,7 +427,7 @@ pub(super) fn outbound<'a, B>(
     host: &'a [u8],
     framing: BodyFraming,
     upgrade: Option<&'a [u8]>,
-    extra: &'a [(&'a [u8], &'a [u8])],
+    extra: &'a [(HeaderName, &'a [u8])],
     hop: Hop,
 ) -> Outbound<'a> {
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
