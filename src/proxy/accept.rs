@@ -158,6 +158,11 @@ where
                 phase: "reading the request head",
                 source,
             })?;
+    if proto == conn::Proto::H2 {
+        if let Some(tcp) = io.tcp() {
+            conn::drop_when_gone(tcp);
+        }
+    }
     let watch = Arc::new(conn::ConnWatch::new(start, proto));
     if proto == conn::Proto::H1 {
         io.watch(watch.clone());

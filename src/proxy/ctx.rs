@@ -274,11 +274,9 @@ impl Ctx {
     /// [`streams`]), so each connection needs an executor of its own.
     pub(super) fn h2(&self, exec: streams::LocalStreams) -> http2::Builder<streams::LocalStreams> {
         let mut h2 = http2::Builder::new(exec);
+        // No h2 pings: a client that is gone is dropped by TCP's (`conn::drop_when_gone`).
         h2.timer(TokioTimer::new())
             .max_header_list_size(self.limits.max_header_bytes as u32)
-            // Pings keep idle h2 connections honest; a dead peer is dropped.
-            .keep_alive_interval(Some(Duration::from_secs(30)))
-            .keep_alive_timeout(Duration::from_secs(20))
             .enable_connect_protocol()
             .max_concurrent_streams(250)
             .max_pending_accept_reset_streams(50)

@@ -783,3 +783,60 @@ async fn secrets_are_tightened_to_0600_at_start() {
     assert!(log.contains("made it 0600"), "{log}");
     assert!(!log.contains("PRIVATE KEY"), "the CA key is never logged");
 }
+
+/// An h2 client that vanishes without a word (a phone leaving the LAN) is dropped by TCP's
+/// keep-alive probes, which portok arms on its h2 connections rather than pinging in h2
+/// (that cost a clock read and a lock on every frame). HTTP/1.1 connections close at the
+/// idle deadline, so they get none.
+#[tokio::test(flavor = "multi_thread")]
+async fn h2_connections_have_tcp_keep_alive_probes_and_http1_ones_do_not() {
+    use http_body_util::Full;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let p = Portok::new();
+    let b = backend("b").await;
+    p.ok(&["alias", "web", &b.port.to_string()]);
+    let stream = TcpStream::connect(p.addr()).await.unwrap();
+    let h2_port = stream.local_addr().unwrap().port();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get(format!("http://web.localhost:{}/", p.port))
+        .body(Full::new(bytes::Bytes::new()))
+        .unwrap();
+    assert_eq!(send.send_request(req).await.unwrap().status(), 200);
+    let mut h1 = TcpStream::connect(p.addr()).await.unwrap();
+    h1.write_all(b"GET / HTTP/1.1\r\nHost: web.localhost\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut h1).await.starts_with("HTTP/1.1 200"));
+    let h1_port = h1.local_addr().unwrap().port();
+    // The kernel arms the keep-alive timer once the connection is quiet.
+    let mut armed = (false, false);
+    for _ in 0..50 {
+        armed = (
+            keep_alive_armed(p.port, h2_port),
+            keep_alive_armed(p.port, h1_port),
+        );
+        if armed.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(armed, (true, false), "(h2, HTTP/1.1) keep-alive timers");
+}
+
+/// Whether portok's end of the connection from `client_port` runs TCP's keep-alive timer
+/// (`tr` 2 in /proc/net/tcp).
+fn keep_alive_armed(server_port: u16, client_port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next().unwrap(), 16).unwrap();
+    for line in table.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if port(f[1]) == server_port && port(f[2]) == client_port {
+            return f[5].starts_with("02:");
+        }
+    }
+    panic!("no connection from port {client_port} to {server_port} in /proc/net/tcp");
+}
