@@ -230,10 +230,11 @@ is_active() { [[ " ${ACTIVE[*]} " == *" $1 "* ]]; }
 REL="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 BIN_PORTOK="$REL/portok"; BIN_BACKEND="$REL/examples/bench_backend"
 BIN_LOAD="$REL/examples/bench_load"; BIN_SCEN="$REL/examples/bench_scenarios"; BIN_GRPC="$REL/examples/grpc"
+BIN_BARE="$REL/examples/bare_h2_proxy"
 if [[ ${NO_BUILD:-0} != 1 ]]; then
   echo "== cargo build --release"
   (cd "$ROOT" && cargo build --release --quiet --bin portok --example hello --example bench_backend \
-    --example bench_load --example bench_scenarios --example grpc)
+    --example bench_load --example bench_scenarios --example grpc --example bare_h2_proxy)
 fi
 
 # ------------------------------------------------------------------ work dir, processes
@@ -643,7 +644,7 @@ tcp_route() {
 grpc_scenario() {
   want grpc || return 0
   echo "== scenario grpc"
-  local port rport r t m order args secs
+  local port rport bport r t m order args secs
   port=$(pick_port) || return 1
   mkdir -p "$WORK/grpc"
   (cd "$WORK/grpc" && PORT=$port exec ${PIN_SRV[@]+"${PIN_SRV[@]}"} timeout 3600 "$BIN_GRPC") > "$WORK/grpc.log" 2>&1 &
@@ -656,6 +657,11 @@ grpc_scenario() {
   local ngport="" targets="direct portok_h2c portok_tls relay_h2c"
   # The floor: a TCP route relays the h2c bytes as they are.
   rport=$(tcp_route grpcrelay "$port") || { echo "scenario grpc failed: no TCP route for the floor" >&2; return 1; }
+  # The yardstick: the two HTTP/2 stacks portok is built on and nothing else.
+  bport=$(pick_port) || return 1
+  ${PIN_SRV[@]+"${PIN_SRV[@]}"} timeout 3600 "$BIN_BARE" "$bport" "$port" > "$WORK/bare-h2.log" 2>&1 &
+  STARTED+=("$!")
+  wait_port "$bport" && targets+=" bare_h2c"
   # The peer: nginx's grpc_pass (h2c both sides), when nginx is installed.
   if have nginx; then
     ngport=$(pick_port) || return 1
@@ -689,6 +695,7 @@ EOF
           nginx_h2c) args=("http://127.0.0.1:$ngport" "grpcbench.localhost:$ngport") ;;
           direct) args=("http://127.0.0.1:$port" "127.0.0.1:$port") ;;
           relay_h2c) args=("http://127.0.0.1:$rport" "127.0.0.1:$rport") ;;
+          bare_h2c) args=("http://127.0.0.1:$bport" "127.0.0.1:$bport") ;;
           portok_h2c) args=("http://127.0.0.1:$P_PORTOK" "grpcbench.localhost:$P_PORTOK") ;;
           portok_tls) args=("http://127.0.0.1:$P_PORTOK" "grpcbench.localhost:$P_PORTOK" --ca "$PK_MAIN/ca.pem") ;;
         esac
@@ -709,7 +716,7 @@ EOF
     echo "scenario grpc failed: see $OUTDIR/grpc-*.err (grpc load) and grpc-python-*.out (client.py)" >&2
     mv -f "$OUTDIR/scenario-grpc.json" "$OUTDIR/scenario-grpc.failed.json"
   fi
-  echo "grpc=examples/grpc (tonic) served on 127.0.0.1:$port; floor: TCP route 127.0.0.1:$rport; load: grpc load -c $GRPC_CONNS -m N (N in: $GRPC_STREAMS) -d $secs, $GRPC_ROUNDS rounds; PORTOK_NO_SPLICE=${PORTOK_NO_SPLICE:-}" >> "$OUTDIR/env.txt"
+  echo "grpc=examples/grpc (tonic) served on 127.0.0.1:$port; floor: TCP route 127.0.0.1:$rport; two h2 stacks alone: examples/bare_h2_proxy on 127.0.0.1:$bport; load: grpc load -c $GRPC_CONNS -m N (N in: $GRPC_STREAMS) -d $secs, $GRPC_ROUNDS rounds; PORTOK_NO_SPLICE=${PORTOK_NO_SPLICE:-}" >> "$OUTDIR/env.txt"
 }
 # The Python pair (grpcio) of the gRPC scenario: grpc-python-TARGET-ROUND.json. Fails
 # (returns 1, with why) when grpcio is not in GRPC_VENV or the server does not start.

@@ -315,6 +315,7 @@ def targets(c, s, env):
     for at, need, gr in levels:
         floor = g(gr, "relay_h2c", "share_of_direct")
         nginx = g(gr, "nginx_h2c", "share_of_direct")
+        bare = g(gr, "bare_h2c", "share_of_direct")
         for t, label in (("portok_h2c", "h2c"), ("portok_tls", "TLS h2")):
             v = g(gr, t, "share_of_direct")
             add(f"gRPC unary calls/s through portok vs direct, {label}, {at}", v, f">= {need:.2f}",
@@ -323,6 +324,7 @@ def targets(c, s, env):
                 f"calls/s; {g(gr, t, 'errors')} errors"
                 + (f"; floor (TCP route, bytes as they are) {floor:.3f}x" if floor else "")
                 + (f"; nginx grpc_pass {nginx:.3f}x ({g(gr, 'nginx_h2c', 'errors')} errors)" if nginx else "")
+                + (f"; two h2 stacks alone (bare_h2_proxy) {bare:.3f}x" if bare else "")
                 if v is not None else "")
         v = g(gr, "portok_h2c", "ratio_to_nginx")
         if v is not None:
@@ -360,9 +362,9 @@ def grpc_scenario(raw, rounds, levels):
 def grpc_level(raw, rounds, prefix):
     """One level of the gRPC scenario: per target the calls/s (median, all rounds) and errors;
     but direct, its share of direct (each round's ratio, then the median). The relay and
-    nginx count only when they ran. -> (level, whether every round has its figures)"""
+    nginx and the bare h2 proxy count only when they ran. -> (level, whether every round has its figures)"""
     per = {}
-    for t in ("direct", "portok_h2c", "portok_tls", "relay_h2c", "nginx_h2c"):
+    for t in ("direct", "portok_h2c", "portok_tls", "relay_h2c", "bare_h2c", "nginx_h2c"):
         runs = [load_json(os.path.join(raw, f"{prefix}-{t}-{r}.json")) for r in range(1, rounds + 1)]
         if t in ("direct", "portok_h2c", "portok_tls") or any(runs):
             per[t] = runs

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Instructions per gRPC call in portok's daemon, counted by callgrind: a figure that repeats
+# from run to run (within about 1%), where calls/s on this shared 2-core machine move by
+# 10%. Use it to compare two builds of the proxy path; bench/run.sh gives the rates.
+#
+#   bash bench/grpc_instructions.sh                       # target/release/portok
+#   bash bench/grpc_instructions.sh OLD_BIN NEW_BIN ...   # each build in turn
+#   DAEMON_ARGS="--no-inspect" bash bench/grpc_instructions.sh
+#
+# The tonic example (examples/grpc.rs) serves on a free port; each daemon runs under
+# `valgrind --tool=callgrind` with a state dir of its own and an h2 route to it. `grpc load`
+# makes unary calls one at a time: 2 s to warm up, then CALL_SECS (10) counted. The line per
+# build: its calls and instructions per call. With BARE=1 the same count is taken of
+# examples/bare_h2_proxy.rs (hyper's h2 server and an h2 client, nothing else) as a
+# yardstick of the two HTTP/2 stacks alone.
+#
+# Needs valgrind (apt-get install -y valgrind) and a release build:
+#   cargo build --release --bin portok --example grpc --example bare_h2_proxy
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+REL=$ROOT/target/release
+CALL_SECS=${CALL_SECS:-10}
+command -v valgrind >/dev/null || { echo "grpc_instructions.sh: needs valgrind (apt-get install -y valgrind)" >&2; exit 2; }
+for b in "$REL/examples/grpc" ${BARE:+"$REL/examples/bare_h2_proxy"}; do
+  [[ -x $b ]] || { echo "grpc_instructions.sh: no $b; cargo build --release --example $(basename "$b")" >&2; exit 2; }
+done
+BINS=("$@")
+(( ${#BINS[@]} )) || BINS=("$REL/portok")
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+app=$(free_port)
+(cd "$WORK" && PORT=$app exec "$REL/examples/grpc") > "$WORK/app.log" 2>&1 &
+PIDS+=($!)
+wait_port "$app" || { echo "the tonic example did not start: $(tail -3 "$WORK/app.log")" >&2; exit 1; }
+
+# count KEY LABEL PORT AUTHORITY CMD...: run CMD under callgrind, load it through PORT, print
+# LABEL's instructions per call. ROUTE, when set, is run once CMD listens.
+count() {
+  local name=$1 label=$2 port=$3 authority=$4; shift 4
+  local out=$WORK/$name.cg
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$@" > "$WORK/$name.log" 2>&1 &
+  local vg=$!
+  PIDS+=("$vg")
+  wait_port "$port" || { echo "$name did not listen: $(tail -3 "$WORK/$name.log")" >&2; return 1; }
+  [[ -n ${ROUTE:-} ]] && $ROUTE
+  "$REL/examples/grpc" load "http://127.0.0.1:$port" "$authority" -c 1 -m 1 -d 2 > /dev/null
+  callgrind_control -d "$vg" > /dev/null 2>&1   # the warm-up's counts go to a file of their own
+  "$REL/examples/grpc" load "http://127.0.0.1:$port" "$authority" -c 1 -m 1 -d "$CALL_SECS" \
+    | tail -1 > "$WORK/$name.json"
+  callgrind_control -d "$vg" > /dev/null 2>&1
+  kill "$vg"; wait "$vg" 2>/dev/null || true
+  python3 - "$label" "$WORK/$name.json" "$out.2" <<'PY'
+import json, sys
+name, load, cg = sys.argv[1:4]
+calls = json.load(open(load))["requests"]
+ir = int(next(l for l in open(cg) if l.startswith("summary:")).split()[1])
+errors = json.load(open(load))["errors"]
+print(f"{name}: {calls} calls ({errors} failed), {ir // max(calls, 1):,} instructions per call")
+PY
+}
+
+i=0
+for bin in "${BINS[@]}"; do
+  i=$((i + 1))
+  port=$(free_port)
+  export PORTOK_STATE_DIR=$WORK/state$i HOME=$WORK/home$i PORTOK_PORT=$port
+  mkdir -p "$HOME"
+  # shellcheck disable=SC2086 # DAEMON_ARGS: flags, one word each
+  ROUTE="$bin alias grpcbench $app --upstream h2" \
+    count "portok$i" "$bin ${DAEMON_ARGS:-}" "$port" "grpcbench.localhost:$port" \
+    "$bin" __daemon --port "$port" ${DAEMON_ARGS:-}
+done
+if [[ -n ${BARE:-} ]]; then
+  port=$(free_port)
+  ROUTE="" count bare "examples/bare_h2_proxy" "$port" "127.0.0.1:$port" "$REL/examples/bare_h2_proxy" "$port" "$app"
+fi
