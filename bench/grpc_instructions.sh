@@ -18,10 +18,13 @@
 #   cargo build --release --bin portok --example grpc --example bare_h2_proxy
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-REL=$ROOT/target/release
+REL=${CARGO_TARGET_DIR:-$ROOT/target}/release
 CALL_SECS=${CALL_SECS:-10}
 command -v valgrind >/dev/null || { echo "grpc_instructions.sh: needs valgrind (apt-get install -y valgrind)" >&2; exit 2; }
-for b in "$REL/examples/grpc" ${BARE:+"$REL/examples/bare_h2_proxy"}; do
+BARE=${BARE:-0}
+bins=("$REL/examples/grpc")
+[[ $BARE == 1 ]] && bins+=("$REL/examples/bare_h2_proxy")
+for b in "${bins[@]}"; do
   [[ -x $b ]] || { echo "grpc_instructions.sh: no $b; cargo build --release --example $(basename "$b")" >&2; exit 2; }
 done
 BINS=("$@")
@@ -38,8 +41,14 @@ app=$(free_port)
 PIDS+=($!)
 wait_port "$app" || { echo "the tonic example did not start: $(tail -3 "$WORK/app.log")" >&2; exit 1; }
 
+dump() {
+  timeout 60 callgrind_control -d "$1" > "$2" 2>&1 \
+    || { echo "callgrind_control -d $1 failed: $(tail -3 "$2")" >&2; return 1; }
+}
+
 # count KEY LABEL PORT AUTHORITY CMD...: run CMD under callgrind, load it through PORT, print
-# LABEL's instructions per call. ROUTE, when set, is run once CMD listens.
+# LABEL's instructions per call. With ALIAS_BIN set, CMD is that portok's daemon, and the
+# route to the app is made once it listens.
 count() {
   local name=$1 label=$2 port=$3 authority=$4; shift 4
   local out=$WORK/$name.cg
@@ -47,12 +56,17 @@ count() {
   local vg=$!
   PIDS+=("$vg")
   wait_port "$port" || { echo "$name did not listen: $(tail -3 "$WORK/$name.log")" >&2; return 1; }
-  [[ -n ${ROUTE:-} ]] && $ROUTE
+  if [[ -n ${ALIAS_BIN:-} ]]; then
+    "$ALIAS_BIN" alias grpcbench "$app" --upstream h2 > "$WORK/$name.alias" 2>&1 \
+      || { echo "$label: no route: $(cat "$WORK/$name.alias")" >&2; return 1; }
+  fi
   "$REL/examples/grpc" load "http://127.0.0.1:$port" "$authority" -c 1 -m 1 -d 2 > /dev/null
-  callgrind_control -d "$vg" > /dev/null 2>&1   # the warm-up's counts go to a file of their own
+  # The warm-up's counts go to a file of their own. (callgrind_control reaches the process
+  # through vgdb; bounded, should ptrace be refused.)
+  dump "$vg" "$WORK/$name.ctl" || return 1
   "$REL/examples/grpc" load "http://127.0.0.1:$port" "$authority" -c 1 -m 1 -d "$CALL_SECS" \
     | tail -1 > "$WORK/$name.json"
-  callgrind_control -d "$vg" > /dev/null 2>&1
+  dump "$vg" "$WORK/$name.ctl" || return 1
   kill "$vg"; wait "$vg" 2>/dev/null || true
   python3 - "$label" "$WORK/$name.json" "$out.2" <<'PY'
 import json, sys
@@ -71,11 +85,11 @@ for bin in "${BINS[@]}"; do
   export PORTOK_STATE_DIR=$WORK/state$i HOME=$WORK/home$i PORTOK_PORT=$port
   mkdir -p "$HOME"
   # shellcheck disable=SC2086 # DAEMON_ARGS: flags, one word each
-  ROUTE="$bin alias grpcbench $app --upstream h2" \
+  ALIAS_BIN=$bin \
     count "portok$i" "$bin ${DAEMON_ARGS:-}" "$port" "grpcbench.localhost:$port" \
     "$bin" __daemon --port "$port" ${DAEMON_ARGS:-}
 done
-if [[ -n ${BARE:-} ]]; then
+if [[ $BARE == 1 ]]; then
   port=$(free_port)
-  ROUTE="" count bare "examples/bare_h2_proxy" "$port" "127.0.0.1:$port" "$REL/examples/bare_h2_proxy" "$port" "$app"
+  ALIAS_BIN="" count bare "examples/bare_h2_proxy" "$port" "127.0.0.1:$port" "$REL/examples/bare_h2_proxy" "$port" "$app"
 fi

@@ -661,7 +661,11 @@ grpc_scenario() {
   bport=$(pick_port) || return 1
   ${PIN_SRV[@]+"${PIN_SRV[@]}"} timeout 3600 "$BIN_BARE" "$bport" "$port" > "$WORK/bare-h2.log" 2>&1 &
   STARTED+=("$!")
-  wait_port "$bport" && targets+=" bare_h2c"
+  if wait_port "$bport"; then
+    targets+=" bare_h2c"
+  else
+    echo "scenario grpc: examples/bare_h2_proxy did not start, so no yardstick: $(tail -3 "$WORK/bare-h2.log")" >&2
+  fi
   # The peer: nginx's grpc_pass (h2c both sides), when nginx is installed.
   if have nginx; then
     ngport=$(pick_port) || return 1

@@ -324,7 +324,8 @@ def targets(c, s, env):
                 f"calls/s; {g(gr, t, 'errors')} errors"
                 + (f"; floor (TCP route, bytes as they are) {floor:.3f}x" if floor else "")
                 + (f"; nginx grpc_pass {nginx:.3f}x ({g(gr, 'nginx_h2c', 'errors')} errors)" if nginx else "")
-                + (f"; two h2 stacks alone (bare_h2_proxy) {bare:.3f}x" if bare else "")
+                + (f"; two h2 stacks alone (bare_h2_proxy) {bare:.3f}x ({g(gr, 'bare_h2c', 'errors')} errors)"
+                   if bare else "")
                 if v is not None else "")
         v = g(gr, "portok_h2c", "ratio_to_nginx")
         if v is not None:
@@ -375,7 +376,9 @@ def grpc_level(raw, rounds, prefix):
         lv[t] = {"calls_s": {"median": med([j["rps"] for j in ok]), "all": [j["rps"] for j in ok]},
                  "p50_ms": med([j["p50_ms"] for j in ok]), "p99_ms": med([j["p99_ms"] for j in ok]),
                  "errors": sum(j["errors"] for j in ok), "rounds_measured": len(ok)}
-        complete &= len(ok) == rounds
+        # The peers and yardsticks inform; only portok's and direct's figures must all be there.
+        if t in ("direct", "portok_h2c", "portok_tls"):
+            complete &= len(ok) == rounds
     for t in [x for x in per if x != "direct"]:
         ratios = [p["rps"] / d["rps"] for p, d in zip(per[t], per["direct"]) if p and d and d["rps"]]
         lv[t]["share_of_direct"] = med(ratios)

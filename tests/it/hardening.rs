@@ -785,9 +785,9 @@ async fn secrets_are_tightened_to_0600_at_start() {
 }
 
 /// An h2 client that vanishes without a word (a phone leaving the LAN) is dropped by TCP's
-/// keep-alive probes, which portok arms on its h2 connections rather than pinging in h2
-/// (that cost a clock read and a lock on every frame). HTTP/1.1 connections close at the
-/// idle deadline, so they get none.
+/// keep-alive probes, which portok arms on its h2 connections (30 s of silence) rather than
+/// pinging in h2 (that cost a clock read and a lock on every frame). HTTP/1.1 connections
+/// never had the pings, and get no probes either.
 #[tokio::test(flavor = "multi_thread")]
 async fn h2_connections_have_tcp_keep_alive_probes_and_http1_ones_do_not() {
     use http_body_util::Full;
@@ -813,29 +813,37 @@ async fn h2_connections_have_tcp_keep_alive_probes_and_http1_ones_do_not() {
     assert!(read_response(&mut h1).await.starts_with("HTTP/1.1 200"));
     let h1_port = h1.local_addr().unwrap().port();
     // The kernel arms the keep-alive timer once the connection is quiet.
-    let mut armed = (false, false);
+    let mut armed = (None, None);
     for _ in 0..50 {
         armed = (
-            keep_alive_armed(p.port, h2_port),
-            keep_alive_armed(p.port, h1_port),
+            keep_alive_due(p.port, h2_port),
+            keep_alive_due(p.port, h1_port),
         );
-        if armed.0 {
+        if armed.0.is_some() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(armed, (true, false), "(h2, HTTP/1.1) keep-alive timers");
+    let (h2, h1) = armed;
+    let h2 = h2.expect("no keep-alive timer on the h2 connection");
+    assert!(
+        h2 <= Duration::from_secs(30),
+        "first probe due in {h2:?}, expected 30 s at most"
+    );
+    assert_eq!(h1, None, "keep-alive timer on the HTTP/1.1 connection");
 }
 
-/// Whether portok's end of the connection from `client_port` runs TCP's keep-alive timer
-/// (`tr` 2 in /proc/net/tcp).
-fn keep_alive_armed(server_port: u16, client_port: u16) -> bool {
+/// When TCP's keep-alive timer of portok's end of the connection from `client_port` is
+/// due, if it runs (`tr` 2 in /proc/net/tcp, `tm->when` in clock ticks of 1/100 s).
+fn keep_alive_due(server_port: u16, client_port: u16) -> Option<Duration> {
     let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
     let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next().unwrap(), 16).unwrap();
     for line in table.lines().skip(1) {
         let f: Vec<&str> = line.split_whitespace().collect();
         if port(f[1]) == server_port && port(f[2]) == client_port {
-            return f[5].starts_with("02:");
+            let (timer, when) = f[5].split_once(':').unwrap();
+            let ticks = u64::from_str_radix(when, 16).unwrap();
+            return (timer == "02").then(|| Duration::from_millis(ticks * 10));
         }
     }
     panic!("no connection from port {client_port} to {server_port} in /proc/net/tcp");
