@@ -150,13 +150,8 @@ where
     let (parts, body) = req.into_parts();
     // The client's head, to write the app's from (again, should the app refuse the stream).
     let client = Request::from_parts(parts, ());
-    let path = client.uri().path_and_query().map_or("/", |p| p.as_str());
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(host.as_bytes())
-        .path_and_query(path)
-        .build()
-        .map_err(|e| ForwardError::ClientBody(Box::new(e)))?;
+    let app_uri = || app_uri(client.uri(), host).map_err(|e| ForwardError::ClientBody(e.into()));
+    let mut uri = Some(app_uri()?);
     let guard = backend.enter();
     let mut end = AnswerEnd(None);
     let mut rest = first_of(body)?;
@@ -178,7 +173,10 @@ where
         };
         let mut out = Request::new(());
         *out.method_mut() = client.method().clone();
-        *out.uri_mut() = uri.clone();
+        *out.uri_mut() = match uri.take() {
+            Some(uri) => uri,
+            None => app_uri()?,
+        };
         *out.version_mut() = Version::HTTP_2;
         // Written again for a second attempt, from the client's head kept for it.
         *out.headers_mut() = fields
@@ -200,7 +198,7 @@ where
                 let _ = tx.send_data(data.clone(), true);
                 Rest::Whole(data)
             }
-            Rest::Stream(body, first) => {
+            Rest::Stream(body, read) => {
                 let (kept, keeping) = tokio::sync::oneshot::channel();
                 let (ended, answer) = tokio::sync::oneshot::channel();
                 end = AnswerEnd(Some(ended));
@@ -209,7 +207,7 @@ where
                     held: taken.held.clone(),
                     answer: Some(answer),
                 };
-                let mut pump = Box::pin(pump(body, first, to, kept));
+                let mut pump = Box::pin(pump(body, read, to, kept));
                 if futures_util::poll!(pump.as_mut()).is_pending() {
                     tokio::spawn(pump);
                 }
@@ -259,14 +257,31 @@ where
     ))
 }
 
+/// The URI of a request to the app: `host` as its authority, the client's path. An h2
+/// client's own authority and path are taken when they are `host` (shared, neither parsed
+/// nor copied again).
+fn app_uri(client: &Uri, host: &HeaderValue) -> Result<Uri, http::Error> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(match client.authority() {
+        Some(a) if a.as_str().as_bytes() == host.as_bytes() => a.clone(),
+        _ => http::uri::Authority::try_from(host.as_bytes())?,
+    });
+    parts.path_and_query = Some(match client.path_and_query() {
+        Some(p) => p.clone(),
+        None => http::uri::PathAndQuery::from_static("/"),
+    });
+    Ok(Uri::from_parts(parts)?)
+}
+
 /// What of a request's body has come with its headers.
 enum Rest<B> {
     /// No body.
     Nothing,
     /// All of it (a unary call's, as a rule): sent with the headers, kept to send again.
     Whole(Bytes),
-    /// A body still streaming, with the frame already read, if any.
-    Stream(B, Option<Frame<Bytes>>),
+    /// A body still streaming, with the frames already read, in order.
+    Stream(B, [Option<Frame<Bytes>>; 2]),
     /// Being streamed to the app; the body, if it is kept ([`pump`]).
     Pumped(tokio::sync::oneshot::Receiver<Option<Vec<Kept>>>),
     /// A streamed body, kept whole: sent again as it came.
@@ -285,14 +300,49 @@ where
     }
     // Polled with no waker to call: the pump polls again, with its own, when it is not here.
     Ok(match body.frame().now_or_never() {
-        None => Rest::Stream(body, None),
+        None => Rest::Stream(body, [None, None]),
         Some(None) => Rest::Nothing,
         Some(Some(Err(e))) => return Err(ForwardError::ClientBody(e.into())),
         Some(Some(Ok(frame))) => match frame.into_data() {
-            Ok(data) if body.is_end_stream() && data.len() <= SEND_AHEAD => Rest::Whole(data),
-            Ok(data) => Rest::Stream(body, Some(Frame::data(data))),
-            Err(frame) => Rest::Stream(body, Some(frame)),
+            Ok(data) if data.len() <= SEND_AHEAD => match then(&mut body)? {
+                Then::Ended => Rest::Whole(data),
+                Then::Next(next) => Rest::Stream(body, [Some(Frame::data(data)), next]),
+            },
+            Ok(data) => Rest::Stream(body, [Some(Frame::data(data)), None]),
+            Err(frame) => Rest::Stream(body, [Some(frame), None]),
         },
+    })
+}
+
+/// What follows a body's first frame, by what has come: an HTTP/2 client may end its
+/// body with an empty DATA frame of its own after the message (hyper's client, and so
+/// tonic's, does), and such a body is still sent whole, with its headers.
+enum Then {
+    Ended,
+    /// The body goes on: the frame after the first, if it has come.
+    Next(Option<Frame<Bytes>>),
+}
+
+fn then<B>(body: &mut B) -> Result<Then, ForwardError>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BodyError>,
+{
+    use futures_util::FutureExt as _;
+    if body.is_end_stream() {
+        return Ok(Then::Ended);
+    }
+    Ok(match body.frame().now_or_never() {
+        None => Then::Next(None),
+        Some(None) => Then::Ended,
+        Some(Some(Err(e))) => return Err(ForwardError::ClientBody(e.into())),
+        Some(Some(Ok(frame))) => {
+            if frame.data_ref().is_some_and(Bytes::is_empty) && body.is_end_stream() {
+                Then::Ended
+            } else {
+                Then::Next(Some(frame))
+            }
+        }
     })
 }
 
@@ -314,7 +364,7 @@ enum Kept {
 /// goes to `kept`, to be sent again.
 async fn pump<B>(
     mut body: B,
-    mut next: Option<Frame<Bytes>>,
+    mut read: [Option<Frame<Bytes>>; 2],
     mut to: To,
     kept: tokio::sync::oneshot::Sender<Option<Vec<Kept>>>,
 ) where
@@ -331,7 +381,7 @@ async fn pump<B>(
         if !live && keeping.is_none() {
             return;
         }
-        let frame = match next.take() {
+        let frame = match read.iter_mut().find_map(Option::take) {
             Some(frame) => Some(Some(Ok(frame))),
             None => {
                 poll_fn(|cx| {
@@ -478,7 +528,6 @@ async fn send_paced(to: &mut To, mut data: Bytes, eos: bool) -> bool {
 /// `te: trailers` is sent whatever the client said: portok takes the app's trailers and
 /// passes them on (gRPC servers refuse a call without it). The Host becomes `:authority`.
 pub(super) fn headers_for<B>(req: &Request<B>, host: &HeaderValue, hop: Hop) -> HeaderMap {
-    let extra: &[(http::HeaderName, &[u8])] = &[(http::header::TE, b"trailers")];
     let method = req.method().as_str().as_bytes();
     let outbound = request_head::outbound(
         req,
@@ -486,12 +535,14 @@ pub(super) fn headers_for<B>(req: &Request<B>, host: &HeaderValue, hop: Hop) -> 
         host.as_bytes(),
         BodyFraming::None,
         None,
-        extra,
+        &[],
         hop,
     );
-    // The client's fields, and the writer's own: forwarding, hops, te.
+    // The client's fields, and the writer's own: forwarding, hops; then te, which the
+    // writer drops as hop-by-hop and gRPC servers require.
     let mut map = request_head::Map::with_capacity(req.headers().len() + 8);
     request_head::write(&mut map, &outbound, request_head::map_lines(req.headers()));
+    request_head::Sink::fixed(&mut map, &http::header::TE, "trailers");
     map.into_map()
 }
 
@@ -527,4 +578,37 @@ pub async fn answers(port: u16, host: &str, path: &str, grpc: bool) -> Option<Re
         )
         .ok()?;
     sender.send_request(req).await.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+
+    type Frames = futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, BodyError>>>;
+
+    fn body(chunks: &[&'static [u8]]) -> StreamBody<Frames> {
+        let frames: Vec<Result<Frame<Bytes>, BodyError>> = chunks
+            .iter()
+            .map(|c| Ok(Frame::data(Bytes::from_static(c))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    /// A message whose body's end came after it (hyper's client, so tonic's, ends a body
+    /// so) goes whole, with the headers; a body that goes on keeps every frame read, in order.
+    #[test]
+    fn a_message_and_its_end_go_whole_and_more_frames_stay_in_order() {
+        match first_of(body(&[b"call"])).unwrap() {
+            Rest::Whole(data) => assert_eq!(&data[..], b"call"),
+            _ => panic!("a message followed by its body's end was not sent whole"),
+        }
+        match first_of(body(&[b"one", b"two"])).unwrap() {
+            Rest::Stream(_, [Some(a), Some(b)]) => {
+                assert_eq!(a.into_data().unwrap(), "one");
+                assert_eq!(b.into_data().unwrap(), "two");
+            }
+            _ => panic!("a body that goes on lost or reordered a frame"),
+        }
+    }
 }

@@ -42,12 +42,16 @@ pub fn names_a_header(token: &[u8]) -> bool {
 /// The element portok adds to `Forwarded` (RFC 7239): an IPv6 client is quoted and
 /// bracketed, and a host with characters outside a token becomes a quoted string.
 pub fn forwarded_element(out: &mut Vec<u8>, ip: IpAddr, host: &[u8], proto: &str) {
-    match ip {
-        IpAddr::V4(_) => {
+    match (ip, loopback_name(ip)) {
+        (IpAddr::V4(_), Some(name)) => {
+            out.extend_from_slice(b"for=");
+            out.extend_from_slice(name.as_bytes());
+        }
+        (IpAddr::V4(_), None) => {
             out.extend_from_slice(b"for=");
             push_ip(out, ip);
         }
-        IpAddr::V6(_) => {
+        (IpAddr::V6(_), _) => {
             out.extend_from_slice(b"for=\"[");
             push_ip(out, ip);
             out.extend_from_slice(b"]\"");
@@ -55,7 +59,7 @@ pub fn forwarded_element(out: &mut Vec<u8>, ip: IpAddr, host: &[u8], proto: &str
     }
     let token = host
         .iter()
-        .all(|c| c.is_ascii_alphanumeric() || b".-_:[]".contains(c));
+        .all(|c| matches!(c, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' | b':' | b'[' | b']'));
     out.extend_from_slice(b";host=");
     if token {
         out.extend_from_slice(host);
@@ -71,6 +75,15 @@ pub fn forwarded_element(out: &mut Vec<u8>, ip: IpAddr, host: &[u8], proto: &str
     }
     out.extend_from_slice(b";proto=");
     out.extend_from_slice(proto.as_bytes());
+}
+
+/// The text of a loopback address as [`push_ip`] writes it, for the common client.
+pub fn loopback_name(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) if v4 == std::net::Ipv4Addr::LOCALHOST => Some("127.0.0.1"),
+        IpAddr::V6(v6) if v6 == std::net::Ipv6Addr::LOCALHOST => Some("::1"),
+        _ => None,
+    }
 }
 
 /// An address as `Display` writes it, without the formatting machinery for IPv4 (every

@@ -31,6 +31,11 @@ pub(super) trait Sink {
         self.begin(name).extend_from_slice(value);
         self.end_line();
     }
+    /// A line of the writer's own whose value never changes: a header map takes it as it
+    /// is, with no copy to allocate and free on each request.
+    fn fixed(&mut self, name: &HeaderName, value: &'static str) {
+        self.line(name, value.as_bytes());
+    }
     /// A client's line that passes as it came.
     fn keep<'h>(&mut self, field: impl Field<'h>);
 }
@@ -125,7 +130,9 @@ impl Map {
         Map {
             map: HeaderMap::with_capacity(fields),
             name: None,
-            value: Vec::new(),
+            // Room for the longest of the writer's own values (Forwarded, as a rule), so
+            // it is not grown line by line.
+            value: Vec::with_capacity(128),
         }
     }
 
@@ -155,6 +162,11 @@ impl Sink for Map {
         if let Ok(value) = HeaderValue::from_bytes(value) {
             self.map.append(name.clone(), value);
         }
+    }
+
+    fn fixed(&mut self, name: &HeaderName, value: &'static str) {
+        self.map
+            .append(name.clone(), HeaderValue::from_static(value));
     }
 
     fn keep<'h>(&mut self, field: impl Field<'h>) {
@@ -329,13 +341,18 @@ where
             .map(Field::value)
     };
     let hop = &req.hop;
-    let value = out.begin(&X_FORWARDED_FOR);
-    for prev in earlier(b"x-forwarded-for", xff) {
-        value.extend_from_slice(prev);
-        value.extend_from_slice(b", ");
+    match crate::proxy::header::loopback_name(hop.ip) {
+        Some(ip) if !xff => out.fixed(&X_FORWARDED_FOR, ip),
+        _ => {
+            let value = out.begin(&X_FORWARDED_FOR);
+            for prev in earlier(b"x-forwarded-for", xff) {
+                value.extend_from_slice(prev);
+                value.extend_from_slice(b", ");
+            }
+            crate::proxy::header::push_ip(value, hop.ip);
+            out.end_line();
+        }
     }
-    crate::proxy::header::push_ip(value, hop.ip);
-    out.end_line();
     let value = out.begin(&header::FORWARDED);
     for prev in earlier(b"forwarded", fwd) {
         value.extend_from_slice(prev);
@@ -345,7 +362,7 @@ where
     crate::proxy::header::forwarded_element(value, hop.ip, req.host, proto);
     out.end_line();
     if !sent_proto {
-        out.line(&X_FORWARDED_PROTO, proto.as_bytes());
+        out.fixed(&X_FORWARDED_PROTO, proto);
     }
     if !sent_host {
         out.line(&X_FORWARDED_HOST, req.host);
@@ -354,9 +371,13 @@ where
         crate::proxy::header::push_decimal(out.begin(&X_FORWARDED_PORT), u64::from(hop.port));
         out.end_line();
     }
-    let value = out.begin(&HOPS_HEADER);
-    crate::proxy::header::push_decimal(value, u64::from(hop.hops) + 1);
-    out.end_line();
+    if hop.hops == 0 {
+        out.fixed(&HOPS_HEADER, "1");
+    } else {
+        let value = out.begin(&HOPS_HEADER);
+        crate::proxy::header::push_decimal(value, u64::from(hop.hops) + 1);
+        out.end_line();
+    }
     out.end_head();
 }
 
