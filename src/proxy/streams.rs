@@ -15,10 +15,12 @@
 
 use crate::sync::LockExt as _;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::task::AtomicWaker;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 
 type Stream = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -72,22 +74,55 @@ where
 /// they could not send anything more.
 pub struct WithStreams<C> {
     conn: Pin<Box<C>>,
+    /// The waker the connection is polled with: it notes that the connection asked to be
+    /// polled (its socket is ready, or a stream gave it something to write).
+    conn_waker: Waker,
+    conn_wake: Arc<ConnWake>,
     streams: FuturesUnordered<Stream>,
     queue: LocalStreams,
 }
 
+/// The connection's own wake-ups, kept apart from its streams': the task is polled for
+/// either, and the connection only when it asked (about 1,000 instructions of an h2
+/// connection's poll saved on each wake-up that was for a stream alone).
+#[derive(Default)]
+struct ConnWake {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for ConnWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
 impl<C> WithStreams<C> {
     pub fn new(conn: C, queue: LocalStreams) -> Self {
+        let conn_wake = Arc::new(ConnWake {
+            // Polled first without being asked: a future's first poll starts it.
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
         WithStreams {
             conn: Box::pin(conn),
+            conn_waker: Waker::from(conn_wake.clone()),
+            conn_wake,
             streams: FuturesUnordered::new(),
             queue,
         }
     }
 
-    /// The connection itself (for its graceful shutdown).
+    /// The connection itself (for its graceful shutdown), polled again on the next poll.
     pub fn conn(self: Pin<&mut Self>) -> Pin<&mut C> {
-        self.get_mut().conn.as_mut()
+        let this = self.get_mut();
+        this.conn_wake.woken.store(true, Ordering::Release);
+        this.conn.as_mut()
     }
 }
 
@@ -113,14 +148,15 @@ impl<C: Future> Future for WithStreams<C> {
         // Streams queued while the connection is polled are adopted right after it, so
         // the waker is out of the queue meanwhile: queuing them must not wake this task.
         let waker = this.queue.lock().waker.take();
-        // A stream that sends part of its response wakes the connection (to write it), so
-        // another turn of the connection after the streams moved saves a trip through the
-        // scheduler.
+        this.conn_wake.task.register(cx.waker());
+        // The streams go first: a wake-up by a stream (the app's answer came) needs no read
+        // of the connection before it, only a write after. Then the connection, when it
+        // asked to be polled, and again while that started streams or the streams finished
+        // any: a stream that sent part of its response wakes the connection (to write it),
+        // so another turn of the connection after the streams moved saves a trip through
+        // the scheduler.
         let mut more = false;
-        for _ in 0..TURNS {
-            if let Poll::Ready(out) = this.conn.as_mut().poll(cx) {
-                return Poll::Ready(out);
-            }
+        for turn in 0..TURNS {
             let new = std::mem::take(&mut this.queue.lock().new);
             let mut moved = !new.is_empty();
             this.streams.extend(new);
@@ -134,8 +170,15 @@ impl<C: Future> Future for WithStreams<C> {
                     break;
                 }
             }
-            if !moved {
+            if turn > 0 && !moved {
                 break;
+            }
+            if !this.conn_wake.woken.swap(false, Ordering::AcqRel) {
+                break;
+            }
+            let mut conn_cx = Context::from_waker(&this.conn_waker);
+            if let Poll::Ready(out) = this.conn.as_mut().poll(&mut conn_cx) {
+                return Poll::Ready(out);
             }
         }
         // Finished streams left for the next poll: it must come.
