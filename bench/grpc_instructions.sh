@@ -12,7 +12,10 @@
 # makes unary calls one at a time: 2 s to warm up, then CALL_SECS (10) counted. The line per
 # build: its calls and instructions per call. With BARE=1 the same count is taken of
 # examples/bare_h2_proxy.rs (hyper's h2 server and an h2 client, nothing else) as a
-# yardstick of the two HTTP/2 stacks alone.
+# yardstick of the two HTTP/2 stacks alone. Each proxy runs on one core (`taskset -c 0`, as
+# bench/run.sh pins the servers), so portok's daemon runs tokio's single-threaded scheduler
+# as it does in the bench; PIN=0 leaves it on every core (the multi-threaded one, which
+# reads the clock more: 3-4% more instructions).
 #
 # Needs valgrind (apt-get install -y valgrind) and a release build:
 #   cargo build --release --bin portok --example grpc --example bare_h2_proxy
@@ -22,6 +25,12 @@ REL=${CARGO_TARGET_DIR:-$ROOT/target}/release
 CALL_SECS=${CALL_SECS:-10}
 command -v valgrind >/dev/null || { echo "grpc_instructions.sh: needs valgrind (apt-get install -y valgrind)" >&2; exit 2; }
 BARE=${BARE:-0}
+PIN=${PIN:-1}
+PIN_CMD=()
+if [[ $PIN == 1 ]]; then
+  command -v taskset >/dev/null || { echo "grpc_instructions.sh: PIN=1 needs taskset (util-linux); PIN=0 runs unpinned" >&2; exit 2; }
+  PIN_CMD=(taskset -c 0)
+fi
 bins=("$REL/examples/grpc")
 [[ $BARE == 1 ]] && bins+=("$REL/examples/bare_h2_proxy")
 for b in "${bins[@]}"; do
@@ -52,7 +61,7 @@ dump() {
 count() {
   local name=$1 label=$2 port=$3 authority=$4; shift 4
   local out=$WORK/$name.cg
-  valgrind --tool=callgrind --callgrind-out-file="$out" "$@" > "$WORK/$name.log" 2>&1 &
+  ${PIN_CMD[@]+"${PIN_CMD[@]}"} valgrind --tool=callgrind --callgrind-out-file="$out" "$@" > "$WORK/$name.log" 2>&1 &
   local vg=$!
   PIDS+=("$vg")
   wait_port "$port" || { echo "$name did not listen: $(tail -3 "$WORK/$name.log")" >&2; return 1; }
