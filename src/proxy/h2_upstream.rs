@@ -419,7 +419,8 @@ async fn pump<B>(
             }
             Some(Some(Ok(frame))) => frame,
         };
-        let eos = body.is_end_stream();
+        // A frame read ahead is still to go: the body's end is only after it.
+        let eos = read.iter().all(Option::is_none) && body.is_end_stream();
         match frame.into_data() {
             Ok(data) => {
                 if let Some((frames, size)) = &mut keeping {

@@ -157,6 +157,52 @@ async fn an_http2_only_app_gets_the_same_forwarding_fields() {
     assert_eq!(fields, 11, "no field twice, none left over: {body}");
 }
 
+/// A body that came whole before portok sent the request on (a short message, then its
+/// last frame with END_STREAM, or its trailers) reaches an HTTP/2-only app whole: no frame
+/// after the first is taken for the end. The client here writes all its frames at once.
+#[tokio::test]
+async fn an_http2_only_app_gets_every_frame_of_a_body_that_came_at_once() {
+    let p = Portok::new();
+    let b = backend_h2("h2").await;
+    p.ok(&["alias", "web", &b.port.to_string(), "--upstream", "h2"]);
+    let tcp = tokio::net::TcpStream::connect(p.addr()).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    for trailers in [false, true] {
+        let mut c = client.clone().ready().await.unwrap();
+        let req = http::Request::post("http://web.localhost/upload")
+            .body(())
+            .unwrap();
+        // Queued before the connection's task runs (this runtime has one thread), so the
+        // head and both frames go in one write.
+        let (resp, mut tx) = c.send_request(req, false).unwrap();
+        tx.send_data(Bytes::from_static(b"one"), false).unwrap();
+        if trailers {
+            tx.send_data(Bytes::from_static(b"two"), false).unwrap();
+            let mut t = http::HeaderMap::new();
+            t.insert("x-end", http::HeaderValue::from_static("1"));
+            tx.send_trailers(t).unwrap();
+        } else {
+            tx.send_data(Bytes::from_static(b"two"), true).unwrap();
+        }
+        let resp = tokio::time::timeout(std::time::Duration::from_secs(10), resp)
+            .await
+            .expect("the app's answer")
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        let mut got = Vec::new();
+        while let Some(chunk) = body.data().await {
+            got.extend_from_slice(&chunk.unwrap());
+        }
+        let got = String::from_utf8_lossy(&got);
+        assert!(
+            got.starts_with("6 "),
+            "the app got {got:?} of \"onetwo\" (trailers: {trailers})"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn forwarded_headers_and_hop_counter() {
     let p = Portok::new();
