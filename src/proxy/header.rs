@@ -42,16 +42,12 @@ pub fn names_a_header(token: &[u8]) -> bool {
 /// The element portok adds to `Forwarded` (RFC 7239): an IPv6 client is quoted and
 /// bracketed, and a host with characters outside a token becomes a quoted string.
 pub fn forwarded_element(out: &mut Vec<u8>, ip: IpAddr, host: &[u8], proto: &str) {
-    match (ip, loopback_name(ip)) {
-        (IpAddr::V4(_), Some(name)) => {
-            out.extend_from_slice(b"for=");
-            out.extend_from_slice(name.as_bytes());
-        }
-        (IpAddr::V4(_), None) => {
+    match ip {
+        IpAddr::V4(_) => {
             out.extend_from_slice(b"for=");
             push_ip(out, ip);
         }
-        (IpAddr::V6(_), _) => {
+        IpAddr::V6(_) => {
             out.extend_from_slice(b"for=\"[");
             push_ip(out, ip);
             out.extend_from_slice(b"]\"");
@@ -89,6 +85,10 @@ pub fn loopback_name(ip: IpAddr) -> Option<&'static str> {
 /// An address as `Display` writes it, without the formatting machinery for IPv4 (every
 /// request writes the client's address twice).
 pub fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    if let Some(name) = loopback_name(ip) {
+        out.extend_from_slice(name.as_bytes());
+        return;
+    }
     match ip {
         IpAddr::V4(v4) => {
             for (i, octet) in v4.octets().into_iter().enumerate() {
