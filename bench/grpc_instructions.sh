@@ -15,7 +15,8 @@
 # yardstick of the two HTTP/2 stacks alone. Each proxy runs on one core (`taskset -c 0`, as
 # bench/run.sh pins the servers), so portok's daemon runs tokio's single-threaded scheduler
 # as it does in the bench; PIN=0 leaves it on every core (the multi-threaded one, which
-# reads the clock more: 3-4% more instructions).
+# reads the clock more: 3-4% more instructions). CACHE_SIM=1 adds callgrind's cache model:
+# first-level cache misses per call, for code and for data (slower to count).
 #
 # Needs valgrind (apt-get install -y valgrind) and a release build:
 #   cargo build --release --bin portok --example grpc --example bare_h2_proxy
@@ -30,6 +31,10 @@ PIN_CMD=()
 if [[ $PIN == 1 ]]; then
   command -v taskset >/dev/null || { echo "grpc_instructions.sh: PIN=1 needs taskset (util-linux); PIN=0 runs unpinned" >&2; exit 2; }
   PIN_CMD=(taskset -c 0)
+fi
+CACHE_SIM_ARGS=()
+if [[ ${CACHE_SIM:-0} == 1 ]]; then
+  CACHE_SIM_ARGS=(--cache-sim=yes)
 fi
 bins=("$REL/examples/grpc")
 [[ $BARE == 1 ]] && bins+=("$REL/examples/bare_h2_proxy")
@@ -61,7 +66,7 @@ dump() {
 count() {
   local name=$1 label=$2 port=$3 authority=$4; shift 4
   local out=$WORK/$name.cg
-  ${PIN_CMD[@]+"${PIN_CMD[@]}"} valgrind --tool=callgrind --callgrind-out-file="$out" "$@" > "$WORK/$name.log" 2>&1 &
+  ${PIN_CMD[@]+"${PIN_CMD[@]}"} valgrind --tool=callgrind ${CACHE_SIM_ARGS[@]+"${CACHE_SIM_ARGS[@]}"} --callgrind-out-file="$out" "$@" > "$WORK/$name.log" 2>&1 &
   local vg=$!
   PIDS+=("$vg")
   wait_port "$port" || { echo "$name did not listen: $(tail -3 "$WORK/$name.log")" >&2; return 1; }
@@ -81,9 +86,14 @@ count() {
 import json, sys
 name, load, cg = sys.argv[1:4]
 calls = json.load(open(load))["requests"]
-ir = int(next(l for l in open(cg) if l.startswith("summary:")).split()[1])
+events = next(l for l in open(cg) if l.startswith("events:")).split()[1:]
+totals = dict(zip(events, map(int, next(l for l in open(cg) if l.startswith("summary:")).split()[1:])))
+per = {k: v // max(calls, 1) for k, v in totals.items()}
 errors = json.load(open(load))["errors"]
-print(f"{name}: {calls} calls ({errors} failed), {ir // max(calls, 1):,} instructions per call")
+misses = ""
+if "I1mr" in per:
+    misses = f"; first-level cache misses per call: code {per['I1mr']:,}, data {per['D1mr'] + per['D1mw']:,}"
+print(f"{name}: {calls} calls ({errors} failed), {per['Ir']:,} instructions per call{misses}")
 PY
 }
 
