@@ -524,3 +524,46 @@ async fn a_change_during_the_first_start_cancels_it_and_the_newest_source_serves
     assert!(r.text().contains("version 2, generation 2"), "{}", r.text());
     assert_eq!(route_of(&p, "web.localhost").unwrap()["generation"], 2);
 }
+
+/// Another portok (its own state, as each test has) can be handed the port a generation
+/// was given while that generation still starts. Its app answering there is not this
+/// generation being ready: the generation starts again on another port. (In a full run
+/// another test's app answered, once, and its page was served.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_port_another_portok_takes_while_the_generation_starts_is_left_to_it() {
+    let p = Portok::new();
+    let dir = project(&p);
+    std::fs::write(dir.join("version.txt"), "7").unwrap();
+    let script = format!(
+        "sleep 3; HELLO_VERSION=$(cat version.txt) exec {}",
+        hello_bin().display()
+    );
+    let app = p.spawn_app(&dir, &["web", &script]);
+    app.wait_for("starting on port", LONG).await;
+    let text = app.text();
+    let port = text
+        .split("starting on port ")
+        .nth(1)
+        .and_then(|rest| rest.split("...").next())
+        .unwrap()
+        .to_string();
+    let other = Portok::new();
+    let other_dir = project(&other);
+    let squatter = other.spawn_app(
+        &other_dir,
+        &["run", "other", "--app-port", &port, "--", &app_script()],
+    );
+    squatter.wait_for("other ready in", LONG).await;
+    app.wait_for("web ready in", LONG).await;
+    let r = body_of(&p, "web.localhost").await;
+    assert!(r.text().contains("version 7, generation 1"), "{}", r.text());
+    let text = app.text();
+    assert!(
+        text.contains(&format!("another portok app answers on port {port}")),
+        "{text}"
+    );
+    let route = route_of(&p, "web.localhost").unwrap();
+    assert_ne!(route["port"].as_u64().unwrap().to_string(), port);
+    let r = body_of(&other, "other.localhost").await;
+    assert!(r.text().contains("version 1, generation 1"), "{}", r.text());
+}

@@ -106,6 +106,7 @@ impl Supervisor {
             g.pid,
             port,
             self.launch.hostname.clone(),
+            self.launch.url.clone(),
             self.opts.health.clone(),
             self.opts.tcp.is_some(),
             self.opts.upstream,
@@ -119,6 +120,53 @@ impl Supervisor {
             ready: false,
             _probe: ProbeTask(probe),
         })
+    }
+
+    /// Another portok's app answers on the port instance `pid` was given (see
+    /// [`Probe::Taken`](super::slots::Probe::Taken)): it starts again on another port. A
+    /// fixed port cannot move: its probe goes on, and the app fails to listen or the port
+    /// frees.
+    pub(super) async fn port_taken(&mut self, pid: u32, port: u16) -> Option<i32> {
+        let is_next = self
+            .rollout
+            .as_ref()
+            .and_then(|r| r.next.as_ref())
+            .is_some_and(|(_, i)| i.gen.pid == pid);
+        let (slot, mut inst) = if is_next {
+            self.rollout.as_mut()?.next.take()?
+        } else {
+            let slot = self.slot_of(pid)?;
+            (slot, self.slots[slot].running.take()?)
+        };
+        let who = self.who(slot, inst.gen.n);
+        let why = format!("another portok app answers on port {port}, which it was given too");
+        if self.opts.fixed_port.is_some() {
+            say(&format!("{who}: {why}"));
+            match is_next {
+                true => self.rollout.as_mut()?.next = Some((slot, inst)),
+                false => self.slots[slot].running = Some(inst),
+            }
+            return None;
+        }
+        inst.gen.stop(self.opts.kill_timeout).await;
+        let started = self.spawn(slot, inst.gen.n);
+        if let Ok(new) = &started {
+            say(&format!(
+                "{who}: {why}; starting it again on port {}",
+                new.gen.port
+            ));
+        }
+        match (started, is_next) {
+            (Ok(new), true) => self.rollout.as_mut()?.next = Some((slot, new)),
+            (Ok(new), false) => self.slots[slot].running = Some(new),
+            (Err(e), true) => {
+                let tail = inst.gen.tail(50);
+                self.fail_rollout(e, tail).await;
+            }
+            (Err(e), false) => return self.instance_down(slot, inst, e.to_string(), None).await,
+        }
+        self.update_pgids().await;
+        None
     }
 
     /// A change or `portok restart`. The latest source wins: a replacement still starting

@@ -13,6 +13,7 @@ impl Supervisor {
     pub(super) async fn found(&mut self, pid: u32, found: Probe) -> Option<i32> {
         match found {
             Probe::TimedOut => self.probed(pid, false).await,
+            Probe::Taken(port) => self.port_taken(pid, port).await,
             Probe::NoPortYet => {
                 self.silent(pid);
                 None

@@ -7,6 +7,7 @@ use super::super::child::Generation;
 use super::{Probed, Waiter};
 use crate::probe;
 use crate::routes::Upstream;
+use crate::run::app_port::given_to_another_app;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -110,6 +111,9 @@ pub enum Probe {
     /// It answers on this port (PORT, or with `discover` the one it listens on instead),
     /// in this protocol.
     Ready(u16, Upstream),
+    /// What answers on its PORT is another portok app's, given the same port: this
+    /// instance could never listen there.
+    Taken(u16),
     /// Nothing of it listens on any port yet (said once, after [`SILENT_AFTER`]).
     NoPortYet,
     /// The deadline passed.
@@ -128,6 +132,7 @@ pub(super) async fn probe_until(
     pid: u32,
     port: u16,
     host: String,
+    url: String,
     health: Option<String>,
     tcp: bool,
     declared: Option<Upstream>,
@@ -138,10 +143,26 @@ pub(super) async fn probe_until(
     let started = Instant::now();
     let mut silent_said = false;
     let mut looked = started;
+    let mut taken_said = false;
     loop {
         if let Some(up) = probe::ready_as(port, &host, health.as_deref(), tcp, declared).await {
-            let _ = tx.send((pid, Probe::Ready(port, up))).await;
-            return;
+            // The port was free when it was handed out, not necessarily still: another
+            // portok's app given it too may answer there before this one listens.
+            let url = url.clone();
+            let taken = tokio::task::spawn_blocking(move || {
+                !crate::sys::group_listening_ports(pid as i32).contains(&port)
+                    && given_to_another_app(port, &url)
+            })
+            .await
+            .unwrap_or(false);
+            if !taken {
+                let _ = tx.send((pid, Probe::Ready(port, up))).await;
+                return;
+            }
+            if !taken_said {
+                taken_said = true;
+                let _ = tx.send((pid, Probe::Taken(port))).await;
+            }
         }
         if discover && !tcp && looked.elapsed() >= Duration::from_millis(100) {
             looked = Instant::now();
