@@ -127,11 +127,7 @@ impl Supervisor {
     /// fixed port cannot move: its probe goes on, and the app fails to listen or the port
     /// frees.
     pub(super) async fn port_taken(&mut self, pid: u32, port: u16) -> Option<i32> {
-        let is_next = self
-            .rollout
-            .as_ref()
-            .and_then(|r| r.next.as_ref())
-            .is_some_and(|(_, i)| i.gen.pid == pid);
+        let is_next = self.is_next(pid);
         let (slot, mut inst) = if is_next {
             self.rollout.as_mut()?.next.take()?
         } else {
@@ -388,13 +384,17 @@ impl Supervisor {
         }
     }
 
-    /// A probe finished for the instance with this pid.
-    pub(super) async fn probed(&mut self, pid: u32, ok: bool) -> Option<i32> {
-        let is_next = self
-            .rollout
+    /// The instance with this pid is a rollout's replacement, still starting.
+    fn is_next(&self, pid: u32) -> bool {
+        self.rollout
             .as_ref()
             .and_then(|r| r.next.as_ref())
-            .is_some_and(|(_, i)| i.gen.pid == pid);
+            .is_some_and(|(_, i)| i.gen.pid == pid)
+    }
+
+    /// A probe finished for the instance with this pid.
+    pub(super) async fn probed(&mut self, pid: u32, ok: bool) -> Option<i32> {
+        let is_next = self.is_next(pid);
         if is_next {
             let (slot, mut inst) = self.rollout.as_mut()?.next.take()?;
             if ok {
