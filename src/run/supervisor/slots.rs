@@ -148,10 +148,12 @@ pub(super) async fn probe_until(
         if let Some(up) = probe::ready_as(port, &host, health.as_deref(), tcp, declared).await {
             // The port was free when it was handed out, not necessarily still: another
             // portok's app given it too may answer there before this one listens.
-            let url = url.clone();
+            // Once another app was seen there, what answers outside our group is not ours:
+            // the processes' environments are read once, not on every probe.
+            let (url, seen) = (url.clone(), taken_said);
             let taken = tokio::task::spawn_blocking(move || {
                 !crate::sys::group_listening_ports(pid as i32).contains(&port)
-                    && given_to_another_app(port, &url)
+                    && (seen || given_to_another_app(port, &url))
             })
             .await
             .unwrap_or(false);
