@@ -49,7 +49,10 @@ ip -n {a} addr add 10.211.0.1/24 dev v{tag}a && ip -n {a} link set v{tag}a up &&
 ip -n {b} addr add 10.211.0.2/24 dev v{tag}b && ip -n {b} link set v{tag}b up && ip -n {b} link set lo up || exit 23
 in_a() {{ ip netns exec {a} env PORTOK_STATE_DIR={state} HOME={home} PORTOK_PORT={port} NO_COLOR=1 "$@"; }}
 in_b() {{ ip netns exec {b} "$@"; }}
-PORT={app_port} in_a {hello} >/dev/null 2>&1 &
+# `exec`: the background job is the app itself (`ip netns exec` execs it), so the trap
+# reaches it; a job that ran `in_a` would leave it running.
+(PORT={app_port} exec ip netns exec {a} {hello}) >/dev/null 2>&1 &
+APP=$!; trap 'kill $APP 2>/dev/null' EXIT
 echo "== start"; in_a {portok} proxy start --lan 2>&1
 in_a {portok} alias web {app_port} --share >/dev/null 2>&1 || exit 24
 in_a {portok} alias secret {app_port} >/dev/null 2>&1 || exit 25
@@ -89,7 +92,6 @@ echo "== no ca"; in_a {portok} unshare web >/dev/null 2>&1; code http://10.211.0
 echo "== api share"; in_a curl -s -XPOST --max-time 5 -H 'Host: portok.localhost' -H "x-portok-token: $(cat {state}/admin.token)" http://127.0.0.1:{port}/api/routes/web/share; echo
 echo "== after api share"; code -H 'Host: web.local' http://10.211.0.1:{port}/
 in_a {portok} proxy stop >/dev/null 2>&1
-kill %1 2>/dev/null
 exit 0
 "#,
         state = p.state().display(),
@@ -223,12 +225,12 @@ fn lan_mode_without_a_network_says_so_and_serves_loopback() {
 ip link set lo up
 export PORTOK_STATE_DIR={state} HOME={home} PORTOK_PORT={port} NO_COLOR=1
 PORT={app_port} {hello} >/dev/null 2>&1 &
+APP=$!; trap 'kill $APP 2>/dev/null' EXIT
 echo "== start"; {portok} proxy start --lan 2>&1
 {portok} alias web {app_port} --share >/dev/null 2>&1
 echo "== loopback"; curl -s -o /dev/null --max-time 5 -w '%{{http_code}}' -H 'Host: web.localhost' http://127.0.0.1:{port}/; echo
 echo "== share"; {portok} share web 2>&1
 {portok} proxy stop >/dev/null 2>&1
-kill %1 2>/dev/null
 exit 0
 "#,
         state = p.state().display(),

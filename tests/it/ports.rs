@@ -65,6 +65,7 @@ for i in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:80/ && break; slee
 kill $TAKEN; wait $TAKEN 2>/dev/null
 as_user {portok} proxy start --redirect-https || exit 20
 PORT={backend} HELLO_VERSION=ports {hello} >/dev/null 2>&1 &
+APP=$!; trap 'kill $APP 2>/dev/null' EXIT
 as_user {portok} alias myapp {backend} || exit 21
 echo "== enable"; {portok} ports enable; echo "rc=$?"
 for i in $(seq 100); do as_user {portok} list | grep -q 'https://myapp.localhost' && break; sleep 0.1; done
@@ -79,7 +80,6 @@ echo "== disable"; {portok} ports disable; echo "rc=$?"
 echo "== after"; curl -sS --max-time 3 http://myapp.localhost/ >/dev/null 2>&1 && echo STILL || echo REFUSED
 echo "files left: $(find {root} -type f | wc -l)"
 as_user {portok} proxy stop >/dev/null 2>&1
-kill %1 2>/dev/null
 exit 0
 "#,
         root = root.display(),
