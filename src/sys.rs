@@ -151,6 +151,18 @@ pub fn process(pid: u32) -> Option<Process> {
     })
 }
 
+/// Whether the environment of any process we may look at `matches` (its `NAME=value`
+/// entries).
+pub fn any_environment(matches: impl Fn(&[std::ffi::OsString]) -> bool) -> bool {
+    use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, UpdateKind};
+    let Ok(mut sys) = sysinfo::System::new() else {
+        return false;
+    };
+    let kind = ProcessRefreshKind::nothing().with_environ(UpdateKind::Always);
+    sys.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
+    sys.processes().values().any(|p| matches(p.environ()))
+}
+
 /// The TCP ports the processes of group `pgid` (an app's generation) listen on, sorted:
 /// from Linux's /proc, elsewhere (macOS) from `lsof`; empty when neither says.
 pub fn group_listening_ports(pgid: i32) -> Vec<u16> {

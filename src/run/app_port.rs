@@ -74,15 +74,8 @@ pub fn held_by_others(state: &StateDir, own_host: &str) -> Vec<Taken> {
 /// `own_url`). Another portok (another state folder) is not in our routes.json, so each
 /// [`pick_port`] can hand out a port the other's app has not listened on yet.
 pub fn given_to_another_app(port: u16, own_url: &str) -> bool {
-    use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, UpdateKind};
-    let Ok(mut sys) = sysinfo::System::new() else {
-        return false;
-    };
-    let kind = ProcessRefreshKind::nothing().with_environ(UpdateKind::Always);
-    sys.refresh_processes_specifics(ProcessesToUpdate::All, true, kind);
     let (port, own) = (format!("PORT={port}"), format!("PORTOK_URL={own_url}"));
-    sys.processes().values().any(|p| {
-        let env = p.environ();
+    crate::sys::any_environment(|env| {
         env.iter().any(|e| *e == *port)
             && env.iter().any(|e| {
                 e.to_str()
