@@ -6,6 +6,7 @@
 #   bash bench/grpc_instructions.sh                       # target/release/portok
 #   bash bench/grpc_instructions.sh OLD_BIN NEW_BIN ...   # each build in turn
 #   DAEMON_ARGS="--no-inspect" bash bench/grpc_instructions.sh
+#   KEEP=1 bash bench/grpc_instructions.sh   # keep the callgrind files (callgrind_annotate)
 #
 # The tonic example (examples/grpc.rs) serves on a free port; each daemon runs under
 # `valgrind --tool=callgrind` with a state dir of its own and an h2 route to it. `grpc load`
@@ -45,7 +46,7 @@ BINS=("$@")
 (( ${#BINS[@]} )) || BINS=("$REL/portok")
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() { kill "${PIDS[@]}" 2>/dev/null || true; rm -rf "$WORK"; }
+cleanup() { kill "${PIDS[@]}" 2>/dev/null || true; if [[ -n ${KEEP:-} ]]; then echo "kept: $WORK"; else rm -rf "$WORK"; fi; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }

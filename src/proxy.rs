@@ -39,6 +39,7 @@ pub(crate) mod handler;
 pub(crate) mod header;
 pub(crate) mod lan;
 pub(crate) mod pages;
+pub(crate) mod relay;
 pub(crate) mod reload;
 pub(crate) mod request_head;
 pub(crate) mod response_head;

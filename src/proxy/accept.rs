@@ -4,7 +4,7 @@
 //! [`super::handler`] as the service.
 
 use super::ctx::{ConnError, ConnInfo, Ctx};
-use super::{conn, fast, handler, sniff, streams};
+use super::{conn, fast, handler, relay, sniff, streams};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
@@ -112,7 +112,7 @@ async fn serve_conn(stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>) -> Resul
         sniff::Kind::Closed => Ok(()),
         sniff::Kind::Plain => {
             let info = ConnInfo { peer, tls: false };
-            serve_http(stream, info, false, ctx).await
+            serve_http(stream, info, false, true, ctx).await
         }
         // Boxed: every connection's task is as large as its largest state, and a TLS
         // session's state is large.
@@ -138,12 +138,20 @@ async fn serve_tls(
         })?;
     let info = ConnInfo { peer, tls: true };
     let h2_only = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    serve_http(tls, info, h2_only, ctx).await
+    let relay = h2_only && relay::wanted(&ctx, tls.get_ref().1.server_name());
+    serve_http(tls, info, h2_only, relay, ctx).await
 }
 
 /// HTTP/1 or h2 (by the preface; a client that chose h2 by ALPN must send it) on a client
-/// connection, under its header and idle deadlines (see [`conn`]).
-async fn serve_http<I>(io: I, info: ConnInfo, h2_only: bool, ctx: Arc<Ctx>) -> Result<(), ConnError>
+/// connection, under its header and idle deadlines (see [`conn`]). `relay`: an h2
+/// connection may be one for the gRPC relay ([`relay::wanted`]).
+async fn serve_http<I>(
+    io: I,
+    info: ConnInfo,
+    h2_only: bool,
+    relay: bool,
+    ctx: Arc<Ctx>,
+) -> Result<(), ConnError>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + conn::RawTcp + Unpin + Send + 'static,
 {
@@ -164,6 +172,39 @@ where
         }
     }
     let watch = Arc::new(conn::ConnWatch::new(start, proto));
+    if proto == conn::Proto::H2 && relay && ctx.fast_path {
+        match relay::serve(&mut io, info, &ctx, &watch).await? {
+            relay::Outcome::Closed => return Ok(()),
+            relay::Outcome::Handoff(bytes) => io.reset_prefix(bytes),
+        }
+    }
+    serve_hyper(io, proto, watch, info, ctx).await
+}
+
+/// The gRPC relay's way to portok's stacks, for the streams it does not relay itself: an
+/// in-process h2c connection, served as the client's own (its address, TLS or not).
+pub(super) async fn serve_stacks(io: tokio::io::DuplexStream, info: ConnInfo, ctx: Arc<Ctx>) {
+    let watch = Arc::new(conn::ConnWatch::new(
+        tokio::time::Instant::now(),
+        conn::Proto::H2,
+    ));
+    let io = conn::ClientIo::plain(io);
+    if let Err(e) = serve_hyper(io, conn::Proto::H2, watch, info, ctx).await {
+        log_conn_error(info.peer, &e);
+    }
+}
+
+/// hyper serves the connection: h2, or HTTP/1 after the fast path hands it over.
+async fn serve_hyper<I>(
+    mut io: conn::ClientIo<I>,
+    proto: conn::Proto,
+    watch: Arc<conn::ConnWatch>,
+    info: ConnInfo,
+    ctx: Arc<Ctx>,
+) -> Result<(), ConnError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + conn::RawTcp + Unpin + Send + 'static,
+{
     if proto == conn::Proto::H1 {
         io.watch(watch.clone());
         if ctx.fast_path {

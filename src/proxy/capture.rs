@@ -38,18 +38,20 @@ pub fn grpc_call(rec: &mut Record) -> std::sync::Arc<std::sync::atomic::AtomicU3
 }
 
 /// A gRPC status in `headers` (the trailers, or the headers of a trailers-only answer).
-fn grpc_status(rec: &mut Record, headers: &http::HeaderMap) {
+pub fn grpc_status(rec: &mut Record, headers: &http::HeaderMap) {
     let Some(call) = rec.grpc.as_mut() else {
         return;
     };
+    const STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+    const MESSAGE: http::HeaderName = http::HeaderName::from_static("grpc-message");
     if let Some(code) = headers
-        .get("grpc-status")
+        .get(STATUS)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
     {
         call.status = Some(code);
         call.message.clear();
-        if let Some(m) = headers.get("grpc-message") {
+        if let Some(m) = headers.get(MESSAGE) {
             crate::grpc::decode_message(m.as_bytes(), &mut call.message);
         }
     }
@@ -183,7 +185,7 @@ pub fn take() -> Box<Record> {
     })
 }
 
-fn give(rec: Box<Record>) {
+pub fn give(rec: Box<Record>) {
     SPARE.with(|s| {
         let mut s = s.borrow_mut();
         if s.len() < SPARES {
@@ -225,16 +227,28 @@ pub fn response_parts(rec: &mut Record, resp: &http::Response<super::body::Proxy
             .and_then(|v| v.trim().parse().ok())
     });
     if rec.heads.len() == rec.split {
-        write_head(rec, resp);
+        write_head(rec, resp.version(), resp.status(), resp.headers());
     }
     grpc_status(rec, resp.headers());
     (rec.heads.len() - rec.split) as u64 + length.unwrap_or(0)
 }
 
+/// An HTTP/2 app's response head as the relay passed it on ([`super::relay`]): kept as
+/// HTTP/1 text, as every head is, with its gRPC status when it is trailers-only.
+pub fn h2_response(rec: &mut Record, status: http::StatusCode, headers: &http::HeaderMap) {
+    rec.heads.truncate(rec.split);
+    write_head(rec, http::Version::HTTP_2, status, headers);
+    grpc_status(rec, headers);
+}
+
 /// A response portok made itself (a page, an upgrade's answer), as HTTP/1 text.
-fn write_head(rec: &mut Record, resp: &http::Response<super::body::ProxyBody>) {
-    let status = resp.status();
-    let version: &[u8] = match resp.version() {
+fn write_head(
+    rec: &mut Record,
+    version: http::Version,
+    status: http::StatusCode,
+    headers: &http::HeaderMap,
+) {
+    let version: &[u8] = match version {
         http::Version::HTTP_2 => b"HTTP/2 ",
         http::Version::HTTP_10 => b"HTTP/1.0 ",
         _ => b"HTTP/1.1 ",
@@ -245,7 +259,7 @@ fn write_head(rec: &mut Record, resp: &http::Response<super::body::ProxyBody>) {
     rec.heads
         .extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     rec.heads.extend_from_slice(b"\r\n");
-    for (name, value) in resp.headers() {
+    for (name, value) in headers {
         rec.heads.extend_from_slice(name.as_str().as_bytes());
         rec.heads.extend_from_slice(b": ");
         rec.heads.extend_from_slice(value.as_bytes());

@@ -51,8 +51,23 @@ pub struct ClientIo<I> {
 }
 
 impl<I> ClientIo<I> {
+    /// A stream with nothing read from it yet.
+    pub fn plain(io: I) -> Self {
+        ClientIo {
+            io,
+            prefix: Bytes::new(),
+            watch: None,
+        }
+    }
+
     pub fn watch(&mut self, watch: Arc<ConnWatch>) {
         self.watch = Some(watch);
+    }
+
+    /// Replace the bytes that the next reads return first (the gRPC relay gives back what
+    /// it read before handing the connection to hyper).
+    pub fn reset_prefix(&mut self, bytes: Bytes) {
+        self.prefix = bytes;
     }
 
     /// Give bytes read through this stream back, to be read again first (the HTTP/1 fast
@@ -79,6 +94,9 @@ impl RawTcp for tokio::net::TcpStream {
         Some(self)
     }
 }
+
+/// The gRPC relay's in-process connection to portok's stacks.
+impl RawTcp for tokio::io::DuplexStream {}
 
 impl RawTcp for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
     fn tcp(&self) -> Option<&tokio::net::TcpStream> {
@@ -313,6 +331,18 @@ impl ConnWatch {
         }
     }
 
+    /// When to look at the deadlines first.
+    pub(super) fn next_look(&self, limits: &Limits) -> Instant {
+        self.check(Instant::now(), limits)
+            .unwrap_or_else(|_| Instant::now())
+    }
+
+    /// When to look again, or None: the connection has been idle too long. (For h2, whose
+    /// requests have no head deadline here: each comes whole in one HEADERS block.)
+    pub(super) fn idle(&self, limits: &Limits) -> Option<Instant> {
+        self.check(Instant::now(), limits).ok()
+    }
+
     pub fn hold_open(&self) {
         self.tunnel.store(true, Relaxed);
     }
@@ -504,11 +534,18 @@ where
 pub struct ResetMeter {
     window: std::sync::Mutex<(Option<std::time::Instant>, u32)>,
     flood: tokio::sync::Notify,
+    flooded: AtomicBool,
 }
 
 const RESET_FLOOD: u32 = 200;
 
 impl ResetMeter {
+    /// The client's cancellations have reached a flood (the gRPC relay, which cancels on
+    /// its own task, looks rather than waits).
+    pub(super) fn flooded(&self) -> bool {
+        self.flooded.load(Relaxed)
+    }
+
     fn cancelled(&self) {
         let mut w = self.window.locked();
         let now = std::time::Instant::now();
@@ -517,6 +554,7 @@ impl ResetMeter {
             _ => *w = (Some(now), 1),
         }
         if w.1 > RESET_FLOOD {
+            self.flooded.store(true, Relaxed);
             self.flood.notify_one();
         }
     }

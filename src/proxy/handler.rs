@@ -87,23 +87,8 @@ async fn route(
     let host_value = routed_host(&req)?;
     let raw_host = host_value.to_str().map_err(|_| ProxyError::MissingHost)?;
     let host = normalize_host(raw_host);
-    let hops = req
-        .headers()
-        .get(&HOPS_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .unwrap_or(0);
-    let ask = Ask {
-        host: &host,
-        method: req.method().as_str(),
-        path: req.uri().path(),
-        html: wants_html,
-        upgrade: req.headers().contains_key(header::UPGRADE)
-            || req.method() == http::Method::CONNECT,
-        hops,
-        tls: conn.tls,
-        lan: !super::lan::is_local(conn.peer.ip()),
-    };
+    let hops = hops(req.headers());
+    let ask = ask_of(&req, &host, hops, wants_html, conn);
     let target = match decide(ctx, &ask, meter)? {
         Decision::Forward(target) => target,
         Decision::Hold(secs) => hold(ctx, &ask, secs, meter).await?,
@@ -245,7 +230,11 @@ where
 
 /// The head of a request to an HTTP/2 app as the inspector records it: the `fields` the
 /// app gets ([`super::h2_upstream::headers_for`]), as lines.
-fn h2_head<B>(req: &Request<B>, host_value: &HeaderValue, fields: &HeaderMap) -> Vec<u8> {
+pub(super) fn h2_head<B>(
+    req: &Request<B>,
+    host_value: &HeaderValue,
+    fields: &HeaderMap,
+) -> Vec<u8> {
     let method = req.method().as_str().as_bytes();
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     request_head::record(method, target.as_bytes(), host_value.as_bytes(), fields)
@@ -472,7 +461,38 @@ async fn upgrade(
 /// (RFC 9112 3.2.2: a Host beside an absolute-form target is ignored), else the one Host
 /// header. Two Host headers, or an HTTP/2 Host that names another host than
 /// `:authority`, make the request malformed (RFC 9112 3.2, RFC 9113 8.3.1).
-fn routed_host<B>(req: &Request<B>) -> Result<HeaderValue, ProxyError> {
+/// The value of portok's hop counter on a request (0 when it has none).
+pub(super) fn hops(headers: &HeaderMap) -> u32 {
+    headers
+        .get(&HOPS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(0)
+}
+
+/// What the routing decision reads from a request ([`decide`]), for both callers.
+pub(super) fn ask_of<'a, B>(
+    req: &'a Request<B>,
+    host: &'a str,
+    hops: u32,
+    html: bool,
+    conn: ConnInfo,
+) -> Ask<'a> {
+    Ask {
+        host,
+        method: req.method().as_str(),
+        path: req.uri().path(),
+        html,
+        upgrade: req.headers().contains_key(header::UPGRADE)
+            || req.method() == http::Method::CONNECT,
+        hops,
+        tls: conn.tls,
+        lan: !super::lan::is_local(conn.peer.ip()),
+    }
+}
+
+/// The host a request names: its authority (an h2 request's `:authority`), else its Host.
+pub(super) fn routed_host<B>(req: &Request<B>) -> Result<HeaderValue, ProxyError> {
     let mut hosts = req.headers().get_all(header::HOST).iter();
     let (first, second) = (hosts.next(), hosts.next());
     if second.is_some() {
