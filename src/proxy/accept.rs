@@ -173,7 +173,7 @@ where
     }
     let watch = Arc::new(conn::ConnWatch::new(start, proto));
     if proto == conn::Proto::H2 && relay && ctx.fast_path {
-        match relay::serve(&mut io, info, &ctx, &watch).await? {
+        match relay::serve(&mut io, info, &ctx, &watch, serve_stacks).await? {
             relay::Outcome::Closed => return Ok(()),
             relay::Outcome::Handoff(bytes) => io.reset_prefix(bytes),
         }
@@ -183,15 +183,21 @@ where
 
 /// The gRPC relay's way to portok's stacks, for the streams it does not relay itself: an
 /// in-process h2c connection, served as the client's own (its address, TLS or not).
-pub(super) async fn serve_stacks(io: tokio::io::DuplexStream, info: ConnInfo, ctx: Arc<Ctx>) {
-    let watch = Arc::new(conn::ConnWatch::new(
-        tokio::time::Instant::now(),
-        conn::Proto::H2,
-    ));
-    let io = conn::ClientIo::plain(io);
-    if let Err(e) = serve_hyper(io, conn::Proto::H2, watch, info, ctx).await {
-        log_conn_error(info.peer, &e);
-    }
+fn serve_stacks(
+    io: tokio::io::DuplexStream,
+    info: ConnInfo,
+    ctx: Arc<Ctx>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let watch = Arc::new(conn::ConnWatch::new(
+            tokio::time::Instant::now(),
+            conn::Proto::H2,
+        ));
+        let io = conn::ClientIo::plain(io);
+        if let Err(e) = serve_hyper(io, conn::Proto::H2, watch, info, ctx).await {
+            log_conn_error(info.peer, &e);
+        }
+    })
 }
 
 /// hyper serves the connection: h2, or HTTP/1 after the fast path hands it over.

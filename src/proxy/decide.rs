@@ -33,6 +33,62 @@ pub struct Ask<'a> {
     pub lan: bool,
 }
 
+/// The value of portok's hop counter on a request (0 when it has none).
+pub(super) fn hops(headers: &http::HeaderMap) -> u32 {
+    headers
+        .get(&super::header::HOPS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(0)
+}
+
+/// What the routing decision reads from a request ([`decide`]), for both callers.
+pub(super) fn ask_of<'a, B>(
+    req: &'a http::Request<B>,
+    host: &'a str,
+    hops: u32,
+    html: bool,
+    conn: super::ctx::ConnInfo,
+) -> Ask<'a> {
+    Ask {
+        host,
+        method: req.method().as_str(),
+        path: req.uri().path(),
+        html,
+        upgrade: req.headers().contains_key(http::header::UPGRADE)
+            || req.method() == http::Method::CONNECT,
+        hops,
+        tls: conn.tls,
+        lan: !super::lan::is_local(conn.peer.ip()),
+    }
+}
+
+/// The host a request is routed on: an absolute-form target's or HTTP/2's `:authority`
+/// (RFC 9112 3.2.2: a Host beside an absolute-form target is ignored), else the one Host
+/// header. Two Host headers, or an HTTP/2 Host that names another host than
+/// `:authority`, make the request malformed (RFC 9112 3.2, RFC 9113 8.3.1).
+pub(super) fn routed_host<B>(req: &http::Request<B>) -> Result<http::HeaderValue, ProxyError> {
+    let mut hosts = req.headers().get_all(http::header::HOST).iter();
+    let (first, second) = (hosts.next(), hosts.next());
+    if second.is_some() {
+        return Err(ProxyError::BadRequest("the request has two Host headers"));
+    }
+    let Some(authority) = req.uri().authority() else {
+        return first.cloned().ok_or(ProxyError::MissingHost);
+    };
+    if req.version() == http::Version::HTTP_2
+        && first.is_some_and(|h| {
+            !h.as_bytes()
+                .eq_ignore_ascii_case(authority.as_str().as_bytes())
+        })
+    {
+        return Err(ProxyError::BadRequest(
+            "the Host header names another host than :authority",
+        ));
+    }
+    http::HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::MissingHost)
+}
+
 /// What to do with a request (an error page is the `Err` of [`decide`]).
 pub enum Decision {
     /// Send it to this instance.

@@ -7,7 +7,6 @@ use super::body::ProxyBody;
 use super::ctx::{ConnInfo, Ctx};
 use super::decide::{decide, Ask, Decision, Resend, Target};
 use super::error::ProxyError;
-use super::header::HOPS_HEADER;
 use super::request_head::{self, BodyFraming, Hop};
 use super::upgrade;
 use super::upstream::ForwardError;
@@ -84,11 +83,11 @@ async fn route(
     rec: &mut Option<Box<crate::inspect::Record>>,
     web: &mut Option<super::grpc_web::Answer>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let host_value = routed_host(&req)?;
+    let host_value = super::decide::routed_host(&req)?;
     let raw_host = host_value.to_str().map_err(|_| ProxyError::MissingHost)?;
     let host = normalize_host(raw_host);
-    let hops = hops(req.headers());
-    let ask = ask_of(&req, &host, hops, wants_html, conn);
+    let hops = super::decide::hops(req.headers());
+    let ask = super::decide::ask_of(&req, &host, hops, wants_html, conn);
     let target = match decide(ctx, &ask, meter)? {
         Decision::Forward(target) => target,
         Decision::Hold(secs) => hold(ctx, &ask, secs, meter).await?,
@@ -230,11 +229,7 @@ where
 
 /// The head of a request to an HTTP/2 app as the inspector records it: the `fields` the
 /// app gets ([`super::h2_upstream::headers_for`]), as lines.
-pub(super) fn h2_head<B>(
-    req: &Request<B>,
-    host_value: &HeaderValue,
-    fields: &HeaderMap,
-) -> Vec<u8> {
+fn h2_head<B>(req: &Request<B>, host_value: &HeaderValue, fields: &HeaderMap) -> Vec<u8> {
     let method = req.method().as_str().as_bytes();
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     request_head::record(method, target.as_bytes(), host_value.as_bytes(), fields)
@@ -455,63 +450,6 @@ async fn upgrade(
         ctx.limits.connect,
     ));
     ctx.in_turn(backend, exchange).await
-}
-
-/// The host a request is routed on: an absolute-form target's or HTTP/2's `:authority`
-/// (RFC 9112 3.2.2: a Host beside an absolute-form target is ignored), else the one Host
-/// header. Two Host headers, or an HTTP/2 Host that names another host than
-/// `:authority`, make the request malformed (RFC 9112 3.2, RFC 9113 8.3.1).
-/// The value of portok's hop counter on a request (0 when it has none).
-pub(super) fn hops(headers: &HeaderMap) -> u32 {
-    headers
-        .get(&HOPS_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .unwrap_or(0)
-}
-
-/// What the routing decision reads from a request ([`decide`]), for both callers.
-pub(super) fn ask_of<'a, B>(
-    req: &'a Request<B>,
-    host: &'a str,
-    hops: u32,
-    html: bool,
-    conn: ConnInfo,
-) -> Ask<'a> {
-    Ask {
-        host,
-        method: req.method().as_str(),
-        path: req.uri().path(),
-        html,
-        upgrade: req.headers().contains_key(header::UPGRADE)
-            || req.method() == http::Method::CONNECT,
-        hops,
-        tls: conn.tls,
-        lan: !super::lan::is_local(conn.peer.ip()),
-    }
-}
-
-/// The host a request names: its authority (an h2 request's `:authority`), else its Host.
-pub(super) fn routed_host<B>(req: &Request<B>) -> Result<HeaderValue, ProxyError> {
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    let (first, second) = (hosts.next(), hosts.next());
-    if second.is_some() {
-        return Err(ProxyError::BadRequest("the request has two Host headers"));
-    }
-    let Some(authority) = req.uri().authority() else {
-        return first.cloned().ok_or(ProxyError::MissingHost);
-    };
-    if req.version() == http::Version::HTTP_2
-        && first.is_some_and(|h| {
-            !h.as_bytes()
-                .eq_ignore_ascii_case(authority.as_str().as_bytes())
-        })
-    {
-        return Err(ProxyError::BadRequest(
-            "the Host header names another host than :authority",
-        ));
-    }
-    HeaderValue::from_str(authority.as_str()).map_err(|_| ProxyError::MissingHost)
 }
 
 /// Send a request held whole (its head, and its body if it has one) over a kept app

@@ -30,7 +30,7 @@ use super::conn::{ClientIo, ConnWatch, RawTcp};
 use super::ctx::{ConnError, ConnInfo, Ctx};
 use bytes::{Bytes, BytesMut};
 use client::Relay;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -76,6 +76,11 @@ pub fn wanted(ctx: &Ctx, server_name: Option<&str>) -> bool {
         .is_some_and(|l| l.route.upstream == crate::routes::Upstream::H2)
 }
 
+/// How the relay reaches portok's stacks: serve one in-process h2c connection as the
+/// client's (given by `accept`, which this module does not import).
+pub type Stacks =
+    fn(tokio::io::DuplexStream, ConnInfo, Arc<Ctx>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Serve an h2 connection (its preface read, waiting in `io`) until it ends, or hand it
 /// to hyper.
 pub async fn serve<I>(
@@ -83,6 +88,7 @@ pub async fn serve<I>(
     info: ConnInfo,
     ctx: &Arc<Ctx>,
     watch: &Arc<ConnWatch>,
+    stacks: Stacks,
 ) -> Result<Outcome, ConnError>
 where
     I: AsyncRead + AsyncWrite + RawTcp + Unpin,
@@ -106,7 +112,7 @@ where
         return Ok(Outcome::Handoff(all));
     }
     io.reset_prefix(all.slice(24..));
-    let mut relay = Relay::new(Codec::new(&mut *io), info, ctx, watch);
+    let mut relay = Relay::new(Codec::new(&mut *io), info, ctx, watch, stacks);
     if peeked.first == First::Waits {
         relay.own();
     }

@@ -682,3 +682,109 @@ async fn server_streams_to_clients_that_do_not_read_hold_no_other_call() {
         assert_eq!(m.text, i.to_string());
     }
 }
+
+/// One HTTP/2 request on `send`: its status, body and trailers.
+async fn h2_exchange(
+    send: &mut h2::client::SendRequest<bytes::Bytes>,
+    req: http::Request<()>,
+    body: &[u8],
+) -> (u16, Vec<u8>, Option<http::HeaderMap>) {
+    let (resp, mut tx) = send.send_request(req, body.is_empty()).unwrap();
+    if !body.is_empty() {
+        tx.send_data(bytes::Bytes::copy_from_slice(body), true)
+            .unwrap();
+    }
+    let resp = tokio::time::timeout(LONG, resp).await.unwrap().unwrap();
+    let status = resp.status().as_u16();
+    let mut rx = resp.into_body();
+    let mut got = Vec::new();
+    while let Some(chunk) = rx.data().await {
+        let chunk = chunk.unwrap();
+        let _ = rx.flow_control().release_capacity(chunk.len());
+        got.extend_from_slice(&chunk);
+    }
+    (status, got, rx.trailers().await.unwrap())
+}
+
+/// A connection whose first request is a call (relayed to the app frame by frame) is
+/// served by the relay for its whole life: a page from an HTTP/1.1 app, portok's own
+/// answer for an unknown host, and a gRPC-Web call on the same connection come back as
+/// they would on any other, then another call; over h2c and TLS.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_that_carries_calls_reaches_every_other_route_too() {
+    let p = Portok::new();
+    let _app = tonic_app(&p, &[]).await;
+    let web = backend("web").await;
+    p.ok(&["alias", "web", &web.port.to_string()]);
+    // Msg { text: "hi" }, as one gRPC message.
+    let call = [0, 0, 0, 0, 4, 0x0a, 2, b'h', b'i'];
+    for tls in [false, true] {
+        let mut send = if tls {
+            let io = crate::tls::tls_connect(&p, "api.localhost", &[b"h2"])
+                .await
+                .unwrap();
+            let (send, conn) = h2::client::handshake(io).await.unwrap();
+            tokio::spawn(conn);
+            send
+        } else {
+            let io = tokio::net::TcpStream::connect(p.addr()).await.unwrap();
+            let (send, conn) = h2::client::handshake(io).await.unwrap();
+            tokio::spawn(conn);
+            send
+        };
+        let scheme = if tls { "https" } else { "http" };
+        let url = |host: &str, path: &str| format!("{scheme}://{host}:{}{path}", p.port);
+        let grpc = |path: &str, ty: &str| {
+            http::Request::post(url("api.localhost", path))
+                .header("content-type", ty)
+                .header("te", "trailers")
+                .body(())
+                .unwrap()
+        };
+        let (status, body, trailers) =
+            h2_exchange(&mut send, grpc("/echo.Echo/Say", "application/grpc"), &call).await;
+        assert_eq!(status, 200, "tls {tls}");
+        assert!(body.ends_with(b"v1: hi"), "tls {tls}: {body:?}");
+        assert_eq!(trailers.unwrap()["grpc-status"], "0", "tls {tls}");
+
+        let page = http::Request::get(url("web.localhost", "/page"))
+            .body(())
+            .unwrap();
+        let (status, body, _) = h2_exchange(&mut send, page, &[]).await;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, 200, "tls {tls}: {body}");
+        assert!(
+            body.contains("backend=web") && body.contains("x-forwarded-proto="),
+            "{body}"
+        );
+
+        let none = http::Request::get(url("nosuch.localhost", "/"))
+            .body(())
+            .unwrap();
+        let (status, _, _) = h2_exchange(&mut send, none, &[]).await;
+        assert_eq!(status, 404, "tls {tls}");
+
+        // gRPC-Web goes to the handler, which translates it for the app.
+        let (status, body, _) = h2_exchange(
+            &mut send,
+            grpc("/echo.Echo/Say", "application/grpc-web+proto"),
+            &call,
+        )
+        .await;
+        assert_eq!(status, 200, "tls {tls}");
+        assert!(
+            body.windows(6).any(|w| w == b"v1: hi")
+                && body.windows(13).any(|w| w == b"grpc-status:0"),
+            "tls {tls}: {body:?}"
+        );
+
+        let (status, body, _) =
+            h2_exchange(&mut send, grpc("/echo.Echo/Say", "application/grpc"), &call).await;
+        assert_eq!(
+            (status, body.ends_with(b"v1: hi")),
+            (200, true),
+            "tls {tls}"
+        );
+    }
+    assert!(web.hits.load(Ordering::SeqCst) >= 2);
+}

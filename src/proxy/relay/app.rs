@@ -67,7 +67,12 @@ pub(super) struct AppConn {
 
 impl AppConn {
     /// A connection being opened to `peer`; the frames that open it are queued.
-    pub(super) fn open(peer: Peer, ctx: &Arc<Ctx>, info: ConnInfo) -> AppConn {
+    pub(super) fn open(
+        peer: Peer,
+        ctx: &Arc<Ctx>,
+        info: ConnInfo,
+        stacks: super::Stacks,
+    ) -> AppConn {
         let connecting: Pin<Box<dyn Future<Output = io::Result<Io>> + Send>> = match &peer {
             Peer::App(b) => {
                 let (port, timeout) = (b.port, ctx.limits.connect);
@@ -79,11 +84,7 @@ impl AppConn {
             }
             Peer::Stacks => {
                 let (ours, theirs) = tokio::io::duplex(64 << 10);
-                tokio::spawn(super::super::accept::serve_stacks(
-                    theirs,
-                    info,
-                    ctx.clone(),
-                ));
+                tokio::spawn(stacks(theirs, info, ctx.clone()));
                 Box::pin(std::future::ready(Ok(Io::Stacks(ours))))
             }
         };

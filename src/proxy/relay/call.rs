@@ -1,10 +1,10 @@
 //! One relayed call's portok side: the routing decision (hyper's handler's, through the
 //! same functions), the head the app gets, the route's meter and the inspector's record.
 
+use super::super::capture;
 use super::super::ctx::{ConnInfo, Ctx};
-use super::super::decide::{decide, Decision};
+use super::super::decide::{self, decide, Decision};
 use super::super::request_head::{self, BodyFraming, Hop, Sink as _};
-use super::super::{capture, handler};
 use super::wire;
 use crate::grpc::MessageCounter;
 use crate::inspect::Record;
@@ -115,10 +115,10 @@ fn request_of(pseudo: &Pseudo, fields: HeaderMap) -> Result<Request<()>, HeaderM
 /// needs the handler (a gRPC-Web call, an inspector that keeps bodies); its head for the
 /// app, by the one writer of request heads, in `block`.
 fn relay(ctx: &Ctx, info: ConnInfo, req: &Request<()>, block: &mut Vec<u8>) -> Option<Box<Call>> {
-    let host_value = handler::routed_host(req).ok()?;
+    let host_value = decide::routed_host(req).ok()?;
     let host = normalize_host(host_value.to_str().ok()?);
-    let hops = handler::hops(req.headers());
-    let ask = handler::ask_of(req, &host, hops, false, info);
+    let hops = decide::hops(req.headers());
+    let ask = decide::ask_of(req, &host, hops, false, info);
     let mut meter = None;
     let target = match decide(ctx, &ask, &mut meter) {
         Ok(Decision::Forward(target)) if target.h2 => target,

@@ -64,6 +64,7 @@ enum Read {
 
 pub(super) struct Relay<'a, I> {
     ctx: &'a Arc<Ctx>,
+    stacks: super::Stacks,
     info: ConnInfo,
     watch: &'a Arc<ConnWatch>,
     client: Codec<&'a mut ClientIo<I>>,
@@ -102,8 +103,10 @@ where
         info: ConnInfo,
         ctx: &'a Arc<Ctx>,
         watch: &'a Arc<ConnWatch>,
+        stacks: super::Stacks,
     ) -> Self {
         Relay {
+            stacks,
             ctx,
             info,
             watch,
@@ -418,7 +421,7 @@ where
         let i = match least {
             Some(l) if count == 0 || count >= MAX_APP_CONNS => l,
             _ => {
-                let mut conn = AppConn::open(peer, self.ctx, self.info);
+                let mut conn = AppConn::open(peer, self.ctx, self.info, self.stacks);
                 self.again = true;
                 // The app's limit as its other connections learned it.
                 if let Some(l) = least {
