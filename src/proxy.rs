@@ -3,8 +3,9 @@
 //!
 //! - `accept`: accept loops, one task per connection; `sniff` (TLS or plain by the first
 //!   byte), `tls` (rustls, certificates from the local CA), `conn` (HTTP/1 or h2, deadlines);
-//! - the two front-ends: `fast` (plain HTTP/1.1 relayed without hyper) and `handler`
-//!   (hyper's HTTP/1.1 and h2), which act on one routing decision, `decide`;
+//! - the front-ends: `fast` (plain HTTP/1.1 relayed without hyper), `relay` (gRPC calls
+//!   from h2 clients to HTTP/2 apps, frame by frame) and `handler` (hyper's HTTP/1.1 and
+//!   h2), which act on one routing decision, `decide`;
 //! - towards the app: `request_head` (the one writer of request heads), `upstream` (the
 //!   exchange), `h2_upstream` (the exchange with apps that speak only HTTP/2, on the
 //!   connections `h2_conns` keeps), `upgrade` (WebSocket and extended CONNECT tunnels),
