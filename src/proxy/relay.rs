@@ -112,7 +112,10 @@ where
         return Ok(Outcome::Handoff(all));
     }
     io.reset_prefix(all.slice(24..));
-    let mut relay = Relay::new(Codec::new(&mut *io), info, ctx, watch, stacks);
+    let mut codec = Codec::new(&mut *io);
+    // As hyper's server is told (`--max-header-bytes`): a larger head is refused.
+    codec.set_max_recv_header_list_size(ctx.limits.max_header_bytes);
+    let mut relay = Relay::new(codec, info, ctx, watch, stacks);
     if peeked.first == First::Waits {
         relay.own();
     }

@@ -85,8 +85,10 @@ pub(super) struct Relay<'a, I> {
     owned: bool,
     /// GOAWAY went out (the daemon stops, or the connection idled): no new streams.
     closing: bool,
-    /// The client said GOAWAY, or its side ended.
+    /// Nothing more is read from the client: its side ended, or it broke the protocol.
     client_gone: bool,
+    /// The client said GOAWAY: its streams go on, and the connection ends with them.
+    client_done: bool,
     /// This pass made work that nothing will wake the task for (see [`Relay::poll`]).
     again: bool,
     /// A header block being written, and blocks that went out, to write the next into.
@@ -123,6 +125,7 @@ where
             owned: false,
             closing: false,
             client_gone: false,
+            client_done: false,
             again: false,
             block: Vec::with_capacity(512),
             spare: Vec::new(),
@@ -212,7 +215,8 @@ where
                 Err(e) => return Poll::Ready(Err(e)),
             };
             self.write_apps(cx);
-            if flushed && (self.client_gone || self.closing) && self.streams.is_empty() {
+            let ending = self.client_gone || self.client_done || self.closing;
+            if flushed && ending && self.streams.is_empty() {
                 return Poll::Ready(Ok(Done::Closed));
             }
             let room =
@@ -334,7 +338,7 @@ where
             Frame::Headers(h) => return self.client_headers(h),
             Frame::Data(d) => self.client_data(d),
             Frame::Reset(r) => self.remove_stream(r.stream_id().into(), Some(r.reason()), true),
-            Frame::GoAway(_) => self.client_gone = true,
+            Frame::GoAway(_) => self.client_done = true,
             Frame::Priority(_) | Frame::PushPromise(_) => {}
         }
         None
@@ -355,6 +359,13 @@ where
             return None;
         }
         self.last_id = id;
+        if h.is_over_size() {
+            // Over `--max-header-bytes`: 431, and none of its body is wanted (as h2 does).
+            wire::Block::new(&mut self.block).status(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+            wire::headers(&mut self.out, id, &self.block, true, self.max_frame);
+            wire::rst(&mut self.out, id, Reason::REFUSED_STREAM.into());
+            return None;
+        }
         if self.closing || self.streams.len() >= MAX_STREAMS as usize {
             wire::rst(&mut self.out, id, Reason::REFUSED_STREAM.into());
             return None;
