@@ -29,28 +29,98 @@ struct Stream {
     app_id: u32,
     /// The head for the app, written and waiting to go.
     head: Option<Vec<u8>>,
-    /// The client's body, waiting for the app's window, and its end.
-    up: VecDeque<Bytes>,
-    up_end: bool,
-    up_trailers: Option<HeaderMap>,
-    up_done: bool,
-    /// The app's body, waiting for the client's window, and its end.
-    down: VecDeque<Bytes>,
-    down_end: bool,
-    down_trailers: Option<HeaderMap>,
-    down_done: bool,
+    /// The client's body on its way to the app, and the app's to the client.
+    up: Half,
+    down: Half,
     answered: bool,
-    /// What each side lets portok send on this stream.
-    to_app: i64,
-    to_client: i64,
-    /// What portok still lets each side send on this stream.
-    from_client: i64,
-    from_app: i64,
-    /// Passed on and not yet given back (stream level), to each side.
-    credit_client: u32,
-    credit_app: u32,
     call: Option<Box<Call>>,
     exchange: Option<Exchange>,
+}
+
+/// One direction of a stream: the sender's body waiting for the receiver's window, and
+/// its end, with the windows on both sides.
+struct Half {
+    queue: VecDeque<Bytes>,
+    /// The sender ended the stream (after `queue`, and `trailers` if it sent them).
+    end: bool,
+    trailers: Option<HeaderMap>,
+    /// The end went out.
+    done: bool,
+    /// What the receiver lets portok send on this stream.
+    window: i64,
+    /// What portok still lets the sender send on it, and what it passed on and has not
+    /// yet given back.
+    allowed: i64,
+    credit: u32,
+}
+
+impl Half {
+    fn new() -> Self {
+        Half {
+            queue: VecDeque::new(),
+            end: false,
+            trailers: None,
+            done: false,
+            window: 0,
+            allowed: STREAM_WINDOW.into(),
+            credit: 0,
+        }
+    }
+
+    /// Move what the stream's window and `conn_window` allow into `out`, as frames on
+    /// stream `id` (the end too, once all went); the bytes moved.
+    fn pump(
+        &mut self,
+        id: u32,
+        out: &mut BytesMut,
+        conn_window: &mut i64,
+        max_frame: usize,
+        block: &mut Vec<u8>,
+    ) -> u32 {
+        let mut moved = 0;
+        while !self.done {
+            let only = self.queue.len() == 1;
+            let Some(front) = self.queue.front_mut() else {
+                if self.end {
+                    match self.trailers.take() {
+                        Some(t) => {
+                            wire::Block::new(block).map(&t);
+                            wire::headers(out, id, block, true, max_frame);
+                        }
+                        None => wire::data(out, id, &[], true),
+                    }
+                    self.done = true;
+                }
+                break;
+            };
+            let room = self.window.min(*conn_window).min(max_frame as i64).max(0) as usize;
+            if room == 0 && !front.is_empty() {
+                break;
+            }
+            let n = front.len().min(room);
+            let last = n == front.len() && only && self.end && self.trailers.is_none();
+            wire::data(out, id, &front[..n], last);
+            front.advance(n);
+            if front.is_empty() {
+                self.queue.pop_front();
+            }
+            self.window -= n as i64;
+            *conn_window -= n as i64;
+            moved += n as u32;
+            self.done = last;
+        }
+        moved
+    }
+
+    /// The window to give the sender back, once enough has gone on (none after its end).
+    fn credit_due(&mut self) -> Option<u32> {
+        if self.end || self.credit < STREAM_CREDIT {
+            return None;
+        }
+        let c = std::mem::take(&mut self.credit);
+        self.allowed += i64::from(c);
+        Some(c)
+    }
 }
 
 /// Where reading the client's side stopped.
@@ -314,7 +384,7 @@ where
                     let delta = i64::from(w) - self.stream_window;
                     self.stream_window = i64::from(w);
                     for st in &mut self.streams {
-                        st.to_client += delta;
+                        st.down.window += delta;
                     }
                 }
                 if let Some(m) = s.max_frame_size() {
@@ -330,7 +400,7 @@ where
                     0 => self.window += inc,
                     id => {
                         if let Some(st) = self.streams.iter_mut().find(|s| s.id == id) {
-                            st.to_client += inc;
+                            st.down.window += inc;
                         }
                     }
                 }
@@ -349,8 +419,8 @@ where
         let eos = h.is_end_stream();
         if let Some(st) = self.streams.iter_mut().find(|s| s.id == id) {
             // Trailers.
-            st.up_trailers = Some(h.into_fields());
-            st.up_end = true;
+            st.up.trailers = Some(h.into_fields());
+            st.up.end = true;
             return None;
         }
         if id <= self.last_id || id % 2 == 0 {
@@ -384,21 +454,16 @@ where
             app: Some(app),
             app_id: 0,
             head: Some(head),
-            up: VecDeque::new(),
-            up_end: eos,
-            up_trailers: None,
-            up_done: false,
-            down: VecDeque::new(),
-            down_end: false,
-            down_trailers: None,
-            down_done: false,
+            up: Half {
+                end: eos,
+                window: 0,
+                ..Half::new()
+            },
+            down: Half {
+                window: self.stream_window,
+                ..Half::new()
+            },
             answered: false,
-            to_app: 0,
-            to_client: self.stream_window,
-            from_client: STREAM_WINDOW.into(),
-            from_app: STREAM_WINDOW.into(),
-            credit_client: 0,
-            credit_app: 0,
             call,
             exchange: Some(Exchange::begin(self.watch.clone())),
         });
@@ -503,8 +568,8 @@ where
             return;
         };
         let st = &mut self.streams[at];
-        st.from_client -= i64::from(len);
-        if st.from_client < 0 {
+        st.up.allowed -= i64::from(len);
+        if st.up.allowed < 0 {
             wire::rst(&mut self.out, id, Reason::FLOW_CONTROL_ERROR.into());
             self.credit += len;
             return self.remove_stream(id, Some(Reason::CANCEL), false);
@@ -513,8 +578,8 @@ where
         if let Some(call) = st.call.as_mut() {
             call.sent(&data);
         }
-        st.up.push_back(data);
-        st.up_end |= eos;
+        st.up.queue.push_back(data);
+        st.up.end |= eos;
     }
 
     /// Read each app's frames, while what waits for the client is not much; whether that
@@ -552,7 +617,7 @@ where
                     let delta = i64::from(w) - app.stream_window;
                     app.stream_window = i64::from(w);
                     for st in self.streams.iter_mut().filter(|s| s.app == Some(i)) {
-                        st.to_app += delta;
+                        st.up.window += delta;
                     }
                 }
                 if let Some(m) = s.max_concurrent_streams() {
@@ -573,7 +638,7 @@ where
                     0 => app.window += inc,
                     id => {
                         if let Some(st) = self.stream_of(i, id) {
-                            st.to_app += inc;
+                            st.up.window += inc;
                         }
                     }
                 }
@@ -632,8 +697,8 @@ where
             app.credit += len;
             return;
         };
-        st.from_app -= i64::from(len);
-        if st.from_app < 0 {
+        st.down.allowed -= i64::from(len);
+        if st.down.allowed < 0 {
             wire::rst(&mut app.out, id, Reason::FLOW_CONTROL_ERROR.into());
             app.credit += len;
             return self.app_reset(i, id, Reason::INTERNAL_ERROR);
@@ -642,8 +707,8 @@ where
         if let Some(call) = st.call.as_mut() {
             call.received(&data);
         }
-        st.down.push_back(data);
-        st.down_end |= eos;
+        st.down.queue.push_back(data);
+        st.down.end |= eos;
     }
 
     fn app_headers(&mut self, i: usize, h: Headers) {
@@ -662,8 +727,8 @@ where
             if let Some(call) = st.call.as_mut() {
                 call.trailers(&fields);
             }
-            st.down_trailers = Some(fields);
-            st.down_end = true;
+            st.down.trailers = Some(fields);
+            st.down.end = true;
             return;
         }
         let (pseudo, mut fields) = h.into_parts();
@@ -683,8 +748,8 @@ where
         b.map(&fields);
         wire::headers(&mut self.out, st.id, &self.block, eos, self.max_frame);
         if eos {
-            st.down_end = true;
-            st.down_done = true;
+            st.down.end = true;
+            st.down.done = true;
         }
     }
 
@@ -724,10 +789,10 @@ where
                 k += 1;
                 continue;
             }
-            if st.down_end && st.app_id != 0 {
+            if st.down.end && st.app_id != 0 {
                 st.app = None;
-                st.up.clear();
-                st.up_done = true;
+                st.up.queue.clear();
+                st.up.done = true;
                 k += 1;
                 continue;
             }
@@ -741,7 +806,7 @@ where
                 let mut b = wire::Block::new(&mut self.block);
                 b.status(StatusCode::BAD_GATEWAY);
                 wire::headers(&mut self.out, st.id, &self.block, true, self.max_frame);
-                if !st.up_end {
+                if !st.up.end {
                     wire::rst(&mut self.out, st.id, Reason::NO_ERROR.into());
                 }
             }
@@ -759,7 +824,7 @@ where
         };
         let st = self.streams.swap_remove(at);
         if let (Some(i), Some(reason)) = (st.app, reason) {
-            if st.app_id != 0 && !st.down_done {
+            if st.app_id != 0 && !st.down.done {
                 wire::rst(&mut self.apps[i].out, st.app_id, reason.into());
             }
         }
@@ -820,7 +885,7 @@ where
         while k < self.streams.len() {
             self.move_stream(k);
             let st = &self.streams[k];
-            if st.up_done && st.down_done {
+            if st.up.done && st.down.done {
                 let st = self.streams.swap_remove(k);
                 self.end(st, false);
             } else {
@@ -852,100 +917,42 @@ where
             st.app_id = app.next_id;
             app.next_id += 2;
             app.open += 1;
-            st.to_app = app.stream_window;
-            let end = st.up_end && st.up.is_empty() && st.up_trailers.is_none();
+            st.up.window = app.stream_window;
+            let end = st.up.end && st.up.queue.is_empty() && st.up.trailers.is_none();
             wire::headers(&mut app.out, st.app_id, &head, end, app.max_frame);
-            st.up_done = end;
+            st.up.done = end;
             self.spare.push(head);
         }
-        // The client's body to the app.
-        while let (Some(app), false) = (app.as_deref_mut(), st.up_done) {
-            let only = st.up.len() == 1;
-            let Some(front) = st.up.front_mut() else {
-                if st.up_end {
-                    match st.up_trailers.take() {
-                        Some(t) => {
-                            wire::Block::new(&mut self.block).map(&t);
-                            wire::headers(
-                                &mut app.out,
-                                st.app_id,
-                                &self.block,
-                                true,
-                                app.max_frame,
-                            );
-                        }
-                        None => wire::data(&mut app.out, st.app_id, &[], true),
-                    }
-                    st.up_done = true;
-                }
-                break;
-            };
-            let room = st.to_app.min(app.window).max(0) as usize;
-            if room == 0 && !front.is_empty() {
-                break;
-            }
-            let n = front.len().min(room);
-            let last = n == front.len() && only && st.up_end && st.up_trailers.is_none();
-            wire::data(&mut app.out, st.app_id, &front[..n], last);
-            front.advance(n);
-            if front.is_empty() {
-                st.up.pop_front();
-            }
-            st.to_app -= n as i64;
-            app.window -= n as i64;
-            st.credit_client += n as u32;
-            self.credit += n as u32;
-            st.up_done = last;
+        // The client's body to the app; its window goes back to the client as it goes.
+        if let Some(app) = app.as_deref_mut() {
+            let n = st.up.pump(
+                st.app_id,
+                &mut app.out,
+                &mut app.window,
+                app.max_frame,
+                &mut self.block,
+            );
+            st.up.credit += n;
+            self.credit += n;
         }
-        if !st.up_end && st.credit_client >= STREAM_CREDIT {
-            let c = std::mem::take(&mut st.credit_client);
-            st.from_client += i64::from(c);
+        if let Some(c) = st.up.credit_due() {
             wire::window_update(&mut self.out, st.id, c);
         }
-        // The app's body to the client.
-        while !st.down_done {
-            let only = st.down.len() == 1;
-            let Some(front) = st.down.front_mut() else {
-                if st.down_end {
-                    match st.down_trailers.take() {
-                        Some(t) => {
-                            wire::Block::new(&mut self.block).map(&t);
-                            wire::headers(&mut self.out, st.id, &self.block, true, self.max_frame);
-                        }
-                        None => wire::data(&mut self.out, st.id, &[], true),
-                    }
-                    st.down_done = true;
-                }
-                break;
-            };
-            let room = st
-                .to_client
-                .min(self.window)
-                .min(self.max_frame as i64)
-                .max(0) as usize;
-            if room == 0 && !front.is_empty() {
-                break;
-            }
-            let n = front.len().min(room);
-            let last = n == front.len() && only && st.down_end && st.down_trailers.is_none();
-            wire::data(&mut self.out, st.id, &front[..n], last);
-            front.advance(n);
-            if front.is_empty() {
-                st.down.pop_front();
-            }
-            st.to_client -= n as i64;
-            self.window -= n as i64;
-            if let Some(app) = app.as_deref_mut() {
-                st.credit_app += n as u32;
-                app.credit += n as u32;
-            }
-            st.down_done = last;
-        }
+        // The app's body to the client; its window goes back to the app as it goes.
+        let n = st.down.pump(
+            st.id,
+            &mut self.out,
+            &mut self.window,
+            self.max_frame,
+            &mut self.block,
+        );
         if let Some(app) = app {
-            if !st.down_end && st.app_id != 0 && st.credit_app >= STREAM_CREDIT {
-                let c = std::mem::take(&mut st.credit_app);
-                st.from_app += i64::from(c);
-                wire::window_update(&mut app.out, st.app_id, c);
+            st.down.credit += n;
+            app.credit += n;
+            if st.app_id != 0 {
+                if let Some(c) = st.down.credit_due() {
+                    wire::window_update(&mut app.out, st.app_id, c);
+                }
             }
         }
     }
