@@ -503,12 +503,13 @@ where
                 if let Some(l) = least {
                     conn.max_streams = self.apps[l].max_streams;
                 }
-                // A closed connection's place is taken, so the list stays short.
-                match self
-                    .apps
-                    .iter()
-                    .position(|a| matches!(a.state, State::Closed))
-                {
+                // A closed connection's place is taken, so the list stays short; not one
+                // a stream still names (one being failed, or whose answer is all here).
+                let streams = &self.streams;
+                let free = |(i, a): &(usize, &AppConn)| {
+                    matches!(a.state, State::Closed) && !streams.iter().any(|s| s.app == Some(*i))
+                };
+                match self.apps.iter().enumerate().find(free).map(|(i, _)| i) {
                     Some(i) => {
                         self.apps[i] = conn;
                         i
