@@ -407,6 +407,13 @@ where
             }
             Frame::Headers(h) => return self.client_headers(h),
             Frame::Data(d) => self.client_data(d),
+            Frame::Reset(r) if u32::from(r.stream_id()) > self.last_id => {
+                // A stream reset before its HEADERS went out (h2's client does so when a
+                // request is cancelled at once): its id is used up, and it counts as a
+                // cancelled request, so a flood of them is cut off as any rapid reset.
+                self.last_id = r.stream_id().into();
+                drop(Exchange::begin(self.watch.clone()));
+            }
             Frame::Reset(r) => self.remove_stream(r.stream_id().into(), Some(r.reason()), true),
             Frame::GoAway(_) => self.client_done = true,
             Frame::Priority(_) | Frame::PushPromise(_) => {}
